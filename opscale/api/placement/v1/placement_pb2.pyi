@@ -16,7 +16,7 @@ class NodeStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NODE_STATUS_CORDONED: _ClassVar[NodeStatus]
     NODE_STATUS_DRAINING: _ClassVar[NodeStatus]
     NODE_STATUS_LOST: _ClassVar[NodeStatus]
-    NODE_STATUS_DRAINED: _ClassVar[NodeStatus]
+    NODE_STATUS_DECOMMISSIONED: _ClassVar[NodeStatus]
 
 class ReplicaDesiredState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,7 +41,7 @@ NODE_STATUS_READY: NodeStatus
 NODE_STATUS_CORDONED: NodeStatus
 NODE_STATUS_DRAINING: NodeStatus
 NODE_STATUS_LOST: NodeStatus
-NODE_STATUS_DRAINED: NodeStatus
+NODE_STATUS_DECOMMISSIONED: NodeStatus
 REPLICA_DESIRED_STATE_UNSPECIFIED: ReplicaDesiredState
 REPLICA_DESIRED_STATE_RUNNING: ReplicaDesiredState
 REPLICA_DESIRED_STATE_DRAINING: ReplicaDesiredState

@@ -1,0 +1,106 @@
+"""`opscale serve <service>` (one service per process, production) and `opscale up` (all in one)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from clients.cli.common import (
+    ConfigOpt,
+    CountersOpt,
+    DatabaseOpt,
+    HostOpt,
+    MetricsPortOpt,
+    echo,
+    handle_errors,
+    settings,
+)
+from opscale.config import Settings, redact_url
+from opscale.grpcutil.server import RunningService, run_until_signal
+from opscale.telemetry import build_telemetry, setup_logging
+from services.catalog import SERVICES, ServiceEntry
+from services.runtime import open_runtime, prepare_embedded_database
+
+log = logging.getLogger("opscale")
+
+
+class ServiceName(enum.StrEnum):
+    INGEST = "ingest"
+    DECISION = "decision"
+    PLACEMENT = "placement"
+
+
+PortOpt = Annotated[int | None, typer.Option("--port", help="gRPC port (0: any free)",
+                                             show_default=False)]
+
+
+async def _serve(cfg: Settings, entries: Sequence[ServiceEntry], telemetry_name: str) -> None:
+    telemetry = build_telemetry(telemetry_name, otlp_endpoint=cfg.otlp_endpoint)
+    runtime = await open_runtime(cfg, telemetry)
+    try:
+        metrics = ""
+        if cfg.metrics_port is not None:
+            bound = telemetry.serve_metrics(cfg.listen_host, cfg.metrics_port)
+            metrics = f"; metrics on http://{cfg.listen_host}:{bound}/metrics"
+
+        def ready(running: list[RunningService]) -> None:
+            listeners = ", ".join(f"{s.name} on {cfg.listen_host}:{s.port}" for s in running)
+            echo(f"opscale ready: {listeners}{metrics}")
+            echo(f"  database {redact_url(cfg.database_url)}, counters {redact_url(cfg.counters_url)}")
+            echo("  Ctrl-C (or SIGTERM) stops it.")
+
+        services = [(e.build(runtime), getattr(cfg, e.port_setting), e.port_setting) for e in entries]
+        await run_until_signal(services, cfg.listen_host, telemetry, cfg.shutdown_grace_s, on_ready=ready)
+    finally:
+        await runtime.close()
+        telemetry.shutdown()
+    echo("opscale stopped cleanly")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    @handle_errors
+    def serve_cmd(
+        service: Annotated[ServiceName, typer.Argument(help="which service to run")],
+        config: ConfigOpt = None,
+        database_url: DatabaseOpt = None,
+        counters_url: CountersOpt = None,
+        host: HostOpt = None,
+        port: PortOpt = None,
+        metrics_port: MetricsPortOpt = None,
+    ) -> None:
+        """Run one control-plane service until SIGTERM/Ctrl-C (production: one process per service)."""
+        entry = SERVICES[service.value]
+        overrides = {entry.port_setting: port} if port is not None else {}
+        cfg = settings(config, database_url=database_url, counters_url=counters_url, listen_host=host,
+                       metrics_port=metrics_port, **overrides)
+        setup_logging(cfg.log_level, cfg.log_format)
+        asyncio.run(_serve(cfg, [entry], f"opscale-{service.value}"))
+
+    @app.command("up")
+    @handle_errors
+    def up_cmd(
+        config: ConfigOpt = None,
+        database_url: DatabaseOpt = None,
+        counters_url: CountersOpt = None,
+        host: HostOpt = None,
+        metrics_port: MetricsPortOpt = None,
+    ) -> None:
+        """Run ingest, decision and placement in one process (embedded default: SQLite + in-process counters).
+
+        On the embedded SQLite default a new database file gets its schema created; any other database
+        must be migrated first with `opscale db upgrade`.
+        """
+        cfg = settings(config, database_url=database_url, counters_url=counters_url, listen_host=host,
+                       metrics_port=metrics_port)
+        setup_logging(cfg.log_level, cfg.log_format)
+        if prepare_embedded_database(cfg.database_url):
+            echo(f"created the embedded database {cfg.database_url}")
+        asyncio.run(_serve(cfg, list(SERVICES.values()), "opscale"))
+
+

@@ -1,0 +1,171 @@
+"""The one validated configuration object of an opscale process.
+
+Sources, highest precedence first: explicit overrides (CLI flags), environment variables
+(``OPSCALE_<FIELD>``), a YAML file (``--config`` or ``OPSCALE_CONFIG``), then the defaults below, which
+are the embedded default (SQLite file + in-process counters on localhost). Nothing else in opscale
+reads ``os.environ``: the settings object is built once in ``main`` and passed down.
+
+A bad value stops the process at start with a ``ConfigError`` naming the setting (as its environment
+variable) and the allowed values.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from opscale.errors import ConfigError
+
+ENV_PREFIX = "OPSCALE_"
+DEFAULT_DATABASE_URL = "sqlite:///.opscale/opscale.db"
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+Port = int
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+    # Set per load by ``load_settings``; a class attribute so the YAML source can see it.
+    _yaml_file: ClassVar[Path | None] = None
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL, description="SQLAlchemy URL: sqlite:///path or postgresql://user@host/db"
+    )
+    counters_url: str = Field("memory://", description="memory:// (in-process) or redis://host:port/db")
+    listen_host: str = Field("127.0.0.1", description="address the gRPC servers bind")
+    ingest_port: Port = Field(50061, ge=0, le=65535, description="gRPC port of metrics-ingest (0: any free)")
+    decision_port: Port = Field(50062, ge=0, le=65535, description="gRPC port of decision (0: any free)")
+    placement_port: Port = Field(50063, ge=0, le=65535, description="gRPC port of placement (0: any free)")
+    ingest_address: str = Field("", description="host:port other services use to reach ingest")
+    decision_address: str = Field("", description="host:port other services use to reach decision")
+    placement_address: str = Field("", description="host:port other services use to reach placement")
+    metrics_port: Port | None = Field(
+        9464, ge=0, le=65535, description="Prometheus /metrics port (0: any free; null: off)"
+    )
+    log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error")
+    log_format: LogFormat = Field(LogFormat.TEXT, description="text or json")
+    otlp_endpoint: str | None = Field(None, description="OTLP/gRPC collector, e.g. http://otel:4317")
+    shutdown_grace_s: float = Field(5.0, gt=0, le=300, description="seconds in-flight RPCs get on SIGTERM")
+    node_name: str = Field("", description="identity of this host's agent (default: the hostname)")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(f"scheme must be sqlite or postgresql, got {scheme!r}")
+        return value
+
+    @field_validator("counters_url")
+    @classmethod
+    def _counters_scheme(cls, value: str) -> str:
+        if not (value.startswith("memory://") or value.startswith(("redis://", "rediss://"))):
+            raise ValueError(f"must be memory:// or redis://host:port/db, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        seen: dict[int, str] = {}
+        for name in ("ingest_port", "decision_port", "placement_port", "metrics_port"):
+            port = getattr(self, name)
+            if port in (None, 0):
+                continue
+            if port in seen:
+                raise ValueError(
+                    f"{seen[port]} and {name} are both {port}; each listener needs its own port (or 0)"
+                )
+            seen[port] = name
+        return self
+
+    def address_of(self, service: str) -> str:
+        """host:port at which ``service`` is reached (explicit address, else localhost and its port)."""
+        explicit: str = getattr(self, f"{service}_address")
+        if explicit:
+            return explicit
+        host = "127.0.0.1" if self.listen_host in ("0.0.0.0", "::", "") else self.listen_host
+        return f"{host}:{getattr(self, f'{service}_port')}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls._yaml_file))
+        return tuple(sources)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "configuration"
+    setting = f"{ENV_PREFIX}{field.upper()}" if error["loc"] else field
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f"={value!r}"
+    description = Settings.model_fields[field].description if field in Settings.model_fields else None
+    allowed = f" (allowed: {description})" if description else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {field!r}; known settings: {', '.join(sorted(Settings.model_fields))}"
+    return f"invalid setting {setting}{shown}: {message}{allowed}"
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings; raises ``ConfigError`` naming every bad setting.
+
+    ``config_file`` is a YAML mapping of the same field names (lower case, no prefix); the CLI takes it
+    from ``--config`` or ``OPSCALE_CONFIG``. Overrides that are None are ignored (flags not given).
+    """
+    path = Path(config_file) if config_file else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist or is not a file")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    Settings._yaml_file = path
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(dict(e)) for e in exc.errors())) from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    finally:
+        Settings._yaml_file = None
+
+
+def redact_url(url: str) -> str:
+    """A database or Redis URL safe to print: the password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,141 @@
+"""Server interceptor: one error path, one span and one set of metrics per RPC.
+
+Typed ``OpscaleError``s become their status from ``opscale.grpcutil.errors``; any other exception is our
+bug and becomes INTERNAL with a reference id that is also in the log (with the traceback), so a caller
+can report it without us sending internals over the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import propagate, trace
+
+from opscale import errors
+from opscale.grpcutil.errors import status_for
+from opscale.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+Handler = grpc.RpcMethodHandler
+
+
+class _Outcome:
+    """Tracks the status code an RPC ended with, for metrics and the span."""
+
+    __slots__ = ("code",)
+
+    def __init__(self) -> None:
+        self.code = grpc.StatusCode.OK
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service: str, telemetry: Telemetry) -> None:
+        self._service = service
+        self._telemetry = telemetry
+        self._tracer = telemetry.tracer(f"opscale.{service}")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler),
+        )
+        for attr, factory in kinds:
+            behavior = getattr(handler, attr)
+            if behavior is not None:
+                return factory(  # type: ignore[no-any-return]
+                    self._wrap(behavior, method, metadata),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
+
+    def _wrap(self, behavior: Callable[..., Any], method: str, metadata: dict[str, str]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                outcome, start = _Outcome(), self._begin()
+                with self._span(method, metadata) as span:
+                    try:
+                        async for response in behavior(request, context):
+                            yield response
+                    except BaseException as exc:
+                        await self._fail(exc, context, outcome, method)
+                    finally:
+                        self._end(method, outcome, start, span)
+
+            return stream
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            outcome, start = _Outcome(), self._begin()
+            with self._span(method, metadata) as span:
+                try:
+                    return await behavior(request, context)
+                except BaseException as exc:
+                    await self._fail(exc, context, outcome, method)
+                finally:
+                    self._end(method, outcome, start, span)
+
+        return unary
+
+    def _span(self, method: str, metadata: dict[str, str]) -> Any:
+        service, _, name = method.lstrip("/").partition("/")
+        return self._tracer.start_as_current_span(
+            method.lstrip("/"),
+            context=propagate.extract(metadata),
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        )
+
+    def _begin(self) -> float:
+        self._telemetry.rpc.in_flight.labels(self._service).inc()
+        return time.perf_counter()
+
+    def _end(self, method: str, outcome: _Outcome, start: float, span: trace.Span) -> None:
+        rpc = self._telemetry.rpc
+        rpc.in_flight.labels(self._service).dec()
+        rpc.requests.labels(self._service, method, outcome.code.name).inc()
+        rpc.latency.labels(self._service, method).observe(time.perf_counter() - start)
+        span.set_attribute("rpc.grpc.status_code", outcome.code.value[0])
+        if outcome.code is not grpc.StatusCode.OK:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.code.name))
+
+    async def _fail(
+        self, exc: BaseException, context: grpc.aio.ServicerContext, outcome: _Outcome, method: str
+    ) -> None:
+        """Record the outcome and turn ``exc`` into a status; always raises."""
+        if isinstance(exc, errors.OpscaleError):
+            outcome.code = status_for(exc)
+            await context.abort(outcome.code, exc.message)
+        if isinstance(exc, asyncio.CancelledError):
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise exc
+        if isinstance(exc, grpc.aio.AbortError):
+            # The handler (or a nested helper) aborted with a status of its own choosing.
+            code = context.code()
+            outcome.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+            raise exc
+        if not isinstance(exc, Exception):
+            raise exc
+        ref = uuid.uuid4().hex[:12]
+        outcome.code = grpc.StatusCode.INTERNAL
+        log.error("unhandled error in %s (ref %s)", method, ref, exc_info=exc, extra={"rpc": method, "ref": ref})
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the service log")

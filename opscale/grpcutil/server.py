@@ -1,0 +1,155 @@
+"""Running opscale's gRPC services: one grpc.aio server per service, each with health checks,
+reflection and the error/telemetry interceptor; graceful shutdown on SIGTERM or Ctrl-C.
+
+A service is described by a ``ServiceDef`` (what to register, which background tasks to run); the same
+definitions run one per process in production (``opscale serve decision``) or all together in one
+process for the embedded default (``opscale up``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from opscale.errors import ConfigError
+from opscale.grpcutil.interceptor import ServerInterceptor
+from opscale.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# A background task gets an Event that is set when the service is stopping; it should return soon after.
+BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class ServiceDef:
+    name: str
+    # Full proto service names served (for health and reflection), e.g. "opscale.api.decision.v1.DecisionService".
+    service_names: tuple[str, ...]
+    register: Callable[[grpc.aio.Server], None]
+    background: list[BackgroundTask] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+@dataclass
+class RunningService:
+    definition: ServiceDef
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    stopping: asyncio.Event
+    tasks: list[asyncio.Task[None]]
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+
+async def start_service(
+    definition: ServiceDef, host: str, port: int, telemetry: Telemetry, *, port_setting: str = "port"
+) -> RunningService:
+    server = grpc.aio.server(
+        interceptors=[ServerInterceptor(definition.name, telemetry)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    definition.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (*definition.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise ConfigError(f"{definition.name} cannot listen on {host}:{port} ({port_setting}): {exc}") from None
+    if bound == 0:
+        raise ConfigError(f"{definition.name} cannot listen on {host}:{port} ({port_setting}): address in use?")
+    await server.start()
+    for name in ("", *definition.service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    stopping = asyncio.Event()
+    tasks = [
+        asyncio.create_task(_guarded(task(stopping), definition.name), name=f"{definition.name}-bg-{i}")
+        for i, task in enumerate(definition.background)
+    ]
+    log.info("%s serving on %s:%d", definition.name, host, bound, extra={"service": definition.name})
+    return RunningService(definition, server, bound, health_servicer, stopping, tasks)
+
+
+async def _guarded(coro: Awaitable[None], service: str) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # A background loop dying silently would leave a service that answers health checks but does
+        # nothing; log loudly. Loops are expected to handle their own transient errors.
+        log.exception("background task of %s stopped with an error", service, extra={"service": service})
+
+
+async def stop_service(running: RunningService, grace_s: float) -> None:
+    """Health goes NOT_SERVING first (load balancers stop sending), then in-flight RPCs get ``grace_s``."""
+    await running.health.enter_graceful_shutdown()
+    running.stopping.set()
+    if running.tasks:
+        _done, pending = await asyncio.wait(running.tasks, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    await running.server.stop(grace_s)
+    for hook in running.definition.on_stop:
+        await hook()
+    log.info("%s stopped", running.name, extra={"service": running.name})
+
+
+async def wait_for_signal(stop: asyncio.Event | None = None) -> None:
+    """Block until SIGTERM/SIGINT (or ``stop`` is set)."""
+    event = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, event.set)
+            installed.append(sig)
+    try:
+        await event.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_until_signal(
+    services: Sequence[tuple[ServiceDef, int, str]],
+    host: str,
+    telemetry: Telemetry,
+    grace_s: float,
+    *,
+    on_ready: Callable[[list[RunningService]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Start every (definition, port, port setting name), wait for a signal, stop them in reverse order."""
+    running: list[RunningService] = []
+    try:
+        for definition, port, setting in services:
+            running.append(await start_service(definition, host, port, telemetry, port_setting=setting))
+        if on_ready is not None:
+            on_ready(running)
+        await wait_for_signal(stop)
+    finally:
+        for service in reversed(running):
+            await stop_service(service, grace_s)

@@ -1,0 +1,112 @@
+"""Telemetry built once per process and injected: OpenTelemetry tracing, Prometheus metrics, logging.
+
+Every service gets the same ``Telemetry`` object; nothing reaches for a global provider or the
+prometheus_client default registry, so several services (``opscale up``) and many tests can live in one
+process without colliding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SimpleSpanProcessor
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from opscale.config import LogFormat, LogLevel
+
+
+class RpcMetrics:
+    """Per-RPC counters and latency, labelled by service, method and status code."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "opscale_rpc_requests", "RPCs handled, by outcome", ["service", "method", "code"], registry=registry
+        )
+        self.latency = Histogram(
+            "opscale_rpc_duration_seconds",
+            "Time to handle an RPC (streams: until the stream ends)",
+            ["service", "method"],
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.in_flight = Gauge("opscale_rpc_in_flight", "RPCs being handled", ["service"], registry=registry)
+
+
+@dataclass
+class Telemetry:
+    tracer_provider: TracerProvider
+    registry: CollectorRegistry
+    rpc: RpcMetrics
+    _metrics_server: WSGIServer | None = field(default=None, repr=False)
+    _metrics_thread: threading.Thread | None = field(default=None, repr=False)
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(name)
+
+    def serve_metrics(self, host: str, port: int) -> int:
+        """Start the Prometheus /metrics endpoint; returns the bound port (useful when port is 0)."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._metrics_server, self._metrics_thread = server, thread
+        return int(server.server_port)
+
+    def shutdown(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+        self.tracer_provider.shutdown()
+
+
+def build_telemetry(
+    service_name: str,
+    *,
+    otlp_endpoint: str | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> Telemetry:
+    """``span_exporter`` is for tests (an in-memory exporter); ``otlp_endpoint`` for production."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if span_exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    registry = CollectorRegistry()
+    return Telemetry(tracer_provider=provider, registry=registry, rpc=RpcMetrics(registry))
+
+
+class _JsonFormatter(logging.Formatter):
+    # Context that call sites pass through ``extra=`` (deployment, decision, replica ids) is kept.
+    _CONTEXT = ("deployment", "decision_id", "replica_id", "node", "service", "rpc", "ref")
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        payload.update({k: getattr(record, k) for k in self._CONTEXT if hasattr(record, k)})
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+def setup_logging(level: LogLevel, fmt: LogFormat) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt is LogFormat.JSON:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.value.upper())

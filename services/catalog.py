@@ -1,0 +1,26 @@
+"""The three control-plane services by name: how to build each and which setting holds its port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opscale.grpcutil.server import ServiceDef
+from services.decision.wiring import build as build_decision
+from services.ingest.wiring import build as build_ingest
+from services.placement.wiring import build as build_placement
+from services.runtime import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    name: str
+    build: Callable[[Runtime], ServiceDef]
+    port_setting: str
+
+
+SERVICES: dict[str, ServiceEntry] = {
+    "ingest": ServiceEntry("ingest", build_ingest, "ingest_port"),
+    "decision": ServiceEntry("decision", build_decision, "decision_port"),
+    "placement": ServiceEntry("placement", build_placement, "placement_port"),
+}
