@@ -1,0 +1,209 @@
+"""M/M/R queues (M/M/c): Erlang-B/C, waiting- and response-time quantiles, and the fewest servers that
+meet a waiting-time quantile.
+
+Each operator pool is modelled as R identical servers (replicas), Poisson arrivals at rate λ and
+exponential service at rate μ per server (the OpScale paper's model). Offered load a = λ/μ Erlangs,
+utilization ρ = a/R. An unstable queue (ρ ≥ 1) has infinite waits: the functions return ``math.inf``
+rather than raise, so a planner can compare candidates without a try block.
+
+Numerics: Erlang-B comes from its recursion B(0) = 1, B(k) = a·B(k−1) / (k + a·B(k−1)), whose every
+step is a ratio of positive terms in [0, 1], so it neither overflows nor loses precision for R in the
+thousands (the textbook form a^R/R! / Σ a^k/k! overflows past R ≈ 170). Erlang-C follows from B as
+C = R·B / (R − a(1 − B)).
+
+Speed: the recursion from 0 is O(R). For large a it starts instead at k0 = a − 10√a from the fluid value
+B(k0) ≈ 1 − k0/a. Why that is exact to double precision: in the reciprocal form I(k) = 1/B(k) =
+1 + (k/a)·I(k−1), an error in I(k0) is multiplied by Π_{j=k0+1..R} j/a, while I(R) itself contains that
+same product times I(k0) plus every later term; the start's share of I(R) is therefore at most
+I(k0)·Π_{j=k0+1..a} j/a ≤ (√a/10)·exp(−(a−k0)²/2a) = (√a/10)·e^−50 — below 1e−18 for any a under 1e8.
+``tests/unit/test_policy_queueing.py`` checks it against the full recursion and a log-space oracle.
+``min_servers_for`` then walks R upward one O(1) recursion step at a time from the stability bound, so a
+whole search costs O(√a) steps (square-root staffing: the answer is a + β√a with β of a few units).
+"""
+
+from __future__ import annotations
+
+import math
+
+from opscale.errors import InvalidArgument
+
+# Start the Erlang-B recursion this many standard deviations (√a) below a; see the module docstring.
+_SKIP_SIGMAS = 10.0
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise InvalidArgument(f"{name} must be a finite number >= 0, got {value}", field=name)
+
+
+def _check_queue(servers: int, arrival_rate: float, service_rate: float) -> None:
+    if servers < 0:
+        raise InvalidArgument(f"servers must be >= 0, got {servers}", field="servers")
+    _check_rate("arrival_rate", arrival_rate)
+    if not (service_rate > 0.0 and math.isfinite(service_rate)):
+        raise InvalidArgument(f"service_rate must be a finite number > 0, got {service_rate}",
+                              field="service_rate")
+
+
+def _check_p(p: float) -> None:
+    if not 0.0 < p < 1.0:
+        raise InvalidArgument(f"p must be a probability in (0, 1), got {p}", field="p")
+
+
+def _erlang_b_start(servers: int, a: float) -> tuple[int, float]:
+    """Where the recursion may start for ``B(servers, a)``: (k0, B(k0)), exact to double precision."""
+    k0 = math.floor(a - _SKIP_SIGMAS * math.sqrt(a))
+    if k0 < 1 or servers <= k0:
+        return 0, 1.0
+    return k0, 1.0 - k0 / a
+
+
+def erlang_b(servers: int, offered_load_erlangs: float) -> float:
+    """Blocking probability of M/M/R/R with ``offered_load_erlangs`` = λ/μ."""
+    if servers < 0:
+        raise InvalidArgument(f"servers must be >= 0, got {servers}", field="servers")
+    a = offered_load_erlangs
+    _check_rate("offered_load_erlangs", a)
+    if a == 0.0:
+        return 1.0 if servers == 0 else 0.0
+    k, b = _erlang_b_start(servers, a)
+    while k < servers:
+        k += 1
+        b = a * b / (k + a * b)
+    return b
+
+
+def _erlang_c_from_b(servers: int, a: float, b: float) -> float:
+    return servers * b / (servers - a * (1.0 - b))
+
+
+def erlang_c(servers: int, offered_load_erlangs: float) -> float:
+    """Probability that an arrival waits in M/M/R. 1.0 when the queue is unstable (a ≥ R)."""
+    a = offered_load_erlangs
+    b = erlang_b(servers, a)  # validates
+    if a >= servers:
+        return 1.0
+    if a == 0.0:
+        return 0.0
+    return min(1.0, _erlang_c_from_b(servers, a, b))
+
+
+def utilization(servers: int, arrival_rate: float, service_rate: float) -> float:
+    """ρ = λ / (Rμ); ``inf`` with no servers and some load."""
+    _check_queue(servers, arrival_rate, service_rate)
+    if servers == 0:
+        return 0.0 if arrival_rate == 0.0 else math.inf
+    return arrival_rate / (servers * service_rate)
+
+
+def mean_wait_s(servers: int, arrival_rate: float, service_rate: float) -> float:
+    """E[W] = C / (Rμ − λ): mean time in queue before service starts."""
+    _check_queue(servers, arrival_rate, service_rate)
+    if arrival_rate == 0.0:
+        return 0.0
+    drain = servers * service_rate - arrival_rate
+    if drain <= 0.0:
+        return math.inf
+    return erlang_c(servers, arrival_rate / service_rate) / drain
+
+
+def wait_quantile_s(servers: int, arrival_rate: float, service_rate: float, p: float) -> float:
+    """The p-quantile of the waiting time.
+
+    P(W > t) = C·exp(−(Rμ − λ)t), so solving C·exp(−(Rμ − λ)t) = 1 − p gives
+    t_p = ln(C / (1 − p)) / (Rμ − λ) when C > 1 − p; otherwise at least a fraction p never waits: 0.
+    """
+    _check_queue(servers, arrival_rate, service_rate)
+    _check_p(p)
+    if arrival_rate == 0.0:
+        return 0.0
+    drain = servers * service_rate - arrival_rate
+    if drain <= 0.0:
+        return math.inf
+    c = erlang_c(servers, arrival_rate / service_rate)
+    if c <= 1.0 - p:
+        return 0.0
+    return math.log(c / (1.0 - p)) / drain
+
+
+def mean_response_s(servers: int, arrival_rate: float, service_rate: float) -> float:
+    """E[T] = E[W] + 1/μ."""
+    return mean_wait_s(servers, arrival_rate, service_rate) + 1.0 / service_rate
+
+
+def response_tail(servers: int, arrival_rate: float, service_rate: float, t_s: float) -> float:
+    """P(T > t) for the response time T = W + S of M/M/R, S ~ Exp(μ) independent of W.
+
+    W is 0 with probability 1 − C and Exp(θ) otherwise, θ = Rμ − λ, so
+    P(T > t) = (1 − C)·e^{−μt} + C·P(Exp(θ) + Exp(μ) > t), and the convolution is
+    (θe^{−μt} − μe^{−θt}) / (θ − μ) = e^{−μt}·(1 + μt·φ((θ − μ)t)) with φ(x) = (1 − e^{−x})/x,
+    written with ``expm1`` so θ ≈ μ loses no precision (φ(0) = 1 gives the Erlang-2 case).
+    """
+    _check_queue(servers, arrival_rate, service_rate)
+    if t_s <= 0.0:
+        return 1.0
+    mu = service_rate
+    drain = servers * mu - arrival_rate
+    if drain <= 0.0:
+        return 1.0
+    c = erlang_c(servers, arrival_rate / mu) if arrival_rate > 0.0 else 0.0
+    x = (drain - mu) * t_s
+    phi = 1.0 if x == 0.0 else -math.expm1(-x) / x
+    tail_wait_then_serve = math.exp(-mu * t_s) * (1.0 + mu * t_s * phi)
+    return min(1.0, (1.0 - c) * math.exp(-mu * t_s) + c * tail_wait_then_serve)
+
+
+def response_quantile_s(servers: int, arrival_rate: float, service_rate: float, p: float) -> float:
+    """The p-quantile of the response time (wait + exponential service), by bisection on
+    ``response_tail``, to a relative precision of 1e−9. ``inf`` when unstable.
+
+    For a deterministic service time s (a batch pass of known length), use
+    ``wait_quantile_s(...) + s`` instead: it is exact for the M/M/R wait and conservative for M/D/R.
+    """
+    _check_queue(servers, arrival_rate, service_rate)
+    _check_p(p)
+    if servers * service_rate - arrival_rate <= 0.0:
+        return math.inf
+    target = 1.0 - p
+    hi = wait_quantile_s(servers, arrival_rate, service_rate, p) - math.log(target) / service_rate
+    while response_tail(servers, arrival_rate, service_rate, hi) > target:
+        hi *= 2.0
+    lo = 0.0
+    while hi - lo > 1e-9 * hi:
+        mid = 0.5 * (lo + hi)
+        if response_tail(servers, arrival_rate, service_rate, mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def min_servers_for(arrival_rate: float, service_rate: float, target_wait_quantile_s: float,
+                    p: float) -> int:
+    """The fewest servers R whose p-quantile waiting time is at most ``target_wait_quantile_s``.
+
+    Starts at the stability bound R = ⌊a⌋ + 1 (a = λ/μ) with one O(√a) Erlang-B evaluation, then steps
+    R up with one O(1) recursion step each; the wait quantile falls monotonically in R, and at most
+    O(√a) steps are needed, so there is no need for a bisection. Always terminates: as R grows, C → 0
+    and the p-quantile becomes 0. No load needs no servers.
+    """
+    _check_queue(0, arrival_rate, service_rate)
+    _check_p(p)
+    if not (target_wait_quantile_s >= 0.0):
+        raise InvalidArgument(f"target_wait_quantile_s must be >= 0, got {target_wait_quantile_s}",
+                              field="target_wait_quantile_s")
+    if arrival_rate == 0.0:
+        return 0
+    a = arrival_rate / service_rate
+    servers = math.floor(a) + 1
+    b = erlang_b(servers, a)
+    tail = 1.0 - p
+    while True:
+        c = min(1.0, _erlang_c_from_b(servers, a, b))
+        if c <= tail:
+            return servers
+        drain = servers * service_rate - arrival_rate
+        if math.log(c / tail) / drain <= target_wait_quantile_s:
+            return servers
+        servers += 1
+        b = a * b / (servers + a * b)
