@@ -1,0 +1,71 @@
+"""``static``: peak provisioning. Every pool gets the fixed plan it was configured with, always.
+
+It still passes through the stabilizer — bounds, a freeze and any step limit the deployment sets apply
+to it as to every policy — but its own defaults add no windows, cooldowns or step limits, and it needs no
+signal, so it never goes fail-static.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from opscale.policy.pipeline import finish, parse_params, pool_text
+from opscale.policy.stabilizer import StabilizerConfig
+from opscale.policy.types import PolicyInput, PolicyOutput, PoolKey, PoolPlan
+
+
+class StaticPool(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replicas: int = Field(ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    gpus_per_replica: int = Field(1, ge=1)
+
+
+class StaticParams(BaseModel):
+    """``pools`` maps "stage/operator" to a replica count or to a full ``StaticPool``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pools: dict[str, StaticPool | int] = Field(min_length=1)
+    interval_s: float = Field(60.0, gt=0)
+
+    @field_validator("pools")
+    @classmethod
+    def _pools(cls, value: dict[str, StaticPool | int]) -> dict[str, StaticPool | int]:
+        for text, spec in value.items():
+            pool_text(text)
+            if isinstance(spec, int) and spec < 0:
+                raise ValueError(f"{text}: replicas must be >= 0, got {spec}")
+        return value
+
+
+class StaticPolicy:
+    name: ClassVar[str] = "static"
+    version: ClassVar[str] = "1"
+    stabilizer_defaults: ClassVar[StabilizerConfig] = StabilizerConfig()
+
+    def __init__(self, params: StaticParams) -> None:
+        self.params = params
+        self.plans: dict[PoolKey, PoolPlan] = {}
+        for text, spec in params.pools.items():
+            pool = spec if isinstance(spec, StaticPool) else StaticPool(replicas=spec)
+            self.plans[PoolKey.parse(text)] = PoolPlan(replicas=pool.replicas, batch_size=pool.batch_size,
+                                                       gpus_per_replica=pool.gpus_per_replica)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object] | None = None) -> StaticPolicy:
+        return cls(parse_params(StaticParams, params, cls.name))
+
+    @property
+    def interval_s(self) -> float:
+        return self.params.interval_s
+
+    def decide(self, inp: PolicyInput) -> PolicyOutput:
+        reasons = [f"{pool}: fixed at {plan.replicas} replicas (static peak provisioning)."
+                   for pool, plan in sorted(self.plans.items())]
+        return finish(inp, policy=self.name, raw_plans=self.plans, reasons=reasons,
+                      defaults=self.stabilizer_defaults, required=())
