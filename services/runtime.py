@@ -55,11 +55,20 @@ def prepare_embedded_database(database_url: str) -> bool:
     return True
 
 
-async def open_runtime(settings: Settings, telemetry: Telemetry, *, clock: Clock | None = None) -> Runtime:
-    """Refuses (FailedPrecondition) unless the database schema is at the head revision."""
+async def open_runtime(
+    settings: Settings,
+    telemetry: Telemetry,
+    *,
+    clock: Clock | None = None,
+    counters: CounterStore | None = None,
+) -> Runtime:
+    """Refuses (FailedPrecondition) unless the database schema is at the head revision.
+
+    ``counters`` overrides the store built from ``settings.counters_url`` (tests isolate Redis keys so).
+    """
     await asyncio.to_thread(ensure_at_head, settings.database_url)
     engine = make_async_engine(settings.database_url)
-    counters = make_counter_store(settings.counters_url)
+    counters = counters or make_counter_store(settings.counters_url)
     return Runtime(
         settings=settings,
         telemetry=telemetry,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import Message
@@ -12,6 +13,7 @@ from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.errors import InvalidArgument
 from opscale.spec import DeploymentSpec, PolicyKind, ServingMode, parse_spec
 from services.common_convert import pool_from_pb, pool_to_pb
+from services.decision.deployments import Deployment
 
 MODE_TO_PB = {
     ServingMode.DISAGGREGATED: pb.SERVING_MODE_DISAGGREGATED,
@@ -178,3 +180,17 @@ def spec_to_pb(spec: DeploymentSpec) -> pb.DeploymentSpec:
             )
         )
     return msg
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def deployment_to_pb(deployment: Deployment) -> pb.Deployment:
+    return pb.Deployment(
+        spec=spec_to_pb(deployment.spec),
+        version=deployment.version,
+        frozen=deployment.frozen,
+        created_at_ms=_ms(deployment.created_at),
+        updated_at_ms=_ms(deployment.updated_at),
+    )

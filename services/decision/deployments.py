@@ -1,0 +1,100 @@
+"""Deployment spec use cases: versioned CRUD with compare-and-swap, freeze, audit (via the repository).
+
+Transport-free: takes validated domain values, returns domain values, raises typed errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from opscale.clock import Clock
+from opscale.db.records import DeploymentRecord
+from opscale.db.repo import DeploymentRepo
+from opscale.errors import InvalidArgument
+from opscale.spec import DeploymentSpec
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    spec: DeploymentSpec
+    version: int
+    frozen: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, record: DeploymentRecord) -> Deployment:
+        return cls(
+            spec=DeploymentSpec.model_validate(record.spec),
+            version=record.version,
+            frozen=record.frozen,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    deployments: list[Deployment]
+    next_page_token: str
+
+
+def page_size(requested: int) -> int:
+    if requested > MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page.page_size must be at most {MAX_PAGE_SIZE}, got {requested}", field="page")
+    return requested or DEFAULT_PAGE_SIZE
+
+
+class DeploymentsApp:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._sessions = sessions
+        self._clock = clock
+
+    def _repo(self, session: AsyncSession) -> DeploymentRepo:
+        return DeploymentRepo(session, clock=self._clock)
+
+    async def create(self, spec: DeploymentSpec, actor: str) -> Deployment:
+        async with self._sessions() as session, session.begin():
+            record = await self._repo(session).create(spec.name, spec.model_dump(mode="json"), actor)
+        return Deployment.from_record(record)
+
+    async def update(self, spec: DeploymentSpec, expected_version: int, actor: str) -> Deployment:
+        if expected_version <= 0:
+            raise InvalidArgument(
+                "expected_version is required: the version you read (see GetDeployment)", field="expected_version"
+            )
+        async with self._sessions() as session, session.begin():
+            record = await self._repo(session).update(
+                spec.name, spec.model_dump(mode="json"), expected_version, actor
+            )
+        return Deployment.from_record(record)
+
+    async def get(self, name: str, version: int | None = None) -> Deployment:
+        async with self._sessions() as session:
+            return Deployment.from_record(await self._repo(session).get(name, version))
+
+    async def list(self, size: int, token: str) -> Page:
+        async with self._sessions() as session:
+            records = await self._repo(session).list()
+        after = [r for r in records if r.name > token] if token else records
+        chosen = after[:size]
+        more = len(after) > size
+        return Page([Deployment.from_record(r) for r in chosen], chosen[-1].name if more else "")
+
+    async def delete(self, name: str, expected_version: int | None, actor: str) -> int:
+        async with self._sessions() as session, session.begin():
+            repo = self._repo(session)
+            version = (await repo.get(name)).version
+            await repo.delete(name, expected_version, actor)
+        return expected_version or version
+
+    async def set_frozen(self, name: str, frozen: bool, actor: str) -> Deployment:
+        async with self._sessions() as session, session.begin():
+            record = await self._repo(session).set_frozen(name, frozen, actor)
+        return Deployment.from_record(record)
