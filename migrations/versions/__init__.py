@@ -1,0 +1,1 @@
+"""Alembic revisions. A package (not a bare folder) so setuptools ships it inside the wheel."""
