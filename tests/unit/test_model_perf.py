@@ -1,0 +1,158 @@
+"""PerfModel: the facade the planner calls — latency per pass, tensor parallelism, memory, power, cost."""
+
+from __future__ import annotations
+
+import timeit
+from dataclasses import replace
+
+import pytest
+
+from opscale.errors import InvalidArgument
+from opscale.model.operators import OperatorKind, Stage
+from opscale.model.perf import ALLREDUCE_LATENCY_US, DEFAULT_BUSY_FRACTION, PerfModel, perf_model
+from opscale.model.profiles import ProfilePoint, load_profile
+from opscale.model.shapes import get_preset
+
+LLAMA8 = get_preset("llama3-8b")
+
+
+@pytest.fixture(scope="module")
+def pm() -> PerfModel:
+    return perf_model(LLAMA8, "h100")
+
+
+def test_pass_is_per_layer_times_layers(pm: PerfModel) -> None:
+    # Decode ffn at batch 64 is measured: mlp(64 tokens) = 0.15126 ms per layer × 32 layers = 4.84032 ms.
+    assert pm.pass_latency_ms(Stage.DECODE, OperatorKind.FFN, 64, 4096) == pytest.approx(0.15126 * 32)
+    # Embedding and lm_head run once per pass. lm_head measured 0.43171 ms at 32 tokens and 0.43085 at
+    # 64: the dip is noise, and the running max answers 0.43171 for 64.
+    assert pm.pass_latency_ms("decode", "lm_head", 64, 4096) == pytest.approx(0.43171)
+
+
+def test_prefill_tokens_and_lm_head(pm: PerfModel) -> None:
+    # Prefill ffn for 4 prompts of 1024 tokens = mlp(4096) = 2.27162 ms per layer.
+    assert pm.pass_latency_ms("prefill", "ffn", 4, 1024) == pytest.approx(2.27162 * 32)
+    # Prefill lm_head only sees each prompt's last token: lm_head(4) = 0.42531 ms.
+    assert pm.pass_latency_ms("prefill", "lm_head", 4, 1024) == pytest.approx(0.42531)
+
+
+def test_prefill_attention_depends_on_sequence_length(pm: PerfModel) -> None:
+    # Same 8192 tokens: 16 × 512 vs 1 × 8192; the composed measurements are 1.14629 and 1.92949 ms/layer.
+    assert pm.pass_latency_ms("prefill", "attention", 16, 512) == pytest.approx(1.14629 * 32)
+    assert pm.pass_latency_ms("prefill", "attention", 1, 8192) == pytest.approx(1.92949 * 32)
+
+
+def test_long_prompts_grow_the_attention_core_quadratically(pm: PerfModel) -> None:
+    # One prompt of 16,384 tokens, past the longest measured (8192). Token-linear pieces at 16,384 tokens:
+    # 2·rmsnorm 2·0.13178 + qkv 1.05146 + o 0.79056 = 2.10558 ms. Core, linear in S² from S = 4096
+    # (0.27082) and 8192 (0.8855): 0.8855 + 0.61468 · (16384² − 8192²)/(8192² − 4096²) = 0.8855 + 4 · 0.61468
+    # = 3.34422 ms. Per layer 5.4498 ms.
+    assert pm.pass_latency_ms("prefill", "attention", 1, 16384) == pytest.approx(5.4498 * 32)
+
+
+def test_tensor_parallel_adds_all_reduce(pm: PerfModel) -> None:
+    # tp = 2, decode ffn, batch 64: 4.84032 / 2 = 2.42016 ms, plus 32 all-reduces of
+    # 64 tokens · 8192 B = 524,288 B, of which a ring moves 2·(2−1)/2 = 1× per GPU over 450 GB/s:
+    # 1.165 µs each, + 10 µs latency → 32 · 11.165 µs = 0.35728 ms. Total 2.77744 ms.
+    one = pm.pass_latency_ms("decode", "ffn", 64, 4096)
+    moved_ms = 524_288 / 450e9 * 1e3
+    expected = one / 2 + 32 * (ALLREDUCE_LATENCY_US / 1e3 + moved_ms)
+    assert pm.pass_latency_ms("decode", "ffn", 64, 4096, 2) == pytest.approx(expected)
+    assert expected == pytest.approx(2.77744, abs=1e-4)
+
+
+def test_lm_head_tp_gathers_only_argmax_pairs(pm: PerfModel) -> None:
+    # 64 tokens · 8 B, ring factor 2·3/4 = 1.5 over 450 GB/s ≈ 1.7 ns: essentially the 10 µs latency.
+    one = pm.pass_latency_ms("decode", "lm_head", 64, 1)
+    got = pm.pass_latency_ms("decode", "lm_head", 64, 1, 4)
+    assert got == pytest.approx(one / 4 + 0.010 + 1.5 * 512 / 450e9 * 1e3)
+
+
+def test_no_nvlink_is_slower_for_tp() -> None:
+    h100, l40s = perf_model(LLAMA8, "h100"), perf_model(LLAMA8, "l40s")
+    over_h100 = (
+        h100.pass_latency_ms("prefill", "ffn", 8, 1024, 2)
+        - h100.pass_latency_ms("prefill", "ffn", 8, 1024) / 2
+    )
+    over_l40s = (
+        l40s.pass_latency_ms("prefill", "ffn", 8, 1024, 2)
+        - l40s.pass_latency_ms("prefill", "ffn", 8, 1024) / 2
+    )
+    # 8192 tokens · 8 KiB = 64 MiB per all-reduce: over NVLink 450 GB/s vs PCIe 32 GB/s, ~14× longer.
+    assert over_l40s / over_h100 == pytest.approx((67_108_864 / 32e9 + 1e-5) / (67_108_864 / 450e9 + 1e-5))
+
+
+def test_memory(pm: PerfModel) -> None:
+    # Decode attention, 64 sequences × 4096 context: weights 32 · 83,902,464 = 2,684,878,848 B;
+    # KV 64 · 4096 · (4096 · 32) = 34,359,738,368 B; activations for 64 tokens:
+    # 2·64·4096·2 + 64·(2·4096 + 2·1024)·2 = 1,048,576 + 1,310,720 = 2,359,296 B.
+    assert pm.weights_bytes("attention") == 2_684_878_848
+    assert pm.kv_bytes_per_token() == 131_072
+    assert (
+        pm.replica_memory_bytes("decode", "attention", 64, 4096) == 2_684_878_848 + 34_359_738_368 + 2_359_296
+    )
+    # 37.05 GB fits in 0.9 · 85.52 GB: one GPU. 4× the batch (141 GB of KV) needs two.
+    assert pm.min_gpus_per_replica("decode", "attention", 64, 4096) == 1
+    assert pm.min_gpus_per_replica("decode", "attention", 256, 4096) == 2
+
+
+def test_busy_watts(pm: PerfModel) -> None:
+    # Decode ffn power rows at 64 / 1024 / 8192 tokens: 533.0 / 692.2 / 695.7 W; below 64 clamped.
+    assert pm.busy_watts("decode", "ffn", 64, 1) == pytest.approx(533.0)
+    assert pm.busy_watts("decode", "ffn", 1, 1) == pytest.approx(533.0)
+    # 256 tokens is halfway between 64 and 1024 in log: (533.0 + 692.2) / 2 = 612.6 W.
+    assert pm.busy_watts("decode", "ffn", 256, 1) == pytest.approx(612.6)
+
+
+def test_default_power_without_rows() -> None:
+    profile = load_profile("llama3-8b", "h100")
+    bare = profile.with_operators(
+        tuple(
+            type(op)(op.stage, op.kind, tuple(_no_watts(p) for p in op.points)) for op in profile.operators
+        ),
+        derived="test: power removed",
+    )
+    pm = PerfModel(LLAMA8, "h100", profiles=[bare])
+    # 127.929 + 0.85 · (700 − 127.929) = 614.189 W.
+    assert pm.busy_watts("decode", "ffn", 64, 1) == pytest.approx(127.929 + DEFAULT_BUSY_FRACTION * 572.071)
+
+
+def _no_watts(p: ProfilePoint) -> ProfilePoint:
+    return replace(p, watts=None)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("train", "ffn", 1, 1), "has no operator train/ffn"),
+        (("decode", "experts", 1, 1), "has no operator decode/experts"),
+        (("decode", "ffn", 0, 1), "batch"),
+        (("decode", "ffn", 1, 0), "length"),
+        (("decode", "ffn", 1, 1, 0), "gpus_per_replica"),
+    ],
+)
+def test_errors(pm: PerfModel, args: tuple[object, ...], match: str) -> None:
+    with pytest.raises(InvalidArgument, match=match):
+        pm.pass_latency_ms(*args)  # type: ignore[arg-type]
+
+
+def test_enum_and_string_keys_agree(pm: PerfModel) -> None:
+    assert pm.pass_latency_ms(Stage.DECODE, OperatorKind.ATTENTION, 7, 999) == pm.pass_latency_ms(
+        "decode", "attention", 7, 999
+    )
+
+
+def test_shared_instances() -> None:
+    assert perf_model(LLAMA8, "h100") is perf_model(LLAMA8, "h100")
+
+
+def test_call_cost_budget() -> None:
+    """The planner's budget: a few ms for hundreds of thousands of calls. Measured on the dev box: about
+    0.1 µs for a repeated key (lru_cache hit), 0.6 µs for a fresh ffn key, 1.8 µs for a fresh decode
+    attention key; the bound here is 10× looser so that a slow CI runner does not fail it."""
+    pm = PerfModel(LLAMA8, "h100")
+    n = 20_000
+    fresh = iter(range(1, 10 * n))
+    uncached = timeit.timeit(lambda: pm.pass_latency_ms("decode", "attention", 8, next(fresh)), number=n) / n
+    cached = timeit.timeit(lambda: pm.pass_latency_ms("decode", "attention", 8, 4096), number=n) / n
+    assert uncached < 20e-6 and cached < 2e-6
