@@ -10,9 +10,10 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from opscale.errors import InvalidArgument
+from opscale.model import ModelShape, get_gpu, get_preset, shape_from_hf_config
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 TEMPLATE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -75,7 +76,16 @@ class ModelRef(_Spec):
             raise ValueError("give exactly one of preset or hf_config")
         if self.hf_config is not None and not self.name:
             raise ValueError("a model given by hf_config needs a name")
+        try:
+            self.shape()  # an unknown preset or an unusable config is the caller's mistake, said now
+        except InvalidArgument as exc:
+            raise ValueError(exc.message) from None
         return self
+
+    def shape(self) -> ModelShape:
+        if self.preset is not None:
+            return get_preset(self.preset)
+        return shape_from_hf_config(self.hf_config or {}, self.display_name)
 
     @property
     def display_name(self) -> str:
@@ -88,12 +98,23 @@ class Slo(_Spec):
     percentile: float = Field(99.0, gt=0, lt=100, description="percentile the targets apply to, in (0, 100)")
 
 
+def _known_gpu(name: str) -> str:
+    try:
+        get_gpu(name)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message) from None
+    return name
+
+
+GpuType = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_gpu)]
+
+
 class PoolLimits(_Spec):
     pool: PoolRef | None = Field(None, description="the pool these bounds apply to; none: every pool")
     min_replicas: int = Field(0, ge=0, le=100_000, description="in [0, 100000]")
     max_replicas: int = Field(64, ge=1, le=100_000, description="in [1, 100000]")
     max_step: int = Field(0, ge=0, le=100_000, description="largest change per tick; 0 = unlimited")
-    gpu_types: tuple[str, ...] = Field((), description="allowed GPU types, most preferred first")
+    gpu_types: tuple[GpuType, ...] = Field((), description="allowed GPU types, most preferred first")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> PoolLimits:
@@ -118,8 +139,12 @@ class OperatorParams(_Spec):
 
 
 class PdParams(_Spec):
-    target_decode_tokens_per_s_per_instance: float = Field(gt=0, description="decode tokens/s one decode instance should carry, > 0")
-    prefill_per_decode: float = Field(0.5, gt=0, le=16, description="prefill instances per decode instance, in (0, 16]")
+    target_decode_tokens_per_s_per_instance: float = Field(
+        gt=0, description="decode tokens/s one decode instance should carry, > 0"
+    )
+    prefill_per_decode: float = Field(
+        0.5, gt=0, le=16, description="prefill instances per decode instance, in (0, 16]"
+    )
     scale_out_threshold: float = Field(1.1, gt=0, le=10, description="load/target above which to scale out")
     scale_in_threshold: float = Field(0.7, gt=0, le=10, description="load/target below which to scale in")
 
@@ -165,7 +190,7 @@ PARAMS_FIELD = {
 class DeploymentSpec(_Spec):
     name: Annotated[str, Field(pattern=NAME_PATTERN, description="DNS label: a-z, 0-9, '-', 1..63 chars")]
     model: ModelRef
-    gpu_type: str = Field("H100", min_length=1, max_length=64, description="default GPU type of every pool")
+    gpu_type: GpuType = Field("H100", description="default GPU type of every pool")
     mode: ServingMode = ServingMode.DISAGGREGATED
     policy: PolicyKind = PolicyKind.OPERATOR
     slo: Slo
@@ -189,7 +214,9 @@ class DeploymentSpec(_Spec):
         if self.policy in (PolicyKind.PD, PolicyKind.STATIC) and expected not in given:
             raise ValueError(f"policy {self.policy.value!r} needs {expected}")
         if self.policy is PolicyKind.PD and self.mode is not ServingMode.DISAGGREGATED:
-            raise ValueError("policy 'pd' scales prefill and decode pools together: mode must be 'disaggregated'")
+            raise ValueError(
+                "policy 'pd' scales prefill and decode pools together: mode must be 'disaggregated'"
+            )
         stages = STAGES_FOR_MODE[self.mode]
         pools = [lim.pool for lim in self.limits] + [ref.pool for ref in self.launch]
         if self.static_params is not None:
@@ -197,7 +224,9 @@ class DeploymentSpec(_Spec):
         for pool in pools:
             if pool is not None and pool.stage not in stages:
                 allowed = ", ".join(s.value for s in stages)
-                raise ValueError(f"pool {pool} has stage {pool.stage.value!r}; mode {self.mode.value!r} allows {allowed}")
+                raise ValueError(
+                    f"pool {pool} has stage {pool.stage.value!r}; mode {self.mode.value!r} allows {allowed}"
+                )
         keyed = [str(lim.pool) for lim in self.limits]
         duplicates = sorted({k for k in keyed if keyed.count(k) > 1})
         if duplicates:
@@ -223,7 +252,11 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
         path = ".".join(p for p in (prefix, loc) if p)
         message = str(error["msg"]).removeprefix("Value error, ")
         value = error.get("input")
-        got = "" if isinstance(value, dict | list | tuple) or error["type"] == "missing" else f" (got {value!r})"
+        got = (
+            ""
+            if isinstance(value, dict | list | tuple) or error["type"] == "missing"
+            else f" (got {value!r})"
+        )
         parts.append(f"{path or 'spec'}: {message}{got}")
     return "; ".join(parts)
 

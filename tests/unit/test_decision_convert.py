@@ -12,6 +12,13 @@ from opscale.errors import InvalidArgument
 from services.decision.convert import spec_from_pb, spec_to_pb
 
 
+# A Mixtral-style HuggingFace config.json (the fields opscale reads).
+MIXTRAL_CONFIG = {
+    "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "intermediate_size": 14336, "vocab_size": 32000, "num_local_experts": 8, "num_experts_per_tok": 2,
+}
+
+
 def _pool(stage: int, op: int) -> cpb.PoolKey:
     return cpb.PoolKey(stage=stage, operator=op)
 
@@ -19,7 +26,7 @@ def _pool(stage: int, op: int) -> cpb.PoolKey:
 def full_spec() -> pb.DeploymentSpec:
     return pb.DeploymentSpec(
         name="mix",
-        model=pb.ModelRef(hf_config_json=json.dumps({"hidden_size": 4096}), name="my-moe"),
+        model=pb.ModelRef(hf_config_json=json.dumps(MIXTRAL_CONFIG, sort_keys=True), name="my-moe"),
         gpu_type="H200",
         mode=pb.SERVING_MODE_DISAGGREGATED,
         policy=pb.POLICY_KIND_PD,
@@ -56,7 +63,7 @@ def test_static_and_operator_params_round_trip() -> None:
     )
     domain = spec_from_pb(msg)
     assert spec_from_pb(spec_to_pb(domain)) == domain
-    op = spec_from_pb(pb.DeploymentSpec(name="o", model=pb.ModelRef(preset="x"), slo=pb.Slo(ttft_ms=1, tbt_ms=1),
+    op = spec_from_pb(pb.DeploymentSpec(name="o", model=pb.ModelRef(preset="llama3-8b"), slo=pb.Slo(ttft_ms=1, tbt_ms=1),
                                         operator_params=pb.OperatorPolicyParams(floor_fraction=0.25)))
     assert op.operator_params is not None and op.operator_params.floor_fraction == 0.25
     assert spec_from_pb(spec_to_pb(op)) == op
