@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from opscale.api.common.v1 import common_pb2 as opscale_dot_api_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"opscale/api/ingest/v1/ingest.proto\x12\x15opscale.api.ingest.v1\x1a\"opscale/api/common/v1/common.proto\"Z\n\x0eRequestArrival\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\r\"T\n\x12LatencyObservation\x12\x11\n\x07ttft_ms\x18\x01 \x01(\x01H\x00\x12\x10\n\x06tbt_ms\x18\x02 \x01(\x01H\x00\x12\x10\n\x06\x65\x32\x65_ms\x18\x03 \x01(\x01H\x00\x42\x07\n\x05value\"a\n\nQueueState\x12\x18\n\x10running_requests\x18\x01 \x01(\r\x12\x18\n\x10waiting_requests\x18\x02 \x01(\r\x12\x1f\n\x17kv_cache_usage_fraction\x18\x03 \x01(\x01\"`\n\x0fTokenThroughput\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x01 \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x02 \x01(\x01\x12\x12\n\ninterval_s\x18\x03 \x01(\x01\"F\n\x0cOperatorBusy\x12\x0e\n\x06\x62usy_s\x18\x01 \x01(\x01\x12\x12\n\ninterval_s\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\r\"\xd0\x03\n\x06Sample\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12,\n\x04pool\x18\x02 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x10\n\x08instance\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x38\n\x07\x61rrival\x18\n \x01(\x0b\x32%.opscale.api.ingest.v1.RequestArrivalH\x00\x12<\n\x07latency\x18\x0b \x01(\x0b\x32).opscale.api.ingest.v1.LatencyObservationH\x00\x12\x32\n\x05queue\x18\x0c \x01(\x0b\x32!.opscale.api.ingest.v1.QueueStateH\x00\x12<\n\nthroughput\x18\r \x01(\x0b\x32&.opscale.api.ingest.v1.TokenThroughputH\x00\x12\x33\n\x04\x62usy\x18\x0e \x01(\x0b\x32#.opscale.api.ingest.v1.OperatorBusyH\x00\x12\x32\n\x03gpu\x18\x0f \x01(\x0b\x32#.opscale.api.common.v1.GpuTelemetryH\x00\x42\t\n\x07payload\"V\n\x12PushSamplesRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12.\n\x07samples\x18\x02 \x03(\x0b\x32\x1d.opscale.api.ingest.v1.Sample\"B\n\x13PushSamplesResponse\x12\x18\n\x10\x61\x63\x63\x65pted_samples\x18\x01 \x01(\r\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"X\n\x14StreamSamplesRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12.\n\x07samples\x18\x02 \x03(\x0b\x32\x1d.opscale.api.ingest.v1.Sample\"]\n\x15StreamSamplesResponse\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\r\x12\x18\n\x10\x61\x63\x63\x65pted_samples\x18\x02 \x01(\x04\x12\x19\n\x11\x64uplicate_batches\x18\x03 \x01(\r\"?\n\x17GetWindowSummaryRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x10\n\x08window_s\x18\x02 \x01(\x01\"J\n\x0fSignalStaleness\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x13\n\x0bstaleness_s\x18\x02 \x01(\x01\x12\x12\n\nnever_seen\x18\x03 \x01(\x08\"\xfe\x01\n\nPoolWindow\x12,\n\x04pool\x18\x01 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x1a\n\x12queue_waiting_mean\x18\x02 \x01(\x01\x12\x1a\n\x12queue_running_mean\x18\x03 \x01(\x01\x12\x1f\n\x17kv_cache_usage_fraction\x18\x04 \x01(\x01\x12\x15\n\rbusy_fraction\x18\x05 \x01(\x01\x12\x17\n\x0f\x62\x61tch_size_mean\x18\x06 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x07 \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x08 \x01(\x01\"\xb3\x04\n\rWindowSummary\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x10\n\x08window_s\x18\x02 \x01(\x01\x12\x18\n\x10\x65nd_timestamp_ms\x18\x03 \x01(\x03\x12\x16\n\x0e\x61rrivals_per_s\x18\x04 \x01(\x01\x12\x19\n\x11input_tokens_mean\x18\x05 \x01(\x01\x12\x18\n\x10input_tokens_p99\x18\x06 \x01(\x01\x12\x1a\n\x12output_tokens_mean\x18\x07 \x01(\x01\x12\x19\n\x11output_tokens_p99\x18\x08 \x01(\x01\x12\x13\n\x0bttft_ms_p50\x18\t \x01(\x01\x12\x13\n\x0bttft_ms_p99\x18\n \x01(\x01\x12\x12\n\ntbt_ms_p50\x18\x0b \x01(\x01\x12\x12\n\ntbt_ms_p99\x18\x0c \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\r \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x0e \x01(\x01\x12 \n\x18gpu_utilization_fraction\x18\x0f \x01(\x01\x12\x17\n\x0fgpu_power_watts\x18\x10 \x01(\x01\x12\x30\n\x05pools\x18\x11 \x03(\x0b\x32!.opscale.api.ingest.v1.PoolWindow\x12\x39\n\tstaleness\x18\x12 \x03(\x0b\x32&.opscale.api.ingest.v1.SignalStaleness\x12\x14\n\x0cttft_samples\x18\x13 \x01(\x04\x12\x13\n\x0btbt_samples\x18\x14 \x01(\x04\"Q\n\x18GetWindowSummaryResponse\x12\x35\n\x07summary\x18\x01 \x01(\x0b\x32$.opscale.api.ingest.v1.WindowSummary2\xd8\x02\n\rIngestService\x12\x64\n\x0bPushSamples\x12).opscale.api.ingest.v1.PushSamplesRequest\x1a*.opscale.api.ingest.v1.PushSamplesResponse\x12l\n\rStreamSamples\x12+.opscale.api.ingest.v1.StreamSamplesRequest\x1a,.opscale.api.ingest.v1.StreamSamplesResponse(\x01\x12s\n\x10GetWindowSummary\x12..opscale.api.ingest.v1.GetWindowSummaryRequest\x1a/.opscale.api.ingest.v1.GetWindowSummaryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"opscale/api/ingest/v1/ingest.proto\x12\x15opscale.api.ingest.v1\x1a\"opscale/api/common/v1/common.proto\"i\n\x0eRequestArrival\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"c\n\x12LatencyObservation\x12\x11\n\x07ttft_ms\x18\x01 \x01(\x01H\x00\x12\x10\n\x06tbt_ms\x18\x02 \x01(\x01H\x00\x12\x10\n\x06\x65\x32\x65_ms\x18\x03 \x01(\x01H\x00\x12\r\n\x05\x63ount\x18\x04 \x01(\rB\x07\n\x05value\"a\n\nQueueState\x12\x18\n\x10running_requests\x18\x01 \x01(\r\x12\x18\n\x10waiting_requests\x18\x02 \x01(\r\x12\x1f\n\x17kv_cache_usage_fraction\x18\x03 \x01(\x01\"`\n\x0fTokenThroughput\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x01 \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x02 \x01(\x01\x12\x12\n\ninterval_s\x18\x03 \x01(\x01\"F\n\x0cOperatorBusy\x12\x0e\n\x06\x62usy_s\x18\x01 \x01(\x01\x12\x12\n\ninterval_s\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\r\"\xd0\x03\n\x06Sample\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12,\n\x04pool\x18\x02 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x10\n\x08instance\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x38\n\x07\x61rrival\x18\n \x01(\x0b\x32%.opscale.api.ingest.v1.RequestArrivalH\x00\x12<\n\x07latency\x18\x0b \x01(\x0b\x32).opscale.api.ingest.v1.LatencyObservationH\x00\x12\x32\n\x05queue\x18\x0c \x01(\x0b\x32!.opscale.api.ingest.v1.QueueStateH\x00\x12<\n\nthroughput\x18\r \x01(\x0b\x32&.opscale.api.ingest.v1.TokenThroughputH\x00\x12\x33\n\x04\x62usy\x18\x0e \x01(\x0b\x32#.opscale.api.ingest.v1.OperatorBusyH\x00\x12\x32\n\x03gpu\x18\x0f \x01(\x0b\x32#.opscale.api.common.v1.GpuTelemetryH\x00\x42\t\n\x07payload\"V\n\x12PushSamplesRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12.\n\x07samples\x18\x02 \x03(\x0b\x32\x1d.opscale.api.ingest.v1.Sample\"B\n\x13PushSamplesResponse\x12\x18\n\x10\x61\x63\x63\x65pted_samples\x18\x01 \x01(\r\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"X\n\x14StreamSamplesRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12.\n\x07samples\x18\x02 \x03(\x0b\x32\x1d.opscale.api.ingest.v1.Sample\"]\n\x15StreamSamplesResponse\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\r\x12\x18\n\x10\x61\x63\x63\x65pted_samples\x18\x02 \x01(\x04\x12\x19\n\x11\x64uplicate_batches\x18\x03 \x01(\r\"n\n\x17GetWindowSummaryRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x10\n\x08window_s\x18\x02 \x01(\x01\x12-\n\x05pools\x18\x03 \x03(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\"J\n\x0fSignalStaleness\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x13\n\x0bstaleness_s\x18\x02 \x01(\x01\x12\x12\n\nnever_seen\x18\x03 \x01(\x08\"\xb9\x02\n\nPoolWindow\x12,\n\x04pool\x18\x01 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x1a\n\x12queue_waiting_mean\x18\x02 \x01(\x01\x12\x1a\n\x12queue_running_mean\x18\x03 \x01(\x01\x12\x1f\n\x17kv_cache_usage_fraction\x18\x04 \x01(\x01\x12\x15\n\rbusy_fraction\x18\x05 \x01(\x01\x12\x17\n\x0f\x62\x61tch_size_mean\x18\x06 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x07 \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x08 \x01(\x01\x12\x39\n\tstaleness\x18\t \x03(\x0b\x32&.opscale.api.ingest.v1.SignalStaleness\"F\n\tLengthBin\x12\x14\n\x0clower_tokens\x18\x01 \x01(\x01\x12\x14\n\x0cupper_tokens\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"\xc5\x06\n\rWindowSummary\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x10\n\x08window_s\x18\x02 \x01(\x01\x12\x18\n\x10\x65nd_timestamp_ms\x18\x03 \x01(\x03\x12\x16\n\x0e\x61rrivals_per_s\x18\x04 \x01(\x01\x12\x19\n\x11input_tokens_mean\x18\x05 \x01(\x01\x12\x18\n\x10input_tokens_p99\x18\x06 \x01(\x01\x12\x1a\n\x12output_tokens_mean\x18\x07 \x01(\x01\x12\x19\n\x11output_tokens_p99\x18\x08 \x01(\x01\x12\x13\n\x0bttft_ms_p50\x18\t \x01(\x01\x12\x13\n\x0bttft_ms_p99\x18\n \x01(\x01\x12\x12\n\ntbt_ms_p50\x18\x0b \x01(\x01\x12\x12\n\ntbt_ms_p99\x18\x0c \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\r \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x0e \x01(\x01\x12 \n\x18gpu_utilization_fraction\x18\x0f \x01(\x01\x12\x17\n\x0fgpu_power_watts\x18\x10 \x01(\x01\x12\x30\n\x05pools\x18\x11 \x03(\x0b\x32!.opscale.api.ingest.v1.PoolWindow\x12\x39\n\tstaleness\x18\x12 \x03(\x0b\x32&.opscale.api.ingest.v1.SignalStaleness\x12\x14\n\x0cttft_samples\x18\x13 \x01(\x04\x12\x13\n\x0btbt_samples\x18\x14 \x01(\x04\x12\x13\n\x0bttft_ms_p90\x18\x15 \x01(\x01\x12\x12\n\ntbt_ms_p90\x18\x16 \x01(\x01\x12;\n\x11input_tokens_bins\x18\x17 \x03(\x0b\x32 .opscale.api.ingest.v1.LengthBin\x12<\n\x12output_tokens_bins\x18\x18 \x03(\x0b\x32 .opscale.api.ingest.v1.LengthBin\x12\x1d\n\x15\x63\x61\x63hed_input_fraction\x18\x19 \x01(\x01\x12\x12\n\ne2e_ms_p50\x18\x1a \x01(\x01\x12\x12\n\ne2e_ms_p99\x18\x1b \x01(\x01\x12\x13\n\x0b\x65\x32\x65_samples\x18\x1c \x01(\x04\x12\x10\n\x08\x61rrivals\x18\x1d \x01(\x04\"Q\n\x18GetWindowSummaryResponse\x12\x35\n\x07summary\x18\x01 \x01(\x0b\x32$.opscale.api.ingest.v1.WindowSummary2\xd8\x02\n\rIngestService\x12\x64\n\x0bPushSamples\x12).opscale.api.ingest.v1.PushSamplesRequest\x1a*.opscale.api.ingest.v1.PushSamplesResponse\x12l\n\rStreamSamples\x12+.opscale.api.ingest.v1.StreamSamplesRequest\x1a,.opscale.api.ingest.v1.StreamSamplesResponse(\x01\x12s\n\x10GetWindowSummary\x12..opscale.api.ingest.v1.GetWindowSummaryRequest\x1a/.opscale.api.ingest.v1.GetWindowSummaryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,35 +33,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'opscale.api.ingest.v1.inges
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REQUESTARRIVAL']._serialized_start=97
-  _globals['_REQUESTARRIVAL']._serialized_end=187
-  _globals['_LATENCYOBSERVATION']._serialized_start=189
-  _globals['_LATENCYOBSERVATION']._serialized_end=273
-  _globals['_QUEUESTATE']._serialized_start=275
-  _globals['_QUEUESTATE']._serialized_end=372
-  _globals['_TOKENTHROUGHPUT']._serialized_start=374
-  _globals['_TOKENTHROUGHPUT']._serialized_end=470
-  _globals['_OPERATORBUSY']._serialized_start=472
-  _globals['_OPERATORBUSY']._serialized_end=542
-  _globals['_SAMPLE']._serialized_start=545
-  _globals['_SAMPLE']._serialized_end=1009
-  _globals['_PUSHSAMPLESREQUEST']._serialized_start=1011
-  _globals['_PUSHSAMPLESREQUEST']._serialized_end=1097
-  _globals['_PUSHSAMPLESRESPONSE']._serialized_start=1099
-  _globals['_PUSHSAMPLESRESPONSE']._serialized_end=1165
-  _globals['_STREAMSAMPLESREQUEST']._serialized_start=1167
-  _globals['_STREAMSAMPLESREQUEST']._serialized_end=1255
-  _globals['_STREAMSAMPLESRESPONSE']._serialized_start=1257
-  _globals['_STREAMSAMPLESRESPONSE']._serialized_end=1350
-  _globals['_GETWINDOWSUMMARYREQUEST']._serialized_start=1352
-  _globals['_GETWINDOWSUMMARYREQUEST']._serialized_end=1415
-  _globals['_SIGNALSTALENESS']._serialized_start=1417
-  _globals['_SIGNALSTALENESS']._serialized_end=1491
-  _globals['_POOLWINDOW']._serialized_start=1494
-  _globals['_POOLWINDOW']._serialized_end=1748
-  _globals['_WINDOWSUMMARY']._serialized_start=1751
-  _globals['_WINDOWSUMMARY']._serialized_end=2314
-  _globals['_GETWINDOWSUMMARYRESPONSE']._serialized_start=2316
-  _globals['_GETWINDOWSUMMARYRESPONSE']._serialized_end=2397
-  _globals['_INGESTSERVICE']._serialized_start=2400
-  _globals['_INGESTSERVICE']._serialized_end=2744
+  _globals['_REQUESTARRIVAL']._serialized_end=202
+  _globals['_LATENCYOBSERVATION']._serialized_start=204
+  _globals['_LATENCYOBSERVATION']._serialized_end=303
+  _globals['_QUEUESTATE']._serialized_start=305
+  _globals['_QUEUESTATE']._serialized_end=402
+  _globals['_TOKENTHROUGHPUT']._serialized_start=404
+  _globals['_TOKENTHROUGHPUT']._serialized_end=500
+  _globals['_OPERATORBUSY']._serialized_start=502
+  _globals['_OPERATORBUSY']._serialized_end=572
+  _globals['_SAMPLE']._serialized_start=575
+  _globals['_SAMPLE']._serialized_end=1039
+  _globals['_PUSHSAMPLESREQUEST']._serialized_start=1041
+  _globals['_PUSHSAMPLESREQUEST']._serialized_end=1127
+  _globals['_PUSHSAMPLESRESPONSE']._serialized_start=1129
+  _globals['_PUSHSAMPLESRESPONSE']._serialized_end=1195
+  _globals['_STREAMSAMPLESREQUEST']._serialized_start=1197
+  _globals['_STREAMSAMPLESREQUEST']._serialized_end=1285
+  _globals['_STREAMSAMPLESRESPONSE']._serialized_start=1287
+  _globals['_STREAMSAMPLESRESPONSE']._serialized_end=1380
+  _globals['_GETWINDOWSUMMARYREQUEST']._serialized_start=1382
+  _globals['_GETWINDOWSUMMARYREQUEST']._serialized_end=1492
+  _globals['_SIGNALSTALENESS']._serialized_start=1494
+  _globals['_SIGNALSTALENESS']._serialized_end=1568
+  _globals['_POOLWINDOW']._serialized_start=1571
+  _globals['_POOLWINDOW']._serialized_end=1884
+  _globals['_LENGTHBIN']._serialized_start=1886
+  _globals['_LENGTHBIN']._serialized_end=1956
+  _globals['_WINDOWSUMMARY']._serialized_start=1959
+  _globals['_WINDOWSUMMARY']._serialized_end=2796
+  _globals['_GETWINDOWSUMMARYRESPONSE']._serialized_start=2798
+  _globals['_GETWINDOWSUMMARYRESPONSE']._serialized_end=2879
+  _globals['_INGESTSERVICE']._serialized_start=2882
+  _globals['_INGESTSERVICE']._serialized_end=3226
 # @@protoc_insertion_point(module_scope)

@@ -8,24 +8,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RequestArrival(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens")
+    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "count")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ...) -> None: ...
+    count: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class LatencyObservation(_message.Message):
-    __slots__ = ("ttft_ms", "tbt_ms", "e2e_ms")
+    __slots__ = ("ttft_ms", "tbt_ms", "e2e_ms", "count")
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     TBT_MS_FIELD_NUMBER: _ClassVar[int]
     E2E_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     ttft_ms: float
     tbt_ms: float
     e2e_ms: float
-    def __init__(self, ttft_ms: _Optional[float] = ..., tbt_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ...) -> None: ...
+    count: int
+    def __init__(self, ttft_ms: _Optional[float] = ..., tbt_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class QueueState(_message.Message):
     __slots__ = ("running_requests", "waiting_requests", "kv_cache_usage_fraction")
@@ -116,12 +120,14 @@ class StreamSamplesResponse(_message.Message):
     def __init__(self, batches: _Optional[int] = ..., accepted_samples: _Optional[int] = ..., duplicate_batches: _Optional[int] = ...) -> None: ...
 
 class GetWindowSummaryRequest(_message.Message):
-    __slots__ = ("deployment", "window_s")
+    __slots__ = ("deployment", "window_s", "pools")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    POOLS_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     window_s: float
-    def __init__(self, deployment: _Optional[str] = ..., window_s: _Optional[float] = ...) -> None: ...
+    pools: _containers.RepeatedCompositeFieldContainer[_common_pb2.PoolKey]
+    def __init__(self, deployment: _Optional[str] = ..., window_s: _Optional[float] = ..., pools: _Optional[_Iterable[_Union[_common_pb2.PoolKey, _Mapping]]] = ...) -> None: ...
 
 class SignalStaleness(_message.Message):
     __slots__ = ("signal", "staleness_s", "never_seen")
@@ -134,7 +140,7 @@ class SignalStaleness(_message.Message):
     def __init__(self, signal: _Optional[str] = ..., staleness_s: _Optional[float] = ..., never_seen: _Optional[bool] = ...) -> None: ...
 
 class PoolWindow(_message.Message):
-    __slots__ = ("pool", "queue_waiting_mean", "queue_running_mean", "kv_cache_usage_fraction", "busy_fraction", "batch_size_mean", "decode_tokens_per_s", "prefill_tokens_per_s")
+    __slots__ = ("pool", "queue_waiting_mean", "queue_running_mean", "kv_cache_usage_fraction", "busy_fraction", "batch_size_mean", "decode_tokens_per_s", "prefill_tokens_per_s", "staleness")
     POOL_FIELD_NUMBER: _ClassVar[int]
     QUEUE_WAITING_MEAN_FIELD_NUMBER: _ClassVar[int]
     QUEUE_RUNNING_MEAN_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +149,7 @@ class PoolWindow(_message.Message):
     BATCH_SIZE_MEAN_FIELD_NUMBER: _ClassVar[int]
     DECODE_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    STALENESS_FIELD_NUMBER: _ClassVar[int]
     pool: _common_pb2.PoolKey
     queue_waiting_mean: float
     queue_running_mean: float
@@ -151,10 +158,21 @@ class PoolWindow(_message.Message):
     batch_size_mean: float
     decode_tokens_per_s: float
     prefill_tokens_per_s: float
-    def __init__(self, pool: _Optional[_Union[_common_pb2.PoolKey, _Mapping]] = ..., queue_waiting_mean: _Optional[float] = ..., queue_running_mean: _Optional[float] = ..., kv_cache_usage_fraction: _Optional[float] = ..., busy_fraction: _Optional[float] = ..., batch_size_mean: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
+    staleness: _containers.RepeatedCompositeFieldContainer[SignalStaleness]
+    def __init__(self, pool: _Optional[_Union[_common_pb2.PoolKey, _Mapping]] = ..., queue_waiting_mean: _Optional[float] = ..., queue_running_mean: _Optional[float] = ..., kv_cache_usage_fraction: _Optional[float] = ..., busy_fraction: _Optional[float] = ..., batch_size_mean: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., staleness: _Optional[_Iterable[_Union[SignalStaleness, _Mapping]]] = ...) -> None: ...
+
+class LengthBin(_message.Message):
+    __slots__ = ("lower_tokens", "upper_tokens", "count")
+    LOWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    UPPER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    lower_tokens: float
+    upper_tokens: float
+    count: int
+    def __init__(self, lower_tokens: _Optional[float] = ..., upper_tokens: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class WindowSummary(_message.Message):
-    __slots__ = ("deployment", "window_s", "end_timestamp_ms", "arrivals_per_s", "input_tokens_mean", "input_tokens_p99", "output_tokens_mean", "output_tokens_p99", "ttft_ms_p50", "ttft_ms_p99", "tbt_ms_p50", "tbt_ms_p99", "decode_tokens_per_s", "prefill_tokens_per_s", "gpu_utilization_fraction", "gpu_power_watts", "pools", "staleness", "ttft_samples", "tbt_samples")
+    __slots__ = ("deployment", "window_s", "end_timestamp_ms", "arrivals_per_s", "input_tokens_mean", "input_tokens_p99", "output_tokens_mean", "output_tokens_p99", "ttft_ms_p50", "ttft_ms_p99", "tbt_ms_p50", "tbt_ms_p99", "decode_tokens_per_s", "prefill_tokens_per_s", "gpu_utilization_fraction", "gpu_power_watts", "pools", "staleness", "ttft_samples", "tbt_samples", "ttft_ms_p90", "tbt_ms_p90", "input_tokens_bins", "output_tokens_bins", "cached_input_fraction", "e2e_ms_p50", "e2e_ms_p99", "e2e_samples", "arrivals")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     END_TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +193,15 @@ class WindowSummary(_message.Message):
     STALENESS_FIELD_NUMBER: _ClassVar[int]
     TTFT_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TBT_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_P90_FIELD_NUMBER: _ClassVar[int]
+    TBT_MS_P90_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_BINS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_BINS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    E2E_MS_P50_FIELD_NUMBER: _ClassVar[int]
+    E2E_MS_P99_FIELD_NUMBER: _ClassVar[int]
+    E2E_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ARRIVALS_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     window_s: float
     end_timestamp_ms: int
@@ -195,7 +222,16 @@ class WindowSummary(_message.Message):
     staleness: _containers.RepeatedCompositeFieldContainer[SignalStaleness]
     ttft_samples: int
     tbt_samples: int
-    def __init__(self, deployment: _Optional[str] = ..., window_s: _Optional[float] = ..., end_timestamp_ms: _Optional[int] = ..., arrivals_per_s: _Optional[float] = ..., input_tokens_mean: _Optional[float] = ..., input_tokens_p99: _Optional[float] = ..., output_tokens_mean: _Optional[float] = ..., output_tokens_p99: _Optional[float] = ..., ttft_ms_p50: _Optional[float] = ..., ttft_ms_p99: _Optional[float] = ..., tbt_ms_p50: _Optional[float] = ..., tbt_ms_p99: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., gpu_utilization_fraction: _Optional[float] = ..., gpu_power_watts: _Optional[float] = ..., pools: _Optional[_Iterable[_Union[PoolWindow, _Mapping]]] = ..., staleness: _Optional[_Iterable[_Union[SignalStaleness, _Mapping]]] = ..., ttft_samples: _Optional[int] = ..., tbt_samples: _Optional[int] = ...) -> None: ...
+    ttft_ms_p90: float
+    tbt_ms_p90: float
+    input_tokens_bins: _containers.RepeatedCompositeFieldContainer[LengthBin]
+    output_tokens_bins: _containers.RepeatedCompositeFieldContainer[LengthBin]
+    cached_input_fraction: float
+    e2e_ms_p50: float
+    e2e_ms_p99: float
+    e2e_samples: int
+    arrivals: int
+    def __init__(self, deployment: _Optional[str] = ..., window_s: _Optional[float] = ..., end_timestamp_ms: _Optional[int] = ..., arrivals_per_s: _Optional[float] = ..., input_tokens_mean: _Optional[float] = ..., input_tokens_p99: _Optional[float] = ..., output_tokens_mean: _Optional[float] = ..., output_tokens_p99: _Optional[float] = ..., ttft_ms_p50: _Optional[float] = ..., ttft_ms_p99: _Optional[float] = ..., tbt_ms_p50: _Optional[float] = ..., tbt_ms_p99: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., gpu_utilization_fraction: _Optional[float] = ..., gpu_power_watts: _Optional[float] = ..., pools: _Optional[_Iterable[_Union[PoolWindow, _Mapping]]] = ..., staleness: _Optional[_Iterable[_Union[SignalStaleness, _Mapping]]] = ..., ttft_samples: _Optional[int] = ..., tbt_samples: _Optional[int] = ..., ttft_ms_p90: _Optional[float] = ..., tbt_ms_p90: _Optional[float] = ..., input_tokens_bins: _Optional[_Iterable[_Union[LengthBin, _Mapping]]] = ..., output_tokens_bins: _Optional[_Iterable[_Union[LengthBin, _Mapping]]] = ..., cached_input_fraction: _Optional[float] = ..., e2e_ms_p50: _Optional[float] = ..., e2e_ms_p99: _Optional[float] = ..., e2e_samples: _Optional[int] = ..., arrivals: _Optional[int] = ...) -> None: ...
 
 class GetWindowSummaryResponse(_message.Message):
     __slots__ = ("summary",)
