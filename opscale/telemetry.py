@@ -18,7 +18,7 @@ from wsgiref.simple_server import WSGIServer
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from opscale.config import LogFormat, LogLevel
@@ -29,7 +29,10 @@ class RpcMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
-            "opscale_rpc_requests", "RPCs handled, by outcome", ["service", "method", "code"], registry=registry
+            "opscale_rpc_requests",
+            "RPCs handled, by outcome",
+            ["service", "method", "code"],
+            registry=registry,
         )
         self.latency = Histogram(
             "opscale_rpc_duration_seconds",

@@ -60,12 +60,17 @@ def main() -> int:
         fresh_root = out_root / "opscale" / "api"
         fresh, current = generated_files(fresh_root), generated_files(OUT_PACKAGE)
         drifted = sorted(
-            str(p) for p in fresh | current
-            if p not in fresh or p not in current or not filecmp.cmp(fresh_root / p, OUT_PACKAGE / p, shallow=False)
+            str(p)
+            for p in fresh | current
+            if p not in fresh
+            or p not in current
+            or not filecmp.cmp(fresh_root / p, OUT_PACKAGE / p, shallow=False)
         )
         if check:
             if drifted:
-                print("generated stubs are out of date with protos/; run `make protos`:", *drifted, sep="\n  ")
+                print(
+                    "generated stubs are out of date with protos/; run `make protos`:", *drifted, sep="\n  "
+                )
                 return 1
             print(f"{len(fresh)} generated files match protos/")
             return 0

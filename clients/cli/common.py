@@ -23,18 +23,26 @@ ConfigOpt = Annotated[
 ]
 DatabaseOpt = Annotated[
     str | None,
-    typer.Option("--database-url", help="sqlite:///file or postgresql://user@host/db [env: OPSCALE_DATABASE_URL]",
-                 show_default=False),
+    typer.Option(
+        "--database-url",
+        help="sqlite:///file or postgresql://user@host/db [env: OPSCALE_DATABASE_URL]",
+        show_default=False,
+    ),
 ]
 CountersOpt = Annotated[
     str | None,
-    typer.Option("--counters-url", help="memory:// or redis://host:port/db [env: OPSCALE_COUNTERS_URL]",
-                 show_default=False),
+    typer.Option(
+        "--counters-url",
+        help="memory:// or redis://host:port/db [env: OPSCALE_COUNTERS_URL]",
+        show_default=False,
+    ),
 ]
-HostOpt = Annotated[str | None, typer.Option("--host", help="address to bind [env: OPSCALE_LISTEN_HOST]",
-                                             show_default=False)]
-MetricsPortOpt = Annotated[int | None, typer.Option("--metrics-port", help="Prometheus port (0: any free)",
-                                                    show_default=False)]
+HostOpt = Annotated[
+    str | None, typer.Option("--host", help="address to bind [env: OPSCALE_LISTEN_HOST]", show_default=False)
+]
+MetricsPortOpt = Annotated[
+    int | None, typer.Option("--metrics-port", help="Prometheus port (0: any free)", show_default=False)
+]
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:

@@ -54,7 +54,7 @@ EXIT_FOR_STATUS: dict[grpc.StatusCode, ExitCode] = {
 def exit_for_error(exc: errors.OpscaleError) -> ExitCode:
     for cls in type(exc).__mro__:
         if cls in EXIT_FOR_ERROR:
-            return EXIT_FOR_ERROR[cls]  # type: ignore[index]
+            return EXIT_FOR_ERROR[cls]
     return ExitCode.FAILURE
 
 

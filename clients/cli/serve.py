@@ -35,8 +35,7 @@ class ServiceName(enum.StrEnum):
     PLACEMENT = "placement"
 
 
-PortOpt = Annotated[int | None, typer.Option("--port", help="gRPC port (0: any free)",
-                                             show_default=False)]
+PortOpt = Annotated[int | None, typer.Option("--port", help="gRPC port (0: any free)", show_default=False)]
 
 
 async def _serve(cfg: Settings, entries: Sequence[ServiceEntry], telemetry_name: str) -> None:
@@ -77,8 +76,14 @@ def register(app: typer.Typer) -> None:
         """Run one control-plane service until SIGTERM/Ctrl-C (production: one process per service)."""
         entry = SERVICES[service.value]
         overrides = {entry.port_setting: port} if port is not None else {}
-        cfg = settings(config, database_url=database_url, counters_url=counters_url, listen_host=host,
-                       metrics_port=metrics_port, **overrides)
+        cfg = settings(
+            config,
+            database_url=database_url,
+            counters_url=counters_url,
+            listen_host=host,
+            metrics_port=metrics_port,
+            **overrides,
+        )
         setup_logging(cfg.log_level, cfg.log_format)
         asyncio.run(_serve(cfg, [entry], f"opscale-{service.value}"))
 
@@ -96,11 +101,14 @@ def register(app: typer.Typer) -> None:
         On the embedded SQLite default a new database file gets its schema created; any other database
         must be migrated first with `opscale db upgrade`.
         """
-        cfg = settings(config, database_url=database_url, counters_url=counters_url, listen_host=host,
-                       metrics_port=metrics_port)
+        cfg = settings(
+            config,
+            database_url=database_url,
+            counters_url=counters_url,
+            listen_host=host,
+            metrics_port=metrics_port,
+        )
         setup_logging(cfg.log_level, cfg.log_format)
         if prepare_embedded_database(cfg.database_url):
             echo(f"created the embedded database {cfg.database_url}")
         asyncio.run(_serve(cfg, list(SERVICES.values()), "opscale"))
-
-

@@ -27,5 +27,5 @@ STATUS_FOR: dict[type[errors.OpscaleError], grpc.StatusCode] = {
 def status_for(exc: errors.OpscaleError) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
         if cls in STATUS_FOR:
-            return STATUS_FOR[cls]  # type: ignore[index]
+            return STATUS_FOR[cls]
     return grpc.StatusCode.INTERNAL

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import propagate, trace
@@ -24,7 +24,8 @@ from opscale.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-Handler = grpc.RpcMethodHandler
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class _Outcome:
@@ -36,7 +37,7 @@ class _Outcome:
         self.code = grpc.StatusCode.OK
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, service: str, telemetry: Telemetry) -> None:
         self._service = service
         self._telemetry = telemetry
@@ -46,10 +47,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED itself
+            return handler  # type: ignore[return-value]
         method: str = handler_call_details.method
         metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
         kinds = (
@@ -61,17 +62,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         for attr, factory in kinds:
             behavior = getattr(handler, attr)
             if behavior is not None:
-                return factory(  # type: ignore[no-any-return]
+                return factory(
                     self._wrap(behavior, method, metadata),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
         return handler
 
-    def _wrap(self, behavior: Callable[..., Any], method: str, metadata: dict[str, str]) -> Callable[..., Any]:
+    def _wrap(
+        self, behavior: Callable[..., Any], method: str, metadata: dict[str, str]
+    ) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(behavior):
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 outcome, start = _Outcome(), self._begin()
                 with self._span(method, metadata) as span:
                     try:
@@ -84,7 +87,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
             return stream
 
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             outcome, start = _Outcome(), self._begin()
             with self._span(method, metadata) as span:
                 try:
@@ -118,9 +121,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if outcome.code is not grpc.StatusCode.OK:
             span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.code.name))
 
-    async def _fail(
-        self, exc: BaseException, context: grpc.aio.ServicerContext, outcome: _Outcome, method: str
-    ) -> None:
+    async def _fail(self, exc: BaseException, context: Context, outcome: _Outcome, method: str) -> None:
         """Record the outcome and turn ``exc`` into a status; always raises."""
         if isinstance(exc, errors.OpscaleError):
             outcome.code = status_for(exc)
@@ -137,5 +138,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             raise exc
         ref = uuid.uuid4().hex[:12]
         outcome.code = grpc.StatusCode.INTERNAL
-        log.error("unhandled error in %s (ref %s)", method, ref, exc_info=exc, extra={"rpc": method, "ref": ref})
+        log.error(
+            "unhandled error in %s (ref %s)", method, ref, exc_info=exc, extra={"rpc": method, "ref": ref}
+        )
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the service log")

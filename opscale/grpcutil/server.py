@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from opscale.errors import ConfigError
@@ -34,7 +35,7 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 @dataclass
 class ServiceDef:
     name: str
-    # Full proto service names served (for health and reflection), e.g. "opscale.api.decision.v1.DecisionService".
+    # Full proto service names (for health and reflection), e.g. "opscale.api.decision.v1.DecisionService".
     service_names: tuple[str, ...]
     register: Callable[[grpc.aio.Server], None]
     background: list[BackgroundTask] = field(default_factory=list)
@@ -46,7 +47,7 @@ class RunningService:
     definition: ServiceDef
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: HealthServicer
     stopping: asyncio.Event
     tasks: list[asyncio.Task[None]]
 
@@ -67,16 +68,20 @@ async def start_service(
         ],
     )
     definition.register(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*definition.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:
-        raise ConfigError(f"{definition.name} cannot listen on {host}:{port} ({port_setting}): {exc}") from None
+        raise ConfigError(
+            f"{definition.name} cannot listen on {host}:{port} ({port_setting}): {exc}"
+        ) from None
     if bound == 0:
-        raise ConfigError(f"{definition.name} cannot listen on {host}:{port} ({port_setting}): address in use?")
+        raise ConfigError(
+            f"{definition.name} cannot listen on {host}:{port} ({port_setting}): address in use?"
+        )
     await server.start()
     for name in ("", *definition.service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -121,7 +126,7 @@ async def wait_for_signal(stop: asyncio.Event | None = None) -> None:
     """Block until SIGTERM/SIGINT (or ``stop`` is set)."""
     event = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, event.set)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +36,7 @@ def _present(msg: Message, names: tuple[str, ...]) -> dict[str, Any]:
     return {n: getattr(msg, n) for n in names if msg.HasField(n)}
 
 
-def _enum(value: int, table: dict[int, Any], field: str, enum_type: Any) -> Any:
+def _enum(value: int, table: Mapping[Any, Any], field: str, enum_type: Any) -> Any:
     if value == 0:
         return None  # unspecified: the spec's default applies
     if value not in table:

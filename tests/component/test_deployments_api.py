@@ -37,7 +37,9 @@ async def test_versioned_lifecycle(serve: Serve) -> None:
     assert updated.version == 2 and updated.spec.slo.ttft_ms == 1500
 
     # A writer that read version 1 loses the compare-and-swap and is told both versions.
-    err = await _error(stub.UpdateDeployment(pb.UpdateDeploymentRequest(spec=spec(ttft_ms=900), expected_version=1)))
+    err = await _error(
+        stub.UpdateDeployment(pb.UpdateDeploymentRequest(spec=spec(ttft_ms=900), expected_version=1))
+    )
     assert err.code() is grpc.StatusCode.ABORTED
     assert "2" in (err.details() or "") and "1" in (err.details() or "")
     err = await _error(stub.UpdateDeployment(pb.UpdateDeploymentRequest(spec=spec(ttft_ms=900))))
@@ -48,7 +50,9 @@ async def test_versioned_lifecycle(serve: Serve) -> None:
     old = (await stub.GetDeployment(pb.GetDeploymentRequest(name="llama", version=1))).deployment
     assert old.spec.slo.ttft_ms == 2000
 
-    frozen = (await stub.FreezeDeployment(pb.FreezeDeploymentRequest(name="llama", reason="incident"))).deployment
+    frozen = (
+        await stub.FreezeDeployment(pb.FreezeDeploymentRequest(name="llama", reason="incident"))
+    ).deployment
     assert frozen.frozen
     thawed = (await stub.UnfreezeDeployment(pb.UnfreezeDeploymentRequest(name="llama"))).deployment
     assert not thawed.frozen
@@ -74,7 +78,9 @@ async def test_missing_deployment_is_not_found(serve: Serve, rpc: str) -> None:
 
 async def test_update_of_missing_deployment(serve: Serve) -> None:
     stub = decision_pb2_grpc.DecisionServiceStub(await serve("decision"))
-    err = await _error(stub.UpdateDeployment(pb.UpdateDeploymentRequest(spec=spec("ghost"), expected_version=1)))
+    err = await _error(
+        stub.UpdateDeployment(pb.UpdateDeploymentRequest(spec=spec("ghost"), expected_version=1))
+    )
     assert err.code() is grpc.StatusCode.NOT_FOUND
 
 
@@ -92,5 +98,7 @@ async def test_list_pages(serve: Serve) -> None:
         if not token:
             break
     assert names == ["d0", "d1", "d2", "d3", "d4"]
-    err = await _error(stub.ListDeployments(pb.ListDeploymentsRequest(page=common_pb2.PageRequest(page_size=5000))))
+    err = await _error(
+        stub.ListDeployments(pb.ListDeploymentsRequest(page=common_pb2.PageRequest(page_size=5000)))
+    )
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT

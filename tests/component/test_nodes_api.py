@@ -21,8 +21,16 @@ async def register(runtime: Runtime, name: str, gpus: int, *, ready: bool = True
         repo = NodeRepo(session, clock=runtime.clock)
         node = await repo.register(
             name,
-            gpus=[GpuRecord(index=i, uuid=f"GPU-{name}-{i}", gpu_type="H100", memory_bytes=H100_BYTES,
-                            nvlink_domain=f"{name}-nv") for i in range(gpus)],
+            gpus=[
+                GpuRecord(
+                    index=i,
+                    uuid=f"GPU-{name}-{i}",
+                    gpu_type="H100",
+                    memory_bytes=H100_BYTES,
+                    nvlink_domain=f"{name}-nv",
+                )
+                for i in range(gpus)
+            ],
             labels={"zone": "z1", "s1": "s1-a", "rack": "r7"},
             agent_session_id="s-1",
         )

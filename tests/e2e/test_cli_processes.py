@@ -20,17 +20,25 @@ from opscale.db.migrate import current_revision, head_revision
 READY = re.compile(r"opscale ready: (.*?)(?:; metrics on (\S+))?$")
 
 
-def opscale(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def opscale(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "clients.cli.main", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
 def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "clients.cli.main", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
     )
 
 
@@ -51,7 +59,9 @@ def wait_ready(proc: subprocess.Popen[str], timeout_s: float = 60) -> dict[str, 
         if match:
             return {m[0]: int(m[1]) for m in re.findall(r"(\w+) on [\d.]+:(\d+)", match.group(1))}
     proc.kill()
-    raise AssertionError(f"no ready line; stdout={lines!r} stderr={proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError(
+        f"no ready line; stdout={lines!r} stderr={proc.stderr.read() if proc.stderr else ''}"
+    )
 
 
 async def serving(port: int) -> int:
@@ -60,8 +70,12 @@ async def serving(port: int) -> int:
         return int(reply.status)
 
 
-PORTS_ANY = {"OPSCALE_INGEST_PORT": "0", "OPSCALE_DECISION_PORT": "0", "OPSCALE_PLACEMENT_PORT": "0",
-             "OPSCALE_METRICS_PORT": "0"}
+PORTS_ANY = {
+    "OPSCALE_INGEST_PORT": "0",
+    "OPSCALE_DECISION_PORT": "0",
+    "OPSCALE_PLACEMENT_PORT": "0",
+    "OPSCALE_METRICS_PORT": "0",
+}
 
 
 def test_up_on_embedded_default_serves_and_stops_cleanly(tmp_path: Path) -> None:

@@ -11,11 +11,16 @@ from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.errors import InvalidArgument
 from services.decision.convert import spec_from_pb, spec_to_pb
 
-
 # A Mixtral-style HuggingFace config.json (the fields opscale reads).
 MIXTRAL_CONFIG = {
-    "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-    "intermediate_size": 14336, "vocab_size": 32000, "num_local_experts": 8, "num_experts_per_tok": 2,
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "intermediate_size": 14336,
+    "vocab_size": 32000,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
 }
 
 
@@ -32,17 +37,34 @@ def full_spec() -> pb.DeploymentSpec:
         policy=pb.POLICY_KIND_PD,
         slo=pb.Slo(ttft_ms=1500, tbt_ms=80, percentile=95),
         limits=[
-            pb.PoolLimits(pool=_pool(cpb.STAGE_DECODE, cpb.OPERATOR_KIND_MODEL), min_replicas=0, max_replicas=9,
-                          max_step=2, gpu_types=["H200", "H100"]),
+            pb.PoolLimits(
+                pool=_pool(cpb.STAGE_DECODE, cpb.OPERATOR_KIND_MODEL),
+                min_replicas=0,
+                max_replicas=9,
+                max_step=2,
+                gpu_types=["H200", "H100"],
+            ),
             pb.PoolLimits(min_replicas=1, max_replicas=5, max_step=0),
         ],
-        stabilization=pb.Stabilization(scale_up_window_s=0, scale_down_window_s=120, scale_up_cooldown_s=5,
-                                       scale_down_cooldown_s=60, max_staleness_s=8),
+        stabilization=pb.Stabilization(
+            scale_up_window_s=0,
+            scale_down_window_s=120,
+            scale_up_cooldown_s=5,
+            scale_down_cooldown_s=60,
+            max_staleness_s=8,
+        ),
         interval_s=2,
-        pd_params=pb.PdPolicyParams(target_decode_tokens_per_s_per_instance=1800, prefill_per_decode=0.5,
-                                    scale_out_threshold=1.2, scale_in_threshold=0.6),
-        launch=[pb.LaunchTemplateRef(pool=_pool(cpb.STAGE_DECODE, cpb.OPERATOR_KIND_MODEL), template="vllm",
-                                     args={"port": "8000"})],
+        pd_params=pb.PdPolicyParams(
+            target_decode_tokens_per_s_per_instance=1800,
+            prefill_per_decode=0.5,
+            scale_out_threshold=1.2,
+            scale_in_threshold=0.6,
+        ),
+        launch=[
+            pb.LaunchTemplateRef(
+                pool=_pool(cpb.STAGE_DECODE, cpb.OPERATOR_KIND_MODEL), template="vllm", args={"port": "8000"}
+            )
+        ],
         labels={"team": "search"},
     )
 
@@ -56,15 +78,31 @@ def test_round_trip_is_lossless() -> None:
 
 def test_static_and_operator_params_round_trip() -> None:
     msg = pb.DeploymentSpec(
-        name="s", model=pb.ModelRef(preset="llama3-8b"), policy=pb.POLICY_KIND_STATIC,
+        name="s",
+        model=pb.ModelRef(preset="llama3-8b"),
+        policy=pb.POLICY_KIND_STATIC,
         slo=pb.Slo(ttft_ms=1, tbt_ms=1),
-        static_params=pb.StaticPolicyParams(pools=[cpb.PoolPlan(pool=_pool(cpb.STAGE_PREFILL, cpb.OPERATOR_KIND_MODEL),
-                                                                replicas=3, gpus_per_replica=2, batch_size=8)]),
+        static_params=pb.StaticPolicyParams(
+            pools=[
+                cpb.PoolPlan(
+                    pool=_pool(cpb.STAGE_PREFILL, cpb.OPERATOR_KIND_MODEL),
+                    replicas=3,
+                    gpus_per_replica=2,
+                    batch_size=8,
+                )
+            ]
+        ),
     )
     domain = spec_from_pb(msg)
     assert spec_from_pb(spec_to_pb(domain)) == domain
-    op = spec_from_pb(pb.DeploymentSpec(name="o", model=pb.ModelRef(preset="llama3-8b"), slo=pb.Slo(ttft_ms=1, tbt_ms=1),
-                                        operator_params=pb.OperatorPolicyParams(floor_fraction=0.25)))
+    op = spec_from_pb(
+        pb.DeploymentSpec(
+            name="o",
+            model=pb.ModelRef(preset="llama3-8b"),
+            slo=pb.Slo(ttft_ms=1, tbt_ms=1),
+            operator_params=pb.OperatorPolicyParams(floor_fraction=0.25),
+        )
+    )
     assert op.operator_params is not None and op.operator_params.floor_fraction == 0.25
     assert spec_from_pb(spec_to_pb(op)) == op
 
