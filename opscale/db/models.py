@@ -173,7 +173,8 @@ class Decision(Base):
     """The decision ledger: one row per deployment per control tick, enough to explain and replay it."""
 
     __tablename__ = "decisions"
-    __table_args__ = (sa.Index(None, "deployment", "tick_at"),)
+    # Unique: one decision per deployment per tick slot, so a leader hand-over cannot decide twice.
+    __table_args__ = (sa.Index(None, "deployment", "tick_at", unique=True),)
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     deployment: Mapped[str] = mapped_column(sa.String(DEPLOYMENT_NAME_LENGTH))
