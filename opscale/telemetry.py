@@ -113,3 +113,5 @@ def setup_logging(level: LogLevel, fmt: LogFormat) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.value.upper())
+    # Alembic narrates every migration step at INFO; only worth seeing when debugging.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if level is LogLevel.DEBUG else logging.WARNING)
