@@ -1,0 +1,28 @@
+"""Pure placement: inventory + current replicas + desired counts + topology -> start / stop / infeasible.
+
+See ``opscale.placement.algorithm`` for the rules and their rationale.
+"""
+
+from opscale.placement.types import (
+    LEVELS,
+    GpuSlot,
+    Infeasible,
+    NodeInfo,
+    PlacedReplica,
+    PlacementInput,
+    PlacementOutput,
+    PoolDemand,
+    Topology,
+)
+
+__all__ = [
+    "LEVELS",
+    "GpuSlot",
+    "Infeasible",
+    "NodeInfo",
+    "PlacedReplica",
+    "PlacementInput",
+    "PlacementOutput",
+    "PoolDemand",
+    "Topology",
+]
