@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from opscale.errors import AlreadyExists, InvalidArgument
+from opscale.policy.model_level import ModelPolicy
+from opscale.policy.operator import OperatorPolicy
 from opscale.policy.pd import PdPolicy
 from opscale.policy.static import StaticPolicy
 from opscale.policy.types import Policy
@@ -23,7 +25,8 @@ POLICY_FACTORIES: dict[str, PolicyFactory] = {
     PdPolicy.name: PdPolicy.from_params,
     UtilizationPolicy.name: UtilizationPolicy.from_params,
     StaticPolicy.name: StaticPolicy.from_params,
-    # "operator" and "model" are added here by their modules' authors.
+    OperatorPolicy.name: OperatorPolicy.from_params,
+    ModelPolicy.name: ModelPolicy.from_params,
 }
 
 

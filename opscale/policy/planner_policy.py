@@ -1,0 +1,91 @@
+"""The policy shell around the planners: parameters, the performance model, ``decide`` and the
+stabilizer. ``operator`` and ``model_level`` differ only in their units and ``plan``.
+
+Parameters (``from_params``): ``model`` (a preset name; the spec adapter passes a ``PerfModel`` built
+from the spec's shape instead), ``gpu_type``, ``mode``, ``max_batch_size``, ``interval_s`` and the
+stabilizer defaults. ``PolicyInput.params`` is not read: everything deployment-specific is fixed when
+the policy is built, once per spec version.
+
+Colocated mode (one pool per operator serving both stages) is not modelled yet: ``decide`` keeps the
+current plan and reports an ``Infeasibility`` saying so, rather than guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from opscale.errors import InvalidArgument
+from opscale.model import PerfModel, get_preset, perf_model
+from opscale.policy.pipeline import finish, parse_params
+from opscale.policy.planner_stage import Plan
+from opscale.policy.stabilizer import StabilizerConfig
+from opscale.policy.types import (
+    SLO,
+    Infeasibility,
+    InfeasibilityKind,
+    Limits,
+    LoadWindow,
+    PolicyInput,
+    PolicyOutput,
+    Signal,
+)
+
+STAGES = ("prefill", "decode")
+REQUIRED = (Signal.ARRIVAL_RATE, Signal.TOKEN_LENGTHS)
+
+
+class PlannerParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(None, description="model preset, when no PerfModel is handed in")
+    gpu_type: str = "H100"
+    mode: Literal["disaggregated", "colocated"] = "disaggregated"
+    max_batch_size: int = Field(256, ge=1, le=65_536)
+    interval_s: float = Field(1.0, gt=0)
+    scale_down_window_s: float = Field(30.0, ge=0)
+    max_staleness_s: float = Field(10.0, gt=0)
+
+
+class PlannerPolicy:
+    """Base of the two planning policies; subclasses set ``name``, ``params_type`` and ``plan``."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    params_type: ClassVar[type[PlannerParams]] = PlannerParams
+
+    def __init__(self, params: PlannerParams, perf: PerfModel | None = None) -> None:
+        if perf is None:
+            if params.model is None:
+                raise InvalidArgument(f"the {self.name} policy needs a model preset (params.model) or a "
+                                      f"performance model", field="model")
+            perf = perf_model(get_preset(params.model), params.gpu_type)
+        self.params = params
+        self.perf = perf
+        self.stabilizer_defaults = StabilizerConfig(scale_down_window_s=params.scale_down_window_s,
+                                                    max_staleness_s=params.max_staleness_s)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object] | None = None, perf: PerfModel | None = None) -> Self:
+        return cls(parse_params(cls.params_type, params, cls.name), perf)
+
+    @property
+    def interval_s(self) -> float:
+        return self.params.interval_s
+
+    def plan(self, load: LoadWindow, slo: SLO, limits: Limits) -> Plan:
+        raise NotImplementedError
+
+    def decide(self, inp: PolicyInput) -> PolicyOutput:
+        if self.params.mode == "colocated":
+            why = (f"the {self.name} policy models disaggregated prefill/decode pools only; colocated "
+                   f"serving (one pool doing both stages) is not modelled, so the current plan is kept.")
+            return finish(inp, policy=self.name, raw_plans=dict(inp.current), reasons=[why],
+                          defaults=self.stabilizer_defaults, required=REQUIRED,
+                          infeasible=[Infeasibility(InfeasibilityKind.MISSING_INPUT, why)])
+        plan = self.plan(inp.load, inp.slo, inp.limits)
+        return finish(inp, policy=self.name, raw_plans=plan.pools, reasons=plan.reasons,
+                      defaults=self.stabilizer_defaults, required=REQUIRED, infeasible=plan.infeasible,
+                      predicted=plan.prediction)
