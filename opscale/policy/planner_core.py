@@ -42,9 +42,11 @@ model, and more load never yields fewer GPUs (a plan feasible at a higher load i
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from opscale.model import PerfModel
 from opscale.model.energy import OperatorLoad, gpu_watts
@@ -76,7 +78,9 @@ class Work:
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One pool configuration: ``replicas`` × ``gpus`` at ``batch``, with its predicted times (ms)."""
+    """One pool configuration: ``replicas`` × ``gpus`` at ``batch``, with its predicted times (ms).
+    ``cost`` (GPUs) and ``latency_ms`` (wait + pass) are stored, not derived: the search reads them
+    millions of times. Build with ``option``."""
 
     batch: int
     gpus: int
@@ -84,14 +88,12 @@ class Option:
     pass_ms: float
     wait_ms: float
     rho: float
+    cost: int
+    latency_ms: float
 
-    @property
-    def cost(self) -> int:
-        return self.replicas * self.gpus
 
-    @property
-    def latency_ms(self) -> float:
-        return self.wait_ms + self.pass_ms
+def option(batch: int, gpus: int, replicas: int, pass_ms: float, wait_ms: float, rho: float) -> Option:
+    return Option(batch, gpus, replicas, pass_ms, wait_ms, rho, replicas * gpus, wait_ms + pass_ms)
 
 
 def batch_candidates(max_batch: int) -> tuple[int, ...]:
@@ -105,6 +107,7 @@ def pass_ms(perf: PerfModel, unit: Unit, batch: int, length: int, gpus: int) -> 
     return sum(perf.pass_latency_ms(unit.stage, op, batch, length, gpus) for op in unit.ops)
 
 
+@lru_cache(maxsize=1 << 14)
 def min_gpus(perf: PerfModel, unit: Unit, batch: int, context: int) -> int:
     """Fewest GPUs holding one replica: weights + KV of every op, plus the largest activation working
     set (the unit's operators run one after another and reuse it)."""
@@ -139,22 +142,27 @@ def wait_ms(replicas: int, jobs_per_s: float, service_s: float, q: float) -> flo
     return 1e3 * math.log(c / (1.0 - q)) / (replicas / service_s - jobs_per_s)
 
 
-def _sweep(batch: int, gpus: int, s_ms: float, jobs: float, r0: int, r_max: int, q: float) -> list[Option]:
-    """Options for R = r0, r0+1, … until the wait quantile is 0 or R passes ``r_max``."""
+# A point of a sweep, before it becomes an ``Option``: tuples sort natively by (cost, latency).
+_Point = tuple[int, float, float, int, int, int, float, float]  # cost, ℓ, wait, R, batch, GPUs, pass, ρ
+
+
+def _sweep(batch: int, gpus: int, s_ms: float, jobs: float, r0: int, r_max: int, q: float) -> list[_Point]:
+    """Points for R = r0, r0+1, … until the wait quantile is 0 or R passes ``r_max``."""
+    if jobs == 0.0:
+        return [(r0 * gpus, s_ms, 0.0, r0, batch, gpus, s_ms, 0.0)] if r0 <= r_max else []
     s = s_ms / 1e3
     a = jobs * s
-    if jobs == 0.0:
-        return [Option(batch, gpus, r0, s_ms, 0.0, 0.0)] if r0 <= r_max else []
     tail, mu = 1.0 - q, 1.0 / s
     r = r0
     b = erlang_b(r, a)
-    out: list[Option] = []
+    out: list[_Point] = []
     while r <= r_max:
-        c = min(1.0, r * b / (r - a * (1.0 - b)))
+        c = r * b / (r - a * (1.0 - b))
         if c <= tail:
-            out.append(Option(batch, gpus, r, s_ms, 0.0, a / r))
+            out.append((r * gpus, s_ms, 0.0, r, batch, gpus, s_ms, a / r))
             break
-        out.append(Option(batch, gpus, r, s_ms, 1e3 * math.log(c / tail) / (r * mu - jobs), a / r))
+        w = 1e3 * math.log(min(1.0, c) / tail) / (r * mu - jobs)
+        out.append((r * gpus, w + s_ms, w, r, batch, gpus, s_ms, a / r))
         r += 1
         b = a * b / (r + a * b)
     return out
@@ -170,27 +178,50 @@ def pareto(points: list[Option]) -> list[Option]:
     return out
 
 
+@lru_cache(maxsize=1 << 12)
+def _configs(perf: PerfModel, unit: Unit, length: int, context: int, batches: tuple[int, ...],
+             ) -> tuple[tuple[int, int, float], ...]:
+    """(batch, GPUs, pass ms) of every config; independent of the arrival rate, so a live loop at steady
+    token lengths computes it once."""
+    return tuple((b, g, pass_ms(perf, unit, b, length, g)) for b in batches
+                 for g in gpu_choices(min_gpus(perf, unit, b, context)))
+
+
 def frontier(perf: PerfModel, unit: Unit, work: Work, batches: Sequence[int], q: float, *,
              budget_ms: float = math.inf, r_min: int = 1, r_max: int | None = None) -> list[Option]:
     """The pool's Pareto frontier of (GPUs, latency) over batch, GPUs per replica and replicas."""
     cap = r_max if r_max is not None else 1 << 30
     configs: list[tuple[int, float, int, int, float]] = []  # cost_lb, pass, batch, gpus, jobs/s
-    for b in batches:
+    lo = max(r_min, 1)
+    for b, g, s_ms in _configs(perf, unit, work.length, work.context, tuple(batches)):
+        if s_ms > budget_ms:
+            continue
         jobs = work.seq_steps_per_s / b
-        for g in gpu_choices(min_gpus(perf, unit, b, work.context)):
-            s_ms = pass_ms(perf, unit, b, work.length, g)
-            if s_ms > budget_ms:
-                continue
-            r0 = max(r_min, 1, math.floor(jobs * s_ms / 1e3) + 1)
-            if r0 <= cap:
-                configs.append((r0 * g, s_ms, b, g, jobs))
+        r0 = max(lo, math.floor(jobs * s_ms / 1e3) + 1)
+        if r0 <= cap:
+            configs.append((r0 * g, s_ms, b, g, jobs))
     configs.sort()
-    found: list[Option] = []
+    found: list[_Point] = []
+    # Dominance bound: the least latency among points found so far that cost at most the next config's
+    # cheapest point. Configs come in increasing cheapest cost and every new point costs at least its
+    # config's cheapest, so points enter the running minimum from a heap in cost order.
+    pending: list[tuple[int, float]] = []
+    best_lat = math.inf
     for cost_lb, s_ms, b, g, jobs in configs:
-        if any(o.cost <= cost_lb and o.latency_ms <= s_ms for o in found):
+        while pending and pending[0][0] <= cost_lb:
+            best_lat = min(best_lat, heapq.heappop(pending)[1])
+        if best_lat <= s_ms:
             continue  # everything this config offers is matched by a point already found
-        found.extend(_sweep(b, g, s_ms, jobs, cost_lb // g, cap, q))
-    return pareto(found)
+        pts = _sweep(b, g, s_ms, jobs, cost_lb // g, cap, q)
+        found.extend(pts)
+        for pt in pts:
+            heapq.heappush(pending, (pt[0], pt[1]))
+    found.sort()
+    out: list[Option] = []
+    for cost, lat, w, r, b, g, s_ms, rho in found:
+        if not out or lat < out[-1].latency_ms:
+            out.append(Option(b, g, r, s_ms, w, rho, cost, lat))
+    return out
 
 
 def solve_stage(frontiers: Sequence[list[Option]], budget_ms: float) -> list[Option] | None:

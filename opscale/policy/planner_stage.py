@@ -22,6 +22,7 @@ from opscale.policy.planner_core import (
     frontier,
     gpu_choices,
     min_gpus,
+    option,
     option_watts,
     pass_ms,
     solve_stage,
@@ -74,7 +75,7 @@ def _best_throughput(perf: PerfModel, unit: Unit, work: Work, batches: Sequence[
         g = gpu_choices(min_gpus(perf, unit, b, work.context))[0]
         s = pass_ms(perf, unit, b, work.length, g)
         rho = work.seq_steps_per_s / b * s / 1e3 / max(replicas, 1)
-        opt = Option(b, g, replicas, s, math.inf, rho)
+        opt = option(b, g, replicas, s, math.inf, rho)
         if best is None or rho / g < best.rho / best.gpus:
             best = opt
     assert best is not None
