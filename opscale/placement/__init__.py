@@ -1,8 +1,9 @@
 """Pure placement: inventory + current replicas + desired counts + topology -> start / stop / infeasible.
 
-See ``opscale.placement.algorithm`` for the rules and their rationale.
+See ``opscale.placement.algorithm`` for the rules, their rationale and the complexity.
 """
 
+from opscale.placement.algorithm import place
 from opscale.placement.types import (
     LEVELS,
     GpuSlot,
@@ -25,4 +26,5 @@ __all__ = [
     "PlacementOutput",
     "PoolDemand",
     "Topology",
+    "place",
 ]

@@ -1,0 +1,354 @@
+"""Placement: inventory + running replicas + desired counts + topology -> start / stop / keep / infeasible.
+
+Pure (CONVENTIONS habit 4): no clock, no randomness, no I/O; the same input gives the same output, new
+replica ids included. Capacity that runs out is answered as ``Infeasible`` data, never as an exception.
+
+Steps, in order, and why that order:
+
+1. **Account for what runs.** Replicas on nodes missing from the inventory (or on GPU indices the node no
+   longer has) are gone: they are reported in ``stop`` (the caller marks them lost) and, if their pool is
+   reconciled, replaced below. Every other replica — of every deployment — occupies its GPUs. Only
+   deployments named in ``demands`` are reconciled; the rest are kept untouched.
+2. **Pin deployment groups.** All pools sharing a ``group`` (a P/D deployment group) live in one network
+   domain at ``domain_level`` (HeteroScale: KV-cache transfer stays under one switch tier). A group that
+   already runs keeps the domain holding most of its replicas (moving a group is churn); a new group takes
+   the domain that fits its whole demand — preferred GPU types first — with the least capacity left over
+   (best fit: large free domains are spent last, so later big groups still find one).
+3. **Scale in** pools above their desired count. Victims in this order: on non-schedulable nodes (they
+   have to go some day) > outside the group's domain > GPUs the replica has to itself (stopping it empties
+   them) > on the node with the fewest occupied GPUs (it empties the node first) > id.
+4. **Scale out** pools below their desired count, groups first (by name; they are the constrained ones),
+   then ungrouped pools; within a scope pools with more GPUs per replica and more memory first
+   (first-fit-decreasing packs better). Each replica goes to the best spot found by
+   ``search.best_spot`` (type tier > opens no GPU > opens no node > locality > best fit > order). A pool
+   that runs out is reported with what was short (``diagnose.shortfall``); what fitted is still started.
+   A replica is never half-placed: all its GPUs are on one node (one NVLink domain) or it is not placed.
+5. **Consolidate**: a running single-GPU replica of a reconciled pool that is alone on its GPU moves onto
+   an occupied GPU (same or better-preferred type, same scope) when one has room — that move empties a
+   GPU. No other move is ever made: a restart costs start-up time and KV cache. Moves only shrink the
+   room on occupied GPUs and never create an occupied GPU, so a replica that could not move when its turn
+   came cannot move later: re-running ``place`` on its own output changes nothing (idempotent).
+
+Complexity: building the state is O(GPUs + running replicas). Each placed replica costs
+O(cells in its scope + peer nodes) with O(GPUs per node) per candidate; cells (racks) are indexed lazily,
+so an incremental change on a large cluster touches only the racks of the domains involved. Scale-in sorts
+each shrinking pool once: O(r log r).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from opscale.errors import InvalidArgument
+from opscale.placement.diagnose import domain_capacity, shortfall
+from opscale.placement.search import Locality, best_spot
+from opscale.placement.state import CU, Cluster, compute_units
+from opscale.placement.types import (
+    Infeasible,
+    PlacedReplica,
+    PlacementInput,
+    PlacementOutput,
+    PoolDemand,
+)
+
+Pool = tuple[str, str, str]
+NewId = Callable[[str, str, str, int], str]
+
+
+def _default_id(deployment: str, stage: str, operator: str, n: int) -> str:
+    return f"{deployment}-{stage}-{operator}-{n}"
+
+
+class _Planner:
+    def __init__(self, inp: PlacementInput, new_id: NewId | None) -> None:
+        self.inp = inp
+        self.cl = Cluster(inp.nodes, inp.domain_level)
+        self.demands: dict[Pool, PoolDemand] = {d.pool: d for d in inp.demands}
+        self.pids: dict[Pool, int] = {p: i for i, p in enumerate(sorted(self.demands))}
+        self.new_id = new_id or _default_id
+        self.used_ids = {r.id for r in inp.current}
+        self.next_n: dict[Pool, int] = {}
+        self.at: dict[str, tuple[int, tuple[int, ...]]] = {}  # running replica id -> (node, positions)
+        self.by_pool: dict[Pool, list[PlacedReplica]] = {p: [] for p in self.demands}
+        self.stopped: set[str] = set()
+        self.stop: list[PlacedReplica] = []
+        self.start: list[PlacedReplica] = []
+        self.infeasible: list[Infeasible] = []
+        self.reasons: list[str] = []
+        self.all_types = sorted({t for types in self.cl.gtype for t in types})
+        self.loc = Locality(self.cl, self._peers())
+        self.group_dom: dict[str, int] = {}
+
+    def _peers(self) -> dict[int, tuple[tuple[int, float], ...]]:
+        weights: dict[tuple[int, int], float] = {}
+        for d in self.demands.values():
+            for (stage, operator), w in d.exchange_bytes_per_token.items():
+                q = (d.deployment, stage, operator)
+                if q in self.demands and w > 0:
+                    a, b = self.pids[d.pool], self.pids[q]
+                    for key in ((a, b), (b, a)):  # exchange is two-way: either side may declare it
+                        weights[key] = max(weights.get(key, 0.0), w)
+        peers: dict[int, list[tuple[int, float]]] = {}
+        for (a, b), w in sorted(weights.items()):
+            peers.setdefault(a, []).append((b, w))
+        return {a: tuple(v) for a, v in peers.items()}
+
+    # ---- 1. what runs -----------------------------------------------------------------------------
+
+    def account(self) -> None:
+        cl = self.cl
+        for r in self.inp.current:
+            n = cl.index.get(r.node)
+            positions = tuple(cl.pos[n].get(i, -1) for i in r.gpu_indices) if n is not None else ()
+            if n is None or -1 in positions:
+                what = f"node {r.node} is gone" if n is None else f"GPU {r.gpu_indices} gone from {r.node}"
+                self._stop(r, f"{r.id}: {what}; stop and mark lost")
+                continue
+            cl.occupy(n, positions, r.memory_bytes_per_gpu, compute_units(r.compute_fraction))
+            self.at[r.id] = (n, positions)
+            if r.pool in self.demands:
+                self.by_pool[r.pool].append(r)
+                self.loc.add(self.pids[r.pool], n, positions)
+
+    def _stop(self, r: PlacedReplica, reason: str | None = None) -> None:
+        self.stop.append(r)
+        self.stopped.add(r.id)
+        if reason:
+            self.reasons.append(reason)
+
+    # ---- 2. group domains -------------------------------------------------------------------------
+
+    def groups(self) -> dict[str, list[Pool]]:
+        groups: dict[str, list[Pool]] = {}
+        for pool in sorted(self.demands):
+            if self.demands[pool].group:
+                groups.setdefault(self.demands[pool].group, []).append(pool)
+        for name, pools in groups.items():
+            votes: dict[int, int] = {}
+            for pool in pools:
+                for r in self.by_pool[pool]:
+                    n = self.at[r.id][0]
+                    if self.cl.sched[n]:
+                        votes[self.cl.domain[n]] = votes.get(self.cl.domain[n], 0) + 1
+            if votes:
+                dom = min(votes, key=lambda dm: (-votes[dm], self.cl.path_names[dm]))
+                self.group_dom[name] = dom
+                self.reasons.append(f"group {name}: stays in {self._scope(dom)}, where {votes[dom]} of its "
+                                    "replicas run")
+        return groups
+
+    def choose_domain(self, name: str, pools: Sequence[Pool]) -> int | None:
+        cl = self.cl
+        doms = sorted({cl.domain[n] for n in range(len(cl.names)) if cl.sched[n]},
+                      key=lambda dm: cl.path_names[dm])
+        best: tuple[bool, bool, float, str] | None = None
+        chosen = None
+        for dom in doms:
+            need_by_type: dict[str, float] = {}
+            need = 0.0
+            allowed: set[str] = set()
+            for pool in pools:
+                d = self.demands[pool]
+                k = max(0, d.replicas - len(self.by_pool[pool]))
+                amount = k * d.gpus_per_replica * d.compute_fraction
+                need += amount
+                pref = d.gpu_types[0] if d.gpu_types else ""
+                need_by_type[pref] = need_by_type.get(pref, 0.0) + amount
+                allowed.update(d.gpu_types or self.all_types)
+            pref_ok = all(v <= domain_capacity(cl, dom, [t] if t else self.all_types) + 1e-9
+                          for t, v in need_by_type.items())
+            cap = domain_capacity(cl, dom, sorted(allowed))
+            fits = need <= cap + 1e-9
+            key = (not pref_ok, not fits, (cap - need) if fits else -cap, cl.path_names[dom])
+            if best is None or key < best:
+                best, chosen = key, dom
+        if chosen is not None and best is not None:
+            self.reasons.append(f"group {name}: new, placed in {self._scope(chosen)} "
+                                f"({'fits' if not best[1] else 'largest free capacity; does not fit'})")
+        return chosen
+
+    def _scope(self, dom: int | None) -> str:
+        if dom is None:
+            return "the cluster"
+        return f"{self.inp.domain_level} domain {self.cl.path_names[dom]}"
+
+    # ---- 3. scale in ------------------------------------------------------------------------------
+
+    def scale_in(self) -> None:
+        cl = self.cl
+        for pool in sorted(self.demands):
+            d, running = self.demands[pool], self.by_pool[pool]
+            excess = len(running) - d.replicas
+            if excess <= 0:
+                continue
+            dom = self.group_dom.get(d.group) if d.group else None
+
+            def order(r: PlacedReplica, dom: int | None = dom) -> tuple[bool, bool, int, int, str]:
+                n, positions = self.at[r.id]
+                shared = sum(1 for p in positions if cl.occ[n][p] > 1)
+                return (cl.sched[n], dom is None or cl.domain[n] == dom, shared, cl.used[n], r.id)
+
+            victims = sorted(running, key=order)[:excess]
+            gone = {r.id for r in victims}
+            for r in victims:
+                n, positions = self.at.pop(r.id)
+                cl.release(n, positions, r.memory_bytes_per_gpu, compute_units(r.compute_fraction))
+                self.loc.add(self.pids[pool], n, positions, -1)
+                self._stop(r)
+            self.by_pool[pool] = [r for r in running if r.id not in gone]
+            self.reasons.append(f"{'/'.join(pool)}: scale in {len(running)} -> {d.replicas}: stop "
+                                f"{', '.join(sorted(gone))}")
+
+    # ---- 4. scale out -----------------------------------------------------------------------------
+
+    def scale_out(self, groups: dict[str, list[Pool]]) -> None:
+        def size(pool: Pool) -> tuple[int, int, Pool]:
+            d = self.demands[pool]
+            return (-d.gpus_per_replica, -d.memory_bytes_per_gpu, pool)
+
+        for name in sorted(groups):
+            pools = groups[name]
+            if not any(self.demands[p].replicas > len(self.by_pool[p]) for p in pools):
+                continue
+            dom = self.group_dom.get(name)
+            if dom is None:
+                dom = self.choose_domain(name, pools)
+                if dom is not None:
+                    self.group_dom[name] = dom
+            for pool in sorted(pools, key=size):
+                self._grow(pool, dom)
+        for pool in sorted((p for p, d in self.demands.items() if not d.group), key=size):
+            self._grow(pool, None)
+
+    def _cells(self, dom: int | None) -> list[int]:
+        return self.cl.all_cells if dom is None else self.cl.domain_cells.get(dom, [])
+
+    def _tiers(self, d: PoolDemand) -> list[tuple[str, ...]]:
+        return [(t,) for t in d.gpu_types] if d.gpu_types else [tuple(self.all_types)]
+
+    def _grow(self, pool: Pool, dom: int | None) -> None:
+        d = self.demands[pool]
+        want = d.replicas - len(self.by_pool[pool])
+        if want <= 0:
+            return
+        cl, pid = self.cl, self.pids[pool]
+        cells = self._cells(dom)
+        cell_set = set(cells)
+        cu = compute_units(d.compute_fraction)
+        tiers = self._tiers(d)
+        spilled: dict[str, int] = {}
+        placed = 0
+        if d.group and dom is None:
+            cells = []
+        for _ in range(want):
+            found = None
+            for tier in tiers:
+                found = best_spot(cl, self.loc, pid, cells, cell_set, tier, d.gpus_per_replica,
+                                  d.memory_bytes_per_gpu, cu)
+                if found is not None:
+                    break
+            if found is None:
+                break
+            (n, positions), t = found
+            cl.occupy(n, positions, d.memory_bytes_per_gpu, cu)
+            self.loc.add(pid, n, positions)
+            r = PlacedReplica(self._id(pool), *pool, node=cl.names[n],
+                              gpu_indices=tuple(cl.gidx[n][p] for p in positions),
+                              memory_bytes_per_gpu=d.memory_bytes_per_gpu,
+                              compute_fraction=d.compute_fraction)
+            self.at[r.id] = (n, positions)
+            self.by_pool[pool].append(r)
+            self.start.append(r)
+            placed += 1
+            if d.gpu_types and t != d.gpu_types[0]:
+                spilled[t] = spilled.get(t, 0) + 1
+        name = "/".join(pool)
+        if placed:
+            self.reasons.append(f"{name}: start {placed} in {self._scope(dom)}")
+        for t, count in sorted(spilled.items()):
+            self.reasons.append(f"{name}: {count} replica(s) spilled over to {t}: no room on "
+                                f"{d.gpu_types[0]} in {self._scope(dom)}")
+        if placed < want:
+            why = (f"domain capacity: no {self.inp.domain_level} domain has schedulable GPUs for group "
+                   f"{d.group}" if d.group and dom is None else shortfall(cl, d, cells, self._scope(dom)))
+            self.infeasible.append(Infeasible(*pool, requested=d.replicas,
+                                              placed=len(self.by_pool[pool]), reason=why))
+            self.reasons.append(f"{name}: {want - placed} of {want} new replica(s) do not fit: {why}")
+
+    def _id(self, pool: Pool) -> str:
+        first = self.next_n.get(pool, 0)
+        for n in range(first, first + len(self.used_ids) + 2):
+            rid = self.new_id(*pool, n)
+            if rid not in self.used_ids:
+                self.next_n[pool] = n + 1
+                self.used_ids.add(rid)
+                return rid
+        raise InvalidArgument(f"new_id keeps answering ids already in use for {'/'.join(pool)}",
+                              field="new_id")
+
+    # ---- 5. consolidate ---------------------------------------------------------------------------
+
+    def consolidate(self) -> None:
+        cl = self.cl
+        new = {r.id for r in self.start}
+        movable: list[tuple[int, int, int, PlacedReplica]] = []
+        for pool in sorted(self.demands):
+            d = self.demands[pool]
+            if d.gpus_per_replica != 1:
+                continue
+            for r in self.by_pool[pool]:
+                n, (p,) = self.at[r.id]
+                full = compute_units(r.compute_fraction) >= CU or r.memory_bytes_per_gpu >= cl.mem_total[n][p]
+                if r.id not in new and not full and cl.sched[n] and cl.occ[n][p] == 1:
+                    movable.append((cl.used[n], n, p, r))
+        for _, n, p, r in sorted(movable, key=lambda m: (m[0], m[1], m[2], m[3].id)):
+            if cl.occ[n][p] != 1:
+                continue  # another replica moved onto this GPU: it is no longer alone
+            d = self.demands[r.pool]
+            tiers = self._tiers(d)
+            here = cl.gtype[n][p]
+            if d.gpu_types and here in d.gpu_types:
+                tiers = tiers[: d.gpu_types.index(here) + 1]
+            dom = self.group_dom.get(d.group) if d.group else None
+            cells = self._cells(dom)
+            cu = compute_units(r.compute_fraction)
+            pid = self.pids[r.pool]
+            for tier in tiers:
+                found = best_spot(cl, self.loc, pid, cells, set(cells), tier, 1, r.memory_bytes_per_gpu, cu,
+                                  shared_only=True, exclude=(n, p))
+                if found is not None:
+                    break
+            else:
+                continue
+            (m, positions), _ = found
+            cl.release(n, (p,), r.memory_bytes_per_gpu, cu)
+            self.loc.add(pid, n, (p,), -1)
+            cl.occupy(m, positions, r.memory_bytes_per_gpu, cu)
+            self.loc.add(pid, m, positions)
+            moved = PlacedReplica(self._id(r.pool), r.deployment, r.stage, r.operator, node=cl.names[m],
+                                  gpu_indices=tuple(cl.gidx[m][q] for q in positions),
+                                  memory_bytes_per_gpu=r.memory_bytes_per_gpu,
+                                  compute_fraction=r.compute_fraction)
+            del self.at[r.id]
+            self.at[moved.id] = (m, positions)
+            self.start.append(moved)
+            self._stop(r, f"{r.id}: moves to {moved.node} GPU {moved.gpu_indices} as {moved.id}; frees "
+                          f"GPU {cl.gidx[n][p]} of {cl.names[n]}")
+
+    def output(self) -> PlacementOutput:
+        keep = tuple(r for r in self.inp.current if r.id not in self.stopped)
+        return PlacementOutput(start=tuple(self.start), stop=tuple(self.stop), keep=keep,
+                               infeasible=tuple(self.infeasible), reasons=tuple(self.reasons))
+
+
+def place(inp: PlacementInput, *, new_id: NewId | None = None) -> PlacementOutput:
+    """Plan replicas for ``inp.demands`` on ``inp.nodes``; see the module docstring for the rules.
+    ``new_id(deployment, stage, operator, n)`` names new replicas (default ``"{d}-{s}-{o}-{n}"``, with
+    ``n`` counting up from 0 past ids already in use), so the same input gives the same ids."""
+    planner = _Planner(inp, new_id)
+    planner.account()
+    groups = planner.groups()
+    planner.scale_in()
+    planner.scale_out(groups)
+    planner.consolidate()
+    return planner.output()
