@@ -1,0 +1,95 @@
+"""Prometheus text exposition -> plain values, using prometheus_client's own text-format parser.
+
+Why that parser: it is the reference implementation of the format the engines emit (vLLM and SGLang
+both export through prometheus_client), it is already a dependency (for our own /metrics), and the
+format has enough corners (escaping in label values, ``+Inf``/``NaN``, HELP/TYPE ordering,
+``_created`` series) that a hand-written parser would be a liability.
+
+Values are kept per sample name and label set; summing across label sets (several engines behind one
+endpoint, ``finished_reason`` on request counters) is the engine mapping's job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class ExpositionError(ValueError):
+    """The text is not Prometheus text exposition format."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramValue:
+    """One histogram series: cumulative counts per upper bound (ascending, ``inf`` last), sum, count."""
+
+    buckets: tuple[tuple[float, float], ...]
+    sum: float
+    count: float
+
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        return tuple(le for le, _ in self.buckets)
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    # Gauges, counters and untyped samples, by sample name (counters keep their ``_total``).
+    scalars: Mapping[str, Mapping[Labels, float]]
+    # Histograms, by family name (without ``_bucket`` / ``_sum`` / ``_count``).
+    histograms: Mapping[str, Mapping[Labels, HistogramValue]]
+
+    def names(self) -> set[str]:
+        return set(self.scalars) | set(self.histograms)
+
+
+def _labels(raw: Mapping[str, str], drop: str = "") -> Labels:
+    return tuple(sorted((k, v) for k, v in raw.items() if k != drop))
+
+
+@dataclass(slots=True)
+class _Parts:
+    buckets: dict[float, float] = field(default_factory=dict)
+    sum: float = math.nan
+    count: float | None = None
+
+
+def parse_exposition(text: str) -> Exposition:
+    """Raises ``ExpositionError`` if the text does not parse."""
+    scalars: dict[str, dict[Labels, float]] = {}
+    hist_parts: dict[str, dict[Labels, _Parts]] = {}
+    try:
+        families = list(text_string_to_metric_families(text))
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise ExpositionError(f"not Prometheus text format: {exc}") from None
+    for family in families:
+        if family.type == "histogram":
+            for s in family.samples:
+                parts = hist_parts.setdefault(family.name, {}).setdefault(_labels(s.labels, "le"), _Parts())
+                if s.name.endswith("_bucket"):
+                    parts.buckets[float(s.labels.get("le", "nan"))] = float(s.value)
+                elif s.name.endswith("_sum"):
+                    parts.sum = float(s.value)
+                elif s.name.endswith("_count"):
+                    parts.count = float(s.value)
+            continue
+        if family.type in ("summary", "info", "stateset"):
+            continue  # the engines' signals we use are never summaries
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue  # creation timestamps of counters, not values
+            scalars.setdefault(s.name, {})[_labels(s.labels)] = float(s.value)
+    histograms: dict[str, dict[Labels, HistogramValue]] = {}
+    for name, series in hist_parts.items():
+        for labels, parts in series.items():
+            buckets = tuple(sorted((le, c) for le, c in parts.buckets.items() if not math.isnan(le)))
+            if not buckets or buckets[-1][0] != math.inf:
+                continue  # a histogram without its +Inf bucket is malformed; skip rather than guess
+            count = buckets[-1][1] if parts.count is None else parts.count
+            histograms.setdefault(name, {})[labels] = HistogramValue(buckets, parts.sum, count)
+    return Exposition(scalars, histograms)
