@@ -107,17 +107,26 @@ def pass_ms(perf: PerfModel, unit: Unit, batch: int, length: int, gpus: int) -> 
     return sum(perf.pass_latency_ms(unit.stage, op, batch, length, gpus) for op in unit.ops)
 
 
-@lru_cache(maxsize=1 << 14)
-def min_gpus(perf: PerfModel, unit: Unit, batch: int, context: int) -> int:
-    """Fewest GPUs holding one replica: weights + KV of every op, plus the largest activation working
-    set (the unit's operators run one after another and reuse it)."""
+def replica_bytes(perf: PerfModel, unit: Unit, batch: int, context: int) -> int:
+    """Memory of one replica (all its GPUs): weights + KV of every op, plus the largest activation
+    working set (the unit's operators run one after another and reuse it)."""
     fixed, act = 0, 0
     for op in unit.ops:
         need = perf.replica_memory_bytes(unit.stage, op, batch, context)
         kv = batch * context * perf.kv_bytes_per_token() if op == "attention" else 0
         fixed += perf.weights_bytes(op) + kv
         act = max(act, need - perf.weights_bytes(op) - kv)
-    return max(1, math.ceil((fixed + act) / (perf.gpu.memory_bytes * USABLE_MEMORY_FRACTION)))
+    return fixed + act
+
+
+def usable_bytes(perf: PerfModel) -> float:
+    return perf.gpu.memory_bytes * USABLE_MEMORY_FRACTION
+
+
+@lru_cache(maxsize=1 << 14)
+def min_gpus(perf: PerfModel, unit: Unit, batch: int, context: int) -> int:
+    """Fewest GPUs whose usable memory holds one replica (``replica_bytes``)."""
+    return max(1, math.ceil(replica_bytes(perf, unit, batch, context) / usable_bytes(perf)))
 
 
 def gpu_choices(least: int) -> tuple[int, ...]:

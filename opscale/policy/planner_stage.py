@@ -132,6 +132,8 @@ class Plan:
     reasons: list[str]
     infeasible: list[Infeasibility]
     stages: tuple[StagePlan, ...]
+    units: Mapping[PoolKey, Unit] = field(default_factory=dict)
+    works: Mapping[str, Work] = field(default_factory=dict)
 
 
 def assemble(perf: PerfModel, stages: Sequence[StagePlan], units: Mapping[PoolKey, Unit],
@@ -160,7 +162,7 @@ def assemble(perf: PerfModel, stages: Sequence[StagePlan], units: Mapping[PoolKe
         infeasible.extend(sp.infeasible)
     pred = Prediction(ttft_ms=_finite(latency.get("prefill")), tbt_ms=_finite(latency.get("decode")),
                       gpus=gpus_total, watts=watts_total)
-    return Plan(pools, pred, reasons, infeasible, tuple(stages))
+    return Plan(pools, pred, reasons, infeasible, tuple(stages), dict(units), dict(works))
 
 
 def _finite(x: float | None) -> float | None:

@@ -6,6 +6,10 @@ empty current plan, through a stabilizer that keeps the spec's replica bounds bu
 cooldowns and step limits, so the first plan is not held back. Policies that react to observed
 latency or utilization (pd's safety net, utilization) see none; the HPA-style policy therefore does not
 scale from zero, as the real one would not.
+
+The planners count whole GPUs per replica; for them the result also carries ``packed_gpus``, the
+estimate of ``opscale.policy.planner_pack`` once tiny replicas (embedding, lm_head: one GPU, busy ≤ 5%)
+share GPUs with others, computed by the same rule for both planners.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from opscale.errors import InvalidArgument
+from opscale.policy.planner_pack import packed_gpus
+from opscale.policy.planner_policy import PlannerPolicy
 from opscale.policy.spec_adapter import setup_for
 from opscale.policy.types import (
     SLO,
@@ -39,6 +45,7 @@ class WhatIfResult:
     prediction: Prediction | None
     reasons: list[str]
     infeasible: list[Infeasibility]
+    packed_gpus: int | None = None  # planners only: GPUs once tiny replicas share GPUs (estimate)
 
     @property
     def gpus(self) -> int:
@@ -75,8 +82,13 @@ def what_if(spec: DeploymentSpec, requests_per_s: float, input_tokens: float, ou
                          scale_down_cooldown_s=0.0)
         res = setup.policy.decide(PolicyInput(now_s=0.0, deployment=spec.name, load=load, current={},
                                               slo=setup.slo, limits=limits))
-        out.append(WhatIfResult(kind.value, setup.slo, dict(res.desired), res.predicted, list(res.reasons),
-                                list(res.infeasible)))
+        reasons, packed = list(res.reasons), None
+        pol = setup.policy
+        if isinstance(pol, PlannerPolicy) and pol.params.mode == "disaggregated":
+            packed, sentence = packed_gpus(pol.perf, pol.plan(load, setup.slo, limits))
+            reasons.append(sentence)
+        out.append(WhatIfResult(kind.value, setup.slo, dict(res.desired), res.predicted, reasons,
+                                list(res.infeasible), packed))
     return out
 
 
@@ -99,6 +111,7 @@ def format_side_by_side(results: Sequence[WhatIfResult]) -> str:
     tag = f"p{results[0].slo.percentile:g}"
     rows: list[tuple[str, list[str]]] = [
         ("GPUs", [str(r.gpus) for r in results]),
+        ("GPUs, tiny replicas packed (est.)", [_fmt(r.packed_gpus) for r in results]),
         (f"TTFT {tag} ms (SLO {results[0].slo.ttft_ms:g})",
          [_fmt(r.prediction.ttft_ms if r.prediction else None) for r in results]),
         (f"TBT {tag} ms (SLO {results[0].slo.tbt_ms:g})",

@@ -38,11 +38,26 @@ def test_operator_vs_model_llama3_70b(rps: float) -> None:
     # uses MORE GPUs at all three loads. Its embedding and lm_head pools (2.1 GB of weights each, ρ ≤ 0.03)
     # each hold a whole GPU in both stages: 4 GPUs the whole-model replica does not spend. Without them
     # the operator plan is within one GPU of the model plan (2 req/s: 7 vs 6 — the per-operator queues
-    # each charge their own p99 wait; 10 and 40 req/s: equal, 12 and 22). Sharing GPUs between small
-    # operators is placement's job and is not credited here; see the report of the planner's commit.
+    # each charge their own p99 wait; 10 and 40 req/s: equal, 12 and 22).
     assert op.gpus > model.gpus
     assert _big_operator_gpus(op) <= model.gpus + 1
     assert op.gpus - _big_operator_gpus(op) == 4
+    # Once placement lets those four tiny replicas share GPUs (planner_pack's estimate, the same rule for
+    # both plans; the model plan has nothing tiny to pack), the operator plan needs no more GPUs than the
+    # model plan at 10 and 40 req/s, and one more at 2 req/s.
+    assert op.packed_gpus == _big_operator_gpus(op) and model.packed_gpus == model.gpus
+    assert op.packed_gpus <= model.gpus + (1 if rps == 2.0 else 0)
+    assert any(r.startswith("Packing estimate") for r in op.reasons)
+
+
+def test_operator_uses_fewer_gpus_for_mixtral_once_packed() -> None:
+    # mixtral-8x7b at 40 req/s: decode attention (2.7 GB of weights, so 1 GPU holds batch 64 with its KV)
+    # and experts (90 GB: 2 GPUs at batch 256) are sized apart; with the tiny pools packed the operator plan
+    # needs 9 GPUs where whole-model replicas (TP 2, one batch size for both) need 10.
+    op, model = what_if(spec(model={"preset": "mixtral-8x7b"}), 40.0, 1000, 250)
+    assert op.packed_gpus is not None and model.packed_gpus is not None
+    assert op.packed_gpus < model.packed_gpus
+    assert not op.infeasible and not model.infeasible
 
 
 def test_steady_load_is_fresh_and_consistent() -> None:
