@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -45,6 +45,44 @@ class LogFormat(enum.StrEnum):
 Port = int
 
 
+class ScrapeRole(enum.StrEnum):
+    PREFILL = "prefill"
+    DECODE = "decode"
+    SERVING = "serving"
+
+
+class ScrapeEngine(enum.StrEnum):
+    AUTO = "auto"
+    VLLM = "vllm"
+    SGLANG = "sglang"
+
+
+class ScrapeTarget(BaseModel):
+    """One vLLM or SGLang ``/metrics`` endpoint that metrics-ingest polls for a deployment's pool."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="http(s)://host:port/metrics of the engine")
+    # opscale.spec.NAME_PATTERN, repeated: importing the spec here would load the model package.
+    deployment: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="deployment name")
+    role: ScrapeRole = Field(description="prefill, decode or serving: the pool the engine serves")
+    engine: ScrapeEngine = Field(ScrapeEngine.AUTO, description="auto, vllm or sglang")
+    interval_s: float | None = Field(
+        None, gt=0, le=3600, description="seconds between scrapes (default scrape_interval_s)"
+    )
+    timeout_s: float = Field(2.0, gt=0, le=60, description="seconds one scrape may take, in (0, 60]")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
     # Set per load by ``load_settings``; a class attribute so the YAML source can see it.
@@ -69,6 +107,13 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = Field(None, description="OTLP/gRPC collector, e.g. http://otel:4317")
     shutdown_grace_s: float = Field(5.0, gt=0, le=300, description="seconds in-flight RPCs get on SIGTERM")
     node_name: str = Field("", description="identity of this host's agent (default: the hostname)")
+    scrape_targets: list[ScrapeTarget] = Field(
+        default_factory=list,
+        description="engine /metrics endpoints metrics-ingest polls (url, deployment, role)",
+    )
+    scrape_interval_s: float = Field(
+        1.0, gt=0, le=3600, description="default seconds between scrapes, (0, 3600]"
+    )
 
     @field_validator("database_url")
     @classmethod
