@@ -109,7 +109,7 @@ def plan_stage(perf: PerfModel, stage: str, units: Sequence[Unit], work: Work, b
             continue
         unbounded = frontier(perf, u, work, batches, q, r_min=lo)
         need = min(o.replicas for o in unbounded)
-        chosen[u.pool] = _best_throughput(perf, u, work, batches, hi or need)
+        chosen[u.pool] = _best_throughput(perf, u, work, batches, need if hi is None else hi)
         problems.append(Infeasibility(
             InfeasibilityKind.ABOVE_MAX_REPLICAS,
             f"{u.pool}: {work.seq_steps_per_s:.4g} sequence-passes/s need at least {need} replicas to be "

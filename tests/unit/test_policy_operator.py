@@ -204,3 +204,25 @@ def test_colocated_mode_is_reported_infeasible() -> None:
                                  slo=SLO(2000.0, 100.0)))
     assert out.infeasible and "colocated" in out.infeasible[0].message
     assert out.desired == {}
+
+
+@settings(max_examples=40, deadline=None)
+@given(rps=st.floats(0.0, 500.0), n_in=st.floats(0.0, 20_000.0), n_out=st.floats(0.0, 4000.0),
+       ttft=st.floats(1.0, 10_000.0), tbt=st.floats(1.0, 500.0),
+       max_r=st.one_of(st.none(), st.integers(0, 50)),
+       model=st.sampled_from(["llama3-8b", "mixtral-8x7b"]))
+def test_any_input_gives_a_plan_or_says_why(rps: float, n_in: float, n_out: float, ttft: float, tbt: float,
+                                           max_r: int | None, model: str) -> None:
+    # Never an exception: a plan for every pool within the bounds, and either the SLO is met as predicted
+    # or an Infeasibility says which stage misses it and why.
+    p, slo = perf(model), SLO(ttft, tbt)
+    limits = Limits(default_pool=PoolLimits(max_replicas=max_r))
+    plan = plan_operator(p, load(rps, n_in, n_out), slo, limits)
+    assert set(plan.pools) == {u.pool for s in ("prefill", "decode") for u in operator_units(p, s)}
+    for pp in plan.pools.values():
+        assert max_r is None or pp.replicas <= max_r
+    for sp in plan.stages:
+        if sp.met:
+            assert sp.latency_ms <= sp.budget_ms
+        else:
+            assert sp.infeasible and all(i.message for i in sp.infeasible)
