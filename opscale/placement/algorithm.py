@@ -64,6 +64,7 @@ class _Planner:
         self.inp = inp
         self.cl = Cluster(inp.nodes, inp.domain_level)
         self.demands: dict[Pool, PoolDemand] = {d.pool: d for d in inp.demands}
+        self.reconciled = {d.deployment for d in inp.demands}
         self.pids: dict[Pool, int] = {p: i for i, p in enumerate(sorted(self.demands))}
         self.new_id = new_id or _default_id
         self.used_ids = {r.id for r in inp.current}
@@ -96,17 +97,21 @@ class _Planner:
     # ---- 1. what runs -----------------------------------------------------------------------------
 
     def account(self) -> None:
-        cl = self.cl
+        cl, demands, units = self.cl, self.demands, {1.0: CU}
+        index, pos, at = cl.index, cl.pos, self.at
         for r in self.inp.current:
-            n = cl.index.get(r.node)
-            positions = tuple(cl.pos[n].get(i, -1) for i in r.gpu_indices) if n is not None else ()
+            n = index.get(r.node)
+            positions = tuple(pos[n].get(i, -1) for i in r.gpu_indices) if n is not None else ()
             if n is None or -1 in positions:
                 what = f"node {r.node} is gone" if n is None else f"GPU {r.gpu_indices} gone from {r.node}"
                 self._stop(r, f"{r.id}: {what}; stop and mark lost")
                 continue
-            cl.occupy(n, positions, r.memory_bytes_per_gpu, compute_units(r.compute_fraction))
-            self.at[r.id] = (n, positions)
-            if r.pool in self.demands:
+            cu = units.get(r.compute_fraction)
+            if cu is None:
+                cu = units[r.compute_fraction] = compute_units(r.compute_fraction)
+            cl.occupy_fresh(n, positions, r.memory_bytes_per_gpu, cu)
+            at[r.id] = (n, positions)
+            if r.deployment in self.reconciled and r.pool in demands:
                 self.by_pool[r.pool].append(r)
                 self.loc.add(self.pids[r.pool], n, positions)
 
@@ -131,7 +136,7 @@ class _Planner:
                     if self.cl.sched[n]:
                         votes[self.cl.domain[n]] = votes.get(self.cl.domain[n], 0) + 1
             if votes:
-                dom = min(votes, key=lambda dm: (-votes[dm], self.cl.path_names[dm]))
+                dom = min(votes, key=lambda dm: (-votes[dm], self.cl.path_name(dm)))
                 self.group_dom[name] = dom
                 self.reasons.append(f"group {name}: stays in {self._scope(dom)}, where {votes[dom]} of its "
                                     "replicas run")
@@ -140,7 +145,7 @@ class _Planner:
     def choose_domain(self, name: str, pools: Sequence[Pool]) -> int | None:
         cl = self.cl
         doms = sorted({cl.domain[n] for n in range(len(cl.names)) if cl.sched[n]},
-                      key=lambda dm: cl.path_names[dm])
+                      key=lambda dm: cl.path_name(dm))
         best: tuple[bool, bool, float, str] | None = None
         chosen = None
         for dom in doms:
@@ -159,7 +164,7 @@ class _Planner:
                           for t, v in need_by_type.items())
             cap = domain_capacity(cl, dom, sorted(allowed))
             fits = need <= cap + 1e-9
-            key = (not pref_ok, not fits, (cap - need) if fits else -cap, cl.path_names[dom])
+            key = (not pref_ok, not fits, (cap - need) if fits else -cap, cl.path_name(dom))
             if best is None or key < best:
                 best, chosen = key, dom
         if chosen is not None and best is not None:
@@ -170,7 +175,7 @@ class _Planner:
     def _scope(self, dom: int | None) -> str:
         if dom is None:
             return "the cluster"
-        return f"{self.inp.domain_level} domain {self.cl.path_names[dom]}"
+        return f"{self.inp.domain_level} domain {self.cl.path_name(dom)}"
 
     # ---- 3. scale in ------------------------------------------------------------------------------
 

@@ -51,55 +51,93 @@ class Cluster:
         self.pos: list[dict[int, int]] = []  # GPU index (CUDA) -> position in the node's lists
         self.gidx: list[list[int]] = []
         self.by_type: list[dict[str, list[int]]] = []
-        self.used: list[int] = []  # occupied GPUs per node
         self.level_ids: list[tuple[int, ...]] = []  # interned topology path per LEVELS entry
         self.cell: list[int] = []
         self.domain: list[int] = []
-        self.path_names: dict[int, str] = {}
+        self.paths: list[tuple[str, ...]] = []
         intern: dict[tuple[str, ...], int] = {}
         dom_level = LEVELS.index(domain_level)
+        cell_level = max(dom_level, LEVELS.index("s0"))
         for node in nodes:
-            gpus = sorted(node.gpus, key=lambda g: g.index)
-            self.gtype.append([g.gpu_type for g in gpus])
-            self.mem_total.append([g.memory_bytes for g in gpus])
-            self.free_mem.append([g.memory_bytes for g in gpus])
+            gpus = node.gpus
+            gidx = [g.index for g in gpus]
+            if gidx != sorted(gidx):
+                gpus = tuple(sorted(gpus, key=lambda g: g.index))
+                gidx = [g.index for g in gpus]
+            gtype = [g.gpu_type for g in gpus]
+            mem = [g.memory_bytes for g in gpus]
+            self.gtype.append(gtype)
+            self.mem_total.append(mem)
+            self.free_mem.append(list(mem))
             self.free_cu.append([CU] * len(gpus))
             self.occ.append([0] * len(gpus))
-            self.gidx.append([g.index for g in gpus])
-            self.pos.append({g.index: p for p, g in enumerate(gpus)})
+            self.gidx.append(gidx)
+            self.pos.append(dict(zip(gidx, range(len(gidx)), strict=True)))
             types: dict[str, list[int]] = {}
-            for p, g in enumerate(gpus):
-                types.setdefault(g.gpu_type, []).append(p)
+            for p, t in enumerate(gtype):
+                if t in types:
+                    types[t].append(p)
+                else:
+                    types[t] = [p]
             self.by_type.append(types)
-            self.used.append(0)
             topo = node.topology
-            labels = (topo.zone, topo.s2, topo.s1, topo.s0, topo.nvlink_domain)
-            ids: list[int] = []
-            for depth in range(len(LEVELS)):
-                path = labels[: depth + 1]
-                if depth == len(LEVELS) - 1 and not topo.nvlink_domain:
-                    path = ("\0node", node.name)  # no NVLink label: the node is its own NVLink domain
-                pid = intern.setdefault(path, len(intern))
-                self.path_names.setdefault(pid, "/".join(x or "-" for x in path))
+            labels = (topo.zone, topo.s2, topo.s1, topo.s0,
+                      topo.nvlink_domain or "\0" + node.name)  # no NVLink label: the node is its own domain
+            ids = []
+            for depth in range(1, 6):
+                path = labels[:depth]
+                pid = intern.get(path)
+                if pid is None:
+                    pid = intern[path] = len(self.paths)
+                    self.paths.append(path)
                 ids.append(pid)
             self.level_ids.append(tuple(ids))
             self.domain.append(ids[dom_level])
-            self.cell.append(ids[max(dom_level, LEVELS.index("s0"))])
+            self.cell.append(ids[cell_level])
+        self.used: list[int] = [0] * len(nodes)  # occupied GPUs per node
         self.cell_nodes: dict[int, list[int]] = {}
         self.domain_cells: dict[int, list[int]] = {}
         for n, c in enumerate(self.cell):
-            self.cell_nodes.setdefault(c, []).append(n)
-            cells = self.domain_cells.setdefault(self.domain[n], [])
-            if c not in cells:
-                cells.append(c)
+            if c in self.cell_nodes:
+                self.cell_nodes[c].append(n)
+            else:
+                self.cell_nodes[c] = [n]
+                self.domain_cells.setdefault(self.domain[n], []).append(c)
         self.all_cells: list[int] = list(self.cell_nodes)
         self._cells: dict[int, CellIndex] = {}
-        # (domain, type) -> [empty GPUs, free CU on occupied GPUs], schedulable nodes only
-        self.dom_free: dict[tuple[int, str], list[int]] = {}
-        for n, types in enumerate(self.by_type):
-            if self.sched[n]:
-                for t, ps in types.items():
-                    self.dom_free.setdefault((self.domain[n], t), [0, 0])[0] += len(ps)
+        self._dom_free: dict[tuple[int, str], list[int]] | None = None
+
+    def path_name(self, pid: int) -> str:
+        return "/".join(x or "-" for x in self.paths[pid])
+
+    @property
+    def dom_free(self) -> dict[tuple[int, str], list[int]]:
+        """(domain, type) -> [empty GPUs, free CU on occupied GPUs], schedulable nodes only. Built on first
+        use (only new deployment groups need it), kept up to date by every change after that."""
+        if self._dom_free is None:
+            free: dict[tuple[int, str], list[int]] = {}
+            for n, types in enumerate(self.by_type):
+                if self.sched[n]:
+                    oc, fc = self.occ[n], self.free_cu[n]
+                    for t, ps in types.items():
+                        entry = free.setdefault((self.domain[n], t), [0, 0])
+                        for p in ps:
+                            if oc[p]:
+                                entry[1] += max(fc[p], 0)
+                            else:
+                                entry[0] += 1
+            self._dom_free = free
+        return self._dom_free
+
+    def occupy_fresh(self, n: int, positions: Sequence[int], mem: int, cu: int) -> None:
+        """``occupy`` for the initial accounting, before any index exists: the plain arithmetic."""
+        fm, fc, oc = self.free_mem[n], self.free_cu[n], self.occ[n]
+        for p in positions:
+            fm[p] -= mem
+            fc[p] -= cu
+            if not oc[p]:
+                self.used[n] += 1
+            oc[p] += 1
 
     # ---- capacity changes -------------------------------------------------------------------------
 
@@ -114,10 +152,10 @@ class Cluster:
         if cell is not None:
             self._unindex(cell, n)
         fm, fc, oc, gt = self.free_mem[n], self.free_cu[n], self.occ[n], self.gtype[n]
-        sched = self.sched[n]
+        dom_free = self._dom_free if self.sched[n] else None
         for p in positions:
-            if sched:
-                df = self.dom_free[(self.domain[n], gt[p])]
+            if dom_free is not None:
+                df = dom_free[(self.domain[n], gt[p])]
                 if oc[p]:
                     df[1] -= max(fc[p], 0)
                 else:
@@ -130,7 +168,7 @@ class Cluster:
                 self.used[n] += 1
             elif was > 0 and oc[p] == 0:
                 self.used[n] -= 1
-            if sched:
+            if dom_free is not None:
                 if oc[p]:
                     df[1] += max(fc[p], 0)
                 else:
