@@ -52,8 +52,13 @@ def cluster() -> tuple[NodeInfo, ...]:
         rack = k // RACK
         h200 = (i // RACK) % 5 >= 3  # 2 racks in 5 are H200
         kind, mem = ("H200", 141 * GIB) if h200 else ("H100", 80 * GIB)
-        topo = Topology(f"z{zone}", f"z{zone}-s2-{s2}", f"z{zone}-s2-{s2}-s1-{s1}",
-                        f"z{zone}-s2-{s2}-s1-{s1}-r{rack}", nvlink_domain="")
+        topo = Topology(
+            f"z{zone}",
+            f"z{zone}-s2-{s2}",
+            f"z{zone}-s2-{s2}-s1-{s1}",
+            f"z{zone}-s2-{s2}-s1-{s1}-r{rack}",
+            nvlink_domain="",
+        )
         nodes.append(NodeInfo(f"node-{i:04d}", tuple(GpuSlot(j, kind, mem) for j in range(GPUS)), topo))
     return tuple(nodes)
 
@@ -83,8 +88,20 @@ def demands(sizes: list[int]) -> tuple[PoolDemand, ...]:
         counts[0] += total - sum(counts)
         for (stage, op, _, g, gib, cf, types), n in zip(POOLS, counts, strict=True):
             exch = {b: w for (a, b), w in EXCHANGE.items() if a == (stage, op)}
-            out.append(PoolDemand(f"dep{i:02d}", stage, op, n, g, gib * GIB, cf, types,
-                                  group=f"dep{i:02d}", exchange_bytes_per_token=exch))
+            out.append(
+                PoolDemand(
+                    f"dep{i:02d}",
+                    stage,
+                    op,
+                    n,
+                    g,
+                    gib * GIB,
+                    cf,
+                    types,
+                    group=f"dep{i:02d}",
+                    exchange_bytes_per_token=exch,
+                )
+            )
     return tuple(out)
 
 
@@ -105,9 +122,18 @@ def change(base: tuple[PoolDemand, ...], rng: random.Random) -> tuple[tuple[Pool
         step = delta.get(d.deployment, 0)
         if step and d.operator in ("attention", "ffn"):  # 10 = 3 + 3 + 2 + 2 over the 4 main pools
             share = (3 if d.stage == "prefill" else 2) * (1 if step > 0 else -1)
-            d = PoolDemand(d.deployment, d.stage, d.operator, max(0, d.replicas + share), d.gpus_per_replica,
-                           d.memory_bytes_per_gpu, d.compute_fraction, d.gpu_types, d.group,
-                           d.exchange_bytes_per_token)
+            d = PoolDemand(
+                d.deployment,
+                d.stage,
+                d.operator,
+                max(0, d.replicas + share),
+                d.gpus_per_replica,
+                d.memory_bytes_per_gpu,
+                d.compute_fraction,
+                d.gpu_types,
+                d.group,
+                d.exchange_bytes_per_token,
+            )
         out.append(d)
     return tuple(out), set(deps)
 
@@ -137,10 +163,12 @@ def _p99(xs: list[float]) -> float:
 def summary(name: str, times: Times, out: PlacementOutput) -> str:
     wall, cpu = times
     short = sum(i.requested - i.placed for i in out.infeasible)
-    return (f"{name:10s} runs={len(wall):3d}  wall median {statistics.median(wall) * 1e3:7.1f} ms "
-            f"p99 {_p99(wall) * 1e3:7.1f} ms  cpu median {statistics.median(cpu) * 1e3:7.1f} ms "
-            f"p99 {_p99(cpu) * 1e3:7.1f} ms  start={len(out.start)} stop={len(out.stop)} "
-            f"keep={len(out.keep)} short={short}")
+    return (
+        f"{name:10s} runs={len(wall):3d}  wall median {statistics.median(wall) * 1e3:7.1f} ms "
+        f"p99 {_p99(wall) * 1e3:7.1f} ms  cpu median {statistics.median(cpu) * 1e3:7.1f} ms "
+        f"p99 {_p99(cpu) * 1e3:7.1f} ms  start={len(out.start)} stop={len(out.stop)} "
+        f"keep={len(out.keep)} short={short}"
+    )
 
 
 def check(nodes: tuple[NodeInfo, ...], replicas: tuple[PlacedReplica, ...]) -> None:
@@ -163,8 +191,10 @@ def main() -> int:
     rng = random.Random(20261122)
     nodes = cluster()
     base = demands(sizes(rng))
-    print(f"cluster: {len(nodes)} nodes, {sum(len(n.gpus) for n in nodes)} GPUs; "
-          f"{sum(d.replicas for d in base)} replicas in {len(base)} pools; python {sys.version.split()[0]}")
+    print(
+        f"cluster: {len(nodes)} nodes, {sum(len(n.gpus) for n in nodes)} GPUs; "
+        f"{sum(d.replicas for d in base)} replicas in {len(base)} pools; python {sys.version.split()[0]}"
+    )
 
     times, full = timed(lambda: place(PlacementInput(nodes, (), base)), full_runs)
     check(nodes, full.start)

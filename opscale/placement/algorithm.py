@@ -138,14 +138,16 @@ class _Planner:
             if votes:
                 dom = min(votes, key=lambda dm: (-votes[dm], self.cl.path_name(dm)))
                 self.group_dom[name] = dom
-                self.reasons.append(f"group {name}: stays in {self._scope(dom)}, where {votes[dom]} of its "
-                                    "replicas run")
+                self.reasons.append(
+                    f"group {name}: stays in {self._scope(dom)}, where {votes[dom]} of its replicas run"
+                )
         return groups
 
     def choose_domain(self, name: str, pools: Sequence[Pool]) -> int | None:
         cl = self.cl
-        doms = sorted({cl.domain[n] for n in range(len(cl.names)) if cl.sched[n]},
-                      key=lambda dm: cl.path_name(dm))
+        doms = sorted(
+            {cl.domain[n] for n in range(len(cl.names)) if cl.sched[n]}, key=lambda dm: cl.path_name(dm)
+        )
         best: tuple[bool, bool, float, str] | None = None
         chosen = None
         for dom in doms:
@@ -160,16 +162,20 @@ class _Planner:
                 pref = d.gpu_types[0] if d.gpu_types else ""
                 need_by_type[pref] = need_by_type.get(pref, 0.0) + amount
                 allowed.update(d.gpu_types or self.all_types)
-            pref_ok = all(v <= domain_capacity(cl, dom, [t] if t else self.all_types) + 1e-9
-                          for t, v in need_by_type.items())
+            pref_ok = all(
+                v <= domain_capacity(cl, dom, [t] if t else self.all_types) + 1e-9
+                for t, v in need_by_type.items()
+            )
             cap = domain_capacity(cl, dom, sorted(allowed))
             fits = need <= cap + 1e-9
             key = (not pref_ok, not fits, (cap - need) if fits else -cap, cl.path_name(dom))
             if best is None or key < best:
                 best, chosen = key, dom
         if chosen is not None and best is not None:
-            self.reasons.append(f"group {name}: new, placed in {self._scope(chosen)} "
-                                f"({'fits' if not best[1] else 'largest free capacity; does not fit'})")
+            self.reasons.append(
+                f"group {name}: new, placed in {self._scope(chosen)} "
+                f"({'fits' if not best[1] else 'largest free capacity; does not fit'})"
+            )
         return chosen
 
     def _scope(self, dom: int | None) -> str:
@@ -201,8 +207,9 @@ class _Planner:
                 self.loc.add(self.pids[pool], n, positions, -1)
                 self._stop(r)
             self.by_pool[pool] = [r for r in running if r.id not in gone]
-            self.reasons.append(f"{'/'.join(pool)}: scale in {len(running)} -> {d.replicas}: stop "
-                                f"{', '.join(sorted(gone))}")
+            self.reasons.append(
+                f"{'/'.join(pool)}: scale in {len(running)} -> {d.replicas}: stop {', '.join(sorted(gone))}"
+            )
 
     # ---- 4. scale out -----------------------------------------------------------------------------
 
@@ -248,8 +255,9 @@ class _Planner:
         for _ in range(want):
             found = None
             for tier in tiers:
-                found = best_spot(cl, self.loc, pid, cells, cell_set, tier, d.gpus_per_replica,
-                                  d.memory_bytes_per_gpu, cu)
+                found = best_spot(
+                    cl, self.loc, pid, cells, cell_set, tier, d.gpus_per_replica, d.memory_bytes_per_gpu, cu
+                )
                 if found is not None:
                     break
             if found is None:
@@ -257,10 +265,14 @@ class _Planner:
             (n, positions), t = found
             cl.occupy(n, positions, d.memory_bytes_per_gpu, cu)
             self.loc.add(pid, n, positions)
-            r = PlacedReplica(self._id(pool), *pool, node=cl.names[n],
-                              gpu_indices=tuple(cl.gidx[n][p] for p in positions),
-                              memory_bytes_per_gpu=d.memory_bytes_per_gpu,
-                              compute_fraction=d.compute_fraction)
+            r = PlacedReplica(
+                self._id(pool),
+                *pool,
+                node=cl.names[n],
+                gpu_indices=tuple(cl.gidx[n][p] for p in positions),
+                memory_bytes_per_gpu=d.memory_bytes_per_gpu,
+                compute_fraction=d.compute_fraction,
+            )
             self.at[r.id] = (n, positions)
             self.by_pool[pool].append(r)
             self.start.append(r)
@@ -271,13 +283,19 @@ class _Planner:
         if placed:
             self.reasons.append(f"{name}: start {placed} in {self._scope(dom)}")
         for t, count in sorted(spilled.items()):
-            self.reasons.append(f"{name}: {count} replica(s) spilled over to {t}: no room on "
-                                f"{d.gpu_types[0]} in {self._scope(dom)}")
+            self.reasons.append(
+                f"{name}: {count} replica(s) spilled over to {t}: no room on "
+                f"{d.gpu_types[0]} in {self._scope(dom)}"
+            )
         if placed < want:
-            why = (f"domain capacity: no {self.inp.domain_level} domain has schedulable GPUs for group "
-                   f"{d.group}" if d.group and dom is None else shortfall(cl, d, cells, self._scope(dom)))
-            self.infeasible.append(Infeasible(*pool, requested=d.replicas,
-                                              placed=len(self.by_pool[pool]), reason=why))
+            why = (
+                f"domain capacity: no {self.inp.domain_level} domain has schedulable GPUs for group {d.group}"
+                if d.group and dom is None
+                else shortfall(cl, d, cells, self._scope(dom))
+            )
+            self.infeasible.append(
+                Infeasible(*pool, requested=d.replicas, placed=len(self.by_pool[pool]), reason=why)
+            )
             self.reasons.append(f"{name}: {want - placed} of {want} new replica(s) do not fit: {why}")
 
     def _id(self, pool: Pool) -> str:
@@ -288,8 +306,9 @@ class _Planner:
                 self.next_n[pool] = n + 1
                 self.used_ids.add(rid)
                 return rid
-        raise InvalidArgument(f"new_id keeps answering ids already in use for {'/'.join(pool)}",
-                              field="new_id")
+        raise InvalidArgument(
+            f"new_id keeps answering ids already in use for {'/'.join(pool)}", field="new_id"
+        )
 
     # ---- 5. consolidate ---------------------------------------------------------------------------
 
@@ -319,8 +338,19 @@ class _Planner:
             cu = compute_units(r.compute_fraction)
             pid = self.pids[r.pool]
             for tier in tiers:
-                found = best_spot(cl, self.loc, pid, cells, set(cells), tier, 1, r.memory_bytes_per_gpu, cu,
-                                  shared_only=True, exclude=(n, p))
+                found = best_spot(
+                    cl,
+                    self.loc,
+                    pid,
+                    cells,
+                    set(cells),
+                    tier,
+                    1,
+                    r.memory_bytes_per_gpu,
+                    cu,
+                    shared_only=True,
+                    exclude=(n, p),
+                )
                 if found is not None:
                     break
             else:
@@ -330,20 +360,34 @@ class _Planner:
             self.loc.add(pid, n, (p,), -1)
             cl.occupy(m, positions, r.memory_bytes_per_gpu, cu)
             self.loc.add(pid, m, positions)
-            moved = PlacedReplica(self._id(r.pool), r.deployment, r.stage, r.operator, node=cl.names[m],
-                                  gpu_indices=tuple(cl.gidx[m][q] for q in positions),
-                                  memory_bytes_per_gpu=r.memory_bytes_per_gpu,
-                                  compute_fraction=r.compute_fraction)
+            moved = PlacedReplica(
+                self._id(r.pool),
+                r.deployment,
+                r.stage,
+                r.operator,
+                node=cl.names[m],
+                gpu_indices=tuple(cl.gidx[m][q] for q in positions),
+                memory_bytes_per_gpu=r.memory_bytes_per_gpu,
+                compute_fraction=r.compute_fraction,
+            )
             del self.at[r.id]
             self.at[moved.id] = (m, positions)
             self.start.append(moved)
-            self._stop(r, f"{r.id}: moves to {moved.node} GPU {moved.gpu_indices} as {moved.id}; frees "
-                          f"GPU {cl.gidx[n][p]} of {cl.names[n]}")
+            self._stop(
+                r,
+                f"{r.id}: moves to {moved.node} GPU {moved.gpu_indices} as {moved.id}; frees "
+                f"GPU {cl.gidx[n][p]} of {cl.names[n]}",
+            )
 
     def output(self) -> PlacementOutput:
         keep = tuple(r for r in self.inp.current if r.id not in self.stopped)
-        return PlacementOutput(start=tuple(self.start), stop=tuple(self.stop), keep=keep,
-                               infeasible=tuple(self.infeasible), reasons=tuple(self.reasons))
+        return PlacementOutput(
+            start=tuple(self.start),
+            stop=tuple(self.stop),
+            keep=keep,
+            infeasible=tuple(self.infeasible),
+            reasons=tuple(self.reasons),
+        )
 
 
 def place(inp: PlacementInput, *, new_id: NewId | None = None) -> PlacementOutput:

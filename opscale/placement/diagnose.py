@@ -34,14 +34,20 @@ def shortfall(cl: Cluster, d: PoolDemand, cells: Sequence[int], scope: str) -> s
     if best_count == 0:
         return f"no schedulable GPUs of {_types(d)} in {scope}"
     if best_count < d.gpus_per_replica:
-        return (f"GPUs per node: a replica needs {d.gpus_per_replica} GPUs of one type ({_types(d)}) on "
-                f"one node; the most any schedulable node in {scope} has is {best_count}")
+        return (
+            f"GPUs per node: a replica needs {d.gpus_per_replica} GPUs of one type ({_types(d)}) on "
+            f"one node; the most any schedulable node in {scope} has is {best_count}"
+        )
     if best_mem < d.memory_bytes_per_gpu:
-        return (f"GPU memory: a replica needs {d.memory_bytes_per_gpu} bytes per GPU; the largest "
-                f"{_types(d)} GPU in {scope} has {best_mem}")
-    return (f"capacity: {scope} has no room left for {d.gpus_per_replica} GPU(s) of {_types(d)} with "
-            f"{d.memory_bytes_per_gpu} bytes and {cu:g} compute each ({empty} empty GPUs, {room} shared GPUs "
-            f"with some compute left, none with enough memory and compute)")
+        return (
+            f"GPU memory: a replica needs {d.memory_bytes_per_gpu} bytes per GPU; the largest "
+            f"{_types(d)} GPU in {scope} has {best_mem}"
+        )
+    return (
+        f"capacity: {scope} has no room left for {d.gpus_per_replica} GPU(s) of {_types(d)} with "
+        f"{d.memory_bytes_per_gpu} bytes and {cu:g} compute each ({empty} empty GPUs, {room} shared GPUs "
+        f"with some compute left, none with enough memory and compute)"
+    )
 
 
 def domain_capacity(cl: Cluster, dom: int, types: Sequence[str]) -> float:

@@ -72,9 +72,20 @@ class Locality:
         return total
 
 
-def best_spot(cl: Cluster, loc: Locality, pool: int, cells: Sequence[int], cell_set: set[int],
-              tier: Sequence[str], g: int, mem: int, cu: int, *, shared_only: bool = False,
-              exclude: tuple[int, int] = (-1, -1)) -> tuple[Spot, str] | None:
+def best_spot(
+    cl: Cluster,
+    loc: Locality,
+    pool: int,
+    cells: Sequence[int],
+    cell_set: set[int],
+    tier: Sequence[str],
+    g: int,
+    mem: int,
+    cu: int,
+    *,
+    shared_only: bool = False,
+    exclude: tuple[int, int] = (-1, -1),
+) -> tuple[Spot, str] | None:
     """The best spot for one replica among the GPU types of one tier, or None when none fits.
     ``shared_only``: only occupied GPUs (a move that must not open one); ``exclude``: a (node, position)
     that is not a target (the GPU a moving replica leaves)."""
@@ -83,8 +94,15 @@ def best_spot(cl: Cluster, loc: Locality, pool: int, cells: Sequence[int], cell_
 
     def consider(n: int, t: str, positions: tuple[int, ...], opens: int, slack: float) -> None:
         nonlocal best_key, best
-        key = (opens, cl.used[n] == 0, -loc.score(pool, n, positions), cl.empty_gpus(n) - opens, slack,
-               n, positions)
+        key = (
+            opens,
+            cl.used[n] == 0,
+            -loc.score(pool, n, positions),
+            cl.empty_gpus(n) - opens,
+            slack,
+            n,
+            positions,
+        )
         if best_key is None or key < best_key:
             best_key, best = key, ((n, positions), t)
 

@@ -81,8 +81,13 @@ class Cluster:
                     types[t] = [p]
             self.by_type.append(types)
             topo = node.topology
-            labels = (topo.zone, topo.s2, topo.s1, topo.s0,
-                      topo.nvlink_domain or "\0" + node.name)  # no NVLink label: the node is its own domain
+            labels = (
+                topo.zone,
+                topo.s2,
+                topo.s1,
+                topo.s0,
+                topo.nvlink_domain or "\0" + node.name,
+            )  # no NVLink label: the node is its own domain
             ids = []
             for depth in range(1, 6):
                 path = labels[:depth]
@@ -219,8 +224,9 @@ class Cluster:
 
     # ---- questions ----------------------------------------------------------------------------------
 
-    def pick_on_node(self, n: int, t: str, g: int, mem: int, cu: int,
-                     exclude: int = -1) -> tuple[tuple[int, ...], int, float] | None:
+    def pick_on_node(
+        self, n: int, t: str, g: int, mem: int, cu: int, exclude: int = -1
+    ) -> tuple[tuple[int, ...], int, float] | None:
         """The ``g`` GPUs of type ``t`` on node ``n`` a replica would take: occupied GPUs with room first,
         tightest fit first (they open nothing), then the lowest-numbered empty ones. Returns
         (positions, GPUs opened, leftover slack) or None when the node cannot hold the replica."""

@@ -54,8 +54,9 @@ class GpuSlot:
         if self.index < 0:
             raise InvalidArgument(f"GPU index must be >= 0, got {self.index}", field="index")
         if self.memory_bytes <= 0:
-            raise InvalidArgument(f"GPU memory_bytes must be > 0, got {self.memory_bytes}",
-                                  field="memory_bytes")
+            raise InvalidArgument(
+                f"GPU memory_bytes must be > 0, got {self.memory_bytes}", field="memory_bytes"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +74,9 @@ class NodeInfo:
             raise InvalidArgument("node name must be non-empty", field="name")
         indices = [g.index for g in self.gpus]
         if len(set(indices)) != len(indices):
-            raise InvalidArgument(f"node {self.name}: GPU indices must be unique, got {indices}",
-                                  field="gpus")
+            raise InvalidArgument(
+                f"node {self.name}: GPU indices must be unique, got {indices}", field="gpus"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +108,18 @@ class PoolDemand:
         if self.replicas < 0:
             raise InvalidArgument(f"replicas must be >= 0, got {self.replicas}", field="replicas")
         if self.gpus_per_replica < 1:
-            raise InvalidArgument(f"gpus_per_replica must be >= 1, got {self.gpus_per_replica}",
-                                  field="gpus_per_replica")
+            raise InvalidArgument(
+                f"gpus_per_replica must be >= 1, got {self.gpus_per_replica}", field="gpus_per_replica"
+            )
         if self.memory_bytes_per_gpu < 0:
-            raise InvalidArgument(f"memory_bytes_per_gpu must be >= 0, got {self.memory_bytes_per_gpu}",
-                                  field="memory_bytes_per_gpu")
+            raise InvalidArgument(
+                f"memory_bytes_per_gpu must be >= 0, got {self.memory_bytes_per_gpu}",
+                field="memory_bytes_per_gpu",
+            )
         if not 0.0 < self.compute_fraction <= 1.0:
-            raise InvalidArgument(f"compute_fraction must be in (0, 1], got {self.compute_fraction}",
-                                  field="compute_fraction")
+            raise InvalidArgument(
+                f"compute_fraction must be in (0, 1], got {self.compute_fraction}", field="compute_fraction"
+            )
 
     @property
     def pool(self) -> tuple[str, str, str]:
@@ -138,8 +144,10 @@ class PlacedReplica:
         if not self.id:
             raise InvalidArgument("replica id must be non-empty", field="id")
         if not self.gpu_indices or len(set(self.gpu_indices)) != len(self.gpu_indices):
-            raise InvalidArgument(f"replica {self.id}: gpu_indices must be non-empty and unique, "
-                                  f"got {self.gpu_indices}", field="gpu_indices")
+            raise InvalidArgument(
+                f"replica {self.id}: gpu_indices must be non-empty and unique, got {self.gpu_indices}",
+                field="gpu_indices",
+            )
 
     @property
     def pool(self) -> tuple[str, str, str]:
@@ -159,8 +167,9 @@ class PlacementInput:
 
     def __post_init__(self) -> None:
         if self.domain_level not in LEVELS:
-            raise InvalidArgument(f"domain_level must be one of {LEVELS}, got {self.domain_level!r}",
-                                  field="domain_level")
+            raise InvalidArgument(
+                f"domain_level must be one of {LEVELS}, got {self.domain_level!r}", field="domain_level"
+            )
         names = [n.name for n in self.nodes]
         if len(set(names)) != len(names):
             raise InvalidArgument("node names must be unique", field="nodes")
@@ -169,8 +178,9 @@ class PlacementInput:
             raise InvalidArgument("current replica ids must be unique", field="current")
         pools = [d.pool for d in self.demands]
         if len(set(pools)) != len(pools):
-            raise InvalidArgument("each (deployment, stage, operator) may appear once in demands",
-                                  field="demands")
+            raise InvalidArgument(
+                "each (deployment, stage, operator) may appear once in demands", field="demands"
+            )
 
 
 @dataclass(frozen=True, slots=True)
