@@ -59,3 +59,6 @@ class ModelPolicy(PlannerPolicy):
 
     def plan(self, load: LoadWindow, slo: SLO, limits: Limits) -> Plan:
         return plan_model(self.perf, load, slo, limits, max_batch_size=self.params.max_batch_size)
+
+    def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]:
+        return [(PoolKey("serving", "model"), whole_model_unit(self.perf, "decode").ops)]

@@ -86,3 +86,7 @@ class OperatorPolicy(PlannerPolicy):
         floor = p.floor_fraction if isinstance(p, OperatorParams) else 0.0
         return plan_operator(self.perf, load, slo, limits, max_batch_size=p.max_batch_size,
                              floor_fraction=floor)
+
+    def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]:
+        # The floor is not applied in colocated mode (it is defined per stage).
+        return [(PoolKey("serving", s.kind.value), (s.kind.value,)) for s in self.perf.operators("decode")]

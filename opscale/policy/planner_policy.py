@@ -6,8 +6,8 @@ from the spec's shape instead), ``gpu_type``, ``mode``, ``max_batch_size``, ``in
 stabilizer defaults. ``PolicyInput.params`` is not read: everything deployment-specific is fixed when
 the policy is built, once per spec version.
 
-Colocated mode (one pool per operator serving both stages) is not modelled yet: ``decide`` keeps the
-current plan and reports an ``Infeasibility`` saying so, rather than guess.
+Colocated mode (``serving/…`` pools doing both stages) is planned by ``planner_colocated``; a
+subclass says which pools and operators with ``colocated_pools``.
 """
 
 from __future__ import annotations
@@ -20,18 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from opscale.errors import InvalidArgument
 from opscale.model import PerfModel, get_preset, perf_model
 from opscale.policy.pipeline import finish, parse_params
-from opscale.policy.planner_stage import Plan
+from opscale.policy.planner_colocated import CoPlan, plan_colocated
+from opscale.policy.planner_stage import Plan, stage_work
 from opscale.policy.stabilizer import StabilizerConfig
-from opscale.policy.types import (
-    SLO,
-    Infeasibility,
-    InfeasibilityKind,
-    Limits,
-    LoadWindow,
-    PolicyInput,
-    PolicyOutput,
-    Signal,
-)
+from opscale.policy.types import SLO, Limits, LoadWindow, PolicyInput, PolicyOutput, PoolKey, Signal
 
 STAGES = ("prefill", "decode")
 REQUIRED = (Signal.ARRIVAL_RATE, Signal.TOKEN_LENGTHS)
@@ -78,14 +70,19 @@ class PlannerPolicy:
     def plan(self, load: LoadWindow, slo: SLO, limits: Limits) -> Plan:
         raise NotImplementedError
 
+    def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]:
+        raise NotImplementedError
+
+    def plan_colocated(self, load: LoadWindow, slo: SLO, limits: Limits) -> CoPlan:
+        return plan_colocated(self.perf, self.colocated_pools(), stage_work(load, "prefill"),
+                              stage_work(load, "decode"), slo, limits, self.params.max_batch_size)
+
     def decide(self, inp: PolicyInput) -> PolicyOutput:
+        plan: Plan | CoPlan
         if self.params.mode == "colocated":
-            why = (f"the {self.name} policy models disaggregated prefill/decode pools only; colocated "
-                   f"serving (one pool doing both stages) is not modelled, so the current plan is kept.")
-            return finish(inp, policy=self.name, raw_plans=dict(inp.current), reasons=[why],
-                          defaults=self.stabilizer_defaults, required=REQUIRED,
-                          infeasible=[Infeasibility(InfeasibilityKind.MISSING_INPUT, why)])
-        plan = self.plan(inp.load, inp.slo, inp.limits)
+            plan = self.plan_colocated(inp.load, inp.slo, inp.limits)
+        else:
+            plan = self.plan(inp.load, inp.slo, inp.limits)
         return finish(inp, policy=self.name, raw_plans=plan.pools, reasons=plan.reasons,
                       defaults=self.stabilizer_defaults, required=REQUIRED, infeasible=plan.infeasible,
                       predicted=plan.prediction)

@@ -198,14 +198,6 @@ def test_policy_decides_through_the_stabilizer() -> None:
     assert out.state.policy == "operator"
 
 
-def test_colocated_mode_is_reported_infeasible() -> None:
-    pol = OperatorPolicy.from_params({"model": "llama3-8b", "mode": "colocated"})
-    out = pol.decide(PolicyInput(now_s=0.0, deployment="d", load=load(1.0), current={},
-                                 slo=SLO(2000.0, 100.0)))
-    assert out.infeasible and "colocated" in out.infeasible[0].message
-    assert out.desired == {}
-
-
 @settings(max_examples=40, deadline=None)
 @given(rps=st.floats(0.0, 500.0), n_in=st.floats(0.0, 20_000.0), n_out=st.floats(0.0, 4000.0),
        ttft=st.floats(1.0, 10_000.0), tbt=st.floats(1.0, 500.0),
