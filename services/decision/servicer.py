@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
-from opscale.errors import InvalidArgument, Unimplemented
+from opscale.errors import InvalidArgument
 from services.common_convert import require_name
 from services.decision.convert import deployment_to_pb, spec_from_pb
+from services.decision.convert_decisions import (
+    decision_to_pb,
+    explanation_to_pb,
+    policy_from_pb,
+    whatif_to_pb,
+)
+from services.decision.decisions import DecisionsApp, decision_id
 from services.decision.deployments import DeploymentsApp, page_size
+from services.decision.explain import explain
+from services.decision.whatif import HypotheticalLoad, WhatIfApp, check_load
 
-Ctx = grpc.aio.ServicerContext
+Ctx = grpc.aio.ServicerContext[Any, Any]
 
 DEFAULT_ACTOR = "api"
-_DECISIONS_PENDING = (
-    "{rpc}: decisions are made by the decision engine (control loop, policies, explain, what-if), "
-    "which this build does not include yet"
-)
 
 
 def _spec(request: pb.CreateDeploymentRequest | pb.UpdateDeploymentRequest) -> pb.DeploymentSpec:
@@ -29,31 +35,33 @@ def _spec(request: pb.CreateDeploymentRequest | pb.UpdateDeploymentRequest) -> p
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
-    def __init__(self, deployments: DeploymentsApp) -> None:
+    def __init__(self, deployments: DeploymentsApp, decisions: DecisionsApp, whatif: WhatIfApp) -> None:
         self._deployments = deployments
+        self._decisions = decisions
+        self._whatif = whatif
 
-    async def CreateDeployment(  # noqa: N802 - gRPC method names are the proto's
+    async def CreateDeployment(
         self, request: pb.CreateDeploymentRequest, context: Ctx
     ) -> pb.CreateDeploymentResponse:
         spec = spec_from_pb(_spec(request))
         created = await self._deployments.create(spec, request.actor or DEFAULT_ACTOR)
         return pb.CreateDeploymentResponse(deployment=deployment_to_pb(created))
 
-    async def UpdateDeployment(  # noqa: N802
+    async def UpdateDeployment(
         self, request: pb.UpdateDeploymentRequest, context: Ctx
     ) -> pb.UpdateDeploymentResponse:
         spec = spec_from_pb(_spec(request))
-        updated = await self._deployments.update(spec, request.expected_version, request.actor or DEFAULT_ACTOR)
+        updated = await self._deployments.update(
+            spec, request.expected_version, request.actor or DEFAULT_ACTOR
+        )
         return pb.UpdateDeploymentResponse(deployment=deployment_to_pb(updated))
 
-    async def GetDeployment(  # noqa: N802
-        self, request: pb.GetDeploymentRequest, context: Ctx
-    ) -> pb.GetDeploymentResponse:
+    async def GetDeployment(self, request: pb.GetDeploymentRequest, context: Ctx) -> pb.GetDeploymentResponse:
         name = require_name(request.name, "name")
         found = await self._deployments.get(name, request.version or None)
         return pb.GetDeploymentResponse(deployment=deployment_to_pb(found))
 
-    async def ListDeployments(  # noqa: N802
+    async def ListDeployments(
         self, request: pb.ListDeploymentsRequest, context: Ctx
     ) -> pb.ListDeploymentsResponse:
         page = await self._deployments.list(page_size(request.page.page_size), request.page.page_token)
@@ -61,7 +69,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             deployments=[deployment_to_pb(d) for d in page.deployments], next_page_token=page.next_page_token
         )
 
-    async def DeleteDeployment(  # noqa: N802
+    async def DeleteDeployment(
         self, request: pb.DeleteDeploymentRequest, context: Ctx
     ) -> pb.DeleteDeploymentResponse:
         name = require_name(request.name, "name")
@@ -70,38 +78,58 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         )
         return pb.DeleteDeploymentResponse(name=name, deleted_version=version)
 
-    async def FreezeDeployment(  # noqa: N802
+    async def FreezeDeployment(
         self, request: pb.FreezeDeploymentRequest, context: Ctx
     ) -> pb.FreezeDeploymentResponse:
         name = require_name(request.name, "name")
         frozen = await self._deployments.set_frozen(name, True, request.actor or DEFAULT_ACTOR)
         return pb.FreezeDeploymentResponse(deployment=deployment_to_pb(frozen))
 
-    async def UnfreezeDeployment(  # noqa: N802
+    async def UnfreezeDeployment(
         self, request: pb.UnfreezeDeploymentRequest, context: Ctx
     ) -> pb.UnfreezeDeploymentResponse:
         name = require_name(request.name, "name")
         thawed = await self._deployments.set_frozen(name, False, request.actor or DEFAULT_ACTOR)
         return pb.UnfreezeDeploymentResponse(deployment=deployment_to_pb(thawed))
 
-    async def GetDecision(self, request: pb.GetDecisionRequest, context: Ctx) -> pb.GetDecisionResponse:  # noqa: N802
-        raise Unimplemented(_DECISIONS_PENDING.format(rpc="GetDecision"))
+    async def GetDecision(self, request: pb.GetDecisionRequest, context: Ctx) -> pb.GetDecisionResponse:
+        name = require_name(request.deployment, "deployment")
+        return pb.GetDecisionResponse(decision=decision_to_pb(await self._decisions.latest(name)))
 
-    async def WatchDecisions(  # noqa: N802
+    async def WatchDecisions(
         self, request: pb.WatchDecisionsRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchDecisionsResponse]:
-        raise Unimplemented(_DECISIONS_PENDING.format(rpc="WatchDecisions"))
-        yield pb.WatchDecisionsResponse()  # pragma: no cover - makes this an async generator (server stream)
+        names = [require_name(n, f"deployments.{i}") for i, n in enumerate(request.deployments)]
+        async for view in self._decisions.watch(names, request.include_current):
+            yield pb.WatchDecisionsResponse(decision=decision_to_pb(view))
 
-    async def ListDecisions(  # noqa: N802
-        self, request: pb.ListDecisionsRequest, context: Ctx
-    ) -> pb.ListDecisionsResponse:
-        raise Unimplemented(_DECISIONS_PENDING.format(rpc="ListDecisions"))
+    async def ListDecisions(self, request: pb.ListDecisionsRequest, context: Ctx) -> pb.ListDecisionsResponse:
+        name = require_name(request.deployment, "deployment")
+        page = await self._decisions.history(name, request.page.page_size, request.page.page_token)
+        return pb.ListDecisionsResponse(
+            decisions=[decision_to_pb(v) for v in page.decisions], next_page_token=page.next_page_token
+        )
 
-    async def ExplainDecision(  # noqa: N802
+    async def ExplainDecision(
         self, request: pb.ExplainDecisionRequest, context: Ctx
     ) -> pb.ExplainDecisionResponse:
-        raise Unimplemented(_DECISIONS_PENDING.format(rpc="ExplainDecision"))
+        name = require_name(request.deployment, "deployment")
+        wanted = decision_id(request.decision_id) if request.decision_id else None
+        return explanation_to_pb(explain(await self._decisions.get(name, wanted)))
 
-    async def WhatIf(self, request: pb.WhatIfRequest, context: Ctx) -> pb.WhatIfResponse:  # noqa: N802
-        raise Unimplemented(_DECISIONS_PENDING.format(rpc="WhatIf"))
+    async def WhatIf(self, request: pb.WhatIfRequest, context: Ctx) -> pb.WhatIfResponse:
+        load = check_load(
+            HypotheticalLoad(
+                request.load.requests_per_s, request.load.input_tokens, request.load.output_tokens
+            )
+        )
+        if request.deployment and request.HasField("spec"):
+            raise InvalidArgument("give either deployment or spec, not both", field="deployment")
+        if request.deployment:
+            spec = await self._whatif.spec_of(require_name(request.deployment, "deployment"))
+        elif request.HasField("spec"):
+            spec = spec_from_pb(request.spec)
+        else:
+            raise InvalidArgument("deployment or spec is required", field="deployment")
+        policies = [policy_from_pb(k, f"policies.{i}") for i, k in enumerate(request.policies)]
+        return pb.WhatIfResponse(plans=whatif_to_pb(await self._whatif.plans(spec, load, policies)))

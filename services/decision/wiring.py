@@ -1,22 +1,87 @@
-"""Builds the decision service from a runtime."""
+"""Builds the decision service from a runtime: the RPCs, the control loop and the ledger tail."""
 
 from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
 
 import grpc
 
 from opscale.api.decision.v1 import decision_pb2, decision_pb2_grpc
 from opscale.grpcutil.server import ServiceDef
+from services.decision.decisions import DecisionsApp
 from services.decision.deployments import DeploymentsApp
+from services.decision.lease import Lease, make_lease
+from services.decision.loop import DecisionLoop, LoopOptions, Pace
+from services.decision.metrics import loop_metrics
+from services.decision.placement_client import GrpcPlacementClient, PlacementClient
+from services.decision.publish import DecisionHub, LedgerTail
 from services.decision.servicer import DecisionServicer
+from services.decision.whatif import WhatIfApp
 from services.runtime import Runtime
 
 SERVICE_NAME = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
 
 
-def build(runtime: Runtime) -> ServiceDef:
-    servicer = DecisionServicer(DeploymentsApp(runtime.sessions, runtime.clock))
+def replica_id() -> str:
+    """Names this decision replica in decisions (``leader_id``) and logs: host, pid and a random suffix
+    (a restarted process with a recycled pid is still another replica)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class DecisionService:
+    definition: ServiceDef
+    loop: DecisionLoop
+    hub: DecisionHub
+    tail: LedgerTail
+    lease: Lease
+
+
+def build_service(
+    runtime: Runtime,
+    *,
+    options: LoopOptions | None = None,
+    placement: PlacementClient | None = None,
+    lease: Lease | None = None,
+    pace: Pace | None = None,
+    tail_poll_s: float = 0.2,
+) -> DecisionService:
+    """``pace`` is how the background loops wait between passes (default: the runtime clock's sleep);
+    tests pass a real short sleep and move a virtual clock themselves."""
+    options = options or LoopOptions(replica_id=replica_id())
+    lease = lease or make_lease(runtime.engine, runtime.settings.database_url, options.replica_id)
+    hub = DecisionHub()
+    pace = pace or runtime.clock.sleep
+    loop = DecisionLoop(
+        sessions=runtime.sessions,
+        counters=runtime.counters,
+        clock=runtime.clock,
+        lease=lease,
+        placement=placement or GrpcPlacementClient(runtime.settings.address_of("placement")),
+        hub=hub,
+        tracer=runtime.telemetry.tracer("opscale.decision"),
+        metrics=loop_metrics(runtime.telemetry.registry),
+        options=options,
+        pace=pace,
+    )
+    tail = LedgerTail(runtime.sessions, hub, pace, tail_poll_s)
+    servicer = DecisionServicer(
+        DeploymentsApp(runtime.sessions, runtime.clock),
+        DecisionsApp(runtime.sessions, runtime.clock, hub),
+        WhatIfApp(runtime.sessions, runtime.clock),
+    )
 
     def register(server: grpc.aio.Server) -> None:
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(servicer, server)
 
-    return ServiceDef(name="decision", service_names=(SERVICE_NAME,), register=register)
+    definition = ServiceDef(
+        name="decision", service_names=(SERVICE_NAME,), register=register, background=[loop.run, tail.run]
+    )
+    return DecisionService(definition, loop, hub, tail, lease)
+
+
+def build(runtime: Runtime) -> ServiceDef:
+    return build_service(runtime).definition

@@ -84,15 +84,13 @@ async def test_placement_malformed_and_missing(serve: Serve) -> None:
 
 
 async def test_later_capabilities_say_unimplemented(serve: Serve) -> None:
+    # The decision RPCs are implemented now (tests/component/test_decision_*.py): an unknown deployment
+    # is NOT_FOUND, no longer UNIMPLEMENTED.
     decision = decision_pb2_grpc.DecisionServiceStub(await serve("decision"))
     code, details = await _code_and_details(
         decision.GetDecision(decision_pb2.GetDecisionRequest(deployment="x"), timeout=5)
     )
-    assert code is grpc.StatusCode.UNIMPLEMENTED and "decision engine" in details
-    stream = decision.WatchDecisions(decision_pb2.WatchDecisionsRequest(), timeout=5)
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stream.read()
-    assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert code is grpc.StatusCode.NOT_FOUND and "'x'" in details
 
     placement = placement_pb2_grpc.PlacementServiceStub(await serve("placement"))
     code, details = await _code_and_details(

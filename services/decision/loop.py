@@ -1,0 +1,305 @@
+"""The control loop: one task per decision replica.
+
+Every ``wake_s`` it lists the deployments (names, versions, freeze flags — not the specs), syncs the
+lease, and for each deployment it leads whose tick slot is new: read the window from the counter store →
+``LoadWindow`` → ``policy.decide`` (continuing from the last recorded decision's plan and state) → record
+it → hand the desired counts to placement → record the outcome → publish to watchers.
+
+Ticks are slots: ``tick_at = floor(now / interval) × interval``. The ledger keeps one decision per
+(deployment, slot), so two replicas that both think they lead (for the moment between a leader's lease
+connection dying and it noticing) cannot both record one; the loser skips and re-reads.
+
+Phases, so that one slow dependency does not serialise the rest: loads are read concurrently; the
+decisions of one tick are recorded in one transaction; hand-offs run concurrently under a short deadline;
+their outcomes are written in a second transaction. A deployment that fails (bad spec, policy error,
+unreadable window) is logged with its name, counted, and skipped; the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opentelemetry.trace import Tracer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from opscale.clock import Clock
+from opscale.counters import CounterStore
+from opscale.db.records import DecisionRecord
+from opscale.db.repo import DeploymentRepo
+from opscale.errors import OpscaleError
+from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
+from services.decision.deployments import Deployment
+from services.decision.lease import Lease
+from services.decision.ledger import DecisionLedger, DeploymentHead, DuplicateTick
+from services.decision.load import read_load, window_for
+from services.decision.metrics import LoopMetrics
+from services.decision.placement_client import Handoff, Outcome, PlacementClient
+from services.decision.policies import Setup, SetupCache, setup_for
+from services.decision.publish import DecisionHub
+from services.decision.record import DecisionView, decode, encode, with_placement
+
+log = logging.getLogger(__name__)
+
+Pace = Callable[[float], Awaitable[None]]
+
+# A plan that took longer than this last time runs in a worker thread next time (habit 10); the cheap
+# policies (pd, utilization, static: tens of µs) stay on the event loop, where a thread hop would cost more.
+THREAD_ABOVE_S = 0.002
+READ_CONCURRENCY = 32
+HANDOFF_CONCURRENCY = 64
+
+
+@dataclass(frozen=True, slots=True)
+class LoopOptions:
+    replica_id: str
+    wake_s: float = 0.2  # how often the loop looks for deployments whose slot is due
+    window_wanted_s: float = 30.0  # load window the policies see (rounded up to whole buckets)
+
+
+@dataclass(slots=True)
+class _Due:
+    head: DeploymentHead
+    setup: Setup
+    slot: float
+    last: DecisionView | None
+    inp: PolicyInput | None = None
+    out: PolicyOutput | None = None
+    record: DecisionRecord | None = None
+
+
+class DecisionLoop:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        counters: CounterStore,
+        clock: Clock,
+        lease: Lease,
+        placement: PlacementClient,
+        hub: DecisionHub,
+        tracer: Tracer,
+        metrics: LoopMetrics,
+        options: LoopOptions,
+        pace: Pace | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._counters = counters
+        self._clock = clock
+        self._lease = lease
+        self._placement = placement
+        self._hub = hub
+        self._tracer = tracer
+        self._metrics = metrics
+        self._options = options
+        self._pace = pace or clock.sleep
+        self._setups = SetupCache()
+        self._last: dict[str, DecisionView | None] = {}  # per led deployment; absent: read the ledger
+        self._slow: set[str] = set()  # deployments whose plans run in a worker thread
+        self._window_s = window_for(counters.settings.bucket_s, options.window_wanted_s)
+        self.held: frozenset[str] = frozenset()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        try:
+            while not stopping.is_set():
+                try:
+                    await self.tick()
+                except Exception:
+                    # The database or the counter store is down, or a bug: log, keep the loop alive.
+                    log.exception("decision tick failed", extra={"replica": self._options.replica_id})
+                await self._pace(self._options.wake_s)
+        finally:
+            await self._lease.release_all()
+            self._metrics.leases_held.labels(self._options.replica_id).set(0)
+            await self._placement.close()
+
+    async def tick(self) -> list[DecisionView]:
+        """One pass over every deployment; returns the decisions it recorded."""
+        started = self._clock.monotonic()
+        with self._tracer.start_as_current_span(
+            "decision.tick", attributes={"replica": self._options.replica_id}
+        ):
+            async with self._sessions() as session:
+                heads = await DecisionLedger(session).heads()
+            self.held = await self._lease.sync([h.name for h in heads])
+            self._metrics.leases_held.labels(self._options.replica_id).set(len(self.held))
+            for name in [n for n in self._last if n not in self.held]:
+                del self._last[name]  # lost or gave up the lease: re-read the ledger if it comes back
+            self._setups.forget_except({h.name for h in heads})
+            due = await self._due([h for h in heads if h.name in self.held])
+            if not due:
+                return []
+            sem = asyncio.Semaphore(READ_CONCURRENCY)
+            await asyncio.gather(*(self._decide(d, sem) for d in due))
+            decided = await self._record([d for d in due if d.record is not None])
+            views = await self._hand_off(decided)
+        self._metrics.tick_seconds.observe(self._clock.monotonic() - started)
+        return views
+
+    async def _due(self, heads: list[DeploymentHead]) -> list[_Due]:
+        now = self._clock.now()
+        out: list[_Due] = []
+        async with self._sessions() as session:
+            for head in heads:
+                try:
+                    setup = await self._setup(session, head)
+                except Exception:
+                    self._metrics.deployment_errors.labels("spec").inc()
+                    log.exception(
+                        "deployment %s: cannot build its policy; skipped",
+                        head.name,
+                        extra={"deployment": head.name},
+                    )
+                    continue
+                slot = math.floor(now / setup.interval_s) * setup.interval_s
+                if head.name not in self._last:
+                    latest = await DecisionLedger(session).latest(head.name)
+                    self._last[head.name] = decode(latest) if latest is not None else None
+                last = self._last[head.name]
+                if last is not None and last.tick_at.timestamp() >= slot - 1e-6:
+                    continue
+                out.append(_Due(head, setup, slot, last))
+        return out
+
+    async def _setup(self, session: AsyncSession, head: DeploymentHead) -> Setup:
+        hit = self._setups.get(head.name, head.version)
+        if hit is not None:
+            return hit[1]
+        record = await DeploymentRepo(session).get(head.name, head.version)
+        deployment = Deployment.from_record(record)
+        setup = setup_for(deployment.spec)
+        self._setups.put(head.name, head.version, deployment.spec, setup)
+        return setup
+
+    async def _decide(self, due: _Due, sem: asyncio.Semaphore) -> None:
+        name, setup, last = due.head.name, due.setup, due.last
+        with self._tracer.start_as_current_span(
+            "decision.deployment", attributes={"deployment": name, "policy": setup.policy.name}
+        ) as span:
+            try:
+                async with sem:
+                    now = self._clock.now()
+                    load = await read_load(
+                        self._counters, name, setup.pools, now_s=now, window_s=self._window_s
+                    )
+                inp = PolicyInput(
+                    now_s=now,
+                    deployment=name,
+                    load=load,
+                    current=dict(last.desired) if last else {},
+                    slo=setup.slo,
+                    limits=setup.limits,
+                    state=last.state if last else PolicyState(),
+                    params=setup.params,
+                    frozen=due.head.frozen,
+                )
+                out = await self._plan(name, setup, inp)
+            except Exception as exc:
+                self._metrics.deployment_errors.labels("policy").inc()
+                span.record_exception(exc)
+                log.exception("deployment %s: tick failed; skipped", name, extra={"deployment": name})
+                return
+            changed = last is None or _counts(out) != _counts_of(last)
+            retry = last is not None and last.placement in (Outcome.FAILED, Outcome.PENDING)
+            needed = changed or retry
+            due.inp, due.out = inp, out
+            due.record = encode(
+                deployment=name,
+                spec_version=due.head.version,
+                tick_at=datetime.fromtimestamp(due.slot, UTC),
+                policy=setup.policy.name,
+                policy_version=setup.policy.version,
+                leader_id=self._options.replica_id,
+                inp=inp,
+                out=out,
+                interval_s=setup.interval_s,
+                placement=Outcome.PENDING if needed else Outcome.NOT_NEEDED,
+                placement_message="" if needed else "no change since the last applied decision",
+            )
+
+    async def _plan(self, name: str, setup: Setup, inp: PolicyInput) -> PolicyOutput:
+        if name in self._slow:
+            return await asyncio.to_thread(setup.policy.decide, inp)
+        started = self._clock.monotonic()
+        out = setup.policy.decide(inp)
+        if self._clock.monotonic() - started > THREAD_ABOVE_S:
+            self._slow.add(name)
+        return out
+
+    async def _record(self, due: list[_Due]) -> list[tuple[_Due, DecisionRecord]]:
+        stored: list[tuple[_Due, DecisionRecord]] = []
+        async with self._sessions() as session, session.begin():
+            ledger = DecisionLedger(session)
+            for d in due:
+                assert d.record is not None
+                try:
+                    stored.append((d, await ledger.record(d.record)))
+                except OpscaleError as exc:  # a value the ledger refuses (e.g. a name too long)
+                    self._metrics.deployment_errors.labels("record").inc()
+                    log.error(
+                        "deployment %s: decision not recordable: %s",
+                        d.head.name,
+                        exc,
+                        extra={"deployment": d.head.name},
+                    )
+                except DuplicateTick:
+                    # Another replica decided this slot (a hand-over): continue from its decision.
+                    log.info(
+                        "deployment %s: slot already decided by another replica",
+                        d.head.name,
+                        extra={"deployment": d.head.name},
+                    )
+                    self._last.pop(d.head.name, None)
+        return stored
+
+    async def _hand_off(self, stored: list[tuple[_Due, DecisionRecord]]) -> list[DecisionView]:
+        sem = asyncio.Semaphore(HANDOFF_CONCURRENCY)
+
+        async def one(d: _Due, record: DecisionRecord) -> DecisionRecord:
+            if record.outputs["placement"]["outcome"] != Outcome.PENDING.value:
+                return record
+            assert d.out is not None
+            async with sem:
+                result = await self._placement.apply(
+                    d.head.name, d.head.version, str(record.id), d.out.desired, d.out.draining
+                )
+            if result.outcome == Outcome.FAILED:
+                self._metrics.placement_failures.inc()
+                log.warning(
+                    "deployment %s: hand-off to placement failed: %s",
+                    d.head.name,
+                    result.message,
+                    extra={"deployment": d.head.name, "decision": record.id},
+                )
+            return with_placement(record, result.outcome, result.message)
+
+        finals = await asyncio.gather(*(one(d, r) for d, r in stored))
+        changed = [f for f, (_, r) in zip(finals, stored, strict=True) if f is not r]
+        if changed:
+            async with self._sessions() as session, session.begin():
+                ledger = DecisionLedger(session)
+                for record in changed:
+                    await ledger.set_outputs(record)
+        views = []
+        for (d, _), record in zip(stored, finals, strict=True):
+            view = decode(record)
+            self._last[d.head.name] = view
+            self._metrics.decisions.labels(view.policy, view.placement.value).inc()
+            self._hub.publish(view)
+            views.append(view)
+        return views
+
+
+def _counts(out: PolicyOutput) -> dict[str, tuple[int, int]]:
+    return {str(p): (plan.replicas, out.draining.get(p, 0)) for p, plan in out.desired.items()}
+
+
+def _counts_of(view: DecisionView) -> dict[str, tuple[int, int]]:
+    return {str(p): (plan.replicas, view.draining.get(p, 0)) for p, plan in view.desired.items()}
+
+
+__all__ = ["DecisionLoop", "Handoff", "LoopOptions"]
