@@ -1,0 +1,151 @@
+"""Trace readers on small fixture files, malformed ones included, and the scaling helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from opscale.errors import InvalidArgument
+from opscale.sim.traces import (
+    PACKAGED,
+    TraceError,
+    load_trace,
+    read_azure_csv,
+    read_jsonl,
+    read_plain_csv,
+    read_servegen,
+    scale_rate,
+    scale_time,
+)
+
+FIX = Path(__file__).parents[1] / "fixtures" / "traces"
+
+
+def test_azure_reader_parses_seven_fraction_digits_and_rebases() -> None:
+    t = read_azure_csv(FIX / "azure_small.csv")
+    assert len(t) == 4
+    # 18:15:46.6805900 -> 18:15:50.9951690 is 4.314579 s; the first arrival is t = 0.
+    assert t.arrival_s[0] == 0.0
+    assert t.arrival_s[1] == pytest.approx(4.314579, abs=1e-6)
+    assert t.arrival_s[3] == pytest.approx(52 - 46.68059, abs=1e-6)
+    assert list(t.input_tokens) == [374, 396, 879, 91]
+    # A 0-token generation still needs its first token: counted as 1.
+    assert list(t.output_tokens) == [44, 109, 1, 20]
+
+
+@pytest.mark.parametrize(("name", "line", "column"), [
+    ("azure_bad_tokens.csv", 3, "ContextTokens"),
+    ("azure_bad_time.csv", 3, "TIMESTAMP"),
+])
+def test_azure_malformed_rows_name_line_and_column(name: str, line: int, column: str) -> None:
+    with pytest.raises(TraceError) as err:
+        read_azure_csv(FIX / name)
+    assert err.value.line == line
+    assert err.value.column == column
+    assert f"{name}:{line}" in str(err.value)
+
+
+def test_plain_csv_sorts_by_arrival() -> None:
+    t = read_plain_csv(FIX / "plain_small.csv")
+    assert list(t.arrival_s) == [0.0, 0.25, 0.5]
+    assert list(t.input_tokens) == [100, 300, 200]
+    assert list(t.output_tokens) == [10, 30, 20]
+
+
+@pytest.mark.parametrize(("name", "line", "column"), [
+    ("plain_short_row.csv", 3, "output_tokens"),
+    ("plain_negative.csv", 3, "arrival_s"),
+])
+def test_plain_csv_malformed(name: str, line: int, column: str) -> None:
+    with pytest.raises(TraceError) as err:
+        read_plain_csv(FIX / name)
+    assert (err.value.line, err.value.column) == (line, column)
+
+
+def test_jsonl_reads_milliseconds_and_skips_blank_lines() -> None:
+    t = read_jsonl(FIX / "mooncake_small.jsonl")
+    assert list(t.arrival_s) == [0.0, 1.5, 3.0]
+    assert list(t.input_tokens) == [6955, 6472, 100]
+    assert list(t.output_tokens) == [52, 26, 1]
+
+
+def test_jsonl_malformed() -> None:
+    with pytest.raises(TraceError) as err:
+        read_jsonl(FIX / "mooncake_bad_json.jsonl")
+    assert err.value.line == 2
+    with pytest.raises(TraceError) as err:
+        read_jsonl(FIX / "mooncake_missing.jsonl")
+    assert (err.value.line, err.value.column) == (2, "output_length")
+
+
+def test_load_trace_dispatches_by_suffix_and_header() -> None:
+    assert len(load_trace(FIX / "azure_small.csv")) == 4
+    assert len(load_trace(FIX / "plain_small.csv")) == 3
+    assert len(load_trace(FIX / "mooncake_small.jsonl")) == 3
+    with pytest.raises(InvalidArgument):
+        load_trace("no-such-trace")
+
+
+def test_servegen_generation_is_seeded_and_follows_the_rates() -> None:
+    rates, pmf = FIX / "rate_small.csv", FIX / "pmf_small.csv"
+    a = read_servegen(rates, pmf, rng=np.random.default_rng(7))
+    b = read_servegen(rates, pmf, rng=np.random.default_rng(7))
+    assert np.array_equal(a.arrival_s, b.arrival_s) and np.array_equal(a.output_tokens, b.output_tokens)
+    # Expected 2 rps × 600 s + 4 rps × 600 s = 3600 requests; the last window has rate 0.
+    assert 3000 < len(a) < 4200
+    assert a.arrival_s.max() < 1200.0
+    assert set(np.unique(a.input_tokens)) <= {100, 1000}
+    assert a.output_tokens.min() >= 1  # the PMF's 0-token outputs cost one step
+    # Window compression: each 600 s window replayed in 60 s at the same rate -> a tenth of the requests.
+    c = read_servegen(rates, pmf, rng=np.random.default_rng(7), window_s=60.0)
+    assert c.arrival_s.max() < 120.0 and 250 < len(c) < 450
+
+
+def test_packaged_traces_exist() -> None:
+    for paths in PACKAGED.values():
+        for p in paths:
+            assert p.is_file(), p
+
+
+def test_time_and_rate_scaling() -> None:
+    t = read_plain_csv(FIX / "plain_small.csv")
+    fast = scale_time(t, 2.0)
+    assert list(fast.arrival_s) == [0.0, 0.125, 0.25]
+    rng = np.random.default_rng(0)
+    three = scale_rate(t, 3.0, rng)
+    assert len(three) == 9
+    assert np.all(np.diff(three.arrival_s) >= 0)
+    with pytest.raises(InvalidArgument):
+        scale_rate(t, 0.0, rng)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.1, 5.0), st.integers(0, 2**32 - 1))
+def test_rate_scaling_keeps_the_span_and_scales_the_count(factor: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = read_servegen(FIX / "rate_small.csv", FIX / "pmf_small.csv", rng=np.random.default_rng(1),
+                         window_s=60.0)
+    out = scale_rate(base, factor, rng)
+    assert np.all(np.diff(out.arrival_s) >= 0)
+    assert out.arrival_s.max() <= base.arrival_s.max() + 1e-9
+    # Binomial count: mean factor × n; 6 standard deviations of slack.
+    n = len(base)
+    assert abs(len(out) - factor * n) <= 6 * np.sqrt(n) + 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.text(alphabet=",0123456789.-ab \"", max_size=12), min_size=1, max_size=4))
+def test_garbage_rows_raise_trace_errors_not_crashes(tmp_path_factory: pytest.TempPathFactory,
+                                                     rows: list[str]) -> None:
+    p = tmp_path_factory.mktemp("t") / "x.csv"
+    p.write_text("arrival_s,input_tokens,output_tokens\n" + "\n".join(rows) + "\n")
+    try:
+        t = read_plain_csv(p)
+    except TraceError as err:
+        assert err.line >= 2
+    else:
+        assert np.all(t.input_tokens >= 1)
