@@ -1,0 +1,158 @@
+"""Simulator invariants: conservation of requests, memory, GPU accounting, Little's law, start-up delay,
+drain and determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opscale.model import get_preset, perf_model
+from opscale.policy.types import PoolKey, PoolPlan
+from opscale.sim.engine import DataPlane, Requests, SimConfig, TickStats
+from opscale.sim.experiment import Scenario, build, metrics, run_one
+from opscale.sim.run import simulate, units_for
+from opscale.sim.traces import Trace
+
+
+def steady(rate: float, seconds: float, *, inp: int = 512, out: int = 64, seed: int = 3) -> Trace:
+    """Poisson arrivals at ``rate`` with fixed lengths."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / rate, size=int(rate * seconds * 1.5) + 20)
+    t = np.cumsum(gaps)
+    t = t[t < seconds]
+    n = len(t)
+    return Trace("steady", t, np.full(n, inp, dtype=np.int64), np.full(n, out, dtype=np.int64))
+
+
+SC = Scenario(trace="steady", model="mixtral-8x7b", ttft_ms=2000.0, tbt_ms=100.0)
+
+
+@pytest.mark.parametrize("policy", ["static", "model", "operator", "utilization", "pd"])
+def test_every_request_finishes_or_is_rejected_and_gpus_add_up(policy: str) -> None:
+    trace = steady(3.0, 120.0)
+    spec, initial = build(SC, policy, trace)
+    res = simulate(spec, trace, initial)
+    req = res.requests
+    finished = ~np.isnan(req.finish_s)
+    assert np.all(finished ^ req.rejected), "a request neither finished nor rejected (or both)"
+    assert np.all(req.finish_s[finished] >= req.arrival_s[finished])
+    ttft_ok = ~np.isnan(req.ttft_s)
+    assert np.all(req.finish_s[finished] >= req.arrival_s[finished] + req.ttft_s[finished] - 1e-9)
+    assert ttft_ok[finished].all()
+    # Every token after the first was timed: n_tbt = output - 1 for finished requests.
+    assert np.array_equal(req.tbt_n[finished], req.output_tokens[finished] - 1)
+    assert res.max_gpus_check == 0
+    assert res.memory_violations == 0
+    assert res.in_system[-1] == 0
+
+
+def test_gpu_count_is_the_sum_over_replicas_every_second() -> None:
+    trace = steady(3.0, 90.0)
+    spec, initial = build(SC, "operator", trace)
+    res = simulate(spec, trace, initial, horizon_s=100.0)
+    perf = perf_model(get_preset("mixtral-8x7b"), "H100")
+    assert res.gpus.min() > 0
+    assert res.max_gpus_check == 0
+    # Every replica holds at least one GPU, so GPUs >= replicas at every second.
+    reps = sum(v for v in res.replicas.values())
+    assert np.all(res.gpus >= reps)
+    assert perf.gpu.key == "h100" or perf.gpu.key == "H100"
+
+
+def test_no_replica_is_planned_below_the_gpus_its_weights_need() -> None:
+    perf = perf_model(get_preset("llama3-70b"), "H100")
+    trace = steady(1.0, 10.0)
+    req = Requests(trace.arrival_s, trace.input_tokens, trace.output_tokens)
+    pools = (PoolKey("prefill", "model"), PoolKey("decode", "model"))
+    dp = DataPlane(perf, units_for(perf, pools), req)
+    # One GPU cannot hold 140 GB of weights: the data plane widens the replica.
+    dp.apply({p: PoolPlan(replicas=1, batch_size=8, gpus_per_replica=1) for p in pools}, 0.0, ready=True)
+    for pool in dp.pools.values():
+        for r in pool.replicas:
+            assert r.gpus * perf.gpu.memory_bytes * 0.9 >= pool.weights_bytes
+
+
+def test_littles_law_on_steady_load() -> None:
+    """L = λW: the engine's own count of requests in the system, averaged over the steady part, equals
+    arrival rate × mean time in system from the per-request timestamps, within 5%."""
+    trace = steady(4.0, 400.0, inp=800, out=120)
+    spec, initial = build(SC, "static", trace)
+    res = simulate(spec, trace, initial)
+    req = res.requests
+    lo, hi = 100, 380
+    sel = (req.arrival_s >= lo) & (req.arrival_s < hi)
+    lam = sel.sum() / (hi - lo)
+    w = float(np.mean(req.finish_s[sel] - req.arrival_s[sel]))
+    big_l = float(res.in_system[lo:hi].mean())
+    assert big_l == pytest.approx(lam * w, rel=0.05)
+
+
+def test_startup_delay_is_weights_over_bandwidth_plus_overhead() -> None:
+    cfg = SimConfig(load_bytes_s_per_gpu={"h100": 10e9, "H100": 10e9},
+                    startup_overhead_s={"h100": 2.0, "H100": 2.0})
+    perf = perf_model(get_preset("llama3-70b"), "H100")
+    trace = steady(1.0, 5.0)
+    req = Requests(trace.arrival_s, trace.input_tokens, trace.output_tokens)
+    pools = (PoolKey("prefill", "model"), PoolKey("decode", "model"), )
+    dp = DataPlane(perf, units_for(perf, pools), req, cfg)
+    dp.apply({pools[0]: PoolPlan(1, 1, 4), pools[1]: PoolPlan(1, 8, 4)}, 10.0)
+    pool = dp.pools[pools[0]]
+    r = pool.replicas[0]
+    assert r.gpus == 4
+    assert r.ready_s == pytest.approx(10.0 + pool.weights_bytes / (4 * 10e9) + 2.0)
+    # An operator replica pays for its own weights only.
+    op_pools = (PoolKey("prefill", "embedding"), PoolKey("prefill", "attention"), PoolKey("prefill", "ffn"),
+                PoolKey("prefill", "lm_head"), PoolKey("decode", "attention"))
+    dp2 = DataPlane(perf, units_for(perf, op_pools), req, cfg)
+    dp2.apply({PoolKey("prefill", "attention"): PoolPlan(1, 1, 1)}, 10.0)
+    att = dp2.pools[PoolKey("prefill", "attention")]
+    assert att.replicas[0].ready_s - 10.0 < r.ready_s - 10.0
+
+
+def test_drain_keeps_in_flight_work() -> None:
+    """Scaling decode in while sequences run: the drained replica stays until the rest fit."""
+    perf = perf_model(get_preset("mixtral-8x7b"), "H100")
+    trace = steady(20.0, 5.0, inp=256, out=400)
+    req = Requests(trace.arrival_s, trace.input_tokens, trace.output_tokens)
+    pools = (PoolKey("prefill", "model"), PoolKey("decode", "model"))
+    dp = DataPlane(perf, units_for(perf, pools), req)
+    dp.apply({pools[0]: PoolPlan(2, 4, 2), pools[1]: PoolPlan(2, 64, 2)}, 0.0, ready=True)
+    dp.enqueue(np.arange(len(trace)))
+    stats = TickStats()
+    t = 0.0
+    while t < 6.0:
+        dp.tick(t, t + 0.05, stats)
+        t += 0.05
+    running = len(dp.d_id)
+    assert running > 64  # more than one replica's batch is in flight
+    dp.apply({pools[1]: PoolPlan(1, 64, 2)}, t)
+    assert len(dp.pools[pools[1]].replicas) == 2  # draining, not stopped
+    while len(dp.d_id) > 64:
+        dp.tick(t, t + 0.05, stats)
+        t += 0.05
+    dp.tick(t, t + 0.05, stats)
+    assert len(dp.pools[pools[1]].replicas) == 1
+
+
+def test_runs_are_deterministic_for_a_seed() -> None:
+    sc = Scenario(trace="servegen-m-large", model="mixtral-8x7b", rate_scale=0.02, speedup=10.0,
+                  duration_s=120.0, seed=11)
+    a, ra = run_one(sc, "operator")
+    b, rb = run_one(sc, "operator")
+    ja, jb = a.to_json(), b.to_json()
+    ja.pop("wall_s")
+    jb.pop("wall_s")
+    assert ja == jb
+    assert np.array_equal(ra.gpus, rb.gpus)
+    assert np.array_equal(ra.requests.finish_s, rb.requests.finish_s, equal_nan=True)
+
+
+def test_metrics_count_rejections_as_misses() -> None:
+    trace = steady(2.0, 30.0)
+    spec, initial = build(SC, "static", trace)
+    res = simulate(spec, trace, initial)
+    res.requests.rejected[:5] = True
+    res.requests.finish_s[:5] = np.nan
+    m = metrics(SC, res, lb_gpu_hours=1.0, wall_s=0.0)
+    assert m.rejected == 5
+    assert m.slo_attainment <= 1 - 5 / len(trace)
