@@ -122,7 +122,7 @@ def co_frontier(perf: PerfModel, pre: Unit, dec: Unit, wp: Work, wd: Work, slo: 
         if stair.dominated(sp, sd):
             continue
         r = cost_lb // g
-        if jobs == 0.0:
+        if jobs == 0.0 or a == 0.0:  # no load, or so little that the offered load underflows
             found.append(CoOption(r * g, sp, sd, bp, bd, g, r, sp, sd, 0.0, 0.0))
             continue
         drain_per_r = jobs / a  # μ = Λ / a: the mean service rate of the mixed stream
