@@ -19,6 +19,9 @@ Floor: ``floor_fraction`` f keeps, in every operator pool of a stage, at least �
 N is the number of whole-model replicas the ``model`` planner would give that stage at this load — a
 base of whole-model capacity, as OpScale keeps, so a burst never finds a pool at its bare minimum.
 
+Colocated mode (``serving/<operator>`` pools doing both stages) is planned by
+``opscale.policy.planner_colocated``: one M/M/R queue per pool for both kinds of pass, both SLOs at once.
+
 Every pool plan carries its predicted latency at the percentile and its watts (idle plus busy power
 weighted by utilization); the reasons say, per pool, replicas × GPUs, batch, ρ, the wait quantile and
 the pass time.

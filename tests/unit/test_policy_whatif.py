@@ -98,3 +98,11 @@ def test_format_side_by_side_shows_every_pool_and_reason() -> None:
         assert needle in text
     gpu_row = next(line for line in text.splitlines() if line.startswith("GPUs"))
     assert gpu_row.split()[1:] == [str(results[0].gpus), str(results[1].gpus)]
+
+
+def test_colocated_what_if() -> None:
+    op, model = what_if(spec(mode="colocated"), 10.0, 1000, 250)
+    assert {k.stage for k in op.pools} == {"serving"} and set(model.pools) == {PoolKey("serving", "model")}
+    for r in (op, model):
+        assert not r.infeasible and r.packed_gpus is None  # the packing estimate is for split stages only
+        assert r.prediction is not None and r.prediction.tbt_ms is not None and r.prediction.tbt_ms <= 100.0
