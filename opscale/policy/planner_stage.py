@@ -112,7 +112,7 @@ def plan_stage(perf: PerfModel, stage: str, units: Sequence[Unit], work: Work, b
         chosen[u.pool] = _best_throughput(perf, u, work, batches, need if hi is None else hi)
         problems.append(Infeasibility(
             InfeasibilityKind.ABOVE_MAX_REPLICAS,
-            f"{u.pool}: {work.seq_steps_per_s:.4g} sequence-passes/s need at least {need} replicas to be "
+            f"{u.pool}: {work.seq_steps_per_s:,.6g} sequence-passes/s need at least {need} replicas to be "
             f"stable at any batch size, above max_replicas {hi}.", pool=u.pool, needed=need, allowed=hi))
     latency = sum(o.latency_ms for o in chosen.values())
     label = "TTFT" if stage == "prefill" else "TBT"
@@ -158,7 +158,7 @@ def assemble(perf: PerfModel, stages: Sequence[StagePlan], units: Mapping[PoolKe
         verdict = "meets" if sp.met else "MISSES"
         reasons.append(f"{sp.stage}: {label} {tag} predicted {sp.latency_ms:.1f} ms {verdict} the "
                        f"{sp.budget_ms:g} ms SLO with {sp.gpus} GPUs "
-                       f"({work.seq_steps_per_s:.4g} sequence-passes/s, length {work.length}).")
+                       f"({work.seq_steps_per_s:,.6g} sequence-passes/s, length {work.length}).")
         infeasible.extend(sp.infeasible)
     pred = Prediction(ttft_ms=_finite(latency.get("prefill")), tbt_ms=_finite(latency.get("decode")),
                       gpus=gpus_total, watts=watts_total)
