@@ -12,8 +12,9 @@ one token), served at rate 1/s. ``opscale.policy.planner_core`` derives this and
 Pareto frontier of (GPUs, latency) over (batch, GPUs, replicas) — replicas start at the stability bound
 ⌊a⌋+1, GPUs per replica at the fewest that hold the weights plus, for attention, the KV cache of the
 batch — and an exact fewest-GPU combination of one point per pool under the SLO. The paper's greedy
-(add the replica with the best latency gain per GPU) approximates that combination; the exact merge
-costs about as much here and never returns a plan with a GPU to spare.
+(add the replica with the best latency gain per GPU) approximates that combination and sometimes spends
+a GPU more, or fewer at a higher load; ``search="greedy"`` runs it for comparison. The exact merge costs
+about as much here and never returns a plan with a GPU to spare.
 
 Floor: ``floor_fraction`` f keeps, in every operator pool of a stage, at least ⌈f × N⌉ replicas, where
 N is the number of whole-model replicas the ``model`` planner would give that stage at this load — a
@@ -30,7 +31,7 @@ the pass time.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -44,6 +45,7 @@ from opscale.policy.types import SLO, Limits, LoadWindow, PoolKey
 
 class OperatorParams(PlannerParams):
     floor_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    search: Literal["exact", "greedy"] = "exact"  # greedy: the paper's, kept for comparison
 
 
 def operator_units(perf: PerfModel, stage: str) -> tuple[Unit, ...]:
@@ -52,7 +54,7 @@ def operator_units(perf: PerfModel, stage: str) -> tuple[Unit, ...]:
 
 
 def plan_operator(perf: PerfModel, load: LoadWindow, slo: SLO, limits: Limits = NO_LIMITS, *,
-                  max_batch_size: int = 256, floor_fraction: float = 0.0) -> Plan:
+                  max_batch_size: int = 256, floor_fraction: float = 0.0, search: str = "exact") -> Plan:
     """The ``operator`` policy's raw plan (before the stabilizer); pure, exposed for tests and what-if."""
     batches = batch_candidates(max_batch_size)
     units = {u.pool: u for st in STAGES for u in operator_units(perf, st)}
@@ -71,7 +73,7 @@ def plan_operator(perf: PerfModel, load: LoadWindow, slo: SLO, limits: Limits = 
             notes.append(f"{st}: floor keeps {keep} replicas per operator pool "
                          f"(⌈{floor_fraction:g} × {n} whole-model replicas⌉).")
         stages.append(plan_stage(perf, st, own, work, budget_for(slo, st), slo.quantile, batches, limits,
-                                 floors))
+                                 floors, search))
     header = (f"operator plan for {load.arrival_rate_rps:.4g} req/s, {load.input_tokens_mean:.0f} in / "
               f"{load.output_tokens_mean:.0f} out tokens on {perf.gpu.key}: each operator pool sized by "
               f"M/M/R (job = one batch pass) at the fewest GPUs meeting the SLO.")
@@ -87,8 +89,9 @@ class OperatorPolicy(PlannerPolicy):
     def plan(self, load: LoadWindow, slo: SLO, limits: Limits) -> Plan:
         p = self.params
         floor = p.floor_fraction if isinstance(p, OperatorParams) else 0.0
+        search = p.search if isinstance(p, OperatorParams) else "exact"
         return plan_operator(self.perf, load, slo, limits, max_batch_size=p.max_batch_size,
-                             floor_fraction=floor)
+                             floor_fraction=floor, search=search)
 
     def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]:
         # The floor is not applied in colocated mode (it is defined per stage).

@@ -26,6 +26,7 @@ from opscale.policy.planner_core import (
     option_watts,
     pass_ms,
     solve_stage,
+    solve_stage_greedy,
 )
 from opscale.policy.types import (
     SLO,
@@ -84,9 +85,10 @@ def _best_throughput(perf: PerfModel, unit: Unit, work: Work, batches: Sequence[
 
 def plan_stage(perf: PerfModel, stage: str, units: Sequence[Unit], work: Work, budget_ms: float, q: float,
                batches: Sequence[int], limits: Limits, floors: Mapping[PoolKey, int] | None = None,
-               ) -> StagePlan:
+               search: str = "exact") -> StagePlan:
     """The fewest-GPU plan for one stage meeting ``budget_ms``; if none exists within the replica
-    limits, the fastest plan there is, with an ``Infeasibility`` saying why."""
+    limits, the fastest plan there is, with an ``Infeasibility`` saying why. ``search="greedy"``
+    uses the paper's greedy instead of the exact solve (for comparison)."""
     floors = floors or {}
 
     def bounds(u: Unit) -> tuple[int, int | None]:
@@ -95,7 +97,7 @@ def plan_stage(perf: PerfModel, stage: str, units: Sequence[Unit], work: Work, b
 
     fronts = [frontier(perf, u, work, batches, q, budget_ms=budget_ms, r_min=bounds(u)[0],
                        r_max=bounds(u)[1]) for u in units]
-    sol = solve_stage(fronts, budget_ms)
+    sol = (solve_stage_greedy if search == "greedy" else solve_stage)(fronts, budget_ms)
     if sol is not None:
         chosen = {u.pool: o for u, o in zip(units, sol, strict=True)}
         return StagePlan(stage, chosen, sum(o.latency_ms for o in sol), budget_ms, True)
