@@ -6,19 +6,25 @@ production pair (PostgreSQL + Redis). ``serve("decision")`` starts that service 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import grpc
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from opscale.api.ingest.v1 import ingest_pb2_grpc
 from opscale.clock import VirtualClock
-from opscale.config import Settings
-from opscale.counters import make_counter_store
+from opscale.config import ScrapeTarget, Settings
+from opscale.counters import CounterStore, InMemoryCounterStore, RedisCounterStore, make_counter_store
 from opscale.db.migrate import upgrade
+from opscale.db.repo import DeploymentRepo
 from opscale.grpcutil.server import RunningService, start_service, stop_service
+from opscale.signals import store_settings
 from opscale.telemetry import build_telemetry
 from services.catalog import SERVICES
+from services.ingest.wiring import Ingest, assemble
 from services.runtime import Runtime, open_runtime
 
 Serve = Callable[[str], Awaitable[grpc.aio.Channel]]
@@ -81,3 +87,59 @@ async def serve(runtime: Runtime) -> AsyncIterator[Serve]:
         for running, channel in reversed(started):
             await channel.close()
             await stop_service(running, 1.0)
+
+
+# --- metrics-ingest ------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestStack:
+    """An ingest service on port 0 whose counter store uses opscale.signals' histogram layouts (the
+    same Redis prefix as ``runtime``, so its clean-up covers it) and whose scrape loops the test
+    drives one scrape at a time (``ingest.loops``)."""
+
+    runtime: Runtime
+    clock: VirtualClock
+    ingest: Ingest
+    stub: ingest_pb2_grpc.IngestServiceStub
+    address: str
+
+    async def create_deployment(self, name: str) -> None:
+        spec = {"name": name, "model": {"preset": "llama3-8b"}, "slo": {"ttft_ms": 1000, "tbt_ms": 100}}
+        async with self.runtime.sessions() as session, session.begin():
+            await DeploymentRepo(session, clock=self.clock).create(name, spec, "test")
+
+
+StartIngest = Callable[..., Awaitable[IngestStack]]
+
+
+@pytest.fixture
+async def start_ingest(runtime: Runtime, request: pytest.FixtureRequest) -> AsyncIterator[StartIngest]:
+    opened: list[tuple[RunningService, grpc.aio.Channel, CounterStore]] = []
+
+    async def _start(scrape_targets: Sequence[ScrapeTarget] = ()) -> IngestStack:
+        if runtime.settings.counters_url.startswith("memory"):
+            store: CounterStore = InMemoryCounterStore(store_settings())
+        else:
+            import redis.asyncio as aioredis
+
+            prefix = str(request.getfixturevalue("key_prefix"))
+            client = aioredis.from_url(runtime.settings.counters_url)
+            store = RedisCounterStore(client, prefix, store_settings(), owns_client=True)
+        settings = runtime.settings.model_copy(update={"scrape_targets": list(scrape_targets)})
+        rt = dataclasses.replace(runtime, counters=store, settings=settings)
+        assert isinstance(rt.clock, VirtualClock)
+        ingest = assemble(rt)
+        running = await start_service(ingest.service(run_loops=False), "127.0.0.1", 0, rt.telemetry)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        opened.append((running, channel, store))
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        return IngestStack(rt, rt.clock, ingest, stub, f"127.0.0.1:{running.port}")
+
+    try:
+        yield _start
+    finally:
+        for running, channel, store in reversed(opened):
+            await channel.close(None)
+            await stop_service(running, 1.0)
+            await store.close()

@@ -1,0 +1,91 @@
+"""Metrics-ingest's own Prometheus metrics, on the process's injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from opscale import errors
+
+# Rejection reasons: the error class that refused the batch, in words an operator searches for.
+REASONS: dict[type[errors.OpscaleError], str] = {
+    errors.InvalidArgument: "invalid",
+    errors.NotFound: "unknown_deployment",
+    errors.ResourceExhausted: "too_large",
+    errors.Unavailable: "unavailable",
+}
+
+
+def reason_for(exc: errors.OpscaleError) -> str:
+    for cls in type(exc).__mro__:
+        if cls in REASONS:
+            return REASONS[cls]
+    return "other"
+
+
+class IngestMetrics:
+    """``source`` is push (PushSamples), stream (StreamSamples) or scrape."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.samples = Counter(
+            "opscale_ingest_samples_accepted",
+            "Samples counted into the windows",
+            ["source"],
+            registry=registry,
+        )
+        self.batches = Counter(
+            "opscale_ingest_batches_accepted",
+            "Batches applied (duplicates excluded)",
+            ["source"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "opscale_ingest_batches_rejected",
+            "Batches refused whole, by reason (invalid, unknown_deployment, too_large, unavailable)",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "opscale_ingest_duplicate_batches",
+            "Batches whose batch_id was applied before: acknowledged, not counted again",
+            ["source"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "opscale_ingest_push_duration_seconds",
+            "Time to validate and apply one batch",
+            ["source"],
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        # Scrape targets, labelled by URL, deployment and role (a handful per process).
+        labels = ["target", "deployment", "role"]
+        self.scrape_up = Gauge(
+            "opscale_ingest_scrape_up",
+            "1 if the last scrape of the target succeeded",
+            labels,
+            registry=registry,
+        )
+        self.scrape_last_success = Gauge(
+            "opscale_ingest_scrape_last_success_timestamp_seconds",
+            "When the target was last scraped successfully (0: never)",
+            labels,
+            registry=registry,
+        )
+        self.scrape_failures = Gauge(
+            "opscale_ingest_scrape_consecutive_failures",
+            "Scrapes of the target that failed in a row",
+            labels,
+            registry=registry,
+        )
+        self.scrapes = Counter(
+            "opscale_ingest_scrapes",
+            "Scrapes, by outcome (ok, error)",
+            [*labels, "outcome"],
+            registry=registry,
+        )
+        self.counter_resets = Counter(
+            "opscale_ingest_scrape_counter_resets",
+            "Engine counters seen going backwards (an engine restart)",
+            labels,
+            registry=registry,
+        )
