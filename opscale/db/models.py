@@ -202,3 +202,27 @@ class AuditEntry(Base):
     object_name: Mapped[str] = mapped_column(sa.String(NAME_LENGTH))
     before: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONType)
     after: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONType)
+
+
+class PoolTarget(Base):
+    """The latest desired replica count of one operator pool, as placement was last told (ApplyDesired).
+
+    Level-triggered reconciliation reads it: a pool with fewer live replicas than ``replicas`` (its node
+    was lost, a replica failed for good) gets new ones placed without waiting for the next decision.
+    ``demand`` holds what placing one replica needs (GPUs, memory per GPU, compute share, GPU types,
+    launch template and its arguments), so re-placement needs neither the spec nor the decision.
+    """
+
+    __tablename__ = "pool_targets"
+    __table_args__ = (sa.UniqueConstraint("deployment", "stage", "operator"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment: Mapped[str] = mapped_column(sa.String(DEPLOYMENT_NAME_LENGTH))
+    stage: Mapped[str] = mapped_column(sa.String(KIND_LENGTH))
+    operator: Mapped[str] = mapped_column(sa.String(KIND_LENGTH))
+    replicas: Mapped[int]
+    demand: Mapped[dict[str, Any]]
+    spec_version: Mapped[int]
+    decision_id: Mapped[str | None] = mapped_column(sa.String(NAME_LENGTH))
+    version: Mapped[int]
+    updated_at: Mapped[datetime]

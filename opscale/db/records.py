@@ -146,3 +146,18 @@ class AuditRecord:
     object_name: str
     before: Json | None
     after: Json | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTargetRecord:
+    """The desired replica count of one operator pool and what one of its replicas needs."""
+
+    deployment: str
+    stage: str
+    operator: str
+    replicas: int
+    demand: Json  # gpus_per_replica, memory_bytes_per_gpu, compute_fraction, gpu_types, template, args…
+    spec_version: int
+    decision_id: str | None
+    version: int
+    updated_at: datetime

@@ -16,6 +16,7 @@ from opscale.db.repo.commands import CommandRepo
 from opscale.db.repo.decisions import DecisionRepo
 from opscale.db.repo.deployments import DeploymentRepo
 from opscale.db.repo.nodes import NodeRepo
+from opscale.db.repo.pool_targets import PoolTargetRepo
 from opscale.db.repo.profiles import ProfileRepo
 from opscale.db.repo.replicas import HISTORY_LIMIT, ReplicaRepo
 
@@ -26,6 +27,7 @@ __all__ = [
     "DecisionRepo",
     "DeploymentRepo",
     "NodeRepo",
+    "PoolTargetRepo",
     "ProfileRepo",
     "ReplicaRepo",
 ]
