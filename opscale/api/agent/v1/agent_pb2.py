@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from opscale.api.common.v1 import common_pb2 as opscale_dot_api_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n opscale/api/agent/v1/agent.proto\x12\x14opscale.api.agent.v1\x1a\"opscale/api/common/v1/common.proto\"e\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x10\n\x08gpu_type\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\x12\x15\n\rnvlink_domain\x18\x05 \x01(\t\"\x7f\n\x0eRunningReplica\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0b\n\x03pid\x18\x03 \x01(\x03\x12\x38\n\x05state\x18\x04 \x01(\x0e\x32).opscale.api.agent.v1.ReplicaProcessState\"\xbc\x02\n\x08Register\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12+\n\x04gpus\x18\x03 \x03(\x0b\x32\x1d.opscale.api.agent.v1.GpuInfo\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.opscale.api.agent.v1.Register.LabelsEntry\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x11\n\ttemplates\x18\x06 \x03(\t\x12\x35\n\x07running\x18\x07 \x03(\x0b\x32$.opscale.api.agent.v1.RunningReplica\x12\x10\n\x08last_seq\x18\x08 \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x31\n\x04gpus\x18\x03 \x03(\x0b\x32#.opscale.api.common.v1.GpuTelemetry\"\x8a\x01\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.opscale.api.agent.v1.AckStatus\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xc9\x01\n\rReplicaStatus\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x38\n\x05state\x18\x03 \x01(\x0e\x32).opscale.api.agent.v1.ReplicaProcessState\x12\x0b\n\x03pid\x18\x04 \x01(\x03\x12\x10\n\x08restarts\x18\x05 \x01(\r\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x07 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x08 \x01(\x03\"\xed\x01\n\x0e\x43onnectRequest\x12\x32\n\x08register\x18\x01 \x01(\x0b\x32\x1e.opscale.api.agent.v1.RegisterH\x00\x12\x34\n\theartbeat\x18\x02 \x01(\x0b\x32\x1f.opscale.api.agent.v1.HeartbeatH\x00\x12/\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32 .opscale.api.agent.v1.CommandAckH\x00\x12\x35\n\x06status\x18\x04 \x01(\x0b\x32#.opscale.api.agent.v1.ReplicaStatusH\x00\x42\t\n\x07message\"l\n\x0bRegisterAck\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\x12\x18\n\x10stop_replica_ids\x18\x04 \x03(\t\"\xc6\x02\n\x0cStartReplica\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12,\n\x04pool\x18\x02 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x10\n\x08template\x18\x03 \x01(\t\x12:\n\x04\x61rgs\x18\x04 \x03(\x0b\x32,.opscale.api.agent.v1.StartReplica.ArgsEntry\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x38\n\x03\x65nv\x18\x06 \x03(\x0b\x32+.opscale.api.agent.v1.StartReplica.EnvEntry\x1a+\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1e\n\x0bStopReplica\x12\x0f\n\x07grace_s\x18\x01 \x01(\x01\"\x1f\n\x0c\x44rainReplica\x12\x0f\n\x07grace_s\x18\x01 \x01(\x01\"\x85\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x12\n\nreplica_id\x18\x03 \x01(\t\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12\x33\n\x05start\x18\n \x01(\x0b\x32\".opscale.api.agent.v1.StartReplicaH\x00\x12\x31\n\x04stop\x18\x0b \x01(\x0b\x32!.opscale.api.agent.v1.StopReplicaH\x00\x12\x33\n\x05\x64rain\x18\x0c \x01(\x0b\x32\".opscale.api.agent.v1.DrainReplicaH\x00\x42\x08\n\x06\x61\x63tion\"\x89\x01\n\x0f\x43onnectResponse\x12\x39\n\x0cregister_ack\x18\x01 \x01(\x0b\x32!.opscale.api.agent.v1.RegisterAckH\x00\x12\x30\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1d.opscale.api.agent.v1.CommandH\x00\x42\t\n\x07message*p\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x02\x12\x15\n\x11\x41\x43K_STATUS_FAILED\x10\x03*\x8d\x02\n\x13ReplicaProcessState\x12%\n!REPLICA_PROCESS_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eREPLICA_PROCESS_STATE_STARTING\x10\x01\x12\x1f\n\x1bREPLICA_PROCESS_STATE_READY\x10\x02\x12\"\n\x1eREPLICA_PROCESS_STATE_DRAINING\x10\x03\x12!\n\x1dREPLICA_PROCESS_STATE_STOPPED\x10\x04\x12!\n\x1dREPLICA_PROCESS_STATE_CRASHED\x10\x05\x12 \n\x1cREPLICA_PROCESS_STATE_FAILED\x10\x06\x32j\n\x0c\x41gentService\x12Z\n\x07\x43onnect\x12$.opscale.api.agent.v1.ConnectRequest\x1a%.opscale.api.agent.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n opscale/api/agent/v1/agent.proto\x12\x14opscale.api.agent.v1\x1a\"opscale/api/common/v1/common.proto\"e\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x10\n\x08gpu_type\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\x12\x15\n\rnvlink_domain\x18\x05 \x01(\t\"\x7f\n\x0eRunningReplica\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0b\n\x03pid\x18\x03 \x01(\x03\x12\x38\n\x05state\x18\x04 \x01(\x0e\x32).opscale.api.agent.v1.ReplicaProcessState\"\xbc\x02\n\x08Register\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12+\n\x04gpus\x18\x03 \x03(\x0b\x32\x1d.opscale.api.agent.v1.GpuInfo\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.opscale.api.agent.v1.Register.LabelsEntry\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x11\n\ttemplates\x18\x06 \x03(\t\x12\x35\n\x07running\x18\x07 \x03(\x0b\x32$.opscale.api.agent.v1.RunningReplica\x12\x10\n\x08last_seq\x18\x08 \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x31\n\x04gpus\x18\x03 \x03(\x0b\x32#.opscale.api.common.v1.GpuTelemetry\"\x8a\x01\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.opscale.api.agent.v1.AckStatus\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xed\x01\n\rReplicaStatus\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x38\n\x05state\x18\x03 \x01(\x0e\x32).opscale.api.agent.v1.ReplicaProcessState\x12\x0b\n\x03pid\x18\x04 \x01(\x03\x12\x10\n\x08restarts\x18\x05 \x01(\r\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x07 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x08 \x01(\x03\x12\x0f\n\x07\x64rained\x18\t \x01(\x08\x12\x11\n\texit_code\x18\n \x01(\x05\"\xed\x01\n\x0e\x43onnectRequest\x12\x32\n\x08register\x18\x01 \x01(\x0b\x32\x1e.opscale.api.agent.v1.RegisterH\x00\x12\x34\n\theartbeat\x18\x02 \x01(\x0b\x32\x1f.opscale.api.agent.v1.HeartbeatH\x00\x12/\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32 .opscale.api.agent.v1.CommandAckH\x00\x12\x35\n\x06status\x18\x04 \x01(\x0b\x32#.opscale.api.agent.v1.ReplicaStatusH\x00\x42\t\n\x07message\"\x84\x01\n\x0bRegisterAck\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\x12\x18\n\x10stop_replica_ids\x18\x04 \x03(\t\x12\x16\n\x0elost_timeout_s\x18\x05 \x01(\x01\"\xc6\x02\n\x0cStartReplica\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12,\n\x04pool\x18\x02 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x10\n\x08template\x18\x03 \x01(\t\x12:\n\x04\x61rgs\x18\x04 \x03(\x0b\x32,.opscale.api.agent.v1.StartReplica.ArgsEntry\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x38\n\x03\x65nv\x18\x06 \x03(\x0b\x32+.opscale.api.agent.v1.StartReplica.EnvEntry\x1a+\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1e\n\x0bStopReplica\x12\x0f\n\x07grace_s\x18\x01 \x01(\x01\"\x1f\n\x0c\x44rainReplica\x12\x0f\n\x07grace_s\x18\x01 \x01(\x01\"\x85\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x12\n\nreplica_id\x18\x03 \x01(\t\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12\x33\n\x05start\x18\n \x01(\x0b\x32\".opscale.api.agent.v1.StartReplicaH\x00\x12\x31\n\x04stop\x18\x0b \x01(\x0b\x32!.opscale.api.agent.v1.StopReplicaH\x00\x12\x33\n\x05\x64rain\x18\x0c \x01(\x0b\x32\".opscale.api.agent.v1.DrainReplicaH\x00\x42\x08\n\x06\x61\x63tion\"\x89\x01\n\x0f\x43onnectResponse\x12\x39\n\x0cregister_ack\x18\x01 \x01(\x0b\x32!.opscale.api.agent.v1.RegisterAckH\x00\x12\x30\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1d.opscale.api.agent.v1.CommandH\x00\x42\t\n\x07message*p\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x02\x12\x15\n\x11\x41\x43K_STATUS_FAILED\x10\x03*\x8d\x02\n\x13ReplicaProcessState\x12%\n!REPLICA_PROCESS_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eREPLICA_PROCESS_STATE_STARTING\x10\x01\x12\x1f\n\x1bREPLICA_PROCESS_STATE_READY\x10\x02\x12\"\n\x1eREPLICA_PROCESS_STATE_DRAINING\x10\x03\x12!\n\x1dREPLICA_PROCESS_STATE_STOPPED\x10\x04\x12!\n\x1dREPLICA_PROCESS_STATE_CRASHED\x10\x05\x12 \n\x1cREPLICA_PROCESS_STATE_FAILED\x10\x06\x32j\n\x0c\x41gentService\x12Z\n\x07\x43onnect\x12$.opscale.api.agent.v1.ConnectRequest\x1a%.opscale.api.agent.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTREPLICA_ARGSENTRY']._serialized_options = b'8\001'
   _globals['_STARTREPLICA_ENVENTRY']._loaded_options = None
   _globals['_STARTREPLICA_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_ACKSTATUS']._serialized_start=2237
-  _globals['_ACKSTATUS']._serialized_end=2349
-  _globals['_REPLICAPROCESSSTATE']._serialized_start=2352
-  _globals['_REPLICAPROCESSSTATE']._serialized_end=2621
+  _globals['_ACKSTATUS']._serialized_start=2298
+  _globals['_ACKSTATUS']._serialized_end=2410
+  _globals['_REPLICAPROCESSSTATE']._serialized_start=2413
+  _globals['_REPLICAPROCESSSTATE']._serialized_end=2682
   _globals['_GPUINFO']._serialized_start=94
   _globals['_GPUINFO']._serialized_end=195
   _globals['_RUNNINGREPLICA']._serialized_start=197
@@ -55,25 +55,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMANDACK']._serialized_start=745
   _globals['_COMMANDACK']._serialized_end=883
   _globals['_REPLICASTATUS']._serialized_start=886
-  _globals['_REPLICASTATUS']._serialized_end=1087
-  _globals['_CONNECTREQUEST']._serialized_start=1090
-  _globals['_CONNECTREQUEST']._serialized_end=1327
-  _globals['_REGISTERACK']._serialized_start=1329
-  _globals['_REGISTERACK']._serialized_end=1437
-  _globals['_STARTREPLICA']._serialized_start=1440
-  _globals['_STARTREPLICA']._serialized_end=1766
-  _globals['_STARTREPLICA_ARGSENTRY']._serialized_start=1679
-  _globals['_STARTREPLICA_ARGSENTRY']._serialized_end=1722
-  _globals['_STARTREPLICA_ENVENTRY']._serialized_start=1724
-  _globals['_STARTREPLICA_ENVENTRY']._serialized_end=1766
-  _globals['_STOPREPLICA']._serialized_start=1768
-  _globals['_STOPREPLICA']._serialized_end=1798
-  _globals['_DRAINREPLICA']._serialized_start=1800
-  _globals['_DRAINREPLICA']._serialized_end=1831
-  _globals['_COMMAND']._serialized_start=1834
-  _globals['_COMMAND']._serialized_end=2095
-  _globals['_CONNECTRESPONSE']._serialized_start=2098
-  _globals['_CONNECTRESPONSE']._serialized_end=2235
-  _globals['_AGENTSERVICE']._serialized_start=2623
-  _globals['_AGENTSERVICE']._serialized_end=2729
+  _globals['_REPLICASTATUS']._serialized_end=1123
+  _globals['_CONNECTREQUEST']._serialized_start=1126
+  _globals['_CONNECTREQUEST']._serialized_end=1363
+  _globals['_REGISTERACK']._serialized_start=1366
+  _globals['_REGISTERACK']._serialized_end=1498
+  _globals['_STARTREPLICA']._serialized_start=1501
+  _globals['_STARTREPLICA']._serialized_end=1827
+  _globals['_STARTREPLICA_ARGSENTRY']._serialized_start=1740
+  _globals['_STARTREPLICA_ARGSENTRY']._serialized_end=1783
+  _globals['_STARTREPLICA_ENVENTRY']._serialized_start=1785
+  _globals['_STARTREPLICA_ENVENTRY']._serialized_end=1827
+  _globals['_STOPREPLICA']._serialized_start=1829
+  _globals['_STOPREPLICA']._serialized_end=1859
+  _globals['_DRAINREPLICA']._serialized_start=1861
+  _globals['_DRAINREPLICA']._serialized_end=1892
+  _globals['_COMMAND']._serialized_start=1895
+  _globals['_COMMAND']._serialized_end=2156
+  _globals['_CONNECTRESPONSE']._serialized_start=2159
+  _globals['_CONNECTRESPONSE']._serialized_end=2296
+  _globals['_AGENTSERVICE']._serialized_start=2684
+  _globals['_AGENTSERVICE']._serialized_end=2790
 # @@protoc_insertion_point(module_scope)

@@ -114,7 +114,7 @@ class CommandAck(_message.Message):
     def __init__(self, command_id: _Optional[str] = ..., replica_id: _Optional[str] = ..., generation: _Optional[int] = ..., status: _Optional[_Union[AckStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica_id", "generation", "state", "pid", "restarts", "message", "endpoint", "timestamp_ms")
+    __slots__ = ("replica_id", "generation", "state", "pid", "restarts", "message", "endpoint", "timestamp_ms", "drained", "exit_code")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,8 @@ class ReplicaStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     generation: int
     state: ReplicaProcessState
@@ -131,7 +133,9 @@ class ReplicaStatus(_message.Message):
     message: str
     endpoint: str
     timestamp_ms: int
-    def __init__(self, replica_id: _Optional[str] = ..., generation: _Optional[int] = ..., state: _Optional[_Union[ReplicaProcessState, str]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., endpoint: _Optional[str] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    drained: bool
+    exit_code: int
+    def __init__(self, replica_id: _Optional[str] = ..., generation: _Optional[int] = ..., state: _Optional[_Union[ReplicaProcessState, str]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., endpoint: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., drained: _Optional[bool] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
     __slots__ = ("register", "heartbeat", "ack", "status")
@@ -146,16 +150,18 @@ class ConnectRequest(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., ack: _Optional[_Union[CommandAck, _Mapping]] = ..., status: _Optional[_Union[ReplicaStatus, _Mapping]] = ...) -> None: ...
 
 class RegisterAck(_message.Message):
-    __slots__ = ("node_name", "session_id", "heartbeat_interval_s", "stop_replica_ids")
+    __slots__ = ("node_name", "session_id", "heartbeat_interval_s", "stop_replica_ids", "lost_timeout_s")
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     STOP_REPLICA_IDS_FIELD_NUMBER: _ClassVar[int]
+    LOST_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     node_name: str
     session_id: str
     heartbeat_interval_s: float
     stop_replica_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, node_name: _Optional[str] = ..., session_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., stop_replica_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    lost_timeout_s: float
+    def __init__(self, node_name: _Optional[str] = ..., session_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., stop_replica_ids: _Optional[_Iterable[str]] = ..., lost_timeout_s: _Optional[float] = ...) -> None: ...
 
 class StartReplica(_message.Message):
     __slots__ = ("deployment", "pool", "template", "args", "gpu_indices", "env")
