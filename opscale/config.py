@@ -107,6 +107,36 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = Field(None, description="OTLP/gRPC collector, e.g. http://otel:4317")
     shutdown_grace_s: float = Field(5.0, gt=0, le=300, description="seconds in-flight RPCs get on SIGTERM")
     node_name: str = Field("", description="identity of this host's agent (default: the hostname)")
+    # Placement and node agent (issue 5). Heartbeat/lost defaults follow Kubernetes' node lease spirit:
+    # a few missed beats, not one, mark a node lost.
+    heartbeat_interval_s: float = Field(1.0, gt=0, le=60, description="agent heartbeat period, in (0, 60]")
+    lost_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="no heartbeat for this long marks a node lost, > 2 heartbeats"
+    )
+    reconcile_interval_s: float = Field(1.0, gt=0, le=60, description="placement reconciler period, (0, 60]")
+    command_resend_s: float = Field(
+        5.0, gt=0, le=3600, description="an unacknowledged command is re-sent after this long, (0, 3600]"
+    )
+    drain_grace_s: float = Field(
+        30.0, ge=0, le=3600, description="in-flight work a draining replica may finish, [0, 3600]"
+    )
+    stop_grace_s: float = Field(10.0, ge=0, le=600, description="SIGTERM to SIGKILL, seconds, [0, 600]")
+    agent_templates_file: Path | None = Field(
+        None, description="YAML launch templates the agent allows (name -> argv list); none: only 'worker'"
+    )
+    agent_state_dir: Path = Field(
+        Path(".opscale/agent"), description="where the agent keeps the pids of the processes it started"
+    )
+    fake_gpus: str = Field("", description="fake GPUs instead of NVML, e.g. 8xH100 or 2xH100,2xA100")
+    node_labels: dict[str, str] = Field(
+        default_factory=dict, description="topology labels of this node: zone, s2, s1, s0, nvlink_domain"
+    )
+    agent_max_restarts: int = Field(
+        3, ge=0, le=1000, description="crashes of one replica before the agent reports it failed, [0, 1000]"
+    )
+    agent_restart_backoff_s: float = Field(
+        1.0, gt=0, le=600, description="first restart delay; doubles per crash, (0, 600]"
+    )
     scrape_targets: list[ScrapeTarget] = Field(
         default_factory=list,
         description="engine /metrics endpoints metrics-ingest polls (url, deployment, role)",
@@ -143,6 +173,25 @@ class Settings(BaseSettings):
                 )
             seen[port] = name
         return self
+
+    @model_validator(mode="after")
+    def _lost_after_heartbeats(self) -> Settings:
+        if self.lost_timeout_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"lost_timeout_s ({self.lost_timeout_s}) must exceed two heartbeat intervals "
+                f"(2 x heartbeat_interval_s = {2 * self.heartbeat_interval_s}), or one late beat marks a "
+                "healthy node lost"
+            )
+        return self
+
+    @field_validator("fake_gpus")
+    @classmethod
+    def _fake_gpus_format(cls, value: str) -> str:
+        import re
+
+        if value and not re.fullmatch(r"\s*\d+x[A-Za-z0-9_.-]+(\s*,\s*\d+x[A-Za-z0-9_.-]+)*\s*", value):
+            raise ValueError(f"must look like 8xH100 or 2xH100,2xA100, got {value!r}")
+        return value
 
     def address_of(self, service: str) -> str:
         """host:port at which ``service`` is reached (explicit address, else localhost and its port)."""

@@ -1,25 +1,95 @@
-"""Placement use cases (transport-free): node inventory and cordon/uncordon."""
+"""Placement use cases (transport-free): inventory, cordon/drain, desired counts, replicas, agent sessions.
+
+The app owns the transactions. ApplyDesired validates the whole request before it writes anything and
+then writes the pool targets, the new replicas and every command in one transaction: an invalid request
+changes nothing, and a valid one is applied whole. Pools that do not fit are reported as infeasible data
+with reasons, not as errors (what fits is placed).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
-from opscale.db.records import GpuRecord, NodeRecord
-from opscale.db.repo import NodeRepo
-from opscale.db.status import NodeStatus
-from opscale.errors import Unimplemented
+from opscale.db.records import GpuRecord, NodeRecord, ReplicaRecord
+from opscale.db.repo import DeploymentRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
+from opscale.db.status import NodeStatus, ReplicaDesired
+from opscale.errors import FailedPrecondition, InvalidArgument, StaleVersion
+from opscale.placement import Infeasible
+from opscale.spec import DeploymentSpec
+from services.placement.agents import AgentChannel, ReplicaRuntime
+from services.placement.demand import PoolRequest, build_demand
+from services.placement.placer import PlaceFn, Placer, PlanResult
+from services.placement.reconciler import Reconciler
+from services.placement.retry import retry_stale
+from services.placement.sessions import SessionRegistry
 
-PLACEMENT_PENDING = (
-    "{rpc}: turning desired counts into replicas on GPUs, draining nodes and the agent stream are the "
-    "placement engine's capability, which this build does not include yet"
-)
+
+@dataclass(frozen=True, slots=True)
+class PlacementConfig:
+    heartbeat_interval_s: float = 1.0
+    lost_timeout_s: float = 10.0
+    reconcile_interval_s: float = 1.0
+    command_resend_s: float = 5.0
+    drain_grace_s: float = 30.0
+    stop_grace_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    started: int
+    draining: int
+    unchanged: int
+    infeasible: tuple[Infeasible, ...]
+    reasons: tuple[str, ...] = field(default=())
 
 
 class PlacementApp:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        config: PlacementConfig | None = None,
+        *,
+        place_fn: PlaceFn | None = None,
+    ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self.config = config or PlacementConfig()
+        self.registry = SessionRegistry()
+        self.runtime: dict[str, ReplicaRuntime] = {}
+
+        def templates_of(node: str) -> frozenset[str] | None:
+            live = self.registry.get(node)
+            return None if live is None else live.templates
+
+        self.placer = Placer(
+            clock, templates_of=templates_of, drain_grace_s=self.config.drain_grace_s, place_fn=place_fn
+        )
+        self.agents = AgentChannel(
+            sessions,
+            clock,
+            self.registry,
+            self.runtime,
+            self.placer,
+            heartbeat_interval_s=self.config.heartbeat_interval_s,
+            lost_timeout_s=self.config.lost_timeout_s,
+            stop_grace_s=self.config.stop_grace_s,
+        )
+        self.reconciler = Reconciler(
+            sessions,
+            clock,
+            self.registry,
+            self.runtime,
+            self.placer,
+            lost_timeout_s=self.config.lost_timeout_s,
+            command_resend_s=self.config.command_resend_s,
+            drain_grace_s=self.config.drain_grace_s,
+            stop_grace_s=self.config.stop_grace_s,
+        )
 
     def _repo(self, session: AsyncSession) -> NodeRepo:
         return NodeRepo(session, clock=self._clock)
@@ -47,7 +117,93 @@ class PlacementApp:
             if current.status is status:
                 return current
             version = expected_version if expected_version is not None else current.version
-            return await repo.set_status(name, status, version, actor=actor)
+            record = await repo.set_status(name, status, version, actor=actor)
+        if status is NodeStatus.READY:
+            self.reconciler.kick.set()  # capacity came back: infeasible pools may fit now
+        return record
 
-    def pending(self, rpc: str) -> Unimplemented:
-        return Unimplemented(PLACEMENT_PENDING.format(rpc=rpc))
+    async def drain_node(self, name: str, actor: str) -> tuple[NodeRecord, int]:
+        return await retry_stale(lambda: self._drain_node(name, actor))
+
+    async def _drain_node(self, name: str, actor: str) -> tuple[NodeRecord, int]:
+        """Cordon the node and move its replicas: replacements are placed elsewhere and the replicas here
+        drain (out of routing, in-flight work finishes) and then stop. One transaction."""
+        async with self._sessions() as session, session.begin():
+            repo = self._repo(session)
+            node = await repo.get(name)
+            if node.status is not NodeStatus.DRAINING:
+                node = await repo.set_status(name, NodeStatus.DRAINING, node.version, actor=actor)
+            here = [
+                r
+                for r in await ReplicaRepo(session, clock=self._clock).list(node=name)
+                if r.desired_state is not ReplicaDesired.STOPPED
+            ]
+            result = await self.placer.reconcile(session, {r.deployment for r in here})
+            for replica in here:
+                await self.placer.leave(
+                    session, replica, reason=f"node {name} drained by {actor}", result=result
+                )
+        self._wake(result)
+        self.reconciler.kick.set()
+        return node, len(here)
+
+    async def get_replicas(self, deployment: str) -> list[tuple[ReplicaRecord, ReplicaRuntime]]:
+        async with self._sessions() as session:
+            replicas = await ReplicaRepo(session, clock=self._clock).list(deployment=deployment or None)
+        return [(r, self.runtime.get(r.id, ReplicaRuntime())) for r in replicas]
+
+    async def apply_desired(
+        self, deployment: str, spec_version: int, decision_id: str, pools: Sequence[PoolRequest]
+    ) -> ApplyResult:
+        return await retry_stale(lambda: self._apply_desired(deployment, spec_version, decision_id, pools))
+
+    async def _apply_desired(
+        self, deployment: str, spec_version: int, decision_id: str, pools: Sequence[PoolRequest]
+    ) -> ApplyResult:
+        if not pools:
+            raise InvalidArgument("pools: at least one pool plan is required", field="pools")
+        keys = [str(p.pool) for p in pools]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise InvalidArgument(f"pools: pool {duplicates[0]} is given twice", field="pools")
+        async with self._sessions() as session, session.begin():
+            record = await DeploymentRepo(session, clock=self._clock).get(deployment)
+            if spec_version and spec_version != record.version:
+                raise StaleVersion(
+                    f"spec_version: deployment '{deployment}' is at spec version {record.version}, the plan "
+                    f"was made for {spec_version}; decide again on the current spec",
+                    expected=spec_version,
+                    actual=record.version,
+                )
+            if record.frozen:
+                raise FailedPrecondition(
+                    f"deployment '{deployment}' is frozen; unfreeze it before applying new counts",
+                    field="deployment",
+                )
+            spec = DeploymentSpec.model_validate(record.spec)
+            # Every pool is validated before the first write, so a bad pool leaves nothing half-applied.
+            demands = [build_demand(spec, p, f"pools[{i}]") for i, p in enumerate(pools)]
+            targets = PoolTargetRepo(session, clock=self._clock)
+            for plan, doc in zip(pools, demands, strict=True):
+                await targets.put(
+                    deployment,
+                    plan.pool.stage.value,
+                    plan.pool.operator.value,
+                    replicas=plan.replicas,
+                    demand=doc,
+                    spec_version=record.version,
+                    decision_id=decision_id or None,
+                )
+            result = await self.placer.reconcile(session, {deployment})
+        self._wake(result)
+        return ApplyResult(
+            started=len(result.started),
+            draining=len(result.draining),
+            unchanged=result.unchanged,
+            infeasible=tuple(result.infeasible),
+            reasons=tuple(result.reasons),
+        )
+
+    def _wake(self, result: PlanResult) -> None:
+        for node in result.nodes_to_wake:
+            self.registry.wake(node)

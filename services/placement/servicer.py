@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +16,14 @@ from opscale.db.status import NodeStatus
 from opscale.errors import InvalidArgument
 from services.common_convert import require_name
 from services.placement.app import PlacementApp
-from services.placement.convert import gpu_to_pb, node_to_pb
+from services.placement.convert import (
+    gpu_to_pb,
+    infeasible_to_pb,
+    node_to_pb,
+    pool_request_from_pb,
+    replica_to_pb,
+)
+from services.placement.sessions import AgentSession
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_ACTOR = "api"
@@ -63,13 +72,29 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         return pb.UncordonNodeResponse(node=node_to_pb(node))
 
     async def DrainNode(self, request: pb.DrainNodeRequest, context: Ctx) -> pb.DrainNodeResponse:
-        raise self._app.pending("DrainNode")
+        if request.grace_s < 0:
+            raise InvalidArgument(f"grace_s: must be >= 0, got {request.grace_s}", field="grace_s")
+        node, moving = await self._app.drain_node(
+            require_name(request.name, "name"), request.actor or DEFAULT_ACTOR
+        )
+        return pb.DrainNodeResponse(node=node_to_pb(node), replicas_to_move=moving)
 
     async def GetReplicas(self, request: pb.GetReplicasRequest, context: Ctx) -> pb.GetReplicasResponse:
-        raise self._app.pending("GetReplicas")
+        replicas = await self._app.get_replicas(request.deployment)
+        return pb.GetReplicasResponse(
+            replicas=[replica_to_pb(r, info.restarts, info.message, info.endpoint) for r, info in replicas]
+        )
 
     async def ApplyDesired(self, request: pb.ApplyDesiredRequest, context: Ctx) -> pb.ApplyDesiredResponse:
-        raise self._app.pending("ApplyDesired")
+        deployment = require_name(request.deployment, "deployment")
+        pools = [pool_request_from_pb(plan, f"pools[{i}]") for i, plan in enumerate(request.pools)]
+        result = await self._app.apply_desired(deployment, request.spec_version, request.decision_id, pools)
+        return pb.ApplyDesiredResponse(
+            replicas_to_start=result.started,
+            replicas_to_drain=result.draining,
+            replicas_unchanged=result.unchanged,
+            infeasible=[infeasible_to_pb(item) for item in result.infeasible],
+        )
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -79,5 +104,46 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[agent_pb2.ConnectRequest], context: Ctx
     ) -> AsyncIterator[agent_pb2.ConnectResponse]:
-        raise self._app.pending("Connect")
-        yield agent_pb2.ConnectResponse()  # pragma: no cover - makes this an async generator (bidi stream)
+        """Register first; then heartbeats, acks and status flow in while commands flow out."""
+        channel = self._app.agents
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("message") != "register":
+            raise InvalidArgument("the first message on the stream must be register", field="register")
+        agent, ack = await channel.register(first.register)
+        reader = asyncio.create_task(self._read(request_iterator, agent), name=f"agent-{agent.node}-reader")
+        try:
+            yield agent_pb2.ConnectResponse(register_ack=ack)
+            poll_s = self._app.config.command_resend_s
+            while not agent.closed.is_set() and not reader.done():
+                for response in await channel.deliver(agent):
+                    yield response
+                agent.wake.clear()
+                waiter = asyncio.ensure_future(agent.wake.wait())
+                await asyncio.wait({waiter, reader}, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            if reader.done() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self._app.registry.release(agent)
+
+    async def _read(
+        self, request_iterator: AsyncIterator[agent_pb2.ConnectRequest], agent: AgentSession
+    ) -> None:
+        channel = self._app.agents
+        async for message in request_iterator:
+            if agent.closed.is_set():
+                return
+            kind = message.WhichOneof("message")
+            if kind == "heartbeat":
+                await channel.heartbeat(agent, message.heartbeat)
+            elif kind == "ack":
+                await channel.ack(agent, message.ack)
+            elif kind == "status":
+                await channel.status(agent, message.status)
+            elif kind == "register":
+                raise InvalidArgument(
+                    "register: only the first message of a stream registers", field="register"
+                )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from opscale.api.agent.v1 import agent_pb2, agent_pb2_grpc
 from opscale.api.placement.v1 import placement_pb2, placement_pb2_grpc
 from opscale.grpcutil.server import ServiceDef
-from services.placement.app import PlacementApp
+from services.placement.app import PlacementApp, PlacementConfig
 from services.placement.servicer import AgentServicer, PlacementServicer
 from services.runtime import Runtime
 
@@ -17,12 +19,33 @@ SERVICE_NAMES = (
 )
 
 
+def config_from(runtime: Runtime) -> PlacementConfig:
+    s = runtime.settings
+    return PlacementConfig(
+        heartbeat_interval_s=s.heartbeat_interval_s,
+        lost_timeout_s=s.lost_timeout_s,
+        reconcile_interval_s=s.reconcile_interval_s,
+        command_resend_s=s.command_resend_s,
+        drain_grace_s=s.drain_grace_s,
+        stop_grace_s=s.stop_grace_s,
+    )
+
+
 def build(runtime: Runtime) -> ServiceDef:
-    app = PlacementApp(runtime.sessions, runtime.clock)
+    app = PlacementApp(runtime.sessions, runtime.clock, config_from(runtime))
+    return build_for(app)
+
+
+def build_for(app: PlacementApp) -> ServiceDef:
     placement, agent = PlacementServicer(app), AgentServicer(app)
 
     def register(server: grpc.aio.Server) -> None:
         placement_pb2_grpc.add_PlacementServiceServicer_to_server(placement, server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(agent, server)
 
-    return ServiceDef(name="placement", service_names=SERVICE_NAMES, register=register)
+    async def reconcile(stopping: asyncio.Event) -> None:
+        await app.reconciler.run(stopping, app.config.reconcile_interval_s)
+
+    definition = ServiceDef(name="placement", service_names=SERVICE_NAMES, register=register)
+    definition.background.append(reconcile)
+    return definition

@@ -96,4 +96,5 @@ async def test_later_capabilities_say_unimplemented(serve: Serve) -> None:
     code, details = await _code_and_details(
         placement.ApplyDesired(placement_pb2.ApplyDesiredRequest(deployment="x"), timeout=5)
     )
-    assert code is grpc.StatusCode.UNIMPLEMENTED and "placement engine" in details
+    # Placement is real now: a request without pool plans is the caller's mistake.
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "pools" in details

@@ -1,0 +1,258 @@
+"""The level-triggered reconciler: compare desired with observed every pass and repair the difference.
+
+Each pass, in order (each step its own transaction, so one failing step does not hold back the others):
+
+1. flush buffered heartbeats to the database;
+2. nodes whose heartbeat is older than ``lost_timeout_s`` become LOST; their replicas are stopped in the
+   record (observed LOST) and their pools re-placed;
+3. replicas that died for good (observed FAILED while desired RUNNING) are retired;
+4. draining replicas that are drained, or whose grace ran out, get their stop command (phase two);
+5. records whose process is known gone while desired STOPPED are closed (observed STOPPED);
+6. every pool whose live replica count differs from its target is re-placed;
+7. commands sent but unacknowledged for ``command_resend_s`` go back to PENDING and their node's stream
+   is woken (agents treat a repeated ``(replica_id, generation)`` as a no-op);
+8. a DRAINING node with no replica left becomes CORDONED (drain finished, like ``kubectl drain``).
+
+Nothing here is edge-triggered: a pass that crashes half-way is repaired by the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from opscale.clock import Clock
+from opscale.db.records import ReplicaRecord
+from opscale.db.repo import CommandRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
+from opscale.db.status import CommandStatus, NodeStatus, ReplicaDesired, ReplicaObserved
+from opscale.errors import OpscaleError
+from services.placement.agents import ReplicaRuntime, observe
+from services.placement.placer import Placer, PlanResult
+from services.placement.retry import retry_stale
+from services.placement.sessions import SessionRegistry
+
+log = logging.getLogger(__name__)
+
+_WATCHED = (NodeStatus.REGISTERING, NodeStatus.READY, NodeStatus.CORDONED, NodeStatus.DRAINING)
+_GONE = (ReplicaObserved.PENDING, ReplicaObserved.FAILED, ReplicaObserved.LOST)
+
+
+def drain_started(replica: ReplicaRecord) -> datetime | None:
+    for change in reversed(replica.status_history):
+        if change.field == "desired" and change.new == ReplicaDesired.DRAINING.value:
+            return change.at
+    return None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        registry: SessionRegistry,
+        runtime: dict[str, ReplicaRuntime],
+        placer: Placer,
+        *,
+        lost_timeout_s: float,
+        command_resend_s: float,
+        drain_grace_s: float,
+        stop_grace_s: float,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._registry = registry
+        self._runtime = runtime
+        self._placer = placer
+        self._lost_timeout_s = lost_timeout_s
+        self._command_resend_s = command_resend_s
+        self._drain_grace_s = drain_grace_s
+        self._stop_grace_s = stop_grace_s
+        self._on_change = on_change
+        self.kick = asyncio.Event()
+        self.passes = 0
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.now(), UTC)
+
+    async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
+        """Pass every ``interval_s`` (real time: a stop-Event wait, so shutdown is prompt) or when kicked."""
+        while not stopping.is_set():
+            waiter = asyncio.ensure_future(self.kick.wait())
+            stopper = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({waiter, stopper}, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiter, stopper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if stopping.is_set():
+                return
+            self.kick.clear()
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("reconcile pass failed; the next pass retries")
+
+    async def flush_heartbeats(self) -> None:
+        dirty = self._registry.take_dirty()
+        if not dirty:
+            return
+        beats = {node: (session, datetime.fromtimestamp(at, UTC)) for node, (session, at) in dirty.items()}
+        async with self._sessions() as session, session.begin():
+            await NodeRepo(session, clock=self._clock).heartbeat_many(beats)
+
+    async def reconcile_once(self) -> None:
+        self.passes += 1
+        await self.flush_heartbeats()
+        touched: set[str] = set()
+        for step in (self._lost_nodes, self._failed_replicas, self._drains, self._close_stopped):
+            try:
+                touched |= await retry_stale(step)
+            except OpscaleError as exc:  # a CAS race with an RPC: the next pass sees the new state
+                log.info("reconcile step %s deferred: %s", step.__name__, exc)
+        try:
+            touched |= await self._deficits()
+            await retry_stale(lambda: self._replace(touched))
+            await retry_stale(self._resend)
+            await retry_stale(self._finish_node_drains)
+        except OpscaleError as exc:
+            log.info("reconcile deferred: %s", exc)
+
+    async def _lost_nodes(self) -> set[str]:
+        now_s = self._clock.now()
+        cutoff = self._now() - timedelta(seconds=self._lost_timeout_s)
+        affected: set[str] = set()
+        async with self._sessions() as session, session.begin():
+            nodes = NodeRepo(session, clock=self._clock)
+            replicas = ReplicaRepo(session, clock=self._clock)
+            for node in await nodes.list(heartbeat_before=cutoff):
+                if node.status not in _WATCHED or self._registry.fresh(
+                    node.name, now_s, self._lost_timeout_s
+                ):
+                    continue
+                await nodes.set_status(node.name, NodeStatus.LOST, node.version, actor="placement")
+                log.warning("node %s lost: no heartbeat since %s", node.name, node.last_heartbeat_at)
+                live = self._registry.get(node.name)
+                if live is not None:
+                    self._registry.release(live)
+                for replica in await replicas.list(node=node.name):
+                    if replica.desired_state is ReplicaDesired.STOPPED:
+                        continue
+                    reason = f"node {node.name} lost"
+                    replica = await observe(replicas, replica, ReplicaObserved.LOST, reason)
+                    await self._placer.stop(session, replica, reason=reason, result=PlanResult(), send=False)
+                    affected.add(replica.deployment)
+        return affected
+
+    async def _failed_replicas(self) -> set[str]:
+        affected: set[str] = set()
+        async with self._sessions() as session, session.begin():
+            for replica in await ReplicaRepo(session, clock=self._clock).list():
+                if (
+                    replica.desired_state is ReplicaDesired.RUNNING
+                    and replica.observed_state is ReplicaObserved.FAILED
+                ):
+                    info = self._runtime.get(replica.id)
+                    reason = f"replica failed ({info.message if info and info.message else 'process gone'})"
+                    await self._placer.stop(
+                        session, replica, reason=reason, result=PlanResult(), send=True, grace_s=0.0
+                    )
+                    affected.add(replica.deployment)
+        return affected
+
+    async def _drains(self) -> set[str]:
+        now = self._now()
+        result = PlanResult()
+        async with self._sessions() as session, session.begin():
+            for replica in await ReplicaRepo(session, clock=self._clock).list():
+                if replica.desired_state is not ReplicaDesired.DRAINING:
+                    continue
+                info = self._runtime.get(replica.id)
+                started = drain_started(replica) or replica.updated_at
+                expired = (now - started).total_seconds() >= self._drain_grace_s
+                drained = info is not None and info.drained
+                if drained or expired or replica.observed_state in _GONE:
+                    why = "drained" if drained else "drain grace over" if expired else "not running"
+                    await self._placer.stop(
+                        session,
+                        replica,
+                        reason=f"scale-in phase two: {why}",
+                        result=result,
+                        grace_s=self._stop_grace_s,
+                    )
+        self._wake(result)
+        return set()
+
+    async def _close_stopped(self) -> set[str]:
+        async with self._sessions() as session, session.begin():
+            replicas = ReplicaRepo(session, clock=self._clock)
+            nodes = {n.name: n for n in await NodeRepo(session, clock=self._clock).list()}
+            for replica in await replicas.list():
+                if replica.desired_state is not ReplicaDesired.STOPPED:
+                    continue
+                node = nodes.get(replica.node or "")
+                gone = replica.observed_state in (ReplicaObserved.FAILED, ReplicaObserved.PENDING)
+                # A LOST replica on a node that came back and did not report it is gone too.
+                if replica.observed_state is ReplicaObserved.LOST and node is not None:
+                    gone = node.status is NodeStatus.READY and self._registry.get(node.name) is not None
+                if gone:
+                    await observe(replicas, replica, ReplicaObserved.STOPPED, "process known gone")
+        return set()
+
+    async def _deficits(self) -> set[str]:
+        """Deployments with a pool whose live replicas (desired RUNNING) differ from the target."""
+        async with self._sessions() as session:
+            targets = await PoolTargetRepo(session, clock=self._clock).list()
+            live = Counter(
+                (r.deployment, r.stage, r.operator)
+                for r in await ReplicaRepo(session, clock=self._clock).list()
+                if r.desired_state is ReplicaDesired.RUNNING
+            )
+        return {t.deployment for t in targets if live[(t.deployment, t.stage, t.operator)] != t.replicas}
+
+    async def _replace(self, deployments: set[str]) -> None:
+        if not deployments:
+            return
+        async with self._sessions() as session, session.begin():
+            result = await self._placer.reconcile(session, deployments)
+        if result.started or result.draining:
+            log.info(
+                "re-placed %s: %d started, %d draining",
+                sorted(deployments),
+                len(result.started),
+                len(result.draining),
+            )
+        self._wake(result)
+
+    async def _resend(self) -> None:
+        cutoff = self._now() - timedelta(seconds=self._command_resend_s)
+        nodes: set[str] = set()
+        async with self._sessions() as session, session.begin():
+            commands = CommandRepo(session, clock=self._clock)
+            for command in await commands.unacked(sent_before=cutoff):
+                await commands.set_status(command.id, CommandStatus.PENDING)
+                nodes.add(command.node)
+        for node in nodes:
+            self._registry.wake(node)
+
+    async def _finish_node_drains(self) -> None:
+        async with self._sessions() as session, session.begin():
+            nodes = NodeRepo(session, clock=self._clock)
+            for node in await nodes.list(status=NodeStatus.DRAINING):
+                left = await ReplicaRepo(session, clock=self._clock).list(node=node.name)
+                if all(r.desired_state is ReplicaDesired.STOPPED for r in left) and all(
+                    r.observed_state in (ReplicaObserved.STOPPED, ReplicaObserved.LOST) for r in left
+                ):
+                    await nodes.set_status(node.name, NodeStatus.CORDONED, node.version, actor="placement")
+
+    def _wake(self, result: PlanResult) -> None:
+        for node in result.nodes_to_wake:
+            self._registry.wake(node)
+        if result.nodes_to_wake and self._on_change is not None:
+            self._on_change()

@@ -1,0 +1,311 @@
+"""Placement over real gRPC with scripted agents: register, identity, ApplyDesired, two-phase scale-in,
+lost nodes and re-placement, bad input. Runs on both backend pairs; the reconciler is driven by hand
+(``reconcile_once``) on the runtime's virtual clock, so nothing waits on wall time."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+
+from opscale.api.agent.v1 import agent_pb2 as apb
+from opscale.api.agent.v1 import agent_pb2_grpc
+from opscale.api.common.v1 import common_pb2
+from opscale.api.placement.v1 import placement_pb2 as pb
+from opscale.api.placement.v1 import placement_pb2_grpc
+from opscale.clock import VirtualClock
+from opscale.db.repo import DeploymentRepo
+from opscale.grpcutil.server import start_service, stop_service
+from services.placement.app import PlacementApp, PlacementConfig
+from services.placement.wiring import build_for
+from services.runtime import Runtime
+
+H100 = 80 * 10**9
+SPEC = {
+    "name": "d1",
+    "model": {"preset": "llama3-8b"},
+    "slo": {"ttft_ms": 1000, "tbt_ms": 100},
+    "mode": "colocated",
+}
+SERVING_MODEL = common_pb2.PoolKey(stage=common_pb2.STAGE_SERVING, operator=common_pb2.OPERATOR_KIND_MODEL)
+LOST_S = 10.0
+
+
+@dataclass
+class ScriptedAgent:
+    """An agent that acks every command, reports starts READY, drains at once and stops on request."""
+
+    name: str
+    gpus: int
+    stub: agent_pb2_grpc.AgentServiceStub
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    outbox: asyncio.Queue[apb.ConnectRequest | None] = field(default_factory=asyncio.Queue)
+    running: dict[str, list[int]] = field(default_factory=dict)
+    commands: list[apb.Command] = field(default_factory=list)
+    call: object = None
+    task: asyncio.Task[None] | None = None
+
+    async def _requests(self) -> AsyncIterator[apb.ConnectRequest]:
+        while (item := await self.outbox.get()) is not None:
+            yield item
+
+    async def connect(self) -> apb.RegisterAck:
+        register = apb.Register(
+            node_name=self.name,
+            session_id=self.session_id,
+            gpus=[
+                apb.GpuInfo(index=i, uuid=f"{self.name}-{i}", gpu_type="H100", memory_bytes=H100)
+                for i in range(self.gpus)
+            ],
+            labels={"zone": "z1", "s2": "a", "s1": "b", "s0": f"rack-{self.name}"},
+            templates=["worker"],
+        )
+        await self.outbox.put(apb.ConnectRequest(register=register))
+        call = self.stub.Connect(self._requests())
+        self.call = call
+        first = await call.read()
+        assert first.WhichOneof("message") == "register_ack", first
+        self.task = asyncio.create_task(self._serve(call))
+        return first.register_ack
+
+    async def _serve(self, call: grpc.aio.StreamStreamCall[apb.ConnectRequest, apb.ConnectResponse]) -> None:
+        while (response := await call.read()) is not grpc.aio.EOF:
+            command = response.command
+            self.commands.append(command)
+            ack = apb.CommandAck(
+                command_id=command.command_id,
+                replica_id=command.replica_id,
+                generation=command.generation,
+                status=apb.ACK_STATUS_ACCEPTED,
+            )
+            await self.outbox.put(apb.ConnectRequest(ack=ack))
+            action = command.WhichOneof("action")
+            state, drained = apb.REPLICA_PROCESS_STATE_READY, False
+            if action == "start":
+                self.running[command.replica_id] = list(command.start.gpu_indices)
+            elif action == "drain":
+                state, drained = apb.REPLICA_PROCESS_STATE_DRAINING, True
+            else:
+                self.running.pop(command.replica_id, None)
+                state = apb.REPLICA_PROCESS_STATE_STOPPED
+            status = apb.ReplicaStatus(
+                replica_id=command.replica_id, generation=command.generation, state=state, drained=drained
+            )
+            await self.outbox.put(apb.ConnectRequest(status=status))
+
+    async def beat(self) -> None:
+        await self.outbox.put(apb.ConnectRequest(heartbeat=apb.Heartbeat(seq=1)))
+
+    async def close(self) -> None:
+        await self.outbox.put(None)
+        if self.task is not None:
+            self.task.cancel()
+            with pytest.raises((asyncio.CancelledError, grpc.aio.AioRpcError)):
+                await self.task
+            self.task = None
+
+
+@pytest.fixture
+async def placement(runtime: Runtime) -> AsyncIterator[tuple[PlacementApp, grpc.aio.Channel]]:
+    # The background reconciler is parked (one pass an hour); tests call reconcile_once themselves.
+    config = PlacementConfig(lost_timeout_s=LOST_S, reconcile_interval_s=3600, drain_grace_s=30)
+    app = PlacementApp(runtime.sessions, runtime.clock, config)
+    running = await start_service(build_for(app), "127.0.0.1", 0, runtime.telemetry)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    async with runtime.sessions() as session, session.begin():
+        await DeploymentRepo(session, clock=runtime.clock).create("d1", SPEC, "test")
+    try:
+        yield app, channel
+    finally:
+        await channel.close()
+        await stop_service(running, 1.0)
+
+
+async def settle(app: PlacementApp, until: object, timeout_s: float = 10.0) -> None:
+    """Poll (with real short sleeps) until ``until()`` is true; the stream work is asynchronous."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await until():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def replicas(stub: placement_pb2_grpc.PlacementServiceStub) -> list[pb.Replica]:
+    return list((await stub.GetReplicas(pb.GetReplicasRequest(deployment="d1"))).replicas)
+
+
+def apply(replicas_wanted: int, stage: int = common_pb2.STAGE_SERVING) -> pb.ApplyDesiredRequest:
+    pool = common_pb2.PoolKey(stage=stage, operator=common_pb2.OPERATOR_KIND_MODEL)
+    plan = common_pb2.PoolPlan(pool=pool, replicas=replicas_wanted, batch_size=8, gpus_per_replica=1)
+    return pb.ApplyDesiredRequest(deployment="d1", pools=[plan])
+
+
+async def test_register_place_scale_in_and_lose_a_node(
+    placement: tuple[PlacementApp, grpc.aio.Channel], runtime: Runtime
+) -> None:
+    app, channel = placement
+    stub = placement_pb2_grpc.PlacementServiceStub(channel)
+    agents = agent_pb2_grpc.AgentServiceStub(channel)
+    a, b = ScriptedAgent("n1", 2, agents), ScriptedAgent("n2", 2, agents)
+    ack = await a.connect()
+    assert ack.node_name == "n1" and ack.lost_timeout_s == LOST_S
+    await b.connect()
+    nodes = (await stub.ListNodes(pb.ListNodesRequest())).nodes
+    assert [(n.name, n.status) for n in nodes] == [("n1", pb.NODE_STATUS_READY), ("n2", pb.NODE_STATUS_READY)]
+
+    # Identity: a second live agent claiming n1 is refused, naming the node; n1's session is untouched.
+    intruder = ScriptedAgent("n1", 2, agents)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await intruder.connect()
+    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION and "'n1'" in (info.value.details() or "")
+    await intruder.close()
+
+    reply = await stub.ApplyDesired(apply(3))
+    assert (reply.replicas_to_start, reply.replicas_to_drain, len(reply.infeasible)) == (3, 0, 0)
+
+    async def all_ready() -> bool:
+        got = await replicas(stub)
+        return len(got) == 3 and all(r.observed_state == pb.REPLICA_OBSERVED_STATE_READY for r in got)
+
+    await settle(app, all_ready)
+    # One replica per GPU (compute_fraction 1.0): 3 of the 4 GPUs, never the same GPU twice on a node.
+    placed = {(r.node, tuple(r.gpu_indices)) for r in await replicas(stub)}
+    assert len(placed) == 3
+    assert sum(len(x) for x in a.running.values()) + sum(len(x) for x in b.running.values()) == 3
+
+    # Over capacity: 4 GPUs hold at most 4; the rest is infeasible data with a reason, not an error.
+    reply = await stub.ApplyDesired(apply(6))
+    assert reply.replicas_to_start == 1
+    assert [(i.requested, i.satisfiable) for i in reply.infeasible] == [(6, 4)]
+    assert reply.infeasible[0].reason
+
+    # Invalid request (a prefill pool in a colocated deployment): refused whole, nothing changes.
+    before = sorted(r.id for r in await replicas(stub))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ApplyDesired(apply(1, stage=common_pb2.STAGE_PREFILL))
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "pools[0].pool.stage" in (info.value.details() or "")
+    assert sorted(r.id for r in await replicas(stub)) == before
+
+    # Two-phase scale-in to 2: two replicas drain first, and stop only once drained.
+    reply = await stub.ApplyDesired(apply(2))
+    assert reply.replicas_to_drain == 2
+
+    async def two_draining() -> bool:
+        got = await replicas(stub)
+        return sum(r.observed_state == pb.REPLICA_OBSERVED_STATE_DRAINING for r in got) == 2
+
+    await settle(app, two_draining)
+    assert not any(c.WhichOneof("action") == "stop" for c in a.commands + b.commands)
+    await app.reconciler.reconcile_once()
+
+    async def two_left() -> bool:
+        return len(await replicas(stub)) == 2
+
+    await settle(app, two_left)
+    stops = [c for c in a.commands + b.commands if c.WhichOneof("action") == "stop"]
+    assert len(stops) == 2
+    assert len(a.running) + len(b.running) == 2
+
+    # Lose the node that holds a replica: its replicas are re-placed on the other node.
+    victim, survivor = (a, b) if a.running else (b, a)
+    moved = len(victim.running)
+    await victim.close()
+    assert isinstance(runtime.clock, VirtualClock)
+    runtime.clock.advance(LOST_S + 1)
+    await survivor.beat()
+    await settle(app, lambda: _beat_seen(app, survivor.name))
+    await app.reconciler.reconcile_once()
+    node = (await stub.GetNode(pb.GetNodeRequest(name=victim.name))).node
+    assert node.status == pb.NODE_STATUS_LOST
+
+    async def replaced() -> bool:
+        got = await replicas(stub)
+        live = [r for r in got if r.desired_state == pb.REPLICA_DESIRED_STATE_RUNNING]
+        return len(live) == 2 and all(r.node == survivor.name for r in live) and len(survivor.running) == 2
+
+    await settle(app, replaced)
+    assert moved >= 1
+    await survivor.close()
+
+
+async def _beat_seen(app: PlacementApp, node: str) -> bool:
+    session = app.registry.get(node)
+    return session is not None and session.seq >= 1
+
+
+async def test_malformed_stream_and_requests(placement: tuple[PlacementApp, grpc.aio.Channel]) -> None:
+    _app, channel = placement
+    stub = placement_pb2_grpc.PlacementServiceStub(channel)
+    agents = agent_pb2_grpc.AgentServiceStub(channel)
+
+    async def only_heartbeat() -> AsyncIterator[apb.ConnectRequest]:
+        yield apb.ConnectRequest(heartbeat=apb.Heartbeat(seq=1))
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in agents.Connect(only_heartbeat()):
+            pass
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "register" in (
+        info.value.details() or ""
+    )
+
+    for request, code, words in [
+        (pb.ApplyDesiredRequest(deployment="d1"), grpc.StatusCode.INVALID_ARGUMENT, "pools"),
+        (pb.ApplyDesiredRequest(pools=apply(1).pools), grpc.StatusCode.INVALID_ARGUMENT, "deployment"),
+        (pb.ApplyDesiredRequest(deployment="nope", pools=apply(1).pools), grpc.StatusCode.NOT_FOUND, "nope"),
+        (
+            pb.ApplyDesiredRequest(deployment="d1", spec_version=7, pools=apply(1).pools),
+            grpc.StatusCode.ABORTED,
+            "spec version",
+        ),
+        (
+            pb.ApplyDesiredRequest(deployment="d1", pools=[*apply(1).pools, *apply(2).pools]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "twice",
+        ),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ApplyDesired(request)
+        assert info.value.code() is code, (request, info.value.details())
+        assert words in (info.value.details() or ""), info.value.details()
+    assert not (await stub.GetReplicas(pb.GetReplicasRequest(deployment="d1"))).replicas
+    # No agents: everything is infeasible, with the reason, and nothing is placed.
+    reply = await stub.ApplyDesired(apply(2))
+    assert reply.replicas_to_start == 0 and reply.infeasible[0].satisfiable == 0
+    assert "no node" in reply.infeasible[0].reason
+
+
+async def test_drain_node_moves_replicas(placement: tuple[PlacementApp, grpc.aio.Channel]) -> None:
+    app, channel = placement
+    stub = placement_pb2_grpc.PlacementServiceStub(channel)
+    agents = agent_pb2_grpc.AgentServiceStub(channel)
+    a, b = ScriptedAgent("n1", 2, agents), ScriptedAgent("n2", 2, agents)
+    await a.connect()
+    await b.connect()
+    await stub.ApplyDesired(apply(2))
+
+    async def ready() -> bool:
+        got = await replicas(stub)
+        return len(got) == 2 and all(r.observed_state == pb.REPLICA_OBSERVED_STATE_READY for r in got)
+
+    await settle(app, ready)
+    busy = a if a.running else b
+    other = b if busy is a else a
+    on_busy = len(busy.running)
+    reply = await stub.DrainNode(pb.DrainNodeRequest(name=busy.name, actor="sre"))
+    assert reply.replicas_to_move == on_busy and reply.node.status == pb.NODE_STATUS_DRAINING
+
+    async def moved() -> bool:
+        await app.reconciler.reconcile_once()
+        got = await replicas(stub)
+        return not busy.running and len(other.running) == 2 and len(got) == 2
+
+    await settle(app, moved)
+    node = (await stub.GetNode(pb.GetNodeRequest(name=busy.name))).node
+    assert node.status == pb.NODE_STATUS_CORDONED
+    await a.close()
+    await b.close()
