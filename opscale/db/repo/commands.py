@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from opscale.db.models import ID_LENGTH, NAME_LENGTH, Command, Node
 from opscale.db.records import CommandRecord
-from opscale.db.repo._common import RepoBase, check_limit, check_object, check_text, check_version
+from opscale.db.repo._common import (
+    RepoBase,
+    check_aware,
+    check_limit,
+    check_object,
+    check_text,
+    check_version,
+)
 from opscale.db.status import CommandKind, CommandStatus, transition
 from opscale.errors import AlreadyExists, NotFound, StaleVersion
 
@@ -154,3 +162,16 @@ class CommandRepo(RepoBase):
                 "meanwhile; re-read and retry",
             )
         return await self.get(command_id)
+
+    async def unacked(
+        self, *, node: str | None = None, sent_before: datetime | None = None, limit: int = 1000
+    ) -> builtins.list[CommandRecord]:
+        """SENT commands not yet acknowledged, oldest first: the reconciler re-sends those older than its
+        timeout, and a re-registering agent gets all of its node's again (agents dedupe by generation)."""
+        query = self._select().where(Command.status == CommandStatus.SENT)
+        if node is not None:
+            query = query.where(Node.name == node)
+        if sent_before is not None:
+            query = query.where(Command.sent_at < check_aware("sent_before", sent_before))
+        query = query.order_by(Command.id).limit(check_limit(limit))
+        return [_record(*found) for found in (await self._session.execute(query))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
@@ -258,3 +258,23 @@ class NodeRepo(RepoBase):
             f"by session {row.agent_session_id}; the agent must register again",
             field="agent_session_id",
         )
+
+    async def heartbeat_many(self, beats: Mapping[str, tuple[str, datetime]]) -> int:
+        """Stamp many nodes in one statement: ``{node: (agent_session_id, at)}``. A beat from a session
+        that no longer holds its node matches no row and is dropped. Returns the rows stamped."""
+        if not beats:
+            return 0
+        table = cast(sa.Table, Node.__table__)
+        statement = (
+            sa.update(table)
+            .where(table.c.name == sa.bindparam("b_name"))
+            .where(table.c.agent_session_id == sa.bindparam("b_session"))
+            .values(last_heartbeat_at=sa.bindparam("b_at"))
+        )
+        params = [
+            {"b_name": name, "b_session": session, "b_at": check_aware("at", at)}
+            for name, (session, at) in beats.items()
+        ]
+        connection = await self._session.connection()
+        result = await connection.execute(statement, params)
+        return int(result.rowcount)
