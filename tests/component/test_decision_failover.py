@@ -1,0 +1,128 @@
+"""Two decision replicas over one database: exactly one acts per deployment, a watcher on the other
+still receives every decision, and when the leader goes the other takes over, continuing from the last
+recorded decision without deciding any tick twice."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from opscale.api.decision.v1 import decision_pb2 as pb
+from services.decision.lease import PostgresAdvisoryLease
+from services.runtime import Runtime
+from tests.component.decision_kit import (
+    DECODE_PB,
+    PREFILL_PB,
+    Replica,
+    advance,
+    counts,
+    decisions,
+    eventually,
+    pd_spec,
+    push_load,
+    start_replica,
+)
+
+
+async def _settled(replica: Replica, name: str, n: int) -> bool:
+    found = await decisions(replica.stub, name)
+    return len(found) > n and found[0].placement_outcome != pb.PLACEMENT_OUTCOME_PENDING
+
+
+async def _next_decision(replica: Replica, runtime: Runtime, name: str) -> pb.Decision:
+    n = len(await decisions(replica.stub, name))
+    advance(runtime, 1)
+    await eventually(lambda: _settled(replica, name, n))
+    return (await decisions(replica.stub, name))[0]
+
+
+def _no_tick_twice(history: list[pb.Decision]) -> None:
+    ticks = [d.tick_ms for d in history]
+    assert len(set(ticks)) == len(ticks), ticks
+
+
+async def _two_replicas(runtime: Runtime, name: str) -> tuple[Replica, Replica]:
+    a = await start_replica(runtime, "a")
+    await a.stub.CreateDeployment(pb.CreateDeploymentRequest(spec=pd_spec(name)), timeout=5)
+    await eventually(lambda: _settled(a, name, 0))  # a leads and has decided the first slot
+    assert name in a.service.loop.held
+    b = await start_replica(runtime, "b")
+    return a, b
+
+
+async def test_one_leader_reads_everywhere_and_clean_takeover(runtime: Runtime) -> None:
+    a, b = await _two_replicas(runtime, "chat")
+    try:
+        watch = b.stub.WatchDecisions(pb.WatchDecisionsRequest(deployments=["chat"]), timeout=15)
+        await eventually(lambda: b.service.hub.watching)
+        await push_load(runtime, "chat", decode_tps=4000)
+        by_a = await _next_decision(b, runtime, "chat")  # read on b, decided by a
+        assert by_a.leader_id == "a" and counts(by_a) == {DECODE_PB: 4, PREFILL_PB: 2}
+        assert "chat" not in b.service.loop.held
+        seen = await watch.read()
+        while seen.decision.id != by_a.id:  # the first slot's decision may come first
+            seen = await watch.read()
+        assert seen.decision.leader_id == "a"
+
+        await a.stop()  # a clean stop releases a's leases
+        await eventually(lambda: "chat" in b.service.loop.held)
+        by_b = await _next_decision(b, runtime, "chat")
+        assert by_b.leader_id == "b"
+        # b continued from a's last decision: the plan in force was a's.
+        assert counts(by_b) == counts(by_a)
+        assert {(p.pool.stage, p.pool.operator): p.replicas for p in by_b.previous_pools} == counts(by_a)
+        received = [seen.decision.id]
+        while seen.decision.id != by_b.id:
+            seen = await watch.read()
+            received.append(seen.decision.id)
+        assert len(set(received)) == len(received)  # each decision once, none twice
+        history = await decisions(b.stub, "chat")
+        _no_tick_twice(history)
+        assert {d.leader_id for d in history} == {"a", "b"}
+        watch.cancel()
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def test_both_running_never_decide_a_tick_twice(runtime: Runtime) -> None:
+    a, b = await _two_replicas(runtime, "busy")
+    try:
+        for _ in range(5):
+            await _next_decision(a, runtime, "busy")
+        history = await decisions(a.stub, "busy")
+        _no_tick_twice(history)
+        assert {d.leader_id for d in history} == {"a"}
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_leader_crash_releases_the_advisory_lock(runtime: Runtime) -> None:
+    """Postgres only: the leader's lease connection dies without unlocking (a crash); the server drops
+    its advisory locks with the connection and the other replica takes over within a few seconds."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's; SQLite's in-process table dies with its process")
+    a, b = await _two_replicas(runtime, "crashy")
+    try:
+        lease = a.service.lease
+        assert isinstance(lease, PostgresAdvisoryLease)
+        by_a = await _next_decision(a, runtime, "crashy")
+        assert by_a.leader_id == "a"
+        pid = await lease.backend_pid()
+
+        async def no_release() -> None:  # a crash runs no clean-up
+            return None
+
+        lease.release_all = no_release  # type: ignore[method-assign]
+        await a.stop()  # the loop is gone ...
+        async with runtime.engine.connect() as conn:  # ... and so is its connection
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await eventually(lambda: "crashy" in b.service.loop.held, timeout_s=5)
+        by_b = await _next_decision(b, runtime, "crashy")
+        assert by_b.leader_id == "b" and int(by_b.id) > int(by_a.id)
+        _no_tick_twice(await decisions(b.stub, "crashy"))
+    finally:
+        await b.stop()
+        if isinstance(a.service.lease, PostgresAdvisoryLease):
+            await a.service.lease._discard()  # the "crashed" replica's dead connection, for a clean exit
