@@ -1,0 +1,185 @@
+"""The decision service's pure parts: the ledger layout round-trips, load conversion, explanations,
+protos, lease keys, the in-process lease, and the watch hub."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from opscale.api.decision.v1 import decision_pb2 as pb
+from opscale.counters import make_counter_store
+from opscale.errors import ResourceExhausted
+from opscale.policy.registry import get_policy
+from opscale.policy.types import SLO, Limits, LoadWindow, PolicyInput, PoolKey, PoolPlan, Signal
+from services.decision.convert_decisions import decision_to_pb, explanation_to_pb
+from services.decision.explain import explain
+from services.decision.lease import InProcessLease, LockTable, lock_key
+from services.decision.load import load_from_json, load_to_json, read_load, window_for
+from services.decision.placement_client import Outcome
+from services.decision.publish import QUEUE_SIZE, DecisionHub
+from services.decision.record import DecisionView, decode, encode, with_placement
+
+DECODE, PREFILL = PoolKey("decode", "model"), PoolKey("prefill", "model")
+FRESH = {s: 1.0 for s in Signal}
+
+
+def _view(
+    decode_tps: float = 4000.0,
+    current: dict[PoolKey, PoolPlan] | None = None,
+    id_: int = 7,
+    frozen: bool = False,
+    deployment: str = "chat",
+    limits: Limits | None = None,
+) -> DecisionView:
+    """A pd decision on ``decode_tps`` (1000 tok/s per instance, P:D 0.5) as the ledger returns it."""
+    policy = get_policy("pd", {"target_decode_tps": 1000, "interval_s": 1})
+    inp = PolicyInput(
+        now_s=100.0,
+        deployment=deployment,
+        load=LoadWindow(window_s=30, decode_tps=decode_tps, ttft_p99_ms=90, tbt_p99_ms=9, staleness_s=FRESH),
+        current=current or {},
+        slo=SLO(1000, 100),
+        limits=limits or Limits(),
+        frozen=frozen,
+    )
+    out = policy.decide(inp)
+    record = encode(
+        deployment=deployment,
+        spec_version=3,
+        tick_at=datetime.fromtimestamp(100, UTC),
+        policy=policy.name,
+        policy_version=policy.version,
+        leader_id="r1",
+        inp=inp,
+        out=out,
+        interval_s=1.0,
+        placement=Outcome.PENDING,
+    )
+    record = with_placement(record, Outcome.APPLIED, "placement applied: 6 to start")
+    return decode(dataclasses.replace(record, id=id_))
+
+
+def test_ledger_layout_round_trips() -> None:
+    v = _view()
+    # ceil(4000 / 1000) = 4 decode; ceil(4 × 0.5) = 2 prefill.
+    assert {p: plan.replicas for p, plan in v.desired.items()} == {DECODE: 4, PREFILL: 2}
+    assert v.raw == {DECODE: 4, PREFILL: 2} and v.effects == []
+    assert v.load.decode_tps == 4000 and v.load.staleness_s[Signal.TTFT] == 1.0
+    assert v.placement is Outcome.APPLIED and v.placement_message.startswith("placement applied")
+    assert v.state.policy == "pd" and v.predicted.gpus == 6 and not v.stale
+
+
+def test_stabilizer_effects_are_recorded() -> None:
+    # max_step_abs 1 from 1 decode: the raw 4 becomes 2 (one step), prefill follows at ceil(2 × 0.5) = 1.
+    current = {DECODE: PoolPlan(1), PREFILL: PoolPlan(1)}
+    v = _view(current=current, limits=Limits(max_step_abs=1))
+    assert {p: plan.replicas for p, plan in v.desired.items()} == {DECODE: 2, PREFILL: 1}
+    effects = {e.pool: e for e in v.effects}
+    assert effects[DECODE].raw_replicas == 4 and effects[DECODE].stabilized_replicas == 2
+    assert effects[DECODE].rule == "stabilizer"
+
+
+def test_frozen_effect_and_explanation() -> None:
+    v = _view(current={DECODE: PoolPlan(1), PREFILL: PoolPlan(1)}, frozen=True)
+    assert {e.rule for e in v.effects} == {"frozen"} and v.frozen
+    text = "\n".join(explain(v).narrative)
+    assert "frozen" in text and "decode/model 1 (was 1)" in text
+
+
+def test_explanation_and_protos() -> None:
+    v = _view()
+    ex = explain(v)
+    steps = [line.split(":", 1)[0] for line in ex.narrative]
+    assert steps[0] == "Inputs" and "Model" in steps and "Policy" in steps and steps[-1] == "Placement"
+    assert any("4,000 tokens/s" in line for line in ex.narrative)
+    msg = explanation_to_pb(ex)
+    assert msg.decision.id == "7" and msg.decision.tick_ms == 100_000
+    assert msg.decision.placement_outcome == pb.PLACEMENT_OUTCOME_APPLIED
+    assert {p.replicas for p in msg.decision.pools} == {4, 2}
+    assert msg.decision.load.max_staleness_s == 1.0 and msg.decision.prediction.gpus == 6
+    assert len(msg.estimates) == 2
+
+
+def test_never_seen_signal_is_minus_one_on_the_wire() -> None:
+    never = LoadWindow(window_s=5, staleness_s={Signal.DECODE_TPS: None, Signal.TTFT: 3.0})
+    d = decision_to_pb(dataclasses.replace(_view(), load=never))
+    assert d.load.max_staleness_s == -1.0
+    assert load_from_json(load_to_json(never)) == never
+
+
+finite = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+
+
+@given(decode=finite, arrivals=finite, ttft=st.none() | finite, age=st.none() | finite)
+def test_load_json_round_trips(decode: float, arrivals: float, ttft: float | None, age: float | None) -> None:
+    load = LoadWindow(
+        window_s=30,
+        decode_tps=decode,
+        arrival_rate_rps=arrivals,
+        ttft_p99_ms=ttft,
+        queue_depth={DECODE: 2.5},
+        busy_fraction={PREFILL: 0.5},
+        staleness_s={Signal.DECODE_TPS: age},
+    )
+    assert load_from_json(load_to_json(load)) == load
+
+
+def test_window_is_whole_buckets() -> None:
+    assert window_for(1.0, 30.0) == 30.0
+    assert window_for(2.0, 5.0) == 6.0
+    assert window_for(10.0, 1.0) == 10.0
+
+
+async def test_an_empty_store_reads_as_never_seen() -> None:
+    store = make_counter_store("memory://")
+    load = await read_load(store, "chat", [DECODE, PREFILL], now_s=1_700_000_000.0, window_s=30.0)
+    assert load.decode_tps == 0.0 and load.ttft_p99_ms is None
+    assert set(load.staleness_s) == set(Signal) and all(v is None for v in load.staleness_s.values())
+    await store.close()
+
+
+def test_lock_keys_are_stable_signed_64_bit() -> None:
+    assert lock_key("chat") == lock_key("chat") != lock_key("chat2")
+    assert all(-(2**63) <= lock_key(f"d{i}") < 2**63 for i in range(100))
+
+
+async def test_in_process_lease_excludes_and_releases() -> None:
+    table = LockTable()
+    a, b = InProcessLease(table, "a"), InProcessLease(table, "b")
+    assert await a.sync(["x", "y"]) == {"x", "y"}
+    assert await b.sync(["x", "y", "z"]) == {"z"}
+    assert await a.sync(["x"]) == {"x"}  # y is no longer wanted (deleted): released
+    assert await b.sync(["x", "y", "z"]) == {"y", "z"}
+    await a.release_all()
+    assert await b.sync(["x", "y", "z"]) == {"x", "y", "z"}
+
+
+async def test_hub_filters_dedupes_and_drops_laggards() -> None:
+    hub = DecisionHub()
+    chat, every = hub.subscribe(["chat"]), hub.subscribe([])
+    hub.publish(_view(id_=1))
+    hub.publish(_view(id_=1))  # once only
+    hub.publish(_view(id_=2, deployment="other"))
+    assert (await chat.next()).id == 1 and chat.queue.empty()
+    assert [(await every.next()).id for _ in range(2)] == [1, 2]
+    for i in range(QUEUE_SIZE + 1):
+        hub.publish(_view(id_=10 + i, deployment="other"))
+    assert every.overflowed and not chat.overflowed
+    with pytest.raises(ResourceExhausted):
+        while True:
+            await asyncio.wait_for(every.next(), 1)
+    hub.unsubscribe(chat)
+    assert not hub.watching
+
+
+def test_infinite_inputs_never_reach_the_wire() -> None:
+    v = _view()
+    assert all(
+        math.isfinite(x) for x in (decision_to_pb(v).load.ttft_ms_p99, decision_to_pb(v).prediction.ttft_ms)
+    )
