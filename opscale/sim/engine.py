@@ -34,8 +34,11 @@ transfers of the per-layer hand-offs are charged in full: ``2 × layers`` hops (
 lm_head) of ``tokens × activation_bytes_per_token`` at the placement's link (``locality``).
 
 **KV cache.** A sequence reserves (prompt + output) × KV bytes per token in the decode pool that holds
-KV (``decode/attention`` or ``decode/model``) when admitted; admission waits while slots (Σ batch) or KV
-bytes (Σ per-replica capacity) are short, and a request that cannot fit one replica is rejected.
+KV (``decode/attention`` or ``decode/model``) when admitted; admission waits while KV bytes (Σ per-replica
+capacity) are short, and a request that cannot fit one replica is rejected. The plan's batch size is the
+batch of one pass, not a cap on resident sequences: a replica holding more than ``batch`` sequences runs
+them as ⌈N/batch⌉ micro-batches per token round (the ``k_p`` above), the same rule for whole-model and
+operator replicas.
 Waiting longer than ``queue_timeout_s`` in either stage also rejects. The prompt's KV moves from
 prefill to decode over ``kv_link_bytes_s``.
 
@@ -287,12 +290,11 @@ class DataPlane:
                 pool.replicas = [r for r in pool.replicas if not r.draining]
             else:
                 keep = [r for r in pool.replicas if not r.draining]
-                slots = sum(pool.batch for r in keep if r.ready_s <= now_s)
                 kv = sum(self.kv_capacity(pool, r.gpus) for r in keep if r.ready_s <= now_s)
-                n, used = len(self.d_id), float(self.d_reserved.sum())
+                used = float(self.d_reserved.sum())
                 drained = [r for r in pool.replicas if r.draining]
                 for r in sorted(drained, key=lambda r: r.ready_s > now_s, reverse=True):
-                    if r.ready_s > now_s or (n <= slots and used <= kv):
+                    if r.ready_s > now_s or used <= kv:
                         pool.replicas.remove(r)
 
     # --- the tick -----------------------------------------------------------------------------------
@@ -369,19 +371,18 @@ class DataPlane:
         return holder, [r for r in holder.replicas if not r.draining and r.ready_s <= t_end]
 
     def _admit(self, t: float, t_end: float) -> np.ndarray:
-        """Admit queued sequences while slots and KV allow; returns their admission times."""
+        """Admit queued sequences while KV memory allows; returns their admission times."""
         req = self.req
         q = self.d_queue
         self._reject_old(q, t)
         holder, reps = self._holders(t_end)
         if holder is None or not reps or not q:
             return np.zeros(0)
-        slots = holder.batch * len(reps) - len(self.d_id)
         caps = [self.kv_capacity(holder, r.gpus) for r in reps]
         free_kv = sum(caps) - float(self.d_reserved.sum())
         biggest = max(caps)
         ids, times, need = [], [], []
-        while q and q[0][0] < t_end and slots > 0:
+        while q and q[0][0] < t_end:
             ready, _, i = q[0]
             kv = float(req.input_tokens[i] + req.output_tokens[i]) * self.kv_bpt
             if kv > biggest:
@@ -395,7 +396,6 @@ class DataPlane:
             ids.append(i)
             times.append(max(ready, t))
             need.append(kv)
-            slots -= 1
             free_kv -= kv
         if not ids:
             return np.zeros(0)

@@ -22,6 +22,7 @@ from opscale.policy.planner_core import Unit
 from opscale.policy.spec_adapter import PolicySetup, policy_setup
 from opscale.policy.types import PolicyInput, PolicyState, PoolKey, PoolPlan
 from opscale.signals import LatencyKind, Sample
+from opscale.sim.accounting import GpuLedger
 from opscale.sim.engine import DataPlane, Requests, SimConfig, TickStats
 from opscale.sim.feed import SignalFeed
 from opscale.sim.traces import Trace
@@ -49,7 +50,7 @@ class SimResult:
     actions: int
     decisions: int
     infeasible_ticks: int
-    max_gpus_check: int  # largest |GPUs allocated - Σ replica GPUs| seen (0: accounting consistent)
+    max_gpus_check: int  # largest mismatch between alive and accounted replicas (0: consistent)
     memory_violations: int
     notes: list[str] = field(default_factory=list)
 
@@ -71,9 +72,12 @@ def units_for(perf: PerfModel, pools: tuple[PoolKey, ...]) -> list[Unit]:
 def simulate(spec: DeploymentSpec, trace: Trace, initial: Mapping[PoolKey, PoolPlan], *,
              config: SimConfig | None = None, setup: PolicySetup | None = None, tail_s: float = 120.0,
              horizon_s: float | None = None, window_s: float = 30.0, validate_samples: bool = True,
-             pool_signals: bool | None = None, progress: Callable[[float], None] | None = None) -> SimResult:
+             pool_signals: bool | None = None, accounting: str = "placement",
+             progress: Callable[[float], None] | None = None) -> SimResult:
     """Replay ``trace`` against ``spec``'s policy. ``initial`` is the plan in force at t=0 (its replicas
-    start ready). The run lasts ``horizon_s`` (default: last arrival + ``tail_s``)."""
+    start ready). The run lasts ``horizon_s`` (default: until every request is done, at least the last
+    arrival + ``tail_s``). ``accounting``: "placement" (GPUs from ``opscale.placement.place``, sharing
+    allowed; see ``accounting``) or "whole" (every replica its own GPUs)."""
     cfg = config or SimConfig()
     setup = setup or policy_setup(spec)
     perf = perf_model(spec.model.shape(), spec.gpu_type)
@@ -87,6 +91,7 @@ def simulate(spec: DeploymentSpec, trace: Trace, initial: Mapping[PoolKey, PoolP
                       pool_signals=pool_signals)
     current: dict[PoolKey, PoolPlan] = {k: v for k, v in initial.items() if k in dp.pools}
     dp.apply(current, 0.0, ready=True)
+    ledger = GpuLedger(dp) if accounting == "placement" else None
     state = PolicyState()
     horizon = horizon_s if horizon_s is not None else math.ceil(trace.duration_s + tail_s)
     n_sec = math.ceil(horizon)
@@ -129,12 +134,22 @@ def simulate(spec: DeploymentSpec, trace: Trace, initial: Mapping[PoolKey, PoolP
         mem_viol += _memory_check(dp, t0 + 1.0)
         now = t0 + 1.0
         busy = _busy_fractions(dp, now)
-        watt_acc = dp.watts(busy, now)
+        if ledger is not None:
+            ledger.reconcile(busy)
+            g = ledger.gpus_allocated()
+            watt_acc = ledger.watts(busy, now)
+            placed = ledger.placed_counts()
+            unplaced = ledger.unplaced_gpus
+            if not unplaced:
+                gap = sum(abs(len(p.replicas) - placed.get(k, 0)) for k, p in dp.pools.items())
+                worst_acct = max(worst_acct, gap)
+        else:
+            g = dp.gpus_allocated()
+            watt_acc = dp.watts(busy, now)
+            worst_acct = max(worst_acct, abs(g - sum(r.gpus for _, r in dp.alive())))
         for key, pool in dp.pools.items():
             series_reps[str(key)][sec] = len(pool.replicas)
             series_busy[str(key)][sec] = busy.get(key, 0.0)
-        g = dp.gpus_allocated()
-        worst_acct = max(worst_acct, abs(g - sum(r.gpus for _, r in dp.alive())))
         gpus[sec] = g
         watts[sec] = watt_acc
         arrivals[sec] = len(new_ids)

@@ -1,0 +1,108 @@
+"""GPU accounting through the real placement: the simulator's replicas are placed on a fleet of 8-GPU H100
+nodes by ``opscale.placement.place`` — the function the placement service runs — and "GPUs allocated"
+is the number of GPUs holding at least one replica. Operator replicas may share a GPU when their memory
+and compute fractions fit (an embedding or lm_head replica next to an attention replica); a whole-model
+replica or a KV-holding pool takes its GPUs whole.
+
+Each replica's demand:
+
+* memory per GPU: KV holders (``decode/attention``, ``decode/model``) claim the usable memory of their
+  GPUs — the engine sizes their KV cache that way (as vLLM's ``gpu_memory_utilization`` does); every
+  other replica needs its weights + one pass's activations, split over its GPUs;
+* compute fraction: the pool's busy fraction when the replica set last changed, with 20% headroom,
+  rounded up to a tenth, at least 0.1. Two replicas share a GPU only while their busy fractions add up
+  to at most 1; the simulator then charges them no interference (time-slicing that fits is taken as
+  free — optimistic by the cost of context switches, which MPS keeps small).
+
+The ledger is level-triggered like the placement service: on every change of the alive replica counts,
+``place`` gets the previous placement as ``current`` and the counts as demands; which replica of a pool
+it stops is placement's choice (replicas of a pool are interchangeable in the fluid decode model).
+Replicas placement cannot fit (fleet too small) are counted as whole GPUs of their own and reported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from opscale.model.energy import OperatorLoad, gpu_watts
+from opscale.model.perf import USABLE_MEMORY_FRACTION
+from opscale.placement import GpuSlot, NodeInfo, PlacedReplica, PlacementInput, PoolDemand, Topology, place
+from opscale.policy.types import PoolKey
+from opscale.sim.engine import DataPlane
+
+
+class GpuLedger:
+    def __init__(self, dp: DataPlane, *, nodes: int = 48, gpus_per_node: int = 8, deployment: str = "sim"
+                 ) -> None:
+        self.dp = dp
+        gpu = dp.gpu
+        self.nodes = tuple(
+            NodeInfo(f"n{i:03d}", tuple(GpuSlot(j, gpu.key, gpu.memory_bytes) for j in range(gpus_per_node)),
+                     Topology(zone="z", s2="s2", s1="s1", s0=f"r{i // 4}", nvlink_domain=f"n{i:03d}"))
+            for i in range(nodes))
+        self.deployment = deployment
+        self.placed: tuple[PlacedReplica, ...] = ()
+        self.signature: tuple[tuple[PoolKey, int, int, int], ...] = ()
+        self.unplaced_gpus = 0
+        self.infeasible_events = 0
+        self.calls = 0
+
+    def _memory_per_gpu(self, key: PoolKey, gpus: int) -> int:
+        pool = self.dp.pools[key]
+        usable = int(self.dp.gpu.memory_bytes * USABLE_MEMORY_FRACTION)
+        if pool.holder:
+            return usable
+        ctx = 1024
+        need = sum(self.dp.perf.replica_memory_bytes(key.stage, op, pool.batch, ctx) for op in pool.unit.ops)
+        return min(usable, math.ceil(need / gpus))
+
+    def reconcile(self, busy: Mapping[PoolKey, float]) -> None:
+        """Re-place when the alive replica counts (or their GPUs) changed since the last call."""
+        sig = tuple((k, len(p.replicas), p.gpus, max((r.gpus for r in p.replicas), default=0))
+                    for k, p in self.dp.pools.items())
+        if sig == self.signature:
+            return
+        self.signature = sig
+        demands = []
+        for key, pool in self.dp.pools.items():
+            gpus = max((r.gpus for r in pool.replicas), default=pool.gpus)
+            frac = 1.0 if pool.holder else min(1.0, max(0.1, math.ceil(busy.get(key, 1.0) * 1.2 * 10) / 10))
+            demands.append(PoolDemand(self.deployment, key.stage, key.operator, len(pool.replicas), gpus,
+                                      self._memory_per_gpu(key, gpus), frac, group=self.deployment))
+        self.calls += 1
+        out = place(PlacementInput(nodes=self.nodes, current=self.placed, demands=tuple(demands)))
+        stopped = {r.id for r in out.stop}
+        self.placed = tuple(r for r in out.keep if r.id not in stopped) + out.start
+        counts: dict[tuple[str, str], int] = {}
+        for r in self.placed:
+            counts[(r.stage, r.operator)] = counts.get((r.stage, r.operator), 0) + 1
+        self.unplaced_gpus = 0
+        for key, pool in self.dp.pools.items():
+            missing = len(pool.replicas) - counts.get((key.stage, key.operator), 0)
+            if missing > 0:
+                self.unplaced_gpus += missing * max((r.gpus for r in pool.replicas), default=pool.gpus)
+        self.infeasible_events += bool(out.infeasible)
+
+    def gpus_allocated(self) -> int:
+        return len({(r.node, i) for r in self.placed for i in r.gpu_indices}) + self.unplaced_gpus
+
+    def placed_counts(self) -> dict[PoolKey, int]:
+        out: dict[PoolKey, int] = {}
+        for r in self.placed:
+            k = PoolKey(r.stage, r.operator)
+            out[k] = out.get(k, 0) + 1
+        return out
+
+    def watts(self, busy: Mapping[PoolKey, float], now_s: float) -> float:
+        """Each GPU holding replicas: idle + Σ (busy power − idle) × busy fraction of its replicas."""
+        gpu = self.dp.gpu
+        loads: dict[tuple[str, int], list[OperatorLoad]] = {}
+        for r in self.placed:
+            key = PoolKey(r.stage, r.operator)
+            pool = self.dp.pools[key]
+            frac = min(1.0, max(0.0, busy.get(key, 0.0)))
+            for i in r.gpu_indices:
+                loads.setdefault((r.node, i), []).append(OperatorLoad(pool.busy_watts, frac))
+        total = sum(gpu_watts(gpu, ls) for ls in loads.values())
+        return total + self.unplaced_gpus * gpu.idle_watts
