@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from clients.cli import db, serve
+from clients.cli import db, serve, simulate
 
 app = typer.Typer(
     name="opscale",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 serve.register(app)
+simulate.register(app)
 
 
 @app.command("version")

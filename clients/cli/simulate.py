@@ -1,0 +1,87 @@
+"""`opscale simulate` (one trace, one policy) and `opscale evaluate` (the matrix, with reports)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clients.cli.common import echo, handle_errors
+
+TraceOpt = Annotated[str, typer.Option("--trace", help="azure-conv, azure-code, servegen-m-large or a file")]
+ModelOpt = Annotated[str, typer.Option("--model", help="model preset, e.g. llama3-70b")]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("simulate")
+    @handle_errors
+    def simulate_cmd(
+        trace: TraceOpt = "azure-conv",
+        model: ModelOpt = "llama3-70b",
+        policy: Annotated[str, typer.Option(help="static, utilization, model, operator or pd")] = "operator",
+        ttft_ms: Annotated[float, typer.Option(help="TTFT p99 SLO, ms")] = 2000.0,
+        tbt_ms: Annotated[float, typer.Option(help="TBT p99 SLO, ms")] = 100.0,
+        rate_scale: Annotated[float, typer.Option(help="multiply the trace's request rate")] = 1.0,
+        speedup: Annotated[float, typer.Option(help="replay this many times faster")] = 1.0,
+        start_s: Annotated[float, typer.Option(help="start this far into the trace")] = 0.0,
+        duration_s: Annotated[float | None, typer.Option(help="replay this long (default: all)")] = None,
+        gpu_type: Annotated[str, typer.Option(help="GPU type")] = "H100",
+        seed: Annotated[int, typer.Option(help="seed for generated arrivals and rate scaling")] = 0,
+        json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON")] = None,
+    ) -> None:
+        """Replay one trace through the simulated data plane with one policy in the loop."""
+        from opscale.sim.experiment import Scenario, run_one
+
+        sc = Scenario(trace, model, ttft_ms, tbt_ms, rate_scale, speedup, start_s, duration_s, gpu_type, seed)
+        m, _ = run_one(sc, policy)
+        data = m.to_json()
+        width = max(len(k) for k in data)
+        for k, v in data.items():
+            echo(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        if json_out is not None:
+            import json
+
+            json_out.write_text(json.dumps(data, indent=1))
+
+    @app.command("evaluate")
+    @handle_errors
+    def evaluate_cmd(
+        quick: Annotated[bool, typer.Option("--quick", help="CI-sized matrix (10 min of Azure conv)")
+                         ] = False,
+        out: Annotated[Path, typer.Option(help="directory for results.json, results.md, *.png")] = Path(
+            "out/evaluate"),
+        workers: Annotated[int, typer.Option(help="worker processes (0: one per CPU)")] = 0,
+        policy: Annotated[list[str] | None, typer.Option(help="only these policies (repeatable)")] = None,
+        trace: Annotated[list[str] | None, typer.Option(help="only these traces (repeatable)")] = None,
+        model: Annotated[list[str] | None, typer.Option(help="only these models (repeatable)")] = None,
+        plots: Annotated[bool, typer.Option(help="write PNG plots (needs matplotlib)")] = True,
+    ) -> None:
+        """Run the evaluation matrix (traces × models × SLOs × policies) and write the reports."""
+        from rich.progress import Progress
+
+        from opscale.sim.evaluate import (
+            full_matrix,
+            quick_matrix,
+            run_matrix,
+            scenario_subset,
+            write_reports,
+        )
+        from opscale.sim.experiment import POLICIES
+
+        scenarios = scenario_subset(quick_matrix() if quick else full_matrix(), trace, model)
+        policies = tuple(policy) if policy else POLICIES
+        command = "opscale evaluate" + (" " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+                                        if len(sys.argv) > 2 else "")
+        t0 = time.perf_counter()
+        total = len(scenarios) * len(policies)
+        with Progress(transient=True) as bar:
+            task = bar.add_task("simulating", total=total)
+            rows = run_matrix(scenarios, policies, workers=workers,
+                              on_done=lambda label: bar.update(task, advance=1, description=label[:60]))
+        write_reports(rows, out, command, plots=plots)
+        echo((out / "results.md").read_text())
+        echo(f"{total} runs in {time.perf_counter() - t0:.0f} s; reports in {out}/")

@@ -1,0 +1,65 @@
+"""PNG plots of an evaluation: per scenario, load; replicas per pool over time (operator and model); GPUs
+over time for every policy; p99 TTFT and p99 TPOT per minute. matplotlib is imported here only."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def plot_all(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["metrics"]["scenario"], []).append(r)
+    paths = []
+    for scen, runs in by.items():
+        fig, ax = plt.subplots(5, 1, figsize=(10, 15), sharex=True)
+        first = runs[0]["series"]
+        step = first["step_s"]
+        xs = [i * step / 60 for i in range(len(first["arrivals_rps"]))]
+        ax[0].plot(xs, first["arrivals_rps"], color="black")
+        ax[0].set_ylabel("arrivals (req/s)")
+        ax[0].set_title(scen)
+        for r in runs:
+            pol = r["metrics"]["policy"]
+            s = r["series"]
+            ax[1].plot([i * step / 60 for i in range(len(s["gpus"]))], s["gpus"], label=pol)
+            if pol in ("operator", "model"):
+                target = ax[2]
+                for pool, ys in s["replicas"].items():
+                    target.plot([i * step / 60 for i in range(len(ys))], ys, label=f"{pol}: {pool}",
+                                linestyle="-" if pol == "operator" else "--")
+            mins = list(range(len(s["ttft_p99_ms_per_min"])))
+            nan = float("nan")
+            ax[3].plot(mins, [nan if v is None else v for v in s["ttft_p99_ms_per_min"]], label=pol)
+            ax[4].plot(mins, [nan if v is None else v for v in s["tpot_p99_ms_per_min"]], label=pol)
+        ax[1].set_ylabel("GPUs allocated")
+        ax[1].legend(fontsize=8)
+        ax[2].set_ylabel("replicas per pool")
+        ax[2].legend(fontsize=6, ncol=2)
+        ax[3].set_ylabel("p99 TTFT per minute (ms)")
+        ax[3].set_yscale("log")
+        ax[3].axhline(runs[0]["metrics"]["ttft_slo_ms"], color="grey", linestyle=":")
+        ax[4].set_ylabel("p99 TPOT per minute (ms)")
+        ax[4].set_yscale("log")
+        ax[4].axhline(runs[0]["metrics"]["tbt_slo_ms"], color="grey", linestyle=":")
+        ax[4].set_xlabel("minutes")
+        for a in ax[3:]:
+            a.legend(fontsize=8)
+        fig.tight_layout()
+        p = out_dir / f"{_slug(scen)}.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    return paths

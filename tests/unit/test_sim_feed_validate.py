@@ -1,0 +1,46 @@
+"""The signal feed (ingest's writes, the decision loop's read) and the model-validation harness."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from opscale.policy.types import Signal
+from opscale.sim.experiment import Scenario, build
+from opscale.sim.feed import SignalFeed
+from opscale.sim.run import simulate
+from opscale.sim.validate import poisson_trace, validate_point
+
+
+def test_window_reports_the_pushed_rate_and_lengths() -> None:
+    from opscale.policy.types import PoolKey
+
+    pools = (PoolKey("prefill", "model"), PoolKey("decode", "model"))
+    feed = SignalFeed("d", pools, window_s=30.0)
+    # 5 arrivals per second for 40 s, prompt 100 / output 20 tokens.
+    for sec in range(40):
+        feed.push([feed.arrival(sec + 0.1 * k, 100, 20) for k in range(5)], float(sec + 1))
+    w = feed.window(40.0)
+    assert abs(w.arrival_rate_rps - 5.0) < 1e-9
+    assert abs(w.input_tokens_mean - 100) < 1e-6 and abs(w.output_tokens_mean - 20) < 1e-6
+    assert w.age_s(Signal.ARRIVAL_RATE) is not None
+
+
+def test_per_pool_series_do_not_change_the_decisions() -> None:
+    """The shipped policies read deployment-wide fields only, so leaving the per-pool series out (the
+    default, for speed) gives the same run."""
+    sc = Scenario(trace="steady", model="mixtral-8x7b")
+    trace = poisson_trace(3.0, 90.0, 512, 64, seed=5)
+    for policy in ("operator", "pd"):
+        spec, initial = build(sc, policy, trace)
+        a = simulate(spec, trace, initial, pool_signals=False)
+        b = simulate(spec, trace, initial, pool_signals=True)
+        assert np.array_equal(a.gpus, b.gpus)
+        assert np.array_equal(a.requests.finish_s, b.requests.finish_s, equal_nan=True)
+
+
+def test_validation_point_measures_the_plan_it_predicts() -> None:
+    row = validate_point("mixtral-8x7b", "model", 4.0, 512, 64, seconds=120.0, warmup_s=30.0)
+    assert row.gpus > 0
+    assert row.measured_ttft_p99_ms > 0 and row.measured_tbt_p99_ms > 0
+    # The M/M/R model (exponential service, a full-batch pass per token) is conservative on steady load.
+    assert row.ttft_error > 0 and row.tbt_error > 0
