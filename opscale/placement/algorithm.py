@@ -40,7 +40,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from opscale.errors import InvalidArgument
-from opscale.placement.diagnose import domain_capacity, shortfall
+from opscale.placement.diagnose import shortfall
+from opscale.placement.domains import MAX_TRIALS, domain_order
+from opscale.placement.moves import consolidate
 from opscale.placement.search import Locality, best_spot
 from opscale.placement.state import CU, Cluster, compute_units
 from opscale.placement.types import (
@@ -59,7 +61,7 @@ def _default_id(deployment: str, stage: str, operator: str, n: int) -> str:
     return f"{deployment}-{stage}-{operator}-{n}"
 
 
-class _Planner:
+class Planner:
     def __init__(self, inp: PlacementInput, new_id: NewId | None) -> None:
         self.inp = inp
         self.cl = Cluster(inp.nodes, inp.domain_level)
@@ -74,7 +76,8 @@ class _Planner:
         self.stopped: set[str] = set()
         self.stop: list[PlacedReplica] = []
         self.start: list[PlacedReplica] = []
-        self.infeasible: list[Infeasible] = []
+        self.short: dict[Pool, tuple[Infeasible, str]] = {}  # pool -> (record, reason line)
+        self.grown: list[tuple[Pool, int | None]] = []  # pools scale-out visited, in order, with scope
         self.reasons: list[str] = []
         self.all_types = sorted({t for types in self.cl.gtype for t in types})
         self.loc = Locality(self.cl, self._peers())
@@ -104,7 +107,7 @@ class _Planner:
             positions = tuple(pos[n].get(i, -1) for i in r.gpu_indices) if n is not None else ()
             if n is None or -1 in positions:
                 what = f"node {r.node} is gone" if n is None else f"GPU {r.gpu_indices} gone from {r.node}"
-                self._stop(r, f"{r.id}: {what}; stop and mark lost")
+                self.stop_replica(r, f"{r.id}: {what}; stop and mark lost")
                 continue
             cu = units.get(r.compute_fraction)
             if cu is None:
@@ -115,7 +118,7 @@ class _Planner:
                 self.by_pool[r.pool].append(r)
                 self.loc.add(self.pids[r.pool], n, positions)
 
-    def _stop(self, r: PlacedReplica, reason: str | None = None) -> None:
+    def stop_replica(self, r: PlacedReplica, reason: str | None = None) -> None:
         self.stop.append(r)
         self.stopped.add(r.id)
         if reason:
@@ -142,41 +145,6 @@ class _Planner:
                     f"group {name}: stays in {self._scope(dom)}, where {votes[dom]} of its replicas run"
                 )
         return groups
-
-    def choose_domain(self, name: str, pools: Sequence[Pool]) -> int | None:
-        cl = self.cl
-        doms = sorted(
-            {cl.domain[n] for n in range(len(cl.names)) if cl.sched[n]}, key=lambda dm: cl.path_name(dm)
-        )
-        best: tuple[bool, bool, float, str] | None = None
-        chosen = None
-        for dom in doms:
-            need_by_type: dict[str, float] = {}
-            need = 0.0
-            allowed: set[str] = set()
-            for pool in pools:
-                d = self.demands[pool]
-                k = max(0, d.replicas - len(self.by_pool[pool]))
-                amount = k * d.gpus_per_replica * d.compute_fraction
-                need += amount
-                pref = d.gpu_types[0] if d.gpu_types else ""
-                need_by_type[pref] = need_by_type.get(pref, 0.0) + amount
-                allowed.update(d.gpu_types or self.all_types)
-            pref_ok = all(
-                v <= domain_capacity(cl, dom, [t] if t else self.all_types) + 1e-9
-                for t, v in need_by_type.items()
-            )
-            cap = domain_capacity(cl, dom, sorted(allowed))
-            fits = need <= cap + 1e-9
-            key = (not pref_ok, not fits, (cap - need) if fits else -cap, cl.path_name(dom))
-            if best is None or key < best:
-                best, chosen = key, dom
-        if chosen is not None and best is not None:
-            self.reasons.append(
-                f"group {name}: new, placed in {self._scope(chosen)} "
-                f"({'fits' if not best[1] else 'largest free capacity; does not fit'})"
-            )
-        return chosen
 
     def _scope(self, dom: int | None) -> str:
         if dom is None:
@@ -205,7 +173,7 @@ class _Planner:
                 n, positions = self.at.pop(r.id)
                 cl.release(n, positions, r.memory_bytes_per_gpu, compute_units(r.compute_fraction))
                 self.loc.add(self.pids[pool], n, positions, -1)
-                self._stop(r)
+                self.stop_replica(r)
             self.by_pool[pool] = [r for r in running if r.id not in gone]
             self.reasons.append(
                 f"{'/'.join(pool)}: scale in {len(running)} -> {d.replicas}: stop {', '.join(sorted(gone))}"
@@ -219,23 +187,77 @@ class _Planner:
             return (-d.gpus_per_replica, -d.memory_bytes_per_gpu, pool)
 
         for name in sorted(groups):
-            pools = groups[name]
+            pools = sorted(groups[name], key=size)
             if not any(self.demands[p].replicas > len(self.by_pool[p]) for p in pools):
                 continue
             dom = self.group_dom.get(name)
+            placed = False
             if dom is None:
-                dom = self.choose_domain(name, pools)
-                if dom is not None:
-                    self.group_dom[name] = dom
-            for pool in sorted(pools, key=size):
-                self._grow(pool, dom)
+                dom, placed = self._try_domains(name, pools)
+            if dom is not None:
+                self.group_dom[name] = dom
+            for pool in pools:
+                self.grown.append((pool, dom))
+                if not placed:
+                    self._grow(pool, dom)
         for pool in sorted((p for p, d in self.demands.items() if not d.group), key=size):
+            self.grown.append((pool, None))
             self._grow(pool, None)
 
-    def _cells(self, dom: int | None) -> list[int]:
+    def _try_domains(self, name: str, pools: Sequence[Pool]) -> tuple[int | None, bool]:
+        """Place a new group tentatively in the candidate domains, best estimate first; the first where it
+        fits whole wins and stays placed (-> (domain, True)). Otherwise -> (the domain that placed the
+        most, False), for the caller to place there again. Failed trials are undone exactly: release
+        the GPUs, forget ids, reasons and shortfalls."""
+        running = {p: len(self.by_pool[p]) for p in pools}
+        order = domain_order(self.cl, [self.demands[p] for p in pools], running, self.all_types)
+        best: tuple[int, int] | None = None
+        for dom, estimate_fits in order[:MAX_TRIALS]:
+            mark = (len(self.start), len(self.reasons), dict(self.next_n))
+            for pool in pools:
+                self._grow(pool, dom)
+            if not any(p in self.short for p in pools):
+                note = "fits" if estimate_fits else "fits although the estimate said it would not"
+                self.reasons.insert(mark[1], f"group {name}: new, placed in {self._scope(dom)} ({note})")
+                return dom, True
+            placed = len(self.start) - mark[0]
+            self._undo(mark, pools)
+            if best is None or placed > best[0]:
+                best = (placed, dom)
+        if best is None:
+            return None, False
+        self.reasons.append(
+            f"group {name}: new; fits in none of the {min(len(order), MAX_TRIALS)} domains tried, placed in "
+            f"{self._scope(best[1])}, where most of it fits"
+        )
+        return best[1], False
+
+    def _undo(self, mark: tuple[int, int, dict[Pool, int]], pools: Sequence[Pool]) -> None:
+        n_start, n_reasons, next_n = mark
+        for r in reversed(self.start[n_start:]):
+            n, positions = self.at.pop(r.id)
+            self.cl.release(n, positions, r.memory_bytes_per_gpu, compute_units(r.compute_fraction))
+            self.loc.add(self.pids[r.pool], n, positions, -1)
+            self.by_pool[r.pool].pop()
+            self.used_ids.discard(r.id)
+        del self.start[n_start:]
+        del self.reasons[n_reasons:]
+        self.next_n = next_n
+        for pool in pools:
+            self.short.pop(pool, None)
+
+    def retry_short(self) -> bool:
+        """Grow the pools that came up short again (moves freed GPUs); True when any replica started."""
+        before = len(self.start)
+        for pool, dom in self.grown:
+            if self.short.pop(pool, None) is not None:
+                self._grow(pool, dom)
+        return len(self.start) > before
+
+    def cells(self, dom: int | None) -> list[int]:
         return self.cl.all_cells if dom is None else self.cl.domain_cells.get(dom, [])
 
-    def _tiers(self, d: PoolDemand) -> list[tuple[str, ...]]:
+    def tiers(self, d: PoolDemand) -> list[tuple[str, ...]]:
         return [(t,) for t in d.gpu_types] if d.gpu_types else [tuple(self.all_types)]
 
     def _grow(self, pool: Pool, dom: int | None) -> None:
@@ -244,10 +266,10 @@ class _Planner:
         if want <= 0:
             return
         cl, pid = self.cl, self.pids[pool]
-        cells = self._cells(dom)
+        cells = self.cells(dom)
         cell_set = set(cells)
         cu = compute_units(d.compute_fraction)
-        tiers = self._tiers(d)
+        tiers = self.tiers(d)
         spilled: dict[str, int] = {}
         placed = 0
         if d.group and dom is None:
@@ -266,7 +288,7 @@ class _Planner:
             cl.occupy(n, positions, d.memory_bytes_per_gpu, cu)
             self.loc.add(pid, n, positions)
             r = PlacedReplica(
-                self._id(pool),
+                self.make_id(pool),
                 *pool,
                 node=cl.names[n],
                 gpu_indices=tuple(cl.gidx[n][p] for p in positions),
@@ -293,12 +315,13 @@ class _Planner:
                 if d.group and dom is None
                 else shortfall(cl, d, cells, self._scope(dom))
             )
-            self.infeasible.append(
-                Infeasible(*pool, requested=d.replicas, placed=len(self.by_pool[pool]), reason=why)
+            have = len(self.by_pool[pool])
+            self.short[pool] = (
+                Infeasible(*pool, requested=d.replicas, placed=have, reason=why),
+                f"{name}: {d.replicas - have} of {d.replicas} replica(s) do not fit: {why}",
             )
-            self.reasons.append(f"{name}: {want - placed} of {want} new replica(s) do not fit: {why}")
 
-    def _id(self, pool: Pool) -> str:
+    def make_id(self, pool: Pool) -> str:
         first = self.next_n.get(pool, 0)
         for n in range(first, first + len(self.used_ids) + 2):
             rid = self.new_id(*pool, n)
@@ -310,83 +333,14 @@ class _Planner:
             f"new_id keeps answering ids already in use for {'/'.join(pool)}", field="new_id"
         )
 
-    # ---- 5. consolidate ---------------------------------------------------------------------------
-
-    def consolidate(self) -> None:
-        cl = self.cl
-        new = {r.id for r in self.start}
-        movable: list[tuple[int, int, int, PlacedReplica]] = []
-        for pool in sorted(self.demands):
-            d = self.demands[pool]
-            if d.gpus_per_replica != 1:
-                continue
-            for r in self.by_pool[pool]:
-                n, (p,) = self.at[r.id]
-                full = compute_units(r.compute_fraction) >= CU or r.memory_bytes_per_gpu >= cl.mem_total[n][p]
-                if r.id not in new and not full and cl.sched[n] and cl.occ[n][p] == 1:
-                    movable.append((cl.used[n], n, p, r))
-        for _, n, p, r in sorted(movable, key=lambda m: (m[0], m[1], m[2], m[3].id)):
-            if cl.occ[n][p] != 1:
-                continue  # another replica moved onto this GPU: it is no longer alone
-            d = self.demands[r.pool]
-            tiers = self._tiers(d)
-            here = cl.gtype[n][p]
-            if d.gpu_types and here in d.gpu_types:
-                tiers = tiers[: d.gpu_types.index(here) + 1]
-            dom = self.group_dom.get(d.group) if d.group else None
-            cells = self._cells(dom)
-            cu = compute_units(r.compute_fraction)
-            pid = self.pids[r.pool]
-            for tier in tiers:
-                found = best_spot(
-                    cl,
-                    self.loc,
-                    pid,
-                    cells,
-                    set(cells),
-                    tier,
-                    1,
-                    r.memory_bytes_per_gpu,
-                    cu,
-                    shared_only=True,
-                    exclude=(n, p),
-                )
-                if found is not None:
-                    break
-            else:
-                continue
-            (m, positions), _ = found
-            cl.release(n, (p,), r.memory_bytes_per_gpu, cu)
-            self.loc.add(pid, n, (p,), -1)
-            cl.occupy(m, positions, r.memory_bytes_per_gpu, cu)
-            self.loc.add(pid, m, positions)
-            moved = PlacedReplica(
-                self._id(r.pool),
-                r.deployment,
-                r.stage,
-                r.operator,
-                node=cl.names[m],
-                gpu_indices=tuple(cl.gidx[m][q] for q in positions),
-                memory_bytes_per_gpu=r.memory_bytes_per_gpu,
-                compute_fraction=r.compute_fraction,
-            )
-            del self.at[r.id]
-            self.at[moved.id] = (m, positions)
-            self.start.append(moved)
-            self._stop(
-                r,
-                f"{r.id}: moves to {moved.node} GPU {moved.gpu_indices} as {moved.id}; frees "
-                f"GPU {cl.gidx[n][p]} of {cl.names[n]}",
-            )
-
     def output(self) -> PlacementOutput:
         keep = tuple(r for r in self.inp.current if r.id not in self.stopped)
         return PlacementOutput(
             start=tuple(self.start),
             stop=tuple(self.stop),
             keep=keep,
-            infeasible=tuple(self.infeasible),
-            reasons=tuple(self.reasons),
+            infeasible=tuple(self.short[p][0] for p in sorted(self.short)),
+            reasons=(*self.reasons, *(self.short[p][1] for p in sorted(self.short))),
         )
 
 
@@ -394,10 +348,15 @@ def place(inp: PlacementInput, *, new_id: NewId | None = None) -> PlacementOutpu
     """Plan replicas for ``inp.demands`` on ``inp.nodes``; see the module docstring for the rules.
     ``new_id(deployment, stage, operator, n)`` names new replicas (default ``"{d}-{s}-{o}-{n}"``, with
     ``n`` counting up from 0 past ids already in use), so the same input gives the same ids."""
-    planner = _Planner(inp, new_id)
+    planner = Planner(inp, new_id)
     planner.account()
     groups = planner.groups()
     planner.scale_in()
     planner.scale_out(groups)
-    planner.consolidate()
+    # Moves can free GPUs a short pool could use, and new replicas can give a lonely one somewhere to
+    # move to: alternate until neither happens. Each round either starts replicas (bounded by the
+    # demands) or ends, so this terminates; the last consolidation always runs after the last start,
+    # which is what makes re-running on the output a no-op.
+    while consolidate(planner) and planner.retry_short():
+        pass
     return planner.output()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from opscale.placement.state import CU, Cluster
+from opscale.placement.state import Cluster
 from opscale.placement.types import PoolDemand
 
 
@@ -48,13 +48,3 @@ def shortfall(cl: Cluster, d: PoolDemand, cells: Sequence[int], scope: str) -> s
         f"{d.memory_bytes_per_gpu} bytes and {cu:g} compute each ({empty} empty GPUs, {room} shared GPUs "
         f"with some compute left, none with enough memory and compute)"
     )
-
-
-def domain_capacity(cl: Cluster, dom: int, types: Sequence[str]) -> float:
-    """GPU-equivalents free in a domain for the given types: empty GPUs + compute left on shared ones."""
-    total = 0.0
-    for t in types:
-        free = cl.dom_free.get((dom, t))
-        if free is not None:
-            total += free[0] + free[1] / CU
-    return total
