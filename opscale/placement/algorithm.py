@@ -11,28 +11,31 @@ Steps, in order, and why that order:
    deployments named in ``demands`` are reconciled; the rest are kept untouched.
 2. **Pin deployment groups.** All pools sharing a ``group`` (a P/D deployment group) live in one network
    domain at ``domain_level`` (HeteroScale: KV-cache transfer stays under one switch tier). A group that
-   already runs keeps the domain holding most of its replicas (moving a group is churn); a new group takes
-   the domain that fits its whole demand — preferred GPU types first — with the least capacity left over
-   (best fit: large free domains are spent last, so later big groups still find one).
+   runs keeps the domain holding most of its replicas (moving a group is churn). Decided before scale-in
+   (which then stops out-of-domain replicas first) and again after it (a group scaled in to nothing is
+   new).
 3. **Scale in** pools above their desired count. Victims in this order: on non-schedulable nodes (they
    have to go some day) > outside the group's domain > GPUs the replica has to itself (stopping it empties
-   them) > on the node with the fewest occupied GPUs (it empties the node first) > id.
-4. **Scale out** pools below their desired count, groups first (by name; they are the constrained ones),
-   then ungrouped pools; within a scope pools with more GPUs per replica and more memory first
-   (first-fit-decreasing packs better). Each replica goes to the best spot found by
+   them) > on the node with the fewest occupied GPUs (it empties the node first) > id. One sort per pool
+   (not re-scored after each victim): O(r log r).
+4. **Scale out** pools below their desired count: groups first (by name; they are the constrained ones),
+   then ungrouped pools; within a scope, pools with more GPUs per replica and more memory first
+   (first-fit-decreasing packs better). A new group is placed tentatively in candidate domains
+   (``domains.domain_order``: fits whole > fits on preferred types > best fit) and stays in the first
+   where it fits whole; failed trials are undone exactly. Each replica goes to the best spot found by
    ``search.best_spot`` (type tier > opens no GPU > opens no node > locality > best fit > order). A pool
    that runs out is reported with what was short (``diagnose.shortfall``); what fitted is still started.
    A replica is never half-placed: all its GPUs are on one node (one NVLink domain) or it is not placed.
-5. **Consolidate**: a running single-GPU replica of a reconciled pool that is alone on its GPU moves onto
-   an occupied GPU (same or better-preferred type, same scope) when one has room — that move empties a
-   GPU. No other move is ever made: a restart costs start-up time and KV cache. Moves only shrink the
-   room on occupied GPUs and never create an occupied GPU, so a replica that could not move when its turn
-   came cannot move later: re-running ``place`` on its own output changes nothing (idempotent).
+5. **Consolidate** (``moves``): a single-GPU replica alone on its GPU moves onto an occupied GPU with
+   room — the only move that frees a GPU, so the only move made. If that freed room a short pool could
+   use, step 4 is retried for the short pools, then step 5 again, until neither changes anything; the
+   last consolidation always follows the last start, so re-running ``place`` on its output is a no-op.
 
-Complexity: building the state is O(GPUs + running replicas). Each placed replica costs
-O(cells in its scope + peer nodes) with O(GPUs per node) per candidate; cells (racks) are indexed lazily,
-so an incremental change on a large cluster touches only the racks of the domains involved. Scale-in sorts
-each shrinking pool once: O(r log r).
+Complexity: building the state is O(nodes + running replicas). Each placed replica costs
+O(cells in its scope + peer nodes) candidates of O(GPUs per node) each; cells (racks) are indexed lazily,
+so an incremental change on a large cluster touches only the racks of the domains involved. A new group
+costs O(domains) for the estimate plus one placement per domain tried (one when the estimate is right,
+at most ``domains.MAX_TRIALS``).
 """
 
 from __future__ import annotations
@@ -131,6 +134,13 @@ class Planner:
         for pool in sorted(self.demands):
             if self.demands[pool].group:
                 groups.setdefault(self.demands[pool].group, []).append(pool)
+        self.vote(groups, explain=False)
+        return groups
+
+    def vote(self, groups: dict[str, list[Pool]], *, explain: bool) -> None:
+        """Pin each running group to the domain holding most of its replicas. Runs before scale-in (which
+        stops out-of-domain replicas first) and again after it: a group scaled in to nothing is new."""
+        self.group_dom.clear()
         for name, pools in groups.items():
             votes: dict[int, int] = {}
             for pool in pools:
@@ -141,10 +151,10 @@ class Planner:
             if votes:
                 dom = min(votes, key=lambda dm: (-votes[dm], self.cl.path_name(dm)))
                 self.group_dom[name] = dom
-                self.reasons.append(
-                    f"group {name}: stays in {self._scope(dom)}, where {votes[dom]} of its replicas run"
-                )
-        return groups
+                if explain:
+                    self.reasons.append(
+                        f"group {name}: stays in {self._scope(dom)}, where {votes[dom]} of its replicas run"
+                    )
 
     def _scope(self, dom: int | None) -> str:
         if dom is None:
@@ -352,6 +362,7 @@ def place(inp: PlacementInput, *, new_id: NewId | None = None) -> PlacementOutpu
     planner.account()
     groups = planner.groups()
     planner.scale_in()
+    planner.vote(groups, explain=True)
     planner.scale_out(groups)
     # Moves can free GPUs a short pool could use, and new replicas can give a lonely one somewhere to
     # move to: alternate until neither happens. Each round either starts replicas (bounded by the
