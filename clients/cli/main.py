@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from clients.cli import db, serve, simulate
+from clients.cli import (
+    apply,
+    contexts,
+    control,
+    db,
+    describe,
+    explain,
+    get,
+    serve,
+    simulate,
+    top,
+    whatif,
+)
 
 app = typer.Typer(
     name="opscale",
@@ -16,6 +28,15 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 serve.register(app)
 simulate.register(app)
+# SRE commands against running services (docs/cli.md is generated from these).
+app.add_typer(get.app, name="get")
+app.add_typer(describe.app, name="describe")
+apply.register(app)
+control.register(app)
+explain.register(app)
+whatif.register(app)
+top.register(app)
+app.add_typer(contexts.app, name="config")
 
 
 @app.command("version")

@@ -1,0 +1,130 @@
+"""``opscale apply -f spec.yaml``: create a deployment, or update it to the file's spec.
+
+The spec is validated here first (``opscale.spec.parse_spec``) so a typo is named before anything is
+sent; the decision service validates again, since it cannot trust any client. An update carries the
+version read just before it, so a change someone made in between is refused (ABORTED), never overwritten.
+
+Example spec::
+
+    name: chat
+    model: {preset: llama3-70b}
+    gpu_type: H100
+    mode: disaggregated
+    policy: operator
+    slo: {ttft_ms: 2000, tbt_ms: 100, percentile: 99}
+    limits:
+      - {pool: {stage: decode, operator: attention}, min_replicas: 1, max_replicas: 16}
+      - {max_replicas: 32}
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+import yaml
+
+from clients.cli.client import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_TIMEOUT_S,
+    CliConfigOpt,
+    Client,
+    ContextOpt,
+    DecisionOpt,
+    TimeoutOpt,
+    connect,
+)
+from clients.cli.common import handle_errors
+from clients.cli.output import Format, OutputOpt, emit
+from opscale.api.decision.v1 import decision_pb2 as dpb
+from opscale.errors import InvalidArgument
+from opscale.spec import DeploymentSpec, parse_spec
+from services.decision.convert import spec_from_pb, spec_to_pb
+
+ACTOR = "opscale-cli"
+
+FileOpt = Annotated[
+    Path, typer.Option("--filename", "-f", help="YAML spec file ('-' reads stdin); several documents allowed")
+]
+
+
+def read_specs(path: Path) -> list[DeploymentSpec]:
+    """Every YAML document in ``path``, validated; errors name the file, the document and the field."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}", field="filename") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise InvalidArgument(f"{path}:{where}: {problem}", field="filename") from None
+    if not documents:
+        raise InvalidArgument(f"{path}: no spec in the file", field="filename")
+    specs = []
+    for i, document in enumerate(documents):
+        where = f"{path}" if len(documents) == 1 else f"{path} (document {i + 1})"
+        if not isinstance(document, dict):
+            raise InvalidArgument(f"{where}: a spec is a mapping (name, model, slo, ...)", field="spec")
+        try:
+            specs.append(parse_spec(document))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{where}: {exc.message}", field=exc.field) from None
+    return specs
+
+
+def apply_one(client: Client, spec: DeploymentSpec, dry_run: bool) -> tuple[str, dpb.Deployment | None]:
+    """Create or update one deployment; returns what happened and the stored deployment."""
+    current = client.find("decision", client.decision.GetDeployment, dpb.GetDeploymentRequest(name=spec.name))
+    if current is None:
+        if dry_run:
+            return "would be created", None
+        create = dpb.CreateDeploymentRequest(spec=spec_to_pb(spec), actor=ACTOR)
+        return "created", client.call("decision", client.decision.CreateDeployment, create).deployment
+    stored: dpb.Deployment = current.deployment
+    if spec_from_pb(stored.spec) == spec:
+        return "unchanged", stored
+    if dry_run:
+        return "would be configured", stored
+    request = dpb.UpdateDeploymentRequest(spec=spec_to_pb(spec), expected_version=stored.version, actor=ACTOR)
+    changed = (
+        f"deployment {spec.name} was changed by someone else since version {stored.version} was read; "
+        "check it (opscale describe deployment) and apply again"
+    )
+    reply = client.call(
+        "decision", client.decision.UpdateDeployment, request, instead={grpc.StatusCode.ABORTED: changed}
+    )
+    return "configured", reply.deployment
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("apply")
+    @handle_errors
+    def apply_cmd(
+        filename: FileOpt,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="validate and compare; change nothing")
+        ] = False,
+        output: OutputOpt = Format.TABLE,
+        decision: DecisionOpt = None,
+        context: ContextOpt = None,
+        opscale_config: CliConfigOpt = DEFAULT_CONFIG_PATH,
+        timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        """Create or update deployments from a YAML spec (name, model, gpu_type, policy, slo, limits...)."""
+        specs = read_specs(filename)
+        results: list[dict[str, Any]] = []
+        with connect(config=opscale_config, context=context, decision=decision, timeout_s=timeout) as client:
+            for spec in specs:
+                outcome, stored = apply_one(client, spec, dry_run)
+                results.append({"name": spec.name, "outcome": outcome, "deployment": stored})
+                if output is Format.TABLE:
+                    version = f" (version {stored.version})" if stored is not None else ""
+                    emit(output, None, f"deployment/{spec.name} {outcome}{version}")
+        if output is not Format.TABLE:
+            emit(output, results)

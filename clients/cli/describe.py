@@ -1,0 +1,164 @@
+"""``opscale describe deployment|node NAME``: everything about one object, as kubectl describe shows it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Group, RenderableType
+from rich.text import Text
+
+from clients.cli.client import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_TIMEOUT_S,
+    CliConfigOpt,
+    ContextOpt,
+    DecisionOpt,
+    PlacementOpt,
+    TimeoutOpt,
+    connect,
+)
+from clients.cli.common import handle_errors
+from clients.cli.get import node_gpus, topology
+from clients.cli.output import (
+    Format,
+    OutputOpt,
+    emit,
+    enum_label,
+    fields,
+    gib,
+    gpus_of,
+    ms,
+    plans_label,
+    table,
+    when,
+)
+from opscale.api.decision.v1 import decision_pb2 as dpb
+from opscale.api.placement.v1 import placement_pb2 as ppb
+from services.decision.convert import spec_from_pb
+
+app = typer.Typer(help="Show one deployment or node in detail.", no_args_is_help=True)
+
+NameArg = Annotated[str, typer.Argument(help="its name")]
+
+
+def spec_yaml(spec: dpb.DeploymentSpec) -> str:
+    """The spec as ``apply -f`` takes it (defaults included, so nothing is implicit)."""
+    data = spec_from_pb(spec).model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False).rstrip()
+
+
+def summary(reasons: list[str], deployment: str) -> str:
+    if not reasons:
+        return "-"
+    more = f" (+{len(reasons) - 1} more: opscale explain {deployment})" if len(reasons) > 1 else ""
+    return reasons[0] + more
+
+
+def decision_block(decision: dpb.Decision | None) -> RenderableType:
+    if decision is None:
+        return Text("Current decision: none yet")
+    p = decision.prediction
+    return fields(
+        [
+            ("Id", decision.id),
+            ("Tick", when(decision.tick_ms)),
+            ("Policy", f"{decision.policy} {decision.policy_version}".strip()),
+            ("Pools", plans_label(decision.pools)),
+            ("Previous", plans_label(decision.previous_pools)),
+            ("GPUs", gpus_of(decision.pools)),
+            ("Predicted", f"TTFT {ms(p.ttft_ms)}, TBT {ms(p.tbt_ms)}, {p.watts:,.0f} W"),
+            ("Placement", enum_label(dpb.PlacementOutcome, decision.placement_outcome, "PLACEMENT_OUTCOME_")),
+            ("Reasons", summary(list(decision.reasons), decision.deployment)),
+        ],
+        title="Current decision",
+    )
+
+
+@app.command("deployment")
+@handle_errors
+def deployment_cmd(
+    name: NameArg,
+    output: OutputOpt = Format.TABLE,
+    decision: DecisionOpt = None,
+    context: ContextOpt = None,
+    opscale_config: CliConfigOpt = DEFAULT_CONFIG_PATH,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
+    """A deployment: status, spec (as apply -f takes it) and its current decision."""
+    with connect(config=opscale_config, context=context, decision=decision, timeout_s=timeout) as client:
+        found = client.call(
+            "decision", client.decision.GetDeployment, dpb.GetDeploymentRequest(name=name)
+        ).deployment
+        reply = client.find("decision", client.decision.GetDecision, dpb.GetDecisionRequest(deployment=name))
+    current = reply.decision if reply is not None else None
+    status = fields(
+        [
+            ("Name", found.spec.name),
+            ("Version", found.version),
+            (
+                "Frozen",
+                ("yes: " + found.frozen_reason if found.frozen_reason else "yes") if found.frozen else "no",
+            ),
+            ("Created", when(found.created_at_ms)),
+            ("Updated", when(found.updated_at_ms)),
+        ]
+    )
+    data: dict[str, Any] = {"deployment": found, "decision": current}
+    emit(
+        output,
+        data,
+        Group(
+            status,
+            Text(""),
+            Text("Spec:", style="bold"),
+            Text(spec_yaml(found.spec)),
+            Text(""),
+            decision_block(current),
+        ),
+    )
+
+
+@app.command("node")
+@handle_errors
+def node_cmd(
+    name: NameArg,
+    output: OutputOpt = Format.TABLE,
+    placement: PlacementOpt = None,
+    context: ContextOpt = None,
+    opscale_config: CliConfigOpt = DEFAULT_CONFIG_PATH,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
+    """A node: status, topology, labels, heartbeat, and every GPU with the replicas on it."""
+    with connect(config=opscale_config, context=context, placement=placement, timeout_s=timeout) as client:
+        node = client.call("placement", client.placement.GetNode, ppb.GetNodeRequest(name=name)).node
+    head = fields(
+        [
+            ("Name", node.name),
+            ("Status", enum_label(ppb.NodeStatus, node.status, "NODE_STATUS_")),
+            ("GPUs", node_gpus(node)),
+            ("Topology", topology(node)),
+            ("NVLink domain", node.topology.nvlink_domain or "-"),
+            ("Labels", ", ".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "-"),
+            ("Registered", when(node.registered_at_ms)),
+            ("Last heartbeat", when(node.last_heartbeat_ms)),
+            ("Agent", node.agent_version or "-"),
+            ("Version", node.version),
+        ]
+    )
+    gpus = table("INDEX", "UUID", "TYPE", "MEMORY", "REPLICAS", "UTIL", "MEM USED", "POWER", title="GPUs")
+    for g in node.gpus:
+        tel = g.telemetry
+        seen = bool(tel.timestamp_ms)
+        gpus.add_row(
+            str(g.index),
+            g.uuid,
+            g.gpu_type,
+            gib(g.memory_bytes),
+            ", ".join(g.replica_ids) or "-",
+            f"{tel.utilization_fraction:.0%}" if seen else "-",
+            gib(tel.memory_used_bytes) if seen else "-",
+            f"{tel.power_watts:,.0f} W" if seen else "-",
+        )
+    emit(output, node, Group(head, Text(""), gpus))
