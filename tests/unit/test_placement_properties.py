@@ -40,8 +40,10 @@ def nodes(draw: st.DrawFn, min_size: int = 1) -> tuple[NodeInfo, ...]:
         gpus = draw(st.integers(1, 8))
         s1 = draw(st.sampled_from(("a", "b", "c")))
         topo = Topology("z", "s2-" + ("x" if s1 != "c" else "y"), s1, f"{s1}-r{draw(st.integers(0, 1))}")
-        schedulable = draw(st.booleans().map(lambda b: b or i % 3 != 0))
-        out.append(NodeInfo(f"n{i}", tuple(GpuSlot(j, kind, MEM[kind]) for j in range(gpus)), topo, schedulable))
+        schedulable = i % 3 != 0 or draw(st.booleans())
+        out.append(
+            NodeInfo(f"n{i}", tuple(GpuSlot(j, kind, MEM[kind]) for j in range(gpus)), topo, schedulable)
+        )
     return tuple(out)
 
 
@@ -50,7 +52,9 @@ def demands(draw: st.DrawFn) -> tuple[PoolDemand, ...]:
     out = []
     for dep in ("d0", "d1")[: draw(st.integers(1, 2))]:
         group = draw(st.sampled_from(("", f"g-{dep}")))
-        ops = draw(st.lists(st.sampled_from(("attention", "ffn", "embedding")), min_size=1, max_size=3, unique=True))
+        ops = draw(
+            st.lists(st.sampled_from(("attention", "ffn", "embedding")), min_size=1, max_size=3, unique=True)
+        )
         for stage in ("prefill", "decode"):
             for op in ops:
                 types = draw(st.sampled_from(((), ("H100",), ("H200",), ("H100", "H200"), ("H200", "H100"))))
@@ -75,13 +79,13 @@ def demands(draw: st.DrawFn) -> tuple[PoolDemand, ...]:
 def check_capacity(inp: PlacementInput, running: tuple[PlacedReplica, ...]) -> None:
     gpus = {(n.name, g.index): g for n in inp.nodes for g in n.gpus}
     mem: Counter[tuple[str, int]] = Counter()
-    compute: Counter[tuple[str, int]] = Counter()
+    compute: dict[tuple[str, int], float] = {}
     for r in running:
         assert len(set(r.gpu_indices)) == len(r.gpu_indices)
         for i in r.gpu_indices:
             assert (r.node, i) in gpus, f"{r.id} on a GPU that does not exist"
             mem[(r.node, i)] += r.memory_bytes_per_gpu
-            compute[(r.node, i)] += r.compute_fraction
+            compute[(r.node, i)] = compute.get((r.node, i), 0.0) + r.compute_fraction
     for key, used in mem.items():
         assert used <= gpus[key].memory_bytes, f"GPU {key} over memory"
         assert compute[key] <= 1.0 + 1e-9, f"GPU {key} over compute: {compute[key]}"
@@ -116,8 +120,9 @@ def domain_of(inp: PlacementInput, replica: PlacedReplica) -> tuple[str, ...]:
 
 @settings(max_examples=150, deadline=None)
 @given(nodes(), demands(), demands())
-def test_plans_respect_capacity_counts_types_and_groups(ns: tuple[NodeInfo, ...], first: tuple[PoolDemand, ...],
-                                                        second: tuple[PoolDemand, ...]) -> None:
+def test_plans_respect_capacity_counts_types_and_groups(
+    ns: tuple[NodeInfo, ...], first: tuple[PoolDemand, ...], second: tuple[PoolDemand, ...]
+) -> None:
     inp = PlacementInput(ns, (), first)
     out = place(inp)
     check_plan(inp, out)
@@ -131,8 +136,9 @@ def test_plans_respect_capacity_counts_types_and_groups(ns: tuple[NodeInfo, ...]
 
 @settings(max_examples=150, deadline=None)
 @given(nodes(), demands(), demands())
-def test_deterministic_and_idempotent(ns: tuple[NodeInfo, ...], first: tuple[PoolDemand, ...],
-                                      second: tuple[PoolDemand, ...]) -> None:
+def test_deterministic_and_idempotent(
+    ns: tuple[NodeInfo, ...], first: tuple[PoolDemand, ...], second: tuple[PoolDemand, ...]
+) -> None:
     start = place(PlacementInput(ns, (), first))
     inp = PlacementInput(ns, start.keep + start.start, second)
     out = place(inp)
@@ -143,11 +149,13 @@ def test_deterministic_and_idempotent(ns: tuple[NodeInfo, ...], first: tuple[Poo
 
 @settings(max_examples=150, deadline=None)
 @given(nodes(), demands(), st.integers(1, 3))
-def test_more_capacity_never_yields_more_infeasible(ns: tuple[NodeInfo, ...], ds: tuple[PoolDemand, ...],
-                                                    extra: int) -> None:
+def test_more_capacity_never_yields_more_infeasible(
+    ns: tuple[NodeInfo, ...], ds: tuple[PoolDemand, ...], extra: int
+) -> None:
     template = ns[-1]
-    more = ns + tuple(NodeInfo(f"extra{i}", template.gpus, template.topology, template.schedulable)
-                      for i in range(extra))
+    more = ns + tuple(
+        NodeInfo(f"extra{i}", template.gpus, template.topology, template.schedulable) for i in range(extra)
+    )
 
     def missing(nodes_: tuple[NodeInfo, ...]) -> int:
         return sum(i.requested - i.placed for i in place(PlacementInput(nodes_, (), ds)).infeasible)
