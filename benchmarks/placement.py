@@ -183,6 +183,25 @@ def check(nodes: tuple[NodeInfo, ...], replicas: tuple[PlacedReplica, ...]) -> N
     assert not bad, f"over capacity: {bad[:5]}"
 
 
+def packing(
+    nodes: tuple[NodeInfo, ...], ds: tuple[PoolDemand, ...], running: tuple[PlacedReplica, ...]
+) -> str:
+    """How tight the plan is: GPUs and nodes in use against the compute lower bound, and groups per
+    S1 domain (1 = every P/D group stayed inside one domain)."""
+    gpus = {(r.node, i) for r in running for i in r.gpu_indices}
+    used_nodes = {r.node for r in running}
+    bound = sum(d.replicas * d.gpus_per_replica * d.compute_fraction for d in ds)
+    s1 = {n.name: n.topology.s1 for n in nodes}
+    domains: dict[str, set[str]] = {}
+    for r in running:
+        domains.setdefault(r.deployment, set()).add(s1[r.node])
+    worst = max(len(v) for v in domains.values())
+    return (
+        f"packing: {len(gpus)} GPUs in use (compute lower bound {bound:.0f}), {len(used_nodes)} of "
+        f"{len(nodes)} nodes in use; most S1 domains spanned by one group: {worst}"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer runs (3 full, 10 incremental)")
@@ -199,6 +218,7 @@ def main() -> int:
     times, full = timed(lambda: place(PlacementInput(nodes, (), base)), full_runs)
     check(nodes, full.start)
     print(summary("full", times, full))
+    print(packing(nodes, base, full.start))
 
     current = full.start
     changed, deps = change(base, rng)
