@@ -4,6 +4,10 @@ Field names are the wire API's (``opscale.api.ingest.v1.Sample``), so an error a
 names the field the caller actually sent. Values are checked by ``validate.validate_samples``, not here:
 construction stays cheap on the hot path (tens of thousands per second) and the error can name the
 sample's index in its batch.
+
+Why these value classes are not ``frozen``: ingest builds two per pushed sample, and a frozen
+dataclass's ``__init__`` (one ``object.__setattr__`` per field) measured 1.08 µs against 0.25 µs for
+the same class unfrozen. Treat them as immutable all the same; nothing in opscale mutates one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ class LatencyKind(enum.StrEnum):
     E2E = "e2e_ms"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Arrival:
     """``count`` requests arrived, each with these lengths."""
 
@@ -36,7 +40,7 @@ class Arrival:
     count: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Latency:
     """``count`` observations of ``ms``."""
 
@@ -48,7 +52,7 @@ class Latency:
     count: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueueState:
     """One instance's queue at the sample's time."""
 
@@ -60,7 +64,7 @@ class QueueState:
     kv_cache_usage_fraction: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Throughput:
     """Token rates of one instance over the ``interval_s`` that ended at the sample's time."""
 
@@ -72,7 +76,7 @@ class Throughput:
     interval_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OperatorBusy:
     """Busy time of one operator replica over the ``interval_s`` that ended at the sample's time."""
 
@@ -84,7 +88,7 @@ class OperatorBusy:
     batch_size: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GpuTelemetry:
     FIELD: ClassVar[str] = "gpu"
     NEEDS_POOL: ClassVar[bool] = False
@@ -99,7 +103,7 @@ PAYLOAD_FIELDS = tuple(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sample:
     """``at_s``: when it was observed (seconds since the epoch; the wire sends ``timestamp_ms``).
     ``pool``: required for queue, throughput and busy payloads, ignored for the others (arrivals,
@@ -112,7 +116,7 @@ class Sample:
     instance: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SampleBatch:
     """Applied all or nothing; ``batch_id`` (None: no deduplication) makes a retry count once."""
 
