@@ -12,7 +12,7 @@ Addresses are resolved, most specific first: the command's ``--decision``/``--pl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -174,12 +174,18 @@ class Client:
         except grpc.RpcError as exc:
             raise self.failure(service, exc, instead) from None
 
-    def find(self, service: Service, method: Callable[..., T], request: Any) -> T | None:
-        """Like ``call``, but NOT_FOUND is an answer (None), not an error."""
+    def find(
+        self,
+        service: Service,
+        method: Callable[..., T],
+        request: Any,
+        none_on: Collection[grpc.StatusCode] = (grpc.StatusCode.NOT_FOUND,),
+    ) -> T | None:
+        """Like ``call``, but the statuses in ``none_on`` are an answer (None), not an error."""
         try:
             return method(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
-            if isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.NOT_FOUND:
+            if isinstance(exc, grpc.Call) and exc.code() in none_on:
                 return None
             raise self.failure(service, exc) from None
 
@@ -210,6 +216,10 @@ class Client:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+# GetDecision before a deployment's first tick answers FAILED_PRECONDITION; views show "none yet".
+NO_DECISION_YET = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 def describe_rpc_error(

@@ -12,6 +12,7 @@ from rich.text import Text
 from clients.cli.client import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_TIMEOUT_S,
+    NO_DECISION_YET,
     CliConfigOpt,
     ContextOpt,
     DecisionOpt,
@@ -91,7 +92,8 @@ def deployment_cmd(
         found = client.call(
             "decision", client.decision.GetDeployment, dpb.GetDeploymentRequest(name=name)
         ).deployment
-        reply = client.find("decision", client.decision.GetDecision, dpb.GetDecisionRequest(deployment=name))
+        request = dpb.GetDecisionRequest(deployment=name)
+        reply = client.find("decision", client.decision.GetDecision, request, NO_DECISION_YET)
     current = reply.decision if reply is not None else None
     status = fields(
         [

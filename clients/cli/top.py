@@ -22,6 +22,7 @@ from rich.text import Text
 from clients.cli.client import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_TIMEOUT_S,
+    NO_DECISION_YET,
     CliConfigOpt,
     Client,
     ContextOpt,
@@ -60,9 +61,8 @@ def snapshot(client: Client, names: list[str]) -> list[Row]:
         deployments = list_deployments(client)
     rows: list[Row] = []
     for d in deployments:
-        reply = client.find(
-            "decision", client.decision.GetDecision, dpb.GetDecisionRequest(deployment=d.spec.name)
-        )
+        request = dpb.GetDecisionRequest(deployment=d.spec.name)
+        reply = client.find("decision", client.decision.GetDecision, request, NO_DECISION_YET)
         rows.append((d, reply.decision if reply is not None else None))
     return rows
 

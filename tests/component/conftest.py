@@ -89,6 +89,27 @@ async def serve(runtime: Runtime) -> AsyncIterator[Serve]:
             await stop_service(running, 1.0)
 
 
+ServeAddress = Callable[[str], Awaitable[str]]
+
+
+@pytest.fixture
+async def serve_address(runtime: Runtime) -> AsyncIterator[ServeAddress]:
+    """Like ``serve``, but returns the service's ``host:port`` (for clients that open their own
+    channels, such as the CLI)."""
+    started: list[RunningService] = []
+
+    async def _serve(name: str) -> str:
+        running = await start_service(SERVICES[name].build(runtime), "127.0.0.1", 0, runtime.telemetry)
+        started.append(running)
+        return f"127.0.0.1:{running.port}"
+
+    try:
+        yield _serve
+    finally:
+        for running in reversed(started):
+            await stop_service(running, 1.0)
+
+
 # --- metrics-ingest ------------------------------------------------------------------------------------
 
 
