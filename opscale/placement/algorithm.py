@@ -83,8 +83,12 @@ class Planner:
         self.grown: list[tuple[Pool, int | None]] = []  # pools scale-out visited, in order, with scope
         self.reasons: list[str] = []
         self.all_types = sorted({t for types in self.cl.gtype for t in types})
-        self.loc = Locality(self.cl, self._peers())
+        pool_of = {i: p for p, i in self.pids.items()}
+        self.loc = Locality(
+            self.cl, self._peers(), lambda q: [self.at[r.id] for r in self.by_pool[pool_of[q]]]
+        )
         self.group_dom: dict[str, int] = {}
+        self.shrunk: set[Pool] = set()  # pools scale-in stopped replicas of
 
     def _peers(self) -> dict[int, tuple[tuple[int, float], ...]]:
         weights: dict[tuple[int, int], float] = {}
@@ -103,11 +107,17 @@ class Planner:
     # ---- 1. what runs -----------------------------------------------------------------------------
 
     def account(self) -> None:
-        cl, demands, units = self.cl, self.demands, {1.0: CU}
+        cl, units = self.cl, {1.0: CU}
         index, pos, at = cl.index, cl.pos, self.at
         for r in self.inp.current:
             n = index.get(r.node)
-            positions = tuple(pos[n].get(i, -1) for i in r.gpu_indices) if n is not None else ()
+            gi = r.gpu_indices
+            if n is None:
+                positions: tuple[int, ...] = ()
+            elif len(gi) == 1:
+                positions = (pos[n].get(gi[0], -1),)
+            else:
+                positions = tuple(pos[n].get(i, -1) for i in gi)
             if n is None or -1 in positions:
                 what = f"node {r.node} is gone" if n is None else f"GPU {r.gpu_indices} gone from {r.node}"
                 self.stop_replica(r, f"{r.id}: {what}; stop and mark lost")
@@ -117,9 +127,10 @@ class Planner:
                 cu = units[r.compute_fraction] = compute_units(r.compute_fraction)
             cl.occupy_fresh(n, positions, r.memory_bytes_per_gpu, cu)
             at[r.id] = (n, positions)
-            if r.deployment in self.reconciled and r.pool in demands:
-                self.by_pool[r.pool].append(r)
-                self.loc.add(self.pids[r.pool], n, positions)
+            if r.deployment in self.reconciled:
+                running = self.by_pool.get((r.deployment, r.stage, r.operator))
+                if running is not None:
+                    running.append(r)
 
     def stop_replica(self, r: PlacedReplica, reason: str | None = None) -> None:
         self.stop.append(r)
@@ -139,9 +150,14 @@ class Planner:
 
     def vote(self, groups: dict[str, list[Pool]], *, explain: bool) -> None:
         """Pin each running group to the domain holding most of its replicas. Runs before scale-in (which
-        stops out-of-domain replicas first) and again after it: a group scaled in to nothing is new."""
-        self.group_dom.clear()
+        stops out-of-domain replicas first) and again after it for the groups that shrank: a group scaled
+        in to nothing is new."""
         for name, pools in groups.items():
+            if explain and not any(p in self.shrunk for p in pools):
+                if name in self.group_dom:
+                    self.reasons.append(f"group {name}: stays in {self._scope(self.group_dom[name])}")
+                continue
+            self.group_dom.pop(name, None)
             votes: dict[int, int] = {}
             for pool in pools:
                 for r in self.by_pool[pool]:
@@ -178,6 +194,7 @@ class Planner:
                 return (cl.sched[n], dom is None or cl.domain[n] == dom, shared, cl.used[n], r.id)
 
             victims = sorted(running, key=order)[:excess]
+            self.shrunk.add(pool)
             gone = {r.id for r in victims}
             for r in victims:
                 n, positions = self.at.pop(r.id)

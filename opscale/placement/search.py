@@ -22,7 +22,7 @@ from the cell's). Cost per replica: O(cells in scope + peer nodes), each O(GPUs 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from opscale.placement.state import CU, Cluster
 
@@ -35,17 +35,36 @@ Spot = tuple[int, tuple[int, ...]]  # node, GPU positions
 
 
 class Locality:
-    """Counts of placed replicas per pool at every topology level, to score a spot against peers."""
+    """Counts of placed replicas per pool at every topology level, to score a spot against peers.
 
-    def __init__(self, cl: Cluster, peers: dict[int, tuple[tuple[int, float], ...]]) -> None:
+    Counted lazily: a pool's counts are built from ``source(pool)`` (its replicas' spots right now) the
+    first time a peer asks, and kept up to date by ``add`` from then on. An incremental change that grows
+    five deployments then counts only their pools, not the thousands of replicas that just stay put."""
+
+    def __init__(self, cl: Cluster, peers: dict[int, tuple[tuple[int, float], ...]],
+                 source: Callable[[int], Iterable[Spot]]) -> None:  # fmt: skip
         self.cl = cl
         self.peers = peers
+        self.source = source
+        self.built: set[int] = set()
         self.gpu_cnt: dict[tuple[int, int, int], int] = {}
         self.node_cnt: dict[tuple[int, int], int] = {}
         self.path_cnt: dict[tuple[int, int], int] = {}
         self.pool_nodes: dict[int, dict[int, int]] = {}
 
+    def ensure(self, pool: int) -> None:
+        if pool not in self.built:
+            self.built.add(pool)
+            for n, positions in self.source(pool):
+                self.add(pool, n, positions)
+
+    def nodes_of(self, pool: int) -> dict[int, int]:
+        self.ensure(pool)
+        return self.pool_nodes.get(pool, {})
+
     def add(self, pool: int, n: int, positions: Sequence[int], sign: int = 1) -> None:
+        if pool not in self.built:
+            return  # counted from the source when first needed
         for p in positions:
             self.gpu_cnt[(pool, n, p)] = self.gpu_cnt.get((pool, n, p), 0) + sign
         self.node_cnt[(pool, n)] = self.node_cnt.get((pool, n), 0) + sign
@@ -60,6 +79,8 @@ class Locality:
         total = 0.0
         ids = self.cl.level_ids[n]
         for q, weight in self.peers.get(pool, ()):
+            if q not in self.built:
+                self.ensure(q)
             if self.node_cnt.get((q, n)):
                 aff = SAME_GPU if any(self.gpu_cnt.get((q, n, p)) for p in positions) else SAME_NODE
             else:
@@ -148,7 +169,7 @@ def best_spot(
                         consider(n, t, r[0], r[1], r[2])
         seen = 0
         for q, _ in loc.peers.get(pool, ()):
-            for n in loc.pool_nodes.get(q, {}):
+            for n in loc.nodes_of(q):
                 if seen >= PEER_NODES:
                     break
                 if not cl.sched[n] or cl.cell[n] not in cell_set:
