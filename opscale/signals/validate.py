@@ -61,20 +61,29 @@ def _fail(where: str, message: str) -> InvalidArgument:
     return InvalidArgument(f"{where}: {message}", field=where)
 
 
-def _int(value: object, where: str, hi: int, lo: int = 0) -> None:
+# The checks below run for every sample of every push: they take the sample's index and a constant
+# field name, and build the "samples[i].field" text only when they fail.
+
+
+def _int(value: object, i: int, field: str, hi: int, lo: int = 0) -> None:
     if type(value) is not int or not lo <= value <= hi:  # bool is refused too: type(True) is bool
-        raise _fail(where, f"must be an integer in [{lo}, {hi}], got {value!r}")
+        raise _fail(f"samples[{i}].{field}", f"must be an integer in [{lo}, {hi}], got {value!r}")
 
 
-def _float(value: object, where: str, hi: float, *, lo: float = 0.0, open_lo: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(where, f"must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise _fail(where, f"must be finite, got {value!r}")
-    if value < lo or (open_lo and value == lo) or value > hi:
+def _float(value: object, i: int, field: str, hi: float, *, lo: float = 0.0, open_lo: bool = False) -> float:
+    # type() first: the common case (a plain float) costs one comparison.
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise _fail(f"samples[{i}].{field}", f"must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise _fail(f"samples[{i}].{field}", f"must be finite, got {value!r}")
+    if v < lo or (open_lo and v == lo) or v > hi:
         bracket = "(" if open_lo else "["
-        raise _fail(where, f"must be in {bracket}{lo:g}, {hi:g}], got {value!r}")
-    return float(value)
+        raise _fail(f"samples[{i}].{field}", f"must be in {bracket}{lo:g}, {hi:g}], got {value!r}")
+    return v
+
+
+_LATENCY_FIELDS = {k: f"latency.{k.value}" for k in LatencyKind}
 
 
 class _Checker:
@@ -88,96 +97,97 @@ class _Checker:
         self.max_future_ms = store.max_future_ms
         self.names: set[str] = set()
 
-    def time(self, at_s: object, where: str, earliest_s: float = 0.0) -> None:
+    def time(self, at_s: object, i: int, earliest_s: float = 0.0) -> None:
         """``at_s`` (and ``at_s - earliest_s``, the start of an interval) must be inside what the store
         keeps: no later than ``max_future_s`` ahead and not in a bucket past retention."""
-        w = f"{where}.timestamp_ms"
         if (
             isinstance(at_s, bool)
             or not isinstance(at_s, int | float)
             or not math.isfinite(at_s)
             or at_s <= 0
         ):
-            raise _fail(w, f"is required: milliseconds since the Unix epoch, got {at_s!r}")
+            raise _fail(
+                f"samples[{i}].timestamp_ms", f"is required: milliseconds since the Unix epoch, got {at_s!r}"
+            )
         at_ms = to_ms(at_s)
         if at_ms > self.now_ms + self.max_future_ms:
             ahead = (at_ms - self.now_ms) / 1000
             raise _fail(
-                w,
+                f"samples[{i}].timestamp_ms",
                 f"is {ahead:.3f} s ahead of the server clock; "
                 f"at most {self.max_future_ms / 1000:g} s ahead is accepted",
             )
-        first_ms = to_ms(at_s - earliest_s)
+        first_ms = to_ms(at_s - earliest_s) if earliest_s else at_ms
         if first_ms - first_ms % self.bucket_ms + self.bucket_ms + self.retention_ms <= self.now_ms:
             age = (self.now_ms - first_ms) / 1000
             what = "the interval starts" if earliest_s else "it is"
             raise _fail(
-                w,
+                f"samples[{i}].timestamp_ms",
                 f"{what} {age:.3f} s in the past; samples older than the retained window "
                 f"({self.retention_ms / 1000:g} s) are refused",
             )
 
-    def name(self, value: object, where: str) -> None:
+    def name(self, value: object, i: int) -> None:
         if value in self.names:
             return
+        where = f"samples[{i}].deployment"
         if not isinstance(value, str) or not value:
             raise _fail(where, "is required")
         if not _NAME.match(value):
             raise _fail(where, f"{value!r} is not a deployment name (DNS label: a-z, 0-9, '-', 1..63 chars)")
         self.names.add(value)
 
-    def payload(self, p: object, where: str) -> None:
+    def payload(self, p: object, i: int) -> None:
         lim = self.limits
         if isinstance(p, Latency):
             if not isinstance(p.kind, LatencyKind):
-                raise _fail(f"{where}.latency", f"kind must be a LatencyKind, got {p.kind!r}")
-            _float(p.ms, f"{where}.latency.{p.kind.value}", lim.max_latency_ms)
-            _int(p.count, f"{where}.latency.count", lim.max_count, 1)
+                raise _fail(f"samples[{i}].latency", f"kind must be a LatencyKind, got {p.kind!r}")
+            _float(p.ms, i, _LATENCY_FIELDS[p.kind], lim.max_latency_ms)
+            _int(p.count, i, "latency.count", lim.max_count, 1)
         elif isinstance(p, Arrival):
-            w = f"{where}.arrival"
-            _int(p.input_tokens, f"{w}.input_tokens", lim.max_tokens)
-            _int(p.output_tokens, f"{w}.output_tokens", lim.max_tokens)
-            _int(p.cached_input_tokens, f"{w}.cached_input_tokens", p.input_tokens)
-            _int(p.count, f"{w}.count", lim.max_count, 1)
+            _int(p.input_tokens, i, "arrival.input_tokens", lim.max_tokens)
+            _int(p.output_tokens, i, "arrival.output_tokens", lim.max_tokens)
+            _int(p.cached_input_tokens, i, "arrival.cached_input_tokens", p.input_tokens)
+            _int(p.count, i, "arrival.count", lim.max_count, 1)
         elif isinstance(p, QueueState):
-            w = f"{where}.queue"
-            _int(p.running_requests, f"{w}.running_requests", lim.max_requests)
-            _int(p.waiting_requests, f"{w}.waiting_requests", lim.max_requests)
-            _float(p.kv_cache_usage_fraction, f"{w}.kv_cache_usage_fraction", 1.0)
+            _int(p.running_requests, i, "queue.running_requests", lim.max_requests)
+            _int(p.waiting_requests, i, "queue.waiting_requests", lim.max_requests)
+            _float(p.kv_cache_usage_fraction, i, "queue.kv_cache_usage_fraction", 1.0)
         elif isinstance(p, Throughput):
-            w = f"{where}.throughput"
-            _float(p.decode_tokens_per_s, f"{w}.decode_tokens_per_s", lim.max_tokens_per_s)
-            _float(p.prefill_tokens_per_s, f"{w}.prefill_tokens_per_s", lim.max_tokens_per_s)
-            _float(p.interval_s, f"{w}.interval_s", lim.max_throughput_interval_s, open_lo=True)
+            _float(p.decode_tokens_per_s, i, "throughput.decode_tokens_per_s", lim.max_tokens_per_s)
+            _float(p.prefill_tokens_per_s, i, "throughput.prefill_tokens_per_s", lim.max_tokens_per_s)
+            _float(p.interval_s, i, "throughput.interval_s", lim.max_throughput_interval_s, open_lo=True)
         elif isinstance(p, OperatorBusy):
-            w = f"{where}.busy"
-            interval = _float(p.interval_s, f"{w}.interval_s", lim.max_busy_interval_s, open_lo=True)
-            _float(p.busy_s, f"{w}.busy_s", interval)
-            _int(p.batch_size, f"{w}.batch_size", lim.max_batch_size)
+            interval = _float(p.interval_s, i, "busy.interval_s", lim.max_busy_interval_s, open_lo=True)
+            _float(p.busy_s, i, "busy.busy_s", interval)
+            _int(p.batch_size, i, "busy.batch_size", lim.max_batch_size)
         elif isinstance(p, GpuTelemetry):
-            _float(p.utilization_fraction, f"{where}.gpu.utilization_fraction", 1.0)
-            _float(p.power_watts, f"{where}.gpu.power_watts", lim.max_power_watts)
+            _float(p.utilization_fraction, i, "gpu.utilization_fraction", 1.0)
+            _float(p.power_watts, i, "gpu.power_watts", lim.max_power_watts)
         else:
             raise _fail(
-                where,
+                f"samples[{i}]",
                 f"payload must be one of {', '.join(PAYLOAD_FIELDS)}; got {type(p).__name__}",
             )
 
     def sample(self, s: object, i: int) -> None:
-        where = f"samples[{i}]"
         if not isinstance(s, Sample):
-            raise _fail(where, f"must be a Sample, got {type(s).__name__}")
-        self.name(s.deployment, f"{where}.deployment")
-        self.payload(s.payload, where)
+            raise _fail(f"samples[{i}]", f"must be a Sample, got {type(s).__name__}")
+        self.name(s.deployment, i)
         p = s.payload
-        self.time(s.at_s, where, p.interval_s if isinstance(p, Throughput) else 0.0)
-        if s.pool is not None and not isinstance(s.pool, PoolRef):
-            raise _fail(f"{where}.pool", f"must be a PoolRef, got {type(s.pool).__name__}")
-        if s.pool is None and p.NEEDS_POOL:
-            raise _fail(f"{where}.pool", f"is required for a {p.FIELD} sample (at least its stage)")
-        if not isinstance(s.instance, str) or len(s.instance) > self.limits.max_instance_len:
+        self.payload(p, i)
+        self.time(s.at_s, i, p.interval_s if isinstance(p, Throughput) else 0.0)
+        pool = s.pool
+        if pool is None:
+            if p.NEEDS_POOL:
+                raise _fail(f"samples[{i}].pool", f"is required for a {p.FIELD} sample (at least its stage)")
+        elif not isinstance(pool, PoolRef):
+            raise _fail(f"samples[{i}].pool", f"must be a PoolRef, got {type(pool).__name__}")
+        instance = s.instance
+        if not isinstance(instance, str) or len(instance) > self.limits.max_instance_len:
             raise _fail(
-                f"{where}.instance", f"must be a string of at most {self.limits.max_instance_len} characters"
+                f"samples[{i}].instance",
+                f"must be a string of at most {self.limits.max_instance_len} characters",
             )
 
 
