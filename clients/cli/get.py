@@ -167,27 +167,44 @@ def slo_percentile(slo: dpb.Slo) -> float:
 @app.command("replicas")
 @handle_errors
 def replicas_cmd(
-    deployment: Annotated[str, typer.Argument(help="deployment name")],
+    deployment: Annotated[str, typer.Argument(help="deployment name (default: every deployment)")] = "",
     output: OutputOpt = Format.TABLE,
     placement: PlacementOpt = None,
     context: ContextOpt = None,
     opscale_config: CliConfigOpt = DEFAULT_CONFIG_PATH,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """A deployment's replicas: pool, node and GPUs, desired vs observed state, restarts."""
+    """Replicas (of one deployment or all): pool, node and GPUs, desired vs observed state, restarts."""
     with connect(config=opscale_config, context=context, placement=placement, timeout_s=timeout) as client:
         reply = client.call(
             "placement", client.placement.GetReplicas, ppb.GetReplicasRequest(deployment=deployment)
         )
     replicas = list(reply.replicas)
-    emit(output, replicas, replicas_table(replicas) if replicas else f"No replicas for {deployment}.")
+    emit(
+        output,
+        replicas,
+        replicas_table(replicas) if replicas else f"No replicas for {deployment or 'any deployment'}.",
+    )
 
 
 def replicas_table(replicas: list[ppb.Replica]) -> Any:
-    t = table("ID", "POOL", "NODE", "GPUS", "DESIRED", "OBSERVED", "GEN", "RESTARTS", "ENDPOINT", "MESSAGE")
+    t = table(
+        "ID",
+        "DEPLOYMENT",
+        "POOL",
+        "NODE",
+        "GPUS",
+        "DESIRED",
+        "OBSERVED",
+        "GEN",
+        "RESTARTS",
+        "ENDPOINT",
+        "MESSAGE",
+    )
     for r in replicas:
         t.add_row(
             r.id,
+            r.deployment,
             pool_label(r.pool),
             r.node or "-",
             ",".join(map(str, r.gpu_indices)) or "-",
