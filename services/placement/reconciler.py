@@ -118,7 +118,7 @@ class Reconciler:
                 log.info("reconcile step %s deferred: %s", step.__name__, exc)
         try:
             touched |= await self._deficits()
-            await retry_stale(lambda: self._replace(touched))
+            await self._replace(touched)
             await retry_stale(self._resend)
             await retry_stale(self._finish_node_drains)
         except OpscaleError as exc:
@@ -217,16 +217,17 @@ class Reconciler:
         return {t.deployment for t in targets if live[(t.deployment, t.stage, t.operator)] != t.replicas}
 
     async def _replace(self, deployments: set[str]) -> None:
-        if not deployments:
-            return
+        # One deployment per plan: a deployment whose pools cannot be placed (say, a launch template no
+        # agent allows) must not hold back the others.
+        for deployment in sorted(deployments):
+            await retry_stale(lambda d=deployment: self._replace_one(d))  # type: ignore[misc]
+
+    async def _replace_one(self, deployment: str) -> None:
         async with self._sessions() as session, session.begin():
-            result = await self._placer.reconcile(session, deployments)
+            result = await self._placer.reconcile(session, {deployment})
         if result.started or result.draining:
             log.info(
-                "re-placed %s: %d started, %d draining",
-                sorted(deployments),
-                len(result.started),
-                len(result.draining),
+                "re-placed %s: %d started, %d draining", deployment, len(result.started), len(result.draining)
             )
         self._wake(result)
 

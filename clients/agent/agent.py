@@ -1,0 +1,242 @@
+"""The node agent: discover GPUs, adopt what it started before, hold one stream to placement.
+
+One ``Connect`` stream at a time. It registers (node identity, GPUs, labels, allowed templates, the
+replicas it runs), then sends heartbeats with GPU telemetry, command acks and replica status while it
+receives commands. A broken stream is re-opened after a jittered exponential back-off; the agent keeps
+its session id for the life of the process, so placement sees a resumption, and it re-sends the status
+of every replica after each registration (level-triggered: nothing said on a dead stream is assumed
+heard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from clients.agent.backoff import Backoff
+from clients.agent.gpus import GpuDiscovery
+from clients.agent.supervisor import Supervisor
+from clients.agent.templates import Template
+from opscale.api.agent.v1 import agent_pb2 as apb
+from opscale.api.agent.v1 import agent_pb2_grpc
+from opscale.api.common.v1 import common_pb2
+from opscale.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_INTERVAL_S = 0.1
+AGENT_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node: str
+    placement_address: str
+    state_dir: Path
+    templates: dict[str, Template]
+    labels: dict[str, str] = field(default_factory=dict)
+    max_restarts: int = 3
+    restart_backoff_s: float = 1.0
+    stop_grace_s: float = 10.0
+    advertise_host: str = "127.0.0.1"
+    ingest_address: str = ""
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        discovery: GpuDiscovery,
+        *,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+        on_registered: Callable[[apb.RegisterAck, int], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.discovery = discovery
+        self.session_id = uuid.uuid4().hex
+        self._clock = clock or SystemClock()
+        self._backoff = backoff or Backoff()
+        self._on_registered = on_registered
+        self._outbox: asyncio.Queue[apb.ConnectRequest | None] | None = None
+        self._seq = 0
+        self.registrations = 0
+        self.gpus = discovery.discover()
+        self.supervisor = Supervisor(
+            config.node,
+            config.templates,
+            config.state_dir,
+            frozenset(g.index for g in self.gpus),
+            self._emit,
+            max_restarts=config.max_restarts,
+            restart_backoff_s=config.restart_backoff_s,
+            advertise_host=config.advertise_host,
+            clock=self._clock,
+        )
+
+    def _emit(self, status: apb.ReplicaStatus) -> None:
+        if self._outbox is not None:
+            self._outbox.put_nowait(apb.ConnectRequest(status=status))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self.supervisor.adopt()
+        supervise = asyncio.create_task(self._supervise(stopping), name="agent-supervise")
+        try:
+            while not stopping.is_set():
+                try:
+                    await self._session(stopping)
+                except grpc.aio.AioRpcError as exc:
+                    log.warning("placement stream ended: %s %s", exc.code().name, exc.details())
+                except (OSError, ConnectionError) as exc:
+                    log.warning("placement stream failed: %s", exc)
+                if stopping.is_set():
+                    break
+                delay = self._backoff.next_delay()
+                log.info("reconnecting to placement in %.2fs", delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=delay)
+        finally:
+            supervise.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervise
+            await self.supervisor.close()
+
+    async def _supervise(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await self.supervisor.tick()
+            except Exception:
+                log.exception("supervision pass failed")
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+
+    def _register(self) -> apb.Register:
+        running = [
+            apb.RunningReplica(
+                replica_id=m.state.replica_id,
+                generation=m.state.generation,
+                pid=m.state.pid,
+                state=m.phase.value,
+            )
+            for m in self.supervisor.replicas.values()
+        ]
+        return apb.Register(
+            node_name=self.config.node,
+            session_id=self.session_id,
+            gpus=[
+                apb.GpuInfo(
+                    index=g.index,
+                    uuid=g.uuid,
+                    gpu_type=g.gpu_type,
+                    memory_bytes=g.memory_bytes,
+                    nvlink_domain=g.nvlink_domain,
+                )
+                for g in self.gpus
+            ],
+            labels=self.config.labels,
+            agent_version=AGENT_VERSION,
+            templates=sorted(self.config.templates),
+            running=running,
+            last_seq=self._seq,
+        )
+
+    async def _session(self, stopping: asyncio.Event) -> None:
+        outbox: asyncio.Queue[apb.ConnectRequest | None] = asyncio.Queue()
+        outbox.put_nowait(apb.ConnectRequest(register=self._register()))
+
+        async def requests() -> AsyncIterator[apb.ConnectRequest]:
+            while (item := await outbox.get()) is not None:
+                yield item
+
+        async with grpc.aio.insecure_channel(self.config.placement_address) as channel:
+            call = agent_pb2_grpc.AgentServiceStub(channel).Connect(requests())
+            try:
+                first = await call.read()
+                if (
+                    not isinstance(first, apb.ConnectResponse)
+                    or first.WhichOneof("message") != "register_ack"
+                ):
+                    raise ConnectionError("placement closed the stream before acknowledging registration")
+                ack = first.register_ack
+                self._backoff.reset()
+                self.registrations += 1
+                self._outbox = outbox
+                await self.supervisor.stop_ids(list(ack.stop_replica_ids), self.config.stop_grace_s)
+                for status in self.supervisor.snapshot():
+                    outbox.put_nowait(apb.ConnectRequest(status=status))
+                if self._on_registered is not None:
+                    self._on_registered(ack, len(self.supervisor.replicas))
+                interval = ack.heartbeat_interval_s or 1.0
+                beats = asyncio.create_task(self._heartbeats(outbox, interval), name="agent-heartbeats")
+                stop_wait = asyncio.create_task(stopping.wait())
+                reader = asyncio.create_task(self._read(call, outbox), name="agent-reader")
+                try:
+                    done, _ = await asyncio.wait(
+                        {reader, stop_wait, beats}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in done:
+                        if task is not stop_wait and task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+                finally:
+                    for task in (beats, stop_wait, reader):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                            await task
+            finally:
+                self._outbox = None
+                outbox.put_nowait(None)
+                call.cancel()
+
+    async def _read(
+        self,
+        call: grpc.aio.StreamStreamCall[apb.ConnectRequest, apb.ConnectResponse],
+        outbox: asyncio.Queue[apb.ConnectRequest | None],
+    ) -> None:
+        while True:
+            response = await call.read()
+            if not isinstance(response, apb.ConnectResponse):  # grpc.aio.EOF
+                raise ConnectionError("placement ended the stream")
+            if response.WhichOneof("message") != "command":
+                continue
+            command = response.command
+            status: apb.AckStatus
+            try:
+                status, message = await self.supervisor.apply(command)
+            except Exception as exc:  # a bug acting on one command must not kill the stream
+                log.exception("command %s failed", command.command_id)
+                status, message = apb.ACK_STATUS_FAILED, f"agent error: {exc}"
+            ack = apb.CommandAck(
+                command_id=command.command_id,
+                replica_id=command.replica_id,
+                generation=command.generation,
+                status=status,
+                message=message,
+            )
+            outbox.put_nowait(apb.ConnectRequest(ack=ack))
+
+    async def _heartbeats(self, outbox: asyncio.Queue[apb.ConnectRequest | None], interval_s: float) -> None:
+        while True:
+            self._seq += 1
+            samples = await asyncio.to_thread(self.discovery.sample, self.supervisor.busy_gpus())
+            now_ms = int(self._clock.now() * 1000)
+            telemetry = [
+                common_pb2.GpuTelemetry(
+                    index=s.index,
+                    uuid=s.uuid,
+                    utilization_fraction=s.utilization_fraction,
+                    memory_used_bytes=s.memory_used_bytes,
+                    memory_total_bytes=s.memory_total_bytes,
+                    power_watts=s.power_watts,
+                    timestamp_ms=now_ms,
+                )
+                for s in samples
+            ]
+            beat = apb.Heartbeat(seq=self._seq, timestamp_ms=now_ms, gpus=telemetry)
+            outbox.put_nowait(apb.ConnectRequest(heartbeat=beat))
+            await asyncio.sleep(interval_s)

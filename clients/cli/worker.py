@@ -1,0 +1,83 @@
+"""`opscale worker`: the reference operator worker the node agent launches (see clients/worker)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from clients.cli.common import echo, handle_errors
+
+Opt = typer.Option
+
+
+async def _run(
+    replica_id: str,
+    host: str,
+    port: int,
+    deployment: str,
+    stage: str,
+    operator: str,
+    model: str,
+    gpu_type: str,
+    gpus: int,
+    visible: str,
+    grace_s: float,
+) -> None:
+    from clients.worker.service import (
+        Worker,
+        WorkerIdentity,
+        parse_visible_devices,
+        register,
+        service_time_fn,
+    )
+    from opscale.api.worker.v1 import worker_pb2
+    from opscale.grpcutil.server import ServiceDef, start_service, stop_service, wait_for_signal
+    from opscale.telemetry import build_telemetry
+
+    identity = WorkerIdentity(replica_id, deployment, stage, operator, parse_visible_devices(visible))
+    worker = Worker(identity, service_time_fn(model, gpu_type, stage, operator, max(1, gpus)))
+    telemetry = build_telemetry("opscale-worker")
+    name = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+    definition = ServiceDef(name="worker", service_names=(name,), register=lambda s: register(s, worker))
+    running = await start_service(definition, host, port, telemetry, port_setting="--port")
+    echo(f"opscale worker ready: replica {replica_id} on {host}:{running.port} GPUs {visible or '-'}")
+    try:
+        await wait_for_signal()
+        worker.draining = True  # SIGTERM: stop taking batches, let in-flight ones finish within the grace
+        await worker.drain(grace_s)
+    finally:
+        await stop_service(running, grace_s)
+        telemetry.shutdown()
+    echo("opscale worker stopped cleanly")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("worker")
+    @handle_errors
+    def worker_cmd(
+        replica_id: Annotated[str, Opt("--replica-id", help="the replica this process is")],
+        port: Annotated[int, Opt("--port", help="gRPC port (0: any free)")] = 0,
+        host: Annotated[str, Opt("--host", help="address to bind")] = "127.0.0.1",
+        deployment: Annotated[str, Opt("--deployment")] = "",
+        stage: Annotated[str, Opt("--stage", help="prefill, decode or serving")] = "decode",
+        operator: Annotated[str, Opt("--operator", help="attention, ffn, experts, … or model")] = "model",
+        model: Annotated[str, Opt("--model", help="model preset for service times (empty: fixed cost)")] = "",
+        gpu_type: Annotated[str, Opt("--gpu-type")] = "H100",
+        gpus: Annotated[int, Opt("--gpus", help="GPUs per replica (tensor parallel)")] = 1,
+        visible: Annotated[
+            str, Opt("--gpu-indices", envvar="CUDA_VISIBLE_DEVICES", help="the GPUs it holds")
+        ] = "",
+        grace_s: Annotated[float, Opt("--grace-s", help="in-flight work allowed on SIGTERM")] = 5.0,
+    ) -> None:
+        """Run the reference operator worker (normally started by `opscale agent`, not by hand)."""
+        asyncio.run(
+            _run(replica_id, host, port, deployment, stage, operator, model, gpu_type, gpus, visible, grace_s)
+        )
+
+
+def main() -> None:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(app)
+    app()
