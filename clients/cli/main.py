@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from clients.cli import (
+    agent,
     apply,
     contexts,
     control,
@@ -16,6 +17,7 @@ from clients.cli import (
     simulate,
     top,
     whatif,
+    worker,
 )
 
 app = typer.Typer(
@@ -27,6 +29,8 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 serve.register(app)
+agent.register(app)
+worker.register(app)
 simulate.register(app)
 # SRE commands against running services (docs/cli.md is generated from these).
 app.add_typer(get.app, name="get")
