@@ -1,0 +1,52 @@
+"""docs/cli.md is generated from the Typer app: it fails here when a command changed and the file was not
+regenerated (python scripts/gen_cli_docs.py), and its examples are checked against the real parsers."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+from clients.cli.client import CliConfig
+from opscale.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_cli_docs", ROOT / "scripts" / "gen_cli_docs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gen_cli_docs", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_reference_matches_the_app() -> None:
+    gen = _script()
+    assert (ROOT / "docs" / "cli.md").read_text() == gen.generate(), (
+        "docs/cli.md is out of date: run python scripts/gen_cli_docs.py"
+    )
+
+
+def test_every_sre_command_is_documented() -> None:
+    text = (ROOT / "docs" / "cli.md").read_text()
+    for command in [
+        "get nodes", "get gpus", "get deployments", "get replicas", "get decisions", "describe deployment",
+        "describe node", "apply", "delete", "freeze", "unfreeze", "cordon", "uncordon", "drain", "explain",
+        "what-if", "top", "config use-context", "config get-contexts",
+    ]:  # fmt: skip
+        assert f"### `opscale {command}`" in text, command
+
+
+def test_examples_are_valid(tmp_path: Path) -> None:
+    gen = _script()
+    spec = parse_spec(yaml.safe_load(gen.SPEC_EXAMPLE))
+    assert (spec.name, spec.model.preset, spec.slo.ttft_ms) == ("chat", "llama3-70b", 2000)
+    config = tmp_path / "config.yaml"
+    config.write_text(gen.CONFIG_EXAMPLE)
+    loaded = CliConfig.load(config)
+    assert loaded.current == "prod" and loaded.context("local").name == "local"
