@@ -32,6 +32,19 @@ from opscale.clock import Clock, SystemClock
 log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S = 0.1
+STAGE_TO_PB = {
+    "prefill": common_pb2.STAGE_PREFILL,
+    "decode": common_pb2.STAGE_DECODE,
+    "serving": common_pb2.STAGE_SERVING,
+}
+OPERATOR_TO_PB = {
+    "embedding": common_pb2.OPERATOR_KIND_EMBEDDING,
+    "attention": common_pb2.OPERATOR_KIND_ATTENTION,
+    "ffn": common_pb2.OPERATOR_KIND_FFN,
+    "experts": common_pb2.OPERATOR_KIND_EXPERTS,
+    "lm_head": common_pb2.OPERATOR_KIND_LM_HEAD,
+    "model": common_pb2.OPERATOR_KIND_MODEL,
+}
 AGENT_VERSION = "0.1.0"
 
 
@@ -67,6 +80,8 @@ class Agent:
         self._on_registered = on_registered
         self._outbox: asyncio.Queue[apb.ConnectRequest | None] | None = None
         self._seq = 0
+        self._ingest: grpc.aio.Channel | None = None
+        self._ingest_warned_s = -1e9
         self.registrations = 0
         self.gpus = discovery.discover()
         self.supervisor = Supervisor(
@@ -107,6 +122,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await supervise
             await self.supervisor.close()
+            if self._ingest is not None:
+                await self._ingest.close(None)
 
     async def _supervise(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -239,4 +256,48 @@ class Agent:
             ]
             beat = apb.Heartbeat(seq=self._seq, timestamp_ms=now_ms, gpus=telemetry)
             outbox.put_nowait(apb.ConnectRequest(heartbeat=beat))
+            if self.config.ingest_address:
+                await self._push_to_ingest(telemetry)
             await asyncio.sleep(interval_s)
+
+    async def _push_to_ingest(self, telemetry: list[common_pb2.GpuTelemetry]) -> None:
+        """GPU telemetry of the GPUs that hold replicas, as ingest samples of their deployment's pool.
+
+        Best effort: telemetry is advisory (decode pools look busy at light load, HeteroScale), so a
+        missing ingest never disturbs the placement stream; the failure is logged once per minute.
+        """
+        from opscale.api.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+
+        by_index = {t.index: t for t in telemetry}
+        samples = []
+        for managed in self.supervisor.replicas.values():
+            st = managed.state
+            pool = common_pb2.PoolKey()
+            if st.stage in STAGE_TO_PB:
+                pool.stage = STAGE_TO_PB[st.stage]
+            if st.operator in OPERATOR_TO_PB:
+                pool.operator = OPERATOR_TO_PB[st.operator]
+            for index in st.gpu_indices:
+                if index in by_index:
+                    samples.append(
+                        ingest_pb2.Sample(
+                            deployment=st.deployment,
+                            pool=pool,
+                            instance=st.replica_id,
+                            timestamp_ms=by_index[index].timestamp_ms,
+                            gpu=by_index[index],
+                        )
+                    )
+        if not samples:
+            return
+        if self._ingest is None:
+            self._ingest = grpc.aio.insecure_channel(self.config.ingest_address)
+        stub = ingest_pb2_grpc.IngestServiceStub(self._ingest)
+        request = ingest_pb2.PushSamplesRequest(batch_id=f"{self.session_id}-{self._seq}", samples=samples)
+        try:
+            await stub.PushSamples(request, timeout=2)
+        except grpc.aio.AioRpcError as exc:
+            now = self._clock.monotonic()
+            if now - self._ingest_warned_s > 60:
+                self._ingest_warned_s = now
+                log.warning("GPU telemetry to ingest failed: %s %s", exc.code().name, exc.details())

@@ -47,6 +47,7 @@ async def _run_agent(cfg: object, overrides: dict[str, object]) -> None:
         max_restarts=cfg.agent_max_restarts,
         restart_backoff_s=cfg.agent_restart_backoff_s,
         stop_grace_s=cfg.stop_grace_s,
+        ingest_address=cfg.ingest_address,  # only when given explicitly: telemetry to ingest is opt-in
     )
 
     def registered(ack: apb.RegisterAck, adopted: int) -> None:
@@ -93,12 +94,17 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             Opt("--label", help="topology label key=value (zone, s2, s1, s0, nvlink_domain)"),
         ] = None,
+        ingest: Annotated[
+            str | None,
+            Opt("--ingest", help="ingest host:port for GPU telemetry [env: OPSCALE_INGEST_ADDRESS]"),
+        ] = None,
         max_restarts: Annotated[int | None, Opt("--max-restarts", help="crashes before failed")] = None,
         restart_backoff_s: Annotated[float | None, Opt("--restart-backoff-s")] = None,
     ) -> None:
         """Run the node agent until SIGTERM/Ctrl-C: register with placement and run the replicas it places."""
         overrides: dict[str, object] = {
             "placement_address": placement,
+            "ingest_address": ingest,
             "node_name": node_name,
             "fake_gpus": fake_gpus,
             "agent_templates_file": templates,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from opscale.api.common.v1 import common_pb2
 from opscale.clock import Clock
 from opscale.db.records import GpuRecord, NodeRecord, ReplicaRecord
 from opscale.db.repo import DeploymentRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
@@ -106,6 +107,13 @@ class PlacementApp:
         nodes = [await self.get_node(node)] if node else await self.list_nodes()
         wanted = gpu_type.lower()
         return [(n.name, g) for n in nodes for g in n.gpus if not wanted or g.gpu_type.lower() == wanted]
+
+    def gpu_telemetry(self, node: str, index: int) -> common_pb2.GpuTelemetry | None:
+        """The latest telemetry the node's live agent sent for this GPU (None without a live agent)."""
+        live = self.registry.get(node)
+        if live is None:
+            return None
+        return next((t for t in live.telemetry if t.index == index), None)
 
     async def set_status(
         self, name: str, status: NodeStatus, expected_version: int | None, actor: str

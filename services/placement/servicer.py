@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from services.placement.sessions import AgentSession
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_ACTOR = "api"
+SAFETY_POLL_S = 30.0
 MAX_PAGE_SIZE = 1000
 
 
@@ -51,7 +53,14 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
 
     async def ListGpus(self, request: pb.ListGpusRequest, context: Ctx) -> pb.ListGpusResponse:
         gpus = await self._app.list_gpus(request.node, request.gpu_type)
-        return pb.ListGpusResponse(gpus=[gpu_to_pb(node, gpu) for node, gpu in gpus])
+        out = []
+        for node, gpu in gpus:
+            msg = gpu_to_pb(node, gpu)
+            telemetry = self._app.gpu_telemetry(node, gpu.index)
+            if telemetry is not None:
+                msg.telemetry.CopyFrom(telemetry)
+            out.append(msg)
+        return pb.ListGpusResponse(gpus=out)
 
     async def CordonNode(self, request: pb.CordonNodeRequest, context: Ctx) -> pb.CordonNodeResponse:
         node = await self._app.set_status(
@@ -113,11 +122,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         reader = asyncio.create_task(self._read(request_iterator, agent), name=f"agent-{agent.node}-reader")
         try:
             yield agent_pb2.ConnectResponse(register_ack=ack)
-            poll_s = self._app.config.command_resend_s
+            # Commands are delivered when their writer rings this node's doorbell; the slow, jittered
+            # poll only covers a writer in another placement process. Polling every stream every few
+            # seconds would be 400 queries/s at 2,000 agents for nothing.
+            poll_s = SAFETY_POLL_S * random.uniform(0.5, 1.0)
             while not agent.closed.is_set() and not reader.done():
+                agent.wake.clear()  # before reading, so a command queued meanwhile rings again
                 for response in await channel.deliver(agent):
                     yield response
-                agent.wake.clear()
                 waiter = asyncio.ensure_future(agent.wake.wait())
                 await asyncio.wait({waiter, reader}, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()

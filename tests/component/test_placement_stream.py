@@ -98,7 +98,8 @@ class ScriptedAgent:
             await self.outbox.put(apb.ConnectRequest(status=status))
 
     async def beat(self) -> None:
-        await self.outbox.put(apb.ConnectRequest(heartbeat=apb.Heartbeat(seq=1)))
+        gpu = common_pb2.GpuTelemetry(index=0, utilization_fraction=0.5, power_watts=400.0)
+        await self.outbox.put(apb.ConnectRequest(heartbeat=apb.Heartbeat(seq=1, gpus=[gpu])))
 
     async def close(self) -> None:
         await self.outbox.put(None)
@@ -219,6 +220,8 @@ async def test_register_place_scale_in_and_lose_a_node(
     runtime.clock.advance(LOST_S + 1)
     await survivor.beat()
     await settle(app, lambda: _beat_seen(app, survivor.name))
+    gpus = (await stub.ListGpus(pb.ListGpusRequest(node=survivor.name))).gpus
+    assert gpus[0].telemetry.power_watts == 400.0 and not gpus[1].HasField("telemetry")
     await app.reconciler.reconcile_once()
     node = (await stub.GetNode(pb.GetNodeRequest(name=victim.name))).node
     assert node.status == pb.NODE_STATUS_LOST
