@@ -14,10 +14,12 @@ The ranking of a spot, lexicographic (smaller is better), and why:
 5. Best fit — fewest empty GPUs left on the node, then least leftover memory+compute on the chosen GPUs.
 6. Node order, then GPU positions — determinism.
 
-Candidates per replica are not all GPUs: per cell, the tightest occupied GPU with room, the partly used
-node with the fewest empty GPUs that still fit (``buckets``), the smallest empty node; plus up to
-``PEER_NODES`` nodes that hold peer replicas (the only places where GPU- and node-level locality differ
-from the cell's). Cost per replica: O(cells in scope + peer nodes), each O(GPUs per node).
+Candidates per replica are not all GPUs, and they are looked at in three phases that follow the first
+two ranks, so a phase runs only when the ones before found nothing: (1) per cell the tightest occupied
+GPU with room, plus up to ``PEER_NODES`` nodes that hold peer replicas (the only places where GPU- and
+node-level locality differ from the cell's); (2) per cell the partly used node with the fewest empty
+GPUs that still fit (``buckets``); (3) per cell the smallest empty node. Cost per replica: O(cells in
+scope) set look-ups plus O(candidates × GPUs per node) for the phase that finds something.
 """
 
 from __future__ import annotations
@@ -127,45 +129,27 @@ def best_spot(
         if best_key is None or key < best_key:
             best_key, best = key, ((n, positions), t)
 
+    indexes = [cl.cell_index(c) for c in cells]
+    # Phase 1: occupied GPUs with room (they open nothing), and the nodes of peers (locality).
     for t in tier:
-        for c in cells:
-            ci = cl.cell_index(c)
+        for ci in indexes:
             part = ci.partial.get(t)
-            if part:
-                if g == 1:
-                    top: tuple[int, float, int, int] | None = None
-                    for n, p in part:
-                        fm, fc = cl.free_mem[n][p], cl.free_cu[n][p]
-                        if fm >= mem and fc >= cu and (n, p) != exclude:
-                            k = (cl.empty_gpus(n), (fc - cu) / CU + (fm - mem) / cl.mem_total[n][p], n, p)
-                            if top is None or k < top:
-                                top = k
-                    if top is not None:
-                        consider(top[2], t, (top[3],), 0, top[1])
-                else:
-                    for n in sorted({n for n, _ in part}):
-                        r = cl.pick_on_node(n, t, g, mem, cu, exclude[1] if n == exclude[0] else -1)
-                        if r is not None and (not shared_only or r[1] == 0):
-                            consider(n, t, r[0], r[1], r[2])
-            if shared_only:
+            if not part:
                 continue
-            buckets = ci.buckets.get(t)
-            if buckets:
-                for f in sorted(buckets):
-                    if f < g or not buckets[f]:
-                        continue
-                    n = min(buckets[f])
-                    r = cl.pick_on_node(n, t, g, mem, cu)
-                    if r is not None:
-                        consider(n, t, r[0], r[1], r[2])
-                        break
-            empty = ci.empty.get(t)
-            if empty:
-                fits = [(len(cl.gtype[n]), n) for n in empty if len(cl.by_type[n][t]) >= g]
-                if fits:
-                    n = min(fits)[1]
-                    r = cl.pick_on_node(n, t, g, mem, cu)
-                    if r is not None:
+            if g == 1:
+                top: tuple[int, float, int, int] | None = None
+                for n, p in part:
+                    fm, fc = cl.free_mem[n][p], cl.free_cu[n][p]
+                    if fm >= mem and fc >= cu and (n, p) != exclude:
+                        k = (cl.empty_gpus(n), (fc - cu) / CU + (fm - mem) / cl.mem_total[n][p], n, p)
+                        if top is None or k < top:
+                            top = k
+                if top is not None:
+                    consider(top[2], t, (top[3],), 0, top[1])
+            else:
+                for n in sorted({n for n, _ in part}):
+                    r = cl.pick_on_node(n, t, g, mem, cu, exclude[1] if n == exclude[0] else -1)
+                    if r is not None and (not shared_only or r[1] == 0):
                         consider(n, t, r[0], r[1], r[2])
         seen = 0
         for q, _ in loc.peers.get(pool, ()):
@@ -185,4 +169,34 @@ def best_spot(
                     for p in cl.by_type[n][t]:
                         if occ[p] and fmem[p] >= mem and fcu[p] >= cu and p != skip:
                             consider(n, t, (p,), 0, (fcu[p] - cu) / CU + (fmem[p] - mem) / mtot[p])
+    if shared_only or (best_key is not None and best_key[0] == 0):
+        return best  # nothing below opens fewer than zero GPUs
+    # Phase 2: empty GPUs on partly used nodes, the node with the fewest empty GPUs that fit per cell.
+    for t in tier:
+        for ci in indexes:
+            buckets = ci.buckets.get(t)
+            if not buckets:
+                continue
+            for f in sorted(buckets):
+                if f < g or not buckets[f]:
+                    continue
+                n = min(buckets[f])
+                r = cl.pick_on_node(n, t, g, mem, cu)
+                if r is not None:
+                    consider(n, t, r[0], r[1], r[2])
+                    break
+    if best_key is not None:
+        return best  # every spot so far is on a partly used node: better than waking an empty one
+    # Phase 3: wake an empty node, the smallest that fits per cell.
+    for t in tier:
+        for ci in indexes:
+            empty = ci.empty.get(t)
+            if not empty:
+                continue
+            fits = [(len(cl.gtype[n]), n) for n in empty if len(cl.by_type[n][t]) >= g]
+            if fits:
+                n = min(fits)[1]
+                r = cl.pick_on_node(n, t, g, mem, cu)
+                if r is not None:
+                    consider(n, t, r[0], r[1], r[2])
     return best
