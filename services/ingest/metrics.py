@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from typing import ClassVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from opscale import errors
@@ -23,7 +26,19 @@ def reason_for(exc: errors.OpscaleError) -> str:
 
 
 class IngestMetrics:
-    """``source`` is push (PushSamples), stream (StreamSamples) or scrape."""
+    """``source`` is push (PushSamples), stream (StreamSamples) or scrape. One set per registry: use
+    ``IngestMetrics.of(registry)``, since prometheus_client refuses to register a name twice."""
+
+    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, IngestMetrics]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> IngestMetrics:
+        found = cls._by_registry.get(registry)
+        if found is None:
+            found = cls._by_registry[registry] = cls(registry)
+        return found
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.samples = Counter(

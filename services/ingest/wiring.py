@@ -35,7 +35,7 @@ def build_app(runtime: Runtime) -> IngestApp:
         runtime.counters,
         DeploymentDirectory(runtime.sessions, runtime.clock),
         runtime.clock,
-        IngestMetrics(runtime.telemetry.registry),
+        IngestMetrics.of(runtime.telemetry.registry),
     )
 
 
