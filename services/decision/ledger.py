@@ -11,6 +11,7 @@ import builtins
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -49,11 +50,10 @@ class DecisionLedger(DecisionRepo):
         )
         return [DeploymentHead(name, version, frozen) for name, version, frozen in rows]
 
-    async def record(self, decision: DecisionRecord) -> DecisionRecord:
-        """``append``, except that a second decision for the same (deployment, tick) is not stored and
-        raises ``DuplicateTick``. The unique index detects it (``ON CONFLICT DO NOTHING``), so there is
-        no racing pre-check and the transaction stays usable."""
-        values = {
+    @staticmethod
+    def values(decision: DecisionRecord) -> dict[str, Any]:
+        """The row for ``decision``, checked as ``DecisionRepo.append`` checks it (``InvalidArgument``)."""
+        return {
             "deployment": check_text("deployment", decision.deployment, DEPLOYMENT_NAME_LENGTH),
             "spec_version": check_version("spec_version", decision.spec_version),
             "tick_at": check_aware("tick_at", decision.tick_at),
@@ -66,16 +66,28 @@ class DecisionLedger(DecisionRepo):
             "stabilizer": check_object("stabilizer", decision.stabilizer),
             "leader_id": check_text("leader_id", decision.leader_id, NAME_LENGTH),
         }
+
+    async def record_many(self, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+        """Insert one tick's decisions (rows from ``values``, at most one per deployment) in one
+        statement; returns deployment -> new id. A deployment missing from the answer already had a
+        decision for that tick (another replica's): the unique index skipped it (``ON CONFLICT DO
+        NOTHING``), with no racing pre-check and no failed statement to poison the transaction."""
+        if not rows:
+            return {}
         statement = (
             self._insert(Decision)
-            .values(**values)
             .on_conflict_do_nothing(index_elements=["deployment", "tick_at"])
-            .returning(Decision.id)
+            .returning(Decision.deployment, Decision.id)
         )
-        new_id = (await self._session.execute(statement)).scalar_one_or_none()
-        if new_id is None:
+        result = await self._session.execute(statement, list(rows))
+        return {str(deployment): int(new_id) for deployment, new_id in result}
+
+    async def record(self, decision: DecisionRecord) -> DecisionRecord:
+        """One decision; ``DuplicateTick`` if its (deployment, tick) is taken."""
+        ids = await self.record_many([self.values(decision)])
+        if decision.deployment not in ids:
             raise DuplicateTick(f"{decision.deployment} already has a decision at {decision.tick_at}")
-        return dataclasses.replace(decision, id=int(new_id))
+        return dataclasses.replace(decision, id=ids[decision.deployment])
 
     async def get(self, deployment: str, decision_id: int) -> DecisionRecord | None:
         row = await self._session.get(Decision, decision_id)

@@ -18,6 +18,7 @@ unreadable window) is logged with its name, counted, and skipped; the loop goes 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -35,13 +36,13 @@ from opscale.errors import OpscaleError
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
 from services.decision.deployments import Deployment
 from services.decision.lease import Lease
-from services.decision.ledger import DecisionLedger, DeploymentHead, DuplicateTick
+from services.decision.ledger import DecisionLedger, DeploymentHead
 from services.decision.load import read_load, window_for
 from services.decision.metrics import LoopMetrics
 from services.decision.placement_client import Handoff, Outcome, PlacementClient
 from services.decision.policies import Setup, SetupCache, setup_for
 from services.decision.publish import DecisionHub
-from services.decision.record import DecisionView, decode, encode, with_placement
+from services.decision.record import DecisionView, decode, encode, view_of, with_placement
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,9 @@ HANDOFF_CONCURRENCY = 64
 class LoopOptions:
     replica_id: str
     wake_s: float = 0.2  # how often the loop looks for deployments whose slot is due
-    window_wanted_s: float = 30.0  # load window the policies see (rounded up to whole buckets)
+    # Load window the policies see (rounded up to whole buckets). Reading costs one counter-store bucket
+    # per series per second of window (31 series for a P/D deployment), so it is kept short: 10 s.
+    window_wanted_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -231,29 +234,37 @@ class DecisionLoop:
         return out
 
     async def _record(self, due: list[_Due]) -> list[tuple[_Due, DecisionRecord]]:
-        stored: list[tuple[_Due, DecisionRecord]] = []
+        """All of this tick's decisions in one statement and one transaction."""
+        rows, kept = [], []
+        for d in due:
+            assert d.record is not None
+            try:
+                rows.append(DecisionLedger.values(d.record))
+                kept.append(d)
+            except OpscaleError as exc:  # a value the ledger refuses (e.g. a reason that is not JSON)
+                self._metrics.deployment_errors.labels("record").inc()
+                log.error(
+                    "deployment %s: decision not recordable: %s",
+                    d.head.name,
+                    exc,
+                    extra={"deployment": d.head.name},
+                )
         async with self._sessions() as session, session.begin():
-            ledger = DecisionLedger(session)
-            for d in due:
-                assert d.record is not None
-                try:
-                    stored.append((d, await ledger.record(d.record)))
-                except OpscaleError as exc:  # a value the ledger refuses (e.g. a name too long)
-                    self._metrics.deployment_errors.labels("record").inc()
-                    log.error(
-                        "deployment %s: decision not recordable: %s",
-                        d.head.name,
-                        exc,
-                        extra={"deployment": d.head.name},
-                    )
-                except DuplicateTick:
-                    # Another replica decided this slot (a hand-over): continue from its decision.
-                    log.info(
-                        "deployment %s: slot already decided by another replica",
-                        d.head.name,
-                        extra={"deployment": d.head.name},
-                    )
-                    self._last.pop(d.head.name, None)
+            ids = await DecisionLedger(session).record_many(rows)
+        stored: list[tuple[_Due, DecisionRecord]] = []
+        for d in kept:
+            assert d.record is not None
+            new_id = ids.get(d.head.name)
+            if new_id is None:
+                # Another replica decided this slot (a hand-over): continue from its decision.
+                log.info(
+                    "deployment %s: slot already decided by another replica",
+                    d.head.name,
+                    extra={"deployment": d.head.name},
+                )
+                self._last.pop(d.head.name, None)
+                continue
+            stored.append((d, dataclasses.replace(d.record, id=new_id)))
         return stored
 
     async def _hand_off(self, stored: list[tuple[_Due, DecisionRecord]]) -> list[DecisionView]:
@@ -286,7 +297,8 @@ class DecisionLoop:
                     await ledger.set_outputs(record)
         views = []
         for (d, _), record in zip(stored, finals, strict=True):
-            view = decode(record)
+            assert d.inp is not None and d.out is not None
+            view = view_of(record, d.inp, d.out)
             self._last[d.head.name] = view
             self._metrics.decisions.labels(view.policy, view.placement.value).inc()
             self._hub.publish(view)

@@ -255,6 +255,51 @@ def decode(record: DecisionRecord) -> DecisionView:
     )
 
 
+def view_of(record: DecisionRecord, inp: PolicyInput, out: PolicyOutput) -> DecisionView:
+    """``decode(record)`` for a record just made from ``inp``/``out`` by ``encode``, without parsing its
+    JSON back (the loop makes a thousand of these a tick; a unit test checks the two agree)."""
+    if record.id is None:
+        raise ValueError("a decision is viewed only once the ledger stored it")
+    infeasible = [
+        Infeasible(kind=i.kind.value, message=i.message, pool=i.pool, needed=i.needed, allowed=i.allowed)
+        for i in out.infeasible
+    ]
+    predicted, placement = record.predicted, record.outputs["placement"]
+    return DecisionView(
+        id=record.id,
+        deployment=record.deployment,
+        spec_version=record.spec_version,
+        tick_at=record.tick_at,
+        policy=record.policy,
+        policy_version=record.policy_version,
+        leader_id=record.leader_id,
+        load=inp.load,
+        current=dict(inp.current),
+        desired=dict(out.desired),
+        draining=dict(out.draining),
+        raw=dict(out.raw),
+        reasons=list(out.reasons),
+        effects=[
+            Effect(PoolKey.parse(e["pool"]), e["raw"], e["stabilized"], e["rule"], e["reason"])
+            for e in record.stabilizer["effects"]
+        ],
+        infeasible=infeasible,
+        predicted=Predicted(
+            ttft_ms=_opt(predicted["ttft_ms"]),
+            tbt_ms=_opt(predicted["tbt_ms"]),
+            gpus=_opt(predicted["gpus"]),
+            watts=_opt(predicted["watts"]),
+            percentile=float(predicted["percentile"]),
+        ),
+        state=out.state,
+        frozen=inp.frozen,
+        placement=Outcome(placement["outcome"]),
+        placement_message=str(placement["message"]),
+        interval_s=float(record.inputs["interval_s"]),
+        stale=any(i.kind == InfeasibilityKind.STALE_SIGNALS for i in out.infeasible),
+    )
+
+
 def with_placement(record: DecisionRecord, outcome: Outcome, message: str) -> DecisionRecord:
     outputs = dict(record.outputs)
     outputs["placement"] = {"outcome": outcome.value, "message": message}

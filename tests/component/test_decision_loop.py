@@ -222,3 +222,36 @@ def test_outcomes_cover_the_proto() -> None:
     assert set(OUTCOME_TO_PB.values()) == set(pb.PlacementOutcome.values()) - {
         pb.PLACEMENT_OUTCOME_UNSPECIFIED
     }
+
+
+async def test_freeze_holds_and_watch_sends_current_first(runtime: Runtime) -> None:
+    replica = await start_replica(runtime, "r1")
+    stub = replica.stub
+    try:
+        await stub.CreateDeployment(pb.CreateDeploymentRequest(spec=pd_spec("icy")), timeout=5)
+        await eventually(lambda: decisions(stub, "icy"))
+        await push_load(runtime, "icy", decode_tps=2000)
+        advance(runtime, 1)
+        await eventually(lambda: _newest_has(stub, "icy", {DECODE_PB: 2, PREFILL_PB: 1}))
+
+        watch = stub.WatchDecisions(pb.WatchDecisionsRequest(include_current=True), timeout=10)
+        current = await watch.read()  # every deployment's newest decision first
+        assert current.decision.deployment == "icy" and counts(current.decision) == {
+            DECODE_PB: 2,
+            PREFILL_PB: 1,
+        }
+
+        await stub.FreezeDeployment(pb.FreezeDeploymentRequest(name="icy", reason="incident"), timeout=5)
+        n = len(await decisions(stub, "icy"))
+        await push_load(runtime, "icy", decode_tps=9000)  # would be 9 + 5 if it were not frozen
+        advance(runtime, 1)
+        await eventually(lambda: _more_than(stub, "icy", n))
+        frozen = (await decisions(stub, "icy"))[0]
+        assert frozen.frozen and counts(frozen) == {DECODE_PB: 2, PREFILL_PB: 1}
+        assert {e.rule for e in frozen.stabilizer_effects} == {"frozen"}
+        assert frozen.placement_outcome == pb.PLACEMENT_OUTCOME_NOT_NEEDED
+        streamed = await watch.read()
+        assert streamed.decision.id == frozen.id
+        watch.cancel()
+    finally:
+        await replica.stop()

@@ -23,7 +23,7 @@ from services.decision.lease import InProcessLease, LockTable, lock_key
 from services.decision.load import load_from_json, load_to_json, read_load, window_for
 from services.decision.placement_client import Outcome
 from services.decision.publish import QUEUE_SIZE, DecisionHub
-from services.decision.record import DecisionView, decode, encode, with_placement
+from services.decision.record import DecisionView, decode, encode, view_of, with_placement
 
 DECODE, PREFILL = PoolKey("decode", "model"), PoolKey("prefill", "model")
 FRESH = {s: 1.0 for s in Signal}
@@ -63,6 +63,37 @@ def _view(
     )
     record = with_placement(record, Outcome.APPLIED, "placement applied: 6 to start")
     return decode(dataclasses.replace(record, id=id_))
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("tps", [0.0, 900.0, 4000.0])
+def test_the_loops_shortcut_view_equals_the_decoded_row(tps: float, frozen: bool) -> None:
+    policy = get_policy("pd", {"target_decode_tps": 1000, "interval_s": 1})
+    stale = tps == 0.0
+    inp = PolicyInput(
+        now_s=100.0,
+        deployment="chat",
+        load=LoadWindow(window_s=30, decode_tps=tps, staleness_s={} if stale else FRESH),
+        current={DECODE: PoolPlan(2), PREFILL: PoolPlan(1)},
+        slo=SLO(1000, 100),
+        limits=Limits(max_step_abs=1),
+        frozen=frozen,
+    )
+    out = policy.decide(inp)
+    record = encode(
+        deployment="chat",
+        spec_version=1,
+        tick_at=datetime.fromtimestamp(100, UTC),
+        policy="pd",
+        policy_version="1",
+        leader_id="r",
+        inp=inp,
+        out=out,
+        interval_s=1.0,
+        placement=Outcome.NOT_NEEDED,
+    )
+    record = dataclasses.replace(record, id=5)
+    assert view_of(record, inp, out) == decode(record)
 
 
 def test_ledger_layout_round_trips() -> None:
