@@ -6,6 +6,9 @@ its window through the decision service's own ``read_load`` (``read_window_summa
 ``to_load_window``). The policies therefore see exactly what they would see live, bucketing and
 histogram quantiles included.
 
+Validation (``validate=True``) is what ingest does to untrusted input; the simulator's own samples
+are checked by a unit test and skipped in long runs (it changes no window, only costs time).
+
 The in-process counter store is async by contract but never awaits anything; ``_sync`` drives one
 coroutine to completion without an event loop (a loop per call would cost more than the simulation).
 """

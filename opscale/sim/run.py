@@ -71,7 +71,7 @@ def units_for(perf: PerfModel, pools: tuple[PoolKey, ...]) -> list[Unit]:
 
 def simulate(spec: DeploymentSpec, trace: Trace, initial: Mapping[PoolKey, PoolPlan], *,
              config: SimConfig | None = None, setup: PolicySetup | None = None, tail_s: float = 120.0,
-             horizon_s: float | None = None, window_s: float = 30.0, validate_samples: bool = True,
+             horizon_s: float | None = None, window_s: float = 30.0, validate_samples: bool = False,
              pool_signals: bool | None = None, accounting: str = "placement",
              progress: Callable[[float], None] | None = None) -> SimResult:
     """Replay ``trace`` against ``spec``'s policy. ``initial`` is the plan in force at t=0 (its replicas

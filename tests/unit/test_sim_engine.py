@@ -31,7 +31,8 @@ SC = Scenario(trace="steady", model="mixtral-8x7b", ttft_ms=2000.0, tbt_ms=100.0
 def test_every_request_finishes_or_is_rejected_and_gpus_add_up(policy: str) -> None:
     trace = steady(3.0, 120.0)
     spec, initial = build(SC, policy, trace)
-    res = simulate(spec, trace, initial)
+    # validate_samples: every sample the simulated engine pushes passes ingest's validation.
+    res = simulate(spec, trace, initial, validate_samples=True)
     req = res.requests
     finished = ~np.isnan(req.finish_s)
     assert np.all(finished ^ req.rejected), "a request neither finished nor rejected (or both)"
