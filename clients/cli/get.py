@@ -233,13 +233,16 @@ def decisions_cmd(
     with connect(config=opscale_config, context=context, decision=decision, timeout_s=timeout) as client:
         request = dpb.ListDecisionsRequest(deployment=deployment, page=cpb.PageRequest(page_size=limit))
         found = list(client.call("decision", client.decision.ListDecisions, request).decisions)[:limit]
-    t = table("ID", "TICK", "POLICY", "POOLS", "GPUS", "PRED TTFT", "PRED TBT", "FROZEN", "PLACEMENT")
+    t = table(
+        "ID", "TICK", "POLICY", "POOLS", "GPUS", "PRED TTFT", "PRED TBT", "FROZEN", "PLACEMENT",
+        no_wrap=["POOLS"],
+    )  # fmt: skip
     for d in found:
         t.add_row(
             d.id,
             when(d.tick_ms),
             d.policy,
-            counts_label(d.pools),
+            counts_label(d.pools, "\n"),
             str(gpus_of(d.pools)),
             ms(d.prediction.ttft_ms),
             ms(d.prediction.tbt_ms),

@@ -78,10 +78,12 @@ def plain(data: Any) -> Any:
     return data
 
 
-def table(*columns: str, title: str | None = None) -> Table:
+def table(*columns: str, title: str | None = None, no_wrap: Iterable[str] = ()) -> Table:
+    """Columns named in ``no_wrap`` keep each line whole (pool lists, names); the others fold."""
+    keep = set(no_wrap)
     t = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
     for column in columns:
-        t.add_column(column, overflow="fold")
+        t.add_column(column, overflow="fold", no_wrap=column in keep)
     return t
 
 
@@ -132,8 +134,8 @@ def plans_label(plans: Iterable[cpb.PoolPlan]) -> str:
     return ", ".join(plan_label(p) for p in plans) or "-"
 
 
-def counts_label(plans: Iterable[cpb.PoolPlan]) -> str:
-    return ", ".join(f"{pool_label(p.pool)} {p.replicas}" for p in plans) or "-"
+def counts_label(plans: Iterable[cpb.PoolPlan], sep: str = ", ") -> str:
+    return sep.join(f"{pool_label(p.pool)} {p.replicas}" for p in plans) or "-"
 
 
 def gpus_of(plans: Iterable[cpb.PoolPlan]) -> int:

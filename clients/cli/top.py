@@ -69,41 +69,48 @@ def snapshot(client: Client, names: list[str]) -> list[Row]:
 
 def state(deployment: dpb.Deployment, decision: dpb.Decision | None) -> str:
     if decision is None:
-        return "waiting for first decision"
+        return "no decision yet"
     words = []
     if deployment.frozen:
         words.append("frozen")
     if decision.load.stale:
         words.append("stale signals")
     words.append(enum_label(dpb.PlacementOutcome, decision.placement_outcome, "PLACEMENT_OUTCOME_"))
-    return ", ".join(words)
+    return "\n".join(words)
+
+
+def load_label(load: dpb.LoadSnapshot) -> str:
+    """``12.5 req/s`` / ``512→256 tok`` / ``3,200 dec tok/s``: arrivals, mean lengths, decode rate."""
+    return (
+        f"{load.arrivals_per_s:,.1f} req/s\n"
+        f"{load.input_tokens_mean:,.0f}→{load.output_tokens_mean:,.0f} tok\n"
+        f"{load.decode_tokens_per_s:,.0f} dec tok/s"
+    )
 
 
 def render(rows: list[Row], address: str) -> RenderableType:
+    # Multi-line cells keep it readable on an 80-column terminal.
     t = table(
-        "DEPLOYMENT", "POLICY", "POOLS", "GPUS", "REQ/S", "TOKENS IN/OUT", "DECODE TOK/S",
-        "TTFT P99 vs SLO", "TBT P99 vs SLO", "STATE", "DECIDED",
+        "DEPLOYMENT", "POLICY", "POOLS", "GPUS", "LOAD", "TTFT P99 / SLO", "TBT P99 / SLO", "STATE", "AT",
+        no_wrap=("DEPLOYMENT", "POOLS", "LOAD"),
     )  # fmt: skip
     for d, decision in rows:
         slo = d.spec.slo
         if decision is None:
             policy = enum_label(dpb.PolicyKind, d.spec.policy, "POLICY_KIND_")
             idle = vs_slo(0, slo.ttft_ms), vs_slo(0, slo.tbt_ms)
-            t.add_row(d.spec.name, policy, "-", "-", "-", "-", "-", *idle, state(d, None), "-")
+            t.add_row(d.spec.name, policy, "-", "-", "-", *idle, state(d, None), "-")
             continue
-        load = decision.load
         t.add_row(
             d.spec.name,
             decision.policy,
-            counts_label(decision.pools),
+            counts_label(decision.pools, "\n"),
             str(gpus_of(decision.pools)),
-            f"{load.arrivals_per_s:,.1f}",
-            f"{load.input_tokens_mean:,.0f}/{load.output_tokens_mean:,.0f}",
-            f"{load.decode_tokens_per_s:,.0f}",
-            vs_slo(load.ttft_ms_p99, slo.ttft_ms),
-            vs_slo(load.tbt_ms_p99, slo.tbt_ms),
+            load_label(decision.load),
+            vs_slo(decision.load.ttft_ms_p99, slo.ttft_ms),
+            vs_slo(decision.load.tbt_ms_p99, slo.tbt_ms),
             state(d, decision),
-            when(decision.tick_ms),
+            time.strftime("%H:%M:%S", time.gmtime(decision.tick_ms / 1000)),
         )
     header = Text(f"opscale top — decision at {address} — {when(int(time.time() * 1000))}", style="bold")
     return Group(header, t if rows else Text("No deployments."))
@@ -137,16 +144,15 @@ def register(app: typer.Typer) -> None:
         with connect(config=opscale_config, context=context, decision=decision, timeout_s=timeout) as client:
             address = client.addresses["decision"]
             out = console()
-            live = (
-                Live(console=out, auto_refresh=False) if output is Format.TABLE and out.is_terminal else None
-            )
+            live: Live | None = None
             done = 0
             try:
-                if live is not None:
-                    live.start()
                 while True:
                     rows = snapshot(client, names)
-                    if live is not None:
+                    if output is Format.TABLE and out.is_terminal:
+                        if live is None:  # started after the first answer, so a failure is just one line
+                            live = Live(console=out, auto_refresh=False)
+                            live.start()
                         live.update(render(rows, address), refresh=True)
                     elif output is Format.TABLE:
                         out.print(render(rows, address))
