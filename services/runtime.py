@@ -17,6 +17,7 @@ from opscale.config import Settings
 from opscale.counters import CounterStore, make_counter_store
 from opscale.db.engine import make_async_engine, session_factory
 from opscale.db.migrate import ensure_at_head, upgrade
+from opscale.signals import store_settings
 from opscale.telemetry import Telemetry
 
 
@@ -68,7 +69,7 @@ async def open_runtime(
     """
     await asyncio.to_thread(ensure_at_head, settings.database_url)
     engine = make_async_engine(settings.database_url)
-    counters = counters or make_counter_store(settings.counters_url)
+    counters = counters or make_counter_store(settings.counters_url, settings=store_settings())
     return Runtime(
         settings=settings,
         telemetry=telemetry,

@@ -48,7 +48,7 @@ async def runtime(
     upgrade(db_url)
     settings = Settings(database_url=db_url, counters_url=counters_url, metrics_port=None)
     telemetry = build_telemetry("opscale-test", span_exporter=spans)
-    counters = make_counter_store(counters_url, prefix=prefix) if prefix else None
+    counters = make_counter_store(counters_url, prefix=prefix, settings=store_settings()) if prefix else None
     rt = await open_runtime(settings, telemetry, clock=VirtualClock(), counters=counters)
     try:
         yield rt
@@ -85,7 +85,7 @@ async def serve(runtime: Runtime) -> AsyncIterator[Serve]:
         yield _serve
     finally:
         for running, channel in reversed(started):
-            await channel.close()
+            await channel.close(grace=None)
             await stop_service(running, 1.0)
 
 
