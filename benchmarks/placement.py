@@ -13,12 +13,19 @@ Scenarios:
   incr-all     the same 50-replica change, but the demands of all 50 deployments are passed (what a
                placement service that reconciles everything each tick would do).
 
-    .venv/bin/python benchmarks/placement.py [--quick] [--no-gc]
+  ungrouped    (--variants) the full placement with no deployment groups: every pool may use any of
+               the 125 racks, the widest search.
+  zone         (--variants) groups pinned per zone instead of per S1 domain.
+  overfull     (--variants) 3x the demand (15,000 replicas): groups fit nowhere whole, so each new
+               group is tried in up to MAX_TRIALS domains; the rest is reported infeasible.
+
+    .venv/bin/python benchmarks/placement.py [--quick] [--no-gc] [--variants]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import random
 import statistics
@@ -215,6 +222,11 @@ def packing(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer runs (3 full, 10 incremental)")
+    ap.add_argument(
+        "--variants",
+        action="store_true",
+        help="also: full placement with no groups, with groups pinned per zone, and at 3x the demand",
+    )
     ap.add_argument("--no-gc", action="store_true", help="garbage collector off while a run is timed")
     args = ap.parse_args()
     global NO_GC
@@ -242,6 +254,16 @@ def main() -> int:
     times, out = timed(lambda: place(PlacementInput(nodes, current, changed)), incr_runs)
     check(nodes, out.keep + out.start)
     print(summary("incr-all", times, out))
+    if args.variants:
+        ungrouped = tuple(dataclasses.replace(d, group="") for d in base)
+        times, out = timed(lambda: place(PlacementInput(nodes, (), ungrouped)), 3)
+        print(summary("ungrouped", times, out))
+        times, out = timed(lambda: place(PlacementInput(nodes, (), base, domain_level="zone")), 3)
+        print(summary("zone", times, out))
+        overfull = tuple(dataclasses.replace(d, replicas=3 * d.replicas) for d in base)
+        times, out = timed(lambda: place(PlacementInput(nodes, (), overfull)), 3)
+        check(nodes, out.start)
+        print(summary("overfull", times, out))
     return 0
 
 
