@@ -176,7 +176,8 @@ def generate() -> str:
         if sub:
             out += [f"### `opscale {name}`", "", (command.help or "").strip(), ""]
             for sub_name, sub_command in sub.items():
-                out += _command(f"{name} {sub_name}", sub_command, root)
+                if not sub_command.hidden:
+                    out += _command(f"{name} {sub_name}", sub_command, root)
         else:
             out += _command(name, command, root)
     return "\n".join(out).rstrip() + "\n"

@@ -12,7 +12,7 @@ Addresses are resolved, most specific first: the command's ``--decision``/``--pl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -187,13 +187,6 @@ class Client:
         except grpc.RpcError as exc:
             if isinstance(exc, grpc.Call) and exc.code() in none_on:
                 return None
-            raise self.failure(service, exc) from None
-
-    def stream(self, service: Service, method: Callable[..., Iterator[T]], request: Any) -> Iterator[T]:
-        """A server stream (no deadline: it runs until the caller stops); errors exit like ``call``."""
-        try:
-            yield from method(request)
-        except grpc.RpcError as exc:
             raise self.failure(service, exc) from None
 
     def failure(

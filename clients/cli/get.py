@@ -250,3 +250,11 @@ def decisions_cmd(
             enum_label(dpb.PlacementOutcome, d.placement_outcome, "PLACEMENT_OUTCOME_"),
         )
     emit(output, found, t if found else f"No decisions for {deployment} yet.")
+
+
+# kubectl habits: the singular works too (hidden, so help and docs list each command once).
+app.command("node", hidden=True)(nodes_cmd)
+app.command("gpu", hidden=True)(gpus_cmd)
+app.command("deployment", hidden=True)(deployments_cmd)
+app.command("replica", hidden=True)(replicas_cmd)
+app.command("decision", hidden=True)(decisions_cmd)

@@ -35,6 +35,7 @@ async def test_nodes_gpus_cordon_drain_replicas(
     nodes = await cli.json("get", "nodes")
     assert [n["name"] for n in nodes] == ["gpu-a", "gpu-b"] and nodes[0]["status"] == "NODE_STATUS_READY"
     assert (await cli.yaml("get", "nodes"))[1]["topology"]["zone"] == "z1"
+    assert await cli.json("get", "node") == nodes  # the singular, as kubectl allows
 
     gpus = (await cli.ok("get", "gpus", "--node", "gpu-b")).splitlines()
     assert gpus[0].split()[:3] == ["NODE", "INDEX", "TYPE"] and len(gpus) == 5
