@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import grpc
 import typer
 import yaml
 from rich.console import Group, RenderableType
@@ -21,7 +22,7 @@ from clients.cli.client import (
     connect,
 )
 from clients.cli.common import handle_errors
-from clients.cli.get import node_gpus, topology
+from clients.cli.get import node_gpus, replicas_table, topology
 from clients.cli.output import (
     Format,
     OutputOpt,
@@ -77,49 +78,56 @@ def decision_block(decision: dpb.Decision | None) -> RenderableType:
     )
 
 
+# Replicas come from placement; if only placement is down, describe still shows the rest and says so.
+PLACEMENT_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 @app.command("deployment")
 @handle_errors
 def deployment_cmd(
     name: NameArg,
     output: OutputOpt = Format.TABLE,
     decision: DecisionOpt = None,
+    placement: PlacementOpt = None,
     context: ContextOpt = None,
     opscale_config: CliConfigOpt = DEFAULT_CONFIG_PATH,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """A deployment: status, spec (as apply -f takes it) and its current decision."""
-    with connect(config=opscale_config, context=context, decision=decision, timeout_s=timeout) as client:
-        found = client.call(
-            "decision", client.decision.GetDeployment, dpb.GetDeploymentRequest(name=name)
-        ).deployment
-        request = dpb.GetDecisionRequest(deployment=name)
-        reply = client.find("decision", client.decision.GetDecision, request, NO_DECISION_YET)
+    """A deployment: status, spec (as apply -f takes it), its current decision and its replicas."""
+    with connect(
+        config=opscale_config, context=context, decision=decision, placement=placement, timeout_s=timeout
+    ) as client:
+        get = dpb.GetDeploymentRequest(name=name)
+        found = client.call("decision", client.decision.GetDeployment, get).deployment
+        latest = dpb.GetDecisionRequest(deployment=name)
+        reply = client.find("decision", client.decision.GetDecision, latest, NO_DECISION_YET)
+        on = ppb.GetReplicasRequest(deployment=name)
+        placed = client.find("placement", client.placement.GetReplicas, on, PLACEMENT_DOWN)
+        placement_address = client.addresses["placement"]
     current = reply.decision if reply is not None else None
+    replicas = list(placed.replicas) if placed is not None else None
+    frozen = ("yes: " + found.frozen_reason if found.frozen_reason else "yes") if found.frozen else "no"
     status = fields(
         [
             ("Name", found.spec.name),
             ("Version", found.version),
-            (
-                "Frozen",
-                ("yes: " + found.frozen_reason if found.frozen_reason else "yes") if found.frozen else "no",
-            ),
+            ("Frozen", frozen),
             ("Created", when(found.created_at_ms)),
             ("Updated", when(found.updated_at_ms)),
         ]
     )
-    data: dict[str, Any] = {"deployment": found, "decision": current}
-    emit(
-        output,
-        data,
-        Group(
-            status,
-            Text(""),
-            Text("Spec:", style="bold"),
-            Text(spec_yaml(found.spec)),
-            Text(""),
-            decision_block(current),
-        ),
-    )
+    if replicas is None:
+        placed_view: RenderableType = Text(
+            f"Replicas: unknown (placement at {placement_address} is unreachable)"
+        )
+    elif replicas:
+        placed_view = Group(Text("Replicas", style="bold"), replicas_table(replicas))
+    else:
+        placed_view = Text("Replicas: none")
+    data: dict[str, Any] = {"deployment": found, "decision": current, "replicas": replicas}
+    spec = Group(Text("Spec:", style="bold"), Text(spec_yaml(found.spec)))
+    blank = Text("")
+    emit(output, data, Group(status, blank, spec, blank, decision_block(current), blank, placed_view))
 
 
 @app.command("node")

@@ -19,12 +19,16 @@ from opscale.spec import parse_spec
 from services.decision.convert import spec_to_pb
 from services.runtime import Runtime
 from tests.component.cli_kit import OPERATOR_SPEC, Cli
+from tests.component.conftest import ServeAddress
 from tests.component.decision_kit import start_replica
 
 
-async def test_apply_get_describe_freeze_delete(runtime: Runtime, tmp_path: Path) -> None:
+async def test_apply_get_describe_freeze_delete(
+    runtime: Runtime, serve_address: ServeAddress, tmp_path: Path
+) -> None:
     replica = await start_replica(runtime, "r1")
-    cli = Cli(tmp_path, decision=f"127.0.0.1:{replica.running.port}")
+    placement = await serve_address("placement")
+    cli = Cli(tmp_path, decision=f"127.0.0.1:{replica.running.port}", placement=placement)
     try:
         spec = cli.write("chat.yaml", OPERATOR_SPEC.format(name="chat", ttft_ms=2000))
         assert (await cli.ok("apply", "-f", spec)).strip() == "deployment/chat created (version 1)"
@@ -49,9 +53,16 @@ async def test_apply_get_describe_freeze_delete(runtime: Runtime, tmp_path: Path
         assert (
             "Version:" in described and "preset: llama3-70b" in described and "ttft_ms: 1500.0" in described
         )
+        assert "Replicas: none" in described
         data = await cli.json("describe", "deployment", "chat")
-        assert data["deployment"]["spec"]["name"] == "chat"
-        assert set(data) == {"deployment", "decision"}
+        assert data["deployment"]["spec"]["name"] == "chat" and data["replicas"] == []
+        assert set(data) == {"deployment", "decision", "replicas"}
+        # Placement down: describe still shows what decision knows, and says what it could not get.
+        partial = await cli.ok("describe", "deployment", "chat", "--placement", "127.0.0.1:1")
+        assert "Replicas: unknown (placement at 127.0.0.1:1 is unreachable)" in partial and "Spec:" in partial
+        assert (await cli.json("describe", "deployment", "chat", "--placement", "127.0.0.1:1"))[
+            "replicas"
+        ] is None
         assert (await cli.yaml("describe", "deployment", "chat"))["deployment"]["version"] == "2"
 
         assert "deployment/chat frozen" in await cli.ok("freeze", "chat", "--reason", "incident 42")
