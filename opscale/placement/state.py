@@ -12,8 +12,9 @@ Indexes (why each exists):
   of that type (best fit for whole GPUs is the smallest ``f >= g``), ``empty`` = nodes with no occupant at
   all (opening one costs a node's idle power), ``partial`` = occupied GPUs with room left (co-location).
   A full placement only ever builds the cells of the domains it touches; an incremental one a handful;
-* per (domain, GPU type): empty GPUs and the free compute left on occupied GPUs, maintained on every
-  change, so choosing a domain for a new deployment group costs O(domains), not O(GPUs).
+* per (domain, GPU type): empty GPUs and the free compute left on occupied GPUs, built on first use
+  (only a new deployment group needs it) and maintained on every change after that, so choosing a domain
+  for a new group costs O(domains), not O(GPUs).
 """
 
 from __future__ import annotations
