@@ -3,6 +3,9 @@ moves of replicas that are only about to start, and input validation."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -93,3 +96,26 @@ def test_peers_share_a_gpu_when_compute_and_memory_allow() -> None:
 def test_caller_mistakes_raise_invalid_argument(build: Callable[[], object]) -> None:
     with pytest.raises(InvalidArgument):
         build()
+
+
+def test_same_plan_under_any_string_hash_seed() -> None:
+    # Sets and dicts of strings iterate in an order that depends on PYTHONHASHSEED; the plan must not.
+    script = (
+        "from tests.unit.test_placement_rules import demand, node;"
+        "from opscale.placement import PlacementInput, place;"
+        "ns = tuple(node(f'n{i}', 4, s0=f'r{i % 3}', s1=f's{i % 2}') for i in range(8));"
+        "ds = (demand('d', 'p', 'a', 9, cf=0.5, group='g', exchange={('d', 'f'): 1.0}),"
+        " demand('d', 'd', 'f', 5, g=2, group='g'), demand('e', 's', 'o', 7, cf=0.25));"
+        "print(repr(place(PlacementInput(ns, (), ds))))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("0", "1", "4242")
+    }
+    assert len(outputs) == 1 and "PlacementOutput" in outputs.pop()
