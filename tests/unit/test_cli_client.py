@@ -116,3 +116,13 @@ def test_readable_values() -> None:
     assert vs_slo(812, 2000) == "812.0 / 2,000 ms ok"
     assert vs_slo(120.5, 100) == "120.5 / 100 ms MISS"
     assert vs_slo(0, 100) == "- / 100 ms"
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["client", "output", "get", "describe", "apply", "control", "explain", "whatif", "top", "contexts"],
+)
+def test_sre_commands_read_the_environment_only_through_typer(module: str) -> None:
+    # Addresses come from flags whose envvar= Typer resolves; nothing here reads os.environ directly.
+    source = (Path(__file__).resolve().parents[2] / "clients" / "cli" / f"{module}.py").read_text()
+    assert "os.environ" not in source and "getenv" not in source
