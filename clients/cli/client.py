@@ -195,9 +195,23 @@ class Client:
         """Print the one-line message for ``exc`` and return the exit to raise."""
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
         message = (instead or {}).get(code) or describe_rpc_error(
-            service, self.addresses[service], code, _details(exc), self.timeout_s
+            service,
+            self.addresses[service],
+            code,
+            _details(exc),
+            self.timeout_s,
+            connected=code is grpc.StatusCode.UNAVAILABLE and self._connected(service),
         )
         return fail(message, exit_for_status(code))
+
+    def _connected(self, service: Service) -> bool:
+        """Whether the channel is up: then UNAVAILABLE came from the service (a dependency of its is
+        down), not from failing to reach it."""
+        try:
+            grpc.channel_ready_future(self.channel(service)).result(timeout=0.05)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
 
     def close(self) -> None:
         for channel in self._channels.values():
@@ -216,9 +230,17 @@ NO_DECISION_YET = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITIO
 
 
 def describe_rpc_error(
-    service: str, address: str, code: grpc.StatusCode, details: str, timeout_s: float
+    service: str,
+    address: str,
+    code: grpc.StatusCode,
+    details: str,
+    timeout_s: float,
+    *,
+    connected: bool = False,
 ) -> str:
     """The one line a user sees for a failed call (without the 'error: ' prefix)."""
+    if code is grpc.StatusCode.UNAVAILABLE and connected:
+        return f"{service} at {address} is unavailable: {details or 'try again'}"
     if code is grpc.StatusCode.UNAVAILABLE:
         return f"cannot reach {service} at {address} ({details or 'unavailable'})"
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -28,6 +28,11 @@ def test_every_status_has_an_exit_code_and_a_one_line_message(code: grpc.StatusC
 def test_messages_name_the_service_and_address_when_it_cannot_answer() -> None:
     down = describe_rpc_error("placement", "10.0.0.7:50063", grpc.StatusCode.UNAVAILABLE, "refused", 10)
     assert down == "cannot reach placement at 10.0.0.7:50063 (refused)"
+    # The service answered, but something it needs is down: say so rather than "cannot reach".
+    busy = describe_rpc_error(
+        "decision", "h:1", grpc.StatusCode.UNAVAILABLE, "database unavailable", 10, connected=True
+    )
+    assert busy == "decision at h:1 is unavailable: database unavailable"
     slow = describe_rpc_error("decision", "h:1", grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", 2.5)
     assert slow == "decision at h:1 did not answer within 2.5s"
     # Caller mistakes pass the service's own message (which names the field) through unchanged.
