@@ -76,6 +76,8 @@ async def test_apply_get_describe_freeze_delete(
         assert (await cli.ok("delete", "chat")).strip() == "deployment/chat deleted (was version 2)"
         assert "not found" in await cli.fails(3, "describe", "deployment", "chat")
         assert "not found" in await cli.fails(3, "freeze", "chat")
+        await cli.ok("apply", "-f", cli.write("tmp.yaml", OPERATOR_SPEC.format(name="tmp", ttft_ms=2000)))
+        assert await cli.yaml("delete", "tmp") == {"name": "tmp", "deleted_version": "1"}
         assert (await cli.ok("get", "deployments")).strip() == "No deployments."
         assert await cli.json("get", "deployments") == []
     finally:
