@@ -50,7 +50,12 @@ def _ref(pool: PoolKey) -> PoolRef | None:
         return None
 
 
-def to_load_window(summary: WindowSummary) -> LoadWindow:
+POOL_SOURCES = frozenset({"queue", "busy"})  # staleness the summary derives from pool series
+
+
+def to_load_window(summary: WindowSummary, pools_read: bool = True) -> LoadWindow:
+    """``pools_read``: whether the summary was asked for pools; if not, the pool-derived signals are
+    left out of ``staleness_s`` rather than reported as never seen."""
     queue: dict[PoolKey, float] = {}
     busy: dict[PoolKey, float] = {}
     kv: list[float] = []
@@ -64,6 +69,8 @@ def to_load_window(summary: WindowSummary) -> LoadWindow:
             kv.append(p.kv_cache_usage_fraction)
     staleness: dict[Signal, float | None] = {}
     for signal, source in SIGNAL_SOURCE.items():
+        if source in POOL_SOURCES and not pools_read:
+            continue  # not read this tick (see policies.POLICIES_READING_POOLS): not reported at all
         age = summary.staleness_s.get(source)
         staleness[signal] = None if age is None else max(0.0, age)
     return LoadWindow(
@@ -92,7 +99,7 @@ async def read_load(
 ) -> LoadWindow:
     refs = [r for r in (_ref(p) for p in pools) if r is not None]
     summary = await read_window_summary(store, deployment, now_s=now_s, window_s=window_s, pools=refs)
-    return to_load_window(summary)
+    return to_load_window(summary, pools_read=bool(refs))
 
 
 # --- ledger JSON ---------------------------------------------------------------------------------------

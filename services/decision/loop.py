@@ -187,7 +187,7 @@ class DecisionLoop:
                 async with sem:
                     now = self._clock.now()
                     load = await read_load(
-                        self._counters, name, setup.pools, now_s=now, window_s=self._window_s
+                        self._counters, name, setup.read_pools, now_s=now, window_s=self._window_s
                     )
                 inp = PolicyInput(
                     now_s=now,

@@ -15,6 +15,12 @@ from opscale.policy.types import SLO, Limits, Policy, PoolKey
 from opscale.spec import DeploymentSpec
 
 
+# Policies that read per-pool signals (queue depth, busy fraction, per-pool utilization). Reading a
+# pool's window costs 10 counter-store series on top of the deployment's 11, and on Redis each series is
+# one command per second of window, so the loop reads pools only for these (measured: 31 -> 11 series).
+POLICIES_READING_POOLS = frozenset({"utilization"})
+
+
 @dataclass(frozen=True, slots=True)
 class Setup:
     policy: Policy
@@ -23,6 +29,7 @@ class Setup:
     params: Mapping[str, object]
     pools: tuple[PoolKey, ...]
     interval_s: float  # the spec's, else the policy's default
+    read_pools: tuple[PoolKey, ...] = ()  # the pools whose windows the loop reads each tick
 
 
 def setup_for(spec: DeploymentSpec) -> Setup:
@@ -35,6 +42,7 @@ def setup_for(spec: DeploymentSpec) -> Setup:
         params=made.params,
         pools=made.pools,
         interval_s=spec.interval_s or made.policy.interval_s,
+        read_pools=made.pools if made.policy.name in POLICIES_READING_POOLS else (),
     )
 
 

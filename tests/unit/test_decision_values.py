@@ -214,3 +214,11 @@ def test_infinite_inputs_never_reach_the_wire() -> None:
     assert all(
         math.isfinite(x) for x in (decision_to_pb(v).load.ttft_ms_p99, decision_to_pb(v).prediction.ttft_ms)
     )
+
+
+async def test_pool_signals_are_left_out_when_pools_are_not_read() -> None:
+    store = make_counter_store("memory://")
+    load = await read_load(store, "chat", [], now_s=1_700_000_000.0, window_s=10.0)
+    skipped = {Signal.QUEUE_DEPTH, Signal.KV_CACHE, Signal.BUSY_FRACTION}
+    assert set(load.staleness_s) == set(Signal) - skipped
+    await store.close()
