@@ -6,6 +6,7 @@ comes out as ``ConnectResponse`` messages. Every database change runs in its own
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ PROCESS_TO_OBSERVED = {
     apb.REPLICA_PROCESS_STATE_FAILED: ReplicaObserved.FAILED,
 }
 MAX_TEXT = 255
+#: Concurrent database transactions of agent streams; below the pool's 5 + 10 overflow connections.
+STREAM_DB_CONCURRENCY = 8
 
 
 @dataclass
@@ -105,6 +108,11 @@ class AgentChannel:
         self._heartbeat_interval_s = heartbeat_interval_s
         self._lost_timeout_s = lost_timeout_s
         self._stop_grace_s = stop_grace_s
+        # Streams share the database pool with the reconciler and the API. When a whole fleet
+        # (re)connects at once — placement restarted — thousands of registrations would otherwise
+        # queue inside the pool and time out there; here they queue without a deadline and the pool
+        # keeps connections free for the reconciler and ApplyDesired.
+        self._db_slots = asyncio.Semaphore(STREAM_DB_CONCURRENCY)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.now(), UTC)
@@ -135,9 +143,10 @@ class AgentChannel:
         )
         self._registry.claim(agent)  # refuses a second live identity before anything is written
         try:
-            stop_ids = await retry_stale(
-                lambda: self._register_in_db(node, session_id, gpus, labels, msg.running)
-            )
+            async with self._db_slots:
+                stop_ids = await retry_stale(
+                    lambda: self._register_in_db(node, session_id, gpus, labels, msg.running)
+                )
         except BaseException:
             self._registry.release(agent)
             raise
@@ -202,7 +211,8 @@ class AgentChannel:
         self._registry.beat(agent, self._clock.now(), tuple(msg.gpus))
 
     async def ack(self, agent: AgentSession, msg: apb.CommandAck) -> None:
-        await retry_stale(lambda: self._ack(agent, msg))
+        async with self._db_slots:
+            await retry_stale(lambda: self._ack(agent, msg))
 
     async def _ack(self, agent: AgentSession, msg: apb.CommandAck) -> None:
         try:
@@ -248,7 +258,8 @@ class AgentChannel:
         new = PROCESS_TO_OBSERVED.get(msg.state)
         if new is None:  # CRASHED: the agent restarts it; restarts and message say so
             return
-        await retry_stale(lambda: self._observe(agent, msg, new))
+        async with self._db_slots:
+            await retry_stale(lambda: self._observe(agent, msg, new))
 
     async def _observe(self, agent: AgentSession, msg: apb.ReplicaStatus, new: ReplicaObserved) -> None:
         async with self._sessions() as session, session.begin():
@@ -263,7 +274,7 @@ class AgentChannel:
 
     async def deliver(self, agent: AgentSession, limit: int = 100) -> list[apb.ConnectResponse]:
         """Take the node's PENDING commands, mark them SENT and return them for the stream."""
-        async with self._sessions() as session, session.begin():
+        async with self._db_slots, self._sessions() as session, session.begin():
             commands = CommandRepo(session, clock=self._clock)
             out = []
             for command in await commands.pending(agent.node, limit=limit):

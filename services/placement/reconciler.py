@@ -107,6 +107,17 @@ class Reconciler:
         async with self._sessions() as session, session.begin():
             await NodeRepo(session, clock=self._clock).heartbeat_many(beats)
 
+    async def run_heartbeat_flush(self, stopping: asyncio.Event, interval_s: float) -> None:
+        """Write buffered heartbeats every ``interval_s``, apart from the reconcile pass: a slow pass (a
+        big re-placement) must not let the database's heartbeats go stale and nodes look lost."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval_s)
+            try:
+                await self.flush_heartbeats()
+            except Exception:
+                log.exception("heartbeat flush failed; the next one writes the latest beats")
+
     async def reconcile_once(self) -> None:
         self.passes += 1
         await self.flush_heartbeats()
@@ -192,10 +203,16 @@ class Reconciler:
     async def _close_stopped(self) -> set[str]:
         async with self._sessions() as session, session.begin():
             replicas = ReplicaRepo(session, clock=self._clock)
+            closing = [
+                r
+                for r in await replicas.list()
+                if r.desired_state is ReplicaDesired.STOPPED
+                and r.observed_state is not ReplicaObserved.STOPPED
+            ]
+            if not closing:
+                return set()
             nodes = {n.name: n for n in await NodeRepo(session, clock=self._clock).list()}
-            for replica in await replicas.list():
-                if replica.desired_state is not ReplicaDesired.STOPPED:
-                    continue
+            for replica in closing:
                 node = nodes.get(replica.node or "")
                 gone = replica.observed_state in (ReplicaObserved.FAILED, ReplicaObserved.PENDING)
                 # A LOST replica on a node that came back and did not report it is gone too.

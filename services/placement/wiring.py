@@ -46,6 +46,9 @@ def build_for(app: PlacementApp) -> ServiceDef:
     async def reconcile(stopping: asyncio.Event) -> None:
         await app.reconciler.run(stopping, app.config.reconcile_interval_s)
 
+    async def flush(stopping: asyncio.Event) -> None:
+        await app.reconciler.run_heartbeat_flush(stopping, app.config.heartbeat_interval_s)
+
     definition = ServiceDef(name="placement", service_names=SERVICE_NAMES, register=register)
-    definition.background.append(reconcile)
+    definition.background.extend([reconcile, flush])
     return definition

@@ -19,6 +19,7 @@ from opscale.api.placement.v1 import placement_pb2 as pb
 from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.clock import VirtualClock
 from opscale.db.repo import DeploymentRepo
+from opscale.db.status import NodeStatus
 from opscale.grpcutil.server import start_service, stop_service
 from services.placement.app import PlacementApp, PlacementConfig
 from services.placement.wiring import build_for
@@ -48,6 +49,9 @@ class ScriptedAgent:
     commands: list[apb.Command] = field(default_factory=list)
     call: object = None
     task: asyncio.Task[None] | None = None
+    silent: bool = False  # receives commands but never acks or reports (a wedged agent)
+    report_drained: bool = True
+    claims: list[str] = field(default_factory=list)  # replica ids it says it runs when registering
 
     async def _requests(self) -> AsyncIterator[apb.ConnectRequest]:
         while (item := await self.outbox.get()) is not None:
@@ -63,6 +67,10 @@ class ScriptedAgent:
             ],
             labels={"zone": "z1", "s2": "a", "s1": "b", "s0": f"rack-{self.name}"},
             templates=["worker"],
+            running=[
+                apb.RunningReplica(replica_id=r, generation=1, pid=1, state=apb.REPLICA_PROCESS_STATE_READY)
+                for r in self.claims
+            ],
         )
         await self.outbox.put(apb.ConnectRequest(register=register))
         call = self.stub.Connect(self._requests())
@@ -76,6 +84,8 @@ class ScriptedAgent:
         while (response := await call.read()) is not grpc.aio.EOF:
             command = response.command
             self.commands.append(command)
+            if self.silent:
+                continue
             ack = apb.CommandAck(
                 command_id=command.command_id,
                 replica_id=command.replica_id,
@@ -88,7 +98,7 @@ class ScriptedAgent:
             if action == "start":
                 self.running[command.replica_id] = list(command.start.gpu_indices)
             elif action == "drain":
-                state, drained = apb.REPLICA_PROCESS_STATE_DRAINING, True
+                state, drained = apb.REPLICA_PROCESS_STATE_DRAINING, self.report_drained
             else:
                 self.running.pop(command.replica_id, None)
                 state = apb.REPLICA_PROCESS_STATE_STOPPED
@@ -183,6 +193,12 @@ async def test_register_place_scale_in_and_lose_a_node(
     assert reply.replicas_to_start == 1
     assert [(i.requested, i.satisfiable) for i in reply.infeasible] == [(6, 4)]
     assert reply.infeasible[0].reason
+
+    async def four_ready() -> bool:
+        got = await replicas(stub)
+        return len(got) == 4 and all(r.observed_state == pb.REPLICA_OBSERVED_STATE_READY for r in got)
+
+    await settle(app, four_ready)
 
     # Invalid request (a prefill pool in a colocated deployment): refused whole, nothing changes.
     before = sorted(r.id for r in await replicas(stub))
@@ -308,7 +324,83 @@ async def test_drain_node_moves_replicas(placement: tuple[PlacementApp, grpc.aio
         return not busy.running and len(other.running) == 2 and len(got) == 2
 
     await settle(app, moved)
-    node = (await stub.GetNode(pb.GetNodeRequest(name=busy.name))).node
-    assert node.status == pb.NODE_STATUS_CORDONED
+
+    async def emptied() -> bool:  # the pass after the last stop closes the drain
+        await app.reconciler.reconcile_once()
+        node = (await stub.GetNode(pb.GetNodeRequest(name=busy.name))).node
+        return node.status == pb.NODE_STATUS_CORDONED
+
+    await settle(app, emptied)
     await a.close()
     await b.close()
+
+
+async def test_unacked_commands_are_resent_and_drains_end_by_grace(
+    placement: tuple[PlacementApp, grpc.aio.Channel], runtime: Runtime
+) -> None:
+    app, channel = placement
+    stub = placement_pb2_grpc.PlacementServiceStub(channel)
+    agents = agent_pb2_grpc.AgentServiceStub(channel)
+    # An agent reporting a replica placement never heard of is told to stop it.
+    wedged = ScriptedAgent("n1", 1, agents, silent=True, claims=["stranger"])
+    ack = await wedged.connect()
+    assert list(ack.stop_replica_ids) == ["stranger"]
+    await stub.ApplyDesired(apply(1))
+    await settle(app, lambda: _has_commands(wedged, 1))
+    first = wedged.commands[0]
+    assert first.WhichOneof("action") == "start"
+    # Not acknowledged within command_resend_s (5 s): the reconciler sends the same command again;
+    # a level-triggered repeat, the agent dedupes it by (replica_id, generation).
+    assert isinstance(runtime.clock, VirtualClock)
+    await app.reconciler.reconcile_once()
+    assert len(wedged.commands) == 1  # not yet due
+    runtime.clock.advance(6)
+    await wedged.beat()
+    await app.reconciler.reconcile_once()
+    await settle(app, lambda: _has_commands(wedged, 2))
+    again = wedged.commands[1]
+    assert (again.command_id, again.replica_id, again.generation) == (
+        first.command_id,
+        first.replica_id,
+        first.generation,
+    )
+    await wedged.close()
+
+    # A replica that drains but never reports drained is stopped once the drain grace (30 s) is over.
+    slow = ScriptedAgent("n2", 1, agents, report_drained=False)
+    await slow.connect()
+    await app.set_status("n1", NodeStatus.CORDONED, None, "test")
+    runtime.clock.advance(0.5)
+
+    async def running_on_n2() -> bool:
+        await app.reconciler.reconcile_once()
+        got = [r for r in await replicas(stub) if r.node == "n2"]
+        return len(got) == 1 and got[0].observed_state == pb.REPLICA_OBSERVED_STATE_READY
+
+    await slow.beat()
+    runtime.clock.advance(11)  # n1 stops beating (it is gone): lost after 10 s, its replica moves to n2
+    await slow.beat()
+    await settle(app, lambda: _beat_seen(app, "n2"))
+    await settle(app, running_on_n2)
+    await stub.ApplyDesired(apply(0))
+
+    async def draining() -> bool:
+        got = [r for r in await replicas(stub) if r.node == "n2"]
+        return bool(got) and got[0].observed_state == pb.REPLICA_OBSERVED_STATE_DRAINING
+
+    await settle(app, draining)
+    await app.reconciler.reconcile_once()
+    assert not any(c.WhichOneof("action") == "stop" for c in slow.commands)
+    runtime.clock.advance(31)
+    await slow.beat()
+    await app.reconciler.reconcile_once()
+    await settle(app, lambda: _has_stop(slow))
+    await slow.close()
+
+
+async def _has_commands(agent: ScriptedAgent, n: int) -> bool:
+    return len(agent.commands) >= n
+
+
+async def _has_stop(agent: ScriptedAgent) -> bool:
+    return any(c.WhichOneof("action") == "stop" for c in agent.commands)

@@ -123,3 +123,18 @@ def test_fake_gpus_follow_the_catalog() -> None:
 def test_bad_fake_gpus(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_fake_gpus(text, "n1")
+
+
+def test_agent_and_placement_settings_are_checked_at_load() -> None:
+    from opscale.config import load_settings
+
+    cfg = load_settings(
+        fake_gpus="2xH100,1xA100", node_labels={"zone": "z1"}, lost_timeout_s=3, heartbeat_interval_s=1
+    )
+    assert cfg.fake_gpus == "2xH100,1xA100" and cfg.node_labels == {"zone": "z1"}
+    with pytest.raises(ConfigError, match="OPSCALE_FAKE_GPUS"):
+        load_settings(fake_gpus="eight H100s")
+    with pytest.raises(ConfigError, match="two heartbeat intervals"):
+        load_settings(lost_timeout_s=2, heartbeat_interval_s=1)
+    with pytest.raises(ConfigError, match="OPSCALE_AGENT_MAX_RESTARTS"):
+        load_settings(agent_max_restarts=-1)
