@@ -238,14 +238,17 @@ class Planner:
         the GPUs, forget ids, reasons and shortfalls."""
         running = {p: len(self.by_pool[p]) for p in pools}
         order = domain_order(self.cl, [self.demands[p] for p in pools], running, self.all_types)
+        # Trials go in estimate order (fits first) and stop at the first whole fit. A domain the estimate
+        # rejects cannot hold the whole group (compute is a hard limit), but when no domain can, the
+        # trials still find the one that holds the most of it.
+        candidates = [dom for dom, _ in order][:MAX_TRIALS]
         best: tuple[int, int] | None = None
-        for dom, estimate_fits in order[:MAX_TRIALS]:
+        for dom in candidates:
             mark = (len(self.start), len(self.reasons), dict(self.next_n))
             for pool in pools:
                 self._grow(pool, dom)
             if not any(p in self.short for p in pools):
-                note = "fits" if estimate_fits else "fits although the estimate said it would not"
-                self.reasons.insert(mark[1], f"group {name}: new, placed in {self._scope(dom)} ({note})")
+                self.reasons.insert(mark[1], f"group {name}: new, placed in {self._scope(dom)}")
                 return dom, True
             placed = len(self.start) - mark[0]
             self._undo(mark, pools)
@@ -254,7 +257,7 @@ class Planner:
         if best is None:
             return None, False
         self.reasons.append(
-            f"group {name}: new; fits in none of the {min(len(order), MAX_TRIALS)} domains tried, placed in "
+            f"group {name}: new; fits whole in none of the {len(candidates)} domains tried, placed in "
             f"{self._scope(best[1])}, where most of it fits"
         )
         return best[1], False

@@ -1,8 +1,9 @@
 """Which network domain a new deployment group should try first.
 
 An estimate, in GPU-equivalents (empty GPUs + compute left on shared ones, per type, kept up to date in
-``Cluster.dom_free``): O(domains x types) per new group. The planner then *tries* the domains in this
-order and keeps the first where the whole group really fits, so the estimate only decides the order.
+``Cluster.dom_free``): O(domains x types) per new group. Compute is a hard limit, so "does not fit" is
+exact, while "fits" may be wrong (memory, GPUs per node, fragmentation): the planner *tries* domains in
+this order and keeps the first where the whole group really fits, or else the one that held the most.
 
 Order: the whole group fits (every pool within its allowed types, and all pools together) > every pool
 fits on its preferred type > least capacity left over (best fit: big free domains are kept for big groups
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from opscale.placement.state import CU, Cluster
+from opscale.placement.state import CU, Cluster, compute_units
 from opscale.placement.types import PoolDemand
 
 #: Domains actually tried per new group before settling for the one that placed the most. Bounds the
@@ -46,7 +47,9 @@ def domain_order(
         by_pref: dict[str, float] = {}
         allowed: set[str] = set()
         for d in pools:
-            amount = max(0, d.replicas - running.get(d.pool, 0)) * d.gpus_per_replica * d.compute_fraction
+            # in the compute units placement itself counts, so "does not fit" stays exact
+            share = compute_units(d.compute_fraction) / CU
+            amount = max(0, d.replicas - running.get(d.pool, 0)) * d.gpus_per_replica * share
             types = d.gpu_types or tuple(all_types)
             fits = fits and amount <= domain_capacity(cl, dom, types) + 1e-9
             need += amount
