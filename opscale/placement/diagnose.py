@@ -43,8 +43,10 @@ def shortfall(cl: Cluster, d: PoolDemand, cells: Sequence[int], scope: str) -> s
             f"GPU memory: a replica needs {d.memory_bytes_per_gpu} bytes per GPU; the largest "
             f"{_types(d)} GPU in {scope} has {best_mem}"
         )
+    left = f"{empty} empty GPUs and {room} shared ones with some compute left"
+    if empty >= d.gpus_per_replica > 1:
+        left += f", but no node has {d.gpus_per_replica} that fit together"
     return (
         f"capacity: {scope} has no room left for {d.gpus_per_replica} GPU(s) of {_types(d)} with "
-        f"{d.memory_bytes_per_gpu} bytes and {cu:g} compute each ({empty} empty GPUs, {room} shared GPUs "
-        f"with some compute left, none with enough memory and compute)"
+        f"{d.memory_bytes_per_gpu} bytes and {cu:g} compute each ({left})"
     )
