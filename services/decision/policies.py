@@ -14,7 +14,6 @@ from opscale.policy.spec_adapter import policy_setup
 from opscale.policy.types import SLO, Limits, Policy, PoolKey
 from opscale.spec import DeploymentSpec
 
-
 # Policies that read per-pool signals (queue depth, busy fraction, per-pool utilization). Reading a
 # pool's window costs 10 counter-store series on top of the deployment's 11, and on Redis each series is
 # one command per second of window, so the loop reads pools only for these (measured: 31 -> 11 series).
