@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from clients.cli.common import ConfigOpt, echo, handle_errors, settings
+from opscale.config import Settings
 from opscale.errors import ConfigError
 
 Opt = typer.Option
@@ -26,15 +27,13 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-async def _run_agent(cfg: object, overrides: dict[str, object]) -> None:
+async def _run_agent(cfg: Settings) -> None:
     from clients.agent.agent import Agent, AgentConfig
     from clients.agent.gpus import make_discovery
     from clients.agent.templates import load_templates
     from opscale.api.agent.v1 import agent_pb2 as apb
-    from opscale.config import Settings
     from opscale.grpcutil.server import wait_for_signal
 
-    assert isinstance(cfg, Settings)
     node = cfg.node_name or socket.gethostname()
     templates = load_templates(cfg.agent_templates_file)
     discovery = make_discovery(cfg.fake_gpus, node)
@@ -119,7 +118,7 @@ def register(app: typer.Typer) -> None:
 
         setup_logging(cfg.log_level, cfg.log_format)
         logging.getLogger("clients.agent").setLevel(cfg.log_level.value.upper())
-        asyncio.run(_run_agent(cfg, overrides))
+        asyncio.run(_run_agent(cfg))
 
 
 def main() -> None:
