@@ -34,10 +34,14 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON")] = None,
     ) -> None:
         """Replay one trace through the simulated data plane with one policy in the loop."""
+        from rich.progress import Progress
+
         from opscale.sim.experiment import Scenario, run_one
 
         sc = Scenario(trace, model, ttft_ms, tbt_ms, rate_scale, speedup, start_s, duration_s, gpu_type, seed)
-        m, _ = run_one(sc, policy)
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"{policy} on {trace}", total=1.0)
+            m, _ = run_one(sc, policy, progress=lambda f: bar.update(task, completed=f))
         data = m.to_json()
         width = max(len(k) for k in data)
         for k, v in data.items():

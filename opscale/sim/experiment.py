@@ -16,7 +16,7 @@ Fairness rules, the same for every policy of a scenario:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -103,7 +103,8 @@ def lower_bound(perf: PerfModel, trace: Trace, slo: SLO, horizon_s: float, inter
             cache[c] = min(plan_operator(perf, lw, slo).prediction.gpus or 0,
                            plan_model(perf, lw, slo).prediction.gpus or 0)
         gpus[k] = cache[c]
-    return float(gpus.sum() * interval_s / 3600.0), gpus
+    span = np.minimum(interval_s, horizon_s - np.arange(n) * interval_s)  # the last interval may be short
+    return float((gpus * span).sum() / 3600.0), gpus
 
 
 def peak_window(trace: Trace, width_s: float = 60.0) -> LoadWindow:
@@ -230,14 +231,15 @@ def metrics(sc: Scenario, res: SimResult, lb_gpu_hours: float, wall_s: float) ->
     )
 
 
-def run_one(sc: Scenario, policy: str, *, config: SimConfig | None = None,
-            trace: Trace | None = None, lb: float | None = None) -> tuple[RunMetrics, SimResult]:
+def run_one(sc: Scenario, policy: str, *, config: SimConfig | None = None, trace: Trace | None = None,
+            lb: float | None = None, progress: Callable[[float], None] | None = None,
+            ) -> tuple[RunMetrics, SimResult]:
     import time
 
     trace = trace if trace is not None else build_trace(sc)
     spec, initial = build(sc, policy, trace)
     t0 = time.perf_counter()
-    res = simulate(spec, trace, initial, config=config)
+    res = simulate(spec, trace, initial, config=config, progress=progress)
     wall = time.perf_counter() - t0
     if lb is None:
         perf = perf_model(get_preset(sc.model), sc.gpu_type)
