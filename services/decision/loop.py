@@ -103,6 +103,7 @@ class DecisionLoop:
         self._setups = SetupCache()
         self._last: dict[str, DecisionView | None] = {}  # per led deployment; absent: read the ledger
         self._slow: set[str] = set()  # deployments whose plans run in a worker thread
+        self._broken: dict[str, int] = {}  # deployment -> spec version whose policy failed to build
         self._window_s = window_for(counters.settings.bucket_s, options.window_wanted_s)
         self.held: frozenset[str] = frozenset()
 
@@ -148,13 +149,18 @@ class DecisionLoop:
         out: list[_Due] = []
         async with self._sessions() as session:
             for head in heads:
+                if self._broken.get(head.name) == head.version:
+                    continue  # this spec version cannot be built; said so once, wait for a new version
                 try:
                     setup = await self._setup(session, head)
                 except Exception:
                     self._metrics.deployment_errors.labels("spec").inc()
+                    self._broken[head.name] = head.version
                     log.exception(
-                        "deployment %s: cannot build its policy; skipped",
+                        "deployment %s: cannot build the policy of spec version %d; skipped until the "
+                        "spec changes",
                         head.name,
+                        head.version,
                         extra={"deployment": head.name},
                     )
                     continue
@@ -278,12 +284,20 @@ class DecisionLoop:
                 result = await self._placement.apply(
                     d.head.name, d.head.version, str(record.id), d.out.desired, d.out.draining
                 )
+            failed_before = d.last is not None and d.last.placement == Outcome.FAILED
             if result.outcome == Outcome.FAILED:
                 self._metrics.placement_failures.inc()
+            if result.outcome == Outcome.FAILED and not failed_before:  # log the change, not every retry
                 log.warning(
                     "deployment %s: hand-off to placement failed: %s",
                     d.head.name,
                     result.message,
+                    extra={"deployment": d.head.name, "decision": record.id},
+                )
+            elif failed_before and result.outcome != Outcome.FAILED:
+                log.info(
+                    "deployment %s: placement accepts hand-offs again",
+                    d.head.name,
                     extra={"deployment": d.head.name, "decision": record.id},
                 )
             return with_placement(record, result.outcome, result.message)

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from opscale.api.decision.v1 import decision_pb2 as pb
+from opscale.db.repo import DeploymentRepo
 from opscale.grpcutil.server import start_service, stop_service
 from services.catalog import SERVICES
 from services.decision.placement_client import GrpcPlacementClient, Outcome
@@ -253,5 +254,27 @@ async def test_freeze_holds_and_watch_sends_current_first(runtime: Runtime) -> N
         streamed = await watch.read()
         assert streamed.decision.id == frozen.id
         watch.cancel()
+    finally:
+        await replica.stop()
+
+
+async def test_a_broken_deployment_is_skipped_and_the_rest_decided(runtime: Runtime) -> None:
+    # A stored spec the current code cannot use (written before a validation rule existed, say).
+    async with runtime.sessions() as session, session.begin():
+        await DeploymentRepo(session).create("broken", {"name": "broken", "policy": "no-such"}, "test")
+    replica = await start_replica(runtime, "r1")
+    stub = replica.stub
+    try:
+        await stub.CreateDeployment(pb.CreateDeploymentRequest(spec=pd_spec("fine")), timeout=5)
+        await eventually(lambda: decisions(stub, "fine"))
+        n = len(await decisions(stub, "fine"))
+        advance(runtime, 1)
+        await eventually(lambda: _more_than(stub, "fine", n))
+        code, _ = await _code(stub.GetDecision(pb.GetDecisionRequest(deployment="broken"), timeout=5))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION  # exists, never decided
+        errors = runtime.telemetry.registry.get_sample_value(
+            "opscale_decision_deployment_errors_total", {"stage": "spec"}
+        )
+        assert errors == 1  # said once, not every tick
     finally:
         await replica.stop()
