@@ -39,6 +39,12 @@ from services.placement.sessions import SessionRegistry
 
 log = logging.getLogger(__name__)
 
+#: Failed replicas of one deployment replaced at once before re-placement is held back; the hold then
+#: doubles per further failure (2 s, 4 s, … up to MAX_HOLD_S) while failures keep coming within
+#: FAILURE_MEMORY_S of each other.
+FREE_FAILURES = 3
+MAX_HOLD_S = 300.0
+FAILURE_MEMORY_S = 600.0
 _WATCHED = (NodeStatus.REGISTERING, NodeStatus.READY, NodeStatus.CORDONED, NodeStatus.DRAINING)
 _GONE = (ReplicaObserved.PENDING, ReplicaObserved.FAILED, ReplicaObserved.LOST)
 
@@ -77,6 +83,7 @@ class Reconciler:
         self._on_change = on_change
         self.kick = asyncio.Event()
         self.passes = 0
+        self._failures: dict[str, tuple[int, float, float]] = {}  # deployment -> (count, hold until, last)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.now(), UTC)
@@ -175,7 +182,28 @@ class Reconciler:
                         session, replica, reason=reason, result=PlanResult(), send=True, grace_s=0.0
                     )
                     affected.add(replica.deployment)
+                    self._note_failure(replica.deployment)
         return affected
+
+    def _note_failure(self, deployment: str) -> None:
+        """Replacing a replica that failed for good is held back exponentially per deployment: a launch
+        template that always crashes must not mint a new replica every few seconds forever."""
+        now = self._clock.monotonic()
+        count, _hold_until, last = self._failures.get(deployment, (0, 0.0, now))
+        if now - last > FAILURE_MEMORY_S:
+            count = 0
+        count += 1
+        hold = 0.0 if count <= FREE_FAILURES else min(MAX_HOLD_S, 2.0 ** (count - FREE_FAILURES))
+        self._failures[deployment] = (count, now + hold, now)
+        if hold:
+            log.warning(
+                "deployment %s: %d replicas failed within %.0f s; holding re-placement for %.0f s",
+                deployment, count, FAILURE_MEMORY_S, hold,
+            )  # fmt: skip
+
+    def held(self, deployment: str) -> bool:
+        entry = self._failures.get(deployment)
+        return entry is not None and self._clock.monotonic() < entry[1]
 
     async def _drains(self) -> set[str]:
         now = self._now()
@@ -237,6 +265,8 @@ class Reconciler:
         # One deployment per plan: a deployment whose pools cannot be placed (say, a launch template no
         # agent allows) must not hold back the others.
         for deployment in sorted(deployments):
+            if self.held(deployment):
+                continue
             await retry_stale(lambda d=deployment: self._replace_one(d))  # type: ignore[misc]
 
     async def _replace_one(self, deployment: str) -> None:

@@ -51,6 +51,7 @@ class ScriptedAgent:
     task: asyncio.Task[None] | None = None
     silent: bool = False  # receives commands but never acks or reports (a wedged agent)
     report_drained: bool = True
+    crash_on_start: bool = False  # every process it starts fails for good at once
     claims: list[str] = field(default_factory=list)  # replica ids it says it runs when registering
 
     async def _requests(self) -> AsyncIterator[apb.ConnectRequest]:
@@ -95,7 +96,9 @@ class ScriptedAgent:
             await self.outbox.put(apb.ConnectRequest(ack=ack))
             action = command.WhichOneof("action")
             state, drained = apb.REPLICA_PROCESS_STATE_READY, False
-            if action == "start":
+            if action == "start" and self.crash_on_start:
+                state = apb.REPLICA_PROCESS_STATE_FAILED
+            elif action == "start":
                 self.running[command.replica_id] = list(command.start.gpu_indices)
             elif action == "drain":
                 state, drained = apb.REPLICA_PROCESS_STATE_DRAINING, self.report_drained
@@ -404,3 +407,43 @@ async def _has_commands(agent: ScriptedAgent, n: int) -> bool:
 
 async def _has_stop(agent: ScriptedAgent) -> bool:
     return any(c.WhichOneof("action") == "stop" for c in agent.commands)
+
+
+async def test_a_crash_looping_pool_is_replaced_with_back_off(
+    placement: tuple[PlacementApp, grpc.aio.Channel], runtime: Runtime
+) -> None:
+    from services.placement.reconciler import FREE_FAILURES
+
+    app, channel = placement
+    stub = placement_pb2_grpc.PlacementServiceStub(channel)
+    crashy = ScriptedAgent("n1", 2, agent_pb2_grpc.AgentServiceStub(channel), crash_on_start=True)
+    await crashy.connect()
+    await stub.ApplyDesired(apply(1))
+
+    def starts() -> int:
+        return sum(c.WhichOneof("action") == "start" for c in crashy.commands)
+
+    async def failed_and_replaced(n: int) -> bool:
+        await app.reconciler.reconcile_once()
+        return starts() >= n
+
+    # The first FREE_FAILURES failures are replaced at once...
+    for n in range(2, FREE_FAILURES + 2):
+        await settle(app, lambda n=n: failed_and_replaced(n))  # type: ignore[misc]
+
+    # ...the next one is held back (2 s) instead of minting a replica per pass.
+    async def failed_count() -> bool:
+        await app.reconciler.reconcile_once()
+        got = await replicas(stub)
+        return all(r.desired_state == pb.REPLICA_DESIRED_STATE_STOPPED for r in got)
+
+    await settle(app, failed_count)
+    held = starts()
+    for _ in range(3):
+        await app.reconciler.reconcile_once()
+    assert starts() == held and app.reconciler.held("d1")
+    assert isinstance(runtime.clock, VirtualClock)
+    runtime.clock.advance(2.1)
+    await crashy.beat()
+    await settle(app, lambda: failed_and_replaced(held + 1))
+    await crashy.close()
