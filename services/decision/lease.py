@@ -20,6 +20,7 @@ replicas serve reads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Collection
@@ -29,7 +30,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from opscale.errors import Unavailable
+
 log = logging.getLogger(__name__)
+
+# What a dead lease connection raises: the driver's errors, or ``Unavailable`` where opscale's engine
+# has already translated them (opscale.db.engine).
+_CONNECTION_ERRORS = (DBAPIError, SQLAlchemyError, OSError, Unavailable)
 
 _KEY_NAMESPACE = b"opscale.decision.lease\x00"
 
@@ -58,6 +65,7 @@ class PostgresAdvisoryLease:
         self._holder_id = holder_id
         self._conn: AsyncConnection | None = None
         self._held: dict[str, int] = {}
+        self.connects = 0  # lease connections opened so far (1 + reconnections after losing one)
 
     @property
     def holder_id(self) -> str:
@@ -81,6 +89,7 @@ class PostgresAdvisoryLease:
             if self._conn is None:
                 self._conn = await self._engine.connect()
                 self._held = {}
+                self.connects += 1
             conn = self._conn
             gone = [self._held[name] for name in self._held if name not in want]
             if gone:
@@ -101,7 +110,7 @@ class PostgresAdvisoryLease:
             else:
                 await conn.execute(sa.text("SELECT 1"))  # liveness: a dead connection means no leases
             await conn.commit()  # session-level locks outlive the transaction; do not idle in one
-        except (DBAPIError, SQLAlchemyError, OSError) as exc:
+        except _CONNECTION_ERRORS as exc:
             lost = sorted(self._held)
             log.warning(
                 "decision lease connection failed; dropping %d leases",
@@ -115,12 +124,10 @@ class PostgresAdvisoryLease:
     async def _discard(self) -> None:
         conn, self._conn, self._held = self._conn, None, {}
         if conn is not None:
-            try:
-                # Never hand a connection that may still hold locks back to the pool.
+            # Never hand a connection that may still hold locks back to the pool: invalidating closes
+            # it for good (and the pool forgets it).
+            with contextlib.suppress(*_CONNECTION_ERRORS):
                 await conn.invalidate()
-                await conn.close()
-            except (DBAPIError, SQLAlchemyError, OSError):
-                pass
 
     async def release_all(self) -> None:
         conn = self._conn
@@ -131,7 +138,7 @@ class PostgresAdvisoryLease:
             await conn.commit()
             self._conn, self._held = None, {}
             await conn.close()
-        except (DBAPIError, SQLAlchemyError, OSError):
+        except _CONNECTION_ERRORS:
             await self._discard()
 
 

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Collection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from opscale.errors import ResourceExhausted
+from opscale.errors import ResourceExhausted, Unavailable
 from services.decision.ledger import DecisionLedger
 from services.decision.placement_client import Outcome
 from services.decision.record import DecisionView, decode
@@ -138,6 +138,6 @@ class LedgerTail:
         while not stopping.is_set():
             try:
                 await self.poll_once()
-            except SQLAlchemyError:
+            except (SQLAlchemyError, Unavailable):  # the database is away: keep polling
                 log.warning("decision ledger tail: poll failed; retrying", exc_info=True)
             await self._pace(self._poll_s)

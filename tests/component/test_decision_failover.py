@@ -126,3 +126,26 @@ async def test_leader_crash_releases_the_advisory_lock(runtime: Runtime) -> None
         await b.stop()
         if isinstance(a.service.lease, PostgresAdvisoryLease):
             await a.service.lease._discard()  # the "crashed" replica's dead connection, for a clean exit
+
+
+async def test_a_running_leader_recovers_from_a_dropped_lease_connection(runtime: Runtime) -> None:
+    """Postgres only: the connection under the leases dies while the replica keeps running (a database
+    fail-over, a network blip). The replica drops its leases, reconnects on the next tick, takes them
+    again and keeps deciding."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("only the advisory-lock lease has a connection to lose")
+    a = await start_replica(runtime, "a")
+    try:
+        await a.stub.CreateDeployment(pb.CreateDeploymentRequest(spec=pd_spec("blip")), timeout=5)
+        await eventually(lambda: _settled(a, "blip", 0))
+        lease = a.service.lease
+        assert isinstance(lease, PostgresAdvisoryLease)
+        pid, connects = await lease.backend_pid(), lease.connects
+        async with runtime.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await eventually(lambda: lease.connects > connects and "blip" in lease.held)
+        after = await _next_decision(a, runtime, "blip")
+        assert after.leader_id == "a"
+        _no_tick_twice(await decisions(a.stub, "blip"))
+    finally:
+        await a.stop()
