@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
-from opscale.db.repo import DeploymentRepo
 from opscale.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.decision.deployments import page_size
 from services.decision.ledger import DecisionLedger
@@ -51,7 +50,9 @@ class DecisionsApp:
         self._hub = hub
 
     async def _exists(self, session: AsyncSession, deployment: str) -> None:
-        await DeploymentRepo(session, clock=self._clock).get(deployment)  # NotFound names it
+        # An indexed probe, not DeploymentRepo.get: this is GetDecision's hot path and needs no spec.
+        if not await DecisionLedger(session).live(deployment):
+            raise NotFound(f"deployment '{deployment}' not found", field="deployment")
 
     async def latest(self, deployment: str) -> DecisionView:
         async with self._sessions() as session:

@@ -50,6 +50,11 @@ class DecisionLedger(DecisionRepo):
         )
         return [DeploymentHead(name, version, frozen) for name, version, frozen in rows]
 
+    async def live(self, name: str) -> bool:
+        """Whether ``name`` is a deployment that exists (not deleted); reads no spec."""
+        query = sa.select(Deployment.id).where(Deployment.name == name, Deployment.deleted_at.is_(None))
+        return (await self._session.execute(query)).first() is not None
+
     @staticmethod
     def values(decision: DecisionRecord) -> dict[str, Any]:
         """The row for ``decision``, checked as ``DecisionRepo.append`` checks it (``InvalidArgument``)."""
