@@ -168,6 +168,7 @@ class DataPlane:
         self._seq = 0
         self._cache: dict[tuple[PoolKey, int, int, int], float] = {}
         self._kv_cache: dict[tuple[PoolKey, int, int], float] = {}
+        self._power_cache: dict[tuple[PoolKey, int], float] = {}
         shape = perf.shape
         self.kv_bpt = perf.kv_bytes_per_token()
         self.act_bpt = shape.activation_bytes_per_token
@@ -210,6 +211,18 @@ class DataPlane:
             s = sum(self.perf.pass_latency_ms(stage, op, batch, lb, gpus) for op in pool.unit.ops) / 1e3
             self._cache[key] = s
         return s
+
+    def refresh_power(self) -> None:
+        """Price each pool's busy power at the mean batch its passes ran with since the last sample (a
+        decode replica stepping 40 sequences draws less than at its planned batch of 256)."""
+        for pool in self.pools.values():
+            if pool.passes:
+                b = max(1, round(pool.batch_sum / pool.passes))
+                key = (pool.key, b)
+                w = self._power_cache.get(key)
+                if w is None:
+                    w = self._power_cache[key] = self._unit_busy_watts(pool.unit, b)
+                pool.busy_watts = w
 
     def _unit_busy_watts(self, u: Unit, batch: int, length: int = 1024) -> float:
         times = [self.perf.pass_latency_ms(u.stage, op, batch, length, 1) for op in u.ops]

@@ -134,6 +134,7 @@ def simulate(spec: DeploymentSpec, trace: Trace, initial: Mapping[PoolKey, PoolP
         mem_viol += _memory_check(dp, t0 + 1.0)
         now = t0 + 1.0
         busy = _busy_fractions(dp, now)
+        dp.refresh_power()
         if ledger is not None:
             ledger.reconcile(busy)
             g = ledger.gpus_allocated()
