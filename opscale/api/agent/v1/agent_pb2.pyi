@@ -206,11 +206,19 @@ class DrainReplica(_message.Message):
     def __init__(self, grace_s: _Optional[float] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("command_id", "idempotency_key", "replica_id", "generation", "start", "stop", "drain")
+    __slots__ = ("command_id", "idempotency_key", "replica_id", "generation", "trace_context", "start", "stop", "drain")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
@@ -218,10 +226,11 @@ class Command(_message.Message):
     idempotency_key: str
     replica_id: str
     generation: int
+    trace_context: _containers.ScalarMap[str, str]
     start: StartReplica
     stop: StopReplica
     drain: DrainReplica
-    def __init__(self, command_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., replica_id: _Optional[str] = ..., generation: _Optional[int] = ..., start: _Optional[_Union[StartReplica, _Mapping]] = ..., stop: _Optional[_Union[StopReplica, _Mapping]] = ..., drain: _Optional[_Union[DrainReplica, _Mapping]] = ...) -> None: ...
+    def __init__(self, command_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., replica_id: _Optional[str] = ..., generation: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., start: _Optional[_Union[StartReplica, _Mapping]] = ..., stop: _Optional[_Union[StopReplica, _Mapping]] = ..., drain: _Optional[_Union[DrainReplica, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
     __slots__ = ("register_ack", "command")
