@@ -58,6 +58,8 @@ class _Spec(BaseModel):
 
 
 class PoolRef(_Spec):
+    """One pool: an operator of a stage (`model` = a whole model replica of that stage)."""
+
     stage: Stage
     operator: OperatorKind
 
@@ -66,6 +68,8 @@ class PoolRef(_Spec):
 
 
 class ModelRef(_Spec):
+    """The model served: a built-in preset or a HuggingFace config.json (exactly one)."""
+
     preset: str | None = Field(None, description="built-in model preset, e.g. llama3-70b")
     hf_config: dict[str, Any] | None = Field(None, description="a HuggingFace config.json, parsed")
     name: str | None = Field(None, max_length=128, description="display name (default: the preset)")
@@ -93,6 +97,8 @@ class ModelRef(_Spec):
 
 
 class Slo(_Spec):
+    """Latency targets at a percentile; every policy plans to meet both."""
+
     ttft_ms: float = Field(gt=0, le=600_000, description="time-to-first-token target, ms, in (0, 600000]")
     tbt_ms: float = Field(gt=0, le=60_000, description="time-between-tokens target, ms, in (0, 60000]")
     percentile: float = Field(99.0, gt=0, lt=100, description="percentile the targets apply to, in (0, 100)")
@@ -110,6 +116,8 @@ GpuType = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_kno
 
 
 class PoolLimits(_Spec):
+    """Bounds for one pool, or (without `pool`) the default for every pool."""
+
     pool: PoolRef | None = Field(None, description="the pool these bounds apply to; none: every pool")
     min_replicas: int = Field(0, ge=0, le=100_000, description="in [0, 100000]")
     max_replicas: int = Field(64, ge=1, le=100_000, description="in [1, 100000]")
@@ -126,6 +134,8 @@ class PoolLimits(_Spec):
 
 
 class Stabilization(_Spec):
+    """How the stabilizer damps a policy's recommendations (HPA-style windows, cooldowns, fail-static)."""
+
     scale_up_window_s: float = Field(0.0, ge=0, le=3600, description="in [0, 3600]")
     scale_down_window_s: float = Field(60.0, ge=0, le=3600, description="in [0, 3600]")
     scale_up_cooldown_s: float = Field(0.0, ge=0, le=3600, description="in [0, 3600]")
@@ -134,11 +144,15 @@ class Stabilization(_Spec):
 
 
 class OperatorParams(_Spec):
+    """Parameters of the `operator` policy (per-operator M/M/R planning)."""
+
     floor_fraction: float = Field(0.0, ge=0, le=1, description="share of whole-model capacity kept, [0, 1]")
     max_batch_size: int = Field(256, ge=1, le=65_536, description="in [1, 65536]")
 
 
 class PdParams(_Spec):
+    """Parameters of the `pd` policy (HeteroScale: decode tokens/s sizes both pools at a fixed ratio)."""
+
     target_decode_tokens_per_s_per_instance: float = Field(
         gt=0, description="decode tokens/s one decode instance should carry, > 0"
     )
@@ -159,10 +173,14 @@ class PdParams(_Spec):
 
 
 class UtilizationParams(_Spec):
+    """Parameters of the `utilization` policy (the Kubernetes HPA formula)."""
+
     target_utilization: float = Field(0.6, gt=0, le=1, description="in (0, 1]")
 
 
 class StaticPool(_Spec):
+    """A fixed size for one pool."""
+
     pool: PoolRef
     replicas: int = Field(ge=0, le=100_000)
     gpus_per_replica: int = Field(1, ge=1, le=64)
@@ -170,10 +188,14 @@ class StaticPool(_Spec):
 
 
 class StaticParams(_Spec):
+    """Parameters of the `static` policy (peak provisioning: never changes)."""
+
     pools: tuple[StaticPool, ...] = Field(min_length=1, description="at least one pool")
 
 
 class LaunchTemplateRef(_Spec):
+    """Which launch template (allowed by the node agent's own config) starts a pool's replicas."""
+
     pool: PoolRef
     template: Annotated[str, Field(pattern=TEMPLATE_PATTERN)]
     args: dict[str, str] = Field(default_factory=dict)
@@ -188,21 +210,31 @@ PARAMS_FIELD = {
 
 
 class DeploymentSpec(_Spec):
+    """What to autoscale and to which targets. Policy parameters go in the `<policy>_params` field of the
+    chosen policy only (`pd` and `static` require theirs)."""
+
     name: Annotated[str, Field(pattern=NAME_PATTERN, description="DNS label: a-z, 0-9, '-', 1..63 chars")]
-    model: ModelRef
+    model: ModelRef = Field(description="the model served")
     gpu_type: GpuType = Field("H100", description="default GPU type of every pool")
-    mode: ServingMode = ServingMode.DISAGGREGATED
-    policy: PolicyKind = PolicyKind.OPERATOR
-    slo: Slo
-    limits: tuple[PoolLimits, ...] = ()
-    stabilization: Stabilization = Stabilization()
+    mode: ServingMode = Field(
+        ServingMode.DISAGGREGATED,
+        description="disaggregated: prefill and decode pools; colocated: serving pools",
+    )
+    policy: PolicyKind = Field(PolicyKind.OPERATOR, description="which policy sizes the pools")
+    slo: Slo = Field(description="latency targets")
+    limits: tuple[PoolLimits, ...] = Field(
+        (), description="per-pool bounds; an entry without pool is the default"
+    )
+    stabilization: Stabilization = Field(Stabilization(), description="damping of scaling decisions")
     interval_s: float = Field(0.0, ge=0, le=3600, description="control interval; 0 = the policy's default")
-    operator_params: OperatorParams | None = None
-    pd_params: PdParams | None = None
-    utilization_params: UtilizationParams | None = None
-    static_params: StaticParams | None = None
-    launch: tuple[LaunchTemplateRef, ...] = ()
-    labels: dict[str, str] = Field(default_factory=dict)
+    operator_params: OperatorParams | None = Field(None, description="only with policy operator")
+    pd_params: PdParams | None = Field(None, description="only with policy pd")
+    utilization_params: UtilizationParams | None = Field(None, description="only with policy utilization")
+    static_params: StaticParams | None = Field(None, description="only with policy static")
+    launch: tuple[LaunchTemplateRef, ...] = Field(
+        (), description="how node agents start each pool's replicas"
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="free-form labels")
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentSpec:
