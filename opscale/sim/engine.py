@@ -346,7 +346,7 @@ class DataPlane:
                 start = max(r.free_s, r.ready_s, q[0][0])
                 if start >= t_end:
                     break
-                batch = []
+                batch: list[int] = []
                 while q and q[0][0] <= start and len(batch) < pool.batch:
                     batch.append(heapq.heappop(q)[2])
                 lens = req.input_tokens[batch]
@@ -537,4 +537,5 @@ class DataPlane:
 
     def unfinished(self) -> np.ndarray:
         """Requests neither finished nor rejected (still queued or running)."""
-        return np.isnan(self.req.finish_s) & ~self.req.rejected
+        out: np.ndarray = np.isnan(self.req.finish_s) & ~self.req.rejected
+        return out

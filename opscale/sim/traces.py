@@ -311,7 +311,7 @@ def load_trace(source: str | Path, *, rng: np.random.Generator | None = None, **
         if text.startswith("servegen"):
             if rng is None:
                 raise InvalidArgument("the ServeGen trace generates arrivals: pass a seeded rng", field="rng")
-            return read_servegen(paths[0], paths[1], rng=rng, name=text, **servegen)  # type: ignore[arg-type]
+            return read_servegen(paths[0], paths[1], rng=rng, name=text, **servegen)
         return read_azure_csv(paths[0], name=text)
     p = Path(text)
     if not p.is_file():
