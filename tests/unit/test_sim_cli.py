@@ -1,0 +1,36 @@
+"""`opscale simulate` and `opscale evaluate` end to end on tiny inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from clients.cli.main import app
+
+FIX = Path(__file__).parents[1] / "fixtures" / "traces"
+
+
+def test_simulate_prints_and_writes_metrics(tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(app, ["simulate", "--trace", str(FIX / "mooncake_small.jsonl"), "--model",
+                                   "mixtral-8x7b", "--policy", "model", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["requests"] == 3 and data["rejected"] == 0 and data["slo_attainment"] == 1.0
+
+
+def test_evaluate_writes_json_and_markdown(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["evaluate", "--quick", "--out", str(tmp_path), "--workers", "1",
+                                   "--policy", "static", "--model", "mixtral-8x7b", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [r["metrics"]["policy"] for r in runs] == ["static"]
+    assert "| static |" in (tmp_path / "results.md").read_text()
+
+
+def test_unknown_trace_is_a_clear_error() -> None:
+    res = CliRunner().invoke(app, ["simulate", "--trace", "nope"])
+    assert res.exit_code != 0
+    assert "nope" in res.output
