@@ -1,4 +1,4 @@
-"""Redis counter store: one Lua script per batch (atomic and idempotent), one pipeline per read.
+"""Redis counter store: one Lua script per batch (atomic and idempotent), one per ``read_many``.
 
 Atomicity: Redis runs a script to the end with no other command in between, and the script is called
 only with ops that ``batch.prepare`` has already validated, so it has no reason to fail half way (it has
@@ -17,6 +17,10 @@ The script is sent once per connection's server with EVALSHA and re-loaded on NO
 ``register_script``). Floats are added in Lua (IEEE doubles, stored with ``%.17g``, which round-trips)
 rather than HINCRBYFLOAT (long double) so that sums equal the twin's to the last bit.
 
+Reads: ``redis_read.READ_LUA`` folds every queried window server-side and returns small aggregates
+(one round trip, no per-bucket parsing in Python); see that module for why the result is the twin's
+to the bit.
+
 Single Redis primary only: a batch spans many series and Redis Cluster would need them in one slot.
 """
 
@@ -32,7 +36,8 @@ import redis.exceptions as rexc
 from opscale.counters.base import Kind, ReadQuery, SeriesKey, StoreSettings, WindowRead, WriteBatch
 from opscale.counters.batch import prepare
 from opscale.counters.layout import check_batch_id, check_now, dedupe_key, to_ms
-from opscale.counters.window import Fields, fold, plan
+from opscale.counters.redis_read import READ_LUA, parse_reply, read_args, read_buckets
+from opscale.counters.window import finish, fold, plan
 from opscale.errors import Unavailable
 
 # KEYS[1] dedupe key (a placeholder when ARGV[3] == '0'), KEYS[2..] data keys.
@@ -96,21 +101,6 @@ def describe_address(client: aioredis.Redis) -> str:
     return f"{kw.get('host', '?')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
-def _text(s: object) -> str:
-    return s.decode() if isinstance(s, bytes) else str(s)
-
-
-def _decode(raw: object) -> dict[str, float | int]:
-    """HGETALL reply -> fields. ``n`` and ``b<i>`` are integers (HINCRBY), every other field a float."""
-    out: dict[str, float | int] = {}
-    if not isinstance(raw, dict):
-        return out
-    for k, v in raw.items():
-        name = _text(k)
-        out[name] = int(_text(v)) if name == "n" or name[0] == "b" else float(_text(v))
-    return out
-
-
 class RedisCounterStore:
     def __init__(
         self,
@@ -128,6 +118,7 @@ class RedisCounterStore:
         self._owns_client = owns_client
         self._address = describe_address(client)
         self._apply_script = client.register_script(_APPLY_LUA)
+        self._read_script = client.register_script(READ_LUA)
 
     @property
     def settings(self) -> StoreSettings:
@@ -169,19 +160,17 @@ class RedisCounterStore:
         if not plans:
             return []
         with self._guard("read"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for p in plans:
-                    for k in p.bucket_keys:
-                        pipe.hgetall(self._prefix + k)
-                    pipe.hget(self._prefix + p.meta_key, "t")
-                replies: list[Any] = await pipe.execute()
-        out, i = [], 0
-        for p in plans:
-            n = len(p.bucket_keys)
-            buckets: list[Fields] = [_decode(r) for r in replies[i : i + n]]
-            meta = replies[i + n]
-            i += n + 1
-            out.append(fold(p, self._settings, now_s, buckets, None if meta is None else float(_text(meta))))
+            reply: list[Any] = await self._read_script(args=read_args(plans, self._settings, self._prefix))
+            aggregates = parse_reply(reply)
+            redo = [p for p, a in zip(plans, aggregates, strict=True) if a is None]
+            reread = iter(await read_buckets(self._client, self._prefix, redo) if redo else ())
+        out = []
+        for p, a in zip(plans, aggregates, strict=True):
+            if a is None:
+                buckets, meta = next(reread)
+                out.append(fold(p, self._settings, now_s, buckets, meta))
+            else:
+                out.append(finish(p, self._settings, now_s, a[0], a[1]))
         return out
 
     async def ping(self) -> None:

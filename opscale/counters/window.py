@@ -1,14 +1,17 @@
 """Which buckets a read covers, and how stored bucket fields fold into a ``WindowRead``.
 
 Shared by both twins, so the arithmetic (and its float rounding) is the same code on both: buckets are
-folded oldest first.
+folded oldest first. Folding is two steps: ``accumulate`` (bucket fields -> ``Aggregate``) and
+``finish`` (``Aggregate`` -> ``WindowRead``). Redis runs the first step server-side in Lua
+(``redis_read``), bucket by bucket in the same order and with the same comparisons, and hands back only
+the ``Aggregate``; the twin runs both here.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opscale.counters.base import HistogramBin, Kind, ReadQuery, SeriesKey, StoreSettings, WindowRead
 from opscale.counters.layout import bucket_key, meta_key, series_id, to_ms
@@ -22,8 +25,35 @@ class WindowPlan:
     query: ReadQuery
     start_ms: int
     end_ms: int
-    bucket_keys: tuple[str, ...]  # oldest first
-    meta_key: str
+    sid: str  # layout.series_id of the query
+    bucket_ms: int
+
+    @property
+    def n_buckets(self) -> int:
+        return (self.end_ms - self.start_ms) // self.bucket_ms
+
+    @property
+    def bucket_keys(self) -> tuple[str, ...]:
+        """Oldest first. Built on demand: the Redis read builds them in Lua instead."""
+        return tuple(bucket_key(self.sid, t) for t in range(self.start_ms, self.end_ms, self.bucket_ms))
+
+    @property
+    def meta_key(self) -> str:
+        return meta_key(self.sid)
+
+
+@dataclass(slots=True)
+class Aggregate:
+    """A window's buckets folded together, before staleness and bins are dressed up. ``lo``/``hi`` stay
+    at +/-inf and ``last_at`` at None while no bucket had the field."""
+
+    sum: float = 0.0
+    count: int = 0
+    lo: float = math.inf
+    hi: float = -math.inf
+    last: float | None = None
+    last_at: float | None = None
+    bins: dict[int, int] = field(default_factory=dict)  # index (clamped to the overflow bin) -> count
 
 
 def plan(queries: Sequence[ReadQuery], settings: StoreSettings, now_ms: int) -> list[WindowPlan]:
@@ -51,10 +81,33 @@ def plan(queries: Sequence[ReadQuery], settings: StoreSettings, now_ms: int) -> 
             )
         end_ms = now_ms - now_ms % settings.bucket_ms  # the open bucket starts here and is left out
         start_ms = end_ms - window_ms
-        sid = series_id(q.kind, q.key)
-        keys = tuple(bucket_key(sid, t) for t in range(start_ms, end_ms, settings.bucket_ms))
-        plans.append(WindowPlan(q, start_ms, end_ms, keys, meta_key(sid)))
+        plans.append(WindowPlan(q, start_ms, end_ms, series_id(q.kind, q.key), settings.bucket_ms))
     return plans
+
+
+def overflow_bin(p: WindowPlan, settings: StoreSettings) -> int:
+    """A stored bin index past the layout (it shrank) counts in the overflow bin, this one."""
+    return len(settings.layout_for(p.query.key.name).bounds)
+
+
+def accumulate(buckets: Sequence[Fields], overflow: int) -> Aggregate:
+    """``buckets`` oldest first (empty mapping: never written). ``redis_read._READ_LUA`` mirrors this
+    loop line for line; change both or neither."""
+    a = Aggregate()
+    for f in buckets:
+        if not f:
+            continue
+        a.sum += float(f.get("s", 0.0))
+        a.count += int(f.get("n", 0))
+        a.lo = min(a.lo, float(f.get("lo", math.inf)))
+        a.hi = max(a.hi, float(f.get("hi", -math.inf)))
+        if "t" in f and (a.last_at is None or float(f["t"]) >= a.last_at):
+            a.last, a.last_at = float(f["l"]), float(f["t"])
+        for name, c in f.items():
+            if name[0] == "b":
+                i = min(int(name[1:]), overflow)
+                a.bins[i] = a.bins.get(i, 0) + int(c)
+    return a
 
 
 def fold(
@@ -65,51 +118,36 @@ def fold(
     newest_at_s: float | None,
 ) -> WindowRead:
     """``buckets``: the stored fields of ``p.bucket_keys`` in order (empty mapping: never written).
-    ``newest_at_s``: the meta ``t`` field, if the meta key exists.
+    ``newest_at_s``: the meta ``t`` field, if the meta key exists."""
+    return finish(p, settings, now_s, accumulate(buckets, overflow_bin(p, settings)), newest_at_s)
 
-    Every bucket in the plan is still within retention (``window_s <= retention_s`` and the newest
+
+def finish(
+    p: WindowPlan, settings: StoreSettings, now_s: float, a: Aggregate, newest_at_s: float | None
+) -> WindowRead:
+    """Every bucket in the plan is still within retention (``window_s <= retention_s`` and the newest
     planned bucket ended at or before now), so only the meta needs a logical expiry check here.
     """
     kind = p.query.kind
-    total, count = 0.0, 0
-    lo, hi = math.inf, -math.inf
-    last: float | None = None
-    last_at: float | None = None
-    bins: dict[int, int] = {}
     layout = settings.layout_for(p.query.key.name)
-    overflow = len(layout.bounds)  # a bin index past the layout (it shrank) counts as overflow
-    for f in buckets:
-        if not f:
-            continue
-        total += float(f.get("s", 0.0))
-        count += int(f.get("n", 0))
-        lo = min(lo, float(f.get("lo", math.inf)))
-        hi = max(hi, float(f.get("hi", -math.inf)))
-        if "t" in f and (last_at is None or float(f["t"]) >= last_at):
-            last, last_at = float(f["l"]), float(f["t"])
-        for name, c in f.items():
-            if name[0] == "b":
-                i = min(int(name[1:]), overflow)
-                bins[i] = bins.get(i, 0) + int(c)
-
     stale: float | None = None
     if newest_at_s is not None and to_ms(newest_at_s) + settings.retention_ms > to_ms(now_s):
         stale = max(0.0, now_s - newest_at_s)
     else:
         newest_at_s = None
-    has_range = kind is not Kind.COUNTER and count > 0
+    has_range = kind is not Kind.COUNTER and a.count > 0
     return WindowRead(
         key=p.query.key,
         kind=kind,
         start_s=p.start_ms / 1000,
         end_s=p.end_ms / 1000,
-        count=count,
-        sum=total,
-        min_value=lo if has_range else None,
-        max_value=hi if has_range else None,
-        last_value=last,
-        last_at_s=last_at,
-        bins=tuple(HistogramBin(*layout.bin_range(i), count=c) for i, c in sorted(bins.items()) if c > 0),
+        count=a.count,
+        sum=a.sum,
+        min_value=a.lo if has_range else None,
+        max_value=a.hi if has_range else None,
+        last_value=a.last,
+        last_at_s=a.last_at,
+        bins=tuple(HistogramBin(*layout.bin_range(i), count=c) for i, c in sorted(a.bins.items()) if c > 0),
         last_write_s=newest_at_s,
         staleness_s=stale,
     )

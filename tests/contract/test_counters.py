@@ -415,3 +415,97 @@ async def test_redis_reloads_a_script_it_does_not_know(redis_client: aioredis.Re
     store._apply_script.sha = "0" * 40
     assert await store.apply(WriteBatch.of(add(100, 1)), now_s=T0 + 101)
     assert (await store.read(ARRIVALS, Kind.COUNTER, now_s=T0 + 101, window_s=1)).sum == 1.0
+
+
+# --- Redis only: the server-side window read (redis_read.READ_LUA) ----------------------------------
+
+
+@pytest.mark.redis
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    samples=st.lists(
+        st.tuples(
+            st.integers(0, 9),  # bucket offset: sums run over many buckets, in order
+            st.floats(0, 1e18, allow_nan=False, allow_infinity=False),
+            st.sampled_from([Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM]),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+async def test_server_side_fold_equals_the_twin_for_any_floats(
+    redis_client: aioredis.Redis, key_prefix: str, samples: list[tuple[int, float, Kind]]
+) -> None:
+    # Arbitrary doubles (not the tidy values above) make float addition order visible: the script must
+    # add bucket sums in the twin's order to agree bit for bit. Gauges get negative and -0.0 values.
+    memory = InMemoryCounterStore(SETTINGS)
+    red = RedisCounterStore(redis_client, f"{key_prefix}{uuid.uuid4().hex[:8]}:", SETTINGS)
+    writes: list[Write] = []
+    for i, (offset, v, kind) in enumerate(samples):
+        at = T0 + 100 + offset + (i % 7) / 8
+        if kind is Kind.COUNTER:
+            writes.append(CounterWrite(ARRIVALS, at, v))
+        elif kind is Kind.GAUGE:
+            writes.append(GaugeWrite(QUEUE, at, -v))
+        else:
+            writes.append(HistogramWrite(TTFT, at, v, 1 + i % 3))
+    for start in range(0, len(writes), 5):  # several batches: stored sums are re-added per batch
+        batch = WriteBatch(tuple(writes[start : start + 5]))
+        for s in (memory, red):
+            await s.apply(batch, now_s=T0 + 111)
+    qs = [
+        ReadQuery(k, kind, w)
+        for k, kind in ((ARRIVALS, Kind.COUNTER), (QUEUE, Kind.GAUGE), (TTFT, Kind.HISTOGRAM))
+        for w in (1, 5, 10, 60)
+    ]
+    assert await memory.read_many(qs, now_s=T0 + 110.5) == await red.read_many(qs, now_s=T0 + 110.5)
+
+
+async def test_redis_read_is_one_round_trip(
+    redis_client: aioredis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisCounterStore(redis_client, key_prefix, SETTINGS)
+    await apply(store, add(100, 1), gauge(101, 2), obs(102, 30), now=103)
+    commands: list[object] = []
+    real = redis_client.execute_command
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        commands.append(args[0])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(redis_client, "execute_command", counting)
+    qs = [
+        ReadQuery(k, kind, 60)
+        for k, kind in ((ARRIVALS, Kind.COUNTER), (QUEUE, Kind.GAUGE), (TTFT, Kind.HISTOGRAM))
+    ]
+    reads = await store.read_many(qs, now_s=T0 + 103)
+    # 3 queries × 60 buckets would have been 183 pipelined commands; the script does them in Redis.
+    assert commands == ["EVALSHA"]
+    assert [r.sum for r in reads] == [1.0, 2.0, 30.0]
+
+
+async def test_redis_counts_past_2_53_are_exact(redis_client: aioredis.Redis, key_prefix: str) -> None:
+    # Lua adds counts as doubles, exact only below 2**53; such a query is re-read bucket by bucket.
+    # Two buckets of 2**52 and 2**52 + 1 sum to 2**53 + 1, which a double would round to 2**53.
+    store = RedisCounterStore(redis_client, key_prefix, SETTINGS)
+    start_ms = int(T0 + 100) * 1000
+    for offset, n in ((0, 2**52), (1000, 2**52 + 1)):
+        await redis_client.hset(
+            f"{key_prefix}b:h:d1:ttft_ms:stage=prefill:{start_ms + offset}",
+            mapping={"s": "1", "n": str(n), "lo": "1.0", "hi": "1.0", "b0": str(n)},
+        )
+    await apply(store, add(100.5, 3), now=101)
+    reads = await store.read_many(
+        [ReadQuery(TTFT, Kind.HISTOGRAM, 2), ReadQuery(ARRIVALS, Kind.COUNTER, 2)], now_s=T0 + 102
+    )
+    assert reads[0].count == 2**53 + 1
+    assert [(b.upper, b.count) for b in reads[0].bins] == [(10.0, 2**53 + 1)]
+    assert reads[0].sum == 2.0
+    assert reads[1].sum == 3.0  # the query answered by the script, alongside the re-read one
+
+
+async def test_redis_read_reloads_its_script(redis_client: aioredis.Redis, key_prefix: str) -> None:
+    store = RedisCounterStore(redis_client, key_prefix, SETTINGS)
+    await apply(store, add(100, 1), now=101)
+    store._read_script.sha = "0" * 40  # as after a Redis restart
+    assert (await store.read(ARRIVALS, Kind.COUNTER, now_s=T0 + 101, window_s=1)).sum == 1.0

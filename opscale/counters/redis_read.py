@@ -1,0 +1,162 @@
+"""Window reads on Redis: every query of a ``read_many`` folded server-side by one Lua script.
+
+Why: the decision loop reads ~20 series × ``window_s / bucket_s`` buckets per deployment per tick. One
+HGETALL per bucket, each reply parsed by redis-py, cost ~4 ms of client CPU per deployment (see
+BENCHMARKS.md, "Decision service"). The script walks the same buckets inside Redis and returns one
+small reply per query: the ``window.Aggregate`` (sum, count, min, max, newest gauge value and its time,
+the non-empty histogram bins) and the meta ``t``. Python then runs the same ``window.finish`` as the
+in-process twin.
+
+Exact equality with the twin (``tests/contract/test_counters.py::test_twins_read_the_same``): the script
+is ``window.accumulate`` transcribed — buckets oldest first, ``sum = sum + s`` from 0 in that order
+(Lua numbers are IEEE doubles, as Python floats are, so the same additions in the same order round the
+same way), ``v < lo`` / ``v > hi`` / ``t >= last_at`` as Python's ``min``/``max``/``>=`` decide, and
+the *stored strings* of the winning min/max/last/at fields are returned for Python to parse as the
+pipelined read did. Only the sum is re-formatted, with ``%.17g``, which round-trips a double.
+
+The one place Lua cannot follow Python is integer size: counts are summed in doubles, exact only below
+2**53. A query whose count or any bin count reaches that is answered ``-1`` by the script and re-read
+bucket by bucket with ``read_buckets`` (the previous, pipelined read), so no count is ever rounded.
+
+Keys are built in the script from the prefix, series id and bucket range rather than passed in KEYS:
+~200 key arguments per deployment would bring back the argument-packing cost this avoids. That is fine
+on a single Redis primary (what ``redis.py`` already requires) and would not be on Redis Cluster.
+``flags=no-writes`` lets the read run on a replica and while Redis refuses writes for memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from opscale.counters.base import StoreSettings
+from opscale.counters.window import Aggregate, Fields, WindowPlan, overflow_bin
+
+# ARGV: prefix, bucket_ms, then per query: series id, start_ms, bucket count, overflow bin index.
+# Reply per query: {count, sum, lo, hi, last, last_at, meta_t, {bin, count, bin, count, ...}};
+# absent fields are nil; count -1: not exact in doubles, re-read with read_buckets.
+READ_LUA = """#!lua flags=no-writes
+local prefix, bucket_ms = ARGV[1], tonumber(ARGV[2])
+local LIMIT = 9007199254740992
+local out = {}
+for a = 3, #ARGV, 4 do
+  local sid, start = ARGV[a], tonumber(ARGV[a + 1])
+  local nb, overflow = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local base = prefix .. 'b:' .. sid .. ':'
+  local sum, count, exact = 0, 0, true
+  local lo, hi, lo_s, hi_s = math.huge, -math.huge, false, false
+  local last_at, last_s, last_at_s = nil, false, false
+  local bins = {}
+  for j = 0, nb - 1 do
+    local h = redis.call('HGETALL', base .. string.format('%d', start + j * bucket_ms))
+    if #h > 0 then
+      local f = {}
+      for i = 1, #h, 2 do
+        local name, v = h[i], h[i + 1]
+        f[name] = v
+        if string.byte(name, 1) == 98 then
+          local k = tonumber(string.sub(name, 2))
+          if k > overflow then k = overflow end
+          local c = (bins[k] or 0) + tonumber(v)
+          if c >= LIMIT then exact = false end
+          bins[k] = c
+        end
+      end
+      sum = sum + (f.s and tonumber(f.s) or 0)
+      if f.n then count = count + tonumber(f.n) end
+      if count >= LIMIT then exact = false end
+      if f.lo then
+        local v = tonumber(f.lo)
+        if v < lo then lo, lo_s = v, f.lo end
+      end
+      if f.hi then
+        local v = tonumber(f.hi)
+        if v > hi then hi, hi_s = v, f.hi end
+      end
+      if f.t then
+        local t = tonumber(f.t)
+        if last_at == nil or t >= last_at then last_at, last_s, last_at_s = t, f.l, f.t end
+      end
+    end
+  end
+  local flat = {}
+  for k, c in pairs(bins) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = c
+  end
+  if not exact then count = -1 end
+  local meta = redis.call('HGET', prefix .. 'm:' .. sid, 't')
+  out[#out + 1] = {count, string.format('%.17g', sum), lo_s, hi_s, last_s, last_at_s, meta, flat}
+end
+return out
+"""
+
+
+def read_args(plans: Sequence[WindowPlan], settings: StoreSettings, prefix: str) -> list[str | int]:
+    args: list[str | int] = [prefix, settings.bucket_ms]
+    for p in plans:
+        args += [p.sid, p.start_ms, p.n_buckets, overflow_bin(p, settings)]
+    return args
+
+
+def _num(raw: Any, default: float) -> float:
+    return default if raw is None else float(raw)  # float() takes bytes and str alike
+
+
+def parse_reply(reply: Sequence[Any]) -> list[tuple[Aggregate, float | None] | None]:
+    """Per query: (aggregate, meta t) or None where the script asked for a bucket-by-bucket re-read."""
+    out: list[tuple[Aggregate, float | None] | None] = []
+    for count, total, lo, hi, last, last_at, meta, flat in reply:
+        if count < 0:
+            out.append(None)
+            continue
+        agg = Aggregate(
+            sum=float(total),
+            count=int(count),
+            lo=_num(lo, math.inf),
+            hi=_num(hi, -math.inf),
+            last=None if last is None else float(last),
+            last_at=None if last_at is None else float(last_at),
+            bins=dict(zip(flat[::2], flat[1::2], strict=True)),
+        )
+        out.append((agg, None if meta is None else float(meta)))
+    return out
+
+
+def _text(s: object) -> str:
+    return s.decode() if isinstance(s, bytes) else str(s)
+
+
+def decode_bucket(raw: object) -> dict[str, float | int]:
+    """HGETALL reply -> fields. ``n`` and ``b<i>`` are integers (HINCRBY), every other field a float."""
+    out: dict[str, float | int] = {}
+    if not isinstance(raw, dict):
+        return out
+    for k, v in raw.items():
+        name = _text(k)
+        out[name] = int(_text(v)) if name == "n" or name[0] == "b" else float(_text(v))
+    return out
+
+
+async def read_buckets(
+    client: aioredis.Redis, prefix: str, plans: Sequence[WindowPlan]
+) -> list[tuple[list[Fields], float | None]]:
+    """Every bucket of every plan, one HGETALL each in one pipeline, parsed in Python: the read before
+    ``READ_LUA``, kept for counts past 2**53 (and for benchmarks/counters_read.py's comparison)."""
+    async with client.pipeline(transaction=False) as pipe:
+        for p in plans:
+            for k in p.bucket_keys:
+                pipe.hgetall(prefix + k)
+            pipe.hget(prefix + p.meta_key, "t")
+        replies: list[Any] = await pipe.execute()
+    out, i = [], 0
+    for p in plans:
+        n = p.n_buckets
+        buckets: list[Fields] = [decode_bucket(r) for r in replies[i : i + n]]
+        meta = replies[i + n]
+        i += n + 1
+        out.append((buckets, None if meta is None else float(_text(meta))))
+    return out
