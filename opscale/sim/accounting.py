@@ -69,7 +69,8 @@ class GpuLedger:
             gpus = max((r.gpus for r in pool.replicas), default=pool.gpus)
             frac = 1.0 if pool.holder else min(1.0, max(0.1, math.ceil(busy.get(key, 1.0) * 1.2 * 10) / 10))
             demands.append(PoolDemand(self.deployment, key.stage, key.operator, len(pool.replicas), gpus,
-                                      self._memory_per_gpu(key, gpus), frac, group=self.deployment))
+                                      self._memory_per_gpu(key, gpus), frac, group=self.deployment,
+                                      exchange_bytes_per_token=self._exchange(key)))
         self.calls += 1
         out = place(PlacementInput(nodes=self.nodes, current=self.placed, demands=tuple(demands)))
         stopped = {r.id for r in out.stop}
@@ -83,6 +84,36 @@ class GpuLedger:
             if missing > 0:
                 self.unplaced_gpus += missing * max((r.gpus for r in pool.replicas), default=pool.gpus)
         self.infeasible_events += bool(out.infeasible)
+        self.dp.same_node = self._same_node()
+
+    def _exchange(self, key: PoolKey) -> dict[tuple[str, str], float]:
+        """Bytes per token this pool hands to its stage's neighbours (what placement weighs locality by):
+        attention ↔ FFN/experts twice per layer, embedding → attention and FFN → lm_head once."""
+        if key.operator in ("model",):
+            return {}
+        per = float(self.dp.act_bpt)
+        layers = self.dp.perf.shape.layers
+        mid = ("ffn", "experts")
+        out: dict[tuple[str, str], float] = {}
+        for other in self.dp.pools:
+            if other.stage != key.stage or other == key:
+                continue
+            pair = {key.operator, other.operator}
+            if "attention" in pair and pair & set(mid):
+                out[(other.stage, other.operator)] = 2 * layers * per
+            elif pair in ({"embedding", "attention"}, {"lm_head", "ffn"}, {"lm_head", "experts"}):
+                out[(other.stage, other.operator)] = per
+        return out
+
+    def _same_node(self) -> dict[str, float]:
+        """Per stage, the share of (attention, FFN/experts) replica pairs placed on one node."""
+        out: dict[str, float] = {}
+        for stage in ("prefill", "decode"):
+            att = [r.node for r in self.placed if r.stage == stage and r.operator == "attention"]
+            mid = [r.node for r in self.placed if r.stage == stage and r.operator in ("ffn", "experts")]
+            if att and mid:
+                out[stage] = sum(a == m for a in att for m in mid) / (len(att) * len(mid))
+        return out
 
     def gpus_allocated(self) -> int:
         return len({(r.node, i) for r in self.placed for i in r.gpu_indices}) + self.unplaced_gpus

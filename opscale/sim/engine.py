@@ -190,6 +190,7 @@ class DataPlane:
         self.d_queue: list[tuple[float, int, int]] = []  # (ready_s, seq, request) awaiting admission
         self.last_step_s: float | None = None
         self.n_enqueued = self.n_finished = self.n_rejected = 0
+        self.same_node: dict[str, float] = {}  # set from placement; empty: ``locality`` decides
 
     @property
     def in_system(self) -> int:
@@ -229,10 +230,18 @@ class DataPlane:
         watts = [self.perf.busy_watts(u.stage, op, batch, length) for op in u.ops]
         return sum(t * w for t, w in zip(times, watts, strict=True)) / max(sum(times), 1e-12)
 
-    def hop_s(self, tokens: float) -> float:
+    def hop_s(self, tokens: float, stage: str = "decode") -> float:
+        """Activation hand-offs of one pass through the stage's operator pools. With placement wired in,
+        ``same_node[stage]`` is the share of attention↔FFN replica pairs on one node (NVLink); the rest
+        cross the network."""
         if not self.hops:
             return 0.0
-        return self.hops * (self.cfg.hop_latency_s + tokens * self.act_bpt / self.hop_bytes_s)
+        f = self.same_node.get(stage)
+        if f is None:
+            per_byte = 1.0 / self.hop_bytes_s
+        else:
+            per_byte = f / (self.gpu.link_bytes_s / 2) + (1.0 - f) / self.cfg.network_bytes_s
+        return self.hops * (self.cfg.hop_latency_s + tokens * self.act_bpt * per_byte)
 
     def kv_capacity(self, pool: Pool, gpus: int) -> float:
         """KV bytes one holder replica of ``gpus`` GPUs can hold beside weights and activations."""
@@ -362,7 +371,7 @@ class DataPlane:
                         self._seq += 1
                         heapq.heappush(nxt.queue, (done, self._seq, i))
                     continue
-                done += self.hop_s(tokens / len(batch))
+                done += self.hop_s(tokens, "prefill")
                 out.prefill_tokens += tokens
                 for i, n_in in zip(batch, lens.tolist(), strict=True):
                     req.ttft_s[i] = done - req.arrival_s[i]
