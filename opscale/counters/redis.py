@@ -160,7 +160,7 @@ class RedisCounterStore:
         if not plans:
             return []
         with self._guard("read"):
-            reply: list[Any] = await self._read_script(args=read_args(plans, self._settings, self._prefix))
+            reply: bytes | str = await self._read_script(args=read_args(plans, self._settings, self._prefix))
             aggregates = parse_reply(reply)
             redo = [p for p, a in zip(plans, aggregates, strict=True) if a is None]
             reread = iter(await read_buckets(self._client, self._prefix, redo) if redo else ())
