@@ -11,11 +11,13 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
@@ -87,9 +89,47 @@ def build_telemetry(
     return Telemetry(tracer_provider=provider, registry=registry, rpc=RpcMetrics(registry))
 
 
+def current_trace_context() -> dict[str, str]:
+    """The current span's context as W3C headers (``traceparent``, ``tracestate``), for carrying it
+    across a hop that is not a gRPC call, such as a command queued in the database for an agent.
+    Empty when no span is recording."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def context_from(carrier: Mapping[str, str]) -> otel_context.Context:
+    """The parent context carried by ``carrier`` (see ``current_trace_context``); an empty carrier
+    gives an empty context, so a span started under it is a new root."""
+    return propagate.extract(dict(carrier))
+
+
+class TraceContextFilter(logging.Filter):
+    """Stamps ``trace_id`` and ``span_id`` (hex, as trace back ends show them) of the span current when
+    a record is emitted, so a log line can be found from its trace and the other way round."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            record.trace_id = format(span_context.trace_id, "032x")
+            record.span_id = format(span_context.span_id, "016x")
+        return True
+
+
 class _JsonFormatter(logging.Formatter):
-    # Context that call sites pass through ``extra=`` (deployment, decision, replica ids) is kept.
-    _CONTEXT = ("deployment", "decision_id", "replica_id", "node", "service", "rpc", "ref")
+    # Context that call sites pass through ``extra=`` (deployment, decision, replica ids) is kept, and
+    # the trace ids that ``TraceContextFilter`` adds.
+    _CONTEXT = (
+        "deployment",
+        "decision_id",
+        "replica_id",
+        "node",
+        "service",
+        "rpc",
+        "ref",
+        "trace_id",
+        "span_id",
+    )
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -106,6 +146,7 @@ class _JsonFormatter(logging.Formatter):
 
 def setup_logging(level: LogLevel, fmt: LogFormat) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(TraceContextFilter())  # on the handler: it sees records from every logger
     if fmt is LogFormat.JSON:
         handler.setFormatter(_JsonFormatter())
     else:

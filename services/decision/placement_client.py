@@ -17,7 +17,9 @@ from typing import Protocol
 import grpc
 
 from opscale.api.placement.v1 import placement_pb2, placement_pb2_grpc
+from opscale.grpcutil.client import instrumented_channel
 from opscale.policy.types import PoolKey, PoolPlan
+from opscale.telemetry import Telemetry
 from services.decision.pools import plans_to_pb
 
 DEFAULT_DEADLINE_S = 1.0
@@ -51,14 +53,21 @@ class PlacementClient(Protocol):
 
 
 class GrpcPlacementClient:
-    def __init__(self, target: str, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
+    def __init__(
+        self, target: str, deadline_s: float = DEFAULT_DEADLINE_S, *, telemetry: Telemetry | None = None
+    ) -> None:
         self._target = target
         self._deadline_s = deadline_s
+        self._telemetry = telemetry  # given: ApplyDesired continues the decision tick's trace
         self._channel: grpc.aio.Channel | None = None
 
     def _stub(self) -> placement_pb2_grpc.PlacementServiceStub:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._target)
+            self._channel = (
+                instrumented_channel(self._target, self._telemetry)
+                if self._telemetry is not None
+                else grpc.aio.insecure_channel(self._target)
+            )
         return placement_pb2_grpc.PlacementServiceStub(self._channel)
 
     async def apply(

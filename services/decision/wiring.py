@@ -60,7 +60,8 @@ def build_service(
         counters=runtime.counters,
         clock=runtime.clock,
         lease=lease,
-        placement=placement or GrpcPlacementClient(runtime.settings.address_of("placement")),
+        placement=placement
+        or GrpcPlacementClient(runtime.settings.address_of("placement"), telemetry=runtime.telemetry),
         hub=hub,
         tracer=runtime.telemetry.tracer("opscale.decision"),
         metrics=loop_metrics(runtime.telemetry.registry),
