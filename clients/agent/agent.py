@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from opentelemetry import trace
 
 from clients.agent.backoff import Backoff
 from clients.agent.gpus import GpuDiscovery
@@ -28,6 +29,7 @@ from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.api.agent.v1 import agent_pb2_grpc
 from opscale.api.common.v1 import common_pb2
 from opscale.clock import Clock, SystemClock
+from opscale.telemetry import Telemetry, context_from
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,10 @@ class Agent:
         clock: Clock | None = None,
         backoff: Backoff | None = None,
         on_registered: Callable[[apb.RegisterAck, int], None] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
+        self._tracer = telemetry.tracer("opscale.agent") if telemetry is not None else trace.NoOpTracer()
         self.discovery = discovery
         self.session_id = uuid.uuid4().hex
         self._clock = clock or SystemClock()
@@ -222,12 +226,7 @@ class Agent:
             if response.WhichOneof("message") != "command":
                 continue
             command = response.command
-            status: apb.AckStatus
-            try:
-                status, message = await self.supervisor.apply(command)
-            except Exception as exc:  # a bug acting on one command must not kill the stream
-                log.exception("command %s failed", command.command_id)
-                status, message = apb.ACK_STATUS_FAILED, f"agent error: {exc}"
+            status, message = await self._apply(command)
             ack = apb.CommandAck(
                 command_id=command.command_id,
                 replica_id=command.replica_id,
@@ -236,6 +235,37 @@ class Agent:
                 message=message,
             )
             outbox.put_nowait(apb.ConnectRequest(ack=ack))
+
+    async def _apply(self, command: apb.Command) -> tuple[apb.AckStatus, str]:
+        """Act on one command inside an ``agent.command`` span whose parent is the placement span that
+        queued it (carried in ``trace_context``), so a decision, its placement and this are one trace."""
+        kind = command.WhichOneof("action") or "none"
+        attributes: dict[str, str | int] = {
+            "node": self.config.node,
+            "command_id": command.command_id,
+            "replica_id": command.replica_id,
+            "generation": command.generation,
+            "kind": kind,
+        }
+        with self._tracer.start_as_current_span(
+            "agent.command",
+            context=context_from(command.trace_context),
+            kind=trace.SpanKind.CONSUMER,
+            attributes=attributes,
+        ) as span:
+            status: apb.AckStatus
+            try:
+                status, message = await self.supervisor.apply(command)
+            except Exception as exc:  # a bug acting on one command must not kill the stream
+                log.exception(
+                    "command %s failed", command.command_id, extra={"replica_id": command.replica_id}
+                )
+                span.record_exception(exc)
+                status, message = apb.ACK_STATUS_FAILED, f"agent error: {exc}"
+            span.set_attribute("ack_status", apb.AckStatus.Name(status))
+            if status != apb.ACK_STATUS_ACCEPTED:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, message))
+            return status, message
 
     async def _heartbeats(self, outbox: asyncio.Queue[apb.ConnectRequest | None], interval_s: float) -> None:
         while True:

@@ -33,6 +33,7 @@ async def _run_agent(cfg: Settings) -> None:
     from clients.agent.templates import load_templates
     from opscale.api.agent.v1 import agent_pb2 as apb
     from opscale.grpcutil.server import wait_for_signal
+    from opscale.telemetry import build_telemetry
 
     node = cfg.node_name or socket.gethostname()
     templates = load_templates(cfg.agent_templates_file)
@@ -58,14 +59,19 @@ async def _run_agent(cfg: Settings) -> None:
             f"registration {agent.registrations}"
         )
 
-    agent = Agent(config, discovery, on_registered=registered)
+    # Built once for the process: its spans continue the traces of the commands placement sends.
+    telemetry = build_telemetry("opscale-agent", otlp_endpoint=cfg.otlp_endpoint)
+    agent = Agent(config, discovery, on_registered=registered, telemetry=telemetry)
     stopping = asyncio.Event()
     task = asyncio.create_task(agent.run(stopping))
     waiter = asyncio.create_task(wait_for_signal(stopping))
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.set()
-    await task
-    waiter.cancel()
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.set()
+        await task
+        waiter.cancel()
+    finally:
+        telemetry.shutdown()  # flushes the spans still batched for the collector
     echo("opscale agent stopped (its replicas keep running; the next agent adopts them)")
 
 

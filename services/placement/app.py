@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.api.common.v1 import common_pb2
@@ -56,6 +57,7 @@ class PlacementApp:
         config: PlacementConfig | None = None,
         *,
         place_fn: PlaceFn | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -90,6 +92,7 @@ class PlacementApp:
             command_resend_s=self.config.command_resend_s,
             drain_grace_s=self.config.drain_grace_s,
             stop_grace_s=self.config.stop_grace_s,
+            tracer=tracer,
         )
 
     def _repo(self, session: AsyncSession) -> NodeRepo:

@@ -109,6 +109,7 @@ def command_to_pb(command: CommandRecord) -> apb.Command:
         idempotency_key=command.idempotency_key,
         replica_id=command.replica_id,
         generation=command.generation,
+        trace_context={str(k): str(v) for k, v in dict(doc.get("trace_context", {})).items()},
     )
     if command.kind is CommandKind.START:
         out.start.CopyFrom(

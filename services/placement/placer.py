@@ -32,6 +32,7 @@ from opscale.placement import (
     PlacementOutput,
     Topology,
 )
+from opscale.telemetry import current_trace_context
 from services.placement.demand import pool_demand
 
 #: Stands in for the deployment of replicas that occupy GPUs but no longer count towards their pool.
@@ -150,7 +151,7 @@ class Placer:
                 replica_id=replica_id,
                 generation=record.generation,
                 kind=CommandKind.START,
-                payload=start_payload(target, placed, gpu_type),
+                payload=traced(start_payload(target, placed, gpu_type)),
             )
             result.started.append(record)
             result.nodes_to_wake.add(placed.node)
@@ -246,7 +247,7 @@ class Placer:
                 replica_id=updated.id,
                 generation=updated.generation,
                 kind=CommandKind.DRAIN,
-                payload={"grace_s": self._drain_grace_s},
+                payload=traced({"grace_s": self._drain_grace_s}),
             )
             result.nodes_to_wake.add(replica.node)
         return updated
@@ -274,10 +275,17 @@ class Placer:
                 replica_id=updated.id,
                 generation=updated.generation,
                 kind=CommandKind.STOP,
-                payload={"grace_s": grace_s},
+                payload=traced({"grace_s": grace_s}),
             )
             result.nodes_to_wake.add(replica.node)
         return updated
+
+
+def traced(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with the context of the span queuing it (ApplyDesired, a reconcile pass, a drain), so
+    the agent's handling joins that trace; the command row is the hop between the two processes."""
+    carrier = current_trace_context()
+    return payload | {"trace_context": carrier} if carrier else payload
 
 
 def start_payload(target: PoolTargetRecord, placed: PlacedReplica, gpu_type: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
@@ -70,8 +71,10 @@ class Reconciler:
         drain_grace_s: float,
         stop_grace_s: float,
         on_change: Callable[[], None] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._sessions = sessions
+        self._tracer = tracer or trace.NoOpTracer()
         self._clock = clock
         self._registry = registry
         self._runtime = runtime
@@ -126,6 +129,12 @@ class Reconciler:
                 log.exception("heartbeat flush failed; the next one writes the latest beats")
 
     async def reconcile_once(self) -> None:
+        # One span per pass: the commands it queues carry its context, so an agent's handling of a
+        # re-placement or a drain shows up under the pass that caused it.
+        with self._tracer.start_as_current_span("placement.reconcile"):
+            await self._reconcile_once()
+
+    async def _reconcile_once(self) -> None:
         self.passes += 1
         await self.flush_heartbeats()
         touched: set[str] = set()

@@ -32,7 +32,12 @@ def config_from(runtime: Runtime) -> PlacementConfig:
 
 
 def build(runtime: Runtime) -> ServiceDef:
-    app = PlacementApp(runtime.sessions, runtime.clock, config_from(runtime))
+    app = PlacementApp(
+        runtime.sessions,
+        runtime.clock,
+        config_from(runtime),
+        tracer=runtime.telemetry.tracer("opscale.placement"),
+    )
     return build_for(app)
 
 
