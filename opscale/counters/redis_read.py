@@ -46,6 +46,7 @@ READ_LUA = r"""#!lua flags=no-writes
 local prefix, bucket_ms = ARGV[1], tonumber(ARGV[2])
 local LIMIT = 9007199254740992
 local out = {}
+local index = {}  -- field name -> bin index, or false: not a bin (names repeat across buckets)
 for sid, start, nb, overflow in string.gmatch(ARGV[3], '(%S+) (%S+) (%S+) (%S+)') do
   start, nb, overflow = tonumber(start), tonumber(nb), tonumber(overflow)
   local base = prefix .. 'b:' .. sid .. ':'
@@ -55,33 +56,39 @@ for sid, start, nb, overflow in string.gmatch(ARGV[3], '(%S+) (%S+) (%S+) (%S+)'
   local bins = {}
   for j = 0, nb - 1 do
     local h = redis.call('HGETALL', base .. string.format('%d', start + j * bucket_ms))
-    if #h > 0 then
-      local f = {}
-      for i = 1, #h, 2 do
-        local name, v = h[i], h[i + 1]
-        f[name] = v
-        if string.byte(name, 1) == 98 then
-          local k = tonumber(string.sub(name, 2))
+    local nh = #h
+    if nh > 0 then
+      local s, l, t = 0, nil, nil
+      for i = 1, nh, 2 do
+        local name = h[i]
+        local k = index[name]
+        if k == nil then
+          if string.byte(name, 1) == 98 then k = tonumber(string.sub(name, 2)) else k = false end
+          index[name] = k
+        end
+        if k then
           if k > overflow then k = overflow end
-          local c = (bins[k] or 0) + tonumber(v)
+          local c = (bins[k] or 0) + tonumber(h[i + 1])
           if c >= LIMIT then exact = false end
           bins[k] = c
+        elseif name == 's' then s = tonumber(h[i + 1])
+        elseif name == 'n' then
+          count = count + tonumber(h[i + 1])
+          if count >= LIMIT then exact = false end
+        elseif name == 'lo' then
+          local v = tonumber(h[i + 1])
+          if v < lo then lo, lo_s = v, h[i + 1] end
+        elseif name == 'hi' then
+          local v = tonumber(h[i + 1])
+          if v > hi then hi, hi_s = v, h[i + 1] end
+        elseif name == 'l' then l = h[i + 1]
+        elseif name == 't' then t = h[i + 1]
         end
       end
-      sum = sum + (f.s and tonumber(f.s) or 0)
-      if f.n then count = count + tonumber(f.n) end
-      if count >= LIMIT then exact = false end
-      if f.lo then
-        local v = tonumber(f.lo)
-        if v < lo then lo, lo_s = v, f.lo end
-      end
-      if f.hi then
-        local v = tonumber(f.hi)
-        if v > hi then hi, hi_s = v, f.hi end
-      end
-      if f.t then
-        local t = tonumber(f.t)
-        if last_at == nil or t >= last_at then last_at, last_s, last_at_s = t, f.l, f.t end
+      sum = sum + s
+      if t then
+        local tv = tonumber(t)
+        if last_at == nil or tv >= last_at then last_at, last_s, last_at_s = tv, l, t end
       end
     end
   end

@@ -91,8 +91,8 @@ def overflow_bin(p: WindowPlan, settings: StoreSettings) -> int:
 
 
 def accumulate(buckets: Sequence[Fields], overflow: int) -> Aggregate:
-    """``buckets`` oldest first (empty mapping: never written). ``redis_read._READ_LUA`` mirrors this
-    loop line for line; change both or neither."""
+    """``buckets`` oldest first (empty mapping: never written). ``redis_read.READ_LUA`` mirrors this
+    loop (same bucket order, same additions, same comparisons); change both or neither."""
     a = Aggregate()
     for f in buckets:
         if not f:
