@@ -142,7 +142,8 @@ async def run(args: argparse.Namespace) -> None:
         print(f"tick CPU ms:  median {statistics.median(cpus) * 1000:.0f}, max {max(cpus) * 1000:.0f}")
         per = statistics.median(walls) / max(1, statistics.mean(counts))
         print(
-            f"per deployment: {per * 1e6:.0f} us wall; ticks/s at this size: {1 / statistics.median(walls):.2f}"
+            f"per deployment: {per * 1e6:.0f} us wall; "
+            f"ticks/s at this size: {1 / statistics.median(walls):.2f}"
         )
         await lease.release_all()
         await runtime.close()

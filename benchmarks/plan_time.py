@@ -36,8 +36,13 @@ FRESH = {s: 0.0 for s in Signal}
 
 
 def window(rps: float, n_in: float, n_out: float) -> LoadWindow:
-    return LoadWindow(window_s=1.0, arrival_rate_rps=rps, input_tokens_mean=n_in, output_tokens_mean=n_out,
-                      staleness_s=FRESH)
+    return LoadWindow(
+        window_s=1.0,
+        arrival_rate_rps=rps,
+        input_tokens_mean=n_in,
+        output_tokens_mean=n_out,
+        staleness_s=FRESH,
+    )
 
 
 def run_case(policy: OperatorPolicy, rps: float, plans: int, vary_lengths: bool) -> list[float]:
@@ -46,8 +51,13 @@ def run_case(policy: OperatorPolicy, rps: float, plans: int, vary_lengths: bool)
     for i in range(plans):
         n_in = 500 + 17 * (i % 97) if vary_lengths else 1000.0
         n_out = 100 + 5 * (i % 89) if vary_lengths else 250.0
-        inp = PolicyInput(now_s=float(i), deployment="bench", current={}, slo=slo,
-                          load=window(rps * (1.0 + 0.01 * ((i % 3) - 1)), n_in, n_out))
+        inp = PolicyInput(
+            now_s=float(i),
+            deployment="bench",
+            current={},
+            slo=slo,
+            load=window(rps * (1.0 + 0.01 * ((i % 3) - 1)), n_in, n_out),
+        )
         t0 = time.perf_counter()
         out = policy.decide(inp)
         times.append((time.perf_counter() - t0) * 1e3)
@@ -66,10 +76,14 @@ def main() -> None:
     ap.add_argument("--plans", type=int, default=None, help="plans per case (overrides --quick)")
     args = ap.parse_args()
     plans = args.plans or (100 if args.quick else 1000)
-    print(f"# operator policy plan time; {plans} plans per case; python {platform.python_version()}, "
-          f"{platform.machine()}, {platform.processor() or 'cpu'}")
-    print(f"{'model':<14}{'case':<14}{'req/s':>7}{'median ms':>11}{'p99 ms':>9}{'/2.6 ms':>9}{'/4.4 ms':>9}"
-          f"{'GPUs':>6}")
+    print(
+        f"# operator policy plan time; {plans} plans per case; python {platform.python_version()}, "
+        f"{platform.machine()}, {platform.processor() or 'cpu'}"
+    )
+    print(
+        f"{'model':<14}{'case':<14}{'req/s':>7}{'median ms':>11}{'p99 ms':>9}{'/2.6 ms':>9}{'/4.4 ms':>9}"
+        f"{'GPUs':>6}"
+    )
     for name in ("llama3-70b", "mixtral-8x7b"):
         for vary in (False, True):
             for rps in (2.0, 10.0, 40.0, 100.0):
@@ -77,11 +91,16 @@ def main() -> None:
                 policy = OperatorPolicy.from_params({"model": name}, perf)
                 times = run_case(policy, rps, plans, vary)
                 med = statistics.median(times)
-                gpus = policy.decide(PolicyInput(now_s=0.0, deployment="b", current={}, slo=SLO(2000, 100),
-                                                 load=window(rps, 1000, 250))).predicted
+                gpus = policy.decide(
+                    PolicyInput(
+                        now_s=0.0, deployment="b", current={}, slo=SLO(2000, 100), load=window(rps, 1000, 250)
+                    )
+                ).predicted
                 case = "lengths vary" if vary else "steady"
-                print(f"{name:<14}{case:<14}{rps:>7g}{med:>11.3f}{p99(times):>9.3f}{med / REF_7B_MS:>9.2f}"
-                      f"{med / REF_57B_MS:>9.2f}{(gpus.gpus if gpus else 0):>6}")
+                print(
+                    f"{name:<14}{case:<14}{rps:>7g}{med:>11.3f}{p99(times):>9.3f}{med / REF_7B_MS:>9.2f}"
+                    f"{med / REF_57B_MS:>9.2f}{(gpus.gpus if gpus else 0):>6}"
+                )
 
 
 if __name__ == "__main__":

@@ -54,10 +54,12 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     @handle_errors
     def evaluate_cmd(
-        quick: Annotated[bool, typer.Option("--quick", help="CI-sized matrix (10 min of Azure conv)")
-                         ] = False,
+        quick: Annotated[
+            bool, typer.Option("--quick", help="CI-sized matrix (10 min of Azure conv)")
+        ] = False,
         out: Annotated[Path, typer.Option(help="directory for results.json, results.md, *.png")] = Path(
-            "out/evaluate"),
+            "out/evaluate"
+        ),
         workers: Annotated[int, typer.Option(help="worker processes (0: one per CPU)")] = 0,
         policy: Annotated[list[str] | None, typer.Option(help="only these policies (repeatable)")] = None,
         trace: Annotated[list[str] | None, typer.Option(help="only these traces (repeatable)")] = None,
@@ -78,14 +80,19 @@ def register(app: typer.Typer) -> None:
 
         scenarios = scenario_subset(quick_matrix() if quick else full_matrix(), trace, model)
         policies = tuple(policy) if policy else POLICIES
-        command = "opscale evaluate" + (" " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-                                        if len(sys.argv) > 2 else "")
+        command = "opscale evaluate" + (
+            " " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+        )
         t0 = time.perf_counter()
         total = len(scenarios) * len(policies)
         with Progress(transient=True) as bar:
             task = bar.add_task("simulating", total=total)
-            rows = run_matrix(scenarios, policies, workers=workers,
-                              on_done=lambda label: bar.update(task, advance=1, description=label[:60]))
+            rows = run_matrix(
+                scenarios,
+                policies,
+                workers=workers,
+                on_done=lambda label: bar.update(task, advance=1, description=label[:60]),
+            )
         write_reports(rows, out, command, plots=plots)
         echo((out / "results.md").read_text())
         echo(f"{total} runs in {time.perf_counter() - t0:.0f} s; reports in {out}/")

@@ -26,7 +26,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.drop_index(op.f("ix_decisions_deployment_tick_at"), table_name="decisions")
-    op.create_index(op.f("ix_decisions_deployment_tick_at"), "decisions", ["deployment", "tick_at"], unique=True)
+    op.create_index(
+        op.f("ix_decisions_deployment_tick_at"), "decisions", ["deployment", "tick_at"], unique=True
+    )
 
 
 def downgrade() -> None:

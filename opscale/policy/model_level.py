@@ -35,17 +35,22 @@ def whole_model_unit(perf: PerfModel, stage: str) -> Unit:
     return Unit(PoolKey(stage, "model"), stage, tuple(spec.kind.value for spec in perf.operators(stage)))
 
 
-def plan_model(perf: PerfModel, load: LoadWindow, slo: SLO, limits: Limits = NO_LIMITS, *,
-               max_batch_size: int = 256) -> Plan:
+def plan_model(
+    perf: PerfModel, load: LoadWindow, slo: SLO, limits: Limits = NO_LIMITS, *, max_batch_size: int = 256
+) -> Plan:
     """The ``model`` policy's raw plan (before the stabilizer); pure, exposed for tests and what-if."""
     batches = batch_candidates(max_batch_size)
     units = {st: whole_model_unit(perf, st) for st in STAGES}
     works = {st: stage_work(load, st) for st in STAGES}
-    stages = [plan_stage(perf, st, [units[st]], works[st], budget_for(slo, st), slo.quantile, batches, limits)
-              for st in STAGES]
-    header = (f"model plan for {load.arrival_rate_rps:.4g} req/s, {load.input_tokens_mean:.0f} in / "
-              f"{load.output_tokens_mean:.0f} out tokens on {perf.gpu.key}: whole-model replicas "
-              f"(tensor-parallel groups) per stage, sized by the same M/M/R and search.")
+    stages = [
+        plan_stage(perf, st, [units[st]], works[st], budget_for(slo, st), slo.quantile, batches, limits)
+        for st in STAGES
+    ]
+    header = (
+        f"model plan for {load.arrival_rate_rps:.4g} req/s, {load.input_tokens_mean:.0f} in / "
+        f"{load.output_tokens_mean:.0f} out tokens on {perf.gpu.key}: whole-model replicas "
+        f"(tensor-parallel groups) per stage, sized by the same M/M/R and search."
+    )
     return assemble(perf, stages, {u.pool: u for u in units.values()}, works, slo, header)
 
 

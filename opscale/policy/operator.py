@@ -49,12 +49,21 @@ class OperatorParams(PlannerParams):
 
 
 def operator_units(perf: PerfModel, stage: str) -> tuple[Unit, ...]:
-    return tuple(Unit(PoolKey(stage, spec.kind.value), stage, (spec.kind.value,))
-                 for spec in perf.operators(stage))
+    return tuple(
+        Unit(PoolKey(stage, spec.kind.value), stage, (spec.kind.value,)) for spec in perf.operators(stage)
+    )
 
 
-def plan_operator(perf: PerfModel, load: LoadWindow, slo: SLO, limits: Limits = NO_LIMITS, *,
-                  max_batch_size: int = 256, floor_fraction: float = 0.0, search: str = "exact") -> Plan:
+def plan_operator(
+    perf: PerfModel,
+    load: LoadWindow,
+    slo: SLO,
+    limits: Limits = NO_LIMITS,
+    *,
+    max_batch_size: int = 256,
+    floor_fraction: float = 0.0,
+    search: str = "exact",
+) -> Plan:
     """The ``operator`` policy's raw plan (before the stabilizer); pure, exposed for tests and what-if."""
     batches = batch_candidates(max_batch_size)
     units = {u.pool: u for st in STAGES for u in operator_units(perf, st)}
@@ -70,13 +79,20 @@ def plan_operator(perf: PerfModel, load: LoadWindow, slo: SLO, limits: Limits = 
             n = whole.chosen[mu.pool].replicas
             keep = math.ceil(floor_fraction * n - 1e-9)
             floors = {u.pool: keep for u in own}
-            notes.append(f"{st}: floor keeps {keep} replicas per operator pool "
-                         f"(⌈{floor_fraction:g} × {n} whole-model replicas⌉).")
-        stages.append(plan_stage(perf, st, own, work, budget_for(slo, st), slo.quantile, batches, limits,
-                                 floors, search))
-    header = (f"operator plan for {load.arrival_rate_rps:.4g} req/s, {load.input_tokens_mean:.0f} in / "
-              f"{load.output_tokens_mean:.0f} out tokens on {perf.gpu.key}: each operator pool sized by "
-              f"M/M/R (job = one batch pass) at the fewest GPUs meeting the SLO.")
+            notes.append(
+                f"{st}: floor keeps {keep} replicas per operator pool "
+                f"(⌈{floor_fraction:g} × {n} whole-model replicas⌉)."
+            )
+        stages.append(
+            plan_stage(
+                perf, st, own, work, budget_for(slo, st), slo.quantile, batches, limits, floors, search
+            )
+        )
+    header = (
+        f"operator plan for {load.arrival_rate_rps:.4g} req/s, {load.input_tokens_mean:.0f} in / "
+        f"{load.output_tokens_mean:.0f} out tokens on {perf.gpu.key}: each operator pool sized by "
+        f"M/M/R (job = one batch pass) at the fewest GPUs meeting the SLO."
+    )
     plan = assemble(perf, stages, units, works, slo, header)
     plan.reasons.extend(notes)
     return plan
@@ -90,8 +106,9 @@ class OperatorPolicy(PlannerPolicy):
         p = self.params
         floor = p.floor_fraction if isinstance(p, OperatorParams) else 0.0
         search = p.search if isinstance(p, OperatorParams) else "exact"
-        return plan_operator(self.perf, load, slo, limits, max_batch_size=p.max_batch_size,
-                             floor_fraction=floor, search=search)
+        return plan_operator(
+            self.perf, load, slo, limits, max_batch_size=p.max_batch_size, floor_fraction=floor, search=search
+        )
 
     def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]:
         # The floor is not applied in colocated mode (it is defined per stage).

@@ -78,14 +78,18 @@ class PdParams(BaseModel):
     @model_validator(mode="after")
     def _cross(self) -> PdParams:
         if self.scale_in_threshold >= self.scale_out_threshold:
-            raise ValueError(f"scale_in_threshold ({self.scale_in_threshold}) must be below "
-                             f"scale_out_threshold ({self.scale_out_threshold}): they bound the dead band")
+            raise ValueError(
+                f"scale_in_threshold ({self.scale_in_threshold}) must be below "
+                f"scale_out_threshold ({self.scale_out_threshold}): they bound the dead band"
+            )
         if self.severe_breach <= self.moderate_breach:
-            raise ValueError(f"severe_breach ({self.severe_breach}) must exceed moderate_breach "
-                             f"({self.moderate_breach})")
+            raise ValueError(
+                f"severe_breach ({self.severe_breach}) must exceed moderate_breach ({self.moderate_breach})"
+            )
         if self.severe_boost < self.moderate_boost:
-            raise ValueError(f"severe_boost ({self.severe_boost}) must be at least moderate_boost "
-                             f"({self.moderate_boost})")
+            raise ValueError(
+                f"severe_boost ({self.severe_boost}) must be at least moderate_boost ({self.moderate_boost})"
+            )
         if self.prefill_pool == self.decode_pool:
             raise ValueError("prefill_pool and decode_pool must differ")
         return self
@@ -100,14 +104,20 @@ class PdState:
     ok_ticks: int = 0
 
     def to_json(self) -> JSONObject:
-        return {"pending": {str(k): v for k, v in sorted(self.pending.items())}, "since_s": self.since_s,
-                "ok_ticks": self.ok_ticks}
+        return {
+            "pending": {str(k): v for k, v in sorted(self.pending.items())},
+            "since_s": self.since_s,
+            "ok_ticks": self.ok_ticks,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSONValue]) -> PdState:
         pending = {PoolKey.parse(k): json_int(v) for k, v in json_obj(data.get("pending", {})).items()}
-        return cls(pending=pending, since_s=json_opt_float(data.get("since_s")),
-                   ok_ticks=json_int(data.get("ok_ticks", 0)))
+        return cls(
+            pending=pending,
+            since_s=json_opt_float(data.get("since_s")),
+            ok_ticks=json_int(data.get("ok_ticks", 0)),
+        )
 
 
 def _ceil(x: float) -> int:
@@ -131,8 +141,10 @@ class PdPolicy:
         self.decode = PoolKey.parse(params.decode_pool)
         self.prefill = PoolKey.parse(params.prefill_pool)
         self.stabilizer_defaults = StabilizerConfig(
-            scale_up_cooldown_s=params.scale_out_cooldown_s, scale_down_cooldown_s=params.scale_in_cooldown_s,
-            max_staleness_s=params.max_staleness_s)
+            scale_up_cooldown_s=params.scale_out_cooldown_s,
+            scale_down_cooldown_s=params.scale_in_cooldown_s,
+            max_staleness_s=params.max_staleness_s,
+        )
 
     @classmethod
     def from_params(cls, params: Mapping[str, object] | None = None) -> PdPolicy:
@@ -146,8 +158,10 @@ class PdPolicy:
         use_p99 = inp.slo.percentile > 50.0
         tag = "p99" if use_p99 else "p50"
         load = inp.load
-        checks = (("TTFT", Signal.TTFT, load.ttft_p99_ms if use_p99 else load.ttft_p50_ms, inp.slo.ttft_ms),
-                  ("TBT", Signal.TBT, load.tbt_p99_ms if use_p99 else load.tbt_p50_ms, inp.slo.tbt_ms))
+        checks = (
+            ("TTFT", Signal.TTFT, load.ttft_p99_ms if use_p99 else load.ttft_p50_ms, inp.slo.ttft_ms),
+            ("TBT", Signal.TBT, load.tbt_p99_ms if use_p99 else load.tbt_p50_ms, inp.slo.tbt_ms),
+        )
         worst, text, verifiable = 0.0, "no latency observed", True
         for label, sig, observed, slo in checks:
             age = inp.load.age_s(sig)
@@ -172,40 +186,59 @@ class PdPolicy:
         u = tps / (cur_d * target) if cur_d > 0 else math.inf if tps > 0 else 0.0
         if cur_d > 0 and p.scale_in_threshold <= u <= p.scale_out_threshold:
             raw_d = cur_d
-            reasons.append(f"Decode TPS {tps:g} tok/s over {cur_d} decode instances is {u:.0%} of the "
-                           f"{target:g} tok/s target, inside the dead band [{p.scale_in_threshold:.0%}, "
-                           f"{p.scale_out_threshold:.0%}]: no change.")
+            reasons.append(
+                f"Decode TPS {tps:g} tok/s over {cur_d} decode instances is {u:.0%} of the "
+                f"{target:g} tok/s target, inside the dead band [{p.scale_in_threshold:.0%}, "
+                f"{p.scale_out_threshold:.0%}]: no change."
+            )
         else:
             raw_d = needed
             where = "above" if u > p.scale_out_threshold else "below"
-            state_txt = (f"is {u:.0%} of the {target:g} tok/s target over {cur_d} decode instances, {where} "
-                         f"the dead band" if cur_d > 0 else "with no decode instances yet")
-            reasons.append(f"Decode TPS {tps:g} tok/s {state_txt}: ceil({tps:g} / {target:g}) = {needed} "
-                           f"decode instances.")
+            state_txt = (
+                f"is {u:.0%} of the {target:g} tok/s target over {cur_d} decode instances, {where} "
+                f"the dead band"
+                if cur_d > 0
+                else "with no decode instances yet"
+            )
+            reasons.append(
+                f"Decode TPS {tps:g} tok/s {state_txt}: ceil({tps:g} / {target:g}) = {needed} "
+                f"decode instances."
+            )
 
         # latency safety net
         lat = self._latency(inp, cfg.max_staleness_s)
-        for limit, boost, tier in ((p.severe_breach, p.severe_boost, "severe"),
-                                   (p.moderate_breach, p.moderate_boost, "moderate")):
+        for limit, boost, tier in (
+            (p.severe_breach, p.severe_boost, "severe"),
+            (p.moderate_breach, p.moderate_boost, "moderate"),
+        ):
             if lat.worst > limit:
                 floor = max(cur_d + 1, _ceil(cur_d * (1.0 + boost)))
                 if floor > raw_d:
-                    reasons.append(f"Safety net ({tier}): {lat.text}, over {limit:.1f}×, so at least "
-                                   f"+{boost:.0%}: {raw_d} → {floor} decode instances.")
+                    reasons.append(
+                        f"Safety net ({tier}): {lat.text}, over {limit:.1f}×, so at least "
+                        f"+{boost:.0%}: {raw_d} → {floor} decode instances."
+                    )
                     raw_d = floor
                 else:
-                    reasons.append(f"Safety net ({tier}): {lat.text}, over {limit:.1f}×; the proportional "
-                                   f"rule's {raw_d} already exceeds +{boost:.0%} ({floor}).")
+                    reasons.append(
+                        f"Safety net ({tier}): {lat.text}, over {limit:.1f}×; the proportional "
+                        f"rule's {raw_d} already exceeds +{boost:.0%} ({floor})."
+                    )
                 break
 
         ratio = p.prefill_per_decode
         raw = {d_key: raw_d, p_key: follower_count(raw_d, ratio)}
-        reasons.append(f"Prefill follows decode at {ratio:g} per decode instance: ceil({raw_d} × {ratio:g}) "
-                       f"= {raw[p_key]} prefill instances.")
-        raw_plans = {k: replace(inp.current.get(k, PoolPlan(0)), replicas=n, predicted_latency_ms=None,
-                                watts=None) for k, n in raw.items()}
-        res = run_stabilizer(inp, raw, self.stabilizer_defaults, [Signal.DECODE_TPS],
-                             [CoupledGroup(d_key, {p_key: ratio})])
+        reasons.append(
+            f"Prefill follows decode at {ratio:g} per decode instance: ceil({raw_d} × {ratio:g}) "
+            f"= {raw[p_key]} prefill instances."
+        )
+        raw_plans = {
+            k: replace(inp.current.get(k, PoolPlan(0)), replicas=n, predicted_latency_ms=None, watts=None)
+            for k, n in raw.items()
+        }
+        res = run_stabilizer(
+            inp, raw, self.stabilizer_defaults, [Signal.DECODE_TPS], [CoupledGroup(d_key, {p_key: ratio})]
+        )
         reasons.extend(res.reasons)
         target_counts = {k: res.replicas[k] for k in (d_key, p_key)}
         current = {d_key: cur_d, p_key: cur_p}
@@ -216,8 +249,11 @@ class PdPolicy:
         # A soft phase grows what grows now but keeps shrinking pools at current, so no scale-in has
         # happened yet as far as the scale-in cooldown is concerned.
         deferred = {k: max(current[k], target_counts[k]) for k in current}
-        deferred_state = replace(res.state, last_down_s=inp.state.stabilizer.last_down_s,
-                                 last_good={**res.state.last_good, **deferred})
+        deferred_state = replace(
+            res.state,
+            last_down_s=inp.state.stabilizer.last_down_s,
+            last_good={**res.state.last_good, **deferred},
+        )
         draining: dict[PoolKey, int] = {}
         shrinking = target_counts[d_key] < cur_d or target_counts[p_key] < cur_p
         if shrinking and p.soft_scale_in_ticks > 0:
@@ -225,30 +261,45 @@ class PdPolicy:
             if not lat.verifiable or lat.worst > 1.0:
                 desired_counts.update(deferred)
                 stab_state = deferred_state
-                why = ("TTFT and TBT must be fresh to verify the SLO" if not lat.verifiable else
-                       f"{lat.text}, over the SLO")
-                reasons.append(f"Soft scale-in {'cancelled' if old.pending else 'not started'}: {why}; "
-                               f"keeping {_fmt(surplus)} in routing.")
+                why = (
+                    "TTFT and TBT must be fresh to verify the SLO"
+                    if not lat.verifiable
+                    else f"{lat.text}, over the SLO"
+                )
+                reasons.append(
+                    f"Soft scale-in {'cancelled' if old.pending else 'not started'}: {why}; "
+                    f"keeping {_fmt(surplus)} in routing."
+                )
             elif not old.pending:
                 desired_counts.update(deferred)
                 stab_state, draining = deferred_state, surplus
                 new_state = PdState(pending=target_counts, since_s=inp.now_s, ok_ticks=0)
-                reasons.append(f"Soft scale-in started: {_fmt(surplus)} leave routing but keep running; "
-                               f"they stop after {p.soft_scale_in_ticks} more ticks within SLO.")
+                reasons.append(
+                    f"Soft scale-in started: {_fmt(surplus)} leave routing but keep running; "
+                    f"they stop after {p.soft_scale_in_ticks} more ticks within SLO."
+                )
             elif old.ok_ticks + 1 >= p.soft_scale_in_ticks:
-                reasons.append(f"Soft scale-in committed: the SLO held for {old.ok_ticks + 1} ticks since "
-                               f"t={old.since_s:g} s ({lat.text}); stopping {_fmt(surplus)}.")
+                reasons.append(
+                    f"Soft scale-in committed: the SLO held for {old.ok_ticks + 1} ticks since "
+                    f"t={old.since_s:g} s ({lat.text}); stopping {_fmt(surplus)}."
+                )
             else:
                 desired_counts.update(deferred)
                 stab_state, draining = deferred_state, surplus
                 new_state = PdState(pending=target_counts, since_s=old.since_s, ok_ticks=old.ok_ticks + 1)
-                reasons.append(f"Soft scale-in holding: {old.ok_ticks + 1} of {p.soft_scale_in_ticks} ticks "
-                               f"within SLO ({lat.text}); {_fmt(surplus)} stay out of routing.")
+                reasons.append(
+                    f"Soft scale-in holding: {old.ok_ticks + 1} of {p.soft_scale_in_ticks} ticks "
+                    f"within SLO ({lat.text}); {_fmt(surplus)} stay out of routing."
+                )
         elif old.pending:
-            why = (lat.text if lat.worst > 1.0 else
-                   "the stabilizer no longer allows the scale-in (load rose, or a signal went stale)")
-            reasons.append(f"Soft scale-in cancelled: {why}; restoring {_fmt(_old_surplus(old, current))} to "
-                           f"routing.")
+            why = (
+                lat.text
+                if lat.worst > 1.0
+                else "the stabilizer no longer allows the scale-in (load rose, or a signal went stale)"
+            )
+            reasons.append(
+                f"Soft scale-in cancelled: {why}; restoring {_fmt(_old_surplus(old, current))} to routing."
+            )
 
         return PolicyOutput(
             desired=plans_for(inp, raw_plans, desired_counts),

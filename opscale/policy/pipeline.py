@@ -47,8 +47,9 @@ def parse_params(model: type[_M], params: Mapping[str, object] | None, policy: s
             where = ".".join(str(part) for part in err["loc"]) or "params"
             problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
         first = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else None
-        raise InvalidArgument(f"invalid {policy} policy parameters: " + "; ".join(problems),
-                              field=first) from None
+        raise InvalidArgument(
+            f"invalid {policy} policy parameters: " + "; ".join(problems), field=first
+        ) from None
 
 
 def pool_text(text: str) -> str:
@@ -66,19 +67,33 @@ def own_data(inp: PolicyInput, policy: str) -> Mapping[str, JSONValue]:
     return inp.state.data if inp.state.policy == policy else {}
 
 
-def run_stabilizer(inp: PolicyInput, raw: Mapping[PoolKey, int], defaults: StabilizerConfig,
-                   required: Iterable[Signal], groups: Sequence[CoupledGroup] = ()) -> StabilizerResult:
+def run_stabilizer(
+    inp: PolicyInput,
+    raw: Mapping[PoolKey, int],
+    defaults: StabilizerConfig,
+    required: Iterable[Signal],
+    groups: Sequence[CoupledGroup] = (),
+) -> StabilizerResult:
     config = defaults.resolve(inp.limits)
     stale = stale_signals(inp.load, required, config.max_staleness_s)
-    return stabilize(StabilizerInput(
-        now_s=inp.now_s, raw=raw, current={p: plan.replicas for p, plan in inp.current.items()},
-        limits=inp.limits, config=config, state=inp.state.stabilizer, stale=stale, frozen=inp.frozen,
-        groups=groups,
-    ))
+    return stabilize(
+        StabilizerInput(
+            now_s=inp.now_s,
+            raw=raw,
+            current={p: plan.replicas for p, plan in inp.current.items()},
+            limits=inp.limits,
+            config=config,
+            state=inp.state.stabilizer,
+            stale=stale,
+            frozen=inp.frozen,
+            groups=groups,
+        )
+    )
 
 
-def plans_for(inp: PolicyInput, raw_plans: Mapping[PoolKey, PoolPlan],
-              replicas: Mapping[PoolKey, int]) -> dict[PoolKey, PoolPlan]:
+def plans_for(
+    inp: PolicyInput, raw_plans: Mapping[PoolKey, PoolPlan], replicas: Mapping[PoolKey, int]
+) -> dict[PoolKey, PoolPlan]:
     """The plan per pool for the stabilized counts. A count the policy itself chose keeps the policy's
     plan; a count held at current keeps the current plan (its batch size and GPUs fit that count); any
     other count — a step limit or window cut the move short — keeps the policy's batch size and GPUs per
@@ -92,15 +107,25 @@ def plans_for(inp: PolicyInput, raw_plans: Mapping[PoolKey, PoolPlan],
             out[pool] = cur
         else:
             base = raw or cur or PoolPlan(replicas=n)
-            out[pool] = PoolPlan(replicas=n, batch_size=base.batch_size,
-                                 gpus_per_replica=base.gpus_per_replica)
+            out[pool] = PoolPlan(
+                replicas=n, batch_size=base.batch_size, gpus_per_replica=base.gpus_per_replica
+            )
     return out
 
 
-def finish(inp: PolicyInput, *, policy: str, raw_plans: Mapping[PoolKey, PoolPlan], reasons: list[str],
-           defaults: StabilizerConfig, required: Iterable[Signal], groups: Sequence[CoupledGroup] = (),
-           data: Mapping[str, JSONValue] | None = None, infeasible: Sequence[Infeasibility] = (),
-           predicted: Prediction | None = None) -> PolicyOutput:
+def finish(
+    inp: PolicyInput,
+    *,
+    policy: str,
+    raw_plans: Mapping[PoolKey, PoolPlan],
+    reasons: list[str],
+    defaults: StabilizerConfig,
+    required: Iterable[Signal],
+    groups: Sequence[CoupledGroup] = (),
+    data: Mapping[str, JSONValue] | None = None,
+    infeasible: Sequence[Infeasibility] = (),
+    predicted: Prediction | None = None,
+) -> PolicyOutput:
     """Stabilize ``raw_plans`` and assemble the output; ``data`` is the policy's next own state."""
     raw = {p: plan.replicas for p, plan in raw_plans.items()}
     res = run_stabilizer(inp, raw, defaults, required, groups)

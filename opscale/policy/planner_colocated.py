@@ -91,16 +91,28 @@ def _pareto3(points: list[CoOption]) -> list[CoOption]:
     return out
 
 
-def co_frontier(perf: PerfModel, pre: Unit, dec: Unit, wp: Work, wd: Work, slo: SLO, max_batch: int, *,
-                r_min: int = 1, r_max: int | None = None, budgets: bool = True) -> list[CoOption]:
+def co_frontier(
+    perf: PerfModel,
+    pre: Unit,
+    dec: Unit,
+    wp: Work,
+    wd: Work,
+    slo: SLO,
+    max_batch: int,
+    *,
+    r_min: int = 1,
+    r_max: int | None = None,
+    budgets: bool = True,
+) -> list[CoOption]:
     cap = r_max if r_max is not None else 1 << 30
     tail = 1.0 - slo.quantile
     weights = sum(perf.weights_bytes(op) for op in dec.ops)
     configs = []
     for bp in batch_candidates(min(max_batch, MAX_PREFILL_BATCH)):
         for bd in batch_candidates(max_batch):
-            need = (replica_bytes(perf, dec, bd, wd.context) + replica_bytes(perf, pre, bp, wp.context)
-                    - weights)
+            need = (
+                replica_bytes(perf, dec, bd, wd.context) + replica_bytes(perf, pre, bp, wp.context) - weights
+            )
             for g in gpu_choices(max(1, math.ceil(need / usable_bytes(perf)))):
                 sp = pass_ms(perf, pre, bp, wp.length, g)
                 sd = pass_ms(perf, dec, bd, wd.length, g)
@@ -149,9 +161,13 @@ def solve_two(frontiers: Sequence[list[CoOption]], t1: float, t2: float) -> list
     m2 = [min(o.tbt_ms for o in frontiers[i]) for i in order]
     partial: list[tuple[int, float, float, tuple[CoOption, ...]]] = [(0, 0.0, 0.0, ())]
     for k, i in enumerate(order[:-1]):
-        r1, r2 = sum(m1[k + 1:]), sum(m2[k + 1:])
-        merged = [(c + o.cost, x + o.ttft_ms, y + o.tbt_ms, (*ch, o)) for c, x, y, ch in partial
-                  for o in frontiers[i] if x + o.ttft_ms + r1 <= t1 and y + o.tbt_ms + r2 <= t2]
+        r1, r2 = sum(m1[k + 1 :]), sum(m2[k + 1 :])
+        merged = [
+            (c + o.cost, x + o.ttft_ms, y + o.tbt_ms, (*ch, o))
+            for c, x, y, ch in partial
+            for o in frontiers[i]
+            if x + o.ttft_ms + r1 <= t1 and y + o.tbt_ms + r2 <= t2
+        ]
         merged.sort(key=lambda t: (t[0], t[1], t[2]))
         stair, partial = _Stair(), []
         for t in merged:
@@ -177,12 +193,15 @@ def co_watts(perf: PerfModel, pre: Unit, dec: Unit, o: CoOption, wp: Work, wd: W
     busy_p = wp.seq_steps_per_s / o.prefill_batch * o.prefill_ms / 1e3 / r
     busy_d = wd.seq_steps_per_s / o.decode_batch * o.decode_ms / 1e3 / r
     loads = []
-    for unit, batch, work, busy, total in ((pre, o.prefill_batch, wp, busy_p, o.prefill_ms),
-                                           (dec, o.decode_batch, wd, busy_d, o.decode_ms)):
+    for unit, batch, work, busy, total in (
+        (pre, o.prefill_batch, wp, busy_p, o.prefill_ms),
+        (dec, o.decode_batch, wd, busy_d, o.decode_ms),
+    ):
         for op in unit.ops:
             share = perf.pass_latency_ms(unit.stage, op, batch, work.length, o.gpus) / total
-            loads.append(OperatorLoad(perf.busy_watts(unit.stage, op, batch, work.length),
-                                      min(1.0, busy * share)))
+            loads.append(
+                OperatorLoad(perf.busy_watts(unit.stage, op, batch, work.length), min(1.0, busy * share))
+            )
     return o.cost * gpu_watts(perf.gpu, loads)
 
 
@@ -194,13 +213,22 @@ class CoPlan:
     infeasible: list[Infeasibility]
 
 
-def plan_colocated(perf: PerfModel, pools: Sequence[tuple[PoolKey, tuple[str, ...]]], wp: Work, wd: Work,
-                   slo: SLO, limits: Limits, max_batch: int) -> CoPlan:
+def plan_colocated(
+    perf: PerfModel,
+    pools: Sequence[tuple[PoolKey, tuple[str, ...]]],
+    wp: Work,
+    wd: Work,
+    slo: SLO,
+    limits: Limits,
+    max_batch: int,
+) -> CoPlan:
     """Fewest-GPU colocated plan; each pool ``(key, ops)`` runs ``ops`` of both stages."""
     units = [(key, Unit(key, "prefill", ops), Unit(key, "decode", ops)) for key, ops in pools]
     bounds = [(max(1, limits.for_pool(k).min_replicas), limits.for_pool(k).max_replicas) for k, _, _ in units]
-    fronts = [co_frontier(perf, pre, dec, wp, wd, slo, max_batch, r_min=lo, r_max=hi)
-              for (_, pre, dec), (lo, hi) in zip(units, bounds, strict=True)]
+    fronts = [
+        co_frontier(perf, pre, dec, wp, wd, slo, max_batch, r_min=lo, r_max=hi)
+        for (_, pre, dec), (lo, hi) in zip(units, bounds, strict=True)
+    ]
     sol = solve_two(fronts, slo.ttft_ms, slo.tbt_ms)
     infeasible: list[Infeasibility] = []
     if sol is None:
@@ -210,31 +238,47 @@ def plan_colocated(perf: PerfModel, pools: Sequence[tuple[PoolKey, tuple[str, ..
             if not full:
                 full = co_frontier(perf, pre, dec, wp, wd, slo, max_batch, r_min=lo, budgets=False)
                 need = min(o.replicas for o in full)
-                infeasible.append(Infeasibility(
-                    InfeasibilityKind.ABOVE_MAX_REPLICAS, f"{key}: needs at least {need} replicas to be "
-                    f"stable at any batch size, above max_replicas {hi}.", pool=key, needed=need, allowed=hi))
+                infeasible.append(
+                    Infeasibility(
+                        InfeasibilityKind.ABOVE_MAX_REPLICAS,
+                        f"{key}: needs at least {need} replicas to be "
+                        f"stable at any batch size, above max_replicas {hi}.",
+                        pool=key,
+                        needed=need,
+                        allowed=hi,
+                    )
+                )
             sol.append(min(full, key=lambda o: o.ttft_ms / slo.ttft_ms + o.tbt_ms / slo.tbt_ms))
         if not infeasible:
-            infeasible.append(Infeasibility(
-                InfeasibilityKind.SLO_UNREACHABLE,
-                f"serving: no plan within the replica limits meets TTFT {slo.ttft_ms:g} ms and TBT "
-                f"{slo.tbt_ms:g} ms together; the most balanced one predicts TTFT "
-                f"{sum(o.ttft_ms for o in sol):.1f} ms, TBT {sum(o.tbt_ms for o in sol):.1f} ms."))
+            infeasible.append(
+                Infeasibility(
+                    InfeasibilityKind.SLO_UNREACHABLE,
+                    f"serving: no plan within the replica limits meets TTFT {slo.ttft_ms:g} ms and TBT "
+                    f"{slo.tbt_ms:g} ms together; the most balanced one predicts TTFT "
+                    f"{sum(o.ttft_ms for o in sol):.1f} ms, TBT {sum(o.tbt_ms for o in sol):.1f} ms.",
+                )
+            )
     tag = f"p{slo.percentile:g}"
     out: dict[PoolKey, PoolPlan] = {}
-    reasons = [f"colocated plan for {wp.seq_steps_per_s:.4g} req/s on {perf.gpu.key}: each serving pool "
-               f"runs prefill and decode passes in one M/M/R queue."]
+    reasons = [
+        f"colocated plan for {wp.seq_steps_per_s:.4g} req/s on {perf.gpu.key}: each serving pool "
+        f"runs prefill and decode passes in one M/M/R queue."
+    ]
     watts = 0.0
     for (key, pre, dec), o, (_, hi) in zip(units, sol, bounds, strict=True):
         capped = o.replicas if hi is None else min(o.replicas, hi)
         w = co_watts(perf, pre, dec, o, wp, wd)
         watts += w
         out[key] = PoolPlan(capped, o.decode_batch, o.gpus, o.tbt_ms if capped == o.replicas else None, w)
-        reasons.append(f"{key}: {capped} replicas × {o.gpus} GPUs, prefill batch {o.prefill_batch}, decode "
-                       f"batch {o.decode_batch}: ρ={o.rho:.2f}, wait {tag} {o.wait_ms:.1f} ms, prefill pass "
-                       f"{o.prefill_ms:.1f} ms, decode pass {o.decode_ms:.1f} ms.")
+        reasons.append(
+            f"{key}: {capped} replicas × {o.gpus} GPUs, prefill batch {o.prefill_batch}, decode "
+            f"batch {o.decode_batch}: ρ={o.rho:.2f}, wait {tag} {o.wait_ms:.1f} ms, prefill pass "
+            f"{o.prefill_ms:.1f} ms, decode pass {o.decode_ms:.1f} ms."
+        )
     ttft, tbt = sum(o.ttft_ms for o in sol), sum(o.tbt_ms for o in sol)
     gpus = sum(p.replicas * p.gpus_per_replica for p in out.values())
-    reasons.append(f"serving: TTFT {tag} {ttft:.1f} ms (SLO {slo.ttft_ms:g}), TBT {tag} {tbt:.1f} ms "
-                   f"(SLO {slo.tbt_ms:g}) with {gpus} GPUs.")
+    reasons.append(
+        f"serving: TTFT {tag} {ttft:.1f} ms (SLO {slo.ttft_ms:g}), TBT {tag} {tbt:.1f} ms "
+        f"(SLO {slo.tbt_ms:g}) with {gpus} GPUs."
+    )
     return CoPlan(out, Prediction(ttft, tbt, gpus, watts), reasons, infeasible)

@@ -191,16 +191,33 @@ def pareto(points: list[Option]) -> list[Option]:
 
 
 @lru_cache(maxsize=1 << 12)
-def _configs(perf: PerfModel, unit: Unit, length: int, context: int, batches: tuple[int, ...],
-             ) -> tuple[tuple[int, int, float], ...]:
+def _configs(
+    perf: PerfModel,
+    unit: Unit,
+    length: int,
+    context: int,
+    batches: tuple[int, ...],
+) -> tuple[tuple[int, int, float], ...]:
     """(batch, GPUs, pass ms) of every config; independent of the arrival rate, so a live loop at steady
     token lengths computes it once."""
-    return tuple((b, g, pass_ms(perf, unit, b, length, g)) for b in batches
-                 for g in gpu_choices(min_gpus(perf, unit, b, context)))
+    return tuple(
+        (b, g, pass_ms(perf, unit, b, length, g))
+        for b in batches
+        for g in gpu_choices(min_gpus(perf, unit, b, context))
+    )
 
 
-def frontier(perf: PerfModel, unit: Unit, work: Work, batches: Sequence[int], q: float, *,
-             budget_ms: float = math.inf, r_min: int = 1, r_max: int | None = None) -> list[Option]:
+def frontier(
+    perf: PerfModel,
+    unit: Unit,
+    work: Work,
+    batches: Sequence[int],
+    q: float,
+    *,
+    budget_ms: float = math.inf,
+    r_min: int = 1,
+    r_max: int | None = None,
+) -> list[Option]:
     """The pool's Pareto frontier of (GPUs, latency) over batch, GPUs per replica and replicas."""
     cap = r_max if r_max is not None else 1 << 30
     configs: list[tuple[int, float, int, int, float]] = []  # cost_lb, pass, batch, gpus, jobs/s
@@ -242,11 +259,15 @@ def solve_stage(frontiers: Sequence[list[Option]], budget_ms: float) -> list[Opt
         return None
     order = sorted(range(len(frontiers)), key=lambda i: len(frontiers[i]))
     fastest = [frontiers[i][-1].latency_ms for i in order]
-    rest = [sum(fastest[k + 1:]) for k in range(len(order))]
+    rest = [sum(fastest[k + 1 :]) for k in range(len(order))]
     partial: list[tuple[int, float, tuple[Option, ...]]] = [(0, 0.0, ())]
     for k, i in enumerate(order[:-1]):
-        merged = [(c + o.cost, lat + o.latency_ms, (*ch, o)) for c, lat, ch in partial for o in frontiers[i]
-                  if lat + o.latency_ms + rest[k] <= budget_ms]
+        merged = [
+            (c + o.cost, lat + o.latency_ms, (*ch, o))
+            for c, lat, ch in partial
+            for o in frontiers[i]
+            if lat + o.latency_ms + rest[k] <= budget_ms
+        ]
         merged.sort(key=lambda t: (t[0], t[1]))
         partial = []
         for t in merged:
@@ -298,13 +319,15 @@ def option_watts(perf: PerfModel, unit: Unit, opt: Option, length: int) -> float
     loads = []
     for op in unit.ops:
         share = perf.pass_latency_ms(unit.stage, op, opt.batch, length, opt.gpus) / opt.pass_ms
-        loads.append(OperatorLoad(perf.busy_watts(unit.stage, op, opt.batch, length),
-                                  min(1.0, opt.rho * share)))
+        loads.append(
+            OperatorLoad(perf.busy_watts(unit.stage, op, opt.batch, length), min(1.0, opt.rho * share))
+        )
     return opt.cost * gpu_watts(perf.gpu, loads)
 
 
-def evaluate(perf: PerfModel, unit: Unit, work: Work, batch: int, gpus: int, replicas: int,
-             q: float) -> float:
+def evaluate(
+    perf: PerfModel, unit: Unit, work: Work, batch: int, gpus: int, replicas: int, q: float
+) -> float:
     """ℓ = W_q + s (ms) of one pool configuration: the latency model the search optimises, exposed so
     a brute-force test can check the search against it."""
     s_ms = pass_ms(perf, unit, batch, work.length, gpus)
@@ -312,8 +335,10 @@ def evaluate(perf: PerfModel, unit: Unit, work: Work, batch: int, gpus: int, rep
 
 
 def describe(pool: PoolKey, opt: Option, percentile: float) -> str:
-    return (f"{pool}: {opt.replicas} replicas × {opt.gpus} GPUs at batch {opt.batch}: ρ={opt.rho:.2f}, "
-            f"wait p{percentile:g} {opt.wait_ms:.1f} ms, pass {opt.pass_ms:.1f} ms.")
+    return (
+        f"{pool}: {opt.replicas} replicas × {opt.gpus} GPUs at batch {opt.batch}: ρ={opt.rho:.2f}, "
+        f"wait p{percentile:g} {opt.wait_ms:.1f} ms, pass {opt.pass_ms:.1f} ms."
+    )
 
 
 def stage_totals(chosen: Mapping[PoolKey, Option]) -> tuple[float, int]:

@@ -49,8 +49,12 @@ def packed_gpus(perf: PerfModel, plan: Plan) -> tuple[int, str]:
             hosts.append([size, busy])
     n = sum(moved.values())
     if not n:
-        return whole, (f"Packing estimate: no tiny replica (1 GPU, busy ≤ {TINY_BUSY:.0%}) fits beside "
-                       f"another: {whole} GPUs.")
+        return whole, (
+            f"Packing estimate: no tiny replica (1 GPU, busy ≤ {TINY_BUSY:.0%}) fits beside "
+            f"another: {whole} GPUs."
+        )
     what = ", ".join(f"{k} ×{v}" for k, v in sorted(moved.items()))
-    return whole - n, (f"Packing estimate: placement can co-locate {n} tiny replicas ({what}; 1 GPU, busy "
-                       f"≤ {TINY_BUSY:.0%}) in spare memory of other GPUs: {whole} → {whole - n} GPUs.")
+    return whole - n, (
+        f"Packing estimate: placement can co-locate {n} tiny replicas ({what}; 1 GPU, busy "
+        f"≤ {TINY_BUSY:.0%}) in spare memory of other GPUs: {whole} → {whole - n} GPUs."
+    )

@@ -51,13 +51,16 @@ class PlannerPolicy:
     def __init__(self, params: PlannerParams, perf: PerfModel | None = None) -> None:
         if perf is None:
             if params.model is None:
-                raise InvalidArgument(f"the {self.name} policy needs a model preset (params.model) or a "
-                                      f"performance model", field="model")
+                raise InvalidArgument(
+                    f"the {self.name} policy needs a model preset (params.model) or a performance model",
+                    field="model",
+                )
             perf = perf_model(get_preset(params.model), params.gpu_type)
         self.params = params
         self.perf = perf
-        self.stabilizer_defaults = StabilizerConfig(scale_down_window_s=params.scale_down_window_s,
-                                                    max_staleness_s=params.max_staleness_s)
+        self.stabilizer_defaults = StabilizerConfig(
+            scale_down_window_s=params.scale_down_window_s, max_staleness_s=params.max_staleness_s
+        )
 
     @classmethod
     def from_params(cls, params: Mapping[str, object] | None = None, perf: PerfModel | None = None) -> Self:
@@ -74,8 +77,15 @@ class PlannerPolicy:
         raise NotImplementedError
 
     def plan_colocated(self, load: LoadWindow, slo: SLO, limits: Limits) -> CoPlan:
-        return plan_colocated(self.perf, self.colocated_pools(), stage_work(load, "prefill"),
-                              stage_work(load, "decode"), slo, limits, self.params.max_batch_size)
+        return plan_colocated(
+            self.perf,
+            self.colocated_pools(),
+            stage_work(load, "prefill"),
+            stage_work(load, "decode"),
+            slo,
+            limits,
+            self.params.max_batch_size,
+        )
 
     def decide(self, inp: PolicyInput) -> PolicyOutput:
         plan: Plan | CoPlan
@@ -83,6 +93,13 @@ class PlannerPolicy:
             plan = self.plan_colocated(inp.load, inp.slo, inp.limits)
         else:
             plan = self.plan(inp.load, inp.slo, inp.limits)
-        return finish(inp, policy=self.name, raw_plans=plan.pools, reasons=plan.reasons,
-                      defaults=self.stabilizer_defaults, required=REQUIRED, infeasible=plan.infeasible,
-                      predicted=plan.prediction)
+        return finish(
+            inp,
+            policy=self.name,
+            raw_plans=plan.pools,
+            reasons=plan.reasons,
+            defaults=self.stabilizer_defaults,
+            required=REQUIRED,
+            infeasible=plan.infeasible,
+            predicted=plan.prediction,
+        )

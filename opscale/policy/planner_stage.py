@@ -68,8 +68,9 @@ class StagePlan:
         return sum(o.cost for o in self.chosen.values())
 
 
-def _best_throughput(perf: PerfModel, unit: Unit, work: Work, batches: Sequence[int],
-                     replicas: int) -> Option:
+def _best_throughput(
+    perf: PerfModel, unit: Unit, work: Work, batches: Sequence[int], replicas: int
+) -> Option:
     """The config that carries the most load per GPU, at ``replicas`` (used when none is stable)."""
     best: Option | None = None
     for b in batches:
@@ -83,9 +84,18 @@ def _best_throughput(perf: PerfModel, unit: Unit, work: Work, batches: Sequence[
     return best
 
 
-def plan_stage(perf: PerfModel, stage: str, units: Sequence[Unit], work: Work, budget_ms: float, q: float,
-               batches: Sequence[int], limits: Limits, floors: Mapping[PoolKey, int] | None = None,
-               search: str = "exact") -> StagePlan:
+def plan_stage(
+    perf: PerfModel,
+    stage: str,
+    units: Sequence[Unit],
+    work: Work,
+    budget_ms: float,
+    q: float,
+    batches: Sequence[int],
+    limits: Limits,
+    floors: Mapping[PoolKey, int] | None = None,
+    search: str = "exact",
+) -> StagePlan:
     """The fewest-GPU plan for one stage meeting ``budget_ms``; if none exists within the replica
     limits, the fastest plan there is, with an ``Infeasibility`` saying why. ``search="greedy"``
     uses the paper's greedy instead of the exact solve (for comparison)."""
@@ -95,8 +105,10 @@ def plan_stage(perf: PerfModel, stage: str, units: Sequence[Unit], work: Work, b
         lim = limits.for_pool(u.pool)
         return max(1, lim.min_replicas, floors.get(u.pool, 0)), lim.max_replicas
 
-    fronts = [frontier(perf, u, work, batches, q, budget_ms=budget_ms, r_min=bounds(u)[0],
-                       r_max=bounds(u)[1]) for u in units]
+    fronts = [
+        frontier(perf, u, work, batches, q, budget_ms=budget_ms, r_min=bounds(u)[0], r_max=bounds(u)[1])
+        for u in units
+    ]
     sol = (solve_stage_greedy if search == "greedy" else solve_stage)(fronts, budget_ms)
     if sol is not None:
         chosen = {u.pool: o for u, o in zip(units, sol, strict=True)}
@@ -112,18 +124,27 @@ def plan_stage(perf: PerfModel, stage: str, units: Sequence[Unit], work: Work, b
         unbounded = frontier(perf, u, work, batches, q, r_min=lo)
         need = min(o.replicas for o in unbounded)
         chosen[u.pool] = _best_throughput(perf, u, work, batches, need if hi is None else hi)
-        problems.append(Infeasibility(
-            InfeasibilityKind.ABOVE_MAX_REPLICAS,
-            f"{u.pool}: {work.seq_steps_per_s:,.6g} sequence-passes/s need at least {need} replicas to be "
-            f"stable at any batch size, above max_replicas {hi}.", pool=u.pool, needed=need, allowed=hi))
+        problems.append(
+            Infeasibility(
+                InfeasibilityKind.ABOVE_MAX_REPLICAS,
+                f"{u.pool}: {work.seq_steps_per_s:,.6g} sequence-passes/s need at least {need} replicas "
+                f"to be stable at any batch size, above max_replicas {hi}.",
+                pool=u.pool,
+                needed=need,
+                allowed=hi,
+            )
+        )
     latency = sum(o.latency_ms for o in chosen.values())
     label = "TTFT" if stage == "prefill" else "TBT"
     if not problems:
-        problems.append(Infeasibility(
-            InfeasibilityKind.SLO_UNREACHABLE,
-            f"{stage}: the fastest {label} reachable within the replica limits is {latency:.1f} ms, over "
-            f"the {budget_ms:g} ms SLO (pass times alone: "
-            f"{sum(o.pass_ms for o in chosen.values()):.1f} ms); planning the fastest configuration."))
+        problems.append(
+            Infeasibility(
+                InfeasibilityKind.SLO_UNREACHABLE,
+                f"{stage}: the fastest {label} reachable within the replica limits is {latency:.1f} ms, over "
+                f"the {budget_ms:g} ms SLO (pass times alone: "
+                f"{sum(o.pass_ms for o in chosen.values()):.1f} ms); planning the fastest configuration.",
+            )
+        )
     return StagePlan(stage, chosen, latency, budget_ms, False, problems)
 
 
@@ -138,8 +159,14 @@ class Plan:
     works: Mapping[str, Work] = field(default_factory=dict)
 
 
-def assemble(perf: PerfModel, stages: Sequence[StagePlan], units: Mapping[PoolKey, Unit],
-             works: Mapping[str, Work], slo: SLO, header: str) -> Plan:
+def assemble(
+    perf: PerfModel,
+    stages: Sequence[StagePlan],
+    units: Mapping[PoolKey, Unit],
+    works: Mapping[str, Work],
+    slo: SLO,
+    header: str,
+) -> Plan:
     pools: dict[PoolKey, PoolPlan] = {}
     reasons = [header]
     watts_total, gpus_total = 0.0, 0
@@ -150,20 +177,31 @@ def assemble(perf: PerfModel, stages: Sequence[StagePlan], units: Mapping[PoolKe
         work = works[sp.stage]
         for pool, opt in sp.chosen.items():
             w = option_watts(perf, units[pool], opt, work.length) if math.isfinite(opt.latency_ms) else None
-            pools[pool] = PoolPlan(opt.replicas, opt.batch, opt.gpus,
-                                   opt.latency_ms if math.isfinite(opt.latency_ms) else None, w)
+            pools[pool] = PoolPlan(
+                opt.replicas,
+                opt.batch,
+                opt.gpus,
+                opt.latency_ms if math.isfinite(opt.latency_ms) else None,
+                w,
+            )
             watts_total += w or 0.0
             reasons.append(describe(pool, opt, slo.percentile))
         gpus_total += sp.gpus
         latency[sp.stage] = sp.latency_ms
         label = "TTFT" if sp.stage == "prefill" else "TBT"
         verdict = "meets" if sp.met else "MISSES"
-        reasons.append(f"{sp.stage}: {label} {tag} predicted {sp.latency_ms:.1f} ms {verdict} the "
-                       f"{sp.budget_ms:g} ms SLO with {sp.gpus} GPUs "
-                       f"({work.seq_steps_per_s:,.6g} sequence-passes/s, length {work.length}).")
+        reasons.append(
+            f"{sp.stage}: {label} {tag} predicted {sp.latency_ms:.1f} ms {verdict} the "
+            f"{sp.budget_ms:g} ms SLO with {sp.gpus} GPUs "
+            f"({work.seq_steps_per_s:,.6g} sequence-passes/s, length {work.length})."
+        )
         infeasible.extend(sp.infeasible)
-    pred = Prediction(ttft_ms=_finite(latency.get("prefill")), tbt_ms=_finite(latency.get("decode")),
-                      gpus=gpus_total, watts=watts_total)
+    pred = Prediction(
+        ttft_ms=_finite(latency.get("prefill")),
+        tbt_ms=_finite(latency.get("decode")),
+        gpus=gpus_total,
+        watts=watts_total,
+    )
     return Plan(pools, pred, reasons, infeasible, tuple(stages), dict(units), dict(works))
 
 

@@ -41,8 +41,9 @@ def _check_queue(servers: int, arrival_rate: float, service_rate: float) -> None
         raise InvalidArgument(f"servers must be >= 0, got {servers}", field="servers")
     _check_rate("arrival_rate", arrival_rate)
     if not (service_rate > 0.0 and math.isfinite(service_rate)):
-        raise InvalidArgument(f"service_rate must be a finite number > 0, got {service_rate}",
-                              field="service_rate")
+        raise InvalidArgument(
+            f"service_rate must be a finite number > 0, got {service_rate}", field="service_rate"
+        )
 
 
 def _check_p(p: float) -> None:
@@ -178,8 +179,7 @@ def response_quantile_s(servers: int, arrival_rate: float, service_rate: float, 
     return hi
 
 
-def min_servers_for(arrival_rate: float, service_rate: float, target_wait_quantile_s: float,
-                    p: float) -> int:
+def min_servers_for(arrival_rate: float, service_rate: float, target_wait_quantile_s: float, p: float) -> int:
     """The fewest servers R whose p-quantile waiting time is at most ``target_wait_quantile_s``.
 
     Starts at the stability bound R = ⌊a⌋ + 1 (a = λ/μ) with one O(√a) Erlang-B evaluation, then steps
@@ -190,8 +190,10 @@ def min_servers_for(arrival_rate: float, service_rate: float, target_wait_quanti
     _check_queue(0, arrival_rate, service_rate)
     _check_p(p)
     if not (target_wait_quantile_s >= 0.0):
-        raise InvalidArgument(f"target_wait_quantile_s must be >= 0, got {target_wait_quantile_s}",
-                              field="target_wait_quantile_s")
+        raise InvalidArgument(
+            f"target_wait_quantile_s must be >= 0, got {target_wait_quantile_s}",
+            field="target_wait_quantile_s",
+        )
     if arrival_rate == 0.0:
         return 0
     a = arrival_rate / service_rate

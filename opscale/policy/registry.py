@@ -43,6 +43,7 @@ def known_policies() -> list[str]:
 def get_policy(name: str, params: Mapping[str, object] | None = None) -> Policy:
     factory = POLICY_FACTORIES.get(name)
     if factory is None:
-        raise InvalidArgument(f"unknown policy {name!r}; known policies: {', '.join(known_policies())}",
-                              field="policy")
+        raise InvalidArgument(
+            f"unknown policy {name!r}; known policies: {', '.join(known_policies())}", field="policy"
+        )
     return factory(params)

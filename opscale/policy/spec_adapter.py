@@ -59,10 +59,16 @@ def spec_limits(spec: DeploymentSpec) -> Limits:
             pools[_key(lim.pool)] = bounds
     steps = [lim.max_step for lim in spec.limits if lim.max_step > 0]
     st = spec.stabilization
-    return Limits(pools=pools, default_pool=default, max_step_abs=min(steps) if steps else None,
-                  scale_up_window_s=st.scale_up_window_s, scale_down_window_s=st.scale_down_window_s,
-                  scale_up_cooldown_s=st.scale_up_cooldown_s,
-                  scale_down_cooldown_s=st.scale_down_cooldown_s, max_staleness_s=st.max_staleness_s)
+    return Limits(
+        pools=pools,
+        default_pool=default,
+        max_step_abs=min(steps) if steps else None,
+        scale_up_window_s=st.scale_up_window_s,
+        scale_down_window_s=st.scale_down_window_s,
+        scale_up_cooldown_s=st.scale_up_cooldown_s,
+        scale_down_cooldown_s=st.scale_down_cooldown_s,
+        max_staleness_s=st.max_staleness_s,
+    )
 
 
 def _stages(spec: DeploymentSpec) -> tuple[str, ...]:
@@ -89,8 +95,11 @@ def setup_for(spec: DeploymentSpec, kind: PolicyKind) -> PolicySetup:
             if op is not None:
                 params.update(floor_fraction=op.floor_fraction, max_batch_size=op.max_batch_size)
             policy = OperatorPolicy.from_params(params, perf)
-            pools = tuple(PoolKey(s, spec_op.kind.value) for s in _stages(spec)
-                          for spec_op in perf.operators("prefill" if s == "serving" else s))
+            pools = tuple(
+                PoolKey(s, spec_op.kind.value)
+                for s in _stages(spec)
+                for spec_op in perf.operators("prefill" if s == "serving" else s)
+            )
         else:
             policy = ModelPolicy.from_params(params, perf)
             pools = _whole_pools(spec)
@@ -98,9 +107,12 @@ def setup_for(spec: DeploymentSpec, kind: PolicyKind) -> PolicySetup:
         pd = spec.pd_params
         if pd is None or spec.mode is not ServingMode.DISAGGREGATED:
             raise InvalidArgument("policy 'pd' needs pd_params and mode 'disaggregated'", field="pd_params")
-        params.update(target_decode_tps=pd.target_decode_tokens_per_s_per_instance,
-                      prefill_per_decode=pd.prefill_per_decode, scale_out_threshold=pd.scale_out_threshold,
-                      scale_in_threshold=pd.scale_in_threshold)
+        params.update(
+            target_decode_tps=pd.target_decode_tokens_per_s_per_instance,
+            prefill_per_decode=pd.prefill_per_decode,
+            scale_out_threshold=pd.scale_out_threshold,
+            scale_in_threshold=pd.scale_in_threshold,
+        )
         policy = PdPolicy.from_params(params)
         pools = _whole_pools(spec)
     elif kind is PolicyKind.UTILIZATION:
@@ -112,13 +124,19 @@ def setup_for(spec: DeploymentSpec, kind: PolicyKind) -> PolicySetup:
     else:
         if spec.static_params is None:
             raise InvalidArgument("policy 'static' needs static_params", field="static_params")
-        params["pools"] = {str(p.pool): {"replicas": p.replicas, "batch_size": p.batch_size,
-                                         "gpus_per_replica": p.gpus_per_replica}
-                           for p in spec.static_params.pools}
+        params["pools"] = {
+            str(p.pool): {
+                "replicas": p.replicas,
+                "batch_size": p.batch_size,
+                "gpus_per_replica": p.gpus_per_replica,
+            }
+            for p in spec.static_params.pools
+        }
         policy = StaticPolicy.from_params(params)
         pools = tuple(_key(p.pool) for p in spec.static_params.pools)
-    return PolicySetup(policy=policy, slo=spec_slo(spec), limits=spec_limits(spec), params=params,
-                       pools=pools)
+    return PolicySetup(
+        policy=policy, slo=spec_slo(spec), limits=spec_limits(spec), params=params, pools=pools
+    )
 
 
 def policy_setup(spec: DeploymentSpec) -> PolicySetup:

@@ -106,8 +106,9 @@ class CoupledGroup:
     def __post_init__(self) -> None:
         for pool, r in self.ratios.items():
             if not (r > 0 and math.isfinite(r)) or pool == self.leader:
-                raise InvalidArgument(f"coupled pool {pool} needs a ratio > 0 to leader {self.leader}, "
-                                      f"got {r}", field="ratios")
+                raise InvalidArgument(
+                    f"coupled pool {pool} needs a ratio > 0 to leader {self.leader}, got {r}", field="ratios"
+                )
 
     @property
     def members(self) -> tuple[PoolKey, ...]:
@@ -221,8 +222,9 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
     infeasible: list[Infeasibility] = []
     held: set[PoolKey] = set()
     if inp.stale:
-        infeasible.append(Infeasibility(InfeasibilityKind.STALE_SIGNALS,
-                                        "Fail-static: " + "; ".join(inp.stale) + "."))
+        infeasible.append(
+            Infeasibility(InfeasibilityKind.STALE_SIGNALS, "Fail-static: " + "; ".join(inp.stale) + ".")
+        )
 
     for g in _groups_for(inp):
         members = g.members
@@ -232,9 +234,16 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
         coupled = f"; holding the coupled group {_names(members)}" if g.ratios else ""
         lo, hi, lo_why, hi_why = _leader_bounds(g, inp.limits)
         if hi is not None and lo > hi:
-            infeasible.append(Infeasibility(
-                InfeasibilityKind.BOUNDS_CONFLICT, f"{label}: the lower bound {lo} ({lo_why}) exceeds the "
-                f"upper bound {hi} ({hi_why}); the upper bound wins.", leader, lo, hi))
+            infeasible.append(
+                Infeasibility(
+                    InfeasibilityKind.BOUNDS_CONFLICT,
+                    f"{label}: the lower bound {lo} ({lo_why}) exceeds the "
+                    f"upper bound {hi} ({hi_why}); the upper bound wins.",
+                    leader,
+                    lo,
+                    hi,
+                )
+            )
             lo = hi
 
         def clamp(n: int, lo: int = lo, hi: int | None = hi) -> int:
@@ -243,8 +252,9 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
         if inp.frozen:
             out.update(cur)
             held.update(members)
-            reasons.append(f"{label}: frozen, holding current {_counts(cur)} (the policy recommended "
-                           f"{raw_l}).")
+            reasons.append(
+                f"{label}: frozen, holding current {_counts(cur)} (the policy recommended {raw_l})."
+            )
             continue
 
         if inp.stale:
@@ -253,16 +263,20 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
                 step = cfg.max_step(cur_l)
                 grow = clamp(raw_l if step is None else min(raw_l, cur_l + step))
                 hold = {m: max(hold[m], n) for m, n in g.derive(grow).items()}
-                reasons.append(f"{label}: fail-static because {'; '.join(inp.stale)}, but scale-out is "
-                               f"enabled: {raw_l} → {hold[leader]} (never scaling in on stale data).")
+                reasons.append(
+                    f"{label}: fail-static because {'; '.join(inp.stale)}, but scale-out is "
+                    f"enabled: {raw_l} → {hold[leader]} (never scaling in on stale data)."
+                )
                 for m in members:
                     if hold[m] > cur[m]:
                         last_up[m] = now
             else:
                 held.update(members)
-                reasons.append(f"{label}: fail-static because {'; '.join(inp.stale)}: holding the last good "
-                               f"decision {_counts(hold)} (the policy recommended {raw_l}; never scaling in "
-                               f"on stale data).")
+                reasons.append(
+                    f"{label}: fail-static because {'; '.join(inp.stale)}: holding the last good "
+                    f"decision {_counts(hold)} (the policy recommended {raw_l}; never scaling in "
+                    f"on stale data)."
+                )
             out.update(hold)
             continue
 
@@ -272,9 +286,15 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
             bound = hi_why if hi is not None and raw_l > hi else lo_why
             reasons.append(f"{label}: {raw_l} → {rec}, bounded by {bound}.")
             if hi is not None and raw_l > hi:
-                infeasible.append(Infeasibility(
-                    InfeasibilityKind.ABOVE_MAX_REPLICAS, f"{leader} needs {raw_l} replicas for the load "
-                    f"but {hi_why} allows {hi}.", leader, raw_l, hi))
+                infeasible.append(
+                    Infeasibility(
+                        InfeasibilityKind.ABOVE_MAX_REPLICAS,
+                        f"{leader} needs {raw_l} replicas for the load but {hi_why} allows {hi}.",
+                        leader,
+                        raw_l,
+                        hi,
+                    )
+                )
 
         # 4. stabilization windows (record first: the window includes this tick)
         max_w[leader] = _push(max_w.get(leader, ()), now, rec, cfg.scale_down_window_s, keep_max=True)
@@ -284,11 +304,15 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
         hold_group = False
         if want != rec:
             if rec > cur_l:
-                why = (f"scale-up stabilization: the lowest recommendation in the last "
-                       f"{cfg.scale_up_window_s:g} s was {up_rec}")
+                why = (
+                    f"scale-up stabilization: the lowest recommendation in the last "
+                    f"{cfg.scale_up_window_s:g} s was {up_rec}"
+                )
             else:
-                why = (f"scale-down stabilization: the highest recommendation in the last "
-                       f"{cfg.scale_down_window_s:g} s was {down_rec}")
+                why = (
+                    f"scale-down stabilization: the highest recommendation in the last "
+                    f"{cfg.scale_down_window_s:g} s was {down_rec}"
+                )
             reasons.append(f"{label}: {rec} → {want}, {why}{coupled if want == cur_l else ''}.")
             hold_group = want == cur_l
 
@@ -296,16 +320,20 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
         if want > cur_l:
             since = max((last_up[m] for m in members if m in last_up), default=None)
             if since is not None and now - since < cfg.scale_up_cooldown_s:
-                reasons.append(f"{label}: {want} → {cur_l}, scale-up cooldown: the last scale-up was "
-                               f"{now - since:g} s ago, cooldown {cfg.scale_up_cooldown_s:g} s{coupled}.")
+                reasons.append(
+                    f"{label}: {want} → {cur_l}, scale-up cooldown: the last scale-up was "
+                    f"{now - since:g} s ago, cooldown {cfg.scale_up_cooldown_s:g} s{coupled}."
+                )
                 want, hold_group = cur_l, True
         elif want < cur_l:
             stamps = [t for m in members for t in (last_up.get(m), last_down.get(m)) if t is not None]
             since = max(stamps, default=None)
             if since is not None and now - since < cfg.scale_down_cooldown_s:
-                reasons.append(f"{label}: {want} → {cur_l}, scale-down cooldown: the last scale action "
-                               f"was {now - since:g} s ago, cooldown {cfg.scale_down_cooldown_s:g} s"
-                               f"{coupled}.")
+                reasons.append(
+                    f"{label}: {want} → {cur_l}, scale-down cooldown: the last scale action "
+                    f"was {now - since:g} s ago, cooldown {cfg.scale_down_cooldown_s:g} s"
+                    f"{coupled}."
+                )
                 want, hold_group = cur_l, True
 
         # 6. step limit on the leader, then on the move each follower makes because of it
@@ -327,8 +355,10 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
         # 7. bounds win if current itself was outside them
         bounded = clamp(final)
         if bounded != final:
-            reasons.append(f"{label}: {final} → {bounded}, current {cur_l} is outside the bounds "
-                           f"[{lo}, {'∞' if hi is None else hi}], which override steps and cooldowns.")
+            reasons.append(
+                f"{label}: {final} → {bounded}, current {cur_l} is outside the bounds "
+                f"[{lo}, {'∞' if hi is None else hi}], which override steps and cooldowns."
+            )
             final, hold_group = bounded, False
 
         new = dict(cur) if hold_group and final == cur_l else g.derive(final)
@@ -345,7 +375,11 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
     for pool, n in inp.current.items():
         out.setdefault(pool, n)  # pools the policy does not manage keep their count
     leaders = {g.leader for g in _groups_for(inp)}  # a pool no longer scaled takes its history with it
-    state = StabilizerState(max_window={k: v for k, v in max_w.items() if k in leaders},
-                            min_window={k: v for k, v in min_w.items() if k in leaders},
-                            last_up_s=last_up, last_down_s=last_down, last_good=last_good)
+    state = StabilizerState(
+        max_window={k: v for k, v in max_w.items() if k in leaders},
+        min_window={k: v for k, v in min_w.items() if k in leaders},
+        last_up_s=last_up,
+        last_down_s=last_down,
+        last_good=last_good,
+    )
     return StabilizerResult(out, reasons, state, infeasible, frozenset(held))

@@ -53,8 +53,9 @@ class StaticPolicy:
         self.plans: dict[PoolKey, PoolPlan] = {}
         for text, spec in params.pools.items():
             pool = spec if isinstance(spec, StaticPool) else StaticPool(replicas=spec)
-            self.plans[PoolKey.parse(text)] = PoolPlan(replicas=pool.replicas, batch_size=pool.batch_size,
-                                                       gpus_per_replica=pool.gpus_per_replica)
+            self.plans[PoolKey.parse(text)] = PoolPlan(
+                replicas=pool.replicas, batch_size=pool.batch_size, gpus_per_replica=pool.gpus_per_replica
+            )
 
     @classmethod
     def from_params(cls, params: Mapping[str, object] | None = None) -> StaticPolicy:
@@ -65,7 +66,15 @@ class StaticPolicy:
         return self.params.interval_s
 
     def decide(self, inp: PolicyInput) -> PolicyOutput:
-        reasons = [f"{pool}: fixed at {plan.replicas} replicas (static peak provisioning)."
-                   for pool, plan in sorted(self.plans.items())]
-        return finish(inp, policy=self.name, raw_plans=self.plans, reasons=reasons,
-                      defaults=self.stabilizer_defaults, required=())
+        reasons = [
+            f"{pool}: fixed at {plan.replicas} replicas (static peak provisioning)."
+            for pool, plan in sorted(self.plans.items())
+        ]
+        return finish(
+            inp,
+            policy=self.name,
+            raw_plans=self.plans,
+            reasons=reasons,
+            defaults=self.stabilizer_defaults,
+            required=(),
+        )

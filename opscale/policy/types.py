@@ -38,8 +38,9 @@ class PoolKey:
     def __post_init__(self) -> None:
         for name, value in (("stage", self.stage), ("operator", self.operator)):
             if not value or "/" in value:
-                raise InvalidArgument(f"pool {name} must be a non-empty name without '/', got {value!r}",
-                                      field=name)
+                raise InvalidArgument(
+                    f"pool {name} must be a non-empty name without '/', got {value!r}", field=name
+                )
 
     def __str__(self) -> str:
         return f"{self.stage}/{self.operator}"
@@ -112,11 +113,18 @@ class LoadWindow:
         if not (self.window_s > 0 and math.isfinite(self.window_s)):
             raise InvalidArgument(f"LoadWindow.window_s must be > 0, got {self.window_s}", field="window_s")
         _check_nonneg(
-            "LoadWindow", arrival_rate_rps=self.arrival_rate_rps, input_tokens_mean=self.input_tokens_mean,
-            input_tokens_p99=self.input_tokens_p99, output_tokens_mean=self.output_tokens_mean,
-            output_tokens_p99=self.output_tokens_p99, decode_tps=self.decode_tps,
-            prefill_uncached_tps=self.prefill_uncached_tps, ttft_p50_ms=self.ttft_p50_ms,
-            ttft_p99_ms=self.ttft_p99_ms, tbt_p50_ms=self.tbt_p50_ms, tbt_p99_ms=self.tbt_p99_ms,
+            "LoadWindow",
+            arrival_rate_rps=self.arrival_rate_rps,
+            input_tokens_mean=self.input_tokens_mean,
+            input_tokens_p99=self.input_tokens_p99,
+            output_tokens_mean=self.output_tokens_mean,
+            output_tokens_p99=self.output_tokens_p99,
+            decode_tps=self.decode_tps,
+            prefill_uncached_tps=self.prefill_uncached_tps,
+            ttft_p50_ms=self.ttft_p50_ms,
+            ttft_p99_ms=self.ttft_p99_ms,
+            tbt_p50_ms=self.tbt_p50_ms,
+            tbt_p99_ms=self.tbt_p99_ms,
         )
         _check_fraction("LoadWindow", "kv_cache_use", self.kv_cache_use)
         _check_fraction("LoadWindow", "gpu_utilization", self.gpu_utilization)
@@ -142,11 +150,13 @@ class SLO:
 
     def __post_init__(self) -> None:
         if not (self.ttft_ms > 0 and self.tbt_ms > 0):
-            raise InvalidArgument(f"SLO latencies must be > 0 ms, got ttft_ms={self.ttft_ms}, "
-                                  f"tbt_ms={self.tbt_ms}", field="slo")
+            raise InvalidArgument(
+                f"SLO latencies must be > 0 ms, got ttft_ms={self.ttft_ms}, tbt_ms={self.tbt_ms}", field="slo"
+            )
         if not 0.0 < self.percentile < 100.0:
-            raise InvalidArgument(f"SLO.percentile must be in (0, 100), got {self.percentile}",
-                                  field="percentile")
+            raise InvalidArgument(
+                f"SLO.percentile must be in (0, 100), got {self.percentile}", field="percentile"
+            )
 
     @property
     def quantile(self) -> float:
@@ -163,8 +173,10 @@ class PoolLimits:
         if self.min_replicas < 0:
             raise InvalidArgument(f"min_replicas must be >= 0, got {self.min_replicas}", field="min_replicas")
         if self.max_replicas is not None and self.max_replicas < self.min_replicas:
-            raise InvalidArgument(f"max_replicas ({self.max_replicas}) must be >= min_replicas "
-                                  f"({self.min_replicas})", field="max_replicas")
+            raise InvalidArgument(
+                f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})",
+                field="max_replicas",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +201,15 @@ class Limits:
     scale_out_when_stale: bool | None = None  # fail-static may still scale out (default: hold)
 
     def __post_init__(self) -> None:
-        _check_nonneg("Limits", max_step_frac=self.max_step_frac, scale_up_window_s=self.scale_up_window_s,
-                      scale_down_window_s=self.scale_down_window_s,
-                      scale_up_cooldown_s=self.scale_up_cooldown_s,
-                      scale_down_cooldown_s=self.scale_down_cooldown_s, max_staleness_s=self.max_staleness_s)
+        _check_nonneg(
+            "Limits",
+            max_step_frac=self.max_step_frac,
+            scale_up_window_s=self.scale_up_window_s,
+            scale_down_window_s=self.scale_down_window_s,
+            scale_up_cooldown_s=self.scale_up_cooldown_s,
+            scale_down_cooldown_s=self.scale_down_cooldown_s,
+            max_staleness_s=self.max_staleness_s,
+        )
         if self.max_step_abs is not None and self.max_step_abs < 1:
             raise InvalidArgument(f"max_step_abs must be >= 1, got {self.max_step_abs}", field="max_step_abs")
 
@@ -216,23 +233,33 @@ class PoolPlan:
         if self.replicas < 0:
             raise InvalidArgument(f"PoolPlan.replicas must be >= 0, got {self.replicas}", field="replicas")
         if self.gpus_per_replica < 1:
-            raise InvalidArgument(f"PoolPlan.gpus_per_replica must be >= 1, got {self.gpus_per_replica}",
-                                  field="gpus_per_replica")
+            raise InvalidArgument(
+                f"PoolPlan.gpus_per_replica must be >= 1, got {self.gpus_per_replica}",
+                field="gpus_per_replica",
+            )
         if self.batch_size is not None and self.batch_size < 1:
-            raise InvalidArgument(f"PoolPlan.batch_size must be >= 1, got {self.batch_size}",
-                                  field="batch_size")
+            raise InvalidArgument(
+                f"PoolPlan.batch_size must be >= 1, got {self.batch_size}", field="batch_size"
+            )
 
     def to_json(self) -> JSONObject:
-        return {"replicas": self.replicas, "batch_size": self.batch_size,
-                "gpus_per_replica": self.gpus_per_replica,
-                "predicted_latency_ms": self.predicted_latency_ms, "watts": self.watts}
+        return {
+            "replicas": self.replicas,
+            "batch_size": self.batch_size,
+            "gpus_per_replica": self.gpus_per_replica,
+            "predicted_latency_ms": self.predicted_latency_ms,
+            "watts": self.watts,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSONValue]) -> PoolPlan:
-        return cls(replicas=json_int(data["replicas"]), batch_size=json_opt_int(data.get("batch_size")),
-                   gpus_per_replica=json_int(data.get("gpus_per_replica", 1)),
-                   predicted_latency_ms=json_opt_float(data.get("predicted_latency_ms")),
-                   watts=json_opt_float(data.get("watts")))
+        return cls(
+            replicas=json_int(data["replicas"]),
+            batch_size=json_opt_int(data.get("batch_size")),
+            gpus_per_replica=json_int(data.get("gpus_per_replica", 1)),
+            predicted_latency_ms=json_opt_float(data.get("predicted_latency_ms")),
+            watts=json_opt_float(data.get("watts")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +316,8 @@ class StabilizerState:
             return {str(k): [[t, v] for t, v in entries] for k, entries in sorted(h.items())}
 
         return {
-            "max_window": hist(self.max_window), "min_window": hist(self.min_window),
+            "max_window": hist(self.max_window),
+            "min_window": hist(self.min_window),
             "last_up_s": {str(k): v for k, v in sorted(self.last_up_s.items())},
             "last_down_s": {str(k): v for k, v in sorted(self.last_down_s.items())},
             "last_good": {str(k): v for k, v in sorted(self.last_good.items())},
@@ -298,15 +326,19 @@ class StabilizerState:
     @classmethod
     def from_json(cls, data: Mapping[str, JSONValue]) -> StabilizerState:
         def hist(raw: JSONValue) -> dict[PoolKey, tuple[tuple[float, int], ...]]:
-            return {PoolKey.parse(k): tuple((json_float(e[0]), json_int(e[1])) for e in json_pairs(v))
-                    for k, v in json_obj(raw).items()}
+            return {
+                PoolKey.parse(k): tuple((json_float(e[0]), json_int(e[1])) for e in json_pairs(v))
+                for k, v in json_obj(raw).items()
+            }
 
         def stamps(raw: JSONValue) -> dict[PoolKey, float]:
             return {PoolKey.parse(k): json_float(v) for k, v in json_obj(raw).items()}
 
         return cls(
-            max_window=hist(data.get("max_window", {})), min_window=hist(data.get("min_window", {})),
-            last_up_s=stamps(data.get("last_up_s", {})), last_down_s=stamps(data.get("last_down_s", {})),
+            max_window=hist(data.get("max_window", {})),
+            min_window=hist(data.get("min_window", {})),
+            last_up_s=stamps(data.get("last_up_s", {})),
+            last_down_s=stamps(data.get("last_down_s", {})),
             last_good={PoolKey.parse(k): json_int(v) for k, v in json_obj(data.get("last_good", {})).items()},
         )
 
@@ -327,9 +359,11 @@ class PolicyState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSONValue]) -> PolicyState:
-        return cls(policy=str(data.get("policy", "")),
-                   stabilizer=StabilizerState.from_json(json_obj(data.get("stabilizer", {}))),
-                   data=json_obj(data.get("data", {})))
+        return cls(
+            policy=str(data.get("policy", "")),
+            stabilizer=StabilizerState.from_json(json_obj(data.get("stabilizer", {}))),
+            data=json_obj(data.get("data", {})),
+        )
 
 
 # --- tick input and output ---------------------------------------------------------------------------

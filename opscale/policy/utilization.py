@@ -65,8 +65,11 @@ class UtilizationPolicy:
         self.params = params
         self.signal = Signal.GPU_UTILIZATION if params.metric == "gpu_utilization" else Signal.BUSY_FRACTION
         self.stabilizer_defaults = StabilizerConfig(
-            scale_down_window_s=params.scale_down_window_s, max_step_abs=4, max_step_frac=1.0,
-            max_staleness_s=params.max_staleness_s)
+            scale_down_window_s=params.scale_down_window_s,
+            max_step_abs=4,
+            max_step_frac=1.0,
+            max_staleness_s=params.max_staleness_s,
+        )
 
     @classmethod
     def from_params(cls, params: Mapping[str, object] | None = None) -> UtilizationPolicy:
@@ -94,17 +97,29 @@ class UtilizationPolicy:
                 reasons.append(f"{pool}: no {p.metric} sample, keeping {cur} replicas.")
             elif cur == 0:
                 want = 0
-                reasons.append(f"{pool}: 0 replicas, so {p.metric} is undefined; like the HPA, not scaling "
-                               f"from zero (min_replicas does).")
+                reasons.append(
+                    f"{pool}: 0 replicas, so {p.metric} is undefined; like the HPA, not scaling "
+                    f"from zero (min_replicas does)."
+                )
             elif abs(metric / p.target - 1.0) <= p.tolerance:
                 want = cur
-                reasons.append(f"{pool}: {p.metric} {metric:.2f} / target {p.target:.2f} = "
-                               f"{metric / p.target:.2f}, within the {p.tolerance:g} tolerance of 1: "
-                               f"keeping {cur} replicas.")
+                reasons.append(
+                    f"{pool}: {p.metric} {metric:.2f} / target {p.target:.2f} = "
+                    f"{metric / p.target:.2f}, within the {p.tolerance:g} tolerance of 1: "
+                    f"keeping {cur} replicas."
+                )
             else:
                 want = _ceil(cur * metric / p.target)
-                reasons.append(f"{pool}: ceil({cur} × {metric:.2f} / {p.target:.2f}) = "
-                               f"ceil({cur * metric / p.target:.2f}) = {want} replicas.")
+                reasons.append(
+                    f"{pool}: ceil({cur} × {metric:.2f} / {p.target:.2f}) = "
+                    f"ceil({cur * metric / p.target:.2f}) = {want} replicas."
+                )
             raw_plans[pool] = replace(plan, replicas=want, predicted_latency_ms=None, watts=None)
-        return finish(inp, policy=self.name, raw_plans=raw_plans, reasons=reasons,
-                      defaults=self.stabilizer_defaults, required=[self.signal])
+        return finish(
+            inp,
+            policy=self.name,
+            raw_plans=raw_plans,
+            reasons=reasons,
+            defaults=self.stabilizer_defaults,
+            required=[self.signal],
+        )

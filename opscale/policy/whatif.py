@@ -54,19 +54,33 @@ class WhatIfResult:
 
 def steady_load(requests_per_s: float, input_tokens: float, output_tokens: float) -> LoadWindow:
     return LoadWindow(
-        window_s=60.0, arrival_rate_rps=requests_per_s, input_tokens_mean=input_tokens,
-        input_tokens_p99=input_tokens, output_tokens_mean=output_tokens, output_tokens_p99=output_tokens,
-        decode_tps=requests_per_s * output_tokens, prefill_uncached_tps=requests_per_s * input_tokens,
-        staleness_s={s: 0.0 for s in Signal})
+        window_s=60.0,
+        arrival_rate_rps=requests_per_s,
+        input_tokens_mean=input_tokens,
+        input_tokens_p99=input_tokens,
+        output_tokens_mean=output_tokens,
+        output_tokens_p99=output_tokens,
+        decode_tps=requests_per_s * output_tokens,
+        prefill_uncached_tps=requests_per_s * input_tokens,
+        staleness_s={s: 0.0 for s in Signal},
+    )
 
 
-def what_if(spec: DeploymentSpec, requests_per_s: float, input_tokens: float, output_tokens: float,
-            policies: Sequence[PolicyKind] | None = None) -> list[WhatIfResult]:
+def what_if(
+    spec: DeploymentSpec,
+    requests_per_s: float,
+    input_tokens: float,
+    output_tokens: float,
+    policies: Sequence[PolicyKind] | None = None,
+) -> list[WhatIfResult]:
     """One result per policy, in order; ``None`` means the spec's policy, then ``operator`` and
     ``model`` if not already named. A policy the spec cannot configure (pd or static without their
     parameters) comes back with an ``Infeasibility`` instead of a plan."""
-    kinds = list(policies) if policies is not None else list(dict.fromkeys(
-        [spec.policy, PolicyKind.OPERATOR, PolicyKind.MODEL]))
+    kinds = (
+        list(policies)
+        if policies is not None
+        else list(dict.fromkeys([spec.policy, PolicyKind.OPERATOR, PolicyKind.MODEL]))
+    )
     load = steady_load(requests_per_s, input_tokens, output_tokens)
     out: list[WhatIfResult] = []
     for kind in kinds:
@@ -74,21 +88,39 @@ def what_if(spec: DeploymentSpec, requests_per_s: float, input_tokens: float, ou
             setup = setup_for(spec, kind)
         except InvalidArgument as exc:
             why = Infeasibility(InfeasibilityKind.MISSING_INPUT, f"{kind.value}: {exc.message}")
-            out.append(WhatIfResult(kind.value, SLO(spec.slo.ttft_ms, spec.slo.tbt_ms, spec.slo.percentile),
-                                    {}, None, [why.message], [why]))
+            out.append(
+                WhatIfResult(
+                    kind.value,
+                    SLO(spec.slo.ttft_ms, spec.slo.tbt_ms, spec.slo.percentile),
+                    {},
+                    None,
+                    [why.message],
+                    [why],
+                )
+            )
             continue
-        limits = replace(setup.limits, max_step_abs=_UNLIMITED_STEP, max_step_frac=None,
-                         scale_up_window_s=0.0, scale_down_window_s=0.0, scale_up_cooldown_s=0.0,
-                         scale_down_cooldown_s=0.0)
-        res = setup.policy.decide(PolicyInput(now_s=0.0, deployment=spec.name, load=load, current={},
-                                              slo=setup.slo, limits=limits))
+        limits = replace(
+            setup.limits,
+            max_step_abs=_UNLIMITED_STEP,
+            max_step_frac=None,
+            scale_up_window_s=0.0,
+            scale_down_window_s=0.0,
+            scale_up_cooldown_s=0.0,
+            scale_down_cooldown_s=0.0,
+        )
+        res = setup.policy.decide(
+            PolicyInput(now_s=0.0, deployment=spec.name, load=load, current={}, slo=setup.slo, limits=limits)
+        )
         reasons, packed = list(res.reasons), None
         pol = setup.policy
         if isinstance(pol, PlannerPolicy) and pol.params.mode == "disaggregated":
             packed, sentence = packed_gpus(pol.perf, pol.plan(load, setup.slo, limits))
             reasons.append(sentence)
-        out.append(WhatIfResult(kind.value, setup.slo, dict(res.desired), res.predicted, reasons,
-                                list(res.infeasible), packed))
+        out.append(
+            WhatIfResult(
+                kind.value, setup.slo, dict(res.desired), res.predicted, reasons, list(res.infeasible), packed
+            )
+        )
     return out
 
 
@@ -112,10 +144,14 @@ def format_side_by_side(results: Sequence[WhatIfResult]) -> str:
     rows: list[tuple[str, list[str]]] = [
         ("GPUs", [str(r.gpus) for r in results]),
         ("GPUs, tiny replicas packed (est.)", [_fmt(r.packed_gpus) for r in results]),
-        (f"TTFT {tag} ms (SLO {results[0].slo.ttft_ms:g})",
-         [_fmt(r.prediction.ttft_ms if r.prediction else None) for r in results]),
-        (f"TBT {tag} ms (SLO {results[0].slo.tbt_ms:g})",
-         [_fmt(r.prediction.tbt_ms if r.prediction else None) for r in results]),
+        (
+            f"TTFT {tag} ms (SLO {results[0].slo.ttft_ms:g})",
+            [_fmt(r.prediction.ttft_ms if r.prediction else None) for r in results],
+        ),
+        (
+            f"TBT {tag} ms (SLO {results[0].slo.tbt_ms:g})",
+            [_fmt(r.prediction.tbt_ms if r.prediction else None) for r in results],
+        ),
         ("watts", [_fmt(r.prediction.watts if r.prediction else None, 0) for r in results]),
         ("infeasible", ["yes" if r.infeasible else "no" for r in results]),
     ]

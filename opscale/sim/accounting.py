@@ -33,14 +33,19 @@ from opscale.sim.engine import DataPlane
 
 
 class GpuLedger:
-    def __init__(self, dp: DataPlane, *, nodes: int = 48, gpus_per_node: int = 8, deployment: str = "sim"
-                 ) -> None:
+    def __init__(
+        self, dp: DataPlane, *, nodes: int = 48, gpus_per_node: int = 8, deployment: str = "sim"
+    ) -> None:
         self.dp = dp
         gpu = dp.gpu
         self.nodes = tuple(
-            NodeInfo(f"n{i:03d}", tuple(GpuSlot(j, gpu.key, gpu.memory_bytes) for j in range(gpus_per_node)),
-                     Topology(zone="z", s2="s2", s1="s1", s0=f"r{i // 4}", nvlink_domain=f"n{i:03d}"))
-            for i in range(nodes))
+            NodeInfo(
+                f"n{i:03d}",
+                tuple(GpuSlot(j, gpu.key, gpu.memory_bytes) for j in range(gpus_per_node)),
+                Topology(zone="z", s2="s2", s1="s1", s0=f"r{i // 4}", nvlink_domain=f"n{i:03d}"),
+            )
+            for i in range(nodes)
+        )
         self.deployment = deployment
         self.placed: tuple[PlacedReplica, ...] = ()
         self.signature: tuple[tuple[PoolKey, int, int, int], ...] = ()
@@ -59,8 +64,10 @@ class GpuLedger:
 
     def reconcile(self, busy: Mapping[PoolKey, float]) -> None:
         """Re-place when the alive replica counts (or their GPUs) changed since the last call."""
-        sig = tuple((k, len(p.replicas), p.gpus, max((r.gpus for r in p.replicas), default=0))
-                    for k, p in self.dp.pools.items())
+        sig = tuple(
+            (k, len(p.replicas), p.gpus, max((r.gpus for r in p.replicas), default=0))
+            for k, p in self.dp.pools.items()
+        )
         if sig == self.signature:
             return
         self.signature = sig
@@ -68,9 +75,19 @@ class GpuLedger:
         for key, pool in self.dp.pools.items():
             gpus = max((r.gpus for r in pool.replicas), default=pool.gpus)
             frac = 1.0 if pool.holder else min(1.0, max(0.1, math.ceil(busy.get(key, 1.0) * 1.2 * 10) / 10))
-            demands.append(PoolDemand(self.deployment, key.stage, key.operator, len(pool.replicas), gpus,
-                                      self._memory_per_gpu(key, gpus), frac, group=self.deployment,
-                                      exchange_bytes_per_token=self._exchange(key)))
+            demands.append(
+                PoolDemand(
+                    self.deployment,
+                    key.stage,
+                    key.operator,
+                    len(pool.replicas),
+                    gpus,
+                    self._memory_per_gpu(key, gpus),
+                    frac,
+                    group=self.deployment,
+                    exchange_bytes_per_token=self._exchange(key),
+                )
+            )
         self.calls += 1
         out = place(PlacementInput(nodes=self.nodes, current=self.placed, demands=tuple(demands)))
         stopped = {r.id for r in out.stop}

@@ -151,8 +151,9 @@ class TickStats:
 
 
 class DataPlane:
-    def __init__(self, perf: PerfModel, units: Sequence[Unit], requests: Requests,
-                 config: SimConfig | None = None) -> None:
+    def __init__(
+        self, perf: PerfModel, units: Sequence[Unit], requests: Requests, config: SimConfig | None = None
+    ) -> None:
         self.perf = perf
         self.cfg = config or SimConfig()
         self.req = requests
@@ -160,8 +161,9 @@ class DataPlane:
         self.pools: dict[PoolKey, Pool] = {}
         for u in units:
             w = sum(perf.weights_bytes(op) for op in u.ops)
-            self.pools[u.pool] = Pool(u.pool, u, self.cfg.default_batch, 1, w,
-                                      self._unit_busy_watts(u, self.cfg.default_batch))
+            self.pools[u.pool] = Pool(
+                u.pool, u, self.cfg.default_batch, 1, w, self._unit_busy_watts(u, self.cfg.default_batch)
+            )
         self.prefill = [p for p in self.pools.values() if p.key.stage == "prefill"]
         self.decode = [p for p in self.pools.values() if p.key.stage == "decode"]
         self._next_rid = 0
@@ -273,8 +275,14 @@ class DataPlane:
     def min_gpus(self, pool: Pool, batch: int) -> int:
         return min_gpus(self.perf, pool.unit, batch, 2048 if pool.key.stage == "decode" else 1)
 
-    def apply(self, desired: Mapping[PoolKey, PoolPlan], now_s: float, *, ready: bool = False,
-              draining: Mapping[PoolKey, int] | None = None) -> int:
+    def apply(
+        self,
+        desired: Mapping[PoolKey, PoolPlan],
+        now_s: float,
+        *,
+        ready: bool = False,
+        draining: Mapping[PoolKey, int] | None = None,
+    ) -> int:
         """Reconcile replicas toward ``desired``; returns the number of replicas started + drained."""
         actions = 0
         for key, plan in desired.items():
@@ -306,8 +314,9 @@ class DataPlane:
             if not any(r.draining for r in pool.replicas):
                 continue
             if pool.key.stage == "prefill":
-                pool.replicas = [r for r in pool.replicas
-                                 if not (r.draining and (r.free_s <= now_s or r.ready_s > now_s))]
+                pool.replicas = [
+                    r for r in pool.replicas if not (r.draining and (r.free_s <= now_s or r.ready_s > now_s))
+                ]
             elif not pool.holder:
                 pool.replicas = [r for r in pool.replicas if not r.draining]
             else:
@@ -383,8 +392,9 @@ class DataPlane:
                         out.e2e.append((done, (done - req.arrival_s[i]) * 1e3))
                         continue
                     self._seq += 1
-                    heapq.heappush(self.d_queue, (done + n_in * self.kv_bpt / self.cfg.kv_link_bytes_s,
-                                                  self._seq, i))
+                    heapq.heappush(
+                        self.d_queue, (done + n_in * self.kv_bpt / self.cfg.kv_link_bytes_s, self._seq, i)
+                    )
 
     def _holders(self, t_end: float) -> tuple[Pool | None, list[Replica]]:
         holder = next((p for p in self.decode if p.holder), None)

@@ -45,8 +45,10 @@ def full_matrix() -> list[Scenario]:
 def _series(res: SimResult, step: int = 10) -> dict[str, Any]:
     """Per-``step``-second series for the plots, plus per-minute latency percentiles."""
     n = len(res.gpus) // step * step
+
     def ds(a: np.ndarray) -> list[float]:
         return [float(x) for x in a[:n].reshape(-1, step).mean(axis=1)] if n else []
+
     req = res.requests
     minutes = math.ceil(len(res.gpus) / 60)
     ttft_p99, tbt_p99 = [], []
@@ -60,10 +62,14 @@ def _series(res: SimResult, step: int = 10) -> dict[str, Any]:
         p = tpot[sel]
         p = p[~np.isnan(p)]
         tbt_p99.append(float(np.percentile(p, 99)) * 1e3 if len(p) else None)
-    return {"step_s": step, "arrivals_rps": ds(res.arrivals.astype(float)),
-            "gpus": ds(res.gpus.astype(float)),
-            "replicas": {k: ds(v.astype(float)) for k, v in res.replicas.items()},
-            "ttft_p99_ms_per_min": ttft_p99, "tpot_p99_ms_per_min": tbt_p99}
+    return {
+        "step_s": step,
+        "arrivals_rps": ds(res.arrivals.astype(float)),
+        "gpus": ds(res.gpus.astype(float)),
+        "replicas": {k: ds(v.astype(float)) for k, v in res.replicas.items()},
+        "ttft_p99_ms_per_min": ttft_p99,
+        "tpot_p99_ms_per_min": tbt_p99,
+    }
 
 
 def _job(sc: Scenario, policy: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -71,8 +77,13 @@ def _job(sc: Scenario, policy: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return m.to_json(), _series(res)
 
 
-def run_matrix(scenarios: Sequence[Scenario], policies: Sequence[str] = POLICIES, *, workers: int = 0,
-               on_done: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_matrix(
+    scenarios: Sequence[Scenario],
+    policies: Sequence[str] = POLICIES,
+    *,
+    workers: int = 0,
+    on_done: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Every (scenario, policy), in worker processes (``workers`` 0: the CPU count). Output order is the
     input order whatever the completion order, so the report is deterministic."""
     jobs = [(sc, p) for sc in scenarios for p in policies]
@@ -107,8 +118,10 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
     for r in rows:
         by.setdefault(r["metrics"]["scenario"], []).append(r["metrics"])
     out = [f"Produced by `{command}`.", ""]
-    head = ("| policy | GPU-h | mean GPUs | peak GPUs | kWh (released) | kWh (idle kept) | SLO attained | "
-            "p99 TTFT ms | p99 TBT ms | rejected | actions | ×lower bound |")
+    head = (
+        "| policy | GPU-h | mean GPUs | peak GPUs | kWh (released) | kWh (idle kept) | SLO attained | "
+        "p99 TTFT ms | p99 TBT ms | rejected | actions | ×lower bound |"
+    )
     sep = "|---|" + "---:|" * 11
     for scen, ms in by.items():
         ref = next((m for m in ms if m["policy"] == "model"), None)
@@ -120,7 +133,8 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
                 f"{_fmt(m['energy_kwh_released'], 2)} | {_fmt(m['energy_kwh_idle'], 2)} | "
                 f"{100 * m['slo_attainment']:.1f}% | {_fmt(m['ttft_p99_ms'], 0)} | "
                 f"{_fmt(m['tbt_p99_ms'], 1)} | "
-                f"{m['rejected']} | {m['actions']} | {_fmt(m['ratio_to_lower_bound'], 2)} |")
+                f"{m['rejected']} | {m['actions']} | {_fmt(m['ratio_to_lower_bound'], 2)} |"
+            )
         op = next((m for m in ms if m["policy"] == "operator"), None)
         if ref and op:
             out += ["", headline_sentence(op, ref)]
@@ -134,10 +148,12 @@ def headline_sentence(op: dict[str, Any], ref: dict[str, Any]) -> str:
     de = 1 - op["energy_kwh_released"] / e_ref if e_ref else float("nan")
     verb = "fewer" if dg >= 0 else "more"
     everb = "less" if de >= 0 else "more"
-    return (f"operator vs model: {abs(100 * dg):.1f}% {verb} GPU-hours and {abs(100 * de):.1f}% {everb} "
-            f"energy "
-            f"(released), at {100 * op['slo_attainment']:.1f}% vs {100 * ref['slo_attainment']:.1f}% SLO "
-            f"attainment.")
+    return (
+        f"operator vs model: {abs(100 * dg):.1f}% {verb} GPU-hours and {abs(100 * de):.1f}% {everb} "
+        f"energy "
+        f"(released), at {100 * op['slo_attainment']:.1f}% vs {100 * ref['slo_attainment']:.1f}% SLO "
+        f"attainment."
+    )
 
 
 def write_reports(rows: Sequence[dict[str, Any]], out_dir: Path, command: str, *, plots: bool = True) -> None:
@@ -150,8 +166,9 @@ def write_reports(rows: Sequence[dict[str, Any]], out_dir: Path, command: str, *
         plot_all(rows, out_dir)
 
 
-def scenario_subset(scenarios: Sequence[Scenario], traces: Sequence[str] | None,
-                    models: Sequence[str] | None) -> list[Scenario]:
+def scenario_subset(
+    scenarios: Sequence[Scenario], traces: Sequence[str] | None, models: Sequence[str] | None
+) -> list[Scenario]:
     return [s for s in scenarios if (not traces or s.trace in traces) and (not models or s.model in models)]
 
 

@@ -58,8 +58,14 @@ def build_trace(sc: Scenario) -> Trace:
     if sc.trace.startswith("servegen"):
         # 600 s windows replayed in 600/speedup s each; rate scaled at generation.
         dur = None if sc.duration_s is None else sc.duration_s * sc.speedup
-        t = load_trace(sc.trace, rng=rng, start_s=sc.start_s, duration_s=dur or 86400.0,
-                       rate_scale=sc.rate_scale, window_s=600.0 / sc.speedup)
+        t = load_trace(
+            sc.trace,
+            rng=rng,
+            start_s=sc.start_s,
+            duration_s=dur or 86400.0,
+            rate_scale=sc.rate_scale,
+            window_s=600.0 / sc.speedup,
+        )
         return t
     t = load_trace(sc.trace)
     if sc.speedup != 1.0:
@@ -78,14 +84,24 @@ def window_of(trace: Trace, start_s: float, end_s: float) -> LoadWindow:
     if not m.any():
         return LoadWindow(window_s=span)
     i, o = trace.input_tokens[m], trace.output_tokens[m]
-    return LoadWindow(window_s=span, arrival_rate_rps=float(m.sum()) / span,
-                      input_tokens_mean=float(i.mean()), input_tokens_p99=float(np.percentile(i, 99)),
-                      output_tokens_mean=float(o.mean()), output_tokens_p99=float(np.percentile(o, 99)),
-                      decode_tps=float(m.sum()) / span * float(o.mean()))
+    return LoadWindow(
+        window_s=span,
+        arrival_rate_rps=float(m.sum()) / span,
+        input_tokens_mean=float(i.mean()),
+        input_tokens_p99=float(np.percentile(i, 99)),
+        output_tokens_mean=float(o.mean()),
+        output_tokens_p99=float(np.percentile(o, 99)),
+        decode_tps=float(m.sum()) / span * float(o.mean()),
+    )
 
 
-def lower_bound(perf: PerfModel, trace: Trace, slo: SLO, horizon_s: float, interval_s: float = 60.0,
-                ) -> tuple[float, np.ndarray]:
+def lower_bound(
+    perf: PerfModel,
+    trace: Trace,
+    slo: SLO,
+    horizon_s: float,
+    interval_s: float = 60.0,
+) -> tuple[float, np.ndarray]:
     """GPU-hours of the fewest GPUs the performance model allows per interval, knowing each interval's
     load exactly and paying no start-up: min over the operator and model planners' plans. Its
     lengths are the whole trace's means (per-interval means of a few requests are noise)."""
@@ -98,10 +114,16 @@ def lower_bound(perf: PerfModel, trace: Trace, slo: SLO, horizon_s: float, inter
     for k in range(n):
         c = int(counts[k])
         if c not in cache:
-            lw = LoadWindow(window_s=interval_s, arrival_rate_rps=c / interval_s, input_tokens_mean=i_mean,
-                            output_tokens_mean=o_mean)
-            cache[c] = min(plan_operator(perf, lw, slo).prediction.gpus or 0,
-                           plan_model(perf, lw, slo).prediction.gpus or 0)
+            lw = LoadWindow(
+                window_s=interval_s,
+                arrival_rate_rps=c / interval_s,
+                input_tokens_mean=i_mean,
+                output_tokens_mean=o_mean,
+            )
+            cache[c] = min(
+                plan_operator(perf, lw, slo).prediction.gpus or 0,
+                plan_model(perf, lw, slo).prediction.gpus or 0,
+            )
         gpus[k] = cache[c]
     span = np.minimum(interval_s, horizon_s - np.arange(n) * interval_s)  # the last interval may be short
     return float((gpus * span).sum() / 3600.0), gpus
@@ -111,8 +133,12 @@ def peak_window(trace: Trace, width_s: float = 60.0) -> LoadWindow:
     counts = np.bincount((trace.arrival_s // width_s).astype(np.int64))
     k = int(np.argmax(counts))
     w = window_of(trace, 0.0, trace.duration_s + 1.0)
-    return LoadWindow(window_s=width_s, arrival_rate_rps=counts[k] / width_s,
-                      input_tokens_mean=w.input_tokens_mean, output_tokens_mean=w.output_tokens_mean)
+    return LoadWindow(
+        window_s=width_s,
+        arrival_rate_rps=counts[k] / width_s,
+        input_tokens_mean=w.input_tokens_mean,
+        output_tokens_mean=w.output_tokens_mean,
+    )
 
 
 def _pool(p: str) -> dict[str, str]:
@@ -126,13 +152,22 @@ def build(sc: Scenario, policy: str, trace: Trace) -> tuple[DeploymentSpec, dict
     slo = SLO(sc.ttft_ms, sc.tbt_ms)
     first = window_of(trace, 0.0, 60.0)
     whole = window_of(trace, 0.0, trace.duration_s + 1.0)
-    first = LoadWindow(window_s=60.0, arrival_rate_rps=first.arrival_rate_rps,
-                       input_tokens_mean=whole.input_tokens_mean, output_tokens_mean=whole.output_tokens_mean)
+    first = LoadWindow(
+        window_s=60.0,
+        arrival_rate_rps=first.arrival_rate_rps,
+        input_tokens_mean=whole.input_tokens_mean,
+        output_tokens_mean=whole.output_tokens_mean,
+    )
     peak = plan_model(perf, peak_window(trace), slo).pools
     cap = {k: max(4, 2 * v.replicas) for k, v in peak.items()}
-    base: dict[str, Any] = {"name": f"sim-{policy}", "model": {"preset": sc.model}, "gpu_type": sc.gpu_type,
-                            "mode": "disaggregated", "policy": policy,
-                            "slo": {"ttft_ms": sc.ttft_ms, "tbt_ms": sc.tbt_ms, "percentile": 99.0}}
+    base: dict[str, Any] = {
+        "name": f"sim-{policy}",
+        "model": {"preset": sc.model},
+        "gpu_type": sc.gpu_type,
+        "mode": "disaggregated",
+        "policy": policy,
+        "slo": {"ttft_ms": sc.ttft_ms, "tbt_ms": sc.tbt_ms, "percentile": 99.0},
+    }
     if policy != "operator":
         base["limits"] = [{"pool": _pool(str(k)), "min_replicas": 1, "max_replicas": cap[k]} for k in peak]
     else:
@@ -142,15 +177,26 @@ def build(sc: Scenario, policy: str, trace: Trace) -> tuple[DeploymentSpec, dict
         base["operator_params"] = {"floor_fraction": 0.0}
     elif policy == "static":
         initial = dict(peak)
-        base["static_params"] = {"pools": [{"pool": _pool(str(k)), "replicas": v.replicas,
-                                            "gpus_per_replica": v.gpus_per_replica,
-                                            "batch_size": v.batch_size or 64} for k, v in peak.items()]}
+        base["static_params"] = {
+            "pools": [
+                {
+                    "pool": _pool(str(k)),
+                    "replicas": v.replicas,
+                    "gpus_per_replica": v.gpus_per_replica,
+                    "batch_size": v.batch_size or 64,
+                }
+                for k, v in peak.items()
+            ]
+        }
     else:
         initial = plan_model(perf, first, slo).pools
     if policy == "utilization":
         base["utilization_params"] = {"target_utilization": 0.6}
-        base["stabilization"] = {"scale_down_window_s": 300.0, "scale_down_cooldown_s": 0.0,
-                                 "max_staleness_s": 60.0}
+        base["stabilization"] = {
+            "scale_down_window_s": 300.0,
+            "scale_down_cooldown_s": 0.0,
+            "max_staleness_s": 60.0,
+        }
     elif policy == "pd":
         mean = plan_model(perf, whole, slo)
         d, p = mean.pools[PoolKey("decode", "model")], mean.pools[PoolKey("prefill", "model")]
@@ -159,10 +205,16 @@ def build(sc: Scenario, policy: str, trace: Trace) -> tuple[DeploymentSpec, dict
         length = max(1, round(whole.input_tokens_mean + whole.output_tokens_mean / 2))
         b = d.batch_size or 64
         tps = b / (pass_ms(perf, whole_model_unit(perf, "decode"), b, length, d.gpus_per_replica) / 1e3)
-        base["pd_params"] = {"target_decode_tokens_per_s_per_instance": round(0.7 * tps, 1),
-                             "prefill_per_decode": min(16.0, max(0.0625, p.replicas / d.replicas))}
-        base["stabilization"] = {"scale_up_cooldown_s": 60.0, "scale_down_cooldown_s": 300.0,
-                                 "scale_down_window_s": 60.0, "max_staleness_s": 30.0}
+        base["pd_params"] = {
+            "target_decode_tokens_per_s_per_instance": round(0.7 * tps, 1),
+            "prefill_per_decode": min(16.0, max(0.0625, p.replicas / d.replicas)),
+        }
+        base["stabilization"] = {
+            "scale_up_cooldown_s": 60.0,
+            "scale_down_cooldown_s": 300.0,
+            "scale_down_window_s": 60.0,
+            "max_staleness_s": 30.0,
+        }
     elif policy == "model":
         pass
     return parse_spec(base), dict(initial)
@@ -218,22 +270,40 @@ def metrics(sc: Scenario, res: SimResult, lb_gpu_hours: float, wall_s: float) ->
     released = float(res.watts.sum()) / 3.6e6
     idle = released + float(((peak - res.gpus) * res.idle_watts_per_gpu).sum()) / 3.6e6
     return RunMetrics(
-        scenario=sc.label, trace=sc.trace, model=sc.model, policy=res.policy, ttft_slo_ms=sc.ttft_ms,
-        tbt_slo_ms=sc.tbt_ms, requests=n, gpu_hours=gpu_h,
-        mean_gpus=float(res.gpus.mean()) if len(res.gpus) else 0.0, peak_gpus=peak,
-        energy_kwh_released=released, energy_kwh_idle=idle,
+        scenario=sc.label,
+        trace=sc.trace,
+        model=sc.model,
+        policy=res.policy,
+        ttft_slo_ms=sc.ttft_ms,
+        tbt_slo_ms=sc.tbt_ms,
+        requests=n,
+        gpu_hours=gpu_h,
+        mean_gpus=float(res.gpus.mean()) if len(res.gpus) else 0.0,
+        peak_gpus=peak,
+        energy_kwh_released=released,
+        energy_kwh_idle=idle,
         slo_attainment=float(ok.sum()) / max(n, 1),
         ttft_p99_ms=float(np.percentile(ttft, 99)) if len(ttft) else float("nan"),
         tbt_p99_ms=weighted_quantile(res.tbt_ms, res.tbt_count.astype(np.float64), 0.99),
-        rejected=int(req.rejected.sum()), unfinished=int((~served & ~req.rejected).sum()),
-        actions=res.actions, decisions=res.decisions, lower_bound_gpu_hours=lb_gpu_hours,
-        ratio_to_lower_bound=gpu_h / lb_gpu_hours if lb_gpu_hours > 0 else float("nan"), wall_s=wall_s,
+        rejected=int(req.rejected.sum()),
+        unfinished=int((~served & ~req.rejected).sum()),
+        actions=res.actions,
+        decisions=res.decisions,
+        lower_bound_gpu_hours=lb_gpu_hours,
+        ratio_to_lower_bound=gpu_h / lb_gpu_hours if lb_gpu_hours > 0 else float("nan"),
+        wall_s=wall_s,
     )
 
 
-def run_one(sc: Scenario, policy: str, *, config: SimConfig | None = None, trace: Trace | None = None,
-            lb: float | None = None, progress: Callable[[float], None] | None = None,
-            ) -> tuple[RunMetrics, SimResult]:
+def run_one(
+    sc: Scenario,
+    policy: str,
+    *,
+    config: SimConfig | None = None,
+    trace: Trace | None = None,
+    lb: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[RunMetrics, SimResult]:
     import time
 
     trace = trace if trace is not None else build_trace(sc)

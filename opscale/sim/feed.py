@@ -54,8 +54,15 @@ def pool_ref(key: PoolKey) -> PoolRef:
 
 
 class SignalFeed:
-    def __init__(self, deployment: str, pools: Sequence[PoolKey], *, window_s: float = 30.0,
-                 validate: bool = True, pool_signals: bool = True) -> None:
+    def __init__(
+        self,
+        deployment: str,
+        pools: Sequence[PoolKey],
+        *,
+        window_s: float = 30.0,
+        validate: bool = True,
+        pool_signals: bool = True,
+    ) -> None:
         self.deployment = deployment
         self.pools = tuple(pools)
         # Per-pool queue/busy/KV series cost ~10 store reads per pool per tick; the shipped policies
@@ -74,15 +81,22 @@ class SignalFeed:
             return
         now = BASE_EPOCH_S + now_s
         for start in range(0, len(samples), 5000):
-            chunk = samples[start:start + 5000]
+            chunk = samples[start : start + 5000]
             if self.validate:
                 validate_samples(chunk, now_s=now, store=self.store.settings)
             _sync(self.store.apply(samples_to_writes(chunk, self.store.settings), now_s=now))
         self.samples_written += len(samples)
 
     def window(self, now_s: float) -> LoadWindow:
-        return _sync(read_load(self.store, self.deployment, self.read_pools, now_s=BASE_EPOCH_S + now_s,
-                               window_s=self.window_s))
+        return _sync(
+            read_load(
+                self.store,
+                self.deployment,
+                self.read_pools,
+                now_s=BASE_EPOCH_S + now_s,
+                window_s=self.window_s,
+            )
+        )
 
     # --- sample builders (times are virtual seconds) -------------------------------------------------
 
@@ -95,14 +109,20 @@ class SignalFeed:
     def queue(self, pool: PoolKey, at_s: float, running: int, waiting: int, kv: float) -> Sample:
         return Sample(self.deployment, BASE_EPOCH_S + at_s, QueueState(running, waiting, kv), self.refs[pool])
 
-    def throughput(self, pool: PoolKey, at_s: float, decode_tps: float, prefill_tps: float,
-                   interval_s: float) -> Sample:
-        return Sample(self.deployment, BASE_EPOCH_S + at_s, Throughput(decode_tps, prefill_tps, interval_s),
-                      self.refs[pool])
+    def throughput(
+        self, pool: PoolKey, at_s: float, decode_tps: float, prefill_tps: float, interval_s: float
+    ) -> Sample:
+        return Sample(
+            self.deployment,
+            BASE_EPOCH_S + at_s,
+            Throughput(decode_tps, prefill_tps, interval_s),
+            self.refs[pool],
+        )
 
     def busy(self, pool: PoolKey, at_s: float, busy_s: float, interval_s: float, batch: int) -> Sample:
-        return Sample(self.deployment, BASE_EPOCH_S + at_s, OperatorBusy(busy_s, interval_s, batch),
-                      self.refs[pool])
+        return Sample(
+            self.deployment, BASE_EPOCH_S + at_s, OperatorBusy(busy_s, interval_s, batch), self.refs[pool]
+        )
 
     def gpu(self, at_s: float, utilization: float, watts: float) -> Sample:
         return Sample(self.deployment, BASE_EPOCH_S + at_s, GpuTelemetry(utilization, watts))

@@ -38,8 +38,12 @@ def plot_all(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
             if pol in ("operator", "model"):
                 target = ax[2]
                 for pool, ys in s["replicas"].items():
-                    target.plot([i * step / 60 for i in range(len(ys))], ys, label=f"{pol}: {pool}",
-                                linestyle="-" if pol == "operator" else "--")
+                    target.plot(
+                        [i * step / 60 for i in range(len(ys))],
+                        ys,
+                        label=f"{pol}: {pool}",
+                        linestyle="-" if pol == "operator" else "--",
+                    )
             mins = list(range(len(s["ttft_p99_ms_per_min"])))
             nan = float("nan")
             ax[3].plot(mins, [nan if v is None else v for v in s["ttft_p99_ms_per_min"]], label=pol)

@@ -69,11 +69,21 @@ def units_for(perf: PerfModel, pools: tuple[PoolKey, ...]) -> list[Unit]:
     return sorted(out, key=lambda u: (u.stage != "prefill", order.get(u.pool.operator, 9)))
 
 
-def simulate(spec: DeploymentSpec, trace: Trace, initial: Mapping[PoolKey, PoolPlan], *,
-             config: SimConfig | None = None, setup: PolicySetup | None = None, tail_s: float = 120.0,
-             horizon_s: float | None = None, window_s: float = 30.0, validate_samples: bool = False,
-             pool_signals: bool | None = None, accounting: str = "placement",
-             progress: Callable[[float], None] | None = None) -> SimResult:
+def simulate(
+    spec: DeploymentSpec,
+    trace: Trace,
+    initial: Mapping[PoolKey, PoolPlan],
+    *,
+    config: SimConfig | None = None,
+    setup: PolicySetup | None = None,
+    tail_s: float = 120.0,
+    horizon_s: float | None = None,
+    window_s: float = 30.0,
+    validate_samples: bool = False,
+    pool_signals: bool | None = None,
+    accounting: str = "placement",
+    progress: Callable[[float], None] | None = None,
+) -> SimResult:
     """Replay ``trace`` against ``spec``'s policy. ``initial`` is the plan in force at t=0 (its replicas
     start ready). The run lasts ``horizon_s`` (default: until every request is done, at least the last
     arrival + ``tail_s``). ``accounting``: "placement" (GPUs from ``opscale.placement.place``, sharing
@@ -87,8 +97,9 @@ def simulate(spec: DeploymentSpec, trace: Trace, initial: Mapping[PoolKey, PoolP
     dp = DataPlane(perf, units_for(perf, pools), req, cfg)
     if pool_signals is None:  # only the busy-fraction flavour of the HPA rule reads per-pool series
         pool_signals = setup.params.get("metric") == "busy_fraction"
-    feed = SignalFeed(spec.name, pools, window_s=window_s, validate=validate_samples,
-                      pool_signals=pool_signals)
+    feed = SignalFeed(
+        spec.name, pools, window_s=window_s, validate=validate_samples, pool_signals=pool_signals
+    )
     current: dict[PoolKey, PoolPlan] = {k: v for k, v in initial.items() if k in dp.pools}
     dp.apply(current, 0.0, ready=True)
     ledger = GpuLedger(dp) if accounting == "placement" else None
@@ -165,8 +176,16 @@ def simulate(spec: DeploymentSpec, trace: Trace, initial: Mapping[PoolKey, PoolP
         if now + 1e-9 >= next_decision:
             next_decision += interval
             load = feed.window(now)
-            inp = PolicyInput(now_s=now, deployment=spec.name, load=load, current=dict(current),
-                              slo=setup.slo, limits=setup.limits, state=state, params=setup.params)
+            inp = PolicyInput(
+                now_s=now,
+                deployment=spec.name,
+                load=load,
+                current=dict(current),
+                slo=setup.slo,
+                limits=setup.limits,
+                state=state,
+                params=setup.params,
+            )
             out = policy.decide(inp)
             decisions += 1
             infeasible += bool(out.infeasible)
@@ -180,18 +199,32 @@ def simulate(spec: DeploymentSpec, trace: Trace, initial: Mapping[PoolKey, PoolP
         if ptr >= n and now >= trace.duration_s and horizon_s is None and not dp.unfinished().any():
             cut = sec + 1
             gpus, watts, arrivals, in_sys = gpus[:cut], watts[:cut], arrivals[:cut], in_sys[:cut]
-            series_reps = {k: v[:sec + 1] for k, v in series_reps.items()}
-            series_busy = {k: v[:sec + 1] for k, v in series_busy.items()}
+            series_reps = {k: v[: sec + 1] for k, v in series_reps.items()}
+            series_busy = {k: v[: sec + 1] for k, v in series_busy.items()}
             break
     if progress is not None:
         progress(1.0)
     return SimResult(
-        deployment=spec.name, policy=policy.name, trace=trace.name, gpu_type=spec.gpu_type,
-        horizon_s=float(len(gpus)), requests=req, seconds=np.arange(len(gpus), dtype=np.float64), gpus=gpus,
-        watts=watts, idle_watts_per_gpu=perf.gpu.idle_watts, replicas=series_reps, busy=series_busy,
-        arrivals=arrivals, in_system=in_sys, tbt_ms=np.asarray(tbt_v),
+        deployment=spec.name,
+        policy=policy.name,
+        trace=trace.name,
+        gpu_type=spec.gpu_type,
+        horizon_s=float(len(gpus)),
+        requests=req,
+        seconds=np.arange(len(gpus), dtype=np.float64),
+        gpus=gpus,
+        watts=watts,
+        idle_watts_per_gpu=perf.gpu.idle_watts,
+        replicas=series_reps,
+        busy=series_busy,
+        arrivals=arrivals,
+        in_system=in_sys,
+        tbt_ms=np.asarray(tbt_v),
         tbt_count=np.asarray(tbt_c, dtype=np.int64),
-        actions=actions, decisions=decisions, infeasible_ticks=infeasible, max_gpus_check=worst_acct,
+        actions=actions,
+        decisions=decisions,
+        infeasible_ticks=infeasible,
+        max_gpus_check=worst_acct,
         memory_violations=mem_viol,
     )
 
@@ -214,8 +247,17 @@ def _busy_fractions(dp: DataPlane, now_s: float) -> dict[PoolKey, float]:
     return out
 
 
-def _samples(feed: SignalFeed, dp: DataPlane, req: Requests, new_ids: list[int], stats: TickStats,
-             busy: Mapping[PoolKey, float], now: float, gpus: int, watts: float) -> list[Sample]:
+def _samples(
+    feed: SignalFeed,
+    dp: DataPlane,
+    req: Requests,
+    new_ids: list[int],
+    stats: TickStats,
+    busy: Mapping[PoolKey, float],
+    now: float,
+    gpus: int,
+    watts: float,
+) -> list[Sample]:
     out: list[Sample] = []
     for i in new_ids:
         out.append(feed.arrival(float(req.arrival_s[i]), int(req.input_tokens[i]), int(req.output_tokens[i])))

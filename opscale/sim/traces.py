@@ -38,8 +38,10 @@ DATA = Path(__file__).parent / "data"
 PACKAGED: dict[str, tuple[Path, ...]] = {
     "azure-conv": (DATA / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv",),
     "azure-code": (DATA / "azure_llm_2023" / "AzureLLMInferenceTrace_code.csv",),
-    "servegen-m-large": (DATA / "servegen" / "servegen_m-large_aggregate_rate_10min.csv",
-                         DATA / "servegen" / "servegen_m-large_length_pmf.csv"),
+    "servegen-m-large": (
+        DATA / "servegen" / "servegen_m-large_aggregate_rate_10min.csv",
+        DATA / "servegen" / "servegen_m-large_length_pmf.csv",
+    ),
 }
 # ServeGen's request-weighted client CV reaches 32 in a few windows (one client's burst); a gamma
 # renewal process with CV 32 puts a window's requests into a handful of instants, which no single
@@ -81,18 +83,28 @@ class Trace:
     def window(self, start_s: float, end_s: float) -> Trace:
         """Requests arriving in [start_s, end_s), re-based to start at 0."""
         m = (self.arrival_s >= start_s) & (self.arrival_s < end_s)
-        return Trace(self.name, self.arrival_s[m] - start_s, self.input_tokens[m], self.output_tokens[m],
-                     self.note)
+        return Trace(
+            self.name, self.arrival_s[m] - start_s, self.input_tokens[m], self.output_tokens[m], self.note
+        )
 
     def stats(self) -> dict[str, float]:
         d = max(self.duration_s, 1e-9)
-        return {"requests": float(len(self)), "duration_s": self.duration_s, "mean_rps": len(self) / d,
-                "input_mean": float(self.input_tokens.mean()) if len(self) else 0.0,
-                "output_mean": float(self.output_tokens.mean()) if len(self) else 0.0}
+        return {
+            "requests": float(len(self)),
+            "duration_s": self.duration_s,
+            "mean_rps": len(self) / d,
+            "input_mean": float(self.input_tokens.mean()) if len(self) else 0.0,
+            "output_mean": float(self.output_tokens.mean()) if len(self) else 0.0,
+        }
 
 
-def _make(name: str, arrival: list[float] | np.ndarray, inp: list[int] | np.ndarray,
-          out: list[int] | np.ndarray, note: str = "") -> Trace:
+def _make(
+    name: str,
+    arrival: list[float] | np.ndarray,
+    inp: list[int] | np.ndarray,
+    out: list[int] | np.ndarray,
+    note: str = "",
+) -> Trace:
     a = np.asarray(arrival, dtype=np.float64)
     i = np.asarray(inp, dtype=np.int64)
     o = np.asarray(out, dtype=np.int64)
@@ -160,8 +172,9 @@ def _timestamp(path: Path, line: int, text: str) -> float:
         if frac and not frac.isdigit():
             raise ValueError
     except ValueError:
-        raise TraceError(path, line, "TIMESTAMP",
-                         f"expected 'YYYY-MM-DD HH:MM:SS[.fraction]', got {text!r}") from None
+        raise TraceError(
+            path, line, "TIMESTAMP", f"expected 'YYYY-MM-DD HH:MM:SS[.fraction]', got {text!r}"
+        ) from None
     return _naive_epoch(base) + digits
 
 
@@ -225,8 +238,13 @@ def read_rate_csv(path: str | Path) -> list[RateWindow]:
     out = []
     for line, row in _csv_rows(p, ("window_start_s", "total_rate_rps")):
         cv = _float(p, line, "req_weighted_client_cv", row.get("req_weighted_client_cv") or 1.0)
-        out.append(RateWindow(_float(p, line, "window_start_s", row["window_start_s"]),
-                              _float(p, line, "total_rate_rps", row["total_rate_rps"]), cv))
+        out.append(
+            RateWindow(
+                _float(p, line, "window_start_s", row["window_start_s"]),
+                _float(p, line, "total_rate_rps", row["total_rate_rps"]),
+                cv,
+            )
+        )
     if not out:
         raise TraceError(p, 2, "window_start_s", "no rate windows")
     return out
@@ -252,9 +270,17 @@ def read_length_pmf(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     return out
 
 
-def read_servegen(rate_path: str | Path, pmf_path: str | Path, *, rng: np.random.Generator,
-                  start_s: float = 0.0, duration_s: float | None = None, rate_scale: float = 1.0,
-                  window_s: float | None = None, name: str = "servegen") -> Trace:
+def read_servegen(
+    rate_path: str | Path,
+    pmf_path: str | Path,
+    *,
+    rng: np.random.Generator,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+    rate_scale: float = 1.0,
+    window_s: float | None = None,
+    name: str = "servegen",
+) -> Trace:
     """Arrivals for the windows in [start_s, start_s + duration_s) of the rate file.
 
     Per window: a gamma renewal process at ``rate × rate_scale`` with CV = the window's (≤ ``MAX_CV``),
@@ -294,9 +320,11 @@ def read_servegen(rate_path: str | Path, pmf_path: str | Path, *, rng: np.random
     inp = rng.choice(ti, size=n, p=pi)
     out = np.maximum(1, rng.choice(to, size=n, p=po))  # a 0-token output still costs one step
     inp = np.maximum(1, inp)
-    note = (f"ServeGen windows [{start_s:g}, {end:g}) s replayed {spacing / play:g}x faster, "
-            f"rate x{rate_scale:g}; "
-            f"gamma renewal arrivals, CV capped at {MAX_CV:g} in {capped} windows")
+    note = (
+        f"ServeGen windows [{start_s:g}, {end:g}) s replayed {spacing / play:g}x faster, "
+        f"rate x{rate_scale:g}; "
+        f"gamma renewal arrivals, CV capped at {MAX_CV:g} in {capped} windows"
+    )
     return _make(name, a, inp, out, note)
 
 
@@ -315,8 +343,10 @@ def load_trace(source: str | Path, *, rng: np.random.Generator | None = None, **
         return read_azure_csv(paths[0], name=text)
     p = Path(text)
     if not p.is_file():
-        raise InvalidArgument(f"no trace named {text!r}: not a packaged trace ({', '.join(PACKAGED)}) "
-                              f"and not a file", field="trace")
+        raise InvalidArgument(
+            f"no trace named {text!r}: not a packaged trace ({', '.join(PACKAGED)}) and not a file",
+            field="trace",
+        )
     reader = _BY_SUFFIX.get(p.suffix.lower())
     if reader is not None:
         return reader(p)
@@ -329,8 +359,13 @@ def scale_time(trace: Trace, speedup: float) -> Trace:
     """Replay ``speedup`` times faster: arrival times divided by it (the rate multiplies by it)."""
     if not speedup > 0:
         raise InvalidArgument(f"speedup must be > 0, got {speedup}", field="speedup")
-    return Trace(trace.name, trace.arrival_s / speedup, trace.input_tokens, trace.output_tokens,
-                 f"{trace.note}; time /{speedup:g}".strip("; "))
+    return Trace(
+        trace.name,
+        trace.arrival_s / speedup,
+        trace.input_tokens,
+        trace.output_tokens,
+        f"{trace.note}; time /{speedup:g}".strip("; "),
+    )
 
 
 def scale_rate(trace: Trace, factor: float, rng: np.random.Generator) -> Trace:
@@ -348,5 +383,10 @@ def scale_rate(trace: Trace, factor: float, rng: np.random.Generator) -> Trace:
     first = np.ones(len(idx), dtype=bool)
     first[1:] = idx[1:] != idx[:-1]
     shift = np.where(first, 0.0, rng.random(len(idx)) * gaps[idx])
-    return _make(trace.name, trace.arrival_s[idx] + shift, trace.input_tokens[idx], trace.output_tokens[idx],
-                 f"{trace.note}; rate x{factor:g}".strip("; "))
+    return _make(
+        trace.name,
+        trace.arrival_s[idx] + shift,
+        trace.input_tokens[idx],
+        trace.output_tokens[idx],
+        f"{trace.note}; rate x{factor:g}".strip("; "),
+    )

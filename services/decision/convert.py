@@ -55,7 +55,9 @@ def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
         try:
             model["hf_config"] = json.loads(msg.model.hf_config_json)
         except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"spec.model.hf_config_json is not JSON: {exc}", field="spec.model") from None
+            raise InvalidArgument(
+                f"spec.model.hf_config_json is not JSON: {exc}", field="spec.model"
+            ) from None
     data["model"] = model
     if msg.gpu_type:
         data["gpu_type"] = msg.gpu_type
@@ -66,7 +68,11 @@ def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
     if policy is not None:
         data["policy"] = policy
     if msg.HasField("slo"):
-        data["slo"] = {"ttft_ms": msg.slo.ttft_ms, "tbt_ms": msg.slo.tbt_ms, **_present(msg.slo, ("percentile",))}
+        data["slo"] = {
+            "ttft_ms": msg.slo.ttft_ms,
+            "tbt_ms": msg.slo.tbt_ms,
+            **_present(msg.slo, ("percentile",)),
+        }
     data["limits"] = [
         {
             "pool": pool_from_pb(lim.pool, f"spec.limits.{i}.pool") if lim.HasField("pool") else None,
@@ -78,8 +84,13 @@ def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
     if msg.HasField("stabilization"):
         data["stabilization"] = _present(
             msg.stabilization,
-            ("scale_up_window_s", "scale_down_window_s", "scale_up_cooldown_s", "scale_down_cooldown_s",
-             "max_staleness_s"),
+            (
+                "scale_up_window_s",
+                "scale_down_window_s",
+                "scale_up_cooldown_s",
+                "scale_down_cooldown_s",
+                "max_staleness_s",
+            ),
         )
     data["interval_s"] = msg.interval_s
     which = msg.WhichOneof("policy_params")
@@ -106,7 +117,11 @@ def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
             ]
         }
     data["launch"] = [
-        {"pool": pool_from_pb(ref.pool, f"spec.launch.{i}.pool"), "template": ref.template, "args": dict(ref.args)}
+        {
+            "pool": pool_from_pb(ref.pool, f"spec.launch.{i}.pool"),
+            "template": ref.template,
+            "args": dict(ref.args),
+        }
         for i, ref in enumerate(msg.launch)
     ]
     return parse_spec(data)
@@ -145,7 +160,8 @@ def spec_to_pb(spec: DeploymentSpec) -> pb.DeploymentSpec:
         ),
         interval_s=spec.interval_s,
         launch=[
-            pb.LaunchTemplateRef(pool=pool_to_pb(r.pool), template=r.template, args=r.args) for r in spec.launch
+            pb.LaunchTemplateRef(pool=pool_to_pb(r.pool), template=r.template, args=r.args)
+            for r in spec.launch
         ],
         labels=spec.labels,
     )

@@ -47,7 +47,9 @@ class Page:
 
 def page_size(requested: int) -> int:
     if requested > MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page.page_size must be at most {MAX_PAGE_SIZE}, got {requested}", field="page")
+        raise InvalidArgument(
+            f"page.page_size must be at most {MAX_PAGE_SIZE}, got {requested}", field="page"
+        )
     return requested or DEFAULT_PAGE_SIZE
 
 
@@ -67,7 +69,8 @@ class DeploymentsApp:
     async def update(self, spec: DeploymentSpec, expected_version: int, actor: str) -> Deployment:
         if expected_version <= 0:
             raise InvalidArgument(
-                "expected_version is required: the version you read (see GetDeployment)", field="expected_version"
+                "expected_version is required: the version you read (see GetDeployment)",
+                field="expected_version",
             )
         async with self._sessions() as session, session.begin():
             record = await self._repo(session).update(

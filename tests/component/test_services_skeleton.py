@@ -32,7 +32,9 @@ async def test_health_and_reflection(serve: Serve, service: str) -> None:
     assert info.value.code() is grpc.StatusCode.NOT_FOUND
 
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    call = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
     listed = {s.name async for reply in call for s in reply.list_services_response.service}
     assert set(SERVICE_NAMES[service]) <= listed
     assert "grpc.health.v1.Health" in listed
@@ -60,14 +62,18 @@ async def test_ingest_malformed_window_query(serve: Serve) -> None:
 async def test_decision_malformed_spec(serve: Serve) -> None:
     stub = decision_pb2_grpc.DecisionServiceStub(await serve("decision"))
     bad = decision_pb2.DeploymentSpec(
-        name="llama", model=decision_pb2.ModelRef(preset="llama3-70b"), slo=decision_pb2.Slo(ttft_ms=-1, tbt_ms=100)
+        name="llama",
+        model=decision_pb2.ModelRef(preset="llama3-70b"),
+        slo=decision_pb2.Slo(ttft_ms=-1, tbt_ms=100),
     )
     code, details = await _code_and_details(
         stub.CreateDeployment(decision_pb2.CreateDeploymentRequest(spec=bad), timeout=5)
     )
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert "spec.slo.ttft_ms" in details
-    code, details = await _code_and_details(stub.CreateDeployment(decision_pb2.CreateDeploymentRequest(), timeout=5))
+    code, details = await _code_and_details(
+        stub.CreateDeployment(decision_pb2.CreateDeploymentRequest(), timeout=5)
+    )
     assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "spec is required")
 
 
@@ -79,7 +85,9 @@ async def test_placement_malformed_and_missing(serve: Serve) -> None:
         stub.ListNodes(placement_pb2.ListNodesRequest(page={"page_size": 5000}), timeout=5)
     )
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "page_size" in details
-    code, details = await _code_and_details(stub.GetNode(placement_pb2.GetNodeRequest(name="gpu-9"), timeout=5))
+    code, details = await _code_and_details(
+        stub.GetNode(placement_pb2.GetNodeRequest(name="gpu-9"), timeout=5)
+    )
     assert code is grpc.StatusCode.NOT_FOUND and "gpu-9" in details
 
 

@@ -22,8 +22,13 @@ def perf(name: str = "llama3-8b") -> PerfModel:
 
 
 def load(rps: float, n_in: float = 1000.0, n_out: float = 250.0) -> LoadWindow:
-    return LoadWindow(window_s=10.0, arrival_rate_rps=rps, input_tokens_mean=n_in, output_tokens_mean=n_out,
-                      staleness_s={s: 0.0 for s in Signal})
+    return LoadWindow(
+        window_s=10.0,
+        arrival_rate_rps=rps,
+        input_tokens_mean=n_in,
+        output_tokens_mean=n_out,
+        staleness_s={s: 0.0 for s in Signal},
+    )
 
 
 def test_whole_model_unit_sums_the_operators() -> None:
@@ -53,14 +58,20 @@ def test_plan_meets_slo(name: str, rps: float) -> None:
         unit = whole_model_unit(p, pool.stage)
         assert pp.batch_size is not None
         assert pp.gpus_per_replica in gpu_choices(min_gpus(p, unit, pp.batch_size, work.context))
-        assert evaluate(p, unit, work, pp.batch_size, pp.gpus_per_replica, pp.replicas, 0.99) == \
-            pytest.approx(pp.predicted_latency_ms)
+        assert evaluate(
+            p, unit, work, pp.batch_size, pp.gpus_per_replica, pp.replicas, 0.99
+        ) == pytest.approx(pp.predicted_latency_ms)
     assert any("decode/model:" in r for r in plan.reasons)
 
 
-@pytest.mark.parametrize(("name", "rps", "slo"), [("llama3-8b", 5.0, SLO(200.0, 25.0)),
-                                                  ("llama3-70b", 10.0, SLO(2000.0, 100.0)),
-                                                  ("mixtral-8x7b", 20.0, SLO(500.0, 60.0))])
+@pytest.mark.parametrize(
+    ("name", "rps", "slo"),
+    [
+        ("llama3-8b", 5.0, SLO(200.0, 25.0)),
+        ("llama3-70b", 10.0, SLO(2000.0, 100.0)),
+        ("mixtral-8x7b", 20.0, SLO(500.0, 60.0)),
+    ],
+)
 def test_no_plan_with_fewer_gpus_meets_the_slo(name: str, rps: float, slo: SLO) -> None:
     p = perf(name)
     plan = plan_model(p, load(rps), slo)
@@ -76,8 +87,9 @@ def test_no_plan_with_fewer_gpus_meets_the_slo(name: str, rps: float, slo: SLO) 
 
 
 @settings(max_examples=25, deadline=None)
-@given(lo=st.floats(0.0, 30.0), extra=st.floats(0.0, 30.0), n_in=st.integers(50, 3000),
-       n_out=st.integers(1, 800))
+@given(
+    lo=st.floats(0.0, 30.0), extra=st.floats(0.0, 30.0), n_in=st.integers(50, 3000), n_out=st.integers(1, 800)
+)
 def test_more_load_never_fewer_gpus(lo: float, extra: float, n_in: int, n_out: int) -> None:
     p, slo = perf("llama3-70b"), SLO(3000.0, 100.0)
     small = plan_model(p, load(lo, n_in, n_out), slo)
@@ -99,7 +111,8 @@ def test_unreachable_slo_is_reported() -> None:
 def test_policy_via_registry() -> None:
     pol = get_policy("model", {"model": "mixtral-8x7b"})
     assert isinstance(pol, ModelPolicy) and pol.interval_s == 20.0
-    out = pol.decide(PolicyInput(now_s=0.0, deployment="d", load=load(5.0), current={},
-                                 slo=SLO(2000.0, 100.0)))
+    out = pol.decide(
+        PolicyInput(now_s=0.0, deployment="d", load=load(5.0), current={}, slo=SLO(2000.0, 100.0))
+    )
     assert out.desired == plan_model(perf("mixtral-8x7b"), load(5.0), SLO(2000.0, 100.0)).pools
     assert out.predicted is not None and out.state.policy == "model"

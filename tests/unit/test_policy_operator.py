@@ -41,8 +41,13 @@ def perf(name: str = "llama3-8b") -> PerfModel:
 
 
 def load(rps: float, n_in: float = 1000.0, n_out: float = 250.0) -> LoadWindow:
-    return LoadWindow(window_s=10.0, arrival_rate_rps=rps, input_tokens_mean=n_in, output_tokens_mean=n_out,
-                      staleness_s={s: 0.0 for s in Signal})
+    return LoadWindow(
+        window_s=10.0,
+        arrival_rate_rps=rps,
+        input_tokens_mean=n_in,
+        output_tokens_mean=n_out,
+        staleness_s={s: 0.0 for s in Signal},
+    )
 
 
 def test_stage_work_maps_requests_to_sequence_passes() -> None:
@@ -99,8 +104,9 @@ def test_plan_meets_slo_and_reports_per_pool(name: str, rps: float) -> None:
             pp = plan.pools[u.pool]
             assert pp.batch_size is not None and pp.predicted_latency_ms is not None
             assert pp.gpus_per_replica >= min_gpus(p, u, pp.batch_size, work.context)
-            assert evaluate(p, u, work, pp.batch_size, pp.gpus_per_replica, pp.replicas, 0.99) == \
-                pytest.approx(pp.predicted_latency_ms)
+            assert evaluate(
+                p, u, work, pp.batch_size, pp.gpus_per_replica, pp.replicas, 0.99
+            ) == pytest.approx(pp.predicted_latency_ms)
             lat += pp.predicted_latency_ms
         assert lat == pytest.approx(total)
     assert pred.gpus == sum(pp.replicas * pp.gpus_per_replica for pp in plan.pools.values())
@@ -108,8 +114,14 @@ def test_plan_meets_slo_and_reports_per_pool(name: str, rps: float) -> None:
     assert any("decode/attention:" in r and "wait p99" in r for r in plan.reasons)
 
 
-def _brute_min_gpus(p: PerfModel, stage: str, work: Work, budget: float, r_max: int, batches: tuple[int, ...],
-                    ) -> int:
+def _brute_min_gpus(
+    p: PerfModel,
+    stage: str,
+    work: Work,
+    budget: float,
+    r_max: int,
+    batches: tuple[int, ...],
+) -> int:
     """Fewest GPUs over every (batch, GPUs, replicas ≤ r_max) per pool with Σ ℓ ≤ budget, by enumeration.
     Per pool, first the least latency at each GPU count (exact), then every combination of counts."""
     tables = []
@@ -129,8 +141,9 @@ def _brute_min_gpus(p: PerfModel, stage: str, work: Work, budget: float, r_max: 
     return int(cheapest)
 
 
-@pytest.mark.parametrize(("rps", "slo"), [(5.0, SLO(200.0, 25.0)), (3.0, SLO(300.0, 30.0)),
-                                          (1.0, SLO(150.0, 20.0))])
+@pytest.mark.parametrize(
+    ("rps", "slo"), [(5.0, SLO(200.0, 25.0)), (3.0, SLO(300.0, 30.0)), (1.0, SLO(150.0, 20.0))]
+)
 def test_no_plan_with_fewer_gpus_meets_the_slo(rps: float, slo: SLO) -> None:
     # llama3-8b at low load, batches up to 8: every stage is checked against exhaustive enumeration.
     p = perf()
@@ -143,8 +156,9 @@ def test_no_plan_with_fewer_gpus_meets_the_slo(rps: float, slo: SLO) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(lo=st.floats(0.0, 30.0), extra=st.floats(0.0, 30.0), n_in=st.integers(50, 3000),
-       n_out=st.integers(1, 800))
+@given(
+    lo=st.floats(0.0, 30.0), extra=st.floats(0.0, 30.0), n_in=st.integers(50, 3000), n_out=st.integers(1, 800)
+)
 def test_more_load_never_fewer_gpus(lo: float, extra: float, n_in: int, n_out: int) -> None:
     p, slo = perf("mixtral-8x7b"), SLO(2000.0, 100.0)
     small = plan_operator(p, load(lo, n_in, n_out), slo)
@@ -190,8 +204,9 @@ def test_floor_keeps_a_share_of_whole_model_capacity() -> None:
 def test_policy_decides_through_the_stabilizer() -> None:
     pol = get_policy("operator", {"model": "llama3-8b", "max_batch_size": 64})
     assert isinstance(pol, OperatorPolicy) and pol.interval_s == 1.0
-    out = pol.decide(PolicyInput(now_s=0.0, deployment="d", load=load(10.0), current={},
-                                 slo=SLO(2000.0, 100.0)))
+    out = pol.decide(
+        PolicyInput(now_s=0.0, deployment="d", load=load(10.0), current={}, slo=SLO(2000.0, 100.0))
+    )
     raw = plan_operator(perf(), load(10.0), SLO(2000.0, 100.0), max_batch_size=64)
     assert out.desired == raw.pools and out.predicted == raw.prediction
     assert out.reasons[: len(raw.reasons)] == raw.reasons and not out.infeasible
@@ -199,12 +214,18 @@ def test_policy_decides_through_the_stabilizer() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(rps=st.floats(0.0, 500.0), n_in=st.floats(0.0, 20_000.0), n_out=st.floats(0.0, 4000.0),
-       ttft=st.floats(1.0, 10_000.0), tbt=st.floats(1.0, 500.0),
-       max_r=st.one_of(st.none(), st.integers(0, 50)),
-       model=st.sampled_from(["llama3-8b", "mixtral-8x7b"]))
-def test_any_input_gives_a_plan_or_says_why(rps: float, n_in: float, n_out: float, ttft: float, tbt: float,
-                                           max_r: int | None, model: str) -> None:
+@given(
+    rps=st.floats(0.0, 500.0),
+    n_in=st.floats(0.0, 20_000.0),
+    n_out=st.floats(0.0, 4000.0),
+    ttft=st.floats(1.0, 10_000.0),
+    tbt=st.floats(1.0, 500.0),
+    max_r=st.one_of(st.none(), st.integers(0, 50)),
+    model=st.sampled_from(["llama3-8b", "mixtral-8x7b"]),
+)
+def test_any_input_gives_a_plan_or_says_why(
+    rps: float, n_in: float, n_out: float, ttft: float, tbt: float, max_r: int | None, model: str
+) -> None:
     # Never an exception: a plan for every pool within the bounds, and either the SLO is met as predicted
     # or an Infeasibility says which stage misses it and why.
     p, slo = perf(model), SLO(ttft, tbt)
@@ -221,8 +242,12 @@ def test_any_input_gives_a_plan_or_says_why(rps: float, n_in: float, n_out: floa
 
 
 @settings(max_examples=20, deadline=None)
-@given(rps=st.floats(0.5, 80.0), ttft=st.sampled_from([500.0, 1000.0, 2000.0]),
-       tbt=st.sampled_from([50.0, 60.0, 100.0]), model=st.sampled_from(["llama3-70b", "mixtral-8x7b"]))
+@given(
+    rps=st.floats(0.5, 80.0),
+    ttft=st.sampled_from([500.0, 1000.0, 2000.0]),
+    tbt=st.sampled_from([50.0, 60.0, 100.0]),
+    model=st.sampled_from(["llama3-70b", "mixtral-8x7b"]),
+)
 def test_greedy_never_beats_exact(rps: float, ttft: float, tbt: float, model: str) -> None:
     p, slo = perf(model), SLO(ttft, tbt)
     exact = plan_operator(p, load(rps), slo)

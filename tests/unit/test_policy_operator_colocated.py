@@ -32,8 +32,13 @@ def perf(name: str = "llama3-8b") -> PerfModel:
 
 
 def load(rps: float, n_in: float = 1000.0, n_out: float = 250.0) -> LoadWindow:
-    return LoadWindow(window_s=10.0, arrival_rate_rps=rps, input_tokens_mean=n_in, output_tokens_mean=n_out,
-                      staleness_s={s: 0.0 for s in Signal})
+    return LoadWindow(
+        window_s=10.0,
+        arrival_rate_rps=rps,
+        input_tokens_mean=n_in,
+        output_tokens_mean=n_out,
+        staleness_s={s: 0.0 for s in Signal},
+    )
 
 
 def op_policy(name: str = "llama3-8b", **kw: object) -> OperatorPolicy:
@@ -85,21 +90,32 @@ def _brute(p: PerfModel, rps: float, slo: SLO, max_batch: int, r_max: int) -> in
         pts = []
         for bp in batch_candidates(min(max_batch, 16)):
             for bd in batch_candidates(max_batch):
-                need = replica_bytes(p, dec, bd, wd.context) + replica_bytes(p, pre, bp, wp.context) \
+                need = (
+                    replica_bytes(p, dec, bd, wd.context)
+                    + replica_bytes(p, pre, bp, wp.context)
                     - p.weights_bytes(op)
+                )
                 for g in gpu_choices(max(1, math.ceil(need / usable_bytes(p)))):
                     sp, sd = pass_ms(p, pre, bp, wp.length, g), pass_ms(p, dec, bd, wd.length, g)
                     jp, jd = wp.seq_steps_per_s / bp, wd.seq_steps_per_s / bd
                     for r in range(1, r_max + 1):
                         w = wait_ms(r, jp + jd, (jp * sp + jd * sd) / (jp + jd) / 1e3, slo.quantile)
                         pts.append((r * g, w + sp, w + sd))
-        tables.append([a for a in pts if not any(b != a and b[0] <= a[0] and b[1] <= a[1] and b[2] <= a[2]
-                                                 for b in pts)])
+        tables.append(
+            [
+                a
+                for a in pts
+                if not any(b != a and b[0] <= a[0] and b[1] <= a[1] and b[2] <= a[2] for b in pts)
+            ]
+        )
     best = math.inf
     for combo in itertools.product(*tables):
         cost = sum(c for c, _, _ in combo)
-        if cost < best and sum(x for _, x, _ in combo) <= slo.ttft_ms and \
-                sum(y for _, _, y in combo) <= slo.tbt_ms:
+        if (
+            cost < best
+            and sum(x for _, x, _ in combo) <= slo.ttft_ms
+            and sum(y for _, _, y in combo) <= slo.tbt_ms
+        ):
             best = cost
     return int(best)
 
@@ -113,8 +129,9 @@ def test_colocated_fewest_gpus_by_brute_force(rps: float, slo: SLO) -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(lo=st.floats(0.0, 30.0), extra=st.floats(0.0, 30.0), n_in=st.integers(50, 3000),
-       n_out=st.integers(1, 800))
+@given(
+    lo=st.floats(0.0, 30.0), extra=st.floats(0.0, 30.0), n_in=st.integers(50, 3000), n_out=st.integers(1, 800)
+)
 def test_colocated_more_load_never_fewer_gpus(lo: float, extra: float, n_in: int, n_out: int) -> None:
     pol, slo = op_policy("mixtral-8x7b"), SLO(2000.0, 100.0)
     small = pol.plan_colocated(load(lo, n_in, n_out), slo, Limits())

@@ -35,15 +35,36 @@ def policy(**params: object) -> PdPolicy:
     return PdPolicy.from_params({"target_decode_tps": 1000.0, **params})
 
 
-def inp(tps: float, cur_d: int, cur_p: int | None = None, *, now_s: float = 0.0, tbt: float = 50.0,
-        ttft: float = 500.0, state: PolicyState | None = None, ratio: float = 0.5,
-        staleness: Mapping[Signal, float | None] | None = None, limits: Limits | None = None) -> PolicyInput:
+def inp(
+    tps: float,
+    cur_d: int,
+    cur_p: int | None = None,
+    *,
+    now_s: float = 0.0,
+    tbt: float = 50.0,
+    ttft: float = 500.0,
+    state: PolicyState | None = None,
+    ratio: float = 0.5,
+    staleness: Mapping[Signal, float | None] | None = None,
+    limits: Limits | None = None,
+) -> PolicyInput:
     cur_p = follower_count(cur_d, ratio) if cur_p is None else cur_p
-    load = LoadWindow(window_s=15.0, decode_tps=tps, tbt_p99_ms=tbt, ttft_p99_ms=ttft,
-                      staleness_s=FRESH if staleness is None else staleness)
-    return PolicyInput(now_s=now_s, deployment="dep", load=load,
-                       current={D: PoolPlan(cur_d, gpus_per_replica=2), P: PoolPlan(cur_p)},
-                       slo=SLO_, limits=limits or Limits(), state=state or PolicyState())
+    load = LoadWindow(
+        window_s=15.0,
+        decode_tps=tps,
+        tbt_p99_ms=tbt,
+        ttft_p99_ms=ttft,
+        staleness_s=FRESH if staleness is None else staleness,
+    )
+    return PolicyInput(
+        now_s=now_s,
+        deployment="dep",
+        load=load,
+        current={D: PoolPlan(cur_d, gpus_per_replica=2), P: PoolPlan(cur_p)},
+        slo=SLO_,
+        limits=limits or Limits(),
+        state=state or PolicyState(),
+    )
 
 
 def counts(out: PolicyOutput) -> tuple[int, int]:
@@ -76,12 +97,15 @@ def test_dead_band_holds() -> None:
     assert counts(policy().decide(inp(11500.0, 10))) == (12, 6)
 
 
-@pytest.mark.parametrize(("tbt", "expected_d", "tier"), [
-    (100.0, 10, None),  # exactly 1.0× the SLO: not a breach
-    (100.1, 11, "moderate"),  # > 1.0×: at least ceil(10 × 1.1) = 11
-    (150.0, 11, "moderate"),  # 1.5× is not > 1.5×: still moderate
-    (150.1, 12, "severe"),  # > 1.5×: at least ceil(10 × 1.2) = 12
-])
+@pytest.mark.parametrize(
+    ("tbt", "expected_d", "tier"),
+    [
+        (100.0, 10, None),  # exactly 1.0× the SLO: not a breach
+        (100.1, 11, "moderate"),  # > 1.0×: at least ceil(10 × 1.1) = 11
+        (150.0, 11, "moderate"),  # 1.5× is not > 1.5×: still moderate
+        (150.1, 12, "severe"),  # > 1.5×: at least ceil(10 × 1.2) = 12
+    ],
+)
 def test_safety_tiers_fire_at_the_right_multiples(tbt: float, expected_d: int, tier: str | None) -> None:
     out = policy().decide(inp(10000.0, 10, tbt=tbt))  # u = 100%: the dead band alone would hold
     assert out.desired[D].replicas == expected_d
@@ -163,8 +187,9 @@ def test_soft_scale_in_cancelled_when_load_returns() -> None:
     out = _soft_start(pol)
     out = pol.decide(inp(9000.0, 10, now_s=15.0, state=out.state))  # 90%: dead band, no scale-in
     assert counts(out) == (10, 5) and out.draining == {}
-    assert any("Soft scale-in cancelled" in r and "restoring 5 decode and 2 prefill" in r
-               for r in out.reasons)
+    assert any(
+        "Soft scale-in cancelled" in r and "restoring 5 decode and 2 prefill" in r for r in out.reasons
+    )
 
 
 def test_soft_scale_in_defers_only_the_shrinking_pool() -> None:
@@ -185,8 +210,9 @@ def test_no_soft_scale_in_without_latency_and_hard_scale_in_when_disabled() -> N
 
 
 def test_fail_static_on_stale_decode_tps() -> None:
-    out = policy().decide(inp(0.0, 10, staleness={Signal.DECODE_TPS: 300.0, Signal.TTFT: 1.0,
-                                                   Signal.TBT: 1.0}))
+    out = policy().decide(
+        inp(0.0, 10, staleness={Signal.DECODE_TPS: 300.0, Signal.TTFT: 1.0, Signal.TBT: 1.0})
+    )
     assert counts(out) == (10, 5)
     assert any("fail-static" in r for r in out.reasons)
 
@@ -220,14 +246,26 @@ def test_params_are_validated_with_reasons() -> None:
     step=st.none() | st.integers(1, 10),
     ticks=st.integers(1, 4),
 )
-def test_ratio_holds_for_all_loads(tps: float, cur_d: int, ratio: float, tbt: float, ttft: float,
-                                   step: int | None, ticks: int) -> None:
+def test_ratio_holds_for_all_loads(
+    tps: float, cur_d: int, ratio: float, tbt: float, ttft: float, step: int | None, ticks: int
+) -> None:
     pol = policy(prefill_per_decode=ratio)
     state, d = PolicyState(), cur_d
     p = follower_count(d, ratio)
     for k in range(ticks):
-        out = pol.decide(inp(tps, d, p, now_s=400.0 * k, tbt=tbt, ttft=ttft, ratio=ratio, state=state,
-                             limits=Limits(max_step_abs=step)))
+        out = pol.decide(
+            inp(
+                tps,
+                d,
+                p,
+                now_s=400.0 * k,
+                tbt=tbt,
+                ttft=ttft,
+                ratio=ratio,
+                state=state,
+                limits=Limits(max_step_abs=step),
+            )
+        )
         d, p = counts(out)
         assert p == follower_count(d, ratio)
         serving = {k2: out.desired[k2].replicas - out.draining.get(k2, 0) for k2 in (D, P)}

@@ -148,16 +148,23 @@ def test_min_servers_for_large_load() -> None:
     target=st.floats(0.0, 2.0),
     p=st.sampled_from([0.5, 0.9, 0.95, 0.99, 0.999]),
 )
-def test_more_load_never_needs_fewer_servers(lam: float, extra: float, mu: float, target: float,
-                                             p: float) -> None:
+def test_more_load_never_needs_fewer_servers(
+    lam: float, extra: float, mu: float, target: float, p: float
+) -> None:
     assert min_servers_for(lam, mu, target, p) <= min_servers_for(lam + extra, mu, target, p)
 
 
 @settings(max_examples=200, deadline=None)
-@given(lam=st.floats(0.01, 500.0), mu=st.floats(0.05, 50.0), target=st.floats(0.0, 2.0),
-       slack=st.floats(0.0, 2.0), p=st.sampled_from([0.9, 0.99]))
-def test_looser_target_never_needs_more_servers(lam: float, mu: float, target: float, slack: float,
-                                                p: float) -> None:
+@given(
+    lam=st.floats(0.01, 500.0),
+    mu=st.floats(0.05, 50.0),
+    target=st.floats(0.0, 2.0),
+    slack=st.floats(0.0, 2.0),
+    p=st.sampled_from([0.9, 0.99]),
+)
+def test_looser_target_never_needs_more_servers(
+    lam: float, mu: float, target: float, slack: float, p: float
+) -> None:
     assert min_servers_for(lam, mu, target + slack, p) <= min_servers_for(lam, mu, target, p)
 
 

@@ -18,19 +18,32 @@ from opscale.spec import PolicyKind, parse_spec
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"name": "llama", "model": {"preset": "llama3-70b"},
-                            "slo": {"ttft_ms": 2000, "tbt_ms": 100, "percentile": 95}}
+    base: dict[str, Any] = {
+        "name": "llama",
+        "model": {"preset": "llama3-70b"},
+        "slo": {"ttft_ms": 2000, "tbt_ms": 100, "percentile": 95},
+    }
     base.update(overrides)
     return base
 
 
 def test_operator_setup_maps_slo_limits_and_pools() -> None:
-    s = parse_spec(spec(
-        limits=[{"max_replicas": 32, "max_step": 4},
-                {"pool": {"stage": "decode", "operator": "attention"}, "min_replicas": 2, "max_replicas": 10,
-                 "max_step": 2}],
-        stabilization={"scale_down_window_s": 120},
-        operator_params={"floor_fraction": 0.25, "max_batch_size": 64}, interval_s=2))
+    s = parse_spec(
+        spec(
+            limits=[
+                {"max_replicas": 32, "max_step": 4},
+                {
+                    "pool": {"stage": "decode", "operator": "attention"},
+                    "min_replicas": 2,
+                    "max_replicas": 10,
+                    "max_step": 2,
+                },
+            ],
+            stabilization={"scale_down_window_s": 120},
+            operator_params={"floor_fraction": 0.25, "max_batch_size": 64},
+            interval_s=2,
+        )
+    )
     setup = policy_setup(s)
     assert isinstance(setup.policy, OperatorPolicy)
     assert setup.policy.perf.shape.name == "llama3-70b" and setup.policy.perf.gpu.key == "h100"
@@ -42,8 +55,9 @@ def test_operator_setup_maps_slo_limits_and_pools() -> None:
     assert setup.limits.max_staleness_s == 10.0
     assert setup.policy.interval_s == 2.0
     assert setup.params["floor_fraction"] == 0.25 and setup.params["max_batch_size"] == 64
-    assert setup.pools == tuple(PoolKey(st, op) for st in ("prefill", "decode")
-                                for op in ("embedding", "attention", "ffn", "lm_head"))
+    assert setup.pools == tuple(
+        PoolKey(st, op) for st in ("prefill", "decode") for op in ("embedding", "attention", "ffn", "lm_head")
+    )
 
 
 def test_defaults_without_limits() -> None:
@@ -60,8 +74,14 @@ def test_model_setup() -> None:
 
 
 def test_pd_setup_maps_its_parameters() -> None:
-    setup = policy_setup(parse_spec(spec(policy="pd", pd_params={
-        "target_decode_tokens_per_s_per_instance": 2000, "prefill_per_decode": 0.25})))
+    setup = policy_setup(
+        parse_spec(
+            spec(
+                policy="pd",
+                pd_params={"target_decode_tokens_per_s_per_instance": 2000, "prefill_per_decode": 0.25},
+            )
+        )
+    )
     assert isinstance(setup.policy, PdPolicy)
     assert setup.policy.params.target_decode_tps == 2000.0
     assert setup.policy.params.prefill_per_decode == 0.25
@@ -69,16 +89,33 @@ def test_pd_setup_maps_its_parameters() -> None:
 
 
 def test_utilization_setup() -> None:
-    setup = policy_setup(parse_spec(spec(policy="utilization", mode="colocated",
-                                         utilization_params={"target_utilization": 0.5})))
+    setup = policy_setup(
+        parse_spec(
+            spec(policy="utilization", mode="colocated", utilization_params={"target_utilization": 0.5})
+        )
+    )
     assert isinstance(setup.policy, UtilizationPolicy)
     assert setup.policy.params.target == 0.5 and setup.policy.params.pools == ["serving/model"]
     assert setup.pools == (PoolKey("serving", "model"),)
 
 
 def test_static_setup() -> None:
-    setup = policy_setup(parse_spec(spec(policy="static", static_params={"pools": [
-        {"pool": {"stage": "decode", "operator": "model"}, "replicas": 3, "gpus_per_replica": 4}]})))
+    setup = policy_setup(
+        parse_spec(
+            spec(
+                policy="static",
+                static_params={
+                    "pools": [
+                        {
+                            "pool": {"stage": "decode", "operator": "model"},
+                            "replicas": 3,
+                            "gpus_per_replica": 4,
+                        }
+                    ]
+                },
+            )
+        )
+    )
     assert isinstance(setup.policy, StaticPolicy)
     plan = setup.policy.plans[PoolKey("decode", "model")]
     assert (plan.replicas, plan.gpus_per_replica, plan.batch_size) == (3, 4, 64)

@@ -33,13 +33,31 @@ DEC = PoolKey("decode", "attention")
 PRE = PoolKey("prefill", "attention")
 
 
-def tick(raw: Mapping[PoolKey, int], current: Mapping[PoolKey, int], *, now_s: float = 0.0,
-         config: StabilizerConfig | None = None, limits: Limits | None = None,
-         state: StabilizerState | None = None, stale: Sequence[str] = (), frozen: bool = False,
-         groups: Sequence[CoupledGroup] = ()) -> StabilizerResult:
-    return stabilize(StabilizerInput(now_s=now_s, raw=raw, current=current, limits=limits or Limits(),
-                                     config=config or StabilizerConfig(), state=state or StabilizerState(),
-                                     stale=stale, frozen=frozen, groups=groups))
+def tick(
+    raw: Mapping[PoolKey, int],
+    current: Mapping[PoolKey, int],
+    *,
+    now_s: float = 0.0,
+    config: StabilizerConfig | None = None,
+    limits: Limits | None = None,
+    state: StabilizerState | None = None,
+    stale: Sequence[str] = (),
+    frozen: bool = False,
+    groups: Sequence[CoupledGroup] = (),
+) -> StabilizerResult:
+    return stabilize(
+        StabilizerInput(
+            now_s=now_s,
+            raw=raw,
+            current=current,
+            limits=limits or Limits(),
+            config=config or StabilizerConfig(),
+            state=state or StabilizerState(),
+            stale=stale,
+            frozen=frozen,
+            groups=groups,
+        )
+    )
 
 
 def run(script: Sequence[tuple[float, int]], start: int, config: StabilizerConfig) -> list[int]:
@@ -104,10 +122,15 @@ def test_scale_up_window_uses_min_of_recent_recommendations() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(recs=st.lists(st.tuples(st.floats(0.1, 50.0), st.integers(0, 30)), min_size=1, max_size=40),
-       up_w=st.floats(0.0, 200.0), down_w=st.floats(0.0, 200.0), cur=st.integers(0, 30))
-def test_monotonic_queues_equal_full_history(recs: list[tuple[float, int]], up_w: float, down_w: float,
-                                             cur: int) -> None:
+@given(
+    recs=st.lists(st.tuples(st.floats(0.1, 50.0), st.integers(0, 30)), min_size=1, max_size=40),
+    up_w=st.floats(0.0, 200.0),
+    down_w=st.floats(0.0, 200.0),
+    cur=st.integers(0, 30),
+)
+def test_monotonic_queues_equal_full_history(
+    recs: list[tuple[float, int]], up_w: float, down_w: float, cur: int
+) -> None:
     # The state keeps monotonic queues instead of every tick; the answers must equal the brute force
     # over the full history: scale-up to min over (t−up_w, t], scale-down to max over (t−down_w, t].
     cfg = StabilizerConfig(scale_up_window_s=up_w, scale_down_window_s=down_w)
@@ -129,8 +152,9 @@ def test_cooldowns_each_direction() -> None:
     assert r0.replicas[DEC] == 6 and r0.state.last_up_s[DEC] == 0.0
     r1 = tick({DEC: 8}, {DEC: 6}, now_s=30.0, config=cfg, state=r0.state)
     assert r1.replicas[DEC] == 6
-    assert r1.reasons == ["decode/attention: 8 → 6, scale-up cooldown: the last scale-up was 30 s ago, "
-                          "cooldown 60 s."]
+    assert r1.reasons == [
+        "decode/attention: 8 → 6, scale-up cooldown: the last scale-up was 30 s ago, cooldown 60 s."
+    ]
     assert DEC in r1.held
     r2 = tick({DEC: 8}, {DEC: 6}, now_s=61.0, config=cfg, state=r1.state)
     assert r2.replicas[DEC] == 8
@@ -144,8 +168,9 @@ def test_cooldowns_each_direction() -> None:
 def test_frozen_holds_current_and_says_so() -> None:
     res = tick({DEC: 20}, {DEC: 10}, frozen=True, config=StabilizerConfig(max_step_abs=1))
     assert res.replicas[DEC] == 10
-    assert res.reasons == ["decode/attention: frozen, holding current decode/attention 10 (the policy "
-                           "recommended 20)."]
+    assert res.reasons == [
+        "decode/attention: frozen, holding current decode/attention 10 (the policy recommended 20)."
+    ]
     assert res.state.last_up_s == {}
 
 
@@ -173,8 +198,15 @@ def test_fail_static_holds_last_good_and_never_scales_in() -> None:
     coupled=st.booleans(),
 )
 def test_fail_static_never_scales_in_on_stale_data(
-        cur: dict[PoolKey, int], raw: int, last_good: int, out_ok: bool, step: int | None,
-        max_replicas: int | None, ages: dict[Signal, float | None], coupled: bool) -> None:
+    cur: dict[PoolKey, int],
+    raw: int,
+    last_good: int,
+    out_ok: bool,
+    step: int | None,
+    max_replicas: int | None,
+    ages: dict[Signal, float | None],
+    coupled: bool,
+) -> None:
     load = LoadWindow(window_s=10.0, staleness_s=ages)
     required = [Signal.DECODE_TPS, Signal.TBT]
     stale = stale_signals(load, required, 30.0)
@@ -184,8 +216,15 @@ def test_fail_static_never_scales_in_on_stale_data(
     limits = Limits(default_pool=PoolLimits(max_replicas=max_replicas))
     groups = [CoupledGroup(DEC, {PRE: 0.5})] if coupled else []
     raws = {DEC: raw, PRE: follower_count(raw, 0.5)} if coupled else {p: raw for p in cur}
-    res = tick(raws, cur, stale=stale, config=cfg, limits=limits, groups=groups,
-               state=StabilizerState(last_good={p: last_good for p in cur}))
+    res = tick(
+        raws,
+        cur,
+        stale=stale,
+        config=cfg,
+        limits=limits,
+        groups=groups,
+        state=StabilizerState(last_good={p: last_good for p in cur}),
+    )
     for pool, n in res.replicas.items():
         assert n >= cur.get(pool, 0)
         if not out_ok:
@@ -195,7 +234,9 @@ def test_fail_static_never_scales_in_on_stale_data(
 def test_stale_signals_names_missing_and_old() -> None:
     load = LoadWindow(window_s=10.0, staleness_s={Signal.DECODE_TPS: 45.0, Signal.TTFT: 2.0})
     assert stale_signals(load, [Signal.DECODE_TPS, Signal.TTFT, Signal.TBT], 30.0) == [
-        "decode_tps is 45 s old (limit 30 s)", "tbt was never reported"]
+        "decode_tps is 45 s old (limit 30 s)",
+        "tbt was never reported",
+    ]
 
 
 # --- coupled groups ----------------------------------------------------------------------------------
@@ -247,22 +288,47 @@ def test_unmanaged_pools_keep_their_count() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(cur_d=st.integers(0, 40), raw_d=st.integers(0, 80),
-       ratio=st.sampled_from([0.25, 1 / 3, 0.5, 1.0, 2.0]),
-       step=st.none() | st.integers(1, 6), frac=st.none() | st.floats(0.05, 1.0),
-       up_cd=st.floats(0, 100), down_cd=st.floats(0, 100), stamp=st.none() | st.floats(0, 200),
-       max_p=st.none() | st.integers(0, 40), frozen=st.booleans())
-def test_group_keeps_ratio(cur_d: int, raw_d: int, ratio: float, step: int | None, frac: float | None,
-                           up_cd: float, down_cd: float, stamp: float | None, max_p: int | None,
-                           frozen: bool) -> None:
+@given(
+    cur_d=st.integers(0, 40),
+    raw_d=st.integers(0, 80),
+    ratio=st.sampled_from([0.25, 1 / 3, 0.5, 1.0, 2.0]),
+    step=st.none() | st.integers(1, 6),
+    frac=st.none() | st.floats(0.05, 1.0),
+    up_cd=st.floats(0, 100),
+    down_cd=st.floats(0, 100),
+    stamp=st.none() | st.floats(0, 200),
+    max_p=st.none() | st.integers(0, 40),
+    frozen=st.booleans(),
+)
+def test_group_keeps_ratio(
+    cur_d: int,
+    raw_d: int,
+    ratio: float,
+    step: int | None,
+    frac: float | None,
+    up_cd: float,
+    down_cd: float,
+    stamp: float | None,
+    max_p: int | None,
+    frozen: bool,
+) -> None:
     groups = [CoupledGroup(DEC, {PRE: ratio})]
     cur = {DEC: cur_d, PRE: follower_count(cur_d, ratio)}
-    cfg = StabilizerConfig(max_step_abs=step, max_step_frac=frac, scale_up_cooldown_s=up_cd,
-                           scale_down_cooldown_s=down_cd)
+    cfg = StabilizerConfig(
+        max_step_abs=step, max_step_frac=frac, scale_up_cooldown_s=up_cd, scale_down_cooldown_s=down_cd
+    )
     state = StabilizerState() if stamp is None else StabilizerState(last_up_s={PRE: stamp})
     limits = Limits(pools={PRE: PoolLimits(max_replicas=max_p)})
-    res = tick({DEC: raw_d, PRE: follower_count(raw_d, ratio)}, cur, now_s=200.0, config=cfg,
-               state=state, limits=limits, groups=groups, frozen=frozen)
+    res = tick(
+        {DEC: raw_d, PRE: follower_count(raw_d, ratio)},
+        cur,
+        now_s=200.0,
+        config=cfg,
+        state=state,
+        limits=limits,
+        groups=groups,
+        frozen=frozen,
+    )
     assert res.replicas[PRE] == follower_count(res.replicas[DEC], ratio)
     if not frozen and max_p is not None:
         assert res.replicas[PRE] <= max_p or res.replicas == cur

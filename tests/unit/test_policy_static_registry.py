@@ -29,23 +29,38 @@ D = PoolKey("decode", "model")
 P = PoolKey("prefill", "model")
 
 
-def inp(now_s: float, tps: float, state: PolicyState | None = None, limits: Limits | None = None,
-        frozen: bool = False) -> PolicyInput:
-    return PolicyInput(now_s=now_s, deployment="dep", load=LoadWindow(window_s=1.0, decode_tps=tps),
-                       current={D: PoolPlan(2), P: PoolPlan(1)}, slo=SLO(1000.0, 100.0),
-                       limits=limits or Limits(), state=state or PolicyState(), frozen=frozen)
+def inp(
+    now_s: float,
+    tps: float,
+    state: PolicyState | None = None,
+    limits: Limits | None = None,
+    frozen: bool = False,
+) -> PolicyInput:
+    return PolicyInput(
+        now_s=now_s,
+        deployment="dep",
+        load=LoadWindow(window_s=1.0, decode_tps=tps),
+        current={D: PoolPlan(2), P: PoolPlan(1)},
+        slo=SLO(1000.0, 100.0),
+        limits=limits or Limits(),
+        state=state or PolicyState(),
+        frozen=frozen,
+    )
 
 
 def test_static_never_changes() -> None:
-    pol = get_policy("static", {"pools": {"decode/model": 8, "prefill/model": {"replicas": 4,
-                                                                               "gpus_per_replica": 2}}})
+    pol = get_policy(
+        "static", {"pools": {"decode/model": 8, "prefill/model": {"replicas": 4, "gpus_per_replica": 2}}}
+    )
     state = PolicyState()
     for t, tps in enumerate([0.0, 1e6, 5.0]):
         out = pol.decide(inp(float(t), tps, state))
         state = out.state
         assert out.desired == {D: PoolPlan(8), P: PoolPlan(4, gpus_per_replica=2)}
-        assert out.reasons == ["decode/model: fixed at 8 replicas (static peak provisioning).",
-                               "prefill/model: fixed at 4 replicas (static peak provisioning)."]
+        assert out.reasons == [
+            "decode/model: fixed at 8 replicas (static peak provisioning).",
+            "prefill/model: fixed at 4 replicas (static peak provisioning).",
+        ]
     assert pol.interval_s == 60.0
 
 
@@ -95,8 +110,13 @@ def test_pool_key_text_round_trip() -> None:
 def test_states_and_plans_round_trip_through_json() -> None:
     state = PolicyState(
         policy="pd",
-        stabilizer=StabilizerState(max_window={D: ((1.5, 9), (3.0, 4))}, min_window={D: ((3.0, 4),)},
-                                   last_up_s={D: 1.5, P: 1.5}, last_down_s={}, last_good={D: 9, P: 5}),
+        stabilizer=StabilizerState(
+            max_window={D: ((1.5, 9), (3.0, 4))},
+            min_window={D: ((3.0, 4),)},
+            last_up_s={D: 1.5, P: 1.5},
+            last_down_s={},
+            last_good={D: 9, P: 5},
+        ),
         data={"pending": {"decode/model": 4}, "since_s": 3.0, "ok_ticks": 1},
     )
     assert PolicyState.from_json(json.loads(json.dumps(state.to_json()))) == state

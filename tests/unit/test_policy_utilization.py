@@ -15,15 +15,31 @@ DEC = PoolKey("decode", "model")
 PRE = PoolKey("prefill", "model")
 
 
-def inp(util: float | None, current: Mapping[PoolKey, int], *, now_s: float = 0.0,
-        state: PolicyState | None = None, by_pool: Mapping[PoolKey, float] | None = None,
-        busy: Mapping[PoolKey, float] | None = None, age: float | None = 1.0) -> PolicyInput:
-    load = LoadWindow(window_s=15.0, gpu_utilization=util, gpu_utilization_by_pool=by_pool or {},
-                      busy_fraction=busy or {},
-                      staleness_s={Signal.GPU_UTILIZATION: age, Signal.BUSY_FRACTION: age})
-    return PolicyInput(now_s=now_s, deployment="dep", load=load,
-                       current={p: PoolPlan(n) for p, n in current.items()}, slo=SLO(1000.0, 100.0),
-                       state=state or PolicyState())
+def inp(
+    util: float | None,
+    current: Mapping[PoolKey, int],
+    *,
+    now_s: float = 0.0,
+    state: PolicyState | None = None,
+    by_pool: Mapping[PoolKey, float] | None = None,
+    busy: Mapping[PoolKey, float] | None = None,
+    age: float | None = 1.0,
+) -> PolicyInput:
+    load = LoadWindow(
+        window_s=15.0,
+        gpu_utilization=util,
+        gpu_utilization_by_pool=by_pool or {},
+        busy_fraction=busy or {},
+        staleness_s={Signal.GPU_UTILIZATION: age, Signal.BUSY_FRACTION: age},
+    )
+    return PolicyInput(
+        now_s=now_s,
+        deployment="dep",
+        load=load,
+        current={p: PoolPlan(n) for p, n in current.items()},
+        slo=SLO(1000.0, 100.0),
+        state=state or PolicyState(),
+    )
 
 
 def test_hpa_formula() -> None:
@@ -73,8 +89,7 @@ def test_per_pool_gpu_utilization_and_busy_fraction() -> None:
     cur = {DEC: 4, PRE: 4}
     out = UtilizationPolicy.from_params({}).decide(inp(0.6, cur, by_pool={DEC: 0.9}))
     assert out.desired[DEC].replicas == 6 and out.desired[PRE].replicas == 4  # PRE falls back to 0.6
-    out = UtilizationPolicy.from_params({"metric": "busy_fraction"}).decide(
-        inp(None, cur, busy={PRE: 0.9}))
+    out = UtilizationPolicy.from_params({"metric": "busy_fraction"}).decide(inp(None, cur, busy={PRE: 0.9}))
     assert out.desired[PRE].replicas == 6 and out.desired[DEC].replicas == 4
     assert "decode/model: no busy_fraction sample, keeping 4 replicas." in out.reasons
 

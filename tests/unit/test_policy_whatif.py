@@ -14,8 +14,12 @@ TINY = ("embedding", "lm_head")
 
 
 def spec(**overrides: Any) -> Any:
-    base: dict[str, Any] = {"name": "llama", "model": {"preset": "llama3-70b"}, "gpu_type": "H100",
-                            "slo": {"ttft_ms": 2000, "tbt_ms": 100}}
+    base: dict[str, Any] = {
+        "name": "llama",
+        "model": {"preset": "llama3-70b"},
+        "gpu_type": "H100",
+        "slo": {"ttft_ms": 2000, "tbt_ms": 100},
+    }
     base.update(overrides)
     return parse_spec(base)
 
@@ -93,8 +97,15 @@ def test_format_side_by_side_shows_every_pool_and_reason() -> None:
     text = format_side_by_side(results)
     first = text.splitlines()[0]
     assert "operator" in first and "model" in first
-    for needle in ("GPUs", "TTFT p99 ms (SLO 2000)", "TBT p99 ms (SLO 100)", "watts", "decode/attention",
-                   "prefill/model", "wait p99"):
+    for needle in (
+        "GPUs",
+        "TTFT p99 ms (SLO 2000)",
+        "TBT p99 ms (SLO 100)",
+        "watts",
+        "decode/attention",
+        "prefill/model",
+        "wait p99",
+    ):
         assert needle in text
     gpu_row = next(line for line in text.splitlines() if line.startswith("GPUs"))
     assert gpu_row.split()[1:] == [str(results[0].gpus), str(results[1].gpus)]

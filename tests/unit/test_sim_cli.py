@@ -14,16 +14,42 @@ FIX = Path(__file__).parents[1] / "fixtures" / "traces"
 
 def test_simulate_prints_and_writes_metrics(tmp_path: Path) -> None:
     out = tmp_path / "m.json"
-    res = CliRunner().invoke(app, ["simulate", "--trace", str(FIX / "mooncake_small.jsonl"), "--model",
-                                   "mixtral-8x7b", "--policy", "model", "--json", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--trace",
+            str(FIX / "mooncake_small.jsonl"),
+            "--model",
+            "mixtral-8x7b",
+            "--policy",
+            "model",
+            "--json",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert data["requests"] == 3 and data["rejected"] == 0 and data["slo_attainment"] == 1.0
 
 
 def test_evaluate_writes_json_and_markdown(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["evaluate", "--quick", "--out", str(tmp_path), "--workers", "1",
-                                   "--policy", "static", "--model", "mixtral-8x7b", "--no-plots"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--workers",
+            "1",
+            "--policy",
+            "static",
+            "--model",
+            "mixtral-8x7b",
+            "--no-plots",
+        ],
+    )
     assert res.exit_code == 0, res.output
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [r["metrics"]["policy"] for r in runs] == ["static"]

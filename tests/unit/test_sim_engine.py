@@ -99,12 +99,16 @@ def test_littles_law_on_steady_load() -> None:
 
 
 def test_startup_delay_is_weights_over_bandwidth_plus_overhead() -> None:
-    cfg = SimConfig(load_bytes_s_per_gpu={"h100": 10e9, "H100": 10e9},
-                    startup_overhead_s={"h100": 2.0, "H100": 2.0})
+    cfg = SimConfig(
+        load_bytes_s_per_gpu={"h100": 10e9, "H100": 10e9}, startup_overhead_s={"h100": 2.0, "H100": 2.0}
+    )
     perf = perf_model(get_preset("llama3-70b"), "H100")
     trace = steady(1.0, 5.0)
     req = Requests(trace.arrival_s, trace.input_tokens, trace.output_tokens)
-    pools = (PoolKey("prefill", "model"), PoolKey("decode", "model"), )
+    pools = (
+        PoolKey("prefill", "model"),
+        PoolKey("decode", "model"),
+    )
     dp = DataPlane(perf, units_for(perf, pools), req, cfg)
     dp.apply({pools[0]: PoolPlan(1, 1, 4), pools[1]: PoolPlan(1, 8, 4)}, 10.0)
     pool = dp.pools[pools[0]]
@@ -112,8 +116,13 @@ def test_startup_delay_is_weights_over_bandwidth_plus_overhead() -> None:
     assert r.gpus == 4
     assert r.ready_s == pytest.approx(10.0 + pool.weights_bytes / (4 * 10e9) + 2.0)
     # An operator replica pays for its own weights only.
-    op_pools = (PoolKey("prefill", "embedding"), PoolKey("prefill", "attention"), PoolKey("prefill", "ffn"),
-                PoolKey("prefill", "lm_head"), PoolKey("decode", "attention"))
+    op_pools = (
+        PoolKey("prefill", "embedding"),
+        PoolKey("prefill", "attention"),
+        PoolKey("prefill", "ffn"),
+        PoolKey("prefill", "lm_head"),
+        PoolKey("decode", "attention"),
+    )
     dp2 = DataPlane(perf, units_for(perf, op_pools), req, cfg)
     dp2.apply({PoolKey("prefill", "attention"): PoolPlan(1, 1, 1)}, 10.0)
     att = dp2.pools[PoolKey("prefill", "attention")]
@@ -150,8 +159,14 @@ def test_drain_keeps_in_flight_work() -> None:
 
 
 def test_runs_are_deterministic_for_a_seed() -> None:
-    sc = Scenario(trace="servegen-m-large", model="mixtral-8x7b", rate_scale=0.02, speedup=10.0,
-                  duration_s=120.0, seed=11)
+    sc = Scenario(
+        trace="servegen-m-large",
+        model="mixtral-8x7b",
+        rate_scale=0.02,
+        speedup=10.0,
+        duration_s=120.0,
+        seed=11,
+    )
     a, ra = run_one(sc, "operator")
     b, rb = run_one(sc, "operator")
     ja, jb = a.to_json(), b.to_json()

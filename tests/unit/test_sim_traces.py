@@ -37,10 +37,13 @@ def test_azure_reader_parses_seven_fraction_digits_and_rebases() -> None:
     assert list(t.output_tokens) == [44, 109, 1, 20]
 
 
-@pytest.mark.parametrize(("name", "line", "column"), [
-    ("azure_bad_tokens.csv", 3, "ContextTokens"),
-    ("azure_bad_time.csv", 3, "TIMESTAMP"),
-])
+@pytest.mark.parametrize(
+    ("name", "line", "column"),
+    [
+        ("azure_bad_tokens.csv", 3, "ContextTokens"),
+        ("azure_bad_time.csv", 3, "TIMESTAMP"),
+    ],
+)
 def test_azure_malformed_rows_name_line_and_column(name: str, line: int, column: str) -> None:
     with pytest.raises(TraceError) as err:
         read_azure_csv(FIX / name)
@@ -56,10 +59,13 @@ def test_plain_csv_sorts_by_arrival() -> None:
     assert list(t.output_tokens) == [10, 30, 20]
 
 
-@pytest.mark.parametrize(("name", "line", "column"), [
-    ("plain_short_row.csv", 3, "output_tokens"),
-    ("plain_negative.csv", 3, "arrival_s"),
-])
+@pytest.mark.parametrize(
+    ("name", "line", "column"),
+    [
+        ("plain_short_row.csv", 3, "output_tokens"),
+        ("plain_negative.csv", 3, "arrival_s"),
+    ],
+)
 def test_plain_csv_malformed(name: str, line: int, column: str) -> None:
     with pytest.raises(TraceError) as err:
         read_plain_csv(FIX / name)
@@ -127,8 +133,9 @@ def test_time_and_rate_scaling() -> None:
 @given(st.floats(0.1, 5.0), st.integers(0, 2**32 - 1))
 def test_rate_scaling_keeps_the_span_and_scales_the_count(factor: float, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    base = read_servegen(FIX / "rate_small.csv", FIX / "pmf_small.csv", rng=np.random.default_rng(1),
-                         window_s=60.0)
+    base = read_servegen(
+        FIX / "rate_small.csv", FIX / "pmf_small.csv", rng=np.random.default_rng(1), window_s=60.0
+    )
     out = scale_rate(base, factor, rng)
     assert np.all(np.diff(out.arrival_s) >= 0)
     assert out.arrival_s.max() <= base.arrival_s.max() + 1e-9
@@ -138,9 +145,10 @@ def test_rate_scaling_keeps_the_span_and_scales_the_count(factor: float, seed: i
 
 
 @settings(max_examples=40, deadline=None)
-@given(rows=st.lists(st.text(alphabet=",0123456789.-ab \"", max_size=12), min_size=1, max_size=4))
-def test_garbage_rows_raise_trace_errors_not_crashes(tmp_path_factory: pytest.TempPathFactory,
-                                                     rows: list[str]) -> None:
+@given(rows=st.lists(st.text(alphabet=',0123456789.-ab "', max_size=12), min_size=1, max_size=4))
+def test_garbage_rows_raise_trace_errors_not_crashes(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[str]
+) -> None:
     p = tmp_path_factory.mktemp("t") / "x.csv"
     p.write_text("arrival_s,input_tokens,output_tokens\n" + "\n".join(rows) + "\n")
     try:
