@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import statistics
@@ -150,9 +151,8 @@ async def run(args: argparse.Namespace) -> None:
             order = list(paths) if r % 2 else list(reversed(paths))
             summaries = {}
             for name in order:
-                wall, cpu, rcpu, summaries[name] = await timed(
-                    client, lambda s=paths[name]: read_all(s, deployments, now_s + 0.5, args.window)
-                )
+                read = functools.partial(read_all, paths[name], deployments, now_s + 0.5, args.window)
+                wall, cpu, rcpu, summaries[name] = await timed(client, read)
                 if r:
                     results[name].append((wall, cpu, rcpu))
             assert summaries["server"] == summaries["pipelined"], "the two read paths disagree"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -467,7 +467,7 @@ async def test_redis_read_is_one_round_trip(
     store = RedisCounterStore(redis_client, key_prefix, SETTINGS)
     await apply(store, add(100, 1), gauge(101, 2), obs(102, 30), now=103)
     commands: list[object] = []
-    real = redis_client.execute_command
+    real: Callable[..., Awaitable[object]] = redis_client.execute_command
 
     async def counting(*args: object, **kwargs: object) -> object:
         commands.append(args[0])
