@@ -24,6 +24,7 @@ from opscale.placement import Infeasible
 from opscale.spec import DeploymentSpec
 from services.placement.agents import AgentChannel, ReplicaRuntime
 from services.placement.demand import PoolRequest, build_demand
+from services.placement.metrics import PlacementMetrics
 from services.placement.placer import PlaceFn, Placer, PlanResult
 from services.placement.reconciler import Reconciler
 from services.placement.retry import retry_stale
@@ -58,6 +59,7 @@ class PlacementApp:
         *,
         place_fn: PlaceFn | None = None,
         tracer: trace.Tracer | None = None,
+        metrics: PlacementMetrics | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -93,6 +95,7 @@ class PlacementApp:
             drain_grace_s=self.config.drain_grace_s,
             stop_grace_s=self.config.stop_grace_s,
             tracer=tracer,
+            metrics=metrics,
         )
 
     def _repo(self, session: AsyncSession) -> NodeRepo:

@@ -34,6 +34,7 @@ from opscale.db.repo import CommandRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
 from opscale.db.status import CommandStatus, NodeStatus, ReplicaDesired, ReplicaObserved
 from opscale.errors import OpscaleError
 from services.placement.agents import ReplicaRuntime, observe
+from services.placement.metrics import PlacementMetrics
 from services.placement.placer import Placer, PlanResult
 from services.placement.retry import retry_stale
 from services.placement.sessions import SessionRegistry
@@ -72,8 +73,13 @@ class Reconciler:
         stop_grace_s: float,
         on_change: Callable[[], None] | None = None,
         tracer: trace.Tracer | None = None,
+        metrics: PlacementMetrics | None = None,
     ) -> None:
         self._sessions = sessions
+        self._metrics = metrics
+        self._last_pass_mono = clock.monotonic()
+        if metrics is not None:
+            metrics.watch(lambda: len(registry.live()), lambda: clock.monotonic() - self._last_pass_mono)
         self._tracer = tracer or trace.NoOpTracer()
         self._clock = clock
         self._registry = registry
@@ -131,8 +137,19 @@ class Reconciler:
     async def reconcile_once(self) -> None:
         # One span per pass: the commands it queues carry its context, so an agent's handling of a
         # re-placement or a drain shows up under the pass that caused it.
+        start = self._clock.monotonic()
         with self._tracer.start_as_current_span("placement.reconcile"):
             await self._reconcile_once()
+        if self._metrics is not None:
+            await self._observe(self._metrics)
+            self._metrics.reconcile_duration.observe(self._clock.monotonic() - start)
+        self._last_pass_mono = self._clock.monotonic()
+
+    async def _observe(self, metrics: PlacementMetrics) -> None:
+        async with self._sessions() as session:
+            nodes = await NodeRepo(session, clock=self._clock).list()
+            replicas = await ReplicaRepo(session, clock=self._clock).list()
+        metrics.observe(nodes, replicas)
 
     async def _reconcile_once(self) -> None:
         self.passes += 1
