@@ -2,7 +2,7 @@
 
 The loop records a decision first (outcome PENDING), then hands it over with a short deadline, then
 records the outcome: APPLIED (PARTIAL when placement reports infeasible pools) or FAILED with placement's
-status and message (UNIMPLEMENTED while placement cannot apply yet, UNAVAILABLE when it is down, a
+status and message (e.g. INVALID_ARGUMENT for counts it cannot take, UNAVAILABLE when it is down, a
 deadline when it is slow). Nothing is silently dropped: the outcome is on the decision, visible in
 GetDecision and ExplainDecision, and a FAILED hand-off is retried on the next tick.
 """
