@@ -5,8 +5,10 @@ tick. Two implementations pass one contract suite (tests/contract/test_counters.
 (``redis.RedisCounterStore``) and an in-process twin (``memory.InMemoryCounterStore``).
 
 Both twins share the code that decides *what* to write (``batch.prepare``) and *what a window means*
-(``window.fold``); an implementation only stores per-bucket hash fields. That is why Redis and the twin
-agree bit for bit, not approximately, and why only storage is behind the protocol.
+(``window.fold``: ``accumulate`` over the buckets, then ``finish``; Redis runs ``accumulate`` in Lua,
+transcribed step for step, see ``redis_read``); an implementation only stores per-bucket hash fields.
+That is why Redis and the twin agree bit for bit, not approximately, and why only storage is behind
+the protocol.
 
 Window semantics (the same for every kind): time is cut into ``bucket_s``-wide buckets aligned to the
 epoch. A read at ``now_s`` over ``window_s`` covers the ``window_s / bucket_s`` buckets that have

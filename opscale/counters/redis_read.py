@@ -21,7 +21,8 @@ bucket by bucket with ``read_buckets`` (the previous, pipelined read), so no cou
 Keys are built in the script from the prefix, series id and bucket range rather than passed in KEYS:
 ~200 key arguments per deployment would bring back the argument-packing cost this avoids. That is fine
 on a single Redis primary (what ``redis.py`` already requires) and would not be on Redis Cluster.
-``flags=no-writes`` lets the read run on a replica and while Redis refuses writes for memory.
+``flags=no-writes`` lets the read run on a replica and while Redis refuses writes for memory; script
+flags need Redis 7 (the version opscale is deployed with).
 """
 
 from __future__ import annotations
