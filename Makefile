@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/opscale up
+	$(BIN)/opscale demo
 
-run: demo
+run: setup
+	$(BIN)/opscale up
 
 test: setup
 	$(BIN)/python -m pytest -q

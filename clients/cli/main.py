@@ -10,6 +10,7 @@ from clients.cli import (
     contexts,
     control,
     db,
+    demo,
     describe,
     explain,
     get,
@@ -41,6 +42,7 @@ explain.register(app)
 whatif.register(app)
 top.register(app)
 app.add_typer(contexts.app, name="config")
+demo.register(app)
 
 
 @app.command("version")
