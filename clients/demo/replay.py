@@ -142,6 +142,7 @@ class Replay:
         self._applied: str = ""
         self._ttft: list[list[tuple[float, int]]] = []
         self._tbt: list[list[tuple[float, int]]] = []
+        self._watcher: asyncio.Task[None] | None = None
 
     async def _watch(self) -> None:
         async for d in self.client.watch_decisions([self.spec.name]):
@@ -217,12 +218,57 @@ class Replay:
         last = self.dp.prefill[-1].key
         c.record_throughput("prefill", 0.0, stats.prefill_tokens, 1.0, operator=last.operator, at_s=at)
 
+    async def warm_up(self, history_s: float = 30.0, timeout_s: float = 30.0) -> bool:
+        """Give the control plane a history before t=0, as a live deployment has: the first ``history_s``
+        of the replay's arrivals (and their token rates) are pushed stamped in the ``history_s`` before
+        now, then the first decision that saw load is applied to the data plane with its replicas ready
+        (the convention of ``opscale simulate``: the plan in force at t=0 starts ready). Without it the
+        first decisions see an empty window and the replay starts on one replica per pool, a backlog
+        that takes most of a short demo to clear. Returns False if no such decision came in time."""
+        self.client.start()
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="demo-watch")
+        now = time.time()
+        arr = self.trace.arrival_s
+        hist = np.flatnonzero(arr < history_s)
+        c = self.client
+        for i in hist.tolist():
+            c.record_arrival(
+                int(self.req.input_tokens[i]),
+                int(self.req.output_tokens[i]),
+                at_s=now - history_s + float(arr[i]),
+            )
+        if len(hist):
+            rate = len(hist) / history_s
+            decode = rate * float(self.req.output_tokens[hist].mean())
+            prefill = rate * float(self.req.input_tokens[hist].mean())
+            holder = next((p for p in self.dp.decode if p.holder), None)
+            last = self.dp.prefill[-1].key
+            for k in range(int(history_s)):
+                at = now - history_s + k + 1 - 1e-3
+                if holder is not None:
+                    c.record_throughput("decode", decode, 0.0, 1.0, operator=holder.key.operator, at_s=at)
+                c.record_throughput("prefill", 0.0, prefill, 1.0, operator=last.operator, at_s=at)
+        await c.flush()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            d = self.state.latest
+            if d is not None and d.pools and d.load.arrivals_per_s > 0:
+                self._applied = d.id
+                self.dp.apply(plan_of(d), 0.0, ready=True)
+                return True
+            await asyncio.sleep(0.2)
+        self.state.notes.append(f"no decision saw the warm-up history within {timeout_s:.0f} s")
+        return False
+
     async def run(
         self, on_second: Callable[[Second], None] | None = None, stop: asyncio.Event | None = None
     ) -> ReplayState:
         stop = stop or asyncio.Event()
         self.client.start()
-        watcher = asyncio.create_task(self._watch(), name="demo-watch")
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="demo-watch")
+        watcher = self._watcher
         wall0 = time.time()
         t0 = time.monotonic()
         try:
@@ -235,7 +281,7 @@ class Replay:
                     drain = {
                         pool_key_of(p.pool.stage, p.pool.operator): p.draining_replicas for p in latest.pools
                     }
-                    self.dp.apply(plan_of(latest), float(sec), draining=drain, ready=not self.state.rows)
+                    self.dp.apply(plan_of(latest), float(sec), draining=drain)
                 stats, new = self._step(sec)
                 now = float(sec + 1)
                 self._push(stats, new, wall0, now)

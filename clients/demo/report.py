@@ -153,11 +153,12 @@ def write_report(
         f"| seconds with TBT p99 within SLO | {sum(tbt_ok)}/{len(tbt_ok)} |",
         f"| worker processes left after the stop | {meta.get('leftover_workers', 0)} (killed) |",
         "",
-        "How to read it: the data plane is the simulator's model, stepped once per wall-clock second and "
-        "resized from the live decision stream; its samples reached the real ingest through the SDK. "
-        '"GPUs in use" counts the distinct fake GPUs placement put the replicas on (operators share GPUs); '
-        "the model-level figure is the `model` policy's planner run in-process on the load each decision "
-        "recorded. Latencies are those the simulated data plane produced under the live plan.",
+        "How to read it: the data plane is the simulator's model, stepped once per wall-clock second "
+        "and resized from the live decision stream; its samples reached the real ingest through the SDK. "
+        '"GPUs in use" counts the distinct fake GPUs placement put the replicas on (operator replicas may '
+        "share a GPU); the model-level figure is the `model` policy's raw planner (before its stabilizer) "
+        "run in-process on the load each decision recorded. Latencies are those the simulated data plane "
+        "produced under the live plan.",
         "",
     ]
     for p in plots:

@@ -70,7 +70,7 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     state = ReplayState()
     header = f"{opts.model} · {opts.trace} x{opts.speedup:g} · policy operator"
-    say = console.print if not opts.live else (lambda *a, **k: None)
+    say = console.print
     try:
         say("starting the control plane (ingest, decision, placement) …")
         await stack.start_services()
@@ -88,6 +88,8 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
             stack.channel("placement"),
         )
         state = replay.state
+        say("warming up: 30 s of history for the first decision …")
+        await replay.warm_up()
         t0 = time.monotonic()
         if opts.live:
             with Live(
