@@ -218,7 +218,7 @@ class Replay:
         last = self.dp.prefill[-1].key
         c.record_throughput("prefill", 0.0, stats.prefill_tokens, 1.0, operator=last.operator, at_s=at)
 
-    async def warm_up(self, history_s: float = 30.0, timeout_s: float = 30.0) -> bool:
+    async def warm_up(self, stop: asyncio.Event, history_s: float = 30.0, timeout_s: float = 30.0) -> bool:
         """Give the control plane a history before t=0, as a live deployment has: the first ``history_s``
         of the replay's arrivals (and their token rates) are pushed stamped in the ``history_s`` before
         now, then the first decision that saw load is applied to the data plane with its replicas ready
@@ -251,7 +251,7 @@ class Replay:
                 c.record_throughput("prefill", 0.0, prefill, 1.0, operator=last.operator, at_s=at)
         await c.flush()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stop.is_set():
             d = self.state.latest
             if d is not None and d.pools and d.load.arrivals_per_s > 0:
                 self._applied = d.id

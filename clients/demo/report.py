@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.demo.replay import ReplayState, Second
+from clients.demo.view import pool_order
 from opscale.spec import DeploymentSpec
 
 
@@ -57,7 +58,7 @@ def plot(out: Path, spec: DeploymentSpec, rows: list[Second]) -> list[Path]:
     save(fig, "load.png")
 
     fig, ax = plt.subplots(figsize=(10, 6))
-    pools = sorted({k for r in rows for k in r.sim_replicas}, key=lambda k: (not k.startswith("prefill"), k))
+    pools = sorted({k for r in rows for k in r.sim_replicas}, key=pool_order)
     cmap = plt.get_cmap("tab10")
     for i, key in enumerate(pools):
         ax.step(

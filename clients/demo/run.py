@@ -89,18 +89,18 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
         )
         state = replay.state
         say("warming up: 30 s of history for the first decision …")
-        await replay.warm_up()
+        await replay.warm_up(stop)
         t0 = time.monotonic()
         if opts.live:
             with Live(
-                render(spec, None, 0, opts.duration_s, header),
+                render(spec, [], 0, opts.duration_s, header),
                 console=console,
                 refresh_per_second=2,
                 screen=False,
             ) as live:
 
                 def show(row: Second) -> None:
-                    live.update(render(spec, row, time.monotonic() - t0, opts.duration_s, header))
+                    live.update(render(spec, state.rows, time.monotonic() - t0, opts.duration_s, header))
 
                 await replay.run(show, stop)
         else:

@@ -97,7 +97,11 @@ class Stack:
             str(state),
         ]
         env = {**os.environ, **FAST_ENV, "OPSCALE_DATABASE_URL": self.settings.database_url}
-        self.agent = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        # Its own session: a Ctrl-C at the terminal reaches the demo only, which stops the workers through
+        # the control plane (the agent must still be alive for that) and then the agent.
+        self.agent = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True
+        )
         assert self.agent.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(self.agent.stdout, selectors.EVENT_READ)

@@ -1,7 +1,10 @@
 """The demo's live view (rich): load, replicas per operator pool, GPUs vs a model-level autoscaler,
-TTFT/TBT p99 against the SLO. One renderable, rebuilt from the latest timeline row each second."""
+TTFT/TBT p99 against the SLO, with the last minute of each as a sparkline. One renderable, rebuilt from
+the timeline each second."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -10,6 +13,30 @@ from rich.text import Text
 
 from clients.demo.replay import Second
 from opscale.spec import DeploymentSpec
+
+BARS = "▁▂▃▄▅▆▇█"
+TREND_S = 60
+OPERATOR_ORDER = {"embedding": 0, "attention": 1, "ffn": 2, "experts": 2, "lm_head": 3, "model": 0}
+
+
+def pool_order(key: str) -> tuple[bool, int, str]:
+    stage, _, op = key.partition("/")
+    return stage != "prefill", OPERATOR_ORDER.get(op, 9), key
+
+
+def spark(values: Sequence[float | None], top: float | None = None) -> str:
+    """One character per value, scaled to ``top`` (default: the largest); missing values are blank."""
+    present = [v for v in values if v is not None]
+    hi = top if top is not None else max(present, default=0.0)
+    if hi <= 0:
+        return "".join(" " if v is None else BARS[0] for v in values)
+    return "".join(
+        " " if v is None else BARS[min(len(BARS) - 1, int(v / hi * (len(BARS) - 1) + 0.5))] for v in values
+    )
+
+
+def _f(value: int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _vs(value: float | None, slo: float) -> Text:
@@ -20,57 +47,79 @@ def _vs(value: float | None, slo: float) -> Text:
 
 
 def render(
-    spec: DeploymentSpec, row: Second | None, elapsed_s: float, duration_s: int, header: str
+    spec: DeploymentSpec, rows: Sequence[Second], elapsed_s: float, duration_s: int, header: str
 ) -> RenderableType:
     title = Text.assemble(
         ("opscale demo ", "bold"),
         (header, "cyan"),
         (f"   t={elapsed_s:.0f}/{duration_s} s", "bold"),
     )
-    if row is None:
-        return Panel(Text("starting: services, agent, deployment …"), title=title)
-    load = Table.grid(padding=(0, 2))
-    load.add_row(
-        Text(f"load {row.arrivals} req/s", style="bold"),
-        f"in {row.input_tokens:,} tok/s",
-        f"out {row.output_tokens:,} tok/s",
-        f"decode {row.decode_tps:,.0f} tok/s",
-        f"prefill {row.prefill_tps:,.0f} tok/s",
-        f"in flight {row.in_system}",
-    )
+    if not rows:
+        return Panel(Text("starting: services, agent, deployment, warm-up …"), title=title)
+    row = rows[-1]
+    recent = rows[-TREND_S:]
     slo = spec.slo
-    lat = Table.grid(padding=(0, 2))
-    lat.add_row(
-        Text(f"p{slo.percentile:g} (last 10 s)", style="bold"),
-        Text.assemble("TTFT ", _vs(row.ttft_p99_ms, slo.ttft_ms), f" / SLO {slo.ttft_ms:,.0f} ms"),
-        Text.assemble("TBT ", _vs(row.tbt_p99_ms, slo.tbt_ms), f" / SLO {slo.tbt_ms:,.0f} ms"),
+    model = row.gpus_model_level
+    trend = Table.grid(padding=(0, 2))
+    trend.add_column(style="bold", min_width=34)
+    trend.add_column(style="cyan")
+    trend.add_row(
+        f"load {row.arrivals:>4} req/s  in flight {row.in_system:>4}",
+        spark([float(r.arrivals) for r in recent]),
     )
-    model = "—" if row.gpus_model_level is None else str(row.gpus_model_level)
-    saving = ""
-    if row.gpus_model_level and row.gpus_operator:
-        saving = f"  ({1 - row.gpus_operator / row.gpus_model_level:+.0%} vs model-level)".replace("+-", "-")
+    gpu_top = float(max([r.gpus_operator for r in recent] + [r.gpus_model_level or 0 for r in recent]))
+    trend.add_row(
+        Text.assemble("GPUs operator-level ", (f"{row.gpus_operator:>3}", "bold green")),
+        Text(spark([float(r.gpus_operator) for r in recent], gpu_top), style="green"),
+    )
+    trend.add_row(
+        Text.assemble("GPUs model-level    ", ("  —" if model is None else f"{model:>3}", "bold yellow")),
+        Text(spark([_f(r.gpus_model_level) for r in recent], gpu_top), style="yellow"),
+    )
+    trend.add_row(
+        Text.assemble(
+            f"TTFT p{slo.percentile:g} ", _vs(row.ttft_p99_ms, slo.ttft_ms), f" ≤ {slo.ttft_ms:,.0f}"
+        ),
+        spark([r.ttft_p99_ms for r in recent], max(slo.ttft_ms, *(r.ttft_p99_ms or 0 for r in recent))),
+    )
+    trend.add_row(
+        Text.assemble(f"TBT  p{slo.percentile:g} ", _vs(row.tbt_p99_ms, slo.tbt_ms), f" ≤ {slo.tbt_ms:,.0f}"),
+        spark([r.tbt_p99_ms for r in recent], max(slo.tbt_ms, *(r.tbt_p99_ms or 0 for r in recent))),
+    )
+    tokens = Text(
+        f"tokens/s: prompt {row.input_tokens:,} arriving, prefilled {row.prefill_tps:,.0f}; "
+        f"decoded {row.decode_tps:,.0f}      latency sparklines scaled to max(SLO, observed)",
+        style="dim",
+    )
+    diff = ""
+    if model is not None:
+        delta = row.gpus_operator - model
+        diff = f"{delta:+d} GPUs vs model-level" if delta else "same GPUs as model-level"
     gpus = Text.assemble(
         ("GPUs in use ", "bold"),
         (f"{row.gpus_operator}", "bold green"),
-        " (operator-level, placed)   ",
-        f"plan {row.gpus_plan_operator} (whole GPUs per replica)   ",
-        ("model-level autoscaler would use ", "bold"),
-        (model, "bold yellow"),
-        saving,
+        " (fake GPUs holding the operator replicas placement placed)   plan ",
+        f"{row.gpus_plan_operator}",
+        "   model-level autoscaler, same load: ",
+        ("—" if model is None else str(model), "bold yellow"),
+        f"   ({diff})" if diff else "",
     )
-    pools = Table(title="replicas per operator pool", expand=False, header_style="bold")
-    for col in ("pool", "decided", "placed", "running (workers ready)", "simulated"):
-        pools.add_column(col, justify="right" if col != "pool" else "left")
-    for key in sorted(row.sim_replicas, key=lambda k: (not k.startswith("prefill"), k)):
+    pools = Table(title="replicas per operator pool", header_style="bold", title_justify="left")
+    for col in ("pool", "decided", "placed", "workers ready", "simulated"):
+        pools.add_column(col, justify="left" if col == "pool" else "right")
+    for key in sorted(row.sim_replicas, key=pool_order):
+        decided = row.decided.get(key)
+        ready = row.running.get(key, 0)
         pools.add_row(
             key,
-            str(row.decided.get(key, "—")),
+            "—" if decided is None else str(decided),
             str(row.desired.get(key, 0)),
-            str(row.running.get(key, 0)),
+            Text(str(ready), style="green" if decided is not None and ready >= decided else "yellow"),
             str(row.sim_replicas.get(key, 0)),
         )
     foot = Text(
-        f"decisions received {row.decisions}   latest {row.decision_id[:12] or '—'}   Ctrl-C stops",
+        f"decisions received over WatchDecisions: {row.decisions} (latest id {row.decision_id or '—'})"
+        "   Ctrl-C stops and still writes the report",
         style="dim",
     )
-    return Panel(Group(load, lat, gpus, Text(""), pools, foot), title=title)
+    return Panel(Group(trend, tokens, gpus, Text(""), pools, foot), title=title)
