@@ -57,22 +57,31 @@ def plot(out: Path, spec: DeploymentSpec, rows: list[Second]) -> list[Path]:
     ax[1].legend()
     save(fig, "load.png")
 
-    fig, ax = plt.subplots(figsize=(10, 6))
     pools = sorted({k for r in rows for k in r.sim_replicas}, key=pool_order)
-    cmap = plt.get_cmap("tab10")
-    for i, key in enumerate(pools):
-        ax.step(
-            xs,
-            [r.decided.get(key, math.nan) for r in rows],
-            where="post",
-            color=cmap(i % 10),
-            label=f"{key} decided",
-        )
-        ax.plot(xs, [r.running.get(key, 0) for r in rows], color=cmap(i % 10), linestyle=":", alpha=0.8)
-    ax.set_ylabel("replicas (solid: decided; dotted: workers ready)")
-    ax.set_xlabel("demo time (s)")
-    ax.set_title("Replicas per operator pool")
-    ax.legend(fontsize=8, ncol=2)
+    stages = sorted({k.partition("/")[0] for k in pools}, key=lambda st: st != "prefill")
+    ops = sorted({k.partition("/")[2] for k in pools}, key=lambda op: pool_order(f"prefill/{op}"))
+    # One panel per pool (rows: stages, columns: operators): pools at the same count would hide each
+    # other on one axis.
+    top = max([1] + [max(r.decided.get(k, 0), r.running.get(k, 0)) for r in rows for k in pools])
+    fig, axes = plt.subplots(len(stages), len(ops), figsize=(3 * len(ops) + 1, 2.6 * len(stages) + 0.6),
+                             sharex=True, sharey=True, squeeze=False)  # fmt: skip
+    for i, stage in enumerate(stages):
+        for j, op in enumerate(ops):
+            a = axes[i][j]
+            key = f"{stage}/{op}"
+            a.step(xs, [r.decided.get(key, math.nan) for r in rows], where="post", label="decided", lw=2)
+            a.step(xs, [r.running.get(key, 0) for r in rows], where="post", label="workers ready", ls=":")
+            a.step(xs, [r.sim_replicas.get(key, 0) for r in rows], where="post", label="simulated", ls="--",
+                   alpha=0.7)  # fmt: skip
+            a.set_title(key, fontsize=10)
+            a.set_ylim(0, top + 0.5)
+            a.yaxis.get_major_locator().set_params(integer=True)
+            if i == len(stages) - 1:
+                a.set_xlabel("demo time (s)")
+            if j == 0:
+                a.set_ylabel("replicas")
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Replicas per operator pool: decided (decision service), workers ready (agent), simulated")
     save(fig, "replicas.png")
 
     fig, ax = plt.subplots(figsize=(10, 5))
