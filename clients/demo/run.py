@@ -64,13 +64,18 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
     stack = Stack(cfg, opts.out)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     state = ReplayState()
     header = f"{opts.model} · {opts.trace} x{opts.speedup:g} · policy operator"
-    say = console.print
+
+    def say(message: str) -> None:
+        # After SIGHUP (the terminal closed) writes fail; the teardown must go on regardless.
+        with contextlib.suppress(OSError):
+            console.print(message, soft_wrap=True)
+
     try:
         say("starting the control plane (ingest, decision, placement) …")
         await stack.start_services()
@@ -122,7 +127,7 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
             await stack.stop_workers(spec.name)
         await asyncio.to_thread(stack.stop_agent)
         await stack.stop_services()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         meta: dict[str, Any] = {
@@ -142,7 +147,7 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
         write_timeline(opts.out, state, meta)
         plots = plot(opts.out, spec, state.rows) if state.rows else []
         report = write_report(opts.out, spec, state, meta, plots)
-        console.print(f"report: {report}  ({len(plots)} plots, timeline.json) in {opts.out}/")
+        say(f"report: {report}  ({len(plots)} plots, timeline.json) in {opts.out}/")
     return stack.killed_leftovers
 
 
