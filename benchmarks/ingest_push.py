@@ -50,16 +50,18 @@ PUSH = "/opscale.api.ingest.v1.IngestService/PushSamples"
 # --- the service, in its own process -------------------------------------------------------------------
 
 
-def serve(redis_url: str, prefix: str, conn: Connection, profile: str | None) -> None:
+def serve(
+    redis_url: str, prefix: str, conn: Connection, profile: str | None, python_gc: bool = False
+) -> None:
     if profile is None:
-        asyncio.run(_serve(redis_url, prefix, conn))
+        asyncio.run(_serve(redis_url, prefix, conn, python_gc))
         return
     import cProfile
 
-    cProfile.runctx("asyncio.run(_serve(redis_url, prefix, conn))", globals(), locals(), profile)
+    cProfile.runctx("asyncio.run(_serve(redis_url, prefix, conn, python_gc))", globals(), locals(), profile)
 
 
-async def _serve(redis_url: str, prefix: str, conn: Connection) -> None:
+async def _serve(redis_url: str, prefix: str, conn: Connection, python_gc: bool = False) -> None:
     import dataclasses
 
     import redis.asyncio as aioredis
@@ -68,7 +70,7 @@ async def _serve(redis_url: str, prefix: str, conn: Connection) -> None:
     from opscale.counters import RedisCounterStore
     from opscale.db.migrate import upgrade
     from opscale.db.repo import DeploymentRepo
-    from opscale.grpcutil.server import start_service, stop_service
+    from opscale.grpcutil.server import start_service, stop_service, tune_gc
     from opscale.signals import store_settings
     from opscale.telemetry import build_telemetry
     from services.ingest.wiring import build
@@ -85,6 +87,7 @@ async def _serve(redis_url: str, prefix: str, conn: Connection) -> None:
             spec = {"name": name, "model": {"preset": "llama3-8b"}, "slo": {"ttft_ms": 1000, "tbt_ms": 100}}
             await DeploymentRepo(session).create(name, spec, "bench")
     running = await start_service(build(dataclasses.replace(runtime)), "127.0.0.1", 0, telemetry)
+    tune_gc(None if python_gc else settings.gc_thresholds)  # as `opscale serve` does once it is up
     conn.send(running.port)
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until the parent says stop
     await stop_service(running, 1.0)
@@ -276,6 +279,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per case (after a 2 s warm-up)")
     parser.add_argument("--batch-sizes", default="100,250,500,1000,2000")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent pushers for the batch sweep")
+    parser.add_argument(
+        "--python-gc-defaults",
+        action="store_true",
+        help="run the service with CPython's gc thresholds instead of the gc_thresholds setting",
+    )
     parser.add_argument("--concurrency-sweep", default="1,4,8,16", help="'' to skip")
     parser.add_argument("--sweep-batch", type=int, default=1000)
     parser.add_argument(
@@ -293,7 +301,11 @@ def main() -> None:
     prefix = f"opscale-bench:{uuid.uuid4().hex[:8]}:"
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=serve, args=(args.redis, prefix, child, args.profile_service), daemon=True)
+    proc = ctx.Process(
+        target=serve,
+        args=(args.redis, prefix, child, args.profile_service, args.python_gc_defaults),
+        daemon=True,
+    )
     proc.start()
     port = parent.recv()
     print(

@@ -84,7 +84,9 @@ class ScrapeTarget(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, env_parse_none_str="null"
+    )
     # Set per load by ``load_settings``; a class attribute so the YAML source can see it.
     _yaml_file: ClassVar[Path | None] = None
 
@@ -106,6 +108,11 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(LogFormat.TEXT, description="text or json")
     otlp_endpoint: str | None = Field(None, description="OTLP/gRPC collector, e.g. http://otel:4317")
     shutdown_grace_s: float = Field(5.0, gt=0, le=300, description="seconds in-flight RPCs get on SIGTERM")
+    gc_thresholds: tuple[int, int, int] | None = Field(
+        (50_000, 50, 100),
+        description="CPython gc thresholds set after start-up, with the start-up heap frozen "
+        "(null: CPython's defaults); each in [1, 1000000]",
+    )
     node_name: str = Field("", description="identity of this host's agent (default: the hostname)")
     # Placement and node agent (issue 5). Heartbeat/lost defaults follow Kubernetes' node lease spirit:
     # a few missed beats, not one, mark a node lost.
@@ -158,6 +165,13 @@ class Settings(BaseSettings):
     def _counters_scheme(cls, value: str) -> str:
         if not (value.startswith("memory://") or value.startswith(("redis://", "rediss://"))):
             raise ValueError(f"must be memory:// or redis://host:port/db, got {value!r}")
+        return value
+
+    @field_validator("gc_thresholds")
+    @classmethod
+    def _gc_range(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and not all(1 <= v <= 1_000_000 for v in value):
+            raise ValueError(f"each threshold must be in [1, 1000000], got {list(value)}")
         return value
 
     @model_validator(mode="after")

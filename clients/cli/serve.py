@@ -24,7 +24,7 @@ from clients.cli.common import (
 )
 from clients.cli.exit_codes import ExitCode
 from opscale.config import ScrapeTarget, Settings, redact_url
-from opscale.grpcutil.server import RunningService, run_until_signal
+from opscale.grpcutil.server import RunningService, run_until_signal, tune_gc
 from opscale.telemetry import build_telemetry, setup_logging
 from services.catalog import SERVICES, ServiceEntry
 from services.runtime import open_runtime, prepare_embedded_database
@@ -93,6 +93,7 @@ async def _serve(cfg: Settings, entries: Sequence[ServiceEntry], telemetry_name:
             metrics = f"; metrics on http://{cfg.listen_host}:{bound}/metrics"
 
         def ready(running: list[RunningService]) -> None:
+            tune_gc(cfg.gc_thresholds)
             listeners = ", ".join(f"{s.name} on {cfg.listen_host}:{s.port}" for s in running)
             echo(f"opscale ready: {listeners}{metrics}")
             echo(f"  database {redact_url(cfg.database_url)}, counters {redact_url(cfg.counters_url)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -136,6 +137,22 @@ async def wait_for_signal(stop: asyncio.Event | None = None) -> None:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def tune_gc(thresholds: tuple[int, int, int] | None) -> None:
+    """Once the services are up: freeze the start-up heap and make young collections rarer.
+
+    A service handling ~100,000 samples/s allocates fast; with CPython's default gen-0 threshold (700)
+    collections run thousands of times a second, and every full collection walks the whole import-time
+    heap (grpc, protobuf, SQLAlchemy, …). ``gc.freeze()`` moves that heap out of the collector's sight
+    and a larger gen-0 threshold batches the rest; reference counting still frees almost everything at
+    once, so memory stays flat. Measured in BENCHMARKS.md ("Ingest", garbage-collector settings).
+    """
+    if thresholds is None:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*thresholds)
 
 
 async def run_until_signal(

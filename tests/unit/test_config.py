@@ -78,3 +78,14 @@ def test_missing_or_malformed_file(tmp_path: Path) -> None:
 def test_redact_url() -> None:
     assert redact_url("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redact_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_gc_thresholds_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().gc_thresholds == (50_000, 50, 100)
+    monkeypatch.setenv("OPSCALE_GC_THRESHOLDS", "null")  # CPython's defaults
+    assert load_settings().gc_thresholds is None
+    monkeypatch.setenv("OPSCALE_GC_THRESHOLDS", "[20000, 10, 10]")
+    assert load_settings().gc_thresholds == (20_000, 10, 10)
+    monkeypatch.delenv("OPSCALE_GC_THRESHOLDS")
+    with pytest.raises(ConfigError, match=r"OPSCALE_GC_THRESHOLDS.*each threshold must be in \[1, 1000000\]"):
+        load_settings(gc_thresholds=(0, 10, 10))
