@@ -20,6 +20,11 @@ from clients.cli.common import echo, handle_errors, settings
 from clients.cli.exit_codes import ExitCode
 
 Opt = typer.Option
+# 120 s at 20x from 30 s in covers minutes 10-50 of the Azure conversation trace: ~100 req/s rising to
+# ~170 and falling back, so pools visibly scale up within the default two minutes (at 10x from the
+# start the load is flat and so are the replica counts), with ~15 worker processes at the peak.
+DEFAULT_SPEEDUP = 20.0
+DEFAULT_START_S = 30.0
 
 
 def register(app: typer.Typer) -> None:
@@ -29,17 +34,17 @@ def register(app: typer.Typer) -> None:
         duration_s: Annotated[int, Opt("--duration-s", min=5, help="seconds to replay (wall clock)")] = 120,
         speedup: Annotated[
             float, Opt("--speedup", min=0.1, help="replay the trace this many times faster")
-        ] = 10.0,
+        ] = DEFAULT_SPEEDUP,
         trace: Annotated[str, Opt("--trace", help="azure-conv, azure-code or a trace file")] = "azure-conv",
         start_s: Annotated[
             float, Opt("--start-s", min=0, help="start this far into the compressed trace")
-        ] = 0.0,
+        ] = DEFAULT_START_S,
         out: Annotated[Path, Opt("--out", help="report, plots, timeline and logs go here")] = Path(
             "out/demo"
         ),
         model: Annotated[str, Opt("--model", help="model preset")] = "llama3-8b",
         fake_gpus: Annotated[str, Opt("--fake-gpus", help="the agent's fake GPUs")] = "16xH100",
-        max_replicas: Annotated[int, Opt("--max-replicas", min=1, help="cap per operator pool")] = 4,
+        max_replicas: Annotated[int, Opt("--max-replicas", min=1, help="cap per operator pool")] = 6,
         postgres_redis: Annotated[
             bool, Opt("--postgres-redis", help="use PostgreSQL + Redis (--database-url, --counters-url)")
         ] = False,
