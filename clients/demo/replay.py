@@ -218,47 +218,73 @@ class Replay:
         last = self.dp.prefill[-1].key
         c.record_throughput("prefill", 0.0, stats.prefill_tokens, 1.0, operator=last.operator, at_s=at)
 
-    async def warm_up(self, stop: asyncio.Event, history_s: float = 30.0, timeout_s: float = 30.0) -> bool:
-        """Give the control plane a history before t=0, as a live deployment has: the first ``history_s``
-        of the replay's arrivals (and their token rates) are pushed stamped in the ``history_s`` before
-        now, then the first decision that saw load is applied to the data plane with its replicas ready
-        (the convention of ``opscale simulate``: the plan in force at t=0 starts ready). Without it the
-        first decisions see an empty window and the replay starts on one replica per pool, a backlog
-        that takes most of a short demo to clear. Returns False if no such decision came in time."""
+    def _push_history_second(self, k: int, history_s: int, at_s: float) -> None:
+        """Second ``k`` (mod ``history_s``) of the replay's start, stamped ``at_s``: arrivals and the token
+        rates a busy engine would report for them."""
+        c = self.client
+        arr = self.trace.arrival_s
+        lo, hi = np.searchsorted(arr, [k % history_s, k % history_s + 1])
+        ids = np.arange(lo, hi)
+        for i in ids.tolist():
+            c.record_arrival(int(self.req.input_tokens[i]), int(self.req.output_tokens[i]), at_s=at_s)
+        if len(ids):
+            holder = next((p for p in self.dp.decode if p.holder), None)
+            out = float(self.req.output_tokens[ids].sum())
+            if holder is not None:
+                c.record_throughput("decode", out, 0.0, 1.0, operator=holder.key.operator, at_s=at_s)
+            last = self.dp.prefill[-1].key
+            inp = float(self.req.input_tokens[ids].sum())
+            c.record_throughput("prefill", 0.0, inp, 1.0, operator=last.operator, at_s=at_s)
+
+    async def warm_up(self, stop: asyncio.Event, history_s: int = 30, timeout_s: float = 40.0) -> bool:
+        """Give the control plane a history before t=0, as a live deployment has, then start the data
+        plane on the plan the decision service settles on for it.
+
+        The first ``history_s`` seconds of the replay are pushed stamped in the ``history_s`` before now,
+        then repeated second by second (stamped now) so the window stays full, until two decisions made
+        after the history arrived agree; that plan is applied with its replicas ready (the convention of
+        ``opscale simulate``: the plan in force at t=0 starts ready). Waiting for agreement matters:
+        decisions made before the history arrived hold the minimum, and the stabilizer's step limit
+        takes a few ticks to climb from there. Without the warm-up the replay starts on one replica per
+        pool, a backlog that takes most of a short demo to clear. Returns False on timeout."""
         self.client.start()
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="demo-watch")
         now = time.time()
-        arr = self.trace.arrival_s
-        hist = np.flatnonzero(arr < history_s)
-        c = self.client
-        for i in hist.tolist():
-            c.record_arrival(
-                int(self.req.input_tokens[i]),
-                int(self.req.output_tokens[i]),
-                at_s=now - history_s + float(arr[i]),
-            )
-        if len(hist):
-            rate = len(hist) / history_s
-            decode = rate * float(self.req.output_tokens[hist].mean())
-            prefill = rate * float(self.req.input_tokens[hist].mean())
-            holder = next((p for p in self.dp.decode if p.holder), None)
-            last = self.dp.prefill[-1].key
-            for k in range(int(history_s)):
-                at = now - history_s + k + 1 - 1e-3
-                if holder is not None:
-                    c.record_throughput("decode", decode, 0.0, 1.0, operator=holder.key.operator, at_s=at)
-                c.record_throughput("prefill", 0.0, prefill, 1.0, operator=last.operator, at_s=at)
-        await c.flush()
+        for k in range(history_s):
+            self._push_history_second(k, history_s, now - history_s + k + 0.5)
+        await self.client.flush()
+        # A decision ticked while the history was still arriving saw part of it (too low a rate).
+        flushed_ms = time.time() * 1000
         deadline = time.monotonic() + timeout_s
+        previous: dict[PoolKey, PoolPlan] | None = None
+        seen = ""
+        k = history_s
+        next_push = time.monotonic() + 1.0
         while time.monotonic() < deadline and not stop.is_set():
             d = self.state.latest
-            if d is not None and d.pools and d.load.arrivals_per_s > 0:
-                self._applied = d.id
-                self.dp.apply(plan_of(d), 0.0, ready=True)
-                return True
-            await asyncio.sleep(0.2)
-        self.state.notes.append(f"no decision saw the warm-up history within {timeout_s:.0f} s")
+            if (
+                d is not None
+                and d.id != seen
+                and d.pools
+                and d.tick_ms >= flushed_ms
+                and d.load.arrivals_per_s > 0
+            ):
+                seen = d.id
+                plan = plan_of(d)
+                if plan == previous:
+                    self._applied = d.id
+                    self.dp.apply(plan, 0.0, ready=True)
+                    return True
+                previous = plan
+            if time.monotonic() >= next_push:
+                self._push_history_second(k, history_s, time.time())
+                k += 1
+                next_push += 1.0
+            await asyncio.sleep(0.1)
+        self.state.notes.append(
+            f"the decisions did not settle on the warm-up history within {timeout_s:.0f} s"
+        )
         return False
 
     async def run(
