@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
             "out/demo"
         ),
         model: Annotated[str, Opt("--model", help="model preset")] = "llama3-8b",
-        fake_gpus: Annotated[str, Opt("--fake-gpus", help="the agent's fake GPUs")] = "16xH100",
+        fake_gpus: Annotated[str, Opt("--fake-gpus", help="the agent's fake GPUs")] = "24xH100",
         max_replicas: Annotated[int, Opt("--max-replicas", min=1, help="cap per operator pool")] = 6,
         postgres_redis: Annotated[
             bool, Opt("--postgres-redis", help="use PostgreSQL + Redis (--database-url, --counters-url)")

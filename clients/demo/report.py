@@ -84,27 +84,19 @@ def plot(out: Path, spec: DeploymentSpec, rows: list[Second]) -> list[Path]:
     fig.suptitle("Replicas per operator pool: decided (decision service), workers ready (agent), simulated")
     save(fig, "replicas.png")
 
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     ax.step(
-        xs,
-        [r.gpus_operator for r in rows],
-        where="post",
-        label="operator-level: GPUs in use (placed, shared)",
+        xs, [r.gpus_operator for r in rows], where="post", lw=2, label="operator-level: GPUs in use (placed)"
     )
-    ax.step(
-        xs,
-        [r.gpus_plan_operator for r in rows],
-        where="post",
-        linestyle="--",
-        label="operator-level plan (whole GPUs per replica)",
-    )
-    ax.step(
-        xs, [_nan(r.gpus_model_level) for r in rows], where="post", label="model-level autoscaler, same load"
-    )
+    ax.step(xs, [r.gpus_plan_operator for r in rows], where="post", linestyle="--",
+            label="operator policy's raw plan (before the stabilizer)")  # fmt: skip
+    ax.step(xs, [_nan(r.gpus_model_level) for r in rows], where="post", lw=2,
+            label="model-level planner, same load (raw)")  # fmt: skip
     ax.set_ylabel("GPUs")
     ax.set_xlabel("demo time (s)")
+    ax.set_ylim(bottom=0)
     ax.set_title("GPUs: operator-level (live) vs model-level (planned on the same windows)")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8)
     save(fig, "gpus.png")
 
     fig, ax = plt.subplots(2, 1, figsize=(10, 6), sharex=True)

@@ -98,7 +98,7 @@ def render(
     gpus = Text.assemble(
         ("GPUs in use ", "bold"),
         (f"{row.gpus_operator}", "bold green"),
-        " (fake GPUs holding the operator replicas placement placed)   plan ",
+        " (fake GPUs holding the operator replicas placement placed)   raw plan ",
         f"{row.gpus_plan_operator}",
         "   model-level autoscaler, same load: ",
         ("—" if model is None else str(model), "bold yellow"),
