@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,8 @@ class Stack:
 
     def start_agent(self, fake_gpus: str, timeout_s: float = 60.0) -> None:
         state = self.out / "agent"
+        # A previous run's pid records belong to another node name; the fresh agent starts with none.
+        shutil.rmtree(state, ignore_errors=True)
         state.mkdir(parents=True, exist_ok=True)
         log = (self.out / "agent.log").open("a")
         args = [
