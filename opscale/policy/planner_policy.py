@@ -12,6 +12,7 @@ subclass says which pools and operators with ``colocated_pools``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import ClassVar, Literal, Self
 
@@ -41,7 +42,7 @@ class PlannerParams(BaseModel):
     max_staleness_s: float = Field(10.0, gt=0)
 
 
-class PlannerPolicy:
+class PlannerPolicy(ABC):
     """Base of the two planning policies; subclasses set ``name``, ``params_type`` and ``plan``."""
 
     name: ClassVar[str] = ""
@@ -70,11 +71,11 @@ class PlannerPolicy:
     def interval_s(self) -> float:
         return self.params.interval_s
 
-    def plan(self, load: LoadWindow, slo: SLO, limits: Limits) -> Plan:
-        raise NotImplementedError
+    @abstractmethod
+    def plan(self, load: LoadWindow, slo: SLO, limits: Limits) -> Plan: ...
 
-    def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]:
-        raise NotImplementedError
+    @abstractmethod
+    def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]: ...
 
     def plan_colocated(self, load: LoadWindow, slo: SLO, limits: Limits) -> CoPlan:
         return plan_colocated(
