@@ -2,10 +2,13 @@
 
 Gauges are set from one read of the inventory at the end of every reconcile pass (so a scrape costs
 nothing and never touches the database); agent connections and reconcile lag are read at scrape time.
+Registered once per telemetry registry (``placement_metrics``): several placement services in one
+process (tests) share a registry and so share these; the last one started feeds the scrape-time gauges.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 
@@ -100,3 +103,13 @@ class PlacementMetrics:
             self.nodes.labels(status.value).set(by_status[status])
         self.gpus.labels("allocated").set(allocated)
         self.gpus.labels("free").set(total - allocated)
+
+
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, PlacementMetrics] = weakref.WeakKeyDictionary()
+
+
+def placement_metrics(registry: CollectorRegistry) -> PlacementMetrics:
+    found = _BY_REGISTRY.get(registry)
+    if found is None:
+        found = _BY_REGISTRY[registry] = PlacementMetrics(registry)
+    return found

@@ -10,7 +10,7 @@ from opscale.api.agent.v1 import agent_pb2, agent_pb2_grpc
 from opscale.api.placement.v1 import placement_pb2, placement_pb2_grpc
 from opscale.grpcutil.server import ServiceDef
 from services.placement.app import PlacementApp, PlacementConfig
-from services.placement.metrics import PlacementMetrics
+from services.placement.metrics import placement_metrics
 from services.placement.servicer import AgentServicer, PlacementServicer
 from services.runtime import Runtime
 
@@ -38,7 +38,7 @@ def build(runtime: Runtime) -> ServiceDef:
         runtime.clock,
         config_from(runtime),
         tracer=runtime.telemetry.tracer("opscale.placement"),
-        metrics=PlacementMetrics(runtime.telemetry.registry),
+        metrics=placement_metrics(runtime.telemetry.registry),
     )
     return build_for(app)
 
