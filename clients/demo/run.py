@@ -21,6 +21,7 @@ from clients.demo.report import plot, write_report, write_timeline
 from clients.demo.stack import Stack, worker_pids
 from clients.demo.view import render
 from opscale.config import Settings
+from opscale.grpcutil.server import signals_set
 from opscale.sim.traces import load_trace, scale_time
 from opscale.spec import DeploymentSpec, parse_spec
 from services.decision.convert import spec_to_pb
@@ -63,10 +64,9 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
     trace = trace.window(opts.start_s, opts.start_s + opts.duration_s + 1)
     stack = Stack(cfg, opts.out)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    # Ctrl-C, SIGTERM and a closed terminal all stop the demo; the handlers stay until teardown is done.
+    signal_guard = contextlib.ExitStack()
+    signal_guard.enter_context(signals_set(stop, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)))
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     state = ReplayState()
     header = f"{opts.model} · {opts.trace} x{opts.speedup:g} · policy operator"
@@ -127,9 +127,7 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
             await stack.stop_workers(spec.name)
         await asyncio.to_thread(stack.stop_agent)
         await stack.stop_services()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        signal_guard.close()
         meta: dict[str, Any] = {
             "command": opts.command,
             "started": started,

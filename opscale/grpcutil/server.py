@@ -13,7 +13,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -123,20 +123,29 @@ async def stop_service(running: RunningService, grace_s: float) -> None:
     log.info("%s stopped", running.name, extra={"service": running.name})
 
 
-async def wait_for_signal(stop: asyncio.Event | None = None) -> None:
-    """Block until SIGTERM/SIGINT (or ``stop`` is set)."""
-    event = stop or asyncio.Event()
+@contextlib.contextmanager
+def signals_set(
+    event: asyncio.Event, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+) -> Iterator[None]:
+    """While inside, each of ``signals`` sets ``event`` instead of killing the process."""
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread / platform
             loop.add_signal_handler(sig, event.set)
             installed.append(sig)
     try:
-        await event.wait()
+        yield
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def wait_for_signal(stop: asyncio.Event | None = None) -> None:
+    """Block until SIGTERM/SIGINT (or ``stop`` is set)."""
+    event = stop or asyncio.Event()
+    with signals_set(event):
+        await event.wait()
 
 
 def tune_gc(thresholds: tuple[int, int, int] | None) -> None:
