@@ -13,10 +13,10 @@ from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.errors import InvalidArgument
 from opscale.policy.whatif import WhatIfResult
+from opscale.signals.load import max_staleness
 from opscale.spec import PolicyKind
 from services.decision.convert import POLICY_FROM_PB, POLICY_TO_PB
 from services.decision.explain import Explanation
-from services.decision.load import max_staleness
 from services.decision.placement_client import Outcome
 from services.decision.pools import plans_to_pb, pool_key_to_pb
 from services.decision.record import DecisionView

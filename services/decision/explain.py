@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opscale.policy.types import PoolKey
-from services.decision.load import max_staleness
+from opscale.signals.load import max_staleness
 from services.decision.placement_client import Outcome
 from services.decision.record import DecisionView
 

@@ -34,10 +34,10 @@ from opscale.db.records import DecisionRecord
 from opscale.db.repo import DeploymentRepo
 from opscale.errors import OpscaleError
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
+from opscale.signals.load import read_load, window_for
 from services.decision.deployments import Deployment
 from services.decision.lease import Lease
 from services.decision.ledger import DecisionLedger, DeploymentHead
-from services.decision.load import read_load, window_for
 from services.decision.metrics import LoopMetrics
 from services.decision.placement_client import Handoff, Outcome, PlacementClient
 from services.decision.policies import Setup, SetupCache, setup_for

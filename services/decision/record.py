@@ -28,7 +28,7 @@ from opscale.policy.types import (
     PoolKey,
     PoolPlan,
 )
-from services.decision.load import load_from_json, load_to_json
+from opscale.signals.load import load_from_json, load_to_json
 from services.decision.placement_client import Outcome
 
 

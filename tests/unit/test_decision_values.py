@@ -17,10 +17,10 @@ from opscale.counters import make_counter_store
 from opscale.errors import ResourceExhausted
 from opscale.policy.registry import get_policy
 from opscale.policy.types import SLO, Limits, LoadWindow, PolicyInput, PoolKey, PoolPlan, Signal
+from opscale.signals.load import load_from_json, load_to_json, read_load, window_for
 from services.decision.convert_decisions import decision_to_pb, explanation_to_pb
 from services.decision.explain import explain
 from services.decision.lease import InProcessLease, LockTable, lock_key
-from services.decision.load import load_from_json, load_to_json, read_load, window_for
 from services.decision.placement_client import Outcome
 from services.decision.publish import QUEUE_SIZE, DecisionHub
 from services.decision.record import DecisionView, decode, encode, view_of, with_placement
