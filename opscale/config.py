@@ -45,6 +45,11 @@ class LogFormat(enum.StrEnum):
 Port = int
 
 
+class Actuator(enum.StrEnum):
+    AGENTS = "agents"
+    KEDA = "keda"
+
+
 class ScrapeRole(enum.StrEnum):
     PREFILL = "prefill"
     DECODE = "decode"
@@ -98,6 +103,14 @@ class Settings(BaseSettings):
     ingest_port: Port = Field(50061, ge=0, le=65535, description="gRPC port of metrics-ingest (0: any free)")
     decision_port: Port = Field(50062, ge=0, le=65535, description="gRPC port of decision (0: any free)")
     placement_port: Port = Field(50063, ge=0, le=65535, description="gRPC port of placement (0: any free)")
+    keda_port: Port = Field(
+        50064, ge=0, le=65535, description="gRPC port of the KEDA external scaler (0: any free)"
+    )
+    actuator: Actuator = Field(
+        Actuator.AGENTS,
+        description="how decisions reach replicas: agents (placement + node agents, bare metal) or keda "
+        "(Kubernetes: the HPA applies them through the KEDA external scaler)",
+    )
     ingest_address: str = Field("", description="host:port other services use to reach ingest")
     decision_address: str = Field("", description="host:port other services use to reach decision")
     placement_address: str = Field("", description="host:port other services use to reach placement")
@@ -177,7 +190,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         seen: dict[int, str] = {}
-        for name in ("ingest_port", "decision_port", "placement_port", "metrics_port"):
+        for name in ("ingest_port", "decision_port", "placement_port", "keda_port", "metrics_port"):
             port = getattr(self, name)
             if port in (None, 0):
                 continue

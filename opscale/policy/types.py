@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,32 +26,8 @@ from opscale.policy.jsonval import (
     json_pairs,
 )
 
-
-@dataclass(frozen=True, slots=True, order=True)
-class PoolKey:
-    """One pool: an operator of a stage (``prefill/attention``), or a whole-replica pool whose operator is
-    ``model`` (``decode/model``; ``serving/model`` for a deployment that is not disaggregated)."""
-
-    stage: str
-    operator: str
-
-    def __post_init__(self) -> None:
-        for name, value in (("stage", self.stage), ("operator", self.operator)):
-            if not value or "/" in value:
-                raise InvalidArgument(
-                    f"pool {name} must be a non-empty name without '/', got {value!r}", field=name
-                )
-
-    def __str__(self) -> str:
-        return f"{self.stage}/{self.operator}"
-
-    @classmethod
-    def parse(cls, text: str) -> PoolKey:
-        """Inverse of ``str()``: ``"decode/model"`` -> ``PoolKey("decode", "model")``."""
-        stage, sep, operator = text.partition("/")
-        if not sep:
-            raise InvalidArgument(f"a pool is written 'stage/operator', got {text!r}", field="pool")
-        return cls(stage, operator)
+# Defined in opscale.pools, the neutral home every layer imports; re-exported for the policy modules.
+from opscale.pools import PoolKey as PoolKey
 
 
 class Signal(enum.StrEnum):
@@ -291,6 +267,35 @@ class Infeasibility:
     allowed: int | None = None
 
 
+class Rule(enum.StrEnum):
+    """The stabilizer step that changed a count (``StabilizerEffect.rule``)."""
+
+    FROZEN = "frozen"
+    FAIL_STATIC = "fail_static"
+    MIN = "min"
+    MAX = "max"
+    SCALE_UP_WINDOW = "scale_up_window"
+    SCALE_DOWN_WINDOW = "scale_down_window"
+    SCALE_UP_COOLDOWN = "scale_up_cooldown"
+    SCALE_DOWN_COOLDOWN = "scale_down_cooldown"
+    MAX_STEP = "max_step"
+    FOLLOWER_STEP = "follower_step"
+    BOUNDS = "bounds"  # current was outside [min, max]: the bounds override steps and cooldowns
+    UNSPECIFIED = "unspecified"  # in decisions recorded before the stabilizer named its rules
+
+
+@dataclass(frozen=True, slots=True)
+class StabilizerEffect:
+    """One change a stabilizer step made to a pool's count (a coupled group's, through its leader):
+    ``before`` → ``after`` by ``rule``, with the sentence that says why."""
+
+    pool: PoolKey
+    rule: Rule
+    before: int
+    after: int
+    reason: str
+
+
 # --- state -------------------------------------------------------------------------------------------
 
 
@@ -401,6 +406,7 @@ class PolicyOutput:
     predicted: Prediction | None = None
     draining: Mapping[PoolKey, int] = field(default_factory=dict)
     raw: Mapping[PoolKey, int] = field(default_factory=dict)
+    effects: Sequence[StabilizerEffect] = ()
 
 
 class Policy(Protocol):

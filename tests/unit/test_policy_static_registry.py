@@ -10,7 +10,6 @@ import pytest
 
 from opscale.errors import AlreadyExists, InvalidArgument
 from opscale.policy import registry
-from opscale.policy.registry import get_policy, known_policies, register_policy
 from opscale.policy.static import StaticPolicy
 from opscale.policy.types import (
     SLO,
@@ -49,8 +48,8 @@ def inp(
 
 
 def test_static_never_changes() -> None:
-    pol = get_policy(
-        "static", {"pools": {"decode/model": 8, "prefill/model": {"replicas": 4, "gpus_per_replica": 2}}}
+    pol = StaticPolicy.from_params(
+        {"pools": {"decode/model": 8, "prefill/model": {"replicas": 4, "gpus_per_replica": 2}}}
     )
     state = PolicyState()
     for t, tps in enumerate([0.0, 1e6, 5.0]):
@@ -81,23 +80,11 @@ def test_static_params_validated() -> None:
 
 
 def test_registry_lists_known_names_on_unknown() -> None:
-    assert {"pd", "static", "utilization"} <= set(known_policies())
-    with pytest.raises(InvalidArgument, match=r"unknown policy 'nope'; known policies: .*pd.*static"):
-        get_policy("nope", {})
-    with pytest.raises(InvalidArgument, match="target_decode_tps"):
-        get_policy("pd", {})
-    pol = get_policy("utilization")
-    assert (pol.name, pol.version, pol.interval_s) == ("utilization", "1", 15.0)
-
-
-def test_register_policy_hook() -> None:
+    assert {"operator", "model", "pd", "static", "utilization"} <= set(registry.names())
+    with pytest.raises(InvalidArgument, match=r"unknown policy 'nope'; known policies: .*'pd'.*'static'"):
+        registry.descriptor("nope")
     with pytest.raises(AlreadyExists):
-        register_policy("pd", registry.POLICY_FACTORIES["pd"])
-    register_policy("test-static", StaticPolicy.from_params)
-    try:
-        assert get_policy("test-static", {"pools": {"serving/model": 1}}).name == "static"
-    finally:
-        del registry.POLICY_FACTORIES["test-static"]
+        registry.register(registry.descriptor("pd"))
 
 
 def test_pool_key_text_round_trip() -> None:
