@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from opscale.errors import InvalidArgument
+
+# Defined in opscale.pools, the neutral home every layer imports; re-exported for the policy modules.
+from opscale.policy.effects import Rule as Rule
+from opscale.policy.effects import StabilizerEffect as StabilizerEffect
 from opscale.policy.jsonval import (
     JSONObject,
     JSONValue,
@@ -25,8 +29,6 @@ from opscale.policy.jsonval import (
     json_opt_int,
     json_pairs,
 )
-
-# Defined in opscale.pools, the neutral home every layer imports; re-exported for the policy modules.
 from opscale.pools import PoolKey as PoolKey
 
 
@@ -265,35 +267,6 @@ class Infeasibility:
     pool: PoolKey | None = None
     needed: int | None = None
     allowed: int | None = None
-
-
-class Rule(enum.StrEnum):
-    """The stabilizer step that changed a count (``StabilizerEffect.rule``)."""
-
-    FROZEN = "frozen"
-    FAIL_STATIC = "fail_static"
-    MIN = "min"
-    MAX = "max"
-    SCALE_UP_WINDOW = "scale_up_window"
-    SCALE_DOWN_WINDOW = "scale_down_window"
-    SCALE_UP_COOLDOWN = "scale_up_cooldown"
-    SCALE_DOWN_COOLDOWN = "scale_down_cooldown"
-    MAX_STEP = "max_step"
-    FOLLOWER_STEP = "follower_step"
-    BOUNDS = "bounds"  # current was outside [min, max]: the bounds override steps and cooldowns
-    UNSPECIFIED = "unspecified"  # in decisions recorded before the stabilizer named its rules
-
-
-@dataclass(frozen=True, slots=True)
-class StabilizerEffect:
-    """One change a stabilizer step made to a pool's count (a coupled group's, through its leader):
-    ``before`` → ``after`` by ``rule``, with the sentence that says why."""
-
-    pool: PoolKey
-    rule: Rule
-    before: int
-    after: int
-    reason: str
 
 
 # --- state -------------------------------------------------------------------------------------------

@@ -1,10 +1,8 @@
-"""static policy, the registry, value types' JSON round-trips, and the purity rule for opscale/policy."""
+"""static policy, the registry, and value types' JSON round-trips (purity: tests/unit/test_layers.py)."""
 
 from __future__ import annotations
 
-import ast
 import json
-from pathlib import Path
 
 import pytest
 
@@ -125,21 +123,3 @@ def test_value_types_validate() -> None:
     assert SLO(100.0, 10.0, percentile=99.0).quantile == pytest.approx(0.99)
     with pytest.raises(InvalidArgument, match="max_replicas"):
         PoolLimits(min_replicas=3, max_replicas=2)
-
-
-FORBIDDEN = {"grpc", "sqlalchemy", "redis", "opentelemetry", "time", "random"}
-
-
-def test_policy_package_is_pure() -> None:
-    # CONVENTIONS habit 4: the policy core reads no clock, no randomness and no network.
-    root = Path(__file__).resolve().parents[2] / "opscale" / "policy"
-    offenders = []
-    for path in sorted(root.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
-    assert offenders == []
