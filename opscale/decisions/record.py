@@ -183,6 +183,16 @@ def _opt(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _predicted(data: Mapping[str, Any]) -> Predicted:
+    return Predicted(
+        ttft_ms=_opt(data.get("ttft_ms")),
+        tbt_ms=_opt(data.get("tbt_ms")),
+        gpus=_opt(data.get("gpus")),
+        watts=_opt(data.get("watts")),
+        percentile=float(data.get("percentile", 99.0)),
+    )
+
+
 def decode(record: DecisionRecord) -> DecisionView:
     if record.id is None:
         raise ValueError("a decision is viewed only once the ledger stored it")
@@ -214,13 +224,7 @@ def decode(record: DecisionRecord) -> DecisionView:
         reasons=list(record.reasons),
         effects=[_effect(e) for e in record.stabilizer.get("effects", [])],
         infeasible=infeasible,
-        predicted=Predicted(
-            ttft_ms=_opt(predicted.get("ttft_ms")),
-            tbt_ms=_opt(predicted.get("tbt_ms")),
-            gpus=_opt(predicted.get("gpus")),
-            watts=_opt(predicted.get("watts")),
-            percentile=float(predicted.get("percentile", 99.0)),
-        ),
+        predicted=_predicted(predicted),
         state=PolicyState.from_json(outputs.get("state", {})),
         frozen=bool(inputs.get("frozen", False)),
         placement=Outcome(placement.get("outcome", Outcome.PENDING.value)),
@@ -256,13 +260,7 @@ def view_of(record: DecisionRecord, inp: PolicyInput, out: PolicyOutput) -> Deci
         reasons=list(out.reasons),
         effects=list(out.effects),
         infeasible=infeasible,
-        predicted=Predicted(
-            ttft_ms=_opt(predicted["ttft_ms"]),
-            tbt_ms=_opt(predicted["tbt_ms"]),
-            gpus=_opt(predicted["gpus"]),
-            watts=_opt(predicted["watts"]),
-            percentile=float(predicted["percentile"]),
-        ),
+        predicted=_predicted(predicted),
         state=out.state,
         frozen=inp.frozen,
         placement=Outcome(placement["outcome"]),

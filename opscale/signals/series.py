@@ -33,7 +33,6 @@ OUTPUT_TOKENS = "output_tokens"  # output length of each arriving request (as th
 TTFT_MS = "ttft_ms"
 TBT_MS = "tbt_ms"
 E2E_MS = "e2e_ms"
-LATENCY_SERIES = (TTFT_MS, TBT_MS, E2E_MS)
 # Counters (sum per bucket).
 CACHED_INPUT_TOKENS = "cached_input_tokens"  # prompt tokens served from the prefix cache
 DECODE_TOKENS = "decode_tokens"  # also a pool series (with labels)

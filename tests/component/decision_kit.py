@@ -24,7 +24,7 @@ from services.decision.lease import Lease
 from services.decision.loop import LoopOptions
 from services.decision.wiring import DecisionService, build_service
 from services.runtime import Runtime
-from tests.builders import struct
+from tests.builders import struct, until
 
 WINDOW_S = 5.0
 
@@ -130,17 +130,8 @@ def advance(runtime: Runtime, seconds: float) -> None:
 
 
 async def eventually(check: Callable[[], object], timeout_s: float = 5.0) -> None:
-    """Wait (real time) until ``check()`` (sync or async) is truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+    """Wait (real time) until ``check()`` (sync or async) is truthy: ``until`` at the loop's pace."""
+    await until(check, timeout_s, poll_s=0.01)  # type: ignore[arg-type]
 
 
 async def decisions(stub: decision_pb2_grpc.DecisionServiceStub, deployment: str) -> list[pb.Decision]:
