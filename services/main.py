@@ -10,10 +10,13 @@ from collections.abc import Callable, Sequence
 
 from opscale.config import Settings, load_settings, redact_url
 from opscale.errors import ConfigError
-from opscale.grpcutil.server import RunningService, run_until_signal, tune_gc
+from opscale.grpcutil.server import RunningService, ServiceDef, run_until_signal, tune_gc
 from opscale.telemetry import build_telemetry, setup_logging
 from services.catalog import SERVICES, ServiceEntry
 from services.runtime import open_runtime
+
+#: Each service after those it calls (decision hands off to placement; the KEDA scaler reads decision).
+START_ORDER = ("placement", "ingest", "decision", "keda")
 
 
 async def serve(
@@ -35,8 +38,31 @@ async def serve(
             say(f"  database {redact_url(cfg.database_url)}, counters {redact_url(cfg.counters_url)}")
             say("  Ctrl-C (or SIGTERM) stops it.")
 
-        services = [(e.build(runtime), getattr(cfg, e.port_setting), e.port_setting) for e in entries]
-        await run_until_signal(services, cfg.listen_host, telemetry, cfg.shutdown_grace_s, on_ready=ready)
+        addresses: dict[str, str] = {}
+
+        def builder(entry: ServiceEntry) -> Callable[[], ServiceDef]:
+            def build() -> ServiceDef:
+                # Services started before this one in this process: reach them where they listen.
+                runtime.settings = cfg.model_copy(update=addresses)
+                return entry.build(runtime)
+
+            return build
+
+        def started(entry: ServiceEntry, port: int) -> None:
+            field = f"{entry.name}_address"  # the setting other services reach it by, if it has one
+            if field in Settings.model_fields and not getattr(cfg, field):
+                addresses[field] = cfg.model_copy(update={entry.port_setting: port}).address_of(entry.name)
+
+        ordered = sorted(entries, key=lambda e: START_ORDER.index(e.name))
+        services = [(builder(e), getattr(cfg, e.port_setting), e.port_setting) for e in ordered]
+        await run_until_signal(
+            services,
+            cfg.listen_host,
+            telemetry,
+            cfg.shutdown_grace_s,
+            on_ready=ready,
+            on_started=lambda i, svc: started(ordered[i], svc.port),
+        )
     finally:
         await runtime.close()
         telemetry.shutdown()
