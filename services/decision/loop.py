@@ -3,7 +3,8 @@
 Every ``wake_s`` it lists the deployments (names, versions, freeze flags — not the specs), syncs the
 lease, and for each deployment it leads whose tick slot is new: read the window from the counter store →
 ``LoadWindow`` → ``policy.decide`` (continuing from the last recorded decision's plan and state) → record
-it → hand the desired counts to placement → record the outcome → publish to watchers.
+it → hand the desired counts to the actuator (placement + agents, or KEDA: ``actuators.py``) → record
+the outcome → publish to watchers.
 
 Ticks are slots: ``tick_at = floor(now / interval) × interval``. The ledger keeps one decision per
 (deployment, slot), so two replicas that both think they lead (for the moment between a leader's lease
