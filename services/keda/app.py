@@ -8,20 +8,30 @@ a cache of each deployment's decided counts; a deployment not yet in the cache i
 
 The metric is the count itself and its target is 1, so the HPA's replicas (AverageValue: ceil(metric /
 target)) equal the decision; ``IsActive`` is false only at 0 replicas, which lets KEDA scale to zero.
+
+The loop records a decision every tick (changed or not), so the watch brings every live deployment at
+least once per its interval (at most an hour). A cached deployment the watch has not brought for
+``REFRESH_S`` is read again: a deleted one then answers NOT_FOUND instead of its last count forever.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from opscale.errors import InvalidArgument, NotFound
 from opscale.pools import PoolKey, known_pool
 
+log = logging.getLogger(__name__)
+
 #: The HPA target: one replica per unit of the metric, so replicas = the decided count.
 TARGET = 1
+#: A cached deployment the watch has not brought for this long is read again (deleted?).
+REFRESH_S = 120.0
 DEPLOYMENT_KEY, POOL_KEY = "deployment", "pool"
 
 Counts = Mapping[PoolKey, int]
@@ -71,21 +81,28 @@ class DecisionReader(Protocol):
 
 
 class ScalerApp:
-    def __init__(self, reader: DecisionReader) -> None:
+    def __init__(self, reader: DecisionReader, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._reader = reader
+        self._monotonic = monotonic
         self._counts: dict[str, dict[PoolKey, int]] = {}
+        self._seen: dict[str, float] = {}  # deployment -> monotonic time its counts last arrived
         self._changed = asyncio.Condition()
 
     async def record(self, deployment: str, counts: Counts) -> None:
         """A new decision for ``deployment``: cache it and wake the streams."""
         async with self._changed:
             self._counts[deployment] = dict(counts)
+            self._seen[deployment] = self._monotonic()
             self._changed.notify_all()
 
     async def _pools(self, deployment: str) -> dict[PoolKey, int]:
         cached = self._counts.get(deployment)
-        if cached is None:
-            await self.record(deployment, await self._reader.current(deployment))
+        if cached is None or self._monotonic() - self._seen[deployment] > REFRESH_S:
+            try:
+                await self.record(deployment, await self._reader.current(deployment))
+            except NotFound:
+                self._counts.pop(deployment, None)
+                raise
             cached = self._counts[deployment]
         return cached
 
@@ -121,16 +138,20 @@ class ScalerApp:
 
     async def follow(self, stopping: asyncio.Event, retry_s: float = 0.2, max_retry_s: float = 5.0) -> None:
         """Keep the cache current from the watch; reconnect with back-off when it drops."""
-        delay = retry_s
+        delay, failing = retry_s, False
         while not stopping.is_set():
             try:
                 async for deployment, counts in self._reader.watch():
                     await self.record(deployment, counts)
-                    delay = retry_s
+                    if failing:
+                        log.info("keda scaler: following the decision service's watch again")
+                    delay, failing = retry_s, False
                     if stopping.is_set():
                         return
-            except Exception:  # the decision service is away or restarting: keep trying
-                pass
+            except Exception as exc:  # the decision service is away or restarting: keep trying
+                if not failing:  # log the change, not every retry
+                    log.warning("keda scaler: decision watch failed (%s); retrying", exc)
+                failing = True
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
             except TimeoutError:
