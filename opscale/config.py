@@ -165,6 +165,41 @@ class Settings(BaseSettings):
         1.0, gt=0, le=3600, description="default seconds between scrapes, (0, 3600]"
     )
 
+    # Security (issue 13). Off by default: the embedded default runs on loopback with no set-up; a
+    # server refuses to listen beyond loopback without TLS unless allow_insecure says so.
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate this process serves with (and presents as a client)"
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle: servers then require and verify client certificates (mTLS); "
+        "clients verify servers against it",
+    )
+    tls_server_name: str = Field(
+        "", description="host name clients expect in the servers' certificates (default: the address's)"
+    )
+    allow_insecure: bool = Field(
+        False,
+        description="serve plaintext on a non-loopback listen_host (warned at start); never in production",
+    )
+    auth_tokens_file: Path | None = Field(
+        None,
+        description="YAML list of {token_sha256, subject, role} bearer tokens; with it (or tls_ca_file) "
+        "every call needs credentials",
+    )
+    token: str = Field("", description="bearer token this process presents to the services it calls")
+    agent_env_allowlist: list[str] = Field(
+        default_factory=list,
+        description="environment variables a start command may set on this agent's replicas (default: none)",
+    )
+    whatif_cpu_budget_s: float = Field(
+        2.0, gt=0, le=600, description="CPU seconds one what-if may use before DEADLINE_EXCEEDED, (0, 600]"
+    )
+    whatif_workers: int = Field(
+        1, ge=1, le=16, description="processes that run what-if planning beside the service, [1, 16]"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, value: str) -> str:
@@ -210,6 +245,22 @@ class Settings(BaseSettings):
                 "healthy node lost"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
+
+    @field_validator("agent_env_allowlist")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        import re
+
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return value
 
     @field_validator("fake_gpus")
     @classmethod

@@ -58,5 +58,17 @@ class Unimplemented(OpscaleError):
     """The capability exists in the API but is delivered by a later piece of work."""
 
 
+class Unauthenticated(OpscaleError):
+    """Authentication is configured and the caller presented no valid credentials."""
+
+
+class PermissionDenied(OpscaleError):
+    """The authenticated caller's role (or node) does not allow this request."""
+
+
+class DeadlineExceeded(OpscaleError):
+    """The work did not finish within its budget (e.g. what-if planning's CPU time); it was stopped."""
+
+
 class ConfigError(OpscaleError):
     """A configuration value is invalid; raised at start-up, before anything is served."""

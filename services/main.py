@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from opscale.config import Settings, load_settings, redact_url
 from opscale.errors import ConfigError
-from opscale.grpcutil.server import RunningService, ServiceDef, run_until_signal, tune_gc
+from opscale.grpcutil.server import RunningService, ServerSecurity, ServiceDef, run_until_signal, tune_gc
 from opscale.telemetry import build_telemetry, setup_logging
 from services.catalog import SERVICES, ServiceEntry
 from services.runtime import open_runtime
@@ -23,6 +23,7 @@ async def serve(
     cfg: Settings, entries: Sequence[ServiceEntry], telemetry_name: str, say: Callable[[str], None]
 ) -> None:
     """Run ``entries`` until SIGTERM/SIGINT, each on its configured port, then stop them cleanly."""
+    security = ServerSecurity.of(cfg)  # reads the tokens file: a bad one stops the start here
     telemetry = build_telemetry(telemetry_name, otlp_endpoint=cfg.otlp_endpoint)
     runtime = await open_runtime(cfg, telemetry)
     try:
@@ -36,6 +37,7 @@ async def serve(
             listeners = ", ".join(f"{s.name} on {cfg.listen_host}:{s.port}" for s in running)
             say(f"opscale ready: {listeners}{metrics}")
             say(f"  database {redact_url(cfg.database_url)}, counters {redact_url(cfg.counters_url)}")
+            say(f"  {describe_security(security)}")
             say("  Ctrl-C (or SIGTERM) stops it.")
 
         addresses: dict[str, str] = {}
@@ -60,6 +62,7 @@ async def serve(
             cfg.listen_host,
             telemetry,
             cfg.shutdown_grace_s,
+            security=security,
             on_ready=ready,
             on_started=lambda i, svc: started(ordered[i], svc.port),
         )
@@ -67,6 +70,13 @@ async def serve(
         await runtime.close()
         telemetry.shutdown()
     say("opscale stopped cleanly")
+
+
+def describe_security(security: ServerSecurity) -> str:
+    tls = security.tls
+    transport = "mTLS" if tls.requires_client_certs else "TLS" if tls.serves_tls else "plaintext"
+    auth = "tokens and certificates" if security.auth is not None else "none (every caller trusted)"
+    return f"transport {transport}, authentication {auth}"
 
 
 def main(service: str) -> None:

@@ -30,6 +30,8 @@ from opscale.api.agent.v1 import agent_pb2_grpc
 from opscale.api.common.v1 import common_pb2
 from opscale.clock import Clock, SystemClock
 from opscale.errors import InvalidArgument
+from opscale.grpcutil.client import PLAINTEXT, ClientSecurity, instrumented_channel
+from opscale.grpcutil.tls import TlsFiles
 from opscale.pools import PoolKey
 from opscale.telemetry import Telemetry, context_from
 from opscale.wire.commands import command_from_pb
@@ -53,6 +55,18 @@ class AgentConfig:
     stop_grace_s: float = 10.0
     advertise_host: str = "127.0.0.1"
     ingest_address: str = ""
+    # TLS and token toward placement and ingest; the same TLS serves its workers' control ports.
+    security: ClientSecurity = PLAINTEXT
+    # Environment variables a start command may set on a replica (the agent's own config decides).
+    env_allowlist: frozenset[str] = frozenset()
+
+
+def worker_tls_env(tls: TlsFiles) -> dict[str, str]:
+    """The agent's TLS files for the workers it starts (``opscale worker`` reads these variables), so
+    a worker's control port serves with the node's certificate and the agent can drain it."""
+    files = {"OPSCALE_TLS_CERT_FILE": tls.cert_file, "OPSCALE_TLS_KEY_FILE": tls.key_file}
+    files["OPSCALE_TLS_CA_FILE"] = tls.ca_file
+    return {name: str(path) for name, path in files.items() if path is not None}
 
 
 class Agent:
@@ -79,6 +93,9 @@ class Agent:
         self._ingest_warned_s = -1e9
         self.registrations = 0
         self.gpus = discovery.discover()
+        # Workers serve their control port with the node's certificate when it has one (else plaintext
+        # on loopback), and the agent drains them with it.
+        worker_tls = config.security.tls if config.security.tls.serves_tls else TlsFiles()
         self.supervisor = Supervisor(
             config.node,
             config.templates,
@@ -89,6 +106,9 @@ class Agent:
             restart_backoff_s=config.restart_backoff_s,
             advertise_host=config.advertise_host,
             clock=self._clock,
+            env_allowlist=config.env_allowlist,
+            worker_env=worker_tls_env(worker_tls),
+            worker_security=ClientSecurity(worker_tls),
         )
 
     def _emit(self, status: apb.ReplicaStatus) -> None:
@@ -166,7 +186,8 @@ class Agent:
             while (item := await outbox.get()) is not None:
                 yield item
 
-        async with grpc.aio.insecure_channel(self.config.placement_address) as channel:
+        channel = instrumented_channel(self.config.placement_address, None, security=self.config.security)
+        async with channel:
             call = agent_pb2_grpc.AgentServiceStub(channel).Connect(requests())
             try:
                 first = await call.read()
@@ -310,7 +331,9 @@ class Agent:
         if not samples:
             return
         if self._ingest is None:
-            self._ingest = grpc.aio.insecure_channel(self.config.ingest_address)
+            self._ingest = instrumented_channel(
+                self.config.ingest_address, None, security=self.config.security
+            )
         stub = ingest_pb2_grpc.IngestServiceStub(self._ingest)
         request = ingest_pb2.PushSamplesRequest(batch_id=f"{self.session_id}-{self._seq}", samples=samples)
         try:

@@ -31,6 +31,7 @@ from opscale.actuation import DrainReplica, ReplicaCommand, StartReplica
 from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.clock import Clock, SystemClock
 from opscale.errors import InvalidArgument
+from opscale.grpcutil.client import PLAINTEXT, ClientSecurity, instrumented_channel
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class Supervisor:
         advertise_host: str = "127.0.0.1",
         clock: Clock | None = None,
         base_env: Mapping[str, str] | None = None,
+        env_allowlist: frozenset[str] = frozenset(),
+        worker_env: Mapping[str, str] | None = None,
+        worker_security: ClientSecurity = PLAINTEXT,
     ) -> None:
         self.node = node
         self.templates = dict(templates)
@@ -93,6 +97,12 @@ class Supervisor:
         self._host = advertise_host
         self._clock = clock or SystemClock()
         self._base_env = dict(base_env if base_env is not None else os.environ)
+        # What a start command may add to a replica's environment: the agent's own config decides,
+        # never the command (PYTHONWARNINGS, PERL5OPT, LD_PRELOAD, BROWSER… would run code as the agent).
+        self._env_allowlist = env_allowlist
+        # Set by the agent itself on every replica it starts (the worker's TLS files, say).
+        self._worker_env = dict(worker_env or {})
+        self._worker_security = worker_security
         self.replicas: dict[str, Managed] = {}
         self._handled: dict[str, int] = {}  # replica -> highest generation acted on (incl. stopped ones)
 
@@ -210,6 +220,13 @@ class Supervisor:
             return apb.ACK_STATUS_REJECTED, (
                 f"unknown launch template '{start.template}'; this agent allows: {allowed}"
             )
+        refused = sorted(set(start.env) - self._env_allowlist)
+        if refused:
+            allowed = ", ".join(sorted(self._env_allowlist)) or "none"
+            return apb.ACK_STATUS_REJECTED, (
+                f"start.env: {', '.join(refused)} may not be set by a start command on this agent "
+                f"(its agent_env_allowlist allows: {allowed})"
+            )
         bad = [i for i in start.gpu_indices if i not in self._gpus]
         if bad or not start.gpu_indices:
             return apb.ACK_STATUS_REJECTED, (
@@ -250,7 +267,9 @@ class Supervisor:
     def _launch(self, managed: Managed) -> None:
         st = managed.state
         argv, template_env = managed.template.render(managed.values)
-        env = {**self._base_env, **template_env, **st.env}
+        # A state file written before the allowlist existed may hold more: only allowed names pass.
+        allowed = {k: v for k, v in st.env.items() if k in self._env_allowlist}
+        env = {**self._base_env, **template_env, **allowed, **self._worker_env}
         env |= {
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in st.gpu_indices),
             "OPSCALE_REPLICA_ID": st.replica_id,
@@ -390,12 +409,11 @@ class Supervisor:
             self._report(managed)
 
     async def _drain_worker(self, managed: Managed, deadline: float) -> None:
-        import grpc
-
         from opscale.api.worker.v1 import worker_pb2, worker_pb2_grpc
 
         grace = max(0.0, deadline - self._clock.monotonic())
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{managed.state.port}") as channel:
+        address = f"127.0.0.1:{managed.state.port}"
+        async with instrumented_channel(address, None, security=self._worker_security) as channel:
             stub = worker_pb2_grpc.WorkerServiceStub(channel)
             reply = await stub.Drain(worker_pb2.DrainRequest(grace_s=grace), timeout=2)
             while reply.state != worker_pb2.WORKER_STATE_DRAINED and self._clock.monotonic() < deadline:

@@ -32,6 +32,7 @@ async def _run_agent(cfg: Settings) -> None:
     from clients.agent.gpus import make_discovery
     from clients.agent.templates import load_templates
     from opscale.api.agent.v1 import agent_pb2 as apb
+    from opscale.grpcutil.client import ClientSecurity
     from opscale.grpcutil.server import wait_for_signal
     from opscale.telemetry import build_telemetry
 
@@ -48,6 +49,8 @@ async def _run_agent(cfg: Settings) -> None:
         restart_backoff_s=cfg.agent_restart_backoff_s,
         stop_grace_s=cfg.stop_grace_s,
         ingest_address=cfg.ingest_address,  # only when given explicitly: telemetry to ingest is opt-in
+        security=ClientSecurity.of(cfg),
+        env_allowlist=frozenset(cfg.agent_env_allowlist),
     )
 
     def registered(ack: apb.RegisterAck, adopted: int) -> None:

@@ -25,9 +25,13 @@ from clients.cli.common import fail
 from clients.cli.exit_codes import ExitCode, exit_for_status
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.api.placement.v1 import placement_pb2_grpc
+from opscale.grpcutil.client import ClientSecurity, sync_channel
+from opscale.grpcutil.tls import TlsFiles
 
 Service = Literal["decision", "placement", "ingest"]
 SERVICES: tuple[Service, ...] = ("decision", "placement", "ingest")
+#: Credential keys a context may hold beside the addresses (the same names as the settings).
+CREDENTIAL_KEYS = ("token", "tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name")
 # The ports `opscale up` listens on by default (opscale.config.Settings).
 DEFAULT_ADDRESSES: dict[str, str] = {
     "ingest": "127.0.0.1:50061",
@@ -79,6 +83,32 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="deadline 
 class Context:
     name: str
     addresses: dict[str, str]
+    credentials: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Credentials:
+    """``opscale --token/--tls-ca/--tls-cert/--tls-key`` (or OPSCALE_TOKEN, OPSCALE_TLS_*_FILE): given,
+    they win over the context's."""
+
+    values: dict[str, str] = field(default_factory=dict)
+
+
+GIVEN = Credentials()
+
+
+def security_for(context: Context) -> ClientSecurity:
+    merged = {**context.credentials, **{k: v for k, v in GIVEN.values.items() if v}}
+
+    def path(key: str) -> Path | None:
+        return Path(merged[key]).expanduser() if merged.get(key) else None
+
+    tls = TlsFiles(
+        path("tls_cert_file"), path("tls_key_file"), path("tls_ca_file"), merged.get("tls_server_name", "")
+    )
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise fail("--tls-cert and --tls-key go together: give both or neither", ExitCode.USAGE)
+    return ClientSecurity(tls, merged.get("token", ""))
 
 
 @dataclass(slots=True)
@@ -105,11 +135,11 @@ class CliConfig:
         if not isinstance(contexts, dict) or not all(isinstance(v, dict) for v in contexts.values()):
             raise fail(f"{path}: contexts must map each name to {{decision: host:port, ...}}", ExitCode.USAGE)
         for name, addresses in contexts.items():
-            unknown = set(addresses) - set(SERVICES)
+            unknown = set(addresses) - set(SERVICES) - set(CREDENTIAL_KEYS)
             if unknown:
                 raise fail(
-                    f"{path}: contexts.{name}: unknown service {sorted(unknown)[0]!r} "
-                    f"(allowed: {', '.join(SERVICES)})",
+                    f"{path}: contexts.{name}: unknown key {sorted(map(str, unknown))[0]!r} "
+                    f"(allowed: {', '.join((*SERVICES, *CREDENTIAL_KEYS))})",
                     ExitCode.USAGE,
                 )
         current = data.get("current-context")
@@ -122,6 +152,7 @@ class CliConfig:
         data: dict[str, Any] = {"contexts": self.contexts}
         if self.current:
             data["current-context"] = self.current
+        self.path.touch(mode=0o600)  # it may hold a bearer token
         self.path.write_text(yaml.safe_dump(data, sort_keys=True))
 
     def context(self, name: str | None) -> Context:
@@ -132,7 +163,10 @@ class CliConfig:
         if wanted not in self.contexts:
             known = ", ".join(sorted(self.contexts)) or "none"
             raise fail(f"no context {wanted!r} in {self.path} (known: {known})", ExitCode.USAGE)
-        return Context(wanted, {**DEFAULT_ADDRESSES, **self.contexts[wanted]})
+        entry = self.contexts[wanted]
+        addresses: dict[str, str] = {k: v for k, v in entry.items() if k in SERVICES}
+        credentials = {k: v for k, v in entry.items() if k in CREDENTIAL_KEYS}
+        return Context(wanted, {**DEFAULT_ADDRESSES, **addresses}, credentials)
 
 
 # --- the client --------------------------------------------------------------------------------------------
@@ -144,11 +178,12 @@ class Client:
 
     addresses: dict[str, str]
     timeout_s: float = DEFAULT_TIMEOUT_S
+    security: ClientSecurity = field(default_factory=ClientSecurity)
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
 
     def channel(self, service: Service) -> grpc.Channel:
         if service not in self._channels:
-            self._channels[service] = grpc.insecure_channel(self.addresses[service])
+            self._channels[service] = sync_channel(self.addresses[service], self.security)
         return self._channels[service]
 
     @property
@@ -267,10 +302,11 @@ def connect(
     placement: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Client:
-    """A client for the resolved addresses (flag/env > context > localhost defaults)."""
-    addresses = dict(CliConfig.load(config).context(context).addresses)
+    """A client for the resolved addresses and credentials (flag/env > context > localhost defaults)."""
+    resolved = CliConfig.load(config).context(context)
+    addresses = dict(resolved.addresses)
     if decision:
         addresses["decision"] = decision
     if placement:
         addresses["placement"] = placement
-    return Client(addresses, timeout_s)
+    return Client(addresses, timeout_s, security_for(resolved))

@@ -28,9 +28,10 @@ def get_contexts_cmd(
     config = CliConfig.load(opscale_config)
     t = table("CURRENT", "NAME", *(s.upper() for s in SERVICES))
     for name in sorted(config.contexts):
-        addresses = {**DEFAULT_ADDRESSES, **config.contexts[name]}
+        addresses = {**DEFAULT_ADDRESSES, **config.contexts[name]}  # credential keys are not shown
         t.add_row("*" if name == config.current else "", name, *(addresses[s] for s in SERVICES))
-    data = {"current-context": config.current, "contexts": config.contexts}
+    shown = {n: {k: "***" if k == "token" else v for k, v in c.items()} for n, c in config.contexts.items()}
+    data = {"current-context": config.current, "contexts": shown}
     emit(output, data, t if config.contexts else f"No contexts in {config.path}; localhost defaults apply.")
 
 
@@ -62,14 +63,31 @@ def set_context_cmd(
     decision: Annotated[str | None, typer.Option("--decision", help="decision host:port")] = None,
     placement: Annotated[str | None, typer.Option("--placement", help="placement host:port")] = None,
     ingest: Annotated[str | None, typer.Option("--ingest", help="ingest host:port")] = None,
+    tls_ca: Annotated[str | None, typer.Option("--tls-ca", help="CA file to verify the services")] = None,
+    tls_cert: Annotated[str | None, typer.Option("--tls-cert", help="client certificate file")] = None,
+    tls_key: Annotated[str | None, typer.Option("--tls-key", help="key file of --tls-cert")] = None,
+    tls_server_name: Annotated[
+        str | None, typer.Option("--tls-server-name", help="name expected in the services' certificates")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", help="bearer token (stored in the file)")] = None,
     opscale_config: CliConfigOpt = DEFAULT_CONFIG_PATH,
 ) -> None:
-    """Create or change a context's addresses (unset services keep their value, or the localhost default)."""
+    """Create or change a context's addresses and credentials (unset ones keep their value, or the
+    localhost default)."""
     config = CliConfig.load(opscale_config)
     entry = dict(config.contexts.get(name, {}))
-    for service, address in (("decision", decision), ("placement", placement), ("ingest", ingest)):
-        if address:
-            entry[service] = address
+    for key, value in (
+        ("decision", decision),
+        ("placement", placement),
+        ("ingest", ingest),
+        ("tls_ca_file", tls_ca),
+        ("tls_cert_file", tls_cert),
+        ("tls_key_file", tls_key),
+        ("tls_server_name", tls_server_name),
+        ("token", token),
+    ):
+        if value:
+            entry[key] = value
     config.contexts[name] = entry
     if config.current is None:
         config.current = name

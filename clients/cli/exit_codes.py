@@ -22,6 +22,7 @@ class ExitCode(enum.IntEnum):
     PRECONDITION = 5  # e.g. the database schema is not at head; a node is cordoned
     UNAVAILABLE = 6  # a service or dependency cannot be reached
     INTERNAL = 7
+    DENIED = 8  # no valid credentials, or the caller's role may not do this
 
 
 EXIT_FOR_ERROR: dict[type[errors.OpscaleError], ExitCode] = {
@@ -34,6 +35,9 @@ EXIT_FOR_ERROR: dict[type[errors.OpscaleError], ExitCode] = {
     errors.ResourceExhausted: ExitCode.PRECONDITION,
     errors.Unavailable: ExitCode.UNAVAILABLE,
     errors.Unimplemented: ExitCode.FAILURE,
+    errors.Unauthenticated: ExitCode.DENIED,
+    errors.PermissionDenied: ExitCode.DENIED,
+    errors.DeadlineExceeded: ExitCode.UNAVAILABLE,
 }
 
 EXIT_FOR_STATUS: dict[grpc.StatusCode, ExitCode] = {
@@ -48,6 +52,8 @@ EXIT_FOR_STATUS: dict[grpc.StatusCode, ExitCode] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: ExitCode.UNAVAILABLE,
     grpc.StatusCode.INTERNAL: ExitCode.INTERNAL,
     grpc.StatusCode.UNKNOWN: ExitCode.INTERNAL,
+    grpc.StatusCode.UNAUTHENTICATED: ExitCode.DENIED,
+    grpc.StatusCode.PERMISSION_DENIED: ExitCode.DENIED,
 }
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from clients.cli import (
     agent,
     apply,
+    certs,
     contexts,
     control,
     db,
@@ -20,6 +23,7 @@ from clients.cli import (
     whatif,
     worker,
 )
+from clients.cli.client import GIVEN
 
 app = typer.Typer(
     name="opscale",
@@ -29,6 +33,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db.app, name="db")
+app.add_typer(certs.app, name="certs")
 serve.register(app)
 agent.register(app)
 worker.register(app)
@@ -43,6 +48,47 @@ whatif.register(app)
 top.register(app)
 app.add_typer(contexts.app, name="config")
 demo.register(app)
+
+
+@app.callback()
+def credentials(
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="OPSCALE_TOKEN", help="bearer token for the services", show_default=False
+        ),
+    ] = None,
+    tls_ca: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-ca",
+            envvar="OPSCALE_TLS_CA_FILE",
+            help="CA to verify the services (TLS)",
+            show_default=False,
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-cert", envvar="OPSCALE_TLS_CERT_FILE", help="client certificate (mTLS)", show_default=False
+        ),
+    ] = None,
+    tls_key: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-key", envvar="OPSCALE_TLS_KEY_FILE", help="key of --tls-cert", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Credentials for the commands that call the services (they win over the context's)."""
+    GIVEN.values.update(
+        {
+            "token": token or "",
+            "tls_ca_file": tls_ca or "",
+            "tls_cert_file": tls_cert or "",
+            "tls_key_file": tls_key or "",
+        }
+    )
 
 
 @app.command("version")

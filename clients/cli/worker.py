@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from clients.cli.common import echo, handle_errors
+from opscale.errors import ConfigError
+from opscale.grpcutil.tls import TlsFiles
 
 Opt = typer.Option
 
@@ -24,6 +27,8 @@ async def _run(
     gpus: int,
     visible: str,
     grace_s: float,
+    tls: TlsFiles,
+    allow_insecure: bool,
 ) -> None:
     from clients.worker.service import (
         Worker,
@@ -33,7 +38,14 @@ async def _run(
         service_time_fn,
     )
     from opscale.api.worker.v1 import worker_pb2
-    from opscale.grpcutil.server import ServiceDef, start_service, stop_service, wait_for_signal
+    from opscale.grpcutil.auth import Authenticator
+    from opscale.grpcutil.server import (
+        ServerSecurity,
+        ServiceDef,
+        start_service,
+        stop_service,
+        wait_for_signal,
+    )
     from opscale.telemetry import build_telemetry
 
     identity = WorkerIdentity(replica_id, deployment, stage, operator, parse_visible_devices(visible))
@@ -41,7 +53,10 @@ async def _run(
     telemetry = build_telemetry("opscale-worker")
     name = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
     definition = ServiceDef(name="worker", service_names=(name,), register=lambda s: register(s, worker))
-    running = await start_service(definition, host, port, telemetry, port_setting="--port")
+    # With a CA, callers need a certificate from it, and its OU is their role (the agent drains).
+    auth = Authenticator({}, certificates=True) if tls.requires_client_certs else None
+    security = ServerSecurity(tls, allow_insecure, auth)
+    running = await start_service(definition, host, port, telemetry, port_setting="--port", security=security)
     echo(f"opscale worker ready: replica {replica_id} on {host}:{running.port} GPUs {visible or '-'}")
     try:
         await wait_for_signal()
@@ -70,10 +85,41 @@ def register(app: typer.Typer) -> None:
             str, Opt("--gpu-indices", envvar="CUDA_VISIBLE_DEVICES", help="the GPUs it holds")
         ] = "",
         grace_s: Annotated[float, Opt("--grace-s", help="in-flight work allowed on SIGTERM")] = 5.0,
+        tls_cert: Annotated[
+            Path | None, Opt("--tls-cert", envvar="OPSCALE_TLS_CERT_FILE", help="serve TLS with this cert")
+        ] = None,
+        tls_key: Annotated[Path | None, Opt("--tls-key", envvar="OPSCALE_TLS_KEY_FILE")] = None,
+        tls_ca: Annotated[
+            Path | None,
+            Opt("--tls-ca", envvar="OPSCALE_TLS_CA_FILE", help="require client certs from this CA"),
+        ] = None,
+        allow_insecure: Annotated[
+            bool, Opt("--allow-insecure", help="plaintext beyond loopback (never in production)")
+        ] = False,
     ) -> None:
-        """Run the reference operator worker (normally started by `opscale agent`, not by hand)."""
+        """Run the reference operator worker (normally started by `opscale agent`, not by hand).
+
+        The agent passes its node certificate in OPSCALE_TLS_* when it has one: the control port then
+        serves TLS (mTLS with a CA); without, it listens on loopback only."""
+        if (tls_cert is None) != (tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        tls = TlsFiles(tls_cert, tls_key, tls_ca if tls_cert is not None else None)
         asyncio.run(
-            _run(replica_id, host, port, deployment, stage, operator, model, gpu_type, gpus, visible, grace_s)
+            _run(
+                replica_id,
+                host,
+                port,
+                deployment,
+                stage,
+                operator,
+                model,
+                gpu_type,
+                gpus,
+                visible,
+                grace_s,
+                tls,
+                allow_insecure,
+            )
         )
 
 

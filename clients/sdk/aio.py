@@ -21,6 +21,8 @@ from clients.sdk.buffer import RETRYABLE, Backoff, SampleBuffer, SdkStats
 from clients.sdk.recorder import Recorder
 from opscale.api.decision.v1 import decision_pb2, decision_pb2_grpc
 from opscale.api.ingest.v1 import ingest_pb2_grpc
+from opscale.grpcutil.client import ClientSecurity, instrumented_channel
+from opscale.grpcutil.tls import TlsFiles
 
 
 class AsyncOpscaleClient(Recorder):
@@ -37,13 +39,18 @@ class AsyncOpscaleClient(Recorder):
         max_retry_s: float = 300.0,
         rpc_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        token: str = "",
+        tls: TlsFiles | None = None,
     ) -> None:
         """``batch_size`` at most 2,500 (the service's limit); ``max_buffered`` bounds memory: beyond
-        it the oldest samples are dropped and counted (``stats().dropped_overflow``)."""
+        it the oldest samples are dropped and counted (``stats().dropped_overflow``). ``token`` is sent
+        as a bearer token (the ``ingest`` role pushes; ``viewer`` reads decisions) and ``tls`` names
+        the CA to verify the services and, for mTLS, a client certificate and key."""
         if not 1 <= batch_size <= 2500:
             raise ValueError(f"batch_size must be in [1, 2500], got {batch_size}")
         super().__init__(SampleBuffer(max_buffered, batch_size, max_retry_s), deployment, instance, clock)
         self._ingest_address = ingest_address
+        self._security = ClientSecurity(tls or TlsFiles(), token)
         self._decision_address = decision_address
         self._flush_interval_s = flush_interval_s
         self._timeout_s = rpc_timeout_s
@@ -68,7 +75,7 @@ class AsyncOpscaleClient(Recorder):
 
     def _stub(self) -> ingest_pb2_grpc.IngestServiceStub:
         if self._ingest is None:
-            self._ingest = grpc.aio.insecure_channel(self._ingest_address)
+            self._ingest = instrumented_channel(self._ingest_address, None, security=self._security)
         return ingest_pb2_grpc.IngestServiceStub(self._ingest)
 
     def _wake(self) -> None:
@@ -137,7 +144,7 @@ class AsyncOpscaleClient(Recorder):
         if self._decision_address is None:
             raise ValueError("this client was built without a decision_address")
         if self._decision is None:
-            self._decision = grpc.aio.insecure_channel(self._decision_address)
+            self._decision = instrumented_channel(self._decision_address, None, security=self._security)
         return decision_pb2_grpc.DecisionServiceStub(self._decision)
 
     async def get_decision(self, deployment: str | None = None) -> decision_pb2.Decision:

@@ -20,6 +20,8 @@ from clients.sdk.buffer import RETRYABLE, Backoff, SampleBuffer, SdkStats
 from clients.sdk.recorder import Recorder
 from opscale.api.decision.v1 import decision_pb2, decision_pb2_grpc
 from opscale.api.ingest.v1 import ingest_pb2_grpc
+from opscale.grpcutil.client import ClientSecurity, sync_channel
+from opscale.grpcutil.tls import TlsFiles
 
 
 class OpscaleClient(Recorder):
@@ -36,6 +38,8 @@ class OpscaleClient(Recorder):
         max_retry_s: float = 300.0,
         rpc_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        token: str = "",
+        tls: TlsFiles | None = None,
         start: bool = True,
     ) -> None:
         """Same parameters as ``AsyncOpscaleClient``; the sender thread starts unless ``start=False``."""
@@ -47,7 +51,8 @@ class OpscaleClient(Recorder):
         self._backoff = Backoff()
         self._wakeup = threading.Event()
         self._stop = threading.Event()
-        self._ingest = grpc.insecure_channel(ingest_address)
+        self._security = ClientSecurity(tls or TlsFiles(), token)
+        self._ingest = sync_channel(ingest_address, self._security)
         self._stub = ingest_pb2_grpc.IngestServiceStub(self._ingest)
         self._decision_address = decision_address
         self._decision: grpc.Channel | None = None
@@ -121,7 +126,7 @@ class OpscaleClient(Recorder):
         if self._decision_address is None:
             raise ValueError("this client was built without a decision_address")
         if self._decision is None:
-            self._decision = grpc.insecure_channel(self._decision_address)
+            self._decision = sync_channel(self._decision_address, self._security)
         return decision_pb2_grpc.DecisionServiceStub(self._decision)
 
     def get_decision(self, deployment: str | None = None) -> decision_pb2.Decision:

@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,7 +23,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from opscale.errors import ConfigError
+from opscale.grpcutil.auth import Authenticator
 from opscale.grpcutil.interceptor import ServerInterceptor
+from opscale.grpcutil.tls import TlsFiles, is_loopback, server_credentials
 from opscale.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,25 @@ class ServiceDef:
     register: Callable[[grpc.aio.Server], None]
     background: list[BackgroundTask] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Methods whose converter checks the edge rules itself (``opscale.wire.validate``), for speed.
+    fast_paths: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSecurity:
+    """How a server listens: TLS files, whether plaintext beyond loopback is allowed, who may call."""
+
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    allow_insecure: bool = False
+    auth: Authenticator | None = None
+
+    @classmethod
+    def of(cls, settings: Any) -> ServerSecurity:
+        """From a ``Settings``; reads the tokens file (``ConfigError`` if it is bad)."""
+        return cls(TlsFiles.of(settings), settings.allow_insecure, Authenticator.of(settings))
+
+
+PLAINTEXT = ServerSecurity()
 
 
 @dataclass
@@ -57,11 +79,43 @@ class RunningService:
         return self.definition.name
 
 
+def _bind(server: grpc.aio.Server, address: str, security: ServerSecurity, who: str) -> int:
+    """Listen on ``address``: TLS when a certificate is configured; plaintext only on loopback, or
+    anywhere with ``allow_insecure`` (warned)."""
+    if security.tls.serves_tls:
+        return server.add_secure_port(address, server_credentials(security.tls))
+    host = address.rsplit(":", 1)[0]
+    if not is_loopback(host):
+        if not security.allow_insecure:
+            raise ConfigError(
+                f"{who} will not listen on {address} without TLS: beyond loopback set tls_cert_file and "
+                "tls_key_file (and tls_ca_file for client certificates; `opscale certs init` makes them), "
+                "or set allow_insecure: true to accept plaintext"
+            )
+        log.warning(
+            "%s listens on %s WITHOUT TLS (allow_insecure is set): anyone on the network can call it "
+            "and read its traffic",
+            who,
+            address,
+            extra={"service": who},
+        )
+    return server.add_insecure_port(address)
+
+
 async def start_service(
-    definition: ServiceDef, host: str, port: int, telemetry: Telemetry, *, port_setting: str = "port"
+    definition: ServiceDef,
+    host: str,
+    port: int,
+    telemetry: Telemetry,
+    *,
+    port_setting: str = "port",
+    security: ServerSecurity = PLAINTEXT,
 ) -> RunningService:
+    interceptor = ServerInterceptor(
+        definition.name, telemetry, auth=security.auth, fast_paths=definition.fast_paths
+    )
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(definition.name, telemetry)],
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -73,8 +127,9 @@ async def start_service(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*definition.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = _bind(server, address, security, definition.name)
     except RuntimeError as exc:
         raise ConfigError(
             f"{definition.name} cannot listen on {host}:{port} ({port_setting}): {exc}"
@@ -170,6 +225,7 @@ async def run_until_signal(
     telemetry: Telemetry,
     grace_s: float,
     *,
+    security: ServerSecurity = PLAINTEXT,
     on_ready: Callable[[list[RunningService]], None] | None = None,
     on_started: Callable[[int, RunningService], None] | None = None,
     stop: asyncio.Event | None = None,
@@ -180,7 +236,9 @@ async def run_until_signal(
     running: list[RunningService] = []
     try:
         for build, port, setting in services:
-            running.append(await start_service(build(), host, port, telemetry, port_setting=setting))
+            running.append(
+                await start_service(build(), host, port, telemetry, port_setting=setting, security=security)
+            )
             if on_started is not None:
                 on_started(len(running) - 1, running[-1])
         if on_ready is not None:

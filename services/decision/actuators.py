@@ -21,7 +21,7 @@ import grpc
 from opscale.actuation import Actuation, Actuator, Outcome, ResizePool
 from opscale.api.placement.v1 import placement_pb2, placement_pb2_grpc
 from opscale.config import Settings
-from opscale.grpcutil.client import instrumented_channel
+from opscale.grpcutil.client import PLAINTEXT, ClientSecurity, instrumented_channel
 from opscale.telemetry import Telemetry
 from opscale.wire.commands import resizes_to_pb
 
@@ -30,20 +30,22 @@ DEFAULT_DEADLINE_S = 1.0
 
 class NodeAgentActuator:
     def __init__(
-        self, target: str, deadline_s: float = DEFAULT_DEADLINE_S, *, telemetry: Telemetry | None = None
+        self,
+        target: str,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        *,
+        telemetry: Telemetry | None = None,
+        security: ClientSecurity = PLAINTEXT,
     ) -> None:
         self._target = target
         self._deadline_s = deadline_s
         self._telemetry = telemetry  # given: ApplyDesired continues the decision tick's trace
+        self._security = security  # the service's certificate (admin) or token: ApplyDesired is admin's
         self._channel: grpc.aio.Channel | None = None
 
     def _stub(self) -> placement_pb2_grpc.PlacementServiceStub:
         if self._channel is None:
-            self._channel = (
-                instrumented_channel(self._target, self._telemetry)
-                if self._telemetry is not None
-                else grpc.aio.insecure_channel(self._target)
-            )
+            self._channel = instrumented_channel(self._target, self._telemetry, security=self._security)
         return placement_pb2_grpc.PlacementServiceStub(self._channel)
 
     async def actuate(
@@ -89,4 +91,6 @@ class KedaActuator:
 def make_actuator(settings: Settings, telemetry: Telemetry | None) -> Actuator:
     if settings.actuator == "keda":
         return KedaActuator()
-    return NodeAgentActuator(settings.address_of("placement"), telemetry=telemetry)
+    return NodeAgentActuator(
+        settings.address_of("placement"), telemetry=telemetry, security=ClientSecurity.of(settings)
+    )

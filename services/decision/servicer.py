@@ -11,6 +11,7 @@ from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.decisions.explain import explain
 from opscale.errors import InvalidArgument
+from opscale.grpcutil.auth import audit_actor
 from opscale.policy.registry import descriptor
 from opscale.spec import PolicyKind
 from opscale.wire.decisions import decision_to_pb, explanation_to_pb, whatif_to_pb
@@ -22,7 +23,6 @@ from services.decision.whatif import HypotheticalLoad, WhatIfApp, check_load
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
-DEFAULT_ACTOR = "api"
 
 
 def _spec(request: pb.CreateDeploymentRequest | pb.UpdateDeploymentRequest) -> pb.DeploymentSpec:
@@ -48,7 +48,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: pb.CreateDeploymentRequest, context: Ctx
     ) -> pb.CreateDeploymentResponse:
         spec = spec_from_pb(_spec(request))
-        created = await self._deployments.create(spec, request.actor or DEFAULT_ACTOR)
+        created = await self._deployments.create(spec, audit_actor(request.actor))
         return pb.CreateDeploymentResponse(deployment=deployment_to_pb(created))
 
     async def UpdateDeployment(
@@ -56,7 +56,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     ) -> pb.UpdateDeploymentResponse:
         spec = spec_from_pb(_spec(request))
         updated = await self._deployments.update(
-            spec, request.expected_version, request.actor or DEFAULT_ACTOR
+            spec, request.expected_version, audit_actor(request.actor)
         )
         return pb.UpdateDeploymentResponse(deployment=deployment_to_pb(updated))
 
@@ -78,7 +78,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     ) -> pb.DeleteDeploymentResponse:
         name = require_name(request.name, "name")
         version = await self._deployments.delete(
-            name, request.expected_version or None, request.actor or DEFAULT_ACTOR
+            name, request.expected_version or None, audit_actor(request.actor)
         )
         return pb.DeleteDeploymentResponse(name=name, deleted_version=version)
 
@@ -86,14 +86,14 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: pb.FreezeDeploymentRequest, context: Ctx
     ) -> pb.FreezeDeploymentResponse:
         name = require_name(request.name, "name")
-        frozen = await self._deployments.set_frozen(name, True, request.actor or DEFAULT_ACTOR)
+        frozen = await self._deployments.set_frozen(name, True, audit_actor(request.actor))
         return pb.FreezeDeploymentResponse(deployment=deployment_to_pb(frozen))
 
     async def UnfreezeDeployment(
         self, request: pb.UnfreezeDeploymentRequest, context: Ctx
     ) -> pb.UnfreezeDeploymentResponse:
         name = require_name(request.name, "name")
-        thawed = await self._deployments.set_frozen(name, False, request.actor or DEFAULT_ACTOR)
+        thawed = await self._deployments.set_frozen(name, False, audit_actor(request.actor))
         return pb.UnfreezeDeploymentResponse(deployment=deployment_to_pb(thawed))
 
     async def GetDecision(self, request: pb.GetDecisionRequest, context: Ctx) -> pb.GetDecisionResponse:

@@ -34,6 +34,7 @@ from opscale.signals import (
 from opscale.wire.enums import OPERATOR, STAGE
 from opscale.wire.names import require_name
 from opscale.wire.pools import pool_to_pb
+from opscale.wire.validate import check_text
 from services.ingest.app import WindowQuery
 
 _LATENCY_KINDS = {k.value: k for k in LatencyKind}
@@ -96,6 +97,8 @@ def _payload(msg: pb.Sample, i: int) -> Payload:
 
 def sample_from_pb(msg: pb.Sample, i: int) -> Sample:
     pool = _pool(msg.pool, f"samples[{i}].pool") if msg.HasField("pool") else None
+    if "\x00" in msg.instance:
+        check_text(msg.instance, f"samples[{i}].instance")
     # timestamp_ms 0 (unset) becomes at_s 0, which validation refuses as missing.
     return Sample(msg.deployment, msg.timestamp_ms / 1000, _payload(msg, i), pool, msg.instance)
 
@@ -144,8 +147,10 @@ def sample_to_pb(s: Sample) -> pb.Sample:
 
 
 def batch_from_pb(msg: pb.PushSamplesRequest | pb.StreamSamplesRequest) -> SampleBatch:
+    """Pushes skip the generic edge walk (``ServiceDef.fast_paths``): the strings read here are
+    checked here, the numbers and enums by ``_pool`` and ``opscale.signals.validate_samples``."""
     samples = tuple(sample_from_pb(s, i) for i, s in enumerate(msg.samples))
-    return SampleBatch(samples, msg.batch_id or None)
+    return SampleBatch(samples, check_text(msg.batch_id, "batch_id") or None)
 
 
 def window_query_from_pb(msg: pb.GetWindowSummaryRequest) -> WindowQuery:

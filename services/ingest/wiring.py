@@ -53,7 +53,12 @@ class Ingest:
 
         background: list[BackgroundTask] = [loop.run for loop in self.loops] if run_loops else []
         return ServiceDef(
-            name="ingest", service_names=(SERVICE_NAME,), register=register, background=background
+            name="ingest",
+            service_names=(SERVICE_NAME,),
+            register=register,
+            background=background,
+            # Their converter and opscale.signals' validation check every field they read in one pass.
+            fast_paths=frozenset({"PushSamples", "StreamSamples"}),
         )
 
 

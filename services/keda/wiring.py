@@ -8,7 +8,7 @@ import asyncio
 import grpc
 
 from opscale.api.keda import externalscaler_pb2, externalscaler_pb2_grpc
-from opscale.grpcutil.client import instrumented_channel
+from opscale.grpcutil.client import ClientSecurity, instrumented_channel
 from opscale.grpcutil.server import ServiceDef
 from services.keda.app import ScalerApp
 from services.keda.reader import GrpcDecisionReader
@@ -20,7 +20,7 @@ SERVICE_NAME = externalscaler_pb2.DESCRIPTOR.services_by_name["ExternalScaler"].
 
 def build(runtime: Runtime) -> ServiceDef:
     target = runtime.settings.address_of("decision")
-    channel = instrumented_channel(target, runtime.telemetry)
+    channel = instrumented_channel(target, runtime.telemetry, security=ClientSecurity.of(runtime.settings))
     app = ScalerApp(GrpcDecisionReader(channel, target))
     stopping = asyncio.Event()
     servicer = KedaScalerServicer(app, stopping)

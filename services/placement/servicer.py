@@ -15,6 +15,7 @@ from opscale.api.placement.v1 import placement_pb2 as pb
 from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.db.status import NodeStatus
 from opscale.errors import InvalidArgument
+from opscale.grpcutil.auth import audit_actor, require_node
 from opscale.wire.commands import resizes_from_pb
 from opscale.wire.names import require_name
 from services.placement.app import PlacementApp
@@ -27,7 +28,6 @@ from services.placement.convert import (
 from services.placement.sessions import AgentSession
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-DEFAULT_ACTOR = "api"
 SAFETY_POLL_S = 30.0
 MAX_PAGE_SIZE = 1000
 
@@ -67,7 +67,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             require_name(request.name, "name"),
             NodeStatus.CORDONED,
             request.expected_version or None,
-            request.actor or DEFAULT_ACTOR,
+            audit_actor(request.actor),
         )
         return pb.CordonNodeResponse(node=node_to_pb(node))
 
@@ -76,7 +76,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             require_name(request.name, "name"),
             NodeStatus.READY,
             request.expected_version or None,
-            request.actor or DEFAULT_ACTOR,
+            audit_actor(request.actor),
         )
         return pb.UncordonNodeResponse(node=node_to_pb(node))
 
@@ -84,7 +84,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         if request.grace_s < 0:
             raise InvalidArgument(f"grace_s: must be >= 0, got {request.grace_s}", field="grace_s")
         node, moving = await self._app.drain_node(
-            require_name(request.name, "name"), request.actor or DEFAULT_ACTOR
+            require_name(request.name, "name"), audit_actor(request.actor)
         )
         return pb.DrainNodeResponse(node=node_to_pb(node), replicas_to_move=moving)
 
@@ -118,6 +118,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("message") != "register":
             raise InvalidArgument("the first message on the stream must be register", field="register")
+        require_node(first.register.node_name)  # an agent's credentials name the one node it may be
         agent, ack = await channel.register(first.register)
         reader = asyncio.create_task(self._read(request_iterator, agent), name=f"agent-{agent.node}-reader")
         try:

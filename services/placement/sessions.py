@@ -45,9 +45,10 @@ class SessionRegistry:
         """
         held = self._by_node.get(session.node)
         if held is not None and not held.closed.is_set() and held.session_id != session.session_id:
+            # The live session's id is never told: with it, a caller could resume as that agent.
             raise FailedPrecondition(
-                f"node '{session.node}' is held by another live agent session ({held.session_id}); "
-                f"agent session {session.session_id} may not claim it: give each agent its own node name",
+                f"node '{session.node}' is held by another live agent session; this session may not "
+                "claim it: give each agent its own node name",
                 field="register.node_name",
             )
         self._by_node[session.node] = session

@@ -67,7 +67,7 @@ def test_addresses_flag_beats_context_beats_defaults(tmp_path: Path) -> None:
         ("contexts: [unclosed\n", "cannot read"),
         ("- a\n- b\n", "expected a mapping"),
         ("contexts: {prod: 'd:1'}\n", "contexts must map each name"),
-        ("contexts: {prod: {decsion: 'd:1'}}\n", "unknown service 'decsion'"),
+        ("contexts: {prod: {decsion: 'd:1'}}\n", "unknown key 'decsion'"),
     ],
 )
 def test_bad_contexts_files_are_usage_errors_naming_the_problem(
