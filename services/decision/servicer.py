@@ -24,7 +24,6 @@ from services.decision.whatif import HypotheticalLoad, WhatIfApp, check_load
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
-
 def _spec(request: pb.CreateDeploymentRequest | pb.UpdateDeploymentRequest) -> pb.DeploymentSpec:
     if not request.HasField("spec"):
         raise InvalidArgument("spec is required", field="spec")
@@ -55,9 +54,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: pb.UpdateDeploymentRequest, context: Ctx
     ) -> pb.UpdateDeploymentResponse:
         spec = spec_from_pb(_spec(request))
-        updated = await self._deployments.update(
-            spec, request.expected_version, audit_actor(request.actor)
-        )
+        updated = await self._deployments.update(spec, request.expected_version, audit_actor(request.actor))
         return pb.UpdateDeploymentResponse(deployment=deployment_to_pb(updated))
 
     async def GetDeployment(self, request: pb.GetDeploymentRequest, context: Ctx) -> pb.GetDeploymentResponse:
