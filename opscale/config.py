@@ -246,6 +246,12 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("tls_cert_file", "tls_key_file", "tls_ca_file", "auth_tokens_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty OPSCALE_TLS_CERT_FILE= (a compose file's unset variable) means "none", not ".".
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _tls_pairs(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
