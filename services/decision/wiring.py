@@ -18,6 +18,7 @@ from services.decision.deployments import DeploymentsApp
 from services.decision.lease import Lease, make_lease
 from services.decision.loop import DecisionLoop, LoopOptions, Pace
 from services.decision.metrics import loop_metrics
+from services.decision.planning import PlanningPool
 from services.decision.publish import DecisionHub, LedgerTail
 from services.decision.servicer import DecisionServicer
 from services.decision.whatif import WhatIfApp
@@ -69,17 +70,22 @@ def build_service(
         pace=pace,
     )
     tail = LedgerTail(runtime.sessions, hub, pace, tail_poll_s)
+    planning = PlanningPool(runtime.settings.whatif_workers, runtime.settings.whatif_cpu_budget_s)
     servicer = DecisionServicer(
         DeploymentsApp(runtime.sessions, runtime.clock),
         DecisionsApp(runtime.sessions, runtime.clock, hub),
-        WhatIfApp(runtime.sessions, runtime.clock),
+        WhatIfApp(runtime.sessions, runtime.clock, planning),
     )
 
     def register(server: grpc.aio.Server) -> None:
         decision_pb2_grpc.add_DecisionServiceServicer_to_server(servicer, server)
 
     definition = ServiceDef(
-        name="decision", service_names=(SERVICE_NAME,), register=register, background=[loop.run, tail.run]
+        name="decision",
+        service_names=(SERVICE_NAME,),
+        register=register,
+        background=[loop.run, tail.run],
+        on_stop=[planning.close],
     )
     return DecisionService(definition, loop, hub, tail, lease)
 
