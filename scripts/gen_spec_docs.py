@@ -19,6 +19,7 @@ from typing import Any
 from opscale.model import CATALOG, PRESETS
 from opscale.policy import registry
 from opscale.spec import DeploymentSpec
+from opscale.wire.validate import MAX_SPEC_BYTES, MAX_STRING_CHARS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "spec.md"
@@ -31,6 +32,8 @@ A deployment spec is what `opscale apply -f spec.yaml` sends (and `CreateDeploym
 `UpdateDeployment` take as a proto). The decision service validates it with this model; a rejection
 names the field path (e.g. `spec.slo.ttft_ms`) and the allowed range. Updates are versioned: each
 update takes the version it was read at and fails with ABORTED if someone changed it meanwhile.
+A spec is at most {max_kib} KiB as the API carries it (an inline `hf_config` included); every string
+in it is free of NUL bytes and at most {max_chars} characters (`hf_config` excepted).
 
 ```yaml
 name: chat
@@ -113,7 +116,10 @@ def _table(name: str, schema: dict[str, Any], defs: dict[str, Any]) -> list[str]
 def render() -> str:
     schema = DeploymentSpec.model_json_schema()
     defs: dict[str, Any] = schema.get("$defs", {})
-    out = [HEADER, *_table("DeploymentSpec", schema, defs)]
+    header = HEADER.replace("{max_kib}", str(MAX_SPEC_BYTES // 1024)).replace(
+        "{max_chars}", str(MAX_STRING_CHARS)
+    )
+    out = [header, *_table("DeploymentSpec", schema, defs)]
     for name in sorted(defs):
         if "properties" in defs[name]:
             out += _table(name, defs[name], defs)

@@ -43,12 +43,14 @@ PAGE_SIZE = 200
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="newest decisions to show")]
 
 
-def list_all(client: Client, service: Service, method: Any, request_type: Any, items: str) -> list[Any]:
-    """Every page of a paginated List call."""
+def list_all(
+    client: Client, service: Service, method: Any, request_type: Any, items: str, **fields: Any
+) -> list[Any]:
+    """Every page of a paginated List call (``fields``: the request's filters)."""
     found: list[Any] = []
     token = ""
     while True:
-        request = request_type(page=cpb.PageRequest(page_size=PAGE_SIZE, page_token=token))
+        request = request_type(page=cpb.PageRequest(page_size=PAGE_SIZE, page_token=token), **fields)
         reply = client.call(service, method, request)
         found.extend(getattr(reply, items))
         token = reply.next_page_token
@@ -105,10 +107,15 @@ def gpus_cmd(
 ) -> None:
     """GPUs of every node (or one): type, memory, NVLink domain, replicas on it, utilization, power."""
     with connect(config=opscale_config, context=context, placement=placement, timeout_s=timeout) as client:
-        reply = client.call(
-            "placement", client.placement.ListGpus, ppb.ListGpusRequest(node=node, gpu_type=gpu_type)
+        gpus = list_all(
+            client,
+            "placement",
+            client.placement.ListGpus,
+            ppb.ListGpusRequest,
+            "gpus",
+            node=node,
+            gpu_type=gpu_type,
         )
-    gpus = list(reply.gpus)
     t = table("NODE", "INDEX", "TYPE", "MEMORY", "NVLINK", "REPLICAS", "UTIL", "POWER")
     for g in gpus:
         tel = g.telemetry
@@ -176,10 +183,14 @@ def replicas_cmd(
 ) -> None:
     """Replicas (of one deployment or all): pool, node and GPUs, desired vs observed state, restarts."""
     with connect(config=opscale_config, context=context, placement=placement, timeout_s=timeout) as client:
-        reply = client.call(
-            "placement", client.placement.GetReplicas, ppb.GetReplicasRequest(deployment=deployment)
+        replicas = list_all(
+            client,
+            "placement",
+            client.placement.GetReplicas,
+            ppb.GetReplicasRequest,
+            "replicas",
+            deployment=deployment,
         )
-    replicas = list(reply.replicas)
     emit(
         output,
         replicas,

@@ -21,6 +21,7 @@ from opscale.errors import InvalidArgument
 from opscale.spec import DeploymentSpec, parse_spec
 from opscale.wire.enums import MODE
 from opscale.wire.pools import pool_from_pb, pool_to_pb
+from opscale.wire.validate import MAX_SPEC_BYTES
 
 
 def _present(msg: Message, names: tuple[str, ...]) -> dict[str, Any]:
@@ -30,6 +31,13 @@ def _present(msg: Message, names: tuple[str, ...]) -> dict[str, Any]:
 
 def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
     """Validate a proto spec; raises ``InvalidArgument`` naming the field (e.g. ``spec.slo.ttft_ms``)."""
+    size = msg.ByteSize()
+    if size > MAX_SPEC_BYTES:
+        raise InvalidArgument(
+            f"spec is {size} bytes; at most {MAX_SPEC_BYTES} (docs/spec.md): a large hf_config belongs in a "
+            "preset",
+            field="spec",
+        )
     data: dict[str, Any] = {"name": msg.name, "labels": dict(msg.labels)}
     source = msg.model.WhichOneof("source")
     model: dict[str, Any] = {"name": msg.model.name or None}

@@ -201,6 +201,15 @@ def check_message(msg: Message, path: str = "") -> None:
         raise InvalidArgument(f"{where}: {bad.why}", field=where) from None
 
 
+def parse_id(text: str, field: str) -> int:
+    """A database id sent as a decimal string: 1 to 2**63 - 1 (a BIGINT), ASCII digits only."""
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= INT64_MAX:
+        raise InvalidArgument(
+            f"{field} must be a decimal id in [1, {INT64_MAX}], got {text[:40]!r}", field=field
+        )
+    return int(text)
+
+
 def decode_with(deserializer: Callable[[bytes], M], data: bytes, *, check: bool = True) -> M:
     """``deserializer(data)`` (a message class's ``FromString``), then ``check_message`` unless
     ``check`` is False; a malformed frame is the caller's error (``InvalidArgument``), not ours."""

@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
 from opscale.decisions.record import DecisionView, decode
-from opscale.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.decision.deployments import page_size
+from opscale.errors import FailedPrecondition, NotFound
+from opscale.wire.pages import page_size
+from opscale.wire.validate import parse_id
 from services.decision.ledger import DecisionLedger
 from services.decision.publish import DecisionHub
 
@@ -32,15 +33,11 @@ class DecisionPage:
 def _cursor(token: str) -> int | None:
     if not token:
         return None
-    if not token.isdigit():
-        raise InvalidArgument(f"page.page_token {token!r} is not a token this service issued", field="page")
-    return int(token)
+    return parse_id(token, "page.page_token")
 
 
 def decision_id(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise InvalidArgument(f"decision_id must be a positive decimal id, got {text!r}", field="decision_id")
-    return int(text)
+    return parse_id(text, "decision_id")
 
 
 class DecisionsApp:
@@ -78,7 +75,7 @@ class DecisionsApp:
 
     async def history(self, deployment: str, size: int, token: str) -> DecisionPage:
         """Newest first; the token is the id to continue below."""
-        size = page_size(size)
+        size = page_size(size, 100)
         before = _cursor(token)
         async with self._sessions() as session:
             await self._exists(session, deployment)

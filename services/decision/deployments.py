@@ -14,23 +14,13 @@ from opscale.db.repo import DeploymentRepo
 from opscale.decisions.deployment import Deployment
 from opscale.errors import InvalidArgument
 from opscale.spec import DeploymentSpec
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
+from opscale.wire.pages import take_page
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
     deployments: list[Deployment]
     next_page_token: str
-
-
-def page_size(requested: int) -> int:
-    if requested > MAX_PAGE_SIZE:
-        raise InvalidArgument(
-            f"page.page_size must be at most {MAX_PAGE_SIZE}, got {requested}", field="page"
-        )
-    return requested or DEFAULT_PAGE_SIZE
 
 
 class DeploymentsApp:
@@ -65,10 +55,8 @@ class DeploymentsApp:
     async def list(self, size: int, token: str) -> Page:
         async with self._sessions() as session:
             records = await self._repo(session).list()
-        after = [r for r in records if r.name > token] if token else records
-        chosen = after[:size]
-        more = len(after) > size
-        return Page([Deployment.from_record(r) for r in chosen], chosen[-1].name if more else "")
+        chosen, next_token = take_page(records, lambda r: r.name, size, token)
+        return Page([Deployment.from_record(r) for r in chosen], next_token)
 
     async def delete(self, name: str, expected_version: int | None, actor: str) -> int:
         async with self._sessions() as session, session.begin():

@@ -16,9 +16,10 @@ from opscale.policy.registry import descriptor
 from opscale.spec import PolicyKind
 from opscale.wire.decisions import decision_to_pb, explanation_to_pb, whatif_to_pb
 from opscale.wire.names import require_name
+from opscale.wire.pages import cap_bytes, page_size
 from opscale.wire.specs import deployment_to_pb, spec_from_pb
 from services.decision.decisions import DecisionsApp, decision_id
-from services.decision.deployments import DeploymentsApp, page_size
+from services.decision.deployments import DeploymentsApp
 from services.decision.whatif import HypotheticalLoad, WhatIfApp, check_load
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -65,10 +66,11 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     async def ListDeployments(
         self, request: pb.ListDeploymentsRequest, context: Ctx
     ) -> pb.ListDeploymentsResponse:
-        page = await self._deployments.list(page_size(request.page.page_size), request.page.page_token)
-        return pb.ListDeploymentsResponse(
-            deployments=[deployment_to_pb(d) for d in page.deployments], next_page_token=page.next_page_token
+        page = await self._deployments.list(page_size(request.page.page_size, 100), request.page.page_token)
+        msgs, token = cap_bytes(
+            [deployment_to_pb(d) for d in page.deployments], lambda d: d.spec.name, page.next_page_token
         )
+        return pb.ListDeploymentsResponse(deployments=msgs, next_page_token=token)
 
     async def DeleteDeployment(
         self, request: pb.DeleteDeploymentRequest, context: Ctx
@@ -107,9 +109,10 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     async def ListDecisions(self, request: pb.ListDecisionsRequest, context: Ctx) -> pb.ListDecisionsResponse:
         name = require_name(request.deployment, "deployment")
         page = await self._decisions.history(name, request.page.page_size, request.page.page_token)
-        return pb.ListDecisionsResponse(
-            decisions=[decision_to_pb(v) for v in page.decisions], next_page_token=page.next_page_token
+        msgs, token = cap_bytes(
+            [decision_to_pb(v) for v in page.decisions], lambda d: d.id, page.next_page_token
         )
+        return pb.ListDecisionsResponse(decisions=msgs, next_page_token=token)
 
     async def ExplainDecision(
         self, request: pb.ExplainDecisionRequest, context: Ctx

@@ -13,11 +13,13 @@ import grpc
 from opscale.api.agent.v1 import agent_pb2, agent_pb2_grpc
 from opscale.api.placement.v1 import placement_pb2 as pb
 from opscale.api.placement.v1 import placement_pb2_grpc
+from opscale.db.records import GpuRecord, ReplicaRecord
 from opscale.db.status import NodeStatus
 from opscale.errors import InvalidArgument
 from opscale.grpcutil.auth import audit_actor, require_node
 from opscale.wire.commands import resizes_from_pb
 from opscale.wire.names import require_name
+from opscale.wire.pages import MAX_PAGE_SIZE, cap_bytes, page_size, take_page
 from services.placement.app import PlacementApp
 from services.placement.convert import (
     gpu_to_pb,
@@ -29,7 +31,19 @@ from services.placement.sessions import AgentSession
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 SAFETY_POLL_S = 30.0
-MAX_PAGE_SIZE = 1000
+
+
+def _name(item: Any) -> str:
+    return str(item.name)
+
+
+def _gpu_key(item: tuple[str, GpuRecord]) -> str:
+    # Node names are at most 255 characters and indices small: zero-padding keeps key order = list order.
+    return f"{item[0]}/{item[1].index:06d}"
+
+
+def _replica_key(item: tuple[ReplicaRecord, Any]) -> str:
+    return item[0].id
 
 
 class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
@@ -37,14 +51,10 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         self._app = app
 
     async def ListNodes(self, request: pb.ListNodesRequest, context: Ctx) -> pb.ListNodesResponse:
-        size = request.page.page_size or 100
-        if size > MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page.page_size must be at most {MAX_PAGE_SIZE}, got {size}", field="page")
-        token = request.page.page_token
-        nodes = [n for n in await self._app.list_nodes() if not token or n.name > token]
-        chosen = nodes[:size]
-        next_token = chosen[-1].name if len(nodes) > size else ""
-        return pb.ListNodesResponse(nodes=[node_to_pb(n) for n in chosen], next_page_token=next_token)
+        size = page_size(request.page.page_size, 100)
+        nodes, token = take_page(await self._app.list_nodes(), _name, size, request.page.page_token)
+        msgs, token = cap_bytes([node_to_pb(n) for n in nodes], _name, token)
+        return pb.ListNodesResponse(nodes=msgs, next_page_token=token)
 
     async def GetNode(self, request: pb.GetNodeRequest, context: Ctx) -> pb.GetNodeResponse:
         return pb.GetNodeResponse(
@@ -52,7 +62,10 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         )
 
     async def ListGpus(self, request: pb.ListGpusRequest, context: Ctx) -> pb.ListGpusResponse:
-        gpus = await self._app.list_gpus(request.node, request.gpu_type)
+        size = page_size(request.page.page_size, MAX_PAGE_SIZE)
+        gpus, token = take_page(
+            await self._app.list_gpus(request.node, request.gpu_type), _gpu_key, size, request.page.page_token
+        )
         out = []
         for node, gpu in gpus:
             msg = gpu_to_pb(node, gpu)
@@ -60,7 +73,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             if telemetry is not None:
                 msg.telemetry.CopyFrom(telemetry)
             out.append(msg)
-        return pb.ListGpusResponse(gpus=out)
+        return pb.ListGpusResponse(gpus=out, next_page_token=token)
 
     async def CordonNode(self, request: pb.CordonNodeRequest, context: Ctx) -> pb.CordonNodeResponse:
         node = await self._app.set_status(
@@ -89,10 +102,12 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         return pb.DrainNodeResponse(node=node_to_pb(node), replicas_to_move=moving)
 
     async def GetReplicas(self, request: pb.GetReplicasRequest, context: Ctx) -> pb.GetReplicasResponse:
-        replicas = await self._app.get_replicas(request.deployment)
-        return pb.GetReplicasResponse(
-            replicas=[replica_to_pb(r, info.restarts, info.message, info.endpoint) for r, info in replicas]
+        size = page_size(request.page.page_size, MAX_PAGE_SIZE)
+        replicas, token = take_page(
+            await self._app.get_replicas(request.deployment), _replica_key, size, request.page.page_token
         )
+        msgs = [replica_to_pb(r, info.restarts, info.message, info.endpoint) for r, info in replicas]
+        return pb.GetReplicasResponse(replicas=msgs, next_page_token=token)
 
     async def ApplyDesired(self, request: pb.ApplyDesiredRequest, context: Ctx) -> pb.ApplyDesiredResponse:
         deployment = require_name(request.deployment, "deployment")

@@ -50,7 +50,7 @@ async def test_named_contexts_choose_the_service(runtime: Runtime, tmp_path: Pat
         assert "no context 'staging'" in await cli.fails(2, "get", "deployments", "--context", "staging")
 
         cli.config_path.write_text("contexts: {prod: {decsion: 'x:1'}}\n")
-        assert "unknown service 'decsion'" in await cli.fails(2, "get", "deployments")
+        assert "unknown key 'decsion'" in await cli.fails(2, "get", "deployments")
         cli.config_path.write_text("contexts: [unclosed\n")
         assert "cannot read" in await cli.fails(2, "get", "deployments")
     finally:

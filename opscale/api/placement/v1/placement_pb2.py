@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from opscale.api.common.v1 import common_pb2 as opscale_dot_api_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(opscale/api/placement/v1/placement.proto\x12\x18opscale.api.placement.v1\x1a\"opscale/api/common/v1/common.proto\"S\n\x08Topology\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\n\n\x02s2\x18\x02 \x01(\t\x12\n\n\x02s1\x18\x03 \x01(\t\x12\n\n\x02s0\x18\x04 \x01(\t\x12\x15\n\rnvlink_domain\x18\x05 \x01(\t\"\xbc\x01\n\x03Gpu\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x10\n\x08gpu_type\x18\x04 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x15\n\rnvlink_domain\x18\x06 \x01(\t\x12\x13\n\x0breplica_ids\x18\x07 \x03(\t\x12\x36\n\ttelemetry\x18\x08 \x01(\x0b\x32#.opscale.api.common.v1.GpuTelemetry\"\xf5\x02\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.opscale.api.placement.v1.NodeStatus\x12\x34\n\x08topology\x18\x03 \x01(\x0b\x32\".opscale.api.placement.v1.Topology\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.opscale.api.placement.v1.Node.LabelsEntry\x12+\n\x04gpus\x18\x05 \x03(\x0b\x32\x1d.opscale.api.placement.v1.Gpu\x12\x19\n\x11last_heartbeat_ms\x18\x06 \x01(\x03\x12\x18\n\x10registered_at_ms\x18\x07 \x01(\x03\x12\x0f\n\x07version\x18\x08 \x01(\x04\x12\x15\n\ragent_version\x18\t \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x10ListNodesRequest\x12\x30\n\x04page\x18\x01 \x01(\x0b\x32\".opscale.api.common.v1.PageRequest\"[\n\x11ListNodesResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.opscale.api.placement.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eGetNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x0fGetNodeResponse\x12,\n\x04node\x18\x01 \x01(\x0b\x32\x1e.opscale.api.placement.v1.Node\"1\n\x0fListGpusRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08gpu_type\x18\x02 \x01(\t\"?\n\x10ListGpusResponse\x12+\n\x04gpus\x18\x01 \x03(\x0b\x32\x1d.opscale.api.placement.v1.Gpu\"Z\n\x11\x43ordonNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x04\"B\n\x12\x43ordonNodeResponse\x12,\n\x04node\x18\x01 \x01(\x0b\x32\x1e.opscale.api.placement.v1.Node\"L\n\x13UncordonNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x04\"D\n\x14UncordonNodeResponse\x12,\n\x04node\x18\x01 \x01(\x0b\x32\x1e.opscale.api.placement.v1.Node\"P\n\x10\x44rainNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0f\n\x07grace_s\x18\x04 \x01(\x01\"[\n\x11\x44rainNodeResponse\x12,\n\x04node\x18\x01 \x01(\x0b\x32\x1e.opscale.api.placement.v1.Node\x12\x18\n\x10replicas_to_move\x18\x02 \x01(\r\"\xe2\x02\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12,\n\x04pool\x18\x03 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x44\n\rdesired_state\x18\x06 \x01(\x0e\x32-.opscale.api.placement.v1.ReplicaDesiredState\x12\x46\n\x0eobserved_state\x18\x07 \x01(\x0e\x32..opscale.api.placement.v1.ReplicaObservedState\x12\x12\n\ngeneration\x18\x08 \x01(\x04\x12\x0f\n\x07version\x18\t \x01(\x04\x12\x10\n\x08restarts\x18\n \x01(\r\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x0c \x01(\t\"(\n\x12GetReplicasRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\"J\n\x13GetReplicasResponse\x12\x33\n\x08replicas\x18\x01 \x03(\x0b\x32!.opscale.api.placement.v1.Replica\"\x84\x01\n\x13\x41pplyDesiredRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x14\n\x0cspec_version\x18\x02 \x01(\x04\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x03 \x01(\t\x12.\n\x05pools\x18\x04 \x03(\x0b\x32\x1f.opscale.api.common.v1.PoolPlan\"\xa2\x01\n\x14\x41pplyDesiredResponse\x12\x19\n\x11replicas_to_start\x18\x01 \x01(\r\x12\x19\n\x11replicas_to_drain\x18\x02 \x01(\r\x12\x1a\n\x12replicas_unchanged\x18\x03 \x01(\r\x12\x38\n\ninfeasible\x18\x04 \x03(\x0b\x32$.opscale.api.common.v1.Infeasibility*\xc7\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17NODE_STATUS_REGISTERING\x10\x01\x12\x15\n\x11NODE_STATUS_READY\x10\x02\x12\x18\n\x14NODE_STATUS_CORDONED\x10\x03\x12\x18\n\x14NODE_STATUS_DRAINING\x10\x04\x12\x14\n\x10NODE_STATUS_LOST\x10\x05\x12\x1e\n\x1aNODE_STATUS_DECOMMISSIONED\x10\x06*\xa6\x01\n\x13ReplicaDesiredState\x12%\n!REPLICA_DESIRED_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dREPLICA_DESIRED_STATE_RUNNING\x10\x01\x12\"\n\x1eREPLICA_DESIRED_STATE_DRAINING\x10\x02\x12!\n\x1dREPLICA_DESIRED_STATE_STOPPED\x10\x03*\xb6\x02\n\x14ReplicaObservedState\x12&\n\"REPLICA_OBSERVED_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eREPLICA_OBSERVED_STATE_PENDING\x10\x01\x12#\n\x1fREPLICA_OBSERVED_STATE_STARTING\x10\x02\x12 \n\x1cREPLICA_OBSERVED_STATE_READY\x10\x03\x12#\n\x1fREPLICA_OBSERVED_STATE_DRAINING\x10\x04\x12\"\n\x1eREPLICA_OBSERVED_STATE_STOPPED\x10\x05\x12!\n\x1dREPLICA_OBSERVED_STATE_FAILED\x10\x06\x12\x1f\n\x1bREPLICA_OBSERVED_STATE_LOST\x10\x07\x32\xd4\x06\n\x10PlacementService\x12\x64\n\tListNodes\x12*.opscale.api.placement.v1.ListNodesRequest\x1a+.opscale.api.placement.v1.ListNodesResponse\x12^\n\x07GetNode\x12(.opscale.api.placement.v1.GetNodeRequest\x1a).opscale.api.placement.v1.GetNodeResponse\x12\x61\n\x08ListGpus\x12).opscale.api.placement.v1.ListGpusRequest\x1a*.opscale.api.placement.v1.ListGpusResponse\x12g\n\nCordonNode\x12+.opscale.api.placement.v1.CordonNodeRequest\x1a,.opscale.api.placement.v1.CordonNodeResponse\x12m\n\x0cUncordonNode\x12-.opscale.api.placement.v1.UncordonNodeRequest\x1a..opscale.api.placement.v1.UncordonNodeResponse\x12\x64\n\tDrainNode\x12*.opscale.api.placement.v1.DrainNodeRequest\x1a+.opscale.api.placement.v1.DrainNodeResponse\x12j\n\x0bGetReplicas\x12,.opscale.api.placement.v1.GetReplicasRequest\x1a-.opscale.api.placement.v1.GetReplicasResponse\x12m\n\x0c\x41pplyDesired\x12-.opscale.api.placement.v1.ApplyDesiredRequest\x1a..opscale.api.placement.v1.ApplyDesiredResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(opscale/api/placement/v1/placement.proto\x12\x18opscale.api.placement.v1\x1a\"opscale/api/common/v1/common.proto\"S\n\x08Topology\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\n\n\x02s2\x18\x02 \x01(\t\x12\n\n\x02s1\x18\x03 \x01(\t\x12\n\n\x02s0\x18\x04 \x01(\t\x12\x15\n\rnvlink_domain\x18\x05 \x01(\t\"\xbc\x01\n\x03Gpu\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x10\n\x08gpu_type\x18\x04 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x15\n\rnvlink_domain\x18\x06 \x01(\t\x12\x13\n\x0breplica_ids\x18\x07 \x03(\t\x12\x36\n\ttelemetry\x18\x08 \x01(\x0b\x32#.opscale.api.common.v1.GpuTelemetry\"\xf5\x02\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.opscale.api.placement.v1.NodeStatus\x12\x34\n\x08topology\x18\x03 \x01(\x0b\x32\".opscale.api.placement.v1.Topology\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.opscale.api.placement.v1.Node.LabelsEntry\x12+\n\x04gpus\x18\x05 \x03(\x0b\x32\x1d.opscale.api.placement.v1.Gpu\x12\x19\n\x11last_heartbeat_ms\x18\x06 \x01(\x03\x12\x18\n\x10registered_at_ms\x18\x07 \x01(\x03\x12\x0f\n\x07version\x18\x08 \x01(\x04\x12\x15\n\ragent_version\x18\t \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x10ListNodesRequest\x12\x30\n\x04page\x18\x01 \x01(\x0b\x32\".opscale.api.common.v1.PageRequest\"[\n\x11ListNodesResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.opscale.api.placement.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eGetNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x0fGetNodeResponse\x12,\n\x04node\x18\x01 \x01(\x0b\x32\x1e.opscale.api.placement.v1.Node\"c\n\x0fListGpusRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08gpu_type\x18\x02 \x01(\t\x12\x30\n\x04page\x18\x03 \x01(\x0b\x32\".opscale.api.common.v1.PageRequest\"X\n\x10ListGpusResponse\x12+\n\x04gpus\x18\x01 \x03(\x0b\x32\x1d.opscale.api.placement.v1.Gpu\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Z\n\x11\x43ordonNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x04\"B\n\x12\x43ordonNodeResponse\x12,\n\x04node\x18\x01 \x01(\x0b\x32\x1e.opscale.api.placement.v1.Node\"L\n\x13UncordonNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x04\"D\n\x14UncordonNodeResponse\x12,\n\x04node\x18\x01 \x01(\x0b\x32\x1e.opscale.api.placement.v1.Node\"P\n\x10\x44rainNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0f\n\x07grace_s\x18\x04 \x01(\x01\"[\n\x11\x44rainNodeResponse\x12,\n\x04node\x18\x01 \x01(\x0b\x32\x1e.opscale.api.placement.v1.Node\x12\x18\n\x10replicas_to_move\x18\x02 \x01(\r\"\xe2\x02\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12,\n\x04pool\x18\x03 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x44\n\rdesired_state\x18\x06 \x01(\x0e\x32-.opscale.api.placement.v1.ReplicaDesiredState\x12\x46\n\x0eobserved_state\x18\x07 \x01(\x0e\x32..opscale.api.placement.v1.ReplicaObservedState\x12\x12\n\ngeneration\x18\x08 \x01(\x04\x12\x0f\n\x07version\x18\t \x01(\x04\x12\x10\n\x08restarts\x18\n \x01(\r\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x0c \x01(\t\"Z\n\x12GetReplicasRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".opscale.api.common.v1.PageRequest\"c\n\x13GetReplicasResponse\x12\x33\n\x08replicas\x18\x01 \x03(\x0b\x32!.opscale.api.placement.v1.Replica\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x84\x01\n\x13\x41pplyDesiredRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x14\n\x0cspec_version\x18\x02 \x01(\x04\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x03 \x01(\t\x12.\n\x05pools\x18\x04 \x03(\x0b\x32\x1f.opscale.api.common.v1.PoolPlan\"\xa2\x01\n\x14\x41pplyDesiredResponse\x12\x19\n\x11replicas_to_start\x18\x01 \x01(\r\x12\x19\n\x11replicas_to_drain\x18\x02 \x01(\r\x12\x1a\n\x12replicas_unchanged\x18\x03 \x01(\r\x12\x38\n\ninfeasible\x18\x04 \x03(\x0b\x32$.opscale.api.common.v1.Infeasibility*\xc7\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17NODE_STATUS_REGISTERING\x10\x01\x12\x15\n\x11NODE_STATUS_READY\x10\x02\x12\x18\n\x14NODE_STATUS_CORDONED\x10\x03\x12\x18\n\x14NODE_STATUS_DRAINING\x10\x04\x12\x14\n\x10NODE_STATUS_LOST\x10\x05\x12\x1e\n\x1aNODE_STATUS_DECOMMISSIONED\x10\x06*\xa6\x01\n\x13ReplicaDesiredState\x12%\n!REPLICA_DESIRED_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dREPLICA_DESIRED_STATE_RUNNING\x10\x01\x12\"\n\x1eREPLICA_DESIRED_STATE_DRAINING\x10\x02\x12!\n\x1dREPLICA_DESIRED_STATE_STOPPED\x10\x03*\xb6\x02\n\x14ReplicaObservedState\x12&\n\"REPLICA_OBSERVED_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eREPLICA_OBSERVED_STATE_PENDING\x10\x01\x12#\n\x1fREPLICA_OBSERVED_STATE_STARTING\x10\x02\x12 \n\x1cREPLICA_OBSERVED_STATE_READY\x10\x03\x12#\n\x1fREPLICA_OBSERVED_STATE_DRAINING\x10\x04\x12\"\n\x1eREPLICA_OBSERVED_STATE_STOPPED\x10\x05\x12!\n\x1dREPLICA_OBSERVED_STATE_FAILED\x10\x06\x12\x1f\n\x1bREPLICA_OBSERVED_STATE_LOST\x10\x07\x32\xd4\x06\n\x10PlacementService\x12\x64\n\tListNodes\x12*.opscale.api.placement.v1.ListNodesRequest\x1a+.opscale.api.placement.v1.ListNodesResponse\x12^\n\x07GetNode\x12(.opscale.api.placement.v1.GetNodeRequest\x1a).opscale.api.placement.v1.GetNodeResponse\x12\x61\n\x08ListGpus\x12).opscale.api.placement.v1.ListGpusRequest\x1a*.opscale.api.placement.v1.ListGpusResponse\x12g\n\nCordonNode\x12+.opscale.api.placement.v1.CordonNodeRequest\x1a,.opscale.api.placement.v1.CordonNodeResponse\x12m\n\x0cUncordonNode\x12-.opscale.api.placement.v1.UncordonNodeRequest\x1a..opscale.api.placement.v1.UncordonNodeResponse\x12\x64\n\tDrainNode\x12*.opscale.api.placement.v1.DrainNodeRequest\x1a+.opscale.api.placement.v1.DrainNodeResponse\x12j\n\x0bGetReplicas\x12,.opscale.api.placement.v1.GetReplicasRequest\x1a-.opscale.api.placement.v1.GetReplicasResponse\x12m\n\x0c\x41pplyDesired\x12-.opscale.api.placement.v1.ApplyDesiredRequest\x1a..opscale.api.placement.v1.ApplyDesiredResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODE_LABELSENTRY']._loaded_options = None
   _globals['_NODE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_NODESTATUS']._serialized_start=2393
-  _globals['_NODESTATUS']._serialized_end=2592
-  _globals['_REPLICADESIREDSTATE']._serialized_start=2595
-  _globals['_REPLICADESIREDSTATE']._serialized_end=2761
-  _globals['_REPLICAOBSERVEDSTATE']._serialized_start=2764
-  _globals['_REPLICAOBSERVEDSTATE']._serialized_end=3074
+  _globals['_NODESTATUS']._serialized_start=2543
+  _globals['_NODESTATUS']._serialized_end=2742
+  _globals['_REPLICADESIREDSTATE']._serialized_start=2745
+  _globals['_REPLICADESIREDSTATE']._serialized_end=2911
+  _globals['_REPLICAOBSERVEDSTATE']._serialized_start=2914
+  _globals['_REPLICAOBSERVEDSTATE']._serialized_end=3224
   _globals['_TOPOLOGY']._serialized_start=106
   _globals['_TOPOLOGY']._serialized_end=189
   _globals['_GPU']._serialized_start=192
@@ -57,31 +57,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETNODERESPONSE']._serialized_start=953
   _globals['_GETNODERESPONSE']._serialized_end=1016
   _globals['_LISTGPUSREQUEST']._serialized_start=1018
-  _globals['_LISTGPUSREQUEST']._serialized_end=1067
-  _globals['_LISTGPUSRESPONSE']._serialized_start=1069
-  _globals['_LISTGPUSRESPONSE']._serialized_end=1132
-  _globals['_CORDONNODEREQUEST']._serialized_start=1134
-  _globals['_CORDONNODEREQUEST']._serialized_end=1224
-  _globals['_CORDONNODERESPONSE']._serialized_start=1226
-  _globals['_CORDONNODERESPONSE']._serialized_end=1292
-  _globals['_UNCORDONNODEREQUEST']._serialized_start=1294
-  _globals['_UNCORDONNODEREQUEST']._serialized_end=1370
-  _globals['_UNCORDONNODERESPONSE']._serialized_start=1372
-  _globals['_UNCORDONNODERESPONSE']._serialized_end=1440
-  _globals['_DRAINNODEREQUEST']._serialized_start=1442
-  _globals['_DRAINNODEREQUEST']._serialized_end=1522
-  _globals['_DRAINNODERESPONSE']._serialized_start=1524
-  _globals['_DRAINNODERESPONSE']._serialized_end=1615
-  _globals['_REPLICA']._serialized_start=1618
-  _globals['_REPLICA']._serialized_end=1972
-  _globals['_GETREPLICASREQUEST']._serialized_start=1974
-  _globals['_GETREPLICASREQUEST']._serialized_end=2014
-  _globals['_GETREPLICASRESPONSE']._serialized_start=2016
-  _globals['_GETREPLICASRESPONSE']._serialized_end=2090
-  _globals['_APPLYDESIREDREQUEST']._serialized_start=2093
-  _globals['_APPLYDESIREDREQUEST']._serialized_end=2225
-  _globals['_APPLYDESIREDRESPONSE']._serialized_start=2228
-  _globals['_APPLYDESIREDRESPONSE']._serialized_end=2390
-  _globals['_PLACEMENTSERVICE']._serialized_start=3077
-  _globals['_PLACEMENTSERVICE']._serialized_end=3929
+  _globals['_LISTGPUSREQUEST']._serialized_end=1117
+  _globals['_LISTGPUSRESPONSE']._serialized_start=1119
+  _globals['_LISTGPUSRESPONSE']._serialized_end=1207
+  _globals['_CORDONNODEREQUEST']._serialized_start=1209
+  _globals['_CORDONNODEREQUEST']._serialized_end=1299
+  _globals['_CORDONNODERESPONSE']._serialized_start=1301
+  _globals['_CORDONNODERESPONSE']._serialized_end=1367
+  _globals['_UNCORDONNODEREQUEST']._serialized_start=1369
+  _globals['_UNCORDONNODEREQUEST']._serialized_end=1445
+  _globals['_UNCORDONNODERESPONSE']._serialized_start=1447
+  _globals['_UNCORDONNODERESPONSE']._serialized_end=1515
+  _globals['_DRAINNODEREQUEST']._serialized_start=1517
+  _globals['_DRAINNODEREQUEST']._serialized_end=1597
+  _globals['_DRAINNODERESPONSE']._serialized_start=1599
+  _globals['_DRAINNODERESPONSE']._serialized_end=1690
+  _globals['_REPLICA']._serialized_start=1693
+  _globals['_REPLICA']._serialized_end=2047
+  _globals['_GETREPLICASREQUEST']._serialized_start=2049
+  _globals['_GETREPLICASREQUEST']._serialized_end=2139
+  _globals['_GETREPLICASRESPONSE']._serialized_start=2141
+  _globals['_GETREPLICASRESPONSE']._serialized_end=2240
+  _globals['_APPLYDESIREDREQUEST']._serialized_start=2243
+  _globals['_APPLYDESIREDREQUEST']._serialized_end=2375
+  _globals['_APPLYDESIREDRESPONSE']._serialized_start=2378
+  _globals['_APPLYDESIREDRESPONSE']._serialized_end=2540
+  _globals['_PLACEMENTSERVICE']._serialized_start=3227
+  _globals['_PLACEMENTSERVICE']._serialized_end=4079
 # @@protoc_insertion_point(module_scope)

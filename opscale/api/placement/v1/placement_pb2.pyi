@@ -145,18 +145,22 @@ class GetNodeResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ...) -> None: ...
 
 class ListGpusRequest(_message.Message):
-    __slots__ = ("node", "gpu_type")
+    __slots__ = ("node", "gpu_type", "page")
     NODE_FIELD_NUMBER: _ClassVar[int]
     GPU_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
     node: str
     gpu_type: str
-    def __init__(self, node: _Optional[str] = ..., gpu_type: _Optional[str] = ...) -> None: ...
+    page: _common_pb2.PageRequest
+    def __init__(self, node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
 
 class ListGpusResponse(_message.Message):
-    __slots__ = ("gpus",)
+    __slots__ = ("gpus", "next_page_token")
     GPUS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     gpus: _containers.RepeatedCompositeFieldContainer[Gpu]
-    def __init__(self, gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CordonNodeRequest(_message.Message):
     __slots__ = ("name", "reason", "actor", "expected_version")
@@ -241,16 +245,20 @@ class Replica(_message.Message):
     def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., pool: _Optional[_Union[_common_pb2.PoolKey, _Mapping]] = ..., node: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., desired_state: _Optional[_Union[ReplicaDesiredState, str]] = ..., observed_state: _Optional[_Union[ReplicaObservedState, str]] = ..., generation: _Optional[int] = ..., version: _Optional[int] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., endpoint: _Optional[str] = ...) -> None: ...
 
 class GetReplicasRequest(_message.Message):
-    __slots__ = ("deployment",)
+    __slots__ = ("deployment", "page")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
     deployment: str
-    def __init__(self, deployment: _Optional[str] = ...) -> None: ...
+    page: _common_pb2.PageRequest
+    def __init__(self, deployment: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
 
 class GetReplicasResponse(_message.Message):
-    __slots__ = ("replicas",)
+    __slots__ = ("replicas", "next_page_token")
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     replicas: _containers.RepeatedCompositeFieldContainer[Replica]
-    def __init__(self, replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ApplyDesiredRequest(_message.Message):
     __slots__ = ("deployment", "spec_version", "decision_id", "pools")
