@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from opscale.errors import ConfigError
+from opscale.yamlio import YamlError, load
 
 ENV_PREFIX = "OPSCALE_"
 DEFAULT_DATABASE_URL = "sqlite:///.opscale/opscale.db"
@@ -300,8 +301,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if cls._yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls._yaml_file))
+            sources.append(_YamlSource(settings_cls, yaml_file=cls._yaml_file))
         return tuple(sources)
+
+
+class _YamlSource(YamlConfigSettingsSource):
+    """The settings file through ``opscale.yamlio`` (bad tags, deep nesting, aliases refused)."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = load(Path(file_path).read_text(encoding="utf-8"))
+        if data is not None and not isinstance(data, dict):
+            raise YamlError("a settings file is a mapping of setting names to values")
+        return data or {}
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -332,7 +343,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         return Settings(**clean)
     except ValidationError as exc:
         raise ConfigError("; ".join(_describe(dict(e)) for e in exc.errors())) from None
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML (YamlError)
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     finally:
         Settings._yaml_file = None

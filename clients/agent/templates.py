@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from opscale.errors import ConfigError, InvalidArgument
+from opscale.yamlio import YamlError, load
 
 #: Placeholders the agent fills itself; a command's args may not override them.
 BUILTIN_FIELDS = frozenset(
@@ -159,8 +158,8 @@ def load_templates(path: Path | None) -> dict[str, Template]:
     if path is None:
         return {WORKER.name: WORKER}
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        doc = load(path.read_text())
+    except (OSError, YamlError) as exc:
         raise ConfigError(f"agent templates file {path}: {exc}") from None
     return parse_templates(doc or {}, str(path))
 

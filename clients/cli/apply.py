@@ -25,7 +25,6 @@ from typing import Annotated, Any
 
 import grpc
 import typer
-import yaml
 
 from clients.cli.client import (
     DEFAULT_CONFIG_PATH,
@@ -43,6 +42,7 @@ from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.errors import InvalidArgument
 from opscale.spec import DeploymentSpec, parse_spec
 from opscale.wire.specs import spec_from_pb, spec_to_pb
+from opscale.yamlio import YamlError, load_all
 
 ACTOR = "opscale-cli"
 
@@ -58,12 +58,9 @@ def read_specs(path: Path) -> list[DeploymentSpec]:
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}", field="filename") from None
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise InvalidArgument(f"{path}:{where}: {problem}", field="filename") from None
+        documents = [d for d in load_all(text) if d is not None]
+    except YamlError as exc:
+        raise InvalidArgument(f"{path}: {exc}", field="filename") from None
     if not documents:
         raise InvalidArgument(f"{path}: no spec in the file", field="filename")
     specs = []

@@ -27,6 +27,7 @@ from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.grpcutil.client import ClientSecurity, sync_channel
 from opscale.grpcutil.tls import TlsFiles
+from opscale.yamlio import YamlError, load
 
 Service = Literal["decision", "placement", "ingest"]
 SERVICES: tuple[Service, ...] = ("decision", "placement", "ingest")
@@ -126,8 +127,8 @@ class CliConfig:
         if not path.exists():
             return cls(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            data = load(path.read_text()) or {}
+        except (OSError, YamlError) as exc:
             raise fail(f"cannot read {path}: {_one_line(str(exc))}", ExitCode.USAGE) from None
         if not isinstance(data, dict):
             raise fail(f"{path}: expected a mapping with 'contexts' and 'current-context'", ExitCode.USAGE)

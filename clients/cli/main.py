@@ -24,6 +24,7 @@ from clients.cli import (
     worker,
 )
 from clients.cli.client import GIVEN
+from clients.cli.exit_codes import ExitCode
 
 app = typer.Typer(
     name="opscale",
@@ -99,8 +100,32 @@ def version_cmd() -> None:
     typer.echo(f"opscale {version('opscale')}")
 
 
+def run(application: typer.Typer) -> None:
+    """Run a Typer app so that every failure is one line on stderr and an exit code, never a traceback:
+    usage errors (a bad flag, a missing argument) exit 2 like any bad input; a bug of ours exits 7
+    naming the exception (the commands map every error they expect themselves)."""
+    try:
+        code = application(standalone_mode=False)
+    except typer.TyperException as exc:  # a usage error (exit code 2) or another of Typer's own
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        typer.echo(
+            f"error: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", err=True
+        )
+        raise SystemExit(int(ExitCode.INTERNAL)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
 def main() -> None:
-    app()
+    run(app)
 
 
 if __name__ == "__main__":

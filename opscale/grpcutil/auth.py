@@ -28,8 +28,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from opscale.api.agent.v1 import agent_pb2
 from opscale.api.decision.v1 import decision_pb2
 from opscale.api.ingest.v1 import ingest_pb2
@@ -37,6 +35,7 @@ from opscale.api.keda import externalscaler_pb2
 from opscale.api.placement.v1 import placement_pb2
 from opscale.api.worker.v1 import worker_pb2
 from opscale.errors import ConfigError, PermissionDenied, Unauthenticated
+from opscale.yamlio import YamlError, load
 
 
 class Role(enum.StrEnum):
@@ -191,8 +190,8 @@ def load_tokens(path: Path) -> dict[str, TokenEntry]:
     """The tokens file: a YAML list of ``{token_sha256, subject, role}``; ``ConfigError`` names the
     entry at fault."""
     try:
-        doc = yaml.safe_load(Path(path).expanduser().read_text())
-    except (OSError, yaml.YAMLError, RecursionError) as exc:
+        doc = load(Path(path).expanduser().read_text())
+    except (OSError, YamlError) as exc:
         raise ConfigError(f"auth_tokens_file {path}: cannot read it: {exc}") from None
     if not isinstance(doc, list):
         raise ConfigError(f"auth_tokens_file {path}: must be a list of {{token_sha256, subject, role}}")
