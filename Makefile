@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo run test test-fast protos check-protos lint typecheck bench clean
+.PHONY: setup demo run test test-fast fuzz protos check-protos lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -x tests/unit
+
+# The fuzz suites at scale: every RPC (typed and raw frames, both backends) and the CLI's YAML, about
+# 25,000 cases in a few minutes; outcome counts by status land in out/fuzz/report.json.
+FUZZ_SCALE ?= 16
+fuzz: setup
+	rm -f out/fuzz/report.json
+	OPSCALE_FUZZ_SCALE=$(FUZZ_SCALE) OPSCALE_FUZZ_REPORT=out/fuzz/report.json $(BIN)/python -m pytest -q \
+		tests/component/test_fuzz_rpcs.py tests/unit/test_cli_bad_input.py
+	$(BIN)/python scripts/fuzz_report.py out/fuzz/report.json
 
 protos: setup
 	$(BIN)/python scripts/protos.py

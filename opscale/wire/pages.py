@@ -1,9 +1,10 @@
 """List pages on the wire: a bounded page size, a token that is the last key returned, and a byte cap.
 
 Every list RPC pages (``opscale.api.common.v1.PageRequest``): at most ``MAX_PAGE_SIZE`` items, and
-never more bytes than ``MAX_PAGE_BYTES`` (half the 16 MiB gRPC message limit), so a few large objects
-(specs up to 256 KiB each) cannot make a list fail for every client. A token is the key of the last item
-of the previous page; items are listed in key order, so one added meanwhile shows on a later page.
+never more bytes than ``MAX_PAGE_BYTES``, below the 4 MiB a gRPC client accepts by default, so a few
+large objects (specs up to 256 KiB each) cannot make a list fail for every client. A token is the key
+of the last item of the previous page; items are listed in key order, so one added meanwhile shows on
+a later page.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from google.protobuf.message import Message
 from opscale.errors import InvalidArgument
 
 MAX_PAGE_SIZE = 1000
-MAX_PAGE_BYTES = 8 * 1024 * 1024
+MAX_PAGE_BYTES = 3 * 1024 * 1024
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
