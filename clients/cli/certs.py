@@ -37,12 +37,19 @@ def init_cmd(
     days: Annotated[int, Opt("--days", help="validity of every certificate")] = 365,
     namespace: Annotated[str, Opt("--namespace", help="namespace of the Kubernetes Secrets")] = "opscale",
     force: Annotated[bool, Opt("--force", help="replace existing files (a new CA!)")] = False,
+    if_missing: Annotated[
+        bool,
+        Opt("--if-missing", help="do nothing (exit 0) when OUT already has a CA: a one-shot job's rerun"),
+    ] = False,
 ) -> None:
     """Make a development CA and the server, agent and client certificates signed by it.
 
     Writes ca.crt/key, server.crt/key, agent-<node>.crt/key and client-<name>.crt/key under OUT, and
     secrets.yaml (Kubernetes TLS Secrets). The role of each certificate is its subject's OU.
     """
+    if if_missing and (out / "ca.crt").exists():
+        echo(f"{out / 'ca.crt'} exists: keeping the CA and its certificates")
+        return
     clients = [parse_client(c) for c in (client or ["admin=admin", "viewer=viewer"])]
     issued = init(
         server_names=[*DEFAULT_SERVER_NAMES, *(san or [])],

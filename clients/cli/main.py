@@ -17,6 +17,7 @@ from clients.cli import (
     describe,
     explain,
     get,
+    health,
     serve,
     simulate,
     top,
@@ -36,6 +37,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(certs.app, name="certs")
 serve.register(app)
+health.register(app)
 agent.register(app)
 worker.register(app)
 simulate.register(app)

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SECRETS_ENV = ROOT / "deploy" / "compose" / "secrets.env"
 OPSCALE_SERVICES = {"ingest", "decision", "placement"}
-EXPECTED = {"postgres", "redis", "otel-collector", "migrate", *OPSCALE_SERVICES, "agent"}
+EXPECTED = {"postgres", "redis", "otel-collector", "certs", "migrate", *OPSCALE_SERVICES, "agent"}
+CERTS_DIR = "/var/lib/opscale/certs"
 
 
 def _compose() -> dict[str, Any]:
@@ -101,9 +102,11 @@ def test_services_start_only_after_the_migration_and_their_stores() -> None:
     services = _services()
     assert services["migrate"]["command"] == ["db", "upgrade"]
     assert services["migrate"]["restart"] == "no"  # a one-shot job, not a loop
+    assert services["migrate"]["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
     for name in OPSCALE_SERVICES:
         deps = services[name]["depends_on"]
         assert deps["migrate"] == {"condition": "service_completed_successfully"}, name
+        assert deps["certs"] == {"condition": "service_completed_successfully"}, name
         assert deps["postgres"] == {"condition": "service_healthy"}, name
         assert deps["redis"] == {"condition": "service_healthy"}, name
     assert services["agent"]["depends_on"]["placement"] == {"condition": "service_healthy"}
@@ -112,19 +115,37 @@ def test_services_start_only_after_the_migration_and_their_stores() -> None:
 def test_long_running_servers_have_healthchecks_that_ask_their_own_port() -> None:
     services = _services()
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
-    assert services["redis"]["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+    assert "REDISCLI_AUTH" in services["redis"]["healthcheck"]["test"][-1]  # it has a password
     for name in OPSCALE_SERVICES:
         assert services[name]["command"] == ["serve", name]
-        test = " ".join(services[name]["healthcheck"]["test"])
         port = Settings.model_fields[f"{name}_port"].default
-        assert "grpc_health.v1" in test and f"127.0.0.1:{port}" in test, f"{name}: {test}"
+        # `opscale health` speaks the service's mTLS with the container's own settings.
+        test = services[name]["healthcheck"]["test"]
+        assert test == ["CMD", "opscale", "health", f"127.0.0.1:{port}"], f"{name}: {test}"
+        assert CliRunner().invoke(app, [*test[2:], "--help"]).exit_code == 0
 
 
-def test_the_health_one_liner_is_valid_python() -> None:
-    for name in OPSCALE_SERVICES:
-        test = _services()[name]["healthcheck"]["test"]
-        assert test[:3] == ["CMD", "python", "-c"]
-        compile(test[3], f"{name} healthcheck", "exec")
+def test_published_ports_are_on_loopback_only() -> None:
+    for name, service in _services().items():
+        for port in service.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_every_grpc_server_serves_mtls_from_the_certs_job() -> None:
+    services = _services()
+    command = services["certs"]["command"]
+    assert command[:2] == ["certs", "init"] and "--if-missing" in command
+    assert command[command.index("--out") + 1] == CERTS_DIR
+    assert CliRunner().invoke(app, [*command[:2], "--help"]).exit_code == 0
+    for name in (*OPSCALE_SERVICES, "agent"):
+        env = _environment(services[name])
+        assert any(v.startswith(f"certs:{CERTS_DIR}") for v in services[name]["volumes"]), name
+        for key in ("CERT", "KEY", "CA"):
+            assert env[f"OPSCALE_TLS_{key}_FILE"].startswith(f"{CERTS_DIR}/"), (name, key)
+    agent = _environment(services["agent"])
+    node = agent["OPSCALE_NODE_NAME"]
+    assert agent["OPSCALE_TLS_CERT_FILE"] == f"{CERTS_DIR}/agent-{node}.crt"  # CN = its node: bound to it
+    assert command[command.index("--agent") + 1] == node
 
 
 def test_every_opscale_variable_is_a_real_setting() -> None:
@@ -149,11 +170,12 @@ def test_each_container_environment_loads_as_valid_settings(
     assert cfg.listen_host == "0.0.0.0"  # reachable from the other containers
     if name != "agent":
         assert cfg.database_url.startswith("postgresql://") and "@postgres:5432/" in cfg.database_url
-        assert cfg.counters_url == "redis://redis:6379/0"
+        assert cfg.counters_url.startswith("redis://:") and cfg.counters_url.endswith("@redis:6379/0")
+        assert cfg.tls_cert_file is not None and cfg.tls_ca_file is not None
     assert cfg.address_of("placement") == "placement:50063"
 
 
-@pytest.mark.parametrize("name", sorted(OPSCALE_SERVICES | {"migrate", "agent"}))
+@pytest.mark.parametrize("name", sorted(OPSCALE_SERVICES | {"migrate", "agent", "certs"}))
 def test_each_command_is_a_real_opscale_command(name: str) -> None:
     command = _services()[name]["command"]
     if command[0] == "serve":  # --help is eager: click would not check the argument's value
@@ -180,6 +202,8 @@ def test_the_secrets_file_agrees_with_itself() -> None:
         f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:5432/{env['POSTGRES_DB']}"
     )
     assert url == expected, "the password (and user, db) must match between postgres and opscale"
+    counters = f"redis://:{env['REDIS_PASSWORD']}@redis:6379/0"
+    assert env["OPSCALE_COUNTERS_URL"] == counters, "the Redis password must match between redis and opscale"
 
 
 def test_the_collector_config_is_wired_and_scrapes_every_service() -> None:
