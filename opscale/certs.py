@@ -226,28 +226,30 @@ def write(issued: Sequence[Issued], out: Path, *, force: bool) -> list[Path]:
 
 
 def k8s_secrets(issued: Sequence[Issued], namespace: str = "opscale") -> str:
-    """Kubernetes Secrets (``kubernetes.io/tls`` with ``ca.crt``) for the server and each agent and
-    client certificate, as one YAML stream: ``kubectl apply -f secrets.yaml``."""
+    """The Kubernetes Secrets deploy/k8s/base mounts, as one YAML stream (``kubectl apply -f``):
+    ``opscale-tls-server`` and ``opscale-tls-client-<name>`` (``kubernetes.io/tls`` with ``ca.crt``),
+    and ``opscale-tls-agents`` (``ca.crt`` and ``<node>.crt``/``<node>.key`` for every agent: the
+    DaemonSet picks its node's pair by name)."""
     import base64
 
     import yaml
 
+    def b64(data: bytes | None) -> str:
+        return base64.b64encode(data or b"").decode()
+
+    def secret(name: str, kind: str, data: dict[str, str]) -> dict[str, object]:
+        meta = {"name": name, "namespace": namespace}
+        return {"apiVersion": "v1", "kind": "Secret", "type": kind, "metadata": meta, "data": data}
+
     ca = next(i for i in issued if i.name == "ca")
     docs = []
+    agents: dict[str, str] = {"ca.crt": b64(ca.cert_pem)}
     for item in issued:
-        if item.name == "ca":
-            continue
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": "kubernetes.io/tls",
-                "metadata": {"name": f"opscale-tls-{item.name}", "namespace": namespace},
-                "data": {
-                    "ca.crt": base64.b64encode(ca.cert_pem).decode(),
-                    "tls.crt": base64.b64encode(item.cert_pem).decode(),
-                    "tls.key": base64.b64encode(item.key_pem or b"").decode(),
-                },
-            }
-        )
+        if item.name.startswith("agent-"):
+            node = item.name.removeprefix("agent-")
+            agents |= {f"{node}.crt": b64(item.cert_pem), f"{node}.key": b64(item.key_pem)}
+        elif item.name != "ca":
+            tls = {"ca.crt": b64(ca.cert_pem), "tls.crt": b64(item.cert_pem), "tls.key": b64(item.key_pem)}
+            docs.append(secret(f"opscale-tls-{item.name}", "kubernetes.io/tls", tls))
+    docs.append(secret("opscale-tls-agents", "Opaque", agents))
     return yaml.safe_dump_all(docs, sort_keys=False)

@@ -290,8 +290,13 @@ def test_each_service_deployment_is_probed_sized_spread_and_scraped(
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": grpc_port, "metrics": cfg.metrics_port}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == grpc_port, probe
-        assert container[probe]["grpc"].get("service", "") == "", "the overall health of the server"
+        # grpc.health.v1 of the whole server over its mTLS (native gRPC probes cannot do TLS).
+        assert container[probe]["exec"]["command"] == ["opscale", "health", f"127.0.0.1:{grpc_port}"], probe
+    assert cfg.tls_cert_file is not None and cfg.tls_ca_file is not None
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets["tls"] == "opscale-tls-server"
+    assert str(cfg.tls_cert_file).startswith(mounts["tls"] + "/")
     requests = container["resources"]["requests"]
     assert {"cpu", "memory"} <= set(requests) and "memory" in container["resources"]["limits"]
 
@@ -311,6 +316,49 @@ def test_each_service_deployment_is_probed_sized_spread_and_scraped(
     pdb = _one(docs, "PodDisruptionBudget", name)
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert deployment["spec"]["selector"]["matchLabels"] == pdb["spec"]["selector"]["matchLabels"]
+
+
+def test_network_policies_close_the_namespace_and_open_only_the_documented_paths() -> None:
+    docs = [d for d in _base_docs() if d["kind"] == "NetworkPolicy"]
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs}
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+    def sources(name: str) -> tuple[set[str], set[int]]:
+        rule = policies[name]["ingress"][0]
+        found = set()
+        for peer in rule["from"]:
+            labels = peer.get("podSelector", {}).get("matchLabels", {})
+            found.add(
+                labels.get("app.kubernetes.io/component")
+                or next(iter(labels), "")
+                or peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            )
+        return found, {p["port"] for p in rule["ports"]}
+
+    assert sources("placement-from-agents-and-decision") == ({"agent", "decision"}, {50063})
+    assert sources("ingest-from-clients") == ({"opscale.io/client", "agent"}, {50061})
+    assert sources("decision-from-clients") == ({"opscale.io/client", "keda"}, {50062})
+    assert sources("keda-scaler-from-keda") == ({"keda"}, {50064})
+
+
+def test_the_agent_presents_its_own_nodes_certificate() -> None:
+    docs = _base_docs()
+    (container,) = _one(docs, "DaemonSet", "agent")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    names = [e["name"] for e in container["env"]]
+    assert names.index("OPSCALE_NODE_NAME") < names.index("OPSCALE_TLS_CERT_FILE")  # $(...) expands
+    assert env["OPSCALE_TLS_CERT_FILE"].endswith("/$(OPSCALE_NODE_NAME).crt")
+    assert env["OPSCALE_TLS_KEY_FILE"].endswith("/$(OPSCALE_NODE_NAME).key")
+
+
+def test_certs_init_writes_the_secrets_the_manifests_mount(tmp_path: Path) -> None:
+    from opscale.certs import DEFAULT_SERVER_NAMES, init, k8s_secrets
+
+    issued = init(server_names=DEFAULT_SERVER_NAMES, agents=["gpu-a"], clients=[("adam", "admin")], days=1)
+    secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(k8s_secrets(issued))}
+    assert set(secrets["opscale-tls-server"]["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    assert set(secrets["opscale-tls-agents"]["data"]) == {"ca.crt", "gpu-a.crt", "gpu-a.key"}
+    assert "opscale-tls-client-adam" in secrets
 
 
 @pytest.mark.parametrize("name", SERVICES)
