@@ -99,6 +99,9 @@ def test_each_scaled_object_drives_an_opscale_pool(obj: Doc) -> None:
     assert workload["spec"]["replicas"] == 0  # KEDA owns the count; nothing fights it on apply
 
     (trigger,) = obj["spec"]["triggers"]
+    auth = _one(_docs(), "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    params = {r["parameter"] for r in auth["spec"]["secretTargetRef"]}
+    assert params == {"caCert", "tlsClientCert", "tlsClientKey"}  # the scaler is mTLS
     assert trigger["type"] in ("external", "external-push") and trigger["metricType"] == "AverageValue"
     metadata = trigger["metadata"]
     host, port = metadata["scalerAddress"].rsplit(":", 1)
