@@ -74,3 +74,19 @@ async def until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for: {what}")
         await asyncio.sleep(poll_s)
+
+
+async def register_once(channel: Any, register: Any) -> Any:
+    """Open an agent stream on ``channel``, send ``register`` (an ``apb.Register``) and return the first
+    answer (a ``ConnectResponse``, or the stream's error raised); the stream is then closed."""
+    from opscale.api.agent.v1 import agent_pb2 as apb
+    from opscale.api.agent.v1 import agent_pb2_grpc
+
+    call = agent_pb2_grpc.AgentServiceStub(channel).Connect(timeout=10)
+    await call.write(apb.ConnectRequest(register=register))
+    try:
+        reply = await call.read()
+    finally:
+        call.cancel()
+    assert isinstance(reply, apb.ConnectResponse)
+    return reply

@@ -19,7 +19,7 @@ from opscale.api.ingest.v1 import ingest_pb2 as ipb
 from opscale.api.placement.v1 import placement_pb2 as ppb
 from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.wire.pages import MAX_PAGE_BYTES
-from tests.builders import spec_pb
+from tests.builders import register_once, spec_pb
 from tests.component.conftest import Serve
 
 NUL = "chat\x00"
@@ -76,13 +76,7 @@ async def test_agent_registration_edges(serve: Serve) -> None:
     stub = agent_pb2_grpc.AgentServiceStub(channel)
 
     async def register(msg: apb.Register) -> apb.ConnectResponse:
-        call = stub.Connect(timeout=10)
-        await call.write(apb.ConnectRequest(register=msg))
-        try:
-            reply = await call.read()
-        finally:
-            call.cancel()
-        assert isinstance(reply, apb.ConnectResponse)
+        reply: apb.ConnectResponse = await register_once(channel, msg)
         return reply
 
     big_index = apb.Register(node_name="n1", session_id="s1", gpus=[apb.GpuInfo(index=2**32 - 1)])

@@ -21,7 +21,6 @@ import grpc
 import pytest
 
 from opscale.api.agent.v1 import agent_pb2 as apb
-from opscale.api.agent.v1 import agent_pb2_grpc
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.api.placement.v1 import placement_pb2 as ppb
@@ -39,7 +38,7 @@ from opscale.grpcutil.tls import TlsFiles
 from opscale.telemetry import build_telemetry
 from services.catalog import SERVICES
 from services.runtime import Runtime, open_runtime
-from tests.builders import spec_pb
+from tests.builders import register_once, spec_pb
 
 TOKENS = {"viewer-secret": ("vera", Role.VIEWER), "operator-secret": ("olga", Role.OPERATOR)}
 
@@ -167,13 +166,9 @@ async def test_mtls_binds_an_agent_to_its_node_and_a_certificate_to_its_role(
         return instrumented_channel(address, None, security=ClientSecurity(files))
 
     async def register(channel: grpc.aio.Channel, node: str) -> apb.ConnectResponse:
-        call = agent_pb2_grpc.AgentServiceStub(channel).Connect(timeout=10)
-        await call.write(apb.ConnectRequest(register=apb.Register(node_name=node, session_id="s-" + node)))
-        try:
-            reply = await call.read()
-        finally:
-            call.cancel()
-        assert isinstance(reply, apb.ConnectResponse)
+        reply: apb.ConnectResponse = await register_once(
+            channel, apb.Register(node_name=node, session_id="s-" + node)
+        )
         return reply
 
     async with as_("agent-node-a", placement) as agent_a:
