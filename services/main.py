@@ -75,7 +75,7 @@ async def serve(
 def describe_security(security: ServerSecurity) -> str:
     tls = security.tls
     transport = "mTLS" if tls.requires_client_certs else "TLS" if tls.serves_tls else "plaintext"
-    auth = "tokens and certificates" if security.auth is not None else "none (every caller trusted)"
+    auth = security.auth.describe() if security.auth is not None else "none (every caller trusted)"
     return f"transport {transport}, authentication {auth}"
 
 

@@ -279,5 +279,10 @@ class Authenticator:
                 f"one of: {', '.join(sorted(r.value for r in allowed))}"
             )
 
+    def describe(self) -> str:
+        ways = [f"{len(self._tokens)} tokens"] if self._tokens else []
+        ways += ["client certificates"] if self._certificates else []
+        return " and ".join(ways) or "a tokens file with no tokens (nobody gets in)"
+
     def public(self, method: str) -> bool:
         return ROLE_FOR_METHOD.get(method) == PUBLIC
