@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-BAD = ("INTERNAL", "UNKNOWN", "HANG", "UNAVAILABLE")
+BAD = ("INTERNAL", "UNKNOWN", "HANG", "UNREACHABLE")
 
 
 def main(path: str) -> int:
@@ -33,7 +33,7 @@ def main(path: str) -> int:
         print("| outcome | cases |\n|---|---:|")
         for outcome, n in by_outcome.most_common():
             print(f"| {outcome} | {n} |")
-    print(f"\ntotal: {total} cases; INTERNAL/UNKNOWN/UNAVAILABLE/hangs: {bad}")
+    print(f"\ntotal: {total} cases; INTERNAL, UNKNOWN, unreachable or hung: {bad}")
     return 1 if bad else 0
 
 
