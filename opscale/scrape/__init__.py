@@ -3,12 +3,12 @@
 ``parse_exposition`` (text -> values), ``detect_engine`` / ``read_models`` (values -> one
 engine-neutral ``EngineReading`` per model on the endpoint), ``derive_samples`` (two readings ->
 samples, across restarts and gaps), ``spread`` (engine histogram deltas -> store observations) and
-``codec`` (readings to and from JSON, so scraper replicas can hand a target over). The network loops
+``codec`` (a target's state to and from JSON, so scraper replicas can hand a target over). The network loops
 that feed them live in ``services/ingest/``.
 """
 
-from opscale.scrape.codec import reading_from_json, reading_to_json
-from opscale.scrape.delta import DEFAULT_MAX_GAP_S, Derived, derive_samples, restarted
+from opscale.scrape.codec import state_from_json, state_to_json
+from opscale.scrape.delta import DEFAULT_MAX_GAP_S, Carry, Derived, derive_samples, restarted
 from opscale.scrape.engines import (
     NAMES,
     Engine,
@@ -24,6 +24,7 @@ from opscale.scrape.spread import HistogramDelta, histogram_delta, spread
 
 __all__ = [
     "DEFAULT_MAX_GAP_S",
+    "Carry",
     "NAMES",
     "Derived",
     "Engine",
@@ -40,8 +41,8 @@ __all__ = [
     "parse_exposition",
     "read_model",
     "read_models",
-    "reading_from_json",
-    "reading_to_json",
     "restarted",
     "spread",
+    "state_from_json",
+    "state_to_json",
 ]

@@ -1,5 +1,6 @@
-"""``EngineReading`` to and from JSON: the previous reading of a target is kept in Redis, so that
-whichever ingest replica scrapes a target next derives its deltas from the same baseline.
+"""A target's scrape state — its last ``EngineReading`` and the ``Carry`` — to and from JSON: it is
+kept in Redis, so that whichever ingest replica scrapes a target next derives its deltas from the
+same baseline.
 
 Floats round-trip exactly through ``json`` (``repr`` is shortest round-trip); ``inf`` bucket bounds
 are written as the string ``"+Inf"`` (JSON has no infinity). A stored reading that does not decode
@@ -12,11 +13,12 @@ import json
 import math
 from typing import Any
 
+from opscale.scrape.delta import Carry
 from opscale.scrape.engines import Engine, EngineReading
 from opscale.scrape.parse import HistogramValue
 
 _HISTS = ("ttft_s", "tbt_s", "e2e_s", "prompt_len", "output_len")
-_VERSION = 1
+_VERSION = 2
 
 
 def _hist_out(h: HistogramValue | None) -> Any:
@@ -40,8 +42,8 @@ def _hist_in(raw: Any) -> HistogramValue | None:
     return HistogramValue(buckets, total, float(raw["n"]))
 
 
-def reading_to_json(r: EngineReading) -> str:
-    body: dict[str, Any] = {"v": _VERSION}
+def state_to_json(r: EngineReading, carry: Carry) -> str:
+    body: dict[str, Any] = {"v": _VERSION, "carry": [carry.lengths and list(carry.lengths), carry.pending]}
     for name in EngineReading.__dataclass_fields__:
         value = getattr(r, name)
         if name in _HISTS:
@@ -55,7 +57,7 @@ def reading_to_json(r: EngineReading) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def reading_from_json(text: str | bytes) -> EngineReading:
+def state_from_json(text: str | bytes) -> tuple[EngineReading, Carry]:
     try:
         raw = json.loads(text)
         if raw.get("v") != _VERSION:
@@ -73,6 +75,8 @@ def reading_from_json(text: str | bytes) -> EngineReading:
                 fields[name] = tuple(str(m) for m in value)
             else:
                 fields[name] = value
-        return EngineReading(**fields)
+        lengths, pending = raw["carry"]
+        carry = Carry(None if lengths is None else (float(lengths[0]), float(lengths[1])), int(pending))
+        return EngineReading(**fields), carry
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"stored reading does not decode: {exc}") from None

@@ -11,7 +11,10 @@ Each signal's source, per engine, is in docs/signals.md; in short:
   the interval, spread by ``spread`` (mean exact from ``_sum/_count``), scaled to the number of
   arrivals; without histograms, the mean from the counters bumped at finish. Engines count lengths
   only when a request finishes; when none finished in the interval, the last lengths seen
-  (``last_lengths``, carried by the caller) stand in, else the engine's lifetime means.
+  (``Carry.lengths``, kept by the caller between scrapes) stand in, else the engine's lifetime
+  means. Before any request has finished (a cold engine) no length is known: those arrivals are held
+  (``Carry.pending``) and written with the first lengths seen, a few seconds late rather than with
+  made-up lengths.
 - **Token rates**: counters that grow while tokens are generated (vLLM's token counters, SGLang's
   ``realtime_tokens_total``), over the time between the two scrapes; prefill counts computed tokens
   only (prefix-cache hits left out).
@@ -69,9 +72,15 @@ class Derived:
     counter_reset: bool
     rebaselined: bool  # no rates this time: first reading, a long gap or changed buckets
     arrivals_from: str  # "counter", "conservation" or "" (no arrivals this time)
-    # Mean (input, output) lengths of the requests finished in the interval, or those carried from
-    # before when none finished: pass them to the next derive_samples as last_lengths.
-    lengths: tuple[float, float] | None = None
+    carry: Carry  # pass to the next derive_samples of this model
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """What one derive hands the next (the caller stores it with the reading)."""
+
+    lengths: tuple[float, float] | None = None  # mean (input, output) lengths last seen
+    pending: int = 0  # arrivals not written yet: no length was known
 
 
 def _delta(prev: float | None, cur: float | None, reset: bool) -> float | None:
@@ -154,9 +163,9 @@ def _lifetime(r: EngineReading) -> tuple[float, float] | None:
 
 
 def _arrivals(
-    prev: EngineReading, cur: EngineReading, reset: bool, last: tuple[float, float] | None
-) -> tuple[list[Arrival], str, tuple[float, float] | None]:
-    """(arrivals, where their number came from, the mean lengths to carry to the next interval)."""
+    prev: EngineReading, cur: EngineReading, reset: bool, carry: Carry
+) -> tuple[list[Arrival], str, Carry]:
+    """(arrivals, where their number came from, what to carry to the next interval)."""
     received = _delta(prev.arrivals, cur.arrivals, reset)
     finished = _delta(prev.finished, cur.finished, reset)
     if received is not None:
@@ -165,7 +174,8 @@ def _arrivals(
         before = 0.0 if reset else (prev.queued if prev.queued is not None else cur.queued)
         n, source = max(0, round(finished + cur.queued - before)), "conservation"
     else:
-        return [], "", last
+        return [], "", carry
+    n += carry.pending
     prompts = histogram_delta(prev.prompt_len, cur.prompt_len, reset)
     outputs = histogram_delta(prev.output_len, cur.output_len, reset)
     fp = _delta(prev.finished_prompt_tokens, cur.finished_prompt_tokens, reset)
@@ -173,18 +183,22 @@ def _arrivals(
     ins = _lengths(prompts, finished, fp, max(n, 1), "input_tokens")
     outs = _lengths(outputs, finished, fo, max(n, 1), "output_tokens")
     if ins and outs:
-        last = (_mean(ins), _mean(outs))
+        lengths: tuple[float, float] | None = (_mean(ins), _mean(outs))
     else:  # nothing finished in the interval: the last lengths seen, else the engine's lifetime means
-        last = last or _lifetime(cur) or _lifetime(prev)
-        ins, outs = ([(last[0], n)], [(last[1], n)]) if last else ([(0.0, n)], [(0.0, n)])
+        lengths = carry.lengths or _lifetime(cur) or _lifetime(prev)
+        if lengths is None:
+            return [], source, Carry(None, n)
+        ins, outs = [(lengths[0], n)], [(lengths[1], n)]
     if n <= 0:
-        return [], source, last
+        return [], source, Carry(lengths, 0)
     hits = _delta(prev.cache_hits, cur.cache_hits, reset)
     base = _delta(prev.prompt_tokens, cur.prompt_tokens, reset)
     hit = min(1.0, hits / base) if hits and base else 0.0
     cap = DEFAULT_LIMITS.max_count
-    arrivals = [Arrival(_tokens(i), _tokens(o), _tokens(i * hit), min(k, cap)) for i, o, k in _pair(ins, outs)]
-    return arrivals, source, last
+    arrivals = [
+        Arrival(_tokens(i), _tokens(o), _tokens(i * hit), min(k, cap)) for i, o, k in _pair(ins, outs)
+    ]
+    return arrivals, source, Carry(lengths, 0)
 
 
 def _latencies(
@@ -231,7 +245,7 @@ def derive_samples(
     pool: PoolRef,
     instance: str,
     max_gap_s: float = DEFAULT_MAX_GAP_S,
-    last_lengths: tuple[float, float] | None = None,
+    carry: Carry | None = None,
 ) -> Derived:
     at = cur.at_s
     out: list[Sample] = []
@@ -242,17 +256,17 @@ def derive_samples(
     gap = at - prev.at_s if prev is not None else math.inf
     reset = prev is not None and restarted(prev, cur)
     rebaselined = prev is None or not 0 < gap <= max_gap_s
-    source, lengths = "", last_lengths
+    source, carry = "", carry or Carry()
     if prev is not None and not rebaselined:
         out += [
             Sample(deployment, end, t, pool, instance) for end, t in _throughput(prev, cur, reset, pool.stage)
         ]
         if pool.stage is not Stage.PREFILL:
             payloads: list[Payload] = []
-            arrivals, source, lengths = _arrivals(prev, cur, reset, last_lengths)
+            arrivals, source, carry = _arrivals(prev, cur, reset, carry)
             payloads += arrivals
             payloads += _latencies(LatencyKind.TTFT, prev, cur, "ttft_s", reset)
             payloads += _latencies(LatencyKind.TBT, prev, cur, "tbt_s", reset)
             payloads += _latencies(LatencyKind.E2E, prev, cur, "e2e_s", reset)
             out += [Sample(deployment, at, p, pool, instance) for p in payloads]
-    return Derived(tuple(out), reset, rebaselined, source, lengths)
+    return Derived(tuple(out), reset, rebaselined, source, carry)

@@ -21,6 +21,7 @@ failure, every ``LOG_EVERY`` failures after that, and on recovery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ from opscale.scrape import (
     detect_engine,
     parse_exposition,
     read_models,
-    reading_from_json,
-    reading_to_json,
+    state_from_json,
+    state_to_json,
 )
 from opscale.signals import SampleBatch
 from opscale.spec import OperatorKind, PoolRef, Stage
@@ -196,10 +197,10 @@ class EndpointScraper:
     async def _scrape_route(self, route: Route, reading: EngineReading) -> None:
         key = f"{self.spec.url}#{route.model_name or ''}"
         version, stored = await self._state.load(key)
-        try:
-            prev = None if stored is None else reading_from_json(stored)
-        except ValueError:
-            prev = None  # another version's format: re-baseline
+        prev, carry = None, None
+        if stored is not None:
+            with contextlib.suppress(ValueError):  # another version's format: re-baseline
+                prev, carry = state_from_json(stored)
         derived = derive_samples(
             prev,
             reading,
@@ -207,9 +208,10 @@ class EndpointScraper:
             pool=route.pool,
             instance=self._instance,
             max_gap_s=self._max_gap_s,
+            carry=carry,
         )
         ttl_s = max(3600.0, 4 * self._max_gap_s)
-        if not await self._state.commit(key, version, reading_to_json(reading), ttl_s=ttl_s):
+        if not await self._state.commit(key, version, state_to_json(reading, derived.carry), ttl_s=ttl_s):
             return  # another replica scraped this target since our baseline, and wrote its samples
         labels = self._labels(route)
         for engine, kv in reading.kv_usage_by_engine:

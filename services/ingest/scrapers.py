@@ -2,10 +2,10 @@
 picking up a changed targets file.
 
 A scraper is anything with a ``key``, an ``interval_s`` and ``scrape_once()`` — an engine endpoint
-(``scrape.EndpointScraper``) or a Prometheus source (``prometheus.PrometheusScraper``). Each runs in
-its own task, on the monotonic clock without drift, and scrapes only while this replica owns its key
-(``Membership``, rendezvous hashing over the live replicas; see ``shard``). When a membership change
-hands it a key, that scraper is woken and scrapes at once rather than at its next tick, so a dead
+(``scrape.EndpointScraper``) or a Prometheus source (``prometheus.PrometheusScraper``). All run from
+one scheduler (``step``), on the monotonic clock without drift, and scrapes only while this replica
+owns its key (``Membership``, rendezvous hashing over the live replicas; see ``shard``). When a
+membership change hands it a key, that key is due at once rather than at its next tick, so a dead
 replica's targets are scraped again within ``ttl_s + beat_s`` = 1.75 scrape intervals.
 
 With the in-process state store (the embedded default: one replica) membership is off and this
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
 import os
 import socket
 import uuid
@@ -110,8 +112,10 @@ class ScrapeManager:
         self._file = targets_file
         self._default_interval_s = default_interval_s
         self.scrapers: dict[str, Scraper] = {s.key: s for s in [*make(self._static), *self._extra]}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._wake: dict[str, asyncio.Event] = {}
+        self._next: dict[str, float] = {}  # monotonic time each scraper is due
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._next_beat = -math.inf
+        self._next_poll = -math.inf
 
     def reload(self) -> bool:
         """Re-read the targets file if it changed; True if the scrapers changed. A wrong file is
@@ -144,65 +148,58 @@ class ScrapeManager:
     def owned(self) -> set[str]:
         return {k for k in self.scrapers if self.membership.owns(k)}
 
-    async def beat(self) -> None:
-        """Renew membership; wake the scrapers whose keys this replica gained."""
-        before = self.owned()
-        if await self.membership.beat():
+    async def _scrape(self, scraper: Scraper) -> None:
+        try:
+            await scraper.scrape_once()
+        except Exception:  # a bug in one scraper must not stop the others or the service
+            log.exception("scraper %s failed unexpectedly", scraper.key, extra={"service": "ingest"})
+
+    def _done(self, key: str, _: asyncio.Task[None]) -> None:
+        self._inflight.pop(key, None)
+
+    async def step(self, *, wait: bool = False) -> float:
+        """Do what is due now: renew membership (every ``beat_s``; a key just gained is due at once),
+        re-read the targets file (every second), start the due scrapes of owned keys (each key at most
+        one at a time; a slow scrape skips the slots it missed rather than running back to back).
+        ``wait``: also wait for the scrapes started (tests step a virtual clock so). Returns the
+        monotonic time when something is next due."""
+        now = self._clock.monotonic()
+        if now >= self._next_beat:
+            before = self.owned()
+            await self.membership.beat()
             for key in self.owned() - before:
-                event = self._wake.get(key)
-                if event is not None:
-                    event.set()
-
-    async def _loop(self, scraper: Scraper, wake: asyncio.Event) -> None:
-        clock, interval = self._clock, scraper.interval_s
-        next_at = clock.monotonic()
-        while True:
-            if self.membership.owns(scraper.key):
-                try:
-                    await scraper.scrape_once()
-                except Exception:  # a bug in one scraper must not stop the others or the service
-                    log.exception("scraper %s failed unexpectedly", scraper.key, extra={"service": "ingest"})
-            next_at += interval
-            delay = next_at - clock.monotonic()
-            if delay < 0:  # a slow scrape: skip the missed slots rather than scrape back to back
-                next_at -= (delay // interval) * interval
-                delay = next_at - clock.monotonic()
-            wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=max(0.0, delay))
-            if wake.is_set():
-                next_at = clock.monotonic()  # just handed over: scrape now
-
-    def _sync_tasks(self) -> None:
-        for key in set(self._tasks) - set(self.scrapers):
-            self._tasks.pop(key).cancel()
-            self._wake.pop(key, None)
+                self._next[key] = now
+            self._next_beat = now + self.membership.beat_s
+        if now >= self._next_poll:
+            self.reload()
+            self._next_poll = now + 1.0
+        for key in set(self._next) - set(self.scrapers):
+            del self._next[key]
+        started = []
         for key, scraper in self.scrapers.items():
-            task = self._tasks.get(key)
-            if task is None or task.done() or getattr(task, "scraper", None) is not scraper:
-                if task is not None:
-                    task.cancel()
-                self._wake[key] = asyncio.Event()
-                task = asyncio.create_task(self._loop(scraper, self._wake[key]), name=f"scrape {key}")
-                task.scraper = scraper  # type: ignore[attr-defined]
-                self._tasks[key] = task
+            due = self._next.setdefault(key, now)
+            if due > now or key in self._inflight:
+                continue
+            if self.membership.owns(key):
+                task = asyncio.create_task(self._scrape(scraper), name=f"scrape {key}")
+                self._inflight[key] = task
+                task.add_done_callback(functools.partial(self._done, key))
+                started.append(task)
+            interval = scraper.interval_s
+            self._next[key] = due + interval * (1 + (now - due) // interval)
+        if wait and started:
+            await asyncio.gather(*started)
+        return min([self._next_beat, self._next_poll, *self._next.values()])
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Scrape until ``stopping`` is set; then leave the membership, so the others take over at once."""
-        await self.membership.beat()
-        self.reload()
-        self._sync_tasks()
-        poll_s = min(self.membership.beat_s, 1.0) if self.membership.sharded else 1.0
         try:
             while not stopping.is_set():
+                delay = await self.step() - self._clock.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=poll_s)
-                await self.beat()
-                if self.reload():
-                    self._sync_tasks()
+                    await asyncio.wait_for(stopping.wait(), timeout=max(0.001, delay))
         finally:
-            for task in self._tasks.values():
+            for task in list(self._inflight.values()):
                 task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            self._tasks.clear()
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
             await self.membership.leave()

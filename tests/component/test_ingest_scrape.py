@@ -164,7 +164,8 @@ async def test_the_scrapers_run_until_stopped(start_ingest: StartIngest, endpoin
     endpoint.body = EngineSim("sglang", horizon_s=20).exposition_at(T0 + 10)
     stopping = asyncio.Event()
     task = asyncio.create_task(stack.ingest.manager.run(stopping))
-    while endpoint.requests < 3:
+    while endpoint.requests < 3:  # the scheduler runs on the (virtual) monotonic clock
+        stack.clock.advance(0.01)
         await asyncio.sleep(0.01)
     stopping.set()
     await asyncio.wait_for(task, 10)

@@ -90,11 +90,11 @@ def test_a_restart_counts_from_zero(kind: str) -> None:
     readings = [read(sim, T0 + s) for s in range(40, 161)]
     assert restarted(readings[0], readings[1])
     samples: list[Sample] = []
-    lengths = None
+    carry = None
     for a, b in itertools.pairwise(readings):
-        d = derive_samples(a, b, deployment="llama", pool=pool(), instance="e", last_lengths=lengths)
+        d = derive_samples(a, b, deployment="llama", pool=pool(), instance="e", carry=carry)
         samples += d.samples
-        lengths = d.lengths
+        carry = d.carry
     assert compare(kind, observed(samples), sim.truth(T0 + 40, T0 + 160)) == []
 
 
