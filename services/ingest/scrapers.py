@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -92,6 +93,13 @@ def _spec(scraper: Scraper) -> object:
     return getattr(scraper, "spec", None)
 
 
+def _offset(key: str) -> float:
+    """A stable fraction of the interval by which a key's first scrape is put off, so that the
+    targets of one process are scraped spread over the interval rather than all at once (what
+    Prometheus does with its scrape offsets)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=2).digest()) / 65536
+
+
 class ScrapeManager:
     def __init__(
         self,
@@ -160,7 +168,8 @@ class ScrapeManager:
     async def step(self, *, wait: bool = False) -> float:
         """Do what is due now: renew membership (every ``beat_s``; a key just gained is due at once),
         re-read the targets file (every second), start the due scrapes of owned keys (each key at most
-        one at a time; a slow scrape skips the slots it missed rather than running back to back).
+        one at a time: a scrape still running at its next slot skips that slot). A key's first slot is
+        put off by a stable fraction of its interval (``_offset``).
         ``wait``: also wait for the scrapes started (tests step a virtual clock so). Returns the
         monotonic time when something is next due."""
         now = self._clock.monotonic()
@@ -177,16 +186,18 @@ class ScrapeManager:
             del self._next[key]
         started = []
         for key, scraper in self.scrapers.items():
-            due = self._next.setdefault(key, now)
-            if due > now or key in self._inflight:
+            interval = scraper.interval_s
+            due = self._next.setdefault(key, now + _offset(key) * interval)
+            if due > now:
                 continue
+            self._next[key] = due + interval * (1 + (now - due) // interval)
+            if key in self._inflight:
+                continue  # still running at its next slot: that slot is skipped, not queued
             if self.membership.owns(key):
                 task = asyncio.create_task(self._scrape(scraper), name=f"scrape {key}")
                 self._inflight[key] = task
                 task.add_done_callback(functools.partial(self._done, key))
                 started.append(task)
-            interval = scraper.interval_s
-            self._next[key] = due + interval * (1 + (now - due) // interval)
         if wait and started:
             await asyncio.gather(*started)
         return min([self._next_beat, self._next_poll, *self._next.values()])
