@@ -24,8 +24,8 @@ from opscale.scrape.spread import HistogramDelta, histogram_delta, spread
 
 __all__ = [
     "DEFAULT_MAX_GAP_S",
-    "Carry",
     "NAMES",
+    "Carry",
     "Derived",
     "Engine",
     "EngineNames",
