@@ -14,10 +14,9 @@ import math
 from typing import Any
 
 from opscale.scrape.delta import Carry
-from opscale.scrape.engines import Engine, EngineReading
+from opscale.scrape.engines import HISTOGRAM_FIELDS, Engine, EngineReading
 from opscale.scrape.parse import HistogramValue
 
-_HISTS = ("ttft_s", "tbt_s", "e2e_s", "prompt_len", "output_len")
 _VERSION = 2
 
 
@@ -46,7 +45,7 @@ def state_to_json(r: EngineReading, carry: Carry) -> str:
     body: dict[str, Any] = {"v": _VERSION, "carry": [carry.lengths and list(carry.lengths), carry.pending]}
     for name in EngineReading.__dataclass_fields__:
         value = getattr(r, name)
-        if name in _HISTS:
+        if name in HISTOGRAM_FIELDS:
             body[name] = _hist_out(value)
         elif name == "engine":
             body[name] = value.value
@@ -65,7 +64,7 @@ def state_from_json(text: str | bytes) -> tuple[EngineReading, Carry]:
         fields: dict[str, Any] = {}
         for name in EngineReading.__dataclass_fields__:
             value = raw[name]
-            if name in _HISTS:
+            if name in HISTOGRAM_FIELDS:
                 fields[name] = _hist_in(value)
             elif name == "engine":
                 fields[name] = Engine(value)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from opscale.scrape.engines import EngineReading
+from opscale.scrape.engines import COUNTER_FIELDS, HISTOGRAM_FIELDS, EngineReading
 from opscale.scrape.spread import HistogramDelta, Run, histogram_delta, spread
 from opscale.signals import (
     DEFAULT_LIMITS,
@@ -53,17 +53,6 @@ from opscale.signals import (
 from opscale.spec import PoolRef, Stage
 
 DEFAULT_MAX_GAP_S = 300.0
-_COUNTERS = (
-    "arrivals",
-    "finished",
-    "decode_tokens",
-    "prefill_computed",
-    "prompt_tokens",
-    "cache_hits",
-    "finished_prompt_tokens",
-    "finished_output_tokens",
-)
-_HISTOGRAMS = ("ttft_s", "tbt_s", "e2e_s", "prompt_len", "output_len")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +86,11 @@ def restarted(prev: EngineReading, cur: EngineReading) -> bool:
     before = dict(prev.created)
     if any(name in before and abs(ts - before[name]) > 1e-3 for name, ts in cur.created):
         return True
-    for c in _COUNTERS:
+    for c in COUNTER_FIELDS:
         p, q = getattr(prev, c), getattr(cur, c)
         if p is not None and q is not None and q < p:
             return True
-    for h in _HISTOGRAMS:
+    for h in HISTOGRAM_FIELDS:
         p, q = getattr(prev, h), getattr(cur, h)
         # Bucket by bucket: a restarted engine that has counted more in total since may still have
         # fewer in some bucket (SGLang exports neither a start time nor _created samples).

@@ -118,6 +118,25 @@ NAMES: Mapping[Engine, EngineNames] = {
     ),
 }
 
+# EngineReading's cumulative counters, and its histograms with the EngineNames field naming each.
+COUNTER_FIELDS = (
+    "arrivals",
+    "finished",
+    "decode_tokens",
+    "prefill_computed",
+    "prompt_tokens",
+    "cache_hits",
+    "finished_prompt_tokens",
+    "finished_output_tokens",
+)
+HISTOGRAM_FIELDS: Mapping[str, str] = {
+    "ttft_s": "ttft",
+    "tbt_s": "tbt",
+    "e2e_s": "e2e",
+    "prompt_len": "prompt_len",
+    "output_len": "output_len",
+}
+
 # What an endpoint must export for the engine to be recognised (and scraped usefully).
 _REQUIRED = ("running", "waiting", "decode_tokens")
 

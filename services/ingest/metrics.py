@@ -111,6 +111,13 @@ class IngestMetrics:
             ["target", "model", "engine"],
             registry=registry,
         )
+        self.scrape_arrivals_source = Gauge(
+            "opscale_ingest_scrape_arrivals_source",
+            "1 for how a scraped target's arrivals are counted: counter (the engine counts received "
+            "requests) or conservation (finished + change in running and waiting)",
+            [*labels, "source"],
+            registry=registry,
+        )
         self.counter_resets = Counter(
             "opscale_ingest_scrape_counter_resets",
             "Engine counters seen going backwards (an engine restart)",

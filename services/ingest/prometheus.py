@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -34,31 +35,15 @@ from opscale.clock import Clock
 from opscale.config import PrometheusSource
 from opscale.errors import OpscaleError
 from opscale.scrape import NAMES, EngineReading, HistogramValue, derive_samples
-from opscale.scrape.engines import Sel
+from opscale.scrape.engines import COUNTER_FIELDS, HISTOGRAM_FIELDS, Sel
 from opscale.signals import SampleBatch
 from services.ingest.app import IngestApp
 from services.ingest.http_fetch import FetchError, http_get
 from services.ingest.metrics import IngestMetrics
-from services.ingest.scrape import ENGINES, Fetch, Route, TargetHealth
+from services.ingest.scrape import ENGINES, LOG_EVERY, Fetch, Route, TargetHealth
 from services.ingest.shard import ScrapeState
 
-_COUNTERS = (
-    "arrivals",
-    "finished",
-    "decode_tokens",
-    "prefill_computed",
-    "prompt_tokens",
-    "cache_hits",
-    "finished_prompt_tokens",
-    "finished_output_tokens",
-)
-_HISTOGRAMS = {
-    "ttft_s": "ttft",
-    "tbt_s": "tbt",
-    "e2e_s": "e2e",
-    "prompt_len": "prompt_len",
-    "output_len": "output_len",
-}
+log = logging.getLogger(__name__)
 
 
 class QueryError(Exception):
@@ -185,14 +170,19 @@ class PrometheusScraper:
             prev_read = json.loads(stored) if stored else None
             running, waiting, kv = await self._gauges(at_s)
             now = self._reading(
-                at_s, running, waiting, kv, dict.fromkeys(_COUNTERS, 0.0), dict.fromkeys(_HISTOGRAMS)
+                at_s,
+                running,
+                waiting,
+                kv,
+                dict.fromkeys(COUNTER_FIELDS, 0.0),
+                dict.fromkeys(HISTOGRAM_FIELDS),
             )
             prev = None
             if prev_read is not None and 0 < at_s - prev_read["t"] <= self._max_gap_s:
                 window = f"{max(1, round((at_s - prev_read['t']) * 1000))}ms"
                 now = await self._increases(at_s, window, running, waiting, kv)
-                zero = {c: 0.0 for c in _COUNTERS}
-                hists = {h: _zero(getattr(now, h)) for h in _HISTOGRAMS}
+                zero = {c: 0.0 for c in COUNTER_FIELDS}
+                hists = {h: _zero(getattr(now, h)) for h in HISTOGRAM_FIELDS}
                 prev = self._reading(
                     prev_read["t"], prev_read["running"], prev_read["waiting"], {}, zero, hists
                 )
@@ -212,6 +202,14 @@ class PrometheusScraper:
         except (FetchError, QueryError, OpscaleError, ValueError) as exc:
             h = self.health
             h.last_error, h.consecutive_failures = str(exc), h.consecutive_failures + 1
+            if h.consecutive_failures == 1 or h.consecutive_failures % LOG_EVERY == 0:
+                log.warning(
+                    "reading %s from Prometheus failed (%d in a row): %s; its signals go stale",
+                    self.source.deployment,
+                    h.consecutive_failures,
+                    exc,
+                    extra={"deployment": self.source.deployment, "service": "ingest"},
+                )
             return False
         self.health.last_success_s, self.health.consecutive_failures = at_s, 0
         return True
@@ -220,13 +218,13 @@ class PrometheusScraper:
         self, at_s: float, window: str, running: float | None, waiting: float | None, kv: dict[str, float]
     ) -> EngineReading:
         n = self._names
-        names = list(_COUNTERS)
+        names = list(COUNTER_FIELDS)
         values = await asyncio.gather(
             *(self._scalar(f"sum(increase({{m}}[{window}]))", getattr(n, c), at_s) for c in names)
         )
-        hist_names = list(_HISTOGRAMS)
+        hist_names = list(HISTOGRAM_FIELDS)
         hists = await asyncio.gather(
-            *(self._histogram(getattr(n, _HISTOGRAMS[h]), window, at_s) for h in hist_names)
+            *(self._histogram(getattr(n, HISTOGRAM_FIELDS[h]), window, at_s) for h in hist_names)
         )
         counters = dict(zip(names, values, strict=True))
         return self._reading(at_s, running, waiting, kv, counters, dict(zip(hist_names, hists, strict=True)))

@@ -114,7 +114,6 @@ class EndpointScraper:
         parts = urlsplit(spec.url)
         self._instance = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
         self._unmatched_seen: set[str] = set()
-        self.arrivals_from: dict[str, str] = {}  # deployment -> "counter" / "conservation"
 
     @property
     def key(self) -> str:
@@ -219,8 +218,8 @@ class EndpointScraper:
         if derived.counter_reset:
             self._metrics.counter_resets.labels(*labels).inc()
             log.info("%s: the engine restarted (counters from zero)", self.spec.url, extra=self._where(route))
-        if derived.arrivals_from:
-            self.arrivals_from[route.deployment] = derived.arrivals_from
+        if derived.arrivals_from:  # says which way the arrival count was found
+            self._metrics.scrape_arrivals_source.labels(*labels, derived.arrivals_from).set(1)
         if derived.samples:
             await self._app.push(SampleBatch(derived.samples), source="scrape")
 

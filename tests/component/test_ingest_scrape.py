@@ -71,6 +71,11 @@ async def test_signals_match_the_truth(
     (pool,) = w.pools
     kv = [max(sim.truth(t, t).kv_by_engine) for t in times]
     assert pool.kv_cache_usage_fraction == pytest.approx(sum(kv) / len(kv), rel=1e-6)
+    # How arrivals were counted is on the ingest's /metrics: SGLang counts received requests.
+    labels = {"target": endpoint.url, "deployment": "llama", "role": "serving"}
+    source = "counter" if kind == "sglang" else "conservation"
+    metric = stack.runtime.telemetry.registry.get_sample_value
+    assert metric("opscale_ingest_scrape_arrivals_source", {**labels, "source": source}) == 1
     # The same window over the wire.
     reply = await stack.stub.GetWindowSummary(
         pb.GetWindowSummaryRequest(deployment="llama", window_s=w.window_s), timeout=10
