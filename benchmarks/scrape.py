@@ -13,7 +13,10 @@ is the real wiring (SQLite database, in-process counters or Redis), in this proc
    target, and the ingest process's CPU use (one core is 100%: an ingest process is one asyncio loop).
 
     .venv/bin/python benchmarks/scrape.py [--duration 20] [--targets 25,50,100,200]
-        [--redis redis://127.0.0.1:6379/0]
+        [--counters redis://127.0.0.1:6379/0] [--postgres postgresql+psycopg://postgres@127.0.0.1/postgres]
+
+The embedded default (SQLite, in-process counters) is the default here; production is PostgreSQL and
+Redis. Failed scrapes are logged to stderr and counted in the table's last column.
 """
 
 from __future__ import annotations
@@ -123,8 +126,10 @@ async def fetch_cost(url: str, repeats: int) -> float:
     return 1000 * (time.process_time() - t0) / repeats
 
 
-async def capacity(port: int, n: int, duration: float, counters_url: str, tmp: str) -> dict[str, float]:
-    db = f"sqlite:///{tmp}/bench-{n}.db"
+async def capacity(
+    port: int, n: int, duration: float, counters_url: str, tmp: str, database: str | None
+) -> dict[str, float]:
+    db = database or f"sqlite:///{tmp}/bench-{n}.db"
     upgrade(db)
     targets = [
         ScrapeTarget.model_validate({"url": f"http://127.0.0.1:{port}/{kind}/{i}", "deployment": f"t{i}",
@@ -162,10 +167,10 @@ async def capacity(port: int, n: int, duration: float, counters_url: str, tmp: s
     cpu0, wall0 = time.process_time(), time.monotonic()
     task = asyncio.create_task(ingest.manager.run(stopping))
     await asyncio.sleep(duration)
-    stopping.set()
-    await task
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     failed = sum(s.health.consecutive_failures > 0 for s in ingest.loops)  # type: ignore[attr-defined]
+    stopping.set()  # (scrapes cut short by the stop may log a lost connection: not counted)
+    await task
     await runtime.close()
     gaps = [b - a for ts in times.values() for a, b in itertools.pairwise(ts)]
     done = sum(len(ts) for ts in times.values())
@@ -178,6 +183,18 @@ async def capacity(port: int, n: int, duration: float, counters_url: str, tmp: s
         "cpu_pct": 100 * cpu / wall,
         "failing": failed,
     }
+
+
+def fresh_postgres(admin_url: str, n: int) -> str:
+    """A new, empty database on the server of ``admin_url`` (left for the operator to drop)."""
+    import sqlalchemy as sa
+
+    name = f"opscale_bench_{n}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
 
 
 def row(*cells: object) -> None:
@@ -214,7 +231,8 @@ async def main(args: argparse.Namespace) -> None:
         print("|---:|---:|---:|---:|---:|---:|---:|")
         with tempfile.TemporaryDirectory() as tmp:
             for n in args.targets:
-                r = await capacity(port, n, args.duration, args.counters, tmp)
+                database = fresh_postgres(args.postgres, n) if args.postgres else None
+                r = await capacity(port, n, args.duration, args.counters, tmp, database)
                 gaps = (f"{r[k]:.2f}" for k in ("p50_gap_s", "p99_gap_s", "max_gap_s"))
                 row(n, f"{r['done_per_due']:.3f}", *gaps, f"{r['cpu_pct']:.0f}", f"{r['failing']:.0f}")
     finally:
@@ -230,4 +248,7 @@ if __name__ == "__main__":
         "--targets", type=lambda s: [int(x) for x in s.split(",")], default=[25, 50, 100, 200]
     )
     parser.add_argument("--counters", default="memory://", help="memory:// or redis://host:port/db")
+    parser.add_argument(
+        "--postgres", default=None, help="admin URL (postgresql+psycopg://…/postgres): a new database per run"
+    )
     asyncio.run(main(parser.parse_args()))
