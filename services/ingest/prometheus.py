@@ -35,7 +35,7 @@ from opscale.clock import Clock
 from opscale.config import PrometheusSource
 from opscale.errors import OpscaleError
 from opscale.scrape import NAMES, EngineReading, HistogramValue, derive_samples
-from opscale.scrape.engines import COUNTER_FIELDS, HISTOGRAM_FIELDS, Sel
+from opscale.scrape.engines import COUNTER_FIELDS, HISTOGRAM_FIELDS, MODEL_LABEL, Sel
 from opscale.signals import SampleBatch
 from services.ingest.app import IngestApp
 from services.ingest.http_fetch import FetchError, http_get
@@ -130,11 +130,18 @@ class PrometheusScraper:
 
     async def _gauges(self, at_s: float) -> tuple[float | None, float | None, dict[str, float]]:
         n = self._names
-        running, waiting, kv = await asyncio.gather(
-            self._scalar("sum({m})", n.running, at_s),
+        by_model, waiting, kv = await asyncio.gather(
+            self._first(f"sum by ({MODEL_LABEL}) ({{m}})", n.running, at_s),
             self._scalar("sum({m})", n.waiting, at_s),
             self._first(f"max by ({n.engine_label}) ({{m}})", n.kv_usage, at_s),
         )
+        models = sorted(labels.get(MODEL_LABEL, "") for labels, _ in by_model)
+        if len(models) > 1:  # never add two models together
+            raise QueryError(
+                f"the selector {self.source.selector} matches models {', '.join(models)}; add "
+                f'{MODEL_LABEL}="…" to it for deployment {self.source.deployment!r}'
+            )
+        running = sum(v for _, v in by_model) if by_model else None
         return running, waiting, {labels.get(n.engine_label, "0"): v for labels, v in kv}
 
     def _reading(
