@@ -22,6 +22,7 @@ from opscale.db.repo import DeploymentRepo
 from opscale.scrape import state_from_json
 from opscale.signals import read_window_summary, store_settings
 from opscale.telemetry import build_telemetry
+from services.ingest.shard import owner
 from services.ingest.wiring import Ingest, assemble, scrape_state_for
 from services.runtime import Runtime, open_runtime
 from tests.component.scrape_kit import Endpoint, serve_endpoint
@@ -177,7 +178,10 @@ async def test_each_target_is_scraped_by_one_replica_and_stored_once(
     await cluster.run_until(T0 + 60)
     by_key = owners(cluster, T0, T0 + 60)
     assert len(by_key) == TARGETS and all(len(replicas) == 1 for replicas in by_key.values()), by_key
-    assert len({r for rs in by_key.values() for r in rs}) > 1  # the work is split
+    # Split as rendezvous hashing over the replicas says (which one gets what varies with the
+    # targets' random ports; that each gets its owner's is what matters).
+    members = [r.name for r in cluster.replicas]
+    assert all(replicas == {owner(key, members)} for key, replicas in by_key.items())
     # Every interval of every target once: the stored totals are the truth, exactly for counts.
     assert await cluster.problems() == []
 
@@ -199,11 +203,12 @@ async def test_a_dead_replicas_targets_move_within_two_intervals(make_cluster: M
     cluster = await make_cluster(3)
     interval = 1.0
     await cluster.run_until(T0 + 30)
-    dead = cluster.replicas[2]
-    held = set(owners(cluster, T0 + 25, T0 + 30).keys()) & {
-        key for replica, key, _ in cluster.scrapes if replica == dead.name
-    }
-    assert held  # it had targets to lose
+    # The replica that holds the most targets dies (target URLs have random ports, so which replica
+    # rendezvous gives what differs from run to run; one of three holds at least two of six).
+    by_key = owners(cluster, T0 + 25, T0 + 30)
+    dead = max(cluster.replicas, key=lambda r: sum(r.name in rs for rs in by_key.values()))
+    held = {key for key, rs in by_key.items() if dead.name in rs}
+    assert len(held) >= 2
     dead.alive = False  # no leave(): a crash, its entry must expire
     died_at = cluster.clock.now()
     await cluster.run_until(T0 + 60)
