@@ -21,15 +21,15 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+from opscale.actuation import Actuation, Outcome, ResizePool
 from opscale.clock import VirtualClock
 from opscale.config import Settings
 from opscale.counters import make_counter_store
 from opscale.db.migrate import upgrade
-from opscale.policy.types import PoolKey, PoolPlan
 from opscale.signals.samples import Sample, Throughput
 from opscale.signals.writes import samples_to_writes
 from opscale.spec import OperatorKind, PoolRef, Stage, parse_spec
@@ -38,7 +38,6 @@ from services.decision.deployments import DeploymentsApp
 from services.decision.lease import make_lease
 from services.decision.loop import DecisionLoop, LoopOptions
 from services.decision.metrics import loop_metrics
-from services.decision.placement_client import Handoff, Outcome
 from services.decision.publish import DecisionHub
 from services.runtime import open_runtime
 
@@ -48,15 +47,10 @@ DECODE = PoolRef(stage=Stage.DECODE, operator=OperatorKind.MODEL)
 
 
 class ApplyAll:
-    async def apply(
-        self,
-        deployment: str,
-        spec_version: int,
-        decision_id: str,
-        desired: Mapping[PoolKey, PoolPlan],
-        draining: Mapping[PoolKey, int],
-    ) -> Handoff:
-        return Handoff(Outcome.APPLIED, "benchmark double")
+    async def actuate(
+        self, deployment: str, spec_version: int, decision_id: str, resize: Sequence[ResizePool]
+    ) -> Actuation:
+        return Actuation(Outcome.APPLIED, "benchmark double")
 
     async def close(self) -> None:
         return None
@@ -114,7 +108,7 @@ async def run(args: argparse.Namespace) -> None:
             counters=runtime.counters,
             clock=clock,
             lease=lease,
-            placement=ApplyAll(),
+            actuator=ApplyAll(),
             hub=DecisionHub(),
             tracer=telemetry.tracer("bench"),
             metrics=loop_metrics(telemetry.registry),

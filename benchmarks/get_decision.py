@@ -20,24 +20,23 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Sequence
 
 import grpc
 import sqlalchemy as sa
 
+from opscale.actuation import Actuation, Outcome, ResizePool
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.clock import VirtualClock
 from opscale.config import Settings
 from opscale.db.migrate import upgrade
 from opscale.grpcutil.server import start_service, stop_service
-from opscale.policy.types import PoolKey, PoolPlan
 from opscale.spec import parse_spec
 from opscale.telemetry import build_telemetry
 from services.decision.deployments import DeploymentsApp
 from services.decision.lease import make_lease
 from services.decision.loop import LoopOptions
-from services.decision.placement_client import Handoff, Outcome
 from services.decision.wiring import build_service
 from services.runtime import open_runtime
 
@@ -46,15 +45,10 @@ DEPLOYMENTS = 100
 
 
 class ApplyAll:
-    async def apply(
-        self,
-        deployment: str,
-        spec_version: int,
-        decision_id: str,
-        desired: Mapping[PoolKey, PoolPlan],
-        draining: Mapping[PoolKey, int],
-    ) -> Handoff:
-        return Handoff(Outcome.APPLIED, "benchmark double")
+    async def actuate(
+        self, deployment: str, spec_version: int, decision_id: str, resize: Sequence[ResizePool]
+    ) -> Actuation:
+        return Actuation(Outcome.APPLIED, "benchmark double")
 
     async def close(self) -> None:
         return None
@@ -131,7 +125,7 @@ async def run(args: argparse.Namespace) -> None:
         maker = build_service(
             runtime,
             options=LoopOptions(replica_id="maker"),
-            placement=ApplyAll(),
+            actuator=ApplyAll(),
             lease=make_lease(runtime.engine, db_url, "maker"),
         )
         await maker.loop.tick()  # one decision per deployment
@@ -143,7 +137,7 @@ async def run(args: argparse.Namespace) -> None:
         reader = build_service(
             runtime,
             options=LoopOptions(replica_id="reader"),
-            placement=ApplyAll(),
+            actuator=ApplyAll(),
             lease=NeverLeads(),
             pace=idle,
         )

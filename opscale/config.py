@@ -12,6 +12,7 @@ variable) and the allowed values.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,6 +44,11 @@ class LogFormat(enum.StrEnum):
 
 
 Port = int
+
+
+class Actuator(enum.StrEnum):
+    AGENTS = "agents"
+    KEDA = "keda"
 
 
 class ScrapeRole(enum.StrEnum):
@@ -100,6 +106,38 @@ class ScrapeTarget(BaseModel):
         return check_http_url(value)
 
 
+def check_scrape_targets(targets: Sequence[ScrapeTarget], default_interval_s: float) -> None:
+    """ValueError naming the URL unless the targets that share a URL can be one endpoint: fetched once
+    (one engine, interval and timeout), each target a different model (one model, one deployment)."""
+    by_url: dict[str, list[ScrapeTarget]] = {}
+    for t in targets:
+        by_url.setdefault(t.url, []).append(t)
+    for url, group in by_url.items():
+        seen: dict[str | None, str] = {}
+        for t in group:
+            if t.model_name in seen and seen[t.model_name] != t.deployment:
+                model = f"model {t.model_name!r} on " if t.model_name else ""
+                raise ValueError(
+                    f"scrape_targets: {model}{url} is mapped to both {seen[t.model_name]!r} and "
+                    f"{t.deployment!r}; one model's series go to one deployment"
+                )
+            seen[t.model_name] = t.deployment
+        names = [t.model_name for t in group]
+        if len(names) != len(set(names)) or (None in names and len(names) > 1):
+            raise ValueError(
+                f"scrape targets of {url}: each needs its own model_name when several share the URL"
+            )
+        if (
+            len({t.engine for t in group} - {ScrapeEngine.AUTO}) > 1
+            or len({t.interval_s or default_interval_s for t in group}) > 1
+            or len({t.timeout_s for t in group}) > 1
+        ):
+            raise ValueError(
+                f"scrape targets of {url} disagree on engine, interval_s or timeout_s; one endpoint is "
+                "fetched once, with one setting of each"
+            )
+
+
 class PrometheusSource(BaseModel):
     """A deployment's engine signals read from a Prometheus server with PromQL instead of scraping the
     engines: ``selector`` picks the engine series (label matchers, e.g. ``{job="vllm",model_name="x"}``)."""
@@ -147,6 +185,14 @@ class Settings(BaseSettings):
     ingest_port: Port = Field(50061, ge=0, le=65535, description="gRPC port of metrics-ingest (0: any free)")
     decision_port: Port = Field(50062, ge=0, le=65535, description="gRPC port of decision (0: any free)")
     placement_port: Port = Field(50063, ge=0, le=65535, description="gRPC port of placement (0: any free)")
+    keda_port: Port = Field(
+        50064, ge=0, le=65535, description="gRPC port of the KEDA external scaler (0: any free)"
+    )
+    actuator: Actuator = Field(
+        Actuator.AGENTS,
+        description="how decisions reach replicas: agents (placement + node agents, bare metal) or keda "
+        "(Kubernetes: the HPA applies them through the KEDA external scaler)",
+    )
     ingest_address: str = Field("", description="host:port other services use to reach ingest")
     decision_address: str = Field("", description="host:port other services use to reach decision")
     placement_address: str = Field("", description="host:port other services use to reach placement")
@@ -246,7 +292,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         seen: dict[int, str] = {}
-        for name in ("ingest_port", "decision_port", "placement_port", "metrics_port"):
+        for name in ("ingest_port", "decision_port", "placement_port", "keda_port", "metrics_port"):
             port = getattr(self, name)
             if port in (None, 0):
                 continue
@@ -271,17 +317,8 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _one_deployment_per_model(self) -> Settings:
-        seen: dict[tuple[str, str | None], str] = {}
-        for t in self.scrape_targets:
-            key = (t.url, t.model_name)
-            if key in seen and seen[key] != t.deployment:
-                model = f"model {t.model_name!r} on " if t.model_name else ""
-                raise ValueError(
-                    f"scrape_targets: {model}{t.url} is mapped to both {seen[key]!r} and {t.deployment!r}; "
-                    "one model's series go to one deployment"
-                )
-            seen[key] = t.deployment
+    def _scrape_targets_group(self) -> Settings:
+        check_scrape_targets(self.scrape_targets, self.scrape_interval_s)
         return self
 
     @model_validator(mode="after")

@@ -7,64 +7,53 @@ deployment table and read back with ``DeploymentSpec.model_validate``.
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from opscale.errors import InvalidArgument
 from opscale.model import ModelShape, get_gpu, get_preset, shape_from_hf_config
+from opscale.policy.registry import PolicyName, descriptor
+from opscale.pools import STAGES_FOR_MODE, OperatorKind, PoolKey, ServingMode, Stage, known_pool
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 TEMPLATE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
-class Stage(enum.StrEnum):
-    PREFILL = "prefill"
-    DECODE = "decode"
-    SERVING = "serving"
+# The names code written against the former spec enums and pool model imports from here.
+PolicyKind = PolicyName
+PoolRef = PoolKey
+__all__ = ["STAGES_FOR_MODE", "OperatorKind", "PolicyKind", "PoolRef", "ServingMode", "Stage"]
 
 
-class OperatorKind(enum.StrEnum):
-    EMBEDDING = "embedding"
-    ATTENTION = "attention"
-    FFN = "ffn"
-    EXPERTS = "experts"
-    LM_HEAD = "lm_head"
-    MODEL = "model"
+def _pool_input(value: Any) -> Any:
+    # A pool is written {stage: decode, operator: model} or "decode/model".
+    return PoolKey.parse(value) if isinstance(value, str) else value
 
 
-class ServingMode(enum.StrEnum):
-    DISAGGREGATED = "disaggregated"
-    COLOCATED = "colocated"
+def _known_pool(pool: PoolKey) -> PoolKey:
+    try:
+        return known_pool(pool)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message) from None
 
 
-class PolicyKind(enum.StrEnum):
-    OPERATOR = "operator"
-    MODEL = "model"
-    PD = "pd"
-    UTILIZATION = "utilization"
-    STATIC = "static"
-
-
-STAGES_FOR_MODE = {
-    ServingMode.DISAGGREGATED: (Stage.PREFILL, Stage.DECODE),
-    ServingMode.COLOCATED: (Stage.SERVING,),
-}
+SpecPool = Annotated[PoolKey, BeforeValidator(_pool_input), AfterValidator(_known_pool)]
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
-
-
-class PoolRef(_Spec):
-    """One pool: an operator of a stage (`model` = a whole model replica of that stage)."""
-
-    stage: Stage
-    operator: OperatorKind
-
-    def __str__(self) -> str:
-        return f"{self.stage.value}/{self.operator.value}"
 
 
 class ModelRef(_Spec):
@@ -118,7 +107,7 @@ GpuType = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_kno
 class PoolLimits(_Spec):
     """Bounds for one pool, or (without `pool`) the default for every pool."""
 
-    pool: PoolRef | None = Field(None, description="the pool these bounds apply to; none: every pool")
+    pool: SpecPool | None = Field(None, description="the pool these bounds apply to; none: every pool")
     min_replicas: int = Field(0, ge=0, le=100_000, description="in [0, 100000]")
     max_replicas: int = Field(64, ge=1, le=100_000, description="in [1, 100000]")
     max_step: int = Field(0, ge=0, le=100_000, description="largest change per tick; 0 = unlimited")
@@ -143,75 +132,30 @@ class Stabilization(_Spec):
     max_staleness_s: float = Field(10.0, gt=0, le=3600, description="in (0, 3600]")
 
 
-class OperatorParams(_Spec):
-    """Parameters of the `operator` policy (per-operator M/M/R planning)."""
-
-    floor_fraction: float = Field(0.0, ge=0, le=1, description="share of whole-model capacity kept, [0, 1]")
-    max_batch_size: int = Field(256, ge=1, le=65_536, description="in [1, 65536]")
-
-
-class PdParams(_Spec):
-    """Parameters of the `pd` policy (HeteroScale: decode tokens/s sizes both pools at a fixed ratio)."""
-
-    target_decode_tokens_per_s_per_instance: float = Field(
-        gt=0, description="decode tokens/s one decode instance should carry, > 0"
-    )
-    prefill_per_decode: float = Field(
-        0.5, gt=0, le=16, description="prefill instances per decode instance, in (0, 16]"
-    )
-    scale_out_threshold: float = Field(1.1, gt=0, le=10, description="load/target above which to scale out")
-    scale_in_threshold: float = Field(0.7, gt=0, le=10, description="load/target below which to scale in")
-
-    @model_validator(mode="after")
-    def _band(self) -> PdParams:
-        if self.scale_in_threshold >= self.scale_out_threshold:
-            raise ValueError(
-                f"scale_in_threshold ({self.scale_in_threshold}) must be below "
-                f"scale_out_threshold ({self.scale_out_threshold})"
-            )
-        return self
-
-
-class UtilizationParams(_Spec):
-    """Parameters of the `utilization` policy (the Kubernetes HPA formula)."""
-
-    target_utilization: float = Field(0.6, gt=0, le=1, description="in (0, 1]")
-
-
-class StaticPool(_Spec):
-    """A fixed size for one pool."""
-
-    pool: PoolRef
-    replicas: int = Field(ge=0, le=100_000)
-    gpus_per_replica: int = Field(1, ge=1, le=64)
-    batch_size: int = Field(64, ge=1, le=65_536)
-
-
-class StaticParams(_Spec):
-    """Parameters of the `static` policy (peak provisioning: never changes)."""
-
-    pools: tuple[StaticPool, ...] = Field(min_length=1, description="at least one pool")
-
-
 class LaunchTemplateRef(_Spec):
     """Which launch template (allowed by the node agent's own config) starts a pool's replicas."""
 
-    pool: PoolRef
+    pool: SpecPool
     template: Annotated[str, Field(pattern=TEMPLATE_PATTERN)]
     args: dict[str, str] = Field(default_factory=dict)
 
 
-PARAMS_FIELD = {
-    PolicyKind.OPERATOR: "operator_params",
-    PolicyKind.PD: "pd_params",
-    PolicyKind.UTILIZATION: "utilization_params",
-    PolicyKind.STATIC: "static_params",
-}
+def _pools_in(value: Any) -> Iterator[PoolKey]:
+    """Every pool a policy's parameters name, however deep (static pools, a pd pool override, …)."""
+    if isinstance(value, PoolKey):
+        yield value
+    elif isinstance(value, BaseModel):
+        for item in dict(value).values():
+            yield from _pools_in(item)
+    elif isinstance(value, dict | list | tuple):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _pools_in(item)
 
 
 class DeploymentSpec(_Spec):
-    """What to autoscale and to which targets. Policy parameters go in the `<policy>_params` field of the
-    chosen policy only (`pd` and `static` require theirs)."""
+    """What to autoscale and to which targets. `params` are the chosen policy's parameters (see the
+    policy sections below; `pd` and `static` require theirs). `<policy>_params: {...}` is accepted for
+    `params` as well."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN, description="DNS label: a-z, 0-9, '-', 1..63 chars")]
     model: ModelRef = Field(description="the model served")
@@ -220,44 +164,66 @@ class DeploymentSpec(_Spec):
         ServingMode.DISAGGREGATED,
         description="disaggregated: prefill and decode pools; colocated: serving pools",
     )
-    policy: PolicyKind = Field(PolicyKind.OPERATOR, description="which policy sizes the pools")
+    policy: PolicyName = Field(PolicyName("operator"), description="which policy sizes the pools")
     slo: Slo = Field(description="latency targets")
     limits: tuple[PoolLimits, ...] = Field(
         (), description="per-pool bounds; an entry without pool is the default"
     )
     stabilization: Stabilization = Field(Stabilization(), description="damping of scaling decisions")
     interval_s: float = Field(0.0, ge=0, le=3600, description="control interval; 0 = the policy's default")
-    operator_params: OperatorParams | None = Field(None, description="only with policy operator")
-    pd_params: PdParams | None = Field(None, description="only with policy pd")
-    utilization_params: UtilizationParams | None = Field(None, description="only with policy utilization")
-    static_params: StaticParams | None = Field(None, description="only with policy static")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the policy's parameters (see its section below)"
+    )
     launch: tuple[LaunchTemplateRef, ...] = Field(
         (), description="how node agents start each pool's replicas"
     )
     labels: dict[str, str] = Field(default_factory=dict, description="free-form labels")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _policy_params_field(cls, data: Any) -> Any:
+        """`pd_params: {...}` (the form specs had before `params`, still stored and written by users)
+        becomes `params`, for the spec's own policy only."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        policy = str(data.get("policy") or "operator")
+        for key in [k for k in data if isinstance(k, str) and k.endswith("_params")]:
+            value = data.pop(key)
+            if value is None:
+                continue
+            if key != f"{policy}_params":
+                raise ValueError(f"{key} does not apply to policy {policy!r}")
+            if data.get("params"):
+                raise ValueError(f"give the parameters once: params or {key}, not both")
+            data["params"] = value
+        return data
+
+    @field_validator("params")
+    @classmethod
+    def _params_of_policy(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        policy = info.data.get("policy")
+        if policy is None:
+            return value  # the policy itself failed validation; that error is the one to report
+        try:
+            parsed = descriptor(policy).parse_params(value)
+        except ValidationError as exc:
+            raise ValueError(describe_validation_error(exc, "params")) from None
+        return {} if parsed is None else parsed.model_dump(mode="json")
+
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentSpec:
-        given = [f for f in PARAMS_FIELD.values() if getattr(self, f) is not None]
-        expected = PARAMS_FIELD.get(self.policy)
-        stray = [f for f in given if f != expected]
-        if stray:
-            raise ValueError(f"{stray[0]} does not apply to policy {self.policy.value!r}")
-        if self.policy in (PolicyKind.PD, PolicyKind.STATIC) and expected not in given:
-            raise ValueError(f"policy {self.policy.value!r} needs {expected}")
-        if self.policy is PolicyKind.PD and self.mode is not ServingMode.DISAGGREGATED:
-            raise ValueError(
-                "policy 'pd' scales prefill and decode pools together: mode must be 'disaggregated'"
-            )
+        desc = descriptor(self.policy)
+        if self.mode not in desc.modes:
+            raise ValueError(desc.mode_reason or f"policy {self.policy!r} cannot scale mode {self.mode!r}")
         stages = STAGES_FOR_MODE[self.mode]
         pools = [lim.pool for lim in self.limits] + [ref.pool for ref in self.launch]
-        if self.static_params is not None:
-            pools += [p.pool for p in self.static_params.pools]
+        pools += list(_pools_in(desc.parse_params(self.params)))  # also: required params are there
         for pool in pools:
             if pool is not None and pool.stage not in stages:
                 allowed = ", ".join(s.value for s in stages)
                 raise ValueError(
-                    f"pool {pool} has stage {pool.stage.value!r}; mode {self.mode.value!r} allows {allowed}"
+                    f"pool {pool} has stage {pool.stage!r}; mode {self.mode.value!r} allows {allowed}"
                 )
         keyed = [str(lim.pool) for lim in self.limits]
         duplicates = sorted({k for k in keyed if keyed.count(k) > 1})
@@ -265,7 +231,11 @@ class DeploymentSpec(_Spec):
             raise ValueError(f"limits are given twice for {duplicates[0]}")
         return self
 
-    def limits_for(self, pool: PoolRef) -> PoolLimits:
+    def policy_params(self) -> BaseModel | None:
+        """The spec's own policy's parameters, validated (``None`` when it takes or was given none)."""
+        return descriptor(self.policy).parse_params(self.params)
+
+    def limits_for(self, pool: PoolKey) -> PoolLimits:
         """The pool's own limits, else the default entry (pool unset), else the built-in default."""
         default = PoolLimits()
         for lim in self.limits:

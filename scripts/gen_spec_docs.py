@@ -4,7 +4,8 @@
     python scripts/gen_spec_docs.py --check   # exit 1 if docs/spec.md differs from what the model says
 
 Every field, its type, default and allowed range come from ``opscale.spec.DeploymentSpec`` itself
-(its JSON schema), so the reference cannot drift from the validation the API applies.
+(its JSON schema), and each policy's parameters from its descriptor in ``opscale.policy.registry``, so
+the reference cannot drift from the validation the API applies.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from opscale.model import CATALOG, PRESETS
+from opscale.policy import registry
 from opscale.spec import DeploymentSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,13 +37,13 @@ name: chat
 model: {preset: llama3-70b}
 gpu_type: H100
 mode: disaggregated          # prefill and decode pools; `colocated`: serving pools
-policy: operator             # operator | model | pd | utilization | static
+policy: operator             # a registered policy; see "Policies" below
 slo: {ttft_ms: 2000, tbt_ms: 100, percentile: 99}
 limits:
   - {pool: {stage: decode, operator: attention}, min_replicas: 1, max_replicas: 16}
   - {max_replicas: 32}       # no pool: the default for every pool
 stabilization: {scale_down_window_s: 60, scale_down_cooldown_s: 30}
-operator_params: {floor_fraction: 0.0, max_batch_size: 256}
+params: {floor_fraction: 0.0, max_batch_size: 256}   # the policy's parameters (also: operator_params)
 ```
 """
 
@@ -115,6 +117,21 @@ def render() -> str:
     for name in sorted(defs):
         if "properties" in defs[name]:
             out += _table(name, defs[name], defs)
+    out += ["## Policies", ""]
+    for name in registry.names():
+        desc = registry.descriptor(name)
+        modes = ", ".join(f"`{m.value}`" for m in desc.modes)
+        need = "required" if desc.params_required else "optional"
+        out += [f"### `{name}`", "", f"{desc.summary}. Modes: {modes}.", ""]
+        if desc.params is None:
+            out += ["Takes no `params`.", ""]
+            continue
+        schema = desc.params.model_json_schema()
+        out += [f"`params` ({need}):", ""]
+        out += _table(schema.get("title", name), schema, schema.get("$defs", {}))[4:]
+        for sub_name, sub in sorted(schema.get("$defs", {}).items()):
+            if "properties" in sub:
+                out += _table(sub_name, sub, schema.get("$defs", {}))
     out += [
         "## Known values",
         "",

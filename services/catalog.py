@@ -1,4 +1,4 @@
-"""The three control-plane services by name: how to build each and which setting holds its port."""
+"""The control-plane services by name: how to build each and which setting holds its port."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from opscale.grpcutil.server import ServiceDef
 from services.decision.wiring import build as build_decision
 from services.ingest.wiring import build as build_ingest
+from services.keda.wiring import build as build_keda
 from services.placement.wiring import build as build_placement
 from services.runtime import Runtime
 
@@ -23,4 +24,6 @@ SERVICES: dict[str, ServiceEntry] = {
     "ingest": ServiceEntry("ingest", build_ingest, "ingest_port"),
     "decision": ServiceEntry("decision", build_decision, "decision_port"),
     "placement": ServiceEntry("placement", build_placement, "placement_port"),
+    # KEDA's external scaler (Kubernetes): serves each pool's decided count to the HPA through KEDA.
+    "keda": ServiceEntry("keda", build_keda, "keda_port"),
 }

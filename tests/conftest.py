@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -94,3 +95,29 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[object]
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+E2E = Path(__file__).parent / "e2e"
+#: Tests that take tens of seconds on their own (the whole demo; the quick evaluation matrix).
+SLOW = {
+    "test_demo_runs_to_the_end_and_writes_the_report",
+    "test_quick_evaluation_is_unchanged_by_the_refactor",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The declared markers, from what a test uses, so `-m "not postgres"` or `-m e2e` select truly:
+    ``postgres``/``redis`` for a test that takes those servers (directly, or through the backend
+    parameter of ``db_url``/``runtime``), ``e2e`` for tests/e2e (several processes), ``slow`` for SLOW."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = {str(v) for v in callspec.params.values()} if callspec is not None else set()
+        if "pg_url" in names or params & {"postgres", "postgres-redis"}:
+            item.add_marker(pytest.mark.postgres)
+        if names & {"redis_url", "redis_client"} or "postgres-redis" in params:
+            item.add_marker(pytest.mark.redis)
+        if E2E in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.e2e)
+        if getattr(item, "originalname", item.name) in SLOW:
+            item.add_marker(pytest.mark.slow)

@@ -29,24 +29,15 @@ from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.api.agent.v1 import agent_pb2_grpc
 from opscale.api.common.v1 import common_pb2
 from opscale.clock import Clock, SystemClock
+from opscale.errors import InvalidArgument
+from opscale.pools import PoolKey
 from opscale.telemetry import Telemetry, context_from
+from opscale.wire.commands import command_from_pb
+from opscale.wire.pools import pool_to_pb
 
 log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S = 0.1
-STAGE_TO_PB = {
-    "prefill": common_pb2.STAGE_PREFILL,
-    "decode": common_pb2.STAGE_DECODE,
-    "serving": common_pb2.STAGE_SERVING,
-}
-OPERATOR_TO_PB = {
-    "embedding": common_pb2.OPERATOR_KIND_EMBEDDING,
-    "attention": common_pb2.OPERATOR_KIND_ATTENTION,
-    "ffn": common_pb2.OPERATOR_KIND_FFN,
-    "experts": common_pb2.OPERATOR_KIND_EXPERTS,
-    "lm_head": common_pb2.OPERATOR_KIND_LM_HEAD,
-    "model": common_pb2.OPERATOR_KIND_MODEL,
-}
 AGENT_VERSION = "0.1.0"
 
 
@@ -255,7 +246,9 @@ class Agent:
         ) as span:
             status: apb.AckStatus
             try:
-                status, message = await self.supervisor.apply(command)
+                status, message = await self.supervisor.apply(command_from_pb(command))
+            except InvalidArgument as exc:  # a command this agent cannot read: refuse it, say why
+                status, message = apb.ACK_STATUS_REJECTED, exc.message
             except Exception as exc:  # a bug acting on one command must not kill the stream
                 log.exception(
                     "command %s failed", command.command_id, extra={"replica_id": command.replica_id}
@@ -302,11 +295,7 @@ class Agent:
         samples = []
         for managed in self.supervisor.replicas.values():
             st = managed.state
-            pool = common_pb2.PoolKey()
-            if st.stage in STAGE_TO_PB:
-                pool.stage = STAGE_TO_PB[st.stage]
-            if st.operator in OPERATOR_TO_PB:
-                pool.operator = OPERATOR_TO_PB[st.operator]
+            pool = pool_to_pb(PoolKey(st.stage, st.operator))
             for index in st.gpu_indices:
                 if index in by_index:
                     samples.append(

@@ -27,14 +27,13 @@ from typing import Any
 
 from clients.agent.state import ReplicaState, StateFile, proc_start_time, same_process
 from clients.agent.templates import Template, placeholder_values
+from opscale.actuation import DrainReplica, ReplicaCommand, StartReplica
 from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.clock import Clock, SystemClock
 from opscale.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
-STAGE_NAMES = {1: "prefill", 2: "decode", 3: "serving"}
-OPERATOR_NAMES = {1: "embedding", 2: "attention", 3: "ffn", 4: "experts", 5: "lm_head", 6: "model"}
 PROBE_TIMEOUT_S = 0.5
 
 
@@ -170,13 +169,12 @@ class Supervisor:
 
     # ----- commands -------------------------------------------------------------------------------
 
-    async def apply(self, command: apb.Command) -> tuple[apb.AckStatus, str]:
+    async def apply(self, command: ReplicaCommand) -> tuple[apb.AckStatus, str]:
         """Act on a command; returns (AckStatus, message). A generation already handled is a no-op."""
         rid, gen = command.replica_id, command.generation
         if self._handled.get(rid, 0) >= gen:
             return apb.ACK_STATUS_ACCEPTED, "already handled"
-        action = command.WhichOneof("action")
-        if action == "start":
+        if isinstance(command, StartReplica):
             return await self._start(command)
         self._handled[rid] = gen
         managed = self.replicas.get(rid)
@@ -193,10 +191,10 @@ class Supervisor:
             )
             return apb.ACK_STATUS_ACCEPTED, "not running"
         managed.state.generation = gen
-        if action == "drain":
-            self._spawn(managed, self._drain(managed, command.drain.grace_s))
+        if isinstance(command, DrainReplica):
+            self._spawn(managed, self._drain(managed, command.grace_s))
         else:
-            self._spawn(managed, self._stop(managed, command.stop.grace_s))
+            self._spawn(managed, self._stop(managed, command.grace_s))
         return apb.ACK_STATUS_ACCEPTED, ""
 
     def _spawn(self, managed: Managed, coro: Coroutine[Any, Any, None]) -> None:
@@ -204,9 +202,8 @@ class Supervisor:
         managed.tasks.add(task)
         task.add_done_callback(managed.tasks.discard)
 
-    async def _start(self, command: apb.Command) -> tuple[apb.AckStatus, str]:
-        start = command.start
-        rid = command.replica_id
+    async def _start(self, start: StartReplica) -> tuple[apb.AckStatus, str]:
+        rid = start.replica_id
         template = self.templates.get(start.template)
         if template is None:
             allowed = ", ".join(sorted(self.templates))
@@ -220,15 +217,15 @@ class Supervisor:
                 f"{sorted(self._gpus)})"
             )
         if rid in self.replicas:  # a newer generation of a running replica: it keeps running
-            self._handled[rid] = command.generation
+            self._handled[rid] = start.generation
             return apb.ACK_STATUS_ACCEPTED, "already running"
         st = ReplicaState(
             replica_id=rid,
-            generation=command.generation,
+            generation=start.generation,
             template=template.name,
             deployment=start.deployment,
-            stage=STAGE_NAMES.get(start.pool.stage, "serving"),
-            operator=OPERATOR_NAMES.get(start.pool.operator, "model"),
+            stage=start.pool.stage,
+            operator=start.pool.operator,
             gpu_indices=list(start.gpu_indices),
             args=dict(start.args),
             port=free_port(),
@@ -244,7 +241,7 @@ class Supervisor:
             self._launch(managed)
         except OSError as exc:
             return apb.ACK_STATUS_FAILED, f"could not start {template.argv[0]}: {exc}"
-        self._handled[rid] = command.generation
+        self._handled[rid] = start.generation
         self.replicas[rid] = managed
         self._save()
         self._report(managed)

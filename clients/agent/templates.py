@@ -35,8 +35,6 @@ from opscale.errors import ConfigError, InvalidArgument
 BUILTIN_FIELDS = frozenset(
     {"replica_id", "generation", "port", "deployment", "stage", "operator", "gpu_indices", "node", "python"}
 )
-#: Placeholders that come from the start command's args (placement fills these from the pool target).
-ARG_FIELDS = frozenset({"model", "gpu_type", "batch_size", "gpus_per_replica"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ from clients.cli.output import Format, OutputOpt, emit
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.errors import InvalidArgument
 from opscale.spec import DeploymentSpec, parse_spec
-from services.decision.convert import spec_from_pb, spec_to_pb
+from opscale.wire.specs import spec_from_pb, spec_to_pb
 
 ACTOR = "opscale-cli"
 

@@ -18,9 +18,10 @@ from clients.cli.client import (
     connect,
 )
 from clients.cli.common import handle_errors
-from clients.cli.output import Format, OutputOpt, emit, enum_label
+from clients.cli.output import Format, OutputOpt, emit
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.placement.v1 import placement_pb2 as ppb
+from opscale.wire.enums import NODE_STATUS
 
 ACTOR = "opscale-cli"
 
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> None:
             config=opscale_config, context=context, placement=placement, timeout_s=timeout
         ) as client:
             node = client.call("placement", client.placement.CordonNode, request).node
-        emit(output, node, f"node/{name} {enum_label(ppb.NodeStatus, node.status, 'NODE_STATUS_')}")
+        emit(output, node, f"node/{name} {NODE_STATUS.label(node.status)}")
 
     @app.command("uncordon")
     @handle_errors
@@ -122,7 +123,7 @@ def register(app: typer.Typer) -> None:
             config=opscale_config, context=context, placement=placement, timeout_s=timeout
         ) as client:
             node = client.call("placement", client.placement.UncordonNode, request).node
-        emit(output, node, f"node/{name} {enum_label(ppb.NodeStatus, node.status, 'NODE_STATUS_')}")
+        emit(output, node, f"node/{name} {NODE_STATUS.label(node.status)}")
 
     @app.command("drain")
     @handle_errors
@@ -144,5 +145,5 @@ def register(app: typer.Typer) -> None:
             config=opscale_config, context=context, placement=placement, timeout_s=timeout
         ) as client:
             reply = client.call("placement", client.placement.DrainNode, request)
-        status = enum_label(ppb.NodeStatus, reply.node.status, "NODE_STATUS_")
+        status = NODE_STATUS.label(reply.node.status)
         emit(output, reply, f"node/{name} {status}: {reply.replicas_to_move} replica(s) to move")

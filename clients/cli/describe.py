@@ -27,7 +27,6 @@ from clients.cli.output import (
     Format,
     OutputOpt,
     emit,
-    enum_label,
     fields,
     gib,
     gpus_of,
@@ -38,7 +37,8 @@ from clients.cli.output import (
 )
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.placement.v1 import placement_pb2 as ppb
-from services.decision.convert import spec_from_pb
+from opscale.wire.enums import NODE_STATUS, OUTCOME
+from opscale.wire.specs import spec_from_pb
 
 app = typer.Typer(help="Show one deployment or node in detail.", no_args_is_help=True)
 
@@ -71,7 +71,7 @@ def decision_block(decision: dpb.Decision | None) -> RenderableType:
             ("Previous", plans_label(decision.previous_pools)),
             ("GPUs", gpus_of(decision.pools)),
             ("Predicted", f"TTFT {ms(p.ttft_ms)}, TBT {ms(p.tbt_ms)}, {p.watts:,.0f} W"),
-            ("Placement", enum_label(dpb.PlacementOutcome, decision.placement_outcome, "PLACEMENT_OUTCOME_")),
+            ("Placement", OUTCOME.label(decision.placement_outcome)),
             ("Reasons", summary(list(decision.reasons), decision.deployment)),
         ],
         title="Current decision",
@@ -146,7 +146,7 @@ def node_cmd(
     head = fields(
         [
             ("Name", node.name),
-            ("Status", enum_label(ppb.NodeStatus, node.status, "NODE_STATUS_")),
+            ("Status", NODE_STATUS.label(node.status)),
             ("GPUs", node_gpus(node)),
             ("Topology", topology(node)),
             ("NVLink domain", node.topology.nvlink_domain or "-"),

@@ -24,7 +24,6 @@ from clients.cli.output import (
     Format,
     OutputOpt,
     emit,
-    enum_label,
     fields,
     gib,
     ms,
@@ -36,6 +35,7 @@ from clients.cli.output import (
 )
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as dpb
+from opscale.wire.enums import OUTCOME
 
 
 def inputs(load: dpb.LoadSnapshot) -> RenderableType:
@@ -129,7 +129,7 @@ def render(reply: dpb.ExplainDecisionResponse) -> RenderableType:
             ),
         ]
     )
-    outcome = enum_label(dpb.PlacementOutcome, d.placement_outcome, "PLACEMENT_OUTCOME_")
+    outcome = OUTCOME.label(d.placement_outcome)
     placement = f"Placement: {outcome}" + (f" — {d.placement_message}" if d.placement_message else "")
     parts: list[RenderableType] = [head, inputs(d.load), estimates(list(reply.estimates)), pools(d)]
     parts += [bullets("Reasons", list(d.reasons)), effects(list(d.stabilizer_effects))]

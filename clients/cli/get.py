@@ -24,7 +24,6 @@ from clients.cli.output import (
     OutputOpt,
     counts_label,
     emit,
-    enum_label,
     gib,
     gpus_of,
     ms,
@@ -36,6 +35,7 @@ from clients.cli.output import (
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.placement.v1 import placement_pb2 as ppb
+from opscale.wire.enums import MODE, NODE_STATUS, OUTCOME, REPLICA_DESIRED, REPLICA_OBSERVED
 
 app = typer.Typer(help="List nodes, GPUs, deployments, replicas or decisions.", no_args_is_help=True)
 
@@ -82,7 +82,7 @@ def nodes_cmd(
     for n in nodes:
         t.add_row(
             n.name,
-            enum_label(ppb.NodeStatus, n.status, "NODE_STATUS_"),
+            NODE_STATUS.label(n.status),
             node_gpus(n),
             topology(n),
             when(n.last_heartbeat_ms),
@@ -143,8 +143,8 @@ def deployments_cmd(
         t.add_row(
             s.name,
             s.model.name or s.model.preset or "(hf config)",
-            enum_label(dpb.PolicyKind, s.policy, "POLICY_KIND_"),
-            enum_label(dpb.ServingMode, s.mode, "SERVING_MODE_"),
+            s.policy_name,
+            MODE.label(s.mode),
             s.gpu_type or "-",
             f"{number(s.slo.ttft_ms)}/{number(s.slo.tbt_ms)} ms @p{number(slo_percentile(s.slo))}",
             str(d.version),
@@ -208,8 +208,8 @@ def replicas_table(replicas: list[ppb.Replica]) -> Any:
             pool_label(r.pool),
             r.node or "-",
             ",".join(map(str, r.gpu_indices)) or "-",
-            enum_label(ppb.ReplicaDesiredState, r.desired_state, "REPLICA_DESIRED_STATE_"),
-            enum_label(ppb.ReplicaObservedState, r.observed_state, "REPLICA_OBSERVED_STATE_"),
+            REPLICA_DESIRED.label(r.desired_state),
+            REPLICA_OBSERVED.label(r.observed_state),
             str(r.generation),
             str(r.restarts),
             r.endpoint or "-",
@@ -247,7 +247,7 @@ def decisions_cmd(
             ms(d.prediction.ttft_ms),
             ms(d.prediction.tbt_ms),
             "yes" if d.frozen else "no",
-            enum_label(dpb.PlacementOutcome, d.placement_outcome, "PLACEMENT_OUTCOME_"),
+            OUTCOME.label(d.placement_outcome),
         )
     emit(output, found, t if found else f"No decisions for {deployment} yet.")
 

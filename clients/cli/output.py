@@ -21,6 +21,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 
 from opscale.api.common.v1 import common_pb2 as cpb
+from opscale.wire.pools import pool_label as pool_label  # re-exported for the commands
 
 
 class Format(enum.StrEnum):
@@ -100,22 +101,6 @@ def fields(rows: Sequence[tuple[str, object]], title: str | None = None) -> Tabl
 
 
 # --- readable values ---------------------------------------------------------------------------------------
-
-
-def enum_label(enum_type: Any, value: int, prefix: str) -> str:
-    """``NODE_STATUS_READY`` → ``ready``; unknown numbers stay visible."""
-    try:
-        name: str = enum_type.Name(value)
-    except ValueError:
-        return str(value)
-    return name.removeprefix(prefix).lower() or "unspecified"
-
-
-def pool_label(pool: cpb.PoolKey) -> str:
-    """``decode/model`` (stage/operator), as the decision narratives write pools."""
-    stage = enum_label(cpb.Stage, pool.stage, "STAGE_")
-    operator = enum_label(cpb.OperatorKind, pool.operator, "OPERATOR_KIND_")
-    return f"{stage}/{operator}"
 
 
 def plan_label(plan: cpb.PoolPlan) -> str:

@@ -11,9 +11,7 @@ from pydantic import ValidationError
 
 from clients.cli.common import fail
 from clients.cli.exit_codes import ExitCode
-from opscale.config import PrometheusSource, ScrapeTarget, Settings, check_http_url
-from opscale.errors import ConfigError
-from services.ingest.targets import group_targets
+from opscale.config import PrometheusSource, ScrapeTarget, Settings, check_http_url, check_scrape_targets
 
 ScrapeOpt = Annotated[
     list[str] | None,
@@ -145,11 +143,11 @@ def with_scrape_flags(
         )
     targets = [*cfg.scrape_targets, *_targets(urls, deployments, roles, models)]
     try:
-        group_targets(targets, cfg.scrape_interval_s)
+        check_scrape_targets(targets, cfg.scrape_interval_s)
         update: dict[str, Any] = {"scrape_targets": targets, "prometheus_sources": sources}
         if prometheus_url is not None:
             update["prometheus_url"] = check_http_url(prometheus_url)
-    except (ConfigError, ValueError) as exc:
+    except ValueError as exc:
         raise fail(str(exc).removeprefix("Value error, "), ExitCode.USAGE) from None
     if targets_file is not None:
         update["scrape_targets_file"] = targets_file

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -31,11 +30,10 @@ from clients.cli.scrape_flags import (
     TargetsFileOpt,
     with_scrape_flags,
 )
-from opscale.config import Settings, redact_url
-from opscale.grpcutil.server import RunningService, run_until_signal, tune_gc
-from opscale.telemetry import build_telemetry, setup_logging
-from services.catalog import SERVICES, ServiceEntry
-from services.runtime import open_runtime, prepare_embedded_database
+from opscale.telemetry import setup_logging
+from services.catalog import SERVICES
+from services.main import serve
+from services.runtime import prepare_embedded_database
 
 log = logging.getLogger("opscale")
 
@@ -44,33 +42,10 @@ class ServiceName(enum.StrEnum):
     INGEST = "ingest"
     DECISION = "decision"
     PLACEMENT = "placement"
+    KEDA = "keda"
 
 
 PortOpt = Annotated[int | None, typer.Option("--port", help="gRPC port (0: any free)", show_default=False)]
-
-
-async def _serve(cfg: Settings, entries: Sequence[ServiceEntry], telemetry_name: str) -> None:
-    telemetry = build_telemetry(telemetry_name, otlp_endpoint=cfg.otlp_endpoint)
-    runtime = await open_runtime(cfg, telemetry)
-    try:
-        metrics = ""
-        if cfg.metrics_port is not None:
-            bound = telemetry.serve_metrics(cfg.listen_host, cfg.metrics_port)
-            metrics = f"; metrics on http://{cfg.listen_host}:{bound}/metrics"
-
-        def ready(running: list[RunningService]) -> None:
-            tune_gc(cfg.gc_thresholds)
-            listeners = ", ".join(f"{s.name} on {cfg.listen_host}:{s.port}" for s in running)
-            echo(f"opscale ready: {listeners}{metrics}")
-            echo(f"  database {redact_url(cfg.database_url)}, counters {redact_url(cfg.counters_url)}")
-            echo("  Ctrl-C (or SIGTERM) stops it.")
-
-        services = [(e.build(runtime), getattr(cfg, e.port_setting), e.port_setting) for e in entries]
-        await run_until_signal(services, cfg.listen_host, telemetry, cfg.shutdown_grace_s, on_ready=ready)
-    finally:
-        await runtime.close()
-        telemetry.shutdown()
-    echo("opscale stopped cleanly")
 
 
 def register(app: typer.Typer) -> None:
@@ -117,7 +92,7 @@ def register(app: typer.Typer) -> None:
             prometheus_sources=prometheus_source or [],
         )
         setup_logging(cfg.log_level, cfg.log_format)
-        asyncio.run(_serve(cfg, [entry], f"opscale-{service.value}"))
+        asyncio.run(serve(cfg, [entry], f"opscale-{service.value}", echo))
 
     @app.command("up")
     @handle_errors
@@ -128,7 +103,8 @@ def register(app: typer.Typer) -> None:
         host: HostOpt = None,
         metrics_port: MetricsPortOpt = None,
     ) -> None:
-        """Run ingest, decision and placement in one process (embedded default: SQLite + in-process counters).
+        """Run ingest, decision, placement and the KEDA scaler in one process (embedded default: SQLite +
+        in-process counters).
 
         On the embedded SQLite default a new database file gets its schema created; any other database
         must be migrated first with `opscale db upgrade`.
@@ -143,4 +119,4 @@ def register(app: typer.Typer) -> None:
         setup_logging(cfg.log_level, cfg.log_format)
         if prepare_embedded_database(cfg.database_url):
             echo(f"created the embedded database {cfg.database_url}")
-        asyncio.run(_serve(cfg, list(SERVICES.values()), "opscale"))
+        asyncio.run(serve(cfg, list(SERVICES.values()), "opscale", echo))

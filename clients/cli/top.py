@@ -37,7 +37,6 @@ from clients.cli.output import (
     OutputOpt,
     console,
     counts_label,
-    enum_label,
     gpus_of,
     plain,
     table,
@@ -45,6 +44,7 @@ from clients.cli.output import (
     when,
 )
 from opscale.api.decision.v1 import decision_pb2 as dpb
+from opscale.wire.enums import OUTCOME
 
 Row = tuple[dpb.Deployment, dpb.Decision | None]
 
@@ -75,7 +75,7 @@ def state(deployment: dpb.Deployment, decision: dpb.Decision | None) -> str:
         words.append("frozen")
     if decision.load.stale:
         words.append("stale signals")
-    words.append(enum_label(dpb.PlacementOutcome, decision.placement_outcome, "PLACEMENT_OUTCOME_"))
+    words.append(OUTCOME.label(decision.placement_outcome))
     return "\n".join(words)
 
 
@@ -97,7 +97,7 @@ def render(rows: list[Row], address: str) -> RenderableType:
     for d, decision in rows:
         slo = d.spec.slo
         if decision is None:
-            policy = enum_label(dpb.PolicyKind, d.spec.policy, "POLICY_KIND_")
+            policy = d.spec.policy_name
             idle = vs_slo(0, slo.ttft_ms), vs_slo(0, slo.tbt_ms)
             t.add_row(d.spec.name, policy, "-", "-", "-", *idle, state(d, None), "-")
             continue

@@ -27,7 +27,6 @@ from clients.cli.output import (
     Format,
     OutputOpt,
     emit,
-    enum_label,
     gpus_of,
     number,
     plans_label,
@@ -37,8 +36,8 @@ from clients.cli.output import (
 )
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.errors import InvalidArgument
-from opscale.spec import PolicyKind
-from services.decision.convert import POLICY_TO_PB, spec_to_pb
+from opscale.policy.registry import names
+from opscale.wire.specs import spec_to_pb
 
 # Per-pool detail lines ("decode/ffn: 2 replicas × 2 GPUs ..."): `opscale what-if -o yaml` has them all;
 # the table keeps the plan-level reasons (the plan, each stage's verdict, packing) so it stays readable.
@@ -54,7 +53,7 @@ def side_by_side(reply: dpb.WhatIfResponse, slo: dpb.Slo, load: dpb.Hypothetical
         reasons = [r for r in plan.reasons if not PER_POOL.match(r)]
         reasons += [f"infeasible {pool_label(i.pool)}: {i.reason}" for i in plan.infeasible]
         t.add_row(
-            enum_label(dpb.PolicyKind, plan.policy, "POLICY_KIND_"),
+            plan.policy_name,
             number(p.gpus) if p.gpus else str(gpus_of(plan.pools)),
             plans_label(plan.pools),
             vs_slo(p.ttft_ms, slo.ttft_ms),
@@ -81,8 +80,12 @@ def register(app: typer.Typer) -> None:
             str, typer.Argument(help="deployment name (or give -f)", show_default=False)
         ] = "",
         policy: Annotated[
-            list[PolicyKind] | None,
-            typer.Option("--policy", "-p", help="policy to compare (repeat; default: the deployment's own)"),
+            list[str] | None,
+            typer.Option(
+                "--policy",
+                "-p",
+                help=f"policy to compare: {', '.join(names())} (repeat; default: the deployment's own)",
+            ),
         ] = None,
         filename: Annotated[
             Path | None, typer.Option("--filename", "-f", help="a spec file instead of a deployment")
@@ -99,14 +102,14 @@ def register(app: typer.Typer) -> None:
         load = dpb.HypotheticalLoad(
             requests_per_s=rps, input_tokens=input_tokens, output_tokens=output_tokens
         )
-        kinds = [POLICY_TO_PB[k] for k in policy or []]
+        kinds = list(policy or [])
         with connect(config=opscale_config, context=context, decision=decision, timeout_s=timeout) as client:
             if filename is not None:
                 spec = spec_to_pb(read_specs(filename)[0])
-                request = dpb.WhatIfRequest(spec=spec, load=load, policies=kinds)
+                request = dpb.WhatIfRequest(spec=spec, load=load, policy_names=kinds)
             else:
                 get = dpb.GetDeploymentRequest(name=deployment)
                 spec = client.call("decision", client.decision.GetDeployment, get).deployment.spec
-                request = dpb.WhatIfRequest(deployment=deployment, load=load, policies=kinds)
+                request = dpb.WhatIfRequest(deployment=deployment, load=load, policy_names=kinds)
             reply = client.call("decision", client.decision.WhatIf, request)
         emit(output, reply, side_by_side(reply, spec.slo, load))

@@ -27,7 +27,7 @@ import grpc
 import numpy as np
 
 from clients.sdk import AsyncOpscaleClient
-from clients.sdk.recorder import OPERATORS, STAGES
+from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.placement.v1 import placement_pb2 as ppb
 from opscale.api.placement.v1 import placement_pb2_grpc
@@ -39,14 +39,13 @@ from opscale.sim.engine import DataPlane, Requests, SimConfig, TickStats
 from opscale.sim.run import units_for
 from opscale.sim.traces import Trace
 from opscale.spec import DeploymentSpec
+from opscale.wire.pools import pool_from_pb
 
-STAGE_NAMES: dict[int, str] = {int(v): k for k, v in STAGES.items()}
-OPERATOR_NAMES: dict[int, str] = {int(v): k for k, v in OPERATORS.items()}
 LATENCY_WINDOW_S = 10  # the live view's p99s: the last 10 simulated seconds of observations
 
 
-def pool_key_of(stage: int, operator: int) -> PoolKey:
-    return PoolKey(STAGE_NAMES.get(stage, "serving"), OPERATOR_NAMES.get(operator, "model"))
+def pool_key_of(pool: cpb.PoolKey) -> PoolKey:
+    return pool_from_pb(pool, "pool")
 
 
 @dataclass
@@ -94,7 +93,7 @@ def _p99(values: list[tuple[float, int]]) -> float | None:
 
 def plan_of(decision: dpb.Decision) -> dict[PoolKey, PoolPlan]:
     return {
-        pool_key_of(p.pool.stage, p.pool.operator): PoolPlan(
+        pool_key_of(p.pool): PoolPlan(
             replicas=p.replicas, batch_size=p.batch_size or None, gpus_per_replica=max(1, p.gpus_per_replica)
         )
         for p in decision.pools
@@ -152,7 +151,7 @@ class Replay:
                 {
                     "id": d.id,
                     "tick_ms": d.tick_ms,
-                    "pools": {str(pool_key_of(p.pool.stage, p.pool.operator)): p.replicas for p in d.pools},
+                    "pools": {str(pool_key_of(p.pool)): p.replicas for p in d.pools},
                     "reasons": list(d.reasons)[:3],
                 }
             )
@@ -168,7 +167,7 @@ class Replay:
         running: dict[str, int] = defaultdict(int)
         gpus: set[tuple[str, int]] = set()
         for r in reply.replicas:
-            key = str(pool_key_of(r.pool.stage, r.pool.operator))
+            key = str(pool_key_of(r.pool))
             if r.desired_state == ppb.REPLICA_DESIRED_STATE_RUNNING:
                 desired[key] += 1
             if r.observed_state == ppb.REPLICA_OBSERVED_STATE_READY:
@@ -304,9 +303,7 @@ class Replay:
                 latest = self.state.latest
                 if latest is not None and latest.id != self._applied and latest.pools:
                     self._applied = latest.id
-                    drain = {
-                        pool_key_of(p.pool.stage, p.pool.operator): p.draining_replicas for p in latest.pools
-                    }
+                    drain = {pool_key_of(p.pool): p.draining_replicas for p in latest.pools}
                     self.dp.apply(plan_of(latest), float(sec), draining=drain)
                 stats, new = self._step(sec)
                 now = float(sec + 1)

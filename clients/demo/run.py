@@ -24,7 +24,7 @@ from opscale.config import Settings
 from opscale.grpcutil.server import signals_set
 from opscale.sim.traces import load_trace, scale_time
 from opscale.spec import DeploymentSpec, parse_spec
-from services.decision.convert import spec_to_pb
+from opscale.wire.specs import spec_to_pb
 
 
 @dataclass(frozen=True, slots=True)

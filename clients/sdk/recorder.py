@@ -15,16 +15,11 @@ from collections.abc import Callable
 from clients.sdk.buffer import SampleBuffer
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.ingest.v1 import ingest_pb2 as pb
+from opscale.pools import OperatorKind, PoolKey, Stage
+from opscale.wire.pools import pool_to_pb
 
-STAGES = {"prefill": cpb.STAGE_PREFILL, "decode": cpb.STAGE_DECODE, "serving": cpb.STAGE_SERVING}
-OPERATORS = {
-    "embedding": cpb.OPERATOR_KIND_EMBEDDING,
-    "attention": cpb.OPERATOR_KIND_ATTENTION,
-    "ffn": cpb.OPERATOR_KIND_FFN,
-    "experts": cpb.OPERATOR_KIND_EXPERTS,
-    "lm_head": cpb.OPERATOR_KIND_LM_HEAD,
-    "model": cpb.OPERATOR_KIND_MODEL,
-}
+STAGES = tuple(s.value for s in Stage)
+OPERATORS = tuple(o.value for o in OperatorKind)
 
 
 def _ok(*values: float, top: float = math.inf) -> bool:
@@ -36,7 +31,7 @@ def pool_key(stage: str, operator: str = "model") -> cpb.PoolKey:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     if operator not in OPERATORS:
         raise ValueError(f"operator must be one of {', '.join(OPERATORS)}, got {operator!r}")
-    return cpb.PoolKey(stage=STAGES[stage], operator=OPERATORS[operator])
+    return pool_to_pb(PoolKey(stage, operator))
 
 
 class Recorder:

@@ -165,19 +165,24 @@ def tune_gc(thresholds: tuple[int, int, int] | None) -> None:
 
 
 async def run_until_signal(
-    services: Sequence[tuple[ServiceDef, int, str]],
+    services: Sequence[tuple[Callable[[], ServiceDef], int, str]],
     host: str,
     telemetry: Telemetry,
     grace_s: float,
     *,
     on_ready: Callable[[list[RunningService]], None] | None = None,
+    on_started: Callable[[int, RunningService], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Start every (definition, port, port setting name), wait for a signal, stop them in reverse order."""
+    """Build and start every (definition builder, port, port setting name) in order, wait for a signal,
+    stop them in reverse order. Each is built only once those before it listen, so a builder can be
+    told where they are (a port of 0 is only known then)."""
     running: list[RunningService] = []
     try:
-        for definition, port, setting in services:
-            running.append(await start_service(definition, host, port, telemetry, port_setting=setting))
+        for build, port, setting in services:
+            running.append(await start_service(build(), host, port, telemetry, port_setting=setting))
+            if on_started is not None:
+                on_started(len(running) - 1, running[-1])
         if on_ready is not None:
             on_ready(running)
         await wait_for_signal(stop)

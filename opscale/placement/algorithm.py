@@ -8,7 +8,9 @@ Steps, in order, and why that order:
 1. **Account for what runs.** Replicas on nodes missing from the inventory (or on GPU indices the node no
    longer has) are gone: they are reported in ``stop`` (the caller marks them lost) and, if their pool is
    reconciled, replaced below. Every other replica — of every deployment — occupies its GPUs. Only
-   deployments named in ``demands`` are reconciled; the rest are kept untouched.
+   deployments named in ``demands`` are reconciled; the rest are kept untouched. ``leaving`` replicas
+   (draining, or on a draining node) occupy their GPUs but count towards no pool and are never moved or
+   stopped here, so their pools get replacements first.
 2. **Pin deployment groups.** All pools sharing a ``group`` (a P/D deployment group) live in one network
    domain at ``domain_level`` (HeteroScale: KV-cache transfer stays under one switch tier). A group that
    runs keeps the domain holding most of its replicas (moving a group is churn). Decided before scale-in
@@ -72,7 +74,7 @@ class Planner:
         self.reconciled = {d.deployment for d in inp.demands}
         self.pids: dict[Pool, int] = {p: i for i, p in enumerate(sorted(self.demands))}
         self.new_id = new_id or _default_id
-        self.used_ids = {r.id for r in inp.current}
+        self.used_ids = {r.id for r in (*inp.current, *inp.leaving)}
         self.next_n: dict[Pool, int] = {}
         self.at: dict[str, tuple[int, tuple[int, ...]]] = {}  # running replica id -> (node, positions)
         self.by_pool: dict[Pool, list[PlacedReplica]] = {p: [] for p in self.demands}
@@ -109,7 +111,8 @@ class Planner:
     def account(self) -> None:
         cl, units = self.cl, {1.0: CU}
         index, pos, at = cl.index, cl.pos, self.at
-        for r in self.inp.current:
+        leaving = len(self.inp.current)
+        for i, r in enumerate((*self.inp.current, *self.inp.leaving)):
             n = index.get(r.node)
             gi = r.gpu_indices
             if n is None:
@@ -127,7 +130,7 @@ class Planner:
                 cu = units[r.compute_fraction] = compute_units(r.compute_fraction)
             cl.occupy_fresh(n, positions, r.memory_bytes_per_gpu, cu)
             at[r.id] = (n, positions)
-            if r.deployment in self.reconciled:
+            if i < leaving and r.deployment in self.reconciled:  # a leaving replica counts for no pool
                 running = self.by_pool.get((r.deployment, r.stage, r.operator))
                 if running is not None:
                     running.append(r)

@@ -158,12 +158,16 @@ class PlacedReplica:
 class PlacementInput:
     """Inventory, what runs now, and the desired counts. Only deployments named in ``demands`` are
     reconciled; replicas of other deployments are kept as they are (and occupy their GPUs).
+    ``leaving``: replicas on their way out (draining, or on a draining node): they hold their GPUs until
+    they stop but count towards no pool, so their pools are given replacements; they are never in
+    ``keep`` and are reported in ``stop`` only when their node or GPUs vanished.
     ``domain_level``: the topology level ("zone", "s2", "s1", "s0") a deployment group must stay within."""
 
     nodes: tuple[NodeInfo, ...]
     current: tuple[PlacedReplica, ...] = ()
     demands: tuple[PoolDemand, ...] = ()
     domain_level: str = "s1"
+    leaving: tuple[PlacedReplica, ...] = ()
 
     def __post_init__(self) -> None:
         if self.domain_level not in LEVELS:
@@ -173,9 +177,9 @@ class PlacementInput:
         names = [n.name for n in self.nodes]
         if len(set(names)) != len(names):
             raise InvalidArgument("node names must be unique", field="nodes")
-        ids = [r.id for r in self.current]
+        ids = [r.id for r in (*self.current, *self.leaving)]
         if len(set(ids)) != len(ids):
-            raise InvalidArgument("current replica ids must be unique", field="current")
+            raise InvalidArgument("current and leaving replica ids must be unique", field="current")
         pools = [d.pool for d in self.demands]
         if len(set(pools)) != len(pools):
             raise InvalidArgument(

@@ -20,15 +20,19 @@ How the comparison with ``operator`` is kept fair (the headline numbers are meas
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
 from opscale.model import PerfModel
 from opscale.policy.planner_core import Unit, batch_candidates
-from opscale.policy.planner_policy import STAGES, PlannerParams, PlannerPolicy
+from opscale.policy.planner_policy import REQUIRED, STAGES, PlannerParams, PlannerPolicy, planner_params
 from opscale.policy.planner_stage import NO_LIMITS, Plan, assemble, budget_for, plan_stage, stage_work
+from opscale.policy.registry import Built, PolicyDescriptor, whole_pools
 from opscale.policy.types import SLO, Limits, LoadWindow, PoolKey
+
+if TYPE_CHECKING:
+    from opscale.spec import DeploymentSpec
 
 
 def whole_model_unit(perf: PerfModel, stage: str) -> Unit:
@@ -67,3 +71,18 @@ class ModelPolicy(PlannerPolicy):
 
     def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]:
         return [(PoolKey("serving", "model"), whole_model_unit(self.perf, "decode").ops)]
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+
+def _build(spec: DeploymentSpec, given: None) -> Built:
+    perf, params = planner_params(spec)
+    return Built(ModelPolicy.from_params(params, perf), whole_pools(spec), frozenset(REQUIRED), params)
+
+
+DESCRIPTOR = PolicyDescriptor(
+    name=ModelPolicy.name,
+    summary="the model-level baseline: whole tensor-parallel model replicas, same model and search",
+    build=_build,
+)

@@ -31,16 +31,20 @@ the pass time.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from opscale.model import PerfModel
 from opscale.policy.model_level import whole_model_unit
 from opscale.policy.planner_core import Unit, batch_candidates
-from opscale.policy.planner_policy import STAGES, PlannerParams, PlannerPolicy
+from opscale.policy.planner_policy import REQUIRED, STAGES, PlannerParams, PlannerPolicy, planner_params
 from opscale.policy.planner_stage import NO_LIMITS, Plan, assemble, budget_for, plan_stage, stage_work
+from opscale.policy.registry import Built, PolicyDescriptor, stages_of
 from opscale.policy.types import SLO, Limits, LoadWindow, PoolKey
+
+if TYPE_CHECKING:
+    from opscale.spec import DeploymentSpec
 
 
 class OperatorParams(PlannerParams):
@@ -113,3 +117,35 @@ class OperatorPolicy(PlannerPolicy):
     def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]:
         # The floor is not applied in colocated mode (it is defined per stage).
         return [(PoolKey("serving", s.kind.value), (s.kind.value,)) for s in self.perf.operators("decode")]
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+
+class OperatorSpecParams(BaseModel):
+    """Parameters of the `operator` policy (per-operator M/M/R planning)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    floor_fraction: float = Field(0.0, ge=0, le=1, description="share of whole-model capacity kept, [0, 1]")
+    max_batch_size: int = Field(256, ge=1, le=65_536, description="in [1, 65536]")
+
+
+def _build(spec: DeploymentSpec, given: OperatorSpecParams | None) -> Built:
+    perf, params = planner_params(spec)
+    if given is not None:
+        params.update(floor_fraction=given.floor_fraction, max_batch_size=given.max_batch_size)
+    pools = tuple(
+        PoolKey(s, op.kind.value)
+        for s in stages_of(spec)
+        for op in perf.operators("prefill" if s == "serving" else s)
+    )
+    return Built(OperatorPolicy.from_params(params, perf), pools, frozenset(REQUIRED), params)
+
+
+DESCRIPTOR = PolicyDescriptor(
+    name=OperatorPolicy.name,
+    summary="OpScale: each operator pool sized by an M/M/R model at the fewest GPUs meeting the SLO",
+    build=_build,
+    params=OperatorSpecParams,
+)

@@ -30,14 +30,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from opscale.errors import InvalidArgument
 from opscale.policy.jsonval import JSONObject, JSONValue, json_int, json_obj, json_opt_float
 from opscale.policy.pipeline import own_data, parse_params, plans_for, pool_text, run_stabilizer
+from opscale.policy.registry import Built, PolicyDescriptor, base_params, whole_pools
 from opscale.policy.stabilizer import CoupledGroup, StabilizerConfig, follower_count
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState, PoolKey, PoolPlan, Signal
+from opscale.pools import ServingMode
+
+if TYPE_CHECKING:
+    from opscale.spec import DeploymentSpec
 
 
 class PdParams(BaseModel):
@@ -308,6 +314,7 @@ class PdPolicy:
             infeasible=list(res.infeasible),
             draining={k: n for k, n in draining.items() if n > 0},
             raw=raw,
+            effects=tuple(res.effects),
         )
 
 
@@ -319,3 +326,55 @@ def _old_surplus(old: PdState, current: Mapping[PoolKey, int]) -> dict[PoolKey, 
 def _fmt(counts: Mapping[PoolKey, int]) -> str:
     parts = [f"{n} {k.stage}" for k, n in counts.items() if n]
     return " and ".join(parts) + " instances" if parts else "no instances"
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+
+class PdSpecParams(BaseModel):
+    """Parameters of the `pd` policy (HeteroScale: decode tokens/s sizes both pools at a fixed ratio)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_decode_tokens_per_s_per_instance: float = Field(
+        gt=0, description="decode tokens/s one decode instance should carry, > 0"
+    )
+    prefill_per_decode: float = Field(
+        0.5, gt=0, le=16, description="prefill instances per decode instance, in (0, 16]"
+    )
+    scale_out_threshold: float = Field(1.1, gt=0, le=10, description="load/target above which to scale out")
+    scale_in_threshold: float = Field(0.7, gt=0, le=10, description="load/target below which to scale in")
+
+    @model_validator(mode="after")
+    def _band(self) -> PdSpecParams:
+        if self.scale_in_threshold >= self.scale_out_threshold:
+            raise ValueError(
+                f"scale_in_threshold ({self.scale_in_threshold}) must be below "
+                f"scale_out_threshold ({self.scale_out_threshold})"
+            )
+        return self
+
+
+def _build(spec: DeploymentSpec, pd: PdSpecParams | None) -> Built:
+    if pd is None or spec.mode is not ServingMode.DISAGGREGATED:
+        raise InvalidArgument("policy 'pd' needs pd_params and mode 'disaggregated'", field="params")
+    params = base_params(spec) | {
+        "target_decode_tps": pd.target_decode_tokens_per_s_per_instance,
+        "prefill_per_decode": pd.prefill_per_decode,
+        "scale_out_threshold": pd.scale_out_threshold,
+        "scale_in_threshold": pd.scale_in_threshold,
+    }
+    # Decode TPS sizes; TTFT and TBT feed the safety net and verify a soft scale-in.
+    signals = frozenset({Signal.DECODE_TPS, Signal.TTFT, Signal.TBT})
+    return Built(PdPolicy.from_params(params), whole_pools(spec), signals, params)
+
+
+DESCRIPTOR = PolicyDescriptor(
+    name=PdPolicy.name,
+    summary="HeteroScale: decode tokens/s sizes prefill and decode pools together at a fixed ratio",
+    build=_build,
+    params=PdSpecParams,
+    params_required=True,
+    modes=(ServingMode.DISAGGREGATED,),
+    mode_reason="policy 'pd' scales prefill and decode pools together: mode must be 'disaggregated'",
+)

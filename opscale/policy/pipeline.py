@@ -136,4 +136,5 @@ def finish(
         infeasible=[*infeasible, *res.infeasible],
         predicted=predicted,
         raw=raw,
+        effects=tuple(res.effects),
     )

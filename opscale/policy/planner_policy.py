@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import ClassVar, Literal, Self
+from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,8 +23,12 @@ from opscale.model import PerfModel, get_preset, perf_model
 from opscale.policy.pipeline import finish, parse_params
 from opscale.policy.planner_colocated import CoPlan, plan_colocated
 from opscale.policy.planner_stage import Plan, stage_work
+from opscale.policy.registry import base_params
 from opscale.policy.stabilizer import StabilizerConfig
 from opscale.policy.types import SLO, Limits, LoadWindow, PolicyInput, PolicyOutput, PoolKey, Signal
+
+if TYPE_CHECKING:
+    from opscale.spec import DeploymentSpec
 
 STAGES = ("prefill", "decode")
 REQUIRED = (Signal.ARRIVAL_RATE, Signal.TOKEN_LENGTHS)
@@ -104,3 +108,18 @@ class PlannerPolicy(ABC):
             infeasible=plan.infeasible,
             predicted=plan.prediction,
         )
+
+
+# --- registration (shared by the operator and model descriptors) ------------------------------------
+
+
+def planner_params(spec: DeploymentSpec) -> tuple[PerfModel, dict[str, object]]:
+    """The spec's shape on its GPU type, and the parameters both planners take from the spec; a shape
+    without a usable profile is the caller's mistake (``InvalidArgument`` from ``perf_model``)."""
+    perf = perf_model(spec.model.shape(), spec.gpu_type)
+    params = base_params(spec) | {
+        "model": spec.model.preset,
+        "gpu_type": spec.gpu_type,
+        "mode": spec.mode.value,
+    }
+    return perf, params

@@ -11,37 +11,17 @@ Mapping notes:
 * Stabilization: the spec always carries windows, cooldowns and a staleness bound (its defaults
   included), so they override every policy's own stabilizer defaults.
 * ``interval_s`` 0 keeps the policy's own interval (operator 1 s, model 20 s, utilization 15 s, …).
-* The ``operator`` and ``model`` policies get a ``PerfModel`` of the spec's shape (preset or HuggingFace
-  config) on its GPU type; a shape without a usable profile is the caller's mistake (``InvalidArgument``).
+* What each policy builds from the spec (its parameters, its pools, the signals it reads) is its
+  descriptor's ``build`` (``opscale.policy.registry``); this module adds what every policy shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from opscale.policy.registry import PolicySetup, descriptor
+from opscale.policy.types import SLO, Limits, PoolKey, PoolLimits
+from opscale.spec import DeploymentSpec
 
-from opscale.errors import InvalidArgument
-from opscale.model import perf_model
-from opscale.policy.model_level import ModelPolicy
-from opscale.policy.operator import OperatorPolicy
-from opscale.policy.pd import PdPolicy
-from opscale.policy.static import StaticPolicy
-from opscale.policy.types import SLO, Limits, Policy, PoolKey, PoolLimits
-from opscale.policy.utilization import UtilizationPolicy
-from opscale.spec import STAGES_FOR_MODE, DeploymentSpec, PolicyKind, PoolRef, ServingMode
-
-
-@dataclass(frozen=True, slots=True)
-class PolicySetup:
-    policy: Policy
-    slo: SLO
-    limits: Limits
-    params: Mapping[str, object] = field(default_factory=dict)
-    pools: tuple[PoolKey, ...] = ()
-
-
-def _key(ref: PoolRef) -> PoolKey:
-    return PoolKey(ref.stage.value, ref.operator.value)
+__all__ = ["PolicySetup", "policy_setup", "setup_for", "spec_limits", "spec_slo"]
 
 
 def spec_slo(spec: DeploymentSpec) -> SLO:
@@ -56,7 +36,7 @@ def spec_limits(spec: DeploymentSpec) -> Limits:
         if lim.pool is None:
             default = bounds
         else:
-            pools[_key(lim.pool)] = bounds
+            pools[lim.pool] = bounds
     steps = [lim.max_step for lim in spec.limits if lim.max_step > 0]
     st = spec.stabilization
     return Limits(
@@ -71,71 +51,19 @@ def spec_limits(spec: DeploymentSpec) -> Limits:
     )
 
 
-def _stages(spec: DeploymentSpec) -> tuple[str, ...]:
-    return tuple(s.value for s in STAGES_FOR_MODE[spec.mode])
-
-
-def _whole_pools(spec: DeploymentSpec) -> tuple[PoolKey, ...]:
-    return tuple(PoolKey(s, "model") for s in _stages(spec))
-
-
-def setup_for(spec: DeploymentSpec, kind: PolicyKind) -> PolicySetup:
-    """The setup for policy ``kind`` on this spec (``kind`` need not be the spec's own policy; pd and
-    static then still need their parameters in the spec)."""
-    params: dict[str, object] = {}
-    if spec.interval_s > 0:
-        params["interval_s"] = spec.interval_s
-    policy: Policy
-    if kind in (PolicyKind.OPERATOR, PolicyKind.MODEL):
-        shape = spec.model.shape()
-        perf = perf_model(shape, spec.gpu_type)
-        params.update(model=spec.model.preset, gpu_type=spec.gpu_type, mode=spec.mode.value)
-        if kind is PolicyKind.OPERATOR:
-            op = spec.operator_params
-            if op is not None:
-                params.update(floor_fraction=op.floor_fraction, max_batch_size=op.max_batch_size)
-            policy = OperatorPolicy.from_params(params, perf)
-            pools = tuple(
-                PoolKey(s, spec_op.kind.value)
-                for s in _stages(spec)
-                for spec_op in perf.operators("prefill" if s == "serving" else s)
-            )
-        else:
-            policy = ModelPolicy.from_params(params, perf)
-            pools = _whole_pools(spec)
-    elif kind is PolicyKind.PD:
-        pd = spec.pd_params
-        if pd is None or spec.mode is not ServingMode.DISAGGREGATED:
-            raise InvalidArgument("policy 'pd' needs pd_params and mode 'disaggregated'", field="pd_params")
-        params.update(
-            target_decode_tps=pd.target_decode_tokens_per_s_per_instance,
-            prefill_per_decode=pd.prefill_per_decode,
-            scale_out_threshold=pd.scale_out_threshold,
-            scale_in_threshold=pd.scale_in_threshold,
-        )
-        policy = PdPolicy.from_params(params)
-        pools = _whole_pools(spec)
-    elif kind is PolicyKind.UTILIZATION:
-        pools = _whole_pools(spec)
-        params["pools"] = [str(p) for p in pools]
-        if spec.utilization_params is not None:
-            params["target"] = spec.utilization_params.target_utilization
-        policy = UtilizationPolicy.from_params(params)
-    else:
-        if spec.static_params is None:
-            raise InvalidArgument("policy 'static' needs static_params", field="static_params")
-        params["pools"] = {
-            str(p.pool): {
-                "replicas": p.replicas,
-                "batch_size": p.batch_size,
-                "gpus_per_replica": p.gpus_per_replica,
-            }
-            for p in spec.static_params.pools
-        }
-        policy = StaticPolicy.from_params(params)
-        pools = tuple(_key(p.pool) for p in spec.static_params.pools)
+def setup_for(spec: DeploymentSpec, kind: str) -> PolicySetup:
+    """The setup for policy ``kind`` on this spec. ``kind`` need not be the spec's own policy (the
+    what-if tries others); it then gets no parameters from the spec, so one that requires them (pd,
+    static) raises ``InvalidArgument``."""
+    desc = descriptor(kind)
+    built = desc.build(spec, spec.policy_params() if kind == spec.policy else None)
     return PolicySetup(
-        policy=policy, slo=spec_slo(spec), limits=spec_limits(spec), params=params, pools=pools
+        policy=built.policy,
+        slo=spec_slo(spec),
+        limits=spec_limits(spec),
+        params=built.params,
+        pools=built.pools,
+        signals=built.signals,
     )
 
 

@@ -8,13 +8,19 @@ signal, so it never goes fail-static.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from opscale.errors import InvalidArgument
 from opscale.policy.pipeline import finish, parse_params, pool_text
+from opscale.policy.registry import Built, PolicyDescriptor, base_params
 from opscale.policy.stabilizer import StabilizerConfig
 from opscale.policy.types import PolicyInput, PolicyOutput, PoolKey, PoolPlan
+from opscale.spec import SpecPool
+
+if TYPE_CHECKING:
+    from opscale.spec import DeploymentSpec
 
 
 class StaticPool(BaseModel):
@@ -78,3 +84,51 @@ class StaticPolicy:
             defaults=self.stabilizer_defaults,
             required=(),
         )
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+
+class StaticSpecPool(BaseModel):
+    """A fixed size for one pool."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: SpecPool
+    replicas: int = Field(ge=0, le=100_000)
+    gpus_per_replica: int = Field(1, ge=1, le=64)
+    batch_size: int = Field(64, ge=1, le=65_536)
+
+
+class StaticSpecParams(BaseModel):
+    """Parameters of the `static` policy (peak provisioning: never changes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pools: tuple[StaticSpecPool, ...] = Field(min_length=1, description="at least one pool")
+
+
+def _build(spec: DeploymentSpec, given: StaticSpecParams | None) -> Built:
+    if given is None:
+        raise InvalidArgument("policy 'static' needs static_params", field="params")
+    params = base_params(spec) | {
+        "pools": {
+            str(p.pool): {
+                "replicas": p.replicas,
+                "batch_size": p.batch_size,
+                "gpus_per_replica": p.gpus_per_replica,
+            }
+            for p in given.pools
+        }
+    }
+    pools = tuple(p.pool for p in given.pools)
+    return Built(StaticPolicy.from_params(params), pools, frozenset(), params)
+
+
+DESCRIPTOR = PolicyDescriptor(
+    name=StaticPolicy.name,
+    summary="peak provisioning: every pool at a fixed size",
+    build=_build,
+    params=StaticSpecParams,
+    params_required=True,
+)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from opscale.errors import InvalidArgument
+
+# Defined in opscale.pools, the neutral home every layer imports; re-exported for the policy modules.
+from opscale.policy.effects import Rule as Rule
+from opscale.policy.effects import StabilizerEffect as StabilizerEffect
 from opscale.policy.jsonval import (
     JSONObject,
     JSONValue,
@@ -25,33 +29,7 @@ from opscale.policy.jsonval import (
     json_opt_int,
     json_pairs,
 )
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class PoolKey:
-    """One pool: an operator of a stage (``prefill/attention``), or a whole-replica pool whose operator is
-    ``model`` (``decode/model``; ``serving/model`` for a deployment that is not disaggregated)."""
-
-    stage: str
-    operator: str
-
-    def __post_init__(self) -> None:
-        for name, value in (("stage", self.stage), ("operator", self.operator)):
-            if not value or "/" in value:
-                raise InvalidArgument(
-                    f"pool {name} must be a non-empty name without '/', got {value!r}", field=name
-                )
-
-    def __str__(self) -> str:
-        return f"{self.stage}/{self.operator}"
-
-    @classmethod
-    def parse(cls, text: str) -> PoolKey:
-        """Inverse of ``str()``: ``"decode/model"`` -> ``PoolKey("decode", "model")``."""
-        stage, sep, operator = text.partition("/")
-        if not sep:
-            raise InvalidArgument(f"a pool is written 'stage/operator', got {text!r}", field="pool")
-        return cls(stage, operator)
+from opscale.pools import PoolKey as PoolKey
 
 
 class Signal(enum.StrEnum):
@@ -401,6 +379,7 @@ class PolicyOutput:
     predicted: Prediction | None = None
     draining: Mapping[PoolKey, int] = field(default_factory=dict)
     raw: Mapping[PoolKey, int] = field(default_factory=dict)
+    effects: Sequence[StabilizerEffect] = ()
 
 
 class Policy(Protocol):

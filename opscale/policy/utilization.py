@@ -24,13 +24,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from opscale.policy.pipeline import finish, parse_params, pool_text
+from opscale.policy.registry import Built, PolicyDescriptor, base_params, whole_pools
 from opscale.policy.stabilizer import StabilizerConfig
 from opscale.policy.types import PolicyInput, PolicyOutput, PoolKey, PoolPlan, Signal
+
+if TYPE_CHECKING:
+    from opscale.spec import DeploymentSpec
 
 
 class UtilizationParams(BaseModel):
@@ -123,3 +127,31 @@ class UtilizationPolicy:
             defaults=self.stabilizer_defaults,
             required=[self.signal],
         )
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+
+class UtilizationSpecParams(BaseModel):
+    """Parameters of the `utilization` policy (the Kubernetes HPA formula)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_utilization: float = Field(0.6, gt=0, le=1, description="in (0, 1]")
+
+
+def _build(spec: DeploymentSpec, given: UtilizationSpecParams | None) -> Built:
+    pools = whole_pools(spec)
+    params = base_params(spec) | {"pools": [str(p) for p in pools]}
+    if given is not None:
+        params["target"] = given.target_utilization
+    policy = UtilizationPolicy.from_params(params)
+    return Built(policy, pools, frozenset({policy.signal}), params)
+
+
+DESCRIPTOR = PolicyDescriptor(
+    name=UtilizationPolicy.name,
+    summary="the Kubernetes HPA rule on GPU utilization, per whole-model pool",
+    build=_build,
+    params=UtilizationSpecParams,
+)

@@ -202,7 +202,7 @@ def _latencies(
 
 
 def _throughput(
-    prev: EngineReading, cur: EngineReading, reset: bool, stage: Stage
+    prev: EngineReading, cur: EngineReading, reset: bool, stage: str
 ) -> list[tuple[float, Throughput]]:
     """(end time, sample) pieces of at most max_throughput_interval_s covering the gap."""
     gap = cur.at_s - prev.at_s
@@ -214,8 +214,8 @@ def _throughput(
         prefill = None if prompt is None else max(0.0, prompt - hits)
     if decode is None and prefill is None:
         return []
-    d = (decode or 0.0) / gap if stage is not Stage.PREFILL else 0.0
-    p = (prefill or 0.0) / gap if stage is not Stage.DECODE else 0.0
+    d = (decode or 0.0) / gap if stage != Stage.PREFILL else 0.0
+    p = (prefill or 0.0) / gap if stage != Stage.DECODE else 0.0
     step = DEFAULT_LIMITS.max_throughput_interval_s
     pieces = []
     end = cur.at_s
@@ -250,7 +250,7 @@ def derive_samples(
         out += [
             Sample(deployment, end, t, pool, instance) for end, t in _throughput(prev, cur, reset, pool.stage)
         ]
-        if pool.stage is not Stage.PREFILL:
+        if pool.stage != Stage.PREFILL:
             payloads: list[Payload] = []
             arrivals, source, carry = _arrivals(prev, cur, reset, carry)
             payloads += arrivals

@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar
 
-from opscale.spec import PoolRef
+from opscale.pools import PoolKey
 
 
 class LatencyKind(enum.StrEnum):
@@ -112,7 +112,7 @@ class Sample:
     deployment: str
     at_s: float
     payload: Payload
-    pool: PoolRef | None = None
+    pool: PoolKey | None = None
     instance: str = ""
 
 

@@ -2,7 +2,7 @@
 
 Defined once here; nothing else spells a series name. Every series lives in the namespace of its
 deployment. Deployment-wide series have no labels; pool series carry ``stage`` and ``operator``
-(``PoolRef`` values). The serving instance is never a label: pools can have hundreds of instances,
+(``PoolKey`` values). The serving instance is never a label: pools can have hundreds of instances,
 and the decision loop wants the pool, so instances are summed at write time.
 
 Why pool state is stored as counters, not gauges. A gauge write keeps sum, count, min, max and the
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opscale.counters import HistogramLayout, SeriesKey, StoreSettings
-from opscale.spec import OperatorKind, PoolRef, Stage
+from opscale.pools import OperatorKind, PoolKey, Stage
 
 # --- deployment-wide series -------------------------------------------------------------------------
 # Histograms: one observation per request (arrivals) or per latency observation.
@@ -33,7 +33,6 @@ OUTPUT_TOKENS = "output_tokens"  # output length of each arriving request (as th
 TTFT_MS = "ttft_ms"
 TBT_MS = "tbt_ms"
 E2E_MS = "e2e_ms"
-LATENCY_SERIES = (TTFT_MS, TBT_MS, E2E_MS)
 # Counters (sum per bucket).
 CACHED_INPUT_TOKENS = "cached_input_tokens"  # prompt tokens served from the prefix cache
 DECODE_TOKENS = "decode_tokens"  # also a pool series (with labels)
@@ -117,7 +116,7 @@ def layouts_match(settings: StoreSettings) -> bool:
 
 
 # --- keys ----------------------------------------------------------------------------------------------
-ALL_POOLS: tuple[PoolRef, ...] = tuple(PoolRef(stage=s, operator=o) for s in Stage for o in OperatorKind)
+ALL_POOLS: tuple[PoolKey, ...] = tuple(PoolKey(s.value, o.value) for s in Stage for o in OperatorKind)
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -127,5 +126,6 @@ def deployment_key(deployment: str, name: str) -> SeriesKey:
 
 
 @functools.lru_cache(maxsize=65_536)
-def pool_key(deployment: str, name: str, pool: PoolRef) -> SeriesKey:
-    return SeriesKey(deployment, name, (("operator", pool.operator.value), ("stage", pool.stage.value)))
+def pool_key(deployment: str, name: str, pool: PoolKey) -> SeriesKey:
+    # str(): a pool built from the enums (the scraper does) labels like one read from the wire.
+    return SeriesKey(deployment, name, (("operator", str(pool.operator)), ("stage", str(pool.stage))))

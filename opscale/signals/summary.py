@@ -21,8 +21,8 @@ from types import MappingProxyType
 
 from opscale.counters import CounterStore, HistogramBin, Kind, ReadQuery, WindowRead
 from opscale.errors import InvalidArgument
+from opscale.pools import PoolKey
 from opscale.signals import series as S
-from opscale.spec import PoolRef
 
 PERCENTILES = (0.5, 0.9, 0.99)
 
@@ -41,7 +41,7 @@ class Distribution:
 
 @dataclass(frozen=True, slots=True)
 class PoolSummary:
-    pool: PoolRef
+    pool: PoolKey
     queue_waiting_mean: float | None  # per reporting instance and sample
     queue_running_mean: float | None
     kv_cache_usage_fraction: float | None  # mean over instances and samples, in [0, 1]
@@ -73,7 +73,7 @@ class WindowSummary:
     pools: tuple[PoolSummary, ...]
     staleness_s: Mapping[str, float | None]  # every name in series.SIGNALS
 
-    def pool(self, pool: PoolRef) -> PoolSummary | None:
+    def pool(self, pool: PoolKey) -> PoolSummary | None:
         return next((p for p in self.pools if p.pool == pool), None)
 
 
@@ -95,7 +95,7 @@ _MARKERS = tuple(S.POOL_SIGNAL_SERIES.values())
 
 
 @functools.lru_cache(maxsize=4096)
-def _queries(deployment: str, window_s: float, pools: tuple[PoolRef, ...]) -> tuple[ReadQuery, ...]:
+def _queries(deployment: str, window_s: float, pools: tuple[PoolKey, ...]) -> tuple[ReadQuery, ...]:
     out = [ReadQuery(S.deployment_key(deployment, name), kind, window_s) for name, kind in _DEPLOYMENT_SERIES]
     for pool in pools:
         out += [
@@ -118,7 +118,7 @@ def _distribution(r: WindowRead) -> Distribution:
     return Distribution(r.count, r.mean, p50, p90, p99, r.bins)
 
 
-def _pool_summary(pool: PoolRef, reads: Sequence[WindowRead]) -> PoolSummary:
+def _pool_summary(pool: PoolKey, reads: Sequence[WindowRead]) -> PoolSummary:
     by = dict(zip(S.POOL_SERIES, reads, strict=True))
     queue_n = by[S.QUEUE_SAMPLES].sum
     return PoolSummary(
@@ -155,7 +155,7 @@ def check_window(window_s: float, bucket_s: float, retention_s: float) -> float:
     return float(window_s)
 
 
-async def discover_pools(store: CounterStore, deployment: str, *, now_s: float) -> tuple[PoolRef, ...]:
+async def discover_pools(store: CounterStore, deployment: str, *, now_s: float) -> tuple[PoolKey, ...]:
     """Pools of ``deployment`` with any queue, busy or throughput data still retained (one bucket read
     of each pool's marker series: their staleness comes from the series meta, whatever the window)."""
     bucket_s = store.settings.bucket_s
@@ -179,7 +179,7 @@ async def read_window_summary(
     *,
     now_s: float,
     window_s: float,
-    pools: Sequence[PoolRef] | None = None,
+    pools: Sequence[PoolKey] | None = None,
 ) -> WindowSummary:
     """``deployment``'s load over the closed buckets of the last ``window_s`` seconds before ``now_s``.
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from opscale.counters import StoreSettings
 from opscale.counters.layout import to_ms
 from opscale.errors import InvalidArgument
+from opscale.pools import PoolKey
 from opscale.signals.samples import (
     PAYLOAD_FIELDS,
     Arrival,
@@ -26,7 +27,7 @@ from opscale.signals.samples import (
     Sample,
     Throughput,
 )
-from opscale.spec import NAME_PATTERN, PoolRef
+from opscale.spec import NAME_PATTERN
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -181,8 +182,8 @@ class _Checker:
         if pool is None:
             if p.NEEDS_POOL:
                 raise _fail(f"samples[{i}].pool", f"is required for a {p.FIELD} sample (at least its stage)")
-        elif not isinstance(pool, PoolRef):
-            raise _fail(f"samples[{i}].pool", f"must be a PoolRef, got {type(pool).__name__}")
+        elif not isinstance(pool, PoolKey):
+            raise _fail(f"samples[{i}].pool", f"must be a PoolKey, got {type(pool).__name__}")
         instance = s.instance
         if not isinstance(instance, str) or len(instance) > self.limits.max_instance_len:
             raise _fail(

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 from opscale.counters import CounterWrite, HistogramWrite, SeriesKey, StoreSettings, Write, WriteBatch
 from opscale.counters.layout import to_ms
+from opscale.pools import PoolKey
 from opscale.signals import series as S
 from opscale.signals.samples import (
     Arrival,
@@ -32,11 +33,10 @@ from opscale.signals.samples import (
     Sample,
     Throughput,
 )
-from opscale.spec import PoolRef
 
 # (deployment, series name, pool or None, bucket index): the series-bucket a value lands in. Plain
 # tuples rather than SeriesKeys: they hash faster, and keys are built once per series at the end.
-_Slot = tuple[str, str, PoolRef | None, int]
+_Slot = tuple[str, str, PoolKey | None, int]
 
 
 class _Folder:
@@ -92,7 +92,7 @@ class _Folder:
                 acc[3] = value
 
     def spread(
-        self, slot: tuple[str, str, PoolRef | None], at_s: float, interval_s: float, amount: float
+        self, slot: tuple[str, str, PoolKey | None], at_s: float, interval_s: float, amount: float
     ) -> None:
         """``amount`` accrued evenly over ``[at_s - interval_s, at_s]``: each bucket gets its share."""
         end_ms, start_ms = to_ms(at_s), to_ms(at_s - interval_s)

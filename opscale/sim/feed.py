@@ -33,8 +33,8 @@ from opscale.signals import (
     store_settings,
     validate_samples,
 )
+from opscale.signals.load import read_load
 from opscale.spec import OperatorKind, PoolRef, Stage
-from services.decision.load import read_load
 
 T = TypeVar("T")
 BASE_EPOCH_S = 1_700_000_000.0  # virtual t=0 as a wall-clock instant (the store keys buckets by epoch ms)

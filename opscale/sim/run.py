@@ -95,8 +95,8 @@ def simulate(
     pools = tuple(setup.pools) or tuple(initial)
     req = Requests(trace.arrival_s, trace.input_tokens, trace.output_tokens)
     dp = DataPlane(perf, units_for(perf, pools), req, cfg)
-    if pool_signals is None:  # only the busy-fraction flavour of the HPA rule reads per-pool series
-        pool_signals = setup.params.get("metric") == "busy_fraction"
+    if pool_signals is None:  # per-pool series only for a policy that reads a per-pool signal
+        pool_signals = setup.reads_pools
     feed = SignalFeed(
         spec.name, pools, window_s=window_s, validate=validate_samples, pool_signals=pool_signals
     )

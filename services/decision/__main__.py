@@ -1,8 +1,6 @@
-"""`python -m services.decision [flags]` = `opscale serve decision [flags]`."""
+"""`python -m services.decision` = `opscale serve decision`, settings from the environment only (wiring)."""
 
-import sys
-
-from clients.cli.main import app
+from services.main import main
 
 if __name__ == "__main__":
-    app(["serve", "decision", *sys.argv[1:]])
+    main("decision")

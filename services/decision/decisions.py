@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
+from opscale.decisions.record import DecisionView, decode
 from opscale.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.decision.deployments import page_size
 from services.decision.ledger import DecisionLedger
 from services.decision.publish import DecisionHub
-from services.decision.record import DecisionView, decode
 
 
 @dataclass(frozen=True, slots=True)

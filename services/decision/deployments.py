@@ -6,37 +6,17 @@ Transport-free: takes validated domain values, returns domain values, raises typ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
-from opscale.db.records import DeploymentRecord
 from opscale.db.repo import DeploymentRepo
+from opscale.decisions.deployment import Deployment
 from opscale.errors import InvalidArgument
 from opscale.spec import DeploymentSpec
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    spec: DeploymentSpec
-    version: int
-    frozen: bool
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_record(cls, record: DeploymentRecord) -> Deployment:
-        return cls(
-            spec=DeploymentSpec.model_validate(record.spec),
-            version=record.version,
-            frozen=record.frozen,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Every ``wake_s`` it lists the deployments (names, versions, freeze flags — not the specs), syncs the
 lease, and for each deployment it leads whose tick slot is new: read the window from the counter store →
 ``LoadWindow`` → ``policy.decide`` (continuing from the last recorded decision's plan and state) → record
-it → hand the desired counts to placement → record the outcome → publish to watchers.
+it → hand the desired counts to the actuator (placement + agents, or KEDA: ``actuators.py``) → record
+the outcome → publish to watchers.
 
 Ticks are slots: ``tick_at = floor(now / interval) × interval``. The ledger keeps one decision per
 (deployment, slot), so two replicas that both think they lead (for the moment between a leader's lease
@@ -28,21 +29,22 @@ from datetime import UTC, datetime
 from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from opscale.actuation import Actuator, Outcome
 from opscale.clock import Clock
 from opscale.counters import CounterStore
 from opscale.db.records import DecisionRecord
 from opscale.db.repo import DeploymentRepo
+from opscale.decisions.deployment import Deployment
+from opscale.decisions.record import DecisionView, decode, encode, view_of, with_placement
 from opscale.errors import OpscaleError
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
-from services.decision.deployments import Deployment
+from opscale.signals.load import read_load, window_for
+from opscale.wire.commands import resizes_of
 from services.decision.lease import Lease
 from services.decision.ledger import DecisionLedger, DeploymentHead
-from services.decision.load import read_load, window_for
 from services.decision.metrics import LoopMetrics
-from services.decision.placement_client import Handoff, Outcome, PlacementClient
 from services.decision.policies import Setup, SetupCache, setup_for
 from services.decision.publish import DecisionHub
-from services.decision.record import DecisionView, decode, encode, view_of, with_placement
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class DecisionLoop:
         counters: CounterStore,
         clock: Clock,
         lease: Lease,
-        placement: PlacementClient,
+        actuator: Actuator,
         hub: DecisionHub,
         tracer: Tracer,
         metrics: LoopMetrics,
@@ -94,7 +96,7 @@ class DecisionLoop:
         self._counters = counters
         self._clock = clock
         self._lease = lease
-        self._placement = placement
+        self._actuator = actuator
         self._hub = hub
         self._tracer = tracer
         self._metrics = metrics
@@ -119,7 +121,7 @@ class DecisionLoop:
         finally:
             await self._lease.release_all()
             self._metrics.leases_held.labels(self._options.replica_id).set(0)
-            await self._placement.close()
+            await self._actuator.close()
 
     async def tick(self) -> list[DecisionView]:
         """One pass over every deployment; returns the decisions it recorded."""
@@ -281,8 +283,8 @@ class DecisionLoop:
                 return record
             assert d.out is not None
             async with sem:
-                result = await self._placement.apply(
-                    d.head.name, d.head.version, str(record.id), d.out.desired, d.out.draining
+                result = await self._actuator.actuate(
+                    d.head.name, d.head.version, str(record.id), resizes_of(d.out.desired, d.out.draining)
                 )
             failed_before = d.last is not None and d.last.placement == Outcome.FAILED
             if result.outcome == Outcome.FAILED:
@@ -328,4 +330,4 @@ def _counts_of(view: DecisionView) -> dict[str, tuple[int, int]]:
     return {str(p): (plan.replicas, view.draining.get(p, 0)) for p, plan in view.desired.items()}
 
 
-__all__ = ["DecisionLoop", "Handoff", "LoopOptions"]
+__all__ = ["DecisionLoop", "LoopOptions"]

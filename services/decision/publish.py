@@ -24,10 +24,10 @@ from collections.abc import Awaitable, Callable, Collection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from opscale.actuation import Outcome
+from opscale.decisions.record import DecisionView, decode
 from opscale.errors import ResourceExhausted, Unavailable
 from services.decision.ledger import DecisionLedger
-from services.decision.placement_client import Outcome
-from services.decision.record import DecisionView, decode
 
 log = logging.getLogger(__name__)
 

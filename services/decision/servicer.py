@@ -9,18 +9,15 @@ import grpc
 
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
+from opscale.decisions.explain import explain
 from opscale.errors import InvalidArgument
-from services.common_convert import require_name
-from services.decision.convert import deployment_to_pb, spec_from_pb
-from services.decision.convert_decisions import (
-    decision_to_pb,
-    explanation_to_pb,
-    policy_from_pb,
-    whatif_to_pb,
-)
+from opscale.policy.registry import descriptor
+from opscale.spec import PolicyKind
+from opscale.wire.decisions import decision_to_pb, explanation_to_pb, whatif_to_pb
+from opscale.wire.names import require_name
+from opscale.wire.specs import deployment_to_pb, spec_from_pb
 from services.decision.decisions import DecisionsApp, decision_id
 from services.decision.deployments import DeploymentsApp, page_size
-from services.decision.explain import explain
 from services.decision.whatif import HypotheticalLoad, WhatIfApp, check_load
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -32,6 +29,13 @@ def _spec(request: pb.CreateDeploymentRequest | pb.UpdateDeploymentRequest) -> p
     if not request.HasField("spec"):
         raise InvalidArgument("spec is required", field="spec")
     return request.spec
+
+
+def _policy(name: str, field: str) -> PolicyKind:
+    try:
+        return PolicyKind(descriptor(name).name)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{field}: {exc.message}", field=field) from None
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
@@ -131,5 +135,5 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             spec = spec_from_pb(request.spec)
         else:
             raise InvalidArgument("deployment or spec is required", field="deployment")
-        policies = [policy_from_pb(k, f"policies.{i}") for i, k in enumerate(request.policies)]
+        policies = [_policy(name, f"policy_names[{i}]") for i, name in enumerate(request.policy_names)]
         return pb.WhatIfResponse(plans=whatif_to_pb(await self._whatif.plans(spec, load, policies)))

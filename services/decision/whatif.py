@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
 from opscale.db.repo import DeploymentRepo
+from opscale.decisions.deployment import Deployment
 from opscale.errors import InvalidArgument
 from opscale.policy.whatif import WhatIfResult, what_if
 from opscale.spec import DeploymentSpec, PolicyKind
-from services.decision.deployments import Deployment
 
 
 @dataclass(frozen=True, slots=True)

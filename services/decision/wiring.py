@@ -9,14 +9,15 @@ from dataclasses import dataclass
 
 import grpc
 
+from opscale.actuation import Actuator
 from opscale.api.decision.v1 import decision_pb2, decision_pb2_grpc
 from opscale.grpcutil.server import ServiceDef
+from services.decision.actuators import make_actuator
 from services.decision.decisions import DecisionsApp
 from services.decision.deployments import DeploymentsApp
 from services.decision.lease import Lease, make_lease
 from services.decision.loop import DecisionLoop, LoopOptions, Pace
 from services.decision.metrics import loop_metrics
-from services.decision.placement_client import GrpcPlacementClient, PlacementClient
 from services.decision.publish import DecisionHub, LedgerTail
 from services.decision.servicer import DecisionServicer
 from services.decision.whatif import WhatIfApp
@@ -44,7 +45,7 @@ def build_service(
     runtime: Runtime,
     *,
     options: LoopOptions | None = None,
-    placement: PlacementClient | None = None,
+    actuator: Actuator | None = None,
     lease: Lease | None = None,
     pace: Pace | None = None,
     tail_poll_s: float = 0.2,
@@ -60,8 +61,7 @@ def build_service(
         counters=runtime.counters,
         clock=runtime.clock,
         lease=lease,
-        placement=placement
-        or GrpcPlacementClient(runtime.settings.address_of("placement"), telemetry=runtime.telemetry),
+        actuator=actuator or make_actuator(runtime.settings, runtime.telemetry),
         hub=hub,
         tracer=runtime.telemetry.tracer("opscale.decision"),
         metrics=loop_metrics(runtime.telemetry.registry),

@@ -1,8 +1,6 @@
-"""`python -m services.ingest [flags]` = `opscale serve ingest [flags]`."""
+"""`python -m services.ingest` = `opscale serve ingest`, settings from the environment only (wiring)."""
 
-import sys
-
-from clients.cli.main import app
+from services.main import main
 
 if __name__ == "__main__":
-    app(["serve", "ingest", *sys.argv[1:]])
+    main("ingest")

@@ -17,6 +17,7 @@ from opscale.clock import Clock
 from opscale.counters import CounterStore
 from opscale.counters.layout import check_batch_id
 from opscale.errors import InvalidArgument, OpscaleError
+from opscale.pools import PoolKey
 from opscale.signals import (
     DEFAULT_LIMITS,
     Limits,
@@ -27,7 +28,6 @@ from opscale.signals import (
     samples_to_writes,
     validate_samples,
 )
-from opscale.spec import PoolRef
 from services.ingest.deployments import DeploymentDirectory
 from services.ingest.metrics import IngestMetrics, reason_for
 
@@ -38,7 +38,7 @@ MAX_WINDOW_S = 3600.0
 class WindowQuery:
     deployment: str
     window_s: float
-    pools: tuple[PoolRef, ...] = ()  # empty: every pool that has data
+    pools: tuple[PoolKey, ...] = ()  # empty: every pool that has data
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from opscale.api.common.v1 import common_pb2
 from opscale.api.ingest.v1 import ingest_pb2 as pb
 from opscale.counters import HistogramBin
 from opscale.errors import InvalidArgument
+from opscale.pools import OperatorKind, PoolKey, Stage
 from opscale.signals import (
     Arrival,
     GpuTelemetry,
@@ -30,21 +31,25 @@ from opscale.signals import (
     Throughput,
     WindowSummary,
 )
-from opscale.spec import OperatorKind, PoolRef
-from services.common_convert import OPERATOR_FROM_PB, STAGE_FROM_PB, pool_to_pb, require_name
+from opscale.wire.enums import OPERATOR, STAGE
+from opscale.wire.names import require_name
+from opscale.wire.pools import pool_to_pb
 from services.ingest.app import WindowQuery
 
 _LATENCY_KINDS = {k.value: k for k in LatencyKind}
 _PAYLOADS = ", ".join(f.name for f in pb.Sample.DESCRIPTOR.oneofs_by_name["payload"].fields)
 # (stage, operator) enum numbers -> pool. An unspecified operator means the whole instance (MODEL).
-_POOLS: dict[tuple[int, int], PoolRef] = {
-    (s_pb, o_pb): PoolRef(stage=stage, operator=op)
-    for s_pb, stage in STAGE_FROM_PB.items()
-    for o_pb, op in [*OPERATOR_FROM_PB.items(), (common_pb2.OPERATOR_KIND_UNSPECIFIED, OperatorKind.MODEL)]
+_POOLS: dict[tuple[int, int], PoolKey] = {
+    (STAGE.to_pb(stage), o_pb): PoolKey(stage.value, op.value)
+    for stage in Stage
+    for o_pb, op in [
+        *((OPERATOR.to_pb(o), o) for o in OperatorKind),
+        (common_pb2.OPERATOR_KIND_UNSPECIFIED, OperatorKind.MODEL),
+    ]
 }
 
 
-def _pool(msg: common_pb2.PoolKey, where: str) -> PoolRef | None:
+def _pool(msg: common_pb2.PoolKey, where: str) -> PoolKey | None:
     """None when neither stage nor operator is set (deployment-wide samples need no pool)."""
     found = _POOLS.get((msg.stage, msg.operator))
     if found is not None:
@@ -53,14 +58,12 @@ def _pool(msg: common_pb2.PoolKey, where: str) -> PoolRef | None:
         if msg.operator == common_pb2.OPERATOR_KIND_UNSPECIFIED:
             return None
         raise InvalidArgument(f"{where}.stage is required when an operator is given", field=f"{where}.stage")
-    if msg.stage not in STAGE_FROM_PB:
-        allowed = ", ".join(common_pb2.Stage.Name(v) for v in STAGE_FROM_PB)
-        raise InvalidArgument(f"{where}.stage: {msg.stage} is not one of {allowed}", field=f"{where}.stage")
-    allowed = ", ".join(common_pb2.OperatorKind.Name(v) for v in OPERATOR_FROM_PB)
-    raise InvalidArgument(
-        f"{where}.operator: {msg.operator} is not one of {allowed} (or unset: the whole model)",
-        field=f"{where}.operator",
-    )
+    STAGE.from_pb(msg.stage, f"{where}.stage")  # raises, naming the allowed stages
+    try:
+        OPERATOR.from_pb(msg.operator, f"{where}.operator")
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{exc.message} (or unset: the whole model)", field=exc.field) from None
+    raise AssertionError("every known (stage, operator) pair is in _POOLS")
 
 
 def _payload(msg: pb.Sample, i: int) -> Payload:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from opscale.config import ScrapeEngine, ScrapeTarget
+from opscale.config import ScrapeEngine, ScrapeTarget, check_scrape_targets
 from opscale.errors import ConfigError
 from services.ingest.scrape import EndpointSpec, Route
 
@@ -36,32 +36,22 @@ _FIELDS = ("deployment", "role", "model_name", "engine", "interval_s", "timeout_
 
 
 def group_targets(targets: Iterable[ScrapeTarget], default_interval_s: float) -> list[EndpointSpec]:
-    """One ``EndpointSpec`` per URL; ``ConfigError`` when targets of one URL disagree."""
+    """One ``EndpointSpec`` per URL; ``ConfigError`` when targets of one URL cannot be one endpoint."""
+    targets = list(targets)
+    try:
+        check_scrape_targets(targets, default_interval_s)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="scrape_targets") from None
     by_url: dict[str, list[ScrapeTarget]] = {}
     for t in targets:
         by_url.setdefault(t.url, []).append(t)
     specs = []
     for url, group in by_url.items():
-        engines = {t.engine for t in group} - {ScrapeEngine.AUTO}
-        intervals = {t.interval_s or default_interval_s for t in group}
-        timeouts = {t.timeout_s for t in group}
-        if len(engines) > 1 or len(intervals) > 1 or len(timeouts) > 1:
-            raise ConfigError(
-                f"scrape targets of {url} disagree on engine, interval_s or timeout_s; one endpoint is "
-                "fetched once, with one setting of each",
-                field="scrape_targets",
-            )
-        names = [t.model_name for t in group]
-        if len(names) != len(set(names)) or (None in names and len(names) > 1):
-            raise ConfigError(
-                f"scrape targets of {url}: each needs its own model_name when several share the URL",
-                field="scrape_targets",
-            )
+        engine = next((t.engine for t in group if t.engine is not ScrapeEngine.AUTO), ScrapeEngine.AUTO)
         routes = tuple(Route(t.deployment, t.role, t.model_name) for t in group)
+        first = group[0]
         specs.append(
-            EndpointSpec(
-                url, engines.pop() if engines else ScrapeEngine.AUTO, routes, intervals.pop(), timeouts.pop()
-            )
+            EndpointSpec(url, engine, routes, first.interval_s or default_interval_s, first.timeout_s)
         )
     return specs
 

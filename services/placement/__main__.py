@@ -1,8 +1,6 @@
-"""`python -m services.placement [flags]` = `opscale serve placement [flags]`."""
+"""`python -m services.placement` = `opscale serve placement`, settings from the environment only (wiring)."""
 
-import sys
-
-from clients.cli.main import app
+from services.main import main
 
 if __name__ == "__main__":
-    app(["serve", "placement", *sys.argv[1:]])
+    main("placement")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from opscale.actuation import ResizePool
 from opscale.api.common.v1 import common_pb2
 from opscale.clock import Clock
 from opscale.db.records import GpuRecord, NodeRecord, ReplicaRecord
@@ -23,7 +24,7 @@ from opscale.errors import FailedPrecondition, InvalidArgument, StaleVersion
 from opscale.placement import Infeasible
 from opscale.spec import DeploymentSpec
 from services.placement.agents import AgentChannel, ReplicaRuntime
-from services.placement.demand import PoolRequest, build_demand
+from services.placement.demand import build_demand
 from services.placement.metrics import PlacementMetrics
 from services.placement.placer import PlaceFn, Placer, PlanResult
 from services.placement.reconciler import Reconciler
@@ -167,12 +168,12 @@ class PlacementApp:
         return [(r, self.runtime.get(r.id, ReplicaRuntime())) for r in replicas]
 
     async def apply_desired(
-        self, deployment: str, spec_version: int, decision_id: str, pools: Sequence[PoolRequest]
+        self, deployment: str, spec_version: int, decision_id: str, pools: Sequence[ResizePool]
     ) -> ApplyResult:
         return await retry_stale(lambda: self._apply_desired(deployment, spec_version, decision_id, pools))
 
     async def _apply_desired(
-        self, deployment: str, spec_version: int, decision_id: str, pools: Sequence[PoolRequest]
+        self, deployment: str, spec_version: int, decision_id: str, pools: Sequence[ResizePool]
     ) -> ApplyResult:
         if not pools:
             raise InvalidArgument("pools: at least one pool plan is required", field="pools")
@@ -201,8 +202,8 @@ class PlacementApp:
             for plan, doc in zip(pools, demands, strict=True):
                 await targets.put(
                     deployment,
-                    plan.pool.stage.value,
-                    plan.pool.operator.value,
+                    plan.pool.stage,
+                    plan.pool.operator,
                     replicas=plan.replicas,
                     demand=doc,
                     spec_version=record.version,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from opscale.actuation import ResizePool
 from opscale.errors import InvalidArgument
 from opscale.model import perf_model
 from opscale.placement import PoolDemand
-from opscale.spec import STAGES_FOR_MODE, DeploymentSpec, OperatorKind, PoolRef, Stage
+from opscale.spec import STAGES_FOR_MODE, DeploymentSpec, OperatorKind, Stage
 
 #: Context the KV cache of a decode/serving attention replica is sized for when the plan does not say.
 #: 4,096 tokens covers the median request of the shipped traces (ServeGen, Azure conversation).
@@ -23,18 +23,7 @@ DEFAULT_TEMPLATE = "worker"
 MAX_REPLICAS_PER_POOL = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class PoolRequest:
-    """One PoolPlan of an ApplyDesired request, converted."""
-
-    pool: PoolRef
-    replicas: int
-    batch_size: int
-    gpus_per_replica: int
-    gpu_type: str
-
-
-def replica_memory_per_gpu(spec: DeploymentSpec, request: PoolRequest, gpu_type: str) -> int:
+def replica_memory_per_gpu(spec: DeploymentSpec, request: ResizePool, gpu_type: str) -> int:
     """Bytes each GPU of one replica holds: the replica's weights, KV and activations split evenly.
 
     A ``model`` pool (a whole model replica of one stage) holds every operator of that stage.
@@ -42,10 +31,10 @@ def replica_memory_per_gpu(spec: DeploymentSpec, request: PoolRequest, gpu_type:
     perf = perf_model(spec.model.shape(), gpu_type)
     # Profiles exist per prefill and decode; a colocated (serving) replica holds the same weights and the
     # decode-side KV cache, so it is sized as decode.
-    stage = Stage.DECODE if request.pool.stage is Stage.SERVING else request.pool.stage
-    batch = max(1, request.batch_size)
+    stage = Stage.DECODE if request.pool.stage == Stage.SERVING else request.pool.stage
+    batch = max(1, request.batch_size or 1)
     kinds: list[Any]
-    if request.pool.operator is OperatorKind.MODEL:
+    if request.pool.operator == OperatorKind.MODEL:
         kinds = [op.kind for op in perf.operators(stage)]
     else:
         kinds = [request.pool.operator]
@@ -53,7 +42,7 @@ def replica_memory_per_gpu(spec: DeploymentSpec, request: PoolRequest, gpu_type:
     return math.ceil(total / request.gpus_per_replica)
 
 
-def build_demand(spec: DeploymentSpec, request: PoolRequest, field: str) -> dict[str, Any]:
+def build_demand(spec: DeploymentSpec, request: ResizePool, field: str) -> dict[str, Any]:
     """The pool target's demand document; raises ``InvalidArgument`` naming ``field`` if the pool cannot
     exist in this deployment (stage outside its mode, operator its model does not have, …)."""
     pool = request.pool
@@ -62,7 +51,7 @@ def build_demand(spec: DeploymentSpec, request: PoolRequest, field: str) -> dict
         allowed = ", ".join(s.value for s in stages)
         raise InvalidArgument(
             f"{field}.pool.stage: deployment '{spec.name}' is {spec.mode.value}, its stages are {allowed}; "
-            f"got {pool.stage.value}",
+            f"got {pool.stage}",
             field=f"{field}.pool.stage",
         )
     if not 0 <= request.replicas <= MAX_REPLICAS_PER_POOL:
@@ -90,7 +79,7 @@ def build_demand(spec: DeploymentSpec, request: PoolRequest, field: str) -> dict
         "memory_bytes_per_gpu": memory,
         "compute_fraction": 1.0,
         "gpu_types": list(gpu_types),
-        "batch_size": max(1, request.batch_size),
+        "batch_size": max(1, request.batch_size or 1),
         "template": launch.template if launch else DEFAULT_TEMPLATE,
         "args": dict(launch.args) if launch else {},
         "model": spec.model.preset or spec.model.display_name,

@@ -5,8 +5,9 @@ whole or not at all: the new replicas, their start commands, and the drain comma
 that leave, together.
 
 Replicas that are already leaving (desired DRAINING) and replicas on a draining node still hold their
-GPUs, so they are handed to ``place`` under a deployment name no demand uses: it keeps them (their GPUs
-stay occupied) but does not count them towards their pool, which is exactly "place replacements first".
+GPUs: they go to ``place`` as ``leaving``, which keeps their GPUs occupied without counting them towards
+their pool — exactly "place replacements first". Commands are the typed ``opscale.actuation`` ones,
+stored as their payload documents.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscale.actuation import DrainReplica, StartReplica, StopReplica, to_payload
 from opscale.clock import Clock
 from opscale.db.records import NodeRecord, PoolTargetRecord, ReplicaRecord
 from opscale.db.repo import CommandRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
@@ -32,11 +34,10 @@ from opscale.placement import (
     PlacementOutput,
     Topology,
 )
+from opscale.pools import PoolKey
 from opscale.telemetry import current_trace_context
 from services.placement.demand import pool_demand
 
-#: Stands in for the deployment of replicas that occupy GPUs but no longer count towards their pool.
-LEAVING = "\x00leaving"
 #: Nodes whose GPUs hold replicas but take no new ones.
 _OCCUPIED_ONLY = frozenset({NodeStatus.REGISTERING, NodeStatus.CORDONED, NodeStatus.DRAINING})
 
@@ -122,11 +123,16 @@ class Placer:
         result = PlanResult()
         node_by_name = {n.name: n for n in nodes}
         infos, refused = self._inventory(nodes, templates)
-        current = tuple(self._current(replicas, node_by_name, all_targets))
+        holding = list(self._current(replicas, node_by_name, all_targets))
         demands = tuple(
             pool_demand(t.deployment, t.stage, t.operator, t.replicas, t.demand) for t in by_pool.values()
         )
-        placement_input = PlacementInput(nodes=tuple(infos), current=current, demands=demands)
+        placement_input = PlacementInput(
+            nodes=tuple(infos),
+            current=tuple(r for r, leaving in holding if not leaving),
+            demands=demands,
+            leaving=tuple(r for r, leaving in holding if leaving),
+        )
         output = await asyncio.to_thread(self._place, placement_input)
         result.reasons.extend(output.reasons)
         result.infeasible.extend(self._explain(output.infeasible, templates, refused, infos))
@@ -151,7 +157,7 @@ class Placer:
                 replica_id=replica_id,
                 generation=record.generation,
                 kind=CommandKind.START,
-                payload=traced(start_payload(target, placed, gpu_type)),
+                payload=traced(to_payload(start_command(target, placed, record.generation, gpu_type))),
             )
             result.started.append(record)
             result.nodes_to_wake.add(placed.node)
@@ -185,7 +191,8 @@ class Placer:
         replicas: Iterable[ReplicaRecord],
         nodes: Mapping[str, NodeRecord],
         targets: Mapping[tuple[str, str, str], PoolTargetRecord],
-    ) -> Iterable[PlacedReplica]:
+    ) -> Iterable[tuple[PlacedReplica, bool]]:
+        """Every replica holding GPUs, and whether it is leaving."""
         for replica in replicas:
             node = nodes.get(replica.node or "")
             if node is None or replica.desired_state is ReplicaDesired.STOPPED or not replica.gpu_indices:
@@ -195,15 +202,18 @@ class Placer:
             target = targets.get((replica.deployment, replica.stage, replica.operator))
             doc: Mapping[str, Any] = target.demand if target else {}
             leaving = replica.desired_state is ReplicaDesired.DRAINING or node.status is NodeStatus.DRAINING
-            yield PlacedReplica(
-                id=replica.id,
-                deployment=LEAVING if leaving else replica.deployment,
-                stage=replica.stage,
-                operator=replica.operator,
-                node=node.name,
-                gpu_indices=replica.gpu_indices,
-                memory_bytes_per_gpu=int(doc.get("memory_bytes_per_gpu", 0)),
-                compute_fraction=float(doc.get("compute_fraction", 1.0)),
+            yield (
+                PlacedReplica(
+                    id=replica.id,
+                    deployment=replica.deployment,
+                    stage=replica.stage,
+                    operator=replica.operator,
+                    node=node.name,
+                    gpu_indices=replica.gpu_indices,
+                    memory_bytes_per_gpu=int(doc.get("memory_bytes_per_gpu", 0)),
+                    compute_fraction=float(doc.get("compute_fraction", 1.0)),
+                ),
+                leaving,
             )
 
     def _explain(
@@ -247,7 +257,7 @@ class Placer:
                 replica_id=updated.id,
                 generation=updated.generation,
                 kind=CommandKind.DRAIN,
-                payload=traced({"grace_s": self._drain_grace_s}),
+                payload=traced(to_payload(DrainReplica(updated.id, updated.generation, self._drain_grace_s))),
             )
             result.nodes_to_wake.add(replica.node)
         return updated
@@ -275,7 +285,7 @@ class Placer:
                 replica_id=updated.id,
                 generation=updated.generation,
                 kind=CommandKind.STOP,
-                payload=traced({"grace_s": grace_s}),
+                payload=traced(to_payload(StopReplica(updated.id, updated.generation, grace_s))),
             )
             result.nodes_to_wake.add(replica.node)
         return updated
@@ -288,7 +298,9 @@ def traced(payload: dict[str, Any]) -> dict[str, Any]:
     return payload | {"trace_context": carrier} if carrier else payload
 
 
-def start_payload(target: PoolTargetRecord, placed: PlacedReplica, gpu_type: str) -> dict[str, Any]:
+def start_command(
+    target: PoolTargetRecord, placed: PlacedReplica, generation: int, gpu_type: str
+) -> StartReplica:
     doc = target.demand
     args = {str(k): str(v) for k, v in dict(doc.get("args", {})).items()}
     args |= {
@@ -297,12 +309,12 @@ def start_payload(target: PoolTargetRecord, placed: PlacedReplica, gpu_type: str
         "batch_size": str(doc.get("batch_size", 1)),
         "gpus_per_replica": str(doc.get("gpus_per_replica", len(placed.gpu_indices))),
     }
-    return {
-        "deployment": placed.deployment,
-        "stage": placed.stage,
-        "operator": placed.operator,
-        "template": str(doc.get("template", "worker")),
-        "args": args,
-        "gpu_indices": list(placed.gpu_indices),
-        "env": {},
-    }
+    return StartReplica(
+        replica_id=placed.id,
+        generation=generation,
+        deployment=placed.deployment,
+        pool=PoolKey(placed.stage, placed.operator),
+        template=str(doc.get("template", "worker")),
+        gpu_indices=placed.gpu_indices,
+        args=args,
+    )

@@ -15,13 +15,13 @@ from opscale.api.placement.v1 import placement_pb2 as pb
 from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.db.status import NodeStatus
 from opscale.errors import InvalidArgument
-from services.common_convert import require_name
+from opscale.wire.commands import resizes_from_pb
+from opscale.wire.names import require_name
 from services.placement.app import PlacementApp
 from services.placement.convert import (
     gpu_to_pb,
     infeasible_to_pb,
     node_to_pb,
-    pool_request_from_pb,
     replica_to_pb,
 )
 from services.placement.sessions import AgentSession
@@ -96,7 +96,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
 
     async def ApplyDesired(self, request: pb.ApplyDesiredRequest, context: Ctx) -> pb.ApplyDesiredResponse:
         deployment = require_name(request.deployment, "deployment")
-        pools = [pool_request_from_pb(plan, f"pools[{i}]") for i, plan in enumerate(request.pools)]
+        pools = resizes_from_pb(request.pools, "pools")
         result = await self._app.apply_desired(deployment, request.spec_version, request.decision_id, pools)
         return pb.ApplyDesiredResponse(
             replicas_to_start=result.started,

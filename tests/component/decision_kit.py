@@ -5,46 +5,42 @@ write path, and a placement double."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
+from opscale.actuation import Actuation, Actuator, Outcome, ResizePool
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.clock import VirtualClock
 from opscale.grpcutil.server import RunningService, start_service, stop_service
-from opscale.policy.types import PoolKey, PoolPlan
+from opscale.policy.types import PoolKey
 from opscale.signals.samples import Latency, LatencyKind, Sample, Throughput
 from opscale.signals.writes import samples_to_writes
 from opscale.spec import OperatorKind, PoolRef, Stage
 from services.decision.lease import Lease
 from services.decision.loop import LoopOptions
-from services.decision.placement_client import Handoff, Outcome, PlacementClient
 from services.decision.wiring import DecisionService, build_service
 from services.runtime import Runtime
+from tests.builders import struct, until
 
 WINDOW_S = 5.0
 
 
 @dataclass
-class FakePlacement:
+class FakeActuator:
     """Answers every hand-off with ``outcome``; remembers what it was handed."""
 
     outcome: Outcome = Outcome.APPLIED
     calls: list[tuple[str, str, dict[PoolKey, int]]] = field(default_factory=list)
 
-    async def apply(
-        self,
-        deployment: str,
-        spec_version: int,
-        decision_id: str,
-        desired: Mapping[PoolKey, PoolPlan],
-        draining: Mapping[PoolKey, int],
-    ) -> Handoff:
-        self.calls.append((deployment, decision_id, {p: plan.replicas for p, plan in desired.items()}))
-        return Handoff(self.outcome, f"fake placement: {self.outcome.value}")
+    async def actuate(
+        self, deployment: str, spec_version: int, decision_id: str, resize: Sequence[ResizePool]
+    ) -> Actuation:
+        self.calls.append((deployment, decision_id, {r.pool: r.replicas for r in resize}))
+        return Actuation(self.outcome, f"fake placement: {self.outcome.value}")
 
     async def close(self) -> None:
         return None
@@ -79,7 +75,7 @@ class NoLease:
 
 
 async def start_replica(
-    runtime: Runtime, name: str, placement: PlacementClient | None = None, lease: Lease | None = None
+    runtime: Runtime, name: str, actuator: Actuator | None = None, lease: Lease | None = None
 ) -> Replica:
     async def pace(_seconds: float) -> None:
         await asyncio.sleep(0.01)  # real time; the virtual clock moves only when the test says so
@@ -87,7 +83,7 @@ async def start_replica(
     service = build_service(
         runtime,
         options=LoopOptions(replica_id=name, wake_s=0.01, window_wanted_s=WINDOW_S),
-        placement=placement or FakePlacement(),
+        actuator=actuator or FakeActuator(),
         lease=lease,
         pace=pace,
         tail_poll_s=0.01,
@@ -100,14 +96,14 @@ def pd_spec(name: str, interval_s: float = 1.0) -> pb.DeploymentSpec:
     return pb.DeploymentSpec(
         name=name,
         model=pb.ModelRef(preset="llama3-8b"),
-        policy=pb.POLICY_KIND_PD,
+        policy_name="pd",
         mode=pb.SERVING_MODE_DISAGGREGATED,
         slo=pb.Slo(ttft_ms=1000, tbt_ms=100),
         interval_s=interval_s,
         stabilization=pb.Stabilization(
             scale_up_cooldown_s=0, scale_down_cooldown_s=0, scale_down_window_s=0, max_staleness_s=10
         ),
-        pd_params=pb.PdPolicyParams(target_decode_tokens_per_s_per_instance=1000, prefill_per_decode=0.5),
+        params=struct({"target_decode_tokens_per_s_per_instance": 1000, "prefill_per_decode": 0.5}),
     )
 
 
@@ -134,17 +130,8 @@ def advance(runtime: Runtime, seconds: float) -> None:
 
 
 async def eventually(check: Callable[[], object], timeout_s: float = 5.0) -> None:
-    """Wait (real time) until ``check()`` (sync or async) is truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+    """Wait (real time) until ``check()`` (sync or async) is truthy: ``until`` at the loop's pace."""
+    await until(check, timeout_s, poll_s=0.01)  # type: ignore[arg-type]
 
 
 async def decisions(stub: decision_pb2_grpc.DecisionServiceStub, deployment: str) -> list[pb.Decision]:

@@ -69,9 +69,9 @@ async def test_decisions_explain_what_if_top(runtime: Runtime, tmp_path: Path) -
         assert "What if: 10 req/s, 512 tokens in, 256 out" in side
         assert "pd" in side and "decode/model 3" in side and "prefill/model 2" in side
         plans = (await cli.json("what-if", "chat", *load))["plans"]
-        assert [p["policy"] for p in plans] == ["POLICY_KIND_PD"]
+        assert [p["policy_name"] for p in plans] == ["pd"]
         compared = await cli.yaml("what-if", "chat", *load, "-p", "pd", "-p", "utilization")
-        assert [p["policy"] for p in compared["plans"]] == ["POLICY_KIND_PD", "POLICY_KIND_UTILIZATION"]
+        assert [p["policy_name"] for p in compared["plans"]] == ["pd", "utilization"]
         inline = cli.write("other.yaml", PD_SPEC.format(name="not-created"))
         assert "decode/model 3" in await cli.ok("what-if", "-f", inline, *load)
         assert "requests_per_s" in await cli.fails(2, "what-if", "chat", "--rps", "-1", *load[2:])

@@ -16,7 +16,7 @@ from clients.cli.apply import apply_one, read_specs
 from clients.cli.client import Client
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.spec import parse_spec
-from services.decision.convert import spec_to_pb
+from opscale.wire.specs import spec_to_pb
 from services.runtime import Runtime
 from tests.component.cli_kit import OPERATOR_SPEC, Cli
 from tests.component.conftest import ServeAddress
@@ -47,7 +47,7 @@ async def test_apply_get_describe_freeze_delete(
         listed = await cli.json("get", "deployments")
         assert [d["spec"]["name"] for d in listed] == ["chat"]
         assert listed[0]["spec"]["slo"]["ttft_ms"] == 1500 and listed[0]["frozen"] is False
-        assert (await cli.yaml("get", "deployments"))[0]["spec"]["policy"] == "POLICY_KIND_OPERATOR"
+        assert (await cli.yaml("get", "deployments"))[0]["spec"]["policy_name"] == "operator"
 
         described = await cli.ok("describe", "deployment", "chat")
         assert (

@@ -11,12 +11,12 @@ from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.db.repo import DeploymentRepo
 from opscale.grpcutil.server import start_service, stop_service
 from services.catalog import SERVICES
-from services.decision.placement_client import GrpcPlacementClient, Outcome
+from services.decision.actuators import NodeAgentActuator
 from services.runtime import Runtime
 from tests.component.decision_kit import (
     DECODE_PB,
     PREFILL_PB,
-    FakePlacement,
+    FakeActuator,
     NoLease,
     advance,
     counts,
@@ -37,7 +37,7 @@ async def _code(call: object) -> tuple[grpc.StatusCode, str]:
 
 
 async def test_decision_recorded_listed_explained_and_streamed(runtime: Runtime) -> None:
-    placement = FakePlacement()
+    placement = FakeActuator()
     replica = await start_replica(runtime, "r1", placement)
     stub = replica.stub
     try:
@@ -181,7 +181,7 @@ async def test_history_pages_and_survives_a_restart(runtime: Runtime) -> None:
 async def test_placement_failures_are_recorded_not_dropped(runtime: Runtime) -> None:
     placement_def = SERVICES["placement"].build(runtime)
     placement = await start_service(placement_def, "127.0.0.1", 0, runtime.telemetry)
-    live = await start_replica(runtime, "r1", GrpcPlacementClient(f"127.0.0.1:{placement.port}"))
+    live = await start_replica(runtime, "r1", NodeAgentActuator(f"127.0.0.1:{placement.port}"))
     try:
         await live.stub.CreateDeployment(pb.CreateDeploymentRequest(spec=pd_spec("handed")), timeout=5)
         await eventually(lambda: decisions(live.stub, "handed"))
@@ -201,7 +201,7 @@ async def test_placement_failures_are_recorded_not_dropped(runtime: Runtime) -> 
         await stop_service(placement, 1.0)
 
     # Nobody listening at all: UNAVAILABLE, recorded as FAILED with the reason, retried next tick.
-    down = await start_replica(runtime, "r2", GrpcPlacementClient("127.0.0.1:9", deadline_s=0.5))
+    down = await start_replica(runtime, "r2", NodeAgentActuator("127.0.0.1:9", deadline_s=0.5))
     try:
         n = len(await decisions(down.stub, "handed"))
         await push_load(runtime, "handed", decode_tps=5000)
@@ -214,15 +214,6 @@ async def test_placement_failures_are_recorded_not_dropped(runtime: Runtime) -> 
         assert any("Placement: FAILED" in line for line in explained.narrative)
     finally:
         await down.stop()
-
-
-def test_outcomes_cover_the_proto() -> None:
-    from services.decision.convert_decisions import OUTCOME_TO_PB
-
-    assert set(OUTCOME_TO_PB) == set(Outcome)
-    assert set(OUTCOME_TO_PB.values()) == set(pb.PlacementOutcome.values()) - {
-        pb.PLACEMENT_OUTCOME_UNSPECIFIED
-    }
 
 
 async def test_freeze_holds_and_watch_sends_current_first(runtime: Runtime) -> None:

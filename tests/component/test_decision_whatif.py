@@ -9,9 +9,9 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as pb
 from services.runtime import Runtime
+from tests.builders import static_spec_pb
 from tests.component.decision_kit import (
     DECODE_PB,
     PREFILL_PB,
@@ -36,25 +36,15 @@ async def test_what_if_by_name_and_inline(runtime: Runtime) -> None:
         load = pb.HypotheticalLoad(requests_per_s=10, input_tokens=512, output_tokens=256)
         reply = await stub.WhatIf(pb.WhatIfRequest(deployment="chat", load=load), timeout=10)
         # pd: decode 10 req/s × 256 tokens = 2560 tok/s → ceil(2560 / 1000) = 3; prefill ceil(3 × 0.5) = 2.
-        assert [p.policy for p in reply.plans] == [pb.POLICY_KIND_PD]
+        assert [p.policy_name for p in reply.plans] == ["pd"]
         assert _plan_counts(reply.plans[0]) == {DECODE_PB: 3, PREFILL_PB: 2}
         assert reply.plans[0].reasons
 
-        static = pb.DeploymentSpec(
-            name="fixed",
-            model=pb.ModelRef(preset="llama3-8b"),
-            policy=pb.POLICY_KIND_STATIC,
-            slo=pb.Slo(ttft_ms=1000, tbt_ms=100),
-            static_params=pb.StaticPolicyParams(
-                pools=[cpb.PoolPlan(pool=cpb.PoolKey(stage=DECODE_PB[0], operator=DECODE_PB[1]), replicas=7)]
-            ),
-        )
+        static = static_spec_pb("fixed", {"decode/model": 7}, interval_s=0.0)
         reply = await stub.WhatIf(pb.WhatIfRequest(spec=static, load=load), timeout=10)
         assert _plan_counts(reply.plans[0]) == {DECODE_PB: 7}
         # A policy the spec cannot configure comes back as infeasible data, not an error.
-        reply = await stub.WhatIf(
-            pb.WhatIfRequest(spec=static, load=load, policies=[pb.POLICY_KIND_PD]), timeout=10
-        )
+        reply = await stub.WhatIf(pb.WhatIfRequest(spec=static, load=load, policy_names=["pd"]), timeout=10)
         assert reply.plans[0].infeasible and not reply.plans[0].pools
         # Nothing was recorded for a what-if.
         with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -8,13 +8,12 @@ import pytest
 from opscale.api.common.v1 import common_pb2
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
+from tests.builders import spec_pb
 from tests.component.conftest import Serve
 
 
 def spec(name: str = "llama", ttft_ms: float = 2000) -> pb.DeploymentSpec:
-    return pb.DeploymentSpec(
-        name=name, model=pb.ModelRef(preset="llama3-70b"), slo=pb.Slo(ttft_ms=ttft_ms, tbt_ms=100)
-    )
+    return spec_pb(name=name, slo={"ttft_ms": ttft_ms, "tbt_ms": 100})
 
 
 async def _error(call: object) -> grpc.aio.AioRpcError:

@@ -27,6 +27,7 @@ from opscale.grpcutil.server import RunningService, start_service, stop_service
 from services.placement.app import PlacementApp, PlacementConfig
 from services.placement.wiring import build_for
 from services.runtime import Runtime
+from tests.builders import until
 
 SLEEPER = Template("worker", (sys.executable, "-c", "import time; time.sleep(120)"))
 SPEC = {
@@ -46,13 +47,6 @@ class RecordingIngest(ingest_pb2_grpc.IngestServiceServicer):
     ) -> ingest_pb2.PushSamplesResponse:
         self.samples.extend(request.samples)
         return ingest_pb2.PushSamplesResponse(accepted_samples=len(request.samples))
-
-
-async def until(check: Any, timeout_s: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -103,7 +97,7 @@ async def test_agent_runs_what_placement_places_and_resumes_after_placement_rest
         async def registered() -> bool:
             return agent.registrations >= 1
 
-        await until(registered)
+        await until(registered, timeout_s=15.0)
         pool = common_pb2.PoolKey(stage=common_pb2.STAGE_SERVING, operator=common_pb2.OPERATOR_KIND_MODEL)
         plan = common_pb2.PoolPlan(pool=pool, replicas=2, batch_size=8, gpus_per_replica=1)
         reply = await stub.ApplyDesired(pb.ApplyDesiredRequest(deployment="d1", pools=[plan]))
@@ -113,7 +107,7 @@ async def test_agent_runs_what_placement_places_and_resumes_after_placement_rest
             got = (await stub.GetReplicas(pb.GetReplicasRequest(deployment="d1"))).replicas
             return len(got) == 2 and all(r.observed_state == pb.REPLICA_OBSERVED_STATE_READY for r in got)
 
-        await until(ready)
+        await until(ready, timeout_s=15.0)
         assert sorted(i for m in agent.supervisor.replicas.values() for i in m.state.gpu_indices) == [0, 1]
         pids = {r: m.state.pid for r, m in agent.supervisor.replicas.items()}
 
@@ -121,7 +115,7 @@ async def test_agent_runs_what_placement_places_and_resumes_after_placement_rest
         async def pushed() -> bool:
             return {s.instance for s in recorder.samples} == set(pids)
 
-        await until(pushed)
+        await until(pushed, timeout_s=15.0)
         sample = recorder.samples[-1]
         assert sample.deployment == "d1" and sample.pool == pool and sample.gpu.power_watts > 0
 
@@ -137,8 +131,8 @@ async def test_agent_runs_what_placement_places_and_resumes_after_placement_rest
             live = app.registry.get("n1")
             return agent.registrations >= 2 and live is not None and live.session_id == agent.session_id
 
-        await until(resumed)
-        await until(ready)
+        await until(resumed, timeout_s=15.0)
+        await until(ready, timeout_s=15.0)
         assert {r: m.state.pid for r, m in agent.supervisor.replicas.items()} == pids
     finally:
         stopping.set()

@@ -25,7 +25,6 @@ from clients.agent.agent import Agent, AgentConfig
 from clients.agent.backoff import Backoff
 from clients.agent.gpus import FakeGpus
 from clients.agent.templates import Template
-from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.grpcutil.server import start_service, stop_service
@@ -35,6 +34,7 @@ from services.decision.wiring import build_service
 from services.placement.app import PlacementApp, PlacementConfig
 from services.placement.wiring import build_for
 from services.runtime import Runtime
+from tests.builders import static_spec_pb
 from tests.component.decision_kit import eventually
 
 SLEEPER = Template("worker", (sys.executable, "-c", "import time; time.sleep(120)"))
@@ -42,15 +42,7 @@ APPLY_DESIRED = "opscale.api.placement.v1.PlacementService/ApplyDesired"
 
 
 def _static_spec(name: str) -> pb.DeploymentSpec:
-    serving = cpb.PoolKey(stage=cpb.STAGE_SERVING, operator=cpb.OPERATOR_KIND_MODEL)
-    return pb.DeploymentSpec(
-        name=name,
-        model=pb.ModelRef(preset="llama3-8b"),
-        policy=pb.POLICY_KIND_STATIC,
-        mode=pb.SERVING_MODE_COLOCATED,
-        slo=pb.Slo(ttft_ms=1000, tbt_ms=100),
-        static_params=pb.StaticPolicyParams(pools=[cpb.PoolPlan(pool=serving, replicas=1)]),
-    )
+    return static_spec_pb(name, {"serving/model": 1}, interval_s=0.0, mode="colocated")
 
 
 def _service(span: ReadableSpan) -> object:

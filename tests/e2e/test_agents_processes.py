@@ -49,6 +49,7 @@ FAST = {
     "OPSCALE_INGEST_PORT": "0",
     "OPSCALE_DECISION_PORT": "0",
     "OPSCALE_PLACEMENT_PORT": "0",
+    "OPSCALE_KEDA_PORT": "0",
 }
 SPEC = {
     "name": "demo",

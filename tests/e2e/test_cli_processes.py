@@ -74,6 +74,7 @@ PORTS_ANY = {
     "OPSCALE_INGEST_PORT": "0",
     "OPSCALE_DECISION_PORT": "0",
     "OPSCALE_PLACEMENT_PORT": "0",
+    "OPSCALE_KEDA_PORT": "0",
     "OPSCALE_METRICS_PORT": "0",
 }
 
@@ -83,7 +84,7 @@ def test_up_on_embedded_default_serves_and_stops_cleanly(tmp_path: Path) -> None
     proc = spawn("up", env=env)
     try:
         ports = wait_ready(proc)
-        assert set(ports) == {"ingest", "decision", "placement"}
+        assert set(ports) == {"ingest", "decision", "placement", "keda"}
         for port in ports.values():
             assert asyncio.run(serving(port)) == health_pb2.HealthCheckResponse.SERVING
     finally:

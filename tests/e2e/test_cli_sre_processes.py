@@ -78,7 +78,7 @@ def test_sre_session_against_opscale_up(tmp_path: Path) -> None:
         what_if = yaml.safe_load(
             opscale("what-if", "chat", *load, "-p", "operator", "-o", "yaml", env=env).stdout
         )
-        assert what_if["plans"][0]["policy"] == "POLICY_KIND_OPERATOR" and what_if["plans"][0]["pools"]
+        assert what_if["plans"][0]["policy_name"] == "operator" and what_if["plans"][0]["pools"]
         assert json.loads(opscale("get", "nodes", "-o", "json", env=env).stdout) == []
         _assert_one_line_error(opscale("cordon", "gpu-a", env=env), 3, "error: node 'gpu-a' not found")
 

@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,11 @@ import pytest
 from clients.agent.state import proc_start_time
 from clients.agent.supervisor import Phase, Supervisor
 from clients.agent.templates import Template
+from opscale.actuation import ReplicaCommand, StopReplica
 from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.api.common.v1 import common_pb2
+from opscale.wire.commands import command_from_pb
+from tests.builders import until
 
 SLEEPER = Template("sleeper", (sys.executable, "-c", "import time; time.sleep(60)"))
 STUBBORN = Template(
@@ -32,34 +35,24 @@ ENV_DUMP = Template("env", (sys.executable, "-c", "import time; time.sleep(60)")
 TEMPLATES = {t.name: t for t in (SLEEPER, STUBBORN, CRASHER, ENV_DUMP)}
 
 
-def start(replica: str, template: str, gpus: list[int], generation: int = 1) -> apb.Command:
-    return apb.Command(
-        command_id="1",
-        replica_id=replica,
-        generation=generation,
-        start=apb.StartReplica(
-            deployment="d",
-            pool=common_pb2.PoolKey(stage=common_pb2.STAGE_DECODE, operator=common_pb2.OPERATOR_KIND_FFN),
-            template=template,
-            gpu_indices=gpus,
-        ),
+def start(replica: str, template: str, gpus: list[int], generation: int = 1) -> ReplicaCommand:
+    return command_from_pb(
+        apb.Command(
+            command_id="1",
+            replica_id=replica,
+            generation=generation,
+            start=apb.StartReplica(
+                deployment="d",
+                pool=common_pb2.PoolKey(stage=common_pb2.STAGE_DECODE, operator=common_pb2.OPERATOR_KIND_FFN),
+                template=template,
+                gpu_indices=gpus,
+            ),
+        )
     )
 
 
-def stop(replica: str, generation: int, grace_s: float = 5.0) -> apb.Command:
-    return apb.Command(
-        command_id="2", replica_id=replica, generation=generation, stop=apb.StopReplica(grace_s=grace_s)
-    )
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], timeout_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = check()
-        if await result if isinstance(result, Awaitable) else result:
-            return
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
+def stop(replica: str, generation: int, grace_s: float = 5.0) -> ReplicaCommand:
+    return StopReplica(replica, generation, grace_s)
 
 
 class Harness:

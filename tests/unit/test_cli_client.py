@@ -12,10 +12,11 @@ import typer
 from clients.cli.apply import read_specs
 from clients.cli.client import DEFAULT_ADDRESSES, CliConfig, Client, connect, describe_rpc_error
 from clients.cli.exit_codes import ExitCode, exit_for_status
-from clients.cli.output import enum_label, plan_label, pool_label, vs_slo
+from clients.cli.output import plan_label, pool_label, vs_slo
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.placement.v1 import placement_pb2 as ppb
 from opscale.errors import InvalidArgument
+from opscale.wire.enums import NODE_STATUS
 
 
 @pytest.mark.parametrize("code", list(grpc.StatusCode))
@@ -112,8 +113,8 @@ def test_spec_files_several_documents_and_errors(tmp_path: Path) -> None:
 
 
 def test_readable_values() -> None:
-    assert enum_label(ppb.NodeStatus, ppb.NODE_STATUS_CORDONED, "NODE_STATUS_") == "cordoned"
-    assert enum_label(ppb.NodeStatus, 99, "NODE_STATUS_") == "99"
+    assert NODE_STATUS.label(ppb.NODE_STATUS_CORDONED) == "cordoned"
+    assert NODE_STATUS.label(99) == "99"
     decode = cpb.PoolKey(stage=cpb.STAGE_DECODE, operator=cpb.OPERATOR_KIND_FFN)
     assert pool_label(decode) == "decode/ffn"
     plan = cpb.PoolPlan(pool=decode, replicas=3, gpus_per_replica=2, batch_size=64, draining_replicas=1)

@@ -1,4 +1,5 @@
-"""Decision service conversions: proto -> domain -> proto is lossless, and bad protos are named."""
+"""Spec conversions (opscale.wire.specs): proto -> domain -> proto is lossless, bad protos are named, and
+every enum table covers every member both ways."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.errors import InvalidArgument
-from services.decision.convert import spec_from_pb, spec_to_pb
+from opscale.wire.enums import ALL
+from opscale.wire.specs import spec_from_pb, spec_to_pb
 
 # A Mixtral-style HuggingFace config.json (the fields opscale reads).
 MIXTRAL_CONFIG = {
@@ -29,12 +31,12 @@ def _pool(stage: int, op: int) -> cpb.PoolKey:
 
 
 def full_spec() -> pb.DeploymentSpec:
-    return pb.DeploymentSpec(
+    msg = pb.DeploymentSpec(
         name="mix",
         model=pb.ModelRef(hf_config_json=json.dumps(MIXTRAL_CONFIG, sort_keys=True), name="my-moe"),
         gpu_type="H200",
         mode=pb.SERVING_MODE_DISAGGREGATED,
-        policy=pb.POLICY_KIND_PD,
+        policy_name="pd",
         slo=pb.Slo(ttft_ms=1500, tbt_ms=80, percentile=95),
         limits=[
             pb.PoolLimits(
@@ -54,12 +56,6 @@ def full_spec() -> pb.DeploymentSpec:
             max_staleness_s=8,
         ),
         interval_s=2,
-        pd_params=pb.PdPolicyParams(
-            target_decode_tokens_per_s_per_instance=1800,
-            prefill_per_decode=0.5,
-            scale_out_threshold=1.2,
-            scale_in_threshold=0.6,
-        ),
         launch=[
             pb.LaunchTemplateRef(
                 pool=_pool(cpb.STAGE_DECODE, cpb.OPERATOR_KIND_MODEL), template="vllm", args={"port": "8000"}
@@ -67,6 +63,15 @@ def full_spec() -> pb.DeploymentSpec:
         ],
         labels={"team": "search"},
     )
+    msg.params.update(
+        {
+            "target_decode_tokens_per_s_per_instance": 1800,
+            "prefill_per_decode": 0.5,
+            "scale_out_threshold": 1.2,
+            "scale_in_threshold": 0.6,
+        }
+    )
+    return msg
 
 
 def test_round_trip_is_lossless() -> None:
@@ -80,30 +85,21 @@ def test_static_and_operator_params_round_trip() -> None:
     msg = pb.DeploymentSpec(
         name="s",
         model=pb.ModelRef(preset="llama3-8b"),
-        policy=pb.POLICY_KIND_STATIC,
+        policy_name="static",
         slo=pb.Slo(ttft_ms=1, tbt_ms=1),
-        static_params=pb.StaticPolicyParams(
-            pools=[
-                cpb.PoolPlan(
-                    pool=_pool(cpb.STAGE_PREFILL, cpb.OPERATOR_KIND_MODEL),
-                    replicas=3,
-                    gpus_per_replica=2,
-                    batch_size=8,
-                )
-            ]
-        ),
+    )
+    msg.params.update(
+        {"pools": [{"pool": "prefill/model", "replicas": 3, "gpus_per_replica": 2, "batch_size": 8}]}
     )
     domain = spec_from_pb(msg)
+    assert domain.params["pools"][0]["pool"] == {"stage": "prefill", "operator": "model"}
     assert spec_from_pb(spec_to_pb(domain)) == domain
-    op = spec_from_pb(
-        pb.DeploymentSpec(
-            name="o",
-            model=pb.ModelRef(preset="llama3-8b"),
-            slo=pb.Slo(ttft_ms=1, tbt_ms=1),
-            operator_params=pb.OperatorPolicyParams(floor_fraction=0.25),
-        )
+    op_msg = pb.DeploymentSpec(
+        name="o", model=pb.ModelRef(preset="llama3-8b"), slo=pb.Slo(ttft_ms=1, tbt_ms=1)
     )
-    assert op.operator_params is not None and op.operator_params.floor_fraction == 0.25
+    op_msg.params.update({"floor_fraction": 0.25, "max_batch_size": 64})
+    op = spec_from_pb(op_msg)
+    assert op.policy == "operator" and op.params == {"floor_fraction": 0.25, "max_batch_size": 64}
     assert spec_from_pb(spec_to_pb(op)) == op
 
 
@@ -123,7 +119,9 @@ def test_unset_optional_takes_the_default() -> None:
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
-        (lambda m: setattr(m, "policy", 99), "spec.policy"),
+        (lambda m: setattr(m, "policy_name", "bogus"), "spec.policy"),
+        (lambda m: m.params.update({"prefill_per_decode": -1}), "spec.params"),
+        (lambda m: setattr(m, "mode", 7), "spec.mode"),
         (lambda m: m.limits[0].pool.__setattr__("stage", 42), "spec.limits.0.pool.stage"),
         (lambda m: m.model.__setattr__("hf_config_json", "{not json"), "spec.model"),
         (lambda m: m.ClearField("slo"), "spec.slo"),
@@ -135,3 +133,11 @@ def test_malformed_protos_name_the_field(mutate: object, field: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         spec_from_pb(msg)
     assert field in str(info.value)
+
+
+@pytest.mark.parametrize("table", ALL, ids=lambda t: t.prefix)
+def test_every_enum_member_maps_both_ways(table: object) -> None:
+    for member in table.domain:  # type: ignore[attr-defined]
+        assert table.from_pb(table.to_pb(member), "f") is member  # type: ignore[attr-defined]
+    with pytest.raises(InvalidArgument, match="f: 0 is not one of"):
+        table.from_pb(0, "f")  # type: ignore[attr-defined]

@@ -12,18 +12,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from opscale.actuation import Outcome
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.counters import make_counter_store
+from opscale.decisions.explain import explain
+from opscale.decisions.record import DecisionView, decode, encode, view_of, with_placement
 from opscale.errors import ResourceExhausted
-from opscale.policy.registry import get_policy
-from opscale.policy.types import SLO, Limits, LoadWindow, PolicyInput, PoolKey, PoolPlan, Signal
-from services.decision.convert_decisions import decision_to_pb, explanation_to_pb
-from services.decision.explain import explain
+from opscale.policy.pd import PdPolicy
+from opscale.policy.types import (
+    SLO,
+    Limits,
+    LoadWindow,
+    PolicyInput,
+    PoolKey,
+    PoolLimits,
+    PoolPlan,
+    Rule,
+    Signal,
+)
+from opscale.signals.load import load_from_json, load_to_json, read_load, window_for
+from opscale.wire.decisions import decision_to_pb, explanation_to_pb
 from services.decision.lease import InProcessLease, LockTable, lock_key
-from services.decision.load import load_from_json, load_to_json, read_load, window_for
-from services.decision.placement_client import Outcome
 from services.decision.publish import QUEUE_SIZE, DecisionHub
-from services.decision.record import DecisionView, decode, encode, view_of, with_placement
 
 DECODE, PREFILL = PoolKey("decode", "model"), PoolKey("prefill", "model")
 FRESH = {s: 1.0 for s in Signal}
@@ -38,7 +48,7 @@ def _view(
     limits: Limits | None = None,
 ) -> DecisionView:
     """A pd decision on ``decode_tps`` (1000 tok/s per instance, P:D 0.5) as the ledger returns it."""
-    policy = get_policy("pd", {"target_decode_tps": 1000, "interval_s": 1})
+    policy = PdPolicy.from_params({"target_decode_tps": 1000, "interval_s": 1})
     inp = PolicyInput(
         now_s=100.0,
         deployment=deployment,
@@ -68,7 +78,7 @@ def _view(
 @pytest.mark.parametrize("frozen", [False, True])
 @pytest.mark.parametrize("tps", [0.0, 900.0, 4000.0])
 def test_the_loops_shortcut_view_equals_the_decoded_row(tps: float, frozen: bool) -> None:
-    policy = get_policy("pd", {"target_decode_tps": 1000, "interval_s": 1})
+    policy = PdPolicy.from_params({"target_decode_tps": 1000, "interval_s": 1})
     stale = tps == 0.0
     inp = PolicyInput(
         now_s=100.0,
@@ -111,14 +121,24 @@ def test_stabilizer_effects_are_recorded() -> None:
     current = {DECODE: PoolPlan(1), PREFILL: PoolPlan(1)}
     v = _view(current=current, limits=Limits(max_step_abs=1))
     assert {p: plan.replicas for p, plan in v.desired.items()} == {DECODE: 2, PREFILL: 1}
-    effects = {e.pool: e for e in v.effects}
-    assert effects[DECODE].raw_replicas == 4 and effects[DECODE].stabilized_replicas == 2
-    assert effects[DECODE].rule == "stabilizer"
+    (effect,) = v.effects
+    assert (effect.pool, effect.rule, effect.before, effect.after) == (DECODE, Rule.MAX_STEP, 4, 2)
+    assert effect.reason == "decode/model (with prefill/model): 4 → 2, max step 1 per tick from 1."
+
+
+def test_effects_name_the_rule_that_bound_not_a_guess_from_the_count() -> None:
+    # The step limit holds decode at 2, which happens to equal its min_replicas: the rule is still the
+    # step (the ledger used to guess "min" from the count).
+    current = {DECODE: PoolPlan(1), PREFILL: PoolPlan(1)}
+    limits = Limits(pools={DECODE: PoolLimits(min_replicas=2)}, max_step_abs=1)
+    v = _view(current=current, limits=limits)
+    assert [(e.rule, e.before, e.after) for e in v.effects] == [(Rule.MAX_STEP, 4, 2)]
+    assert any("max_step" in line and "4 -> 2" in line for line in explain(v).narrative)
 
 
 def test_frozen_effect_and_explanation() -> None:
     v = _view(current={DECODE: PoolPlan(1), PREFILL: PoolPlan(1)}, frozen=True)
-    assert {e.rule for e in v.effects} == {"frozen"} and v.frozen
+    assert {e.rule for e in v.effects} == {Rule.FROZEN} and v.frozen
     text = "\n".join(explain(v).narrative)
     assert "frozen" in text and "decode/model 1 (was 1)" in text
 

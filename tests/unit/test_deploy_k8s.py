@@ -111,6 +111,12 @@ def _render_in_python(directory: Path) -> list[Doc]:
             "the overlay uses a kustomize feature this renderer does not know; extend it or install kubectl"
         )
         for patch in kustomization.get("patches", []):
+            if "patch" in patch:  # inline strategic merge: only `$patch: delete` of one object
+                gone = yaml.safe_load(patch["patch"])
+                assert gone.pop("$patch") == "delete", "the renderer knows only inline delete patches"
+                doc = _one(docs, gone["kind"], gone["metadata"]["name"])
+                docs.remove(doc)
+                continue
             ops = yaml.safe_load((directory / patch["path"]).read_text())
             target = patch["target"]
             matched = [
@@ -377,10 +383,11 @@ def test_the_agent_runs_on_gpu_nodes_and_owns_their_gpus() -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts[state_dir]]
-    # The agent hands out the node's GPUs itself: it must see all and request none from the plugin.
-    assert "nvidia.com/gpu" not in str(container.get("resources", {}))
+    # The agent hands out the node's GPUs itself, so it asks the device plugin for all of them: the
+    # scheduler counts them as taken and the plugin (not an env override) decides what it sees.
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
     env = {v["name"]: v for v in container["env"]}
-    assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
+    assert "NVIDIA_VISIBLE_DEVICES" not in env
     assert env["OPSCALE_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert pod["terminationGracePeriodSeconds"] > Settings.model_fields["drain_grace_s"].default
 
@@ -400,6 +407,7 @@ def test_the_dev_overlay_runs_one_replica_and_a_fake_gpu_agent_anywhere(
     (container,) = pod["containers"]
     env = {v["name"] for v in container["env"]}
     assert not any(name.startswith("NVIDIA_") for name in env)
+    assert "nvidia.com/gpu" not in str(container["resources"])
     cfg = _load(_environment(docs, container), monkeypatch)
     assert cfg.fake_gpus == "8xH100"
     assert cfg.log_level.value == "debug"

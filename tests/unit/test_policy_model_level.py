@@ -13,7 +13,6 @@ from opscale.model import PerfModel, get_preset, perf_model
 from opscale.policy.model_level import ModelPolicy, plan_model, whole_model_unit
 from opscale.policy.planner_core import batch_candidates, evaluate, gpu_choices, min_gpus, pass_ms
 from opscale.policy.planner_stage import stage_work
-from opscale.policy.registry import get_policy
 from opscale.policy.types import SLO, InfeasibilityKind, LoadWindow, PolicyInput, PoolKey, Signal
 
 
@@ -108,8 +107,8 @@ def test_unreachable_slo_is_reported() -> None:
     assert "prefill" in plan.infeasible[0].message
 
 
-def test_policy_via_registry() -> None:
-    pol = get_policy("model", {"model": "mixtral-8x7b"})
+def test_policy_from_params() -> None:
+    pol = ModelPolicy.from_params({"model": "mixtral-8x7b"})
     assert isinstance(pol, ModelPolicy) and pol.interval_s == 20.0
     out = pol.decide(
         PolicyInput(now_s=0.0, deployment="d", load=load(5.0), current={}, slo=SLO(2000.0, 100.0))

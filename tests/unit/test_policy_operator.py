@@ -23,7 +23,6 @@ from opscale.policy.planner_core import (
 )
 from opscale.policy.planner_stage import stage_work
 from opscale.policy.queueing import wait_quantile_s
-from opscale.policy.registry import get_policy
 from opscale.policy.types import (
     SLO,
     InfeasibilityKind,
@@ -202,7 +201,7 @@ def test_floor_keeps_a_share_of_whole_model_capacity() -> None:
 
 
 def test_policy_decides_through_the_stabilizer() -> None:
-    pol = get_policy("operator", {"model": "llama3-8b", "max_batch_size": 64})
+    pol = OperatorPolicy.from_params({"model": "llama3-8b", "max_batch_size": 64})
     assert isinstance(pol, OperatorPolicy) and pol.interval_s == 1.0
     out = pol.decide(
         PolicyInput(now_s=0.0, deployment="d", load=load(10.0), current={}, slo=SLO(2000.0, 100.0))

@@ -1,4 +1,4 @@
-"""spec → policy setup: every PolicyKind, limits, stabilization, SLO and pools."""
+"""spec → policy setup: every registered policy, limits, stabilization, SLO and pools."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from opscale.errors import InvalidArgument
+from opscale.policy import registry
 from opscale.policy.model_level import ModelPolicy
 from opscale.policy.operator import OperatorPolicy
 from opscale.policy.pd import PdPolicy
@@ -14,22 +15,18 @@ from opscale.policy.spec_adapter import policy_setup, setup_for
 from opscale.policy.static import StaticPolicy
 from opscale.policy.types import SLO, PoolKey, PoolLimits
 from opscale.policy.utilization import UtilizationPolicy
-from opscale.spec import PolicyKind, parse_spec
+from opscale.spec import parse_spec
+from tests.builders import spec_data as _spec_data
 
 
-def spec(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "name": "llama",
-        "model": {"preset": "llama3-70b"},
-        "slo": {"ttft_ms": 2000, "tbt_ms": 100, "percentile": 95},
-    }
-    base.update(overrides)
-    return base
+def spec_data(**overrides: Any) -> dict[str, Any]:
+    """The shared minimal spec at p95 (this file checks the percentile reaches the SLO)."""
+    return _spec_data(**{"slo": {"ttft_ms": 2000, "tbt_ms": 100, "percentile": 95}, **overrides})
 
 
 def test_operator_setup_maps_slo_limits_and_pools() -> None:
     s = parse_spec(
-        spec(
+        spec_data(
             limits=[
                 {"max_replicas": 32, "max_step": 4},
                 {
@@ -61,14 +58,14 @@ def test_operator_setup_maps_slo_limits_and_pools() -> None:
 
 
 def test_defaults_without_limits() -> None:
-    setup = policy_setup(parse_spec(spec(model={"preset": "mixtral-8x7b"})))
+    setup = policy_setup(parse_spec(spec_data(model={"preset": "mixtral-8x7b"})))
     assert setup.limits.default_pool == PoolLimits(0, 64) and setup.limits.max_step_abs is None
     assert setup.policy.interval_s == 1.0
     assert PoolKey("decode", "experts") in setup.pools
 
 
 def test_model_setup() -> None:
-    setup = policy_setup(parse_spec(spec(policy="model")))
+    setup = policy_setup(parse_spec(spec_data(policy="model")))
     assert isinstance(setup.policy, ModelPolicy) and setup.policy.interval_s == 20.0
     assert setup.pools == (PoolKey("prefill", "model"), PoolKey("decode", "model"))
 
@@ -76,7 +73,7 @@ def test_model_setup() -> None:
 def test_pd_setup_maps_its_parameters() -> None:
     setup = policy_setup(
         parse_spec(
-            spec(
+            spec_data(
                 policy="pd",
                 pd_params={"target_decode_tokens_per_s_per_instance": 2000, "prefill_per_decode": 0.25},
             )
@@ -91,7 +88,7 @@ def test_pd_setup_maps_its_parameters() -> None:
 def test_utilization_setup() -> None:
     setup = policy_setup(
         parse_spec(
-            spec(policy="utilization", mode="colocated", utilization_params={"target_utilization": 0.5})
+            spec_data(policy="utilization", mode="colocated", utilization_params={"target_utilization": 0.5})
         )
     )
     assert isinstance(setup.policy, UtilizationPolicy)
@@ -102,7 +99,7 @@ def test_utilization_setup() -> None:
 def test_static_setup() -> None:
     setup = policy_setup(
         parse_spec(
-            spec(
+            spec_data(
                 policy="static",
                 static_params={
                     "pools": [
@@ -122,17 +119,17 @@ def test_static_setup() -> None:
     assert setup.pools == (PoolKey("decode", "model"),)
 
 
-@pytest.mark.parametrize("kind", list(PolicyKind))
-def test_every_kind_builds_or_says_what_is_missing(kind: PolicyKind) -> None:
-    s = parse_spec(spec())
-    if kind in (PolicyKind.PD, PolicyKind.STATIC):
-        with pytest.raises(InvalidArgument, match=f"policy '{kind.value}' needs"):
+@pytest.mark.parametrize("kind", registry.names())
+def test_every_kind_builds_or_says_what_is_missing(kind: str) -> None:
+    s = parse_spec(spec_data())
+    if registry.descriptor(kind).params_required:
+        with pytest.raises(InvalidArgument, match=f"policy '{kind}' needs"):
             setup_for(s, kind)
     else:
         setup = setup_for(s, kind)
-        assert setup.policy.name == kind.value and setup.pools
+        assert setup.policy.name == kind and setup.pools
 
 
 def test_colocated_operator_pools_are_serving_pools() -> None:
-    setup = policy_setup(parse_spec(spec(mode="colocated")))
+    setup = policy_setup(parse_spec(spec_data(mode="colocated")))
     assert {p.stage for p in setup.pools} == {"serving"}

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from opscale.policy.types import InfeasibilityKind, PoolKey
 from opscale.policy.whatif import WhatIfResult, format_side_by_side, steady_load, what_if
-from opscale.spec import PolicyKind, parse_spec
+from opscale.spec import PolicyKind
+from tests.builders import spec
 
 TINY = ("embedding", "lm_head")
-
-
-def spec(**overrides: Any) -> Any:
-    base: dict[str, Any] = {
-        "name": "llama",
-        "model": {"preset": "llama3-70b"},
-        "gpu_type": "H100",
-        "slo": {"ttft_ms": 2000, "tbt_ms": 100},
-    }
-    base.update(overrides)
-    return parse_spec(base)
 
 
 def _big_operator_gpus(r: WhatIfResult) -> int:
@@ -77,7 +65,7 @@ def test_first_plan_is_not_held_back_by_step_limits_or_windows() -> None:
 
 
 def test_pd_without_params_is_reported_not_raised() -> None:
-    (pd,) = what_if(spec(), 10.0, 1000, 250, [PolicyKind.PD])
+    (pd,) = what_if(spec(), 10.0, 1000, 250, [PolicyKind("pd")])
     assert [i.kind for i in pd.infeasible] == [InfeasibilityKind.MISSING_INPUT]
     assert pd.pools == {} and "pd_params" in pd.reasons[0]
 

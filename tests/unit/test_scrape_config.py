@@ -81,13 +81,22 @@ def test_two_models_on_one_url_need_a_model_name_each() -> None:
     url = "http://a:1/metrics"
     code, out = serve("ingest", "--scrape", url, "--deployment", "d", "--role", "decode",
                       "--scrape", url, "--deployment", "e", "--role", "decode")  # fmt: skip
-    assert code == 2 and "each needs its own model_name when several share the URL" in out
+    assert (
+        code == 2 and f"{url} is mapped to both 'd' and 'e'; one model's series go to one deployment" in out
+    )
     one = ["--scrape", url, "--deployment", "d", "--role", "decode", "--model-name", "m"]
     code, out = serve("ingest", *one, *one[:3], "e", *one[4:])
-    assert code == 2 and "each needs its own model_name" in out
-    target = {"url": url, "deployment": "d", "role": "decode", "model_name": "m"}
-    with pytest.raises(ConfigError, match="mapped to both 'd' and 'e'"):
-        load_settings(scrape_targets=[target, {**target, "deployment": "e"}])
+    assert code == 2 and f"model 'm' on {url} is mapped to both 'd' and 'e'" in out
+    target = {"url": url, "deployment": "d", "role": "decode"}
+    with pytest.raises(ConfigError, match="each needs its own model_name when several share the URL"):
+        load_settings(scrape_targets=[{**target, "model_name": "m"}, {**target, "deployment": "e"}])
+    with pytest.raises(ConfigError, match="disagree on engine, interval_s or timeout_s"):
+        load_settings(
+            scrape_targets=[
+                {**target, "model_name": "m"},
+                {**target, "model_name": "n", "deployment": "e", "timeout_s": 5},
+            ]
+        )
 
 
 def test_prometheus_sources_and_their_errors() -> None:

@@ -8,27 +8,18 @@ import pytest
 
 from opscale.errors import InvalidArgument
 from opscale.spec import DeploymentSpec, OperatorKind, PolicyKind, PoolRef, Stage, parse_spec
-
-
-def spec(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "name": "llama",
-        "model": {"preset": "llama3-70b"},
-        "slo": {"ttft_ms": 2000, "tbt_ms": 100},
-    }
-    base.update(overrides)
-    return base
+from tests.builders import spec_data
 
 
 def test_minimal_spec_gets_defaults() -> None:
-    s = parse_spec(spec())
-    assert s.policy is PolicyKind.OPERATOR
+    s = parse_spec(spec_data())
+    assert s.policy == PolicyKind.OPERATOR == "operator"
     assert s.slo.percentile == 99.0
     assert s.limits_for(PoolRef(stage=Stage.DECODE, operator=OperatorKind.ATTENTION)).max_replicas == 64
 
 
 def test_round_trips_through_json() -> None:
-    s = parse_spec(spec(policy="pd", pd_params={"target_decode_tokens_per_s_per_instance": 2000}))
+    s = parse_spec(spec_data(policy="pd", pd_params={"target_decode_tokens_per_s_per_instance": 2000}))
     assert DeploymentSpec.model_validate(s.model_dump(mode="json")) == s
 
 
@@ -59,8 +50,12 @@ def test_round_trips_through_json() -> None:
             "spec.limits.0.gpu_types.1",
             "unknown GPU type 'v100'",
         ),
-        ({"policy": "pd"}, "spec", "policy 'pd' needs pd_params"),
-        ({"policy": "bogus"}, "spec.policy", "'operator', 'model', 'pd', 'utilization' or 'static'"),
+        ({"policy": "pd"}, "spec", "policy 'pd' needs its parameters: params (or pd_params)"),
+        (
+            {"policy": "bogus"},
+            "spec.policy",
+            "known policies: 'operator', 'model', 'pd', 'utilization', 'static'",
+        ),
         ({"pd_params": {"target_decode_tokens_per_s_per_instance": 1}}, "spec", "does not apply to policy"),
         (
             {
@@ -86,6 +81,6 @@ def test_round_trips_through_json() -> None:
 )
 def test_rejections_name_the_field(overrides: dict[str, Any], field: str, text: str) -> None:
     with pytest.raises(InvalidArgument) as info:
-        parse_spec(spec(**overrides))
+        parse_spec(spec_data(**overrides))
     assert field in str(info.value)
     assert text in str(info.value)

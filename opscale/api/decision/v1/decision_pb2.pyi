@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from opscale.api.common.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -14,15 +15,6 @@ class ServingMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SERVING_MODE_DISAGGREGATED: _ClassVar[ServingMode]
     SERVING_MODE_COLOCATED: _ClassVar[ServingMode]
 
-class PolicyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    POLICY_KIND_UNSPECIFIED: _ClassVar[PolicyKind]
-    POLICY_KIND_OPERATOR: _ClassVar[PolicyKind]
-    POLICY_KIND_MODEL: _ClassVar[PolicyKind]
-    POLICY_KIND_PD: _ClassVar[PolicyKind]
-    POLICY_KIND_UTILIZATION: _ClassVar[PolicyKind]
-    POLICY_KIND_STATIC: _ClassVar[PolicyKind]
-
 class PlacementOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PLACEMENT_OUTCOME_UNSPECIFIED: _ClassVar[PlacementOutcome]
@@ -34,12 +26,6 @@ class PlacementOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 SERVING_MODE_UNSPECIFIED: ServingMode
 SERVING_MODE_DISAGGREGATED: ServingMode
 SERVING_MODE_COLOCATED: ServingMode
-POLICY_KIND_UNSPECIFIED: PolicyKind
-POLICY_KIND_OPERATOR: PolicyKind
-POLICY_KIND_MODEL: PolicyKind
-POLICY_KIND_PD: PolicyKind
-POLICY_KIND_UTILIZATION: PolicyKind
-POLICY_KIND_STATIC: PolicyKind
 PLACEMENT_OUTCOME_UNSPECIFIED: PlacementOutcome
 PLACEMENT_OUTCOME_PENDING: PlacementOutcome
 PLACEMENT_OUTCOME_APPLIED: PlacementOutcome
@@ -95,38 +81,6 @@ class Stabilization(_message.Message):
     max_staleness_s: float
     def __init__(self, scale_up_window_s: _Optional[float] = ..., scale_down_window_s: _Optional[float] = ..., scale_up_cooldown_s: _Optional[float] = ..., scale_down_cooldown_s: _Optional[float] = ..., max_staleness_s: _Optional[float] = ...) -> None: ...
 
-class OperatorPolicyParams(_message.Message):
-    __slots__ = ("floor_fraction", "max_batch_size")
-    FLOOR_FRACTION_FIELD_NUMBER: _ClassVar[int]
-    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
-    floor_fraction: float
-    max_batch_size: int
-    def __init__(self, floor_fraction: _Optional[float] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
-
-class PdPolicyParams(_message.Message):
-    __slots__ = ("target_decode_tokens_per_s_per_instance", "prefill_per_decode", "scale_out_threshold", "scale_in_threshold")
-    TARGET_DECODE_TOKENS_PER_S_PER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
-    PREFILL_PER_DECODE_FIELD_NUMBER: _ClassVar[int]
-    SCALE_OUT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    SCALE_IN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    target_decode_tokens_per_s_per_instance: float
-    prefill_per_decode: float
-    scale_out_threshold: float
-    scale_in_threshold: float
-    def __init__(self, target_decode_tokens_per_s_per_instance: _Optional[float] = ..., prefill_per_decode: _Optional[float] = ..., scale_out_threshold: _Optional[float] = ..., scale_in_threshold: _Optional[float] = ...) -> None: ...
-
-class UtilizationPolicyParams(_message.Message):
-    __slots__ = ("target_utilization",)
-    TARGET_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
-    target_utilization: float
-    def __init__(self, target_utilization: _Optional[float] = ...) -> None: ...
-
-class StaticPolicyParams(_message.Message):
-    __slots__ = ("pools",)
-    POOLS_FIELD_NUMBER: _ClassVar[int]
-    pools: _containers.RepeatedCompositeFieldContainer[_common_pb2.PoolPlan]
-    def __init__(self, pools: _Optional[_Iterable[_Union[_common_pb2.PoolPlan, _Mapping]]] = ...) -> None: ...
-
 class LaunchTemplateRef(_message.Message):
     __slots__ = ("pool", "template", "args")
     class ArgsEntry(_message.Message):
@@ -145,7 +99,7 @@ class LaunchTemplateRef(_message.Message):
     def __init__(self, pool: _Optional[_Union[_common_pb2.PoolKey, _Mapping]] = ..., template: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DeploymentSpec(_message.Message):
-    __slots__ = ("name", "model", "gpu_type", "mode", "policy", "slo", "limits", "stabilization", "interval_s", "operator_params", "pd_params", "utilization_params", "static_params", "launch", "labels")
+    __slots__ = ("name", "model", "gpu_type", "mode", "slo", "limits", "stabilization", "interval_s", "launch", "labels", "policy_name", "params")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -157,33 +111,27 @@ class DeploymentSpec(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     GPU_TYPE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
-    POLICY_FIELD_NUMBER: _ClassVar[int]
     SLO_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     STABILIZATION_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
-    OPERATOR_PARAMS_FIELD_NUMBER: _ClassVar[int]
-    PD_PARAMS_FIELD_NUMBER: _ClassVar[int]
-    UTILIZATION_PARAMS_FIELD_NUMBER: _ClassVar[int]
-    STATIC_PARAMS_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: ModelRef
     gpu_type: str
     mode: ServingMode
-    policy: PolicyKind
     slo: Slo
     limits: _containers.RepeatedCompositeFieldContainer[PoolLimits]
     stabilization: Stabilization
     interval_s: float
-    operator_params: OperatorPolicyParams
-    pd_params: PdPolicyParams
-    utilization_params: UtilizationPolicyParams
-    static_params: StaticPolicyParams
     launch: _containers.RepeatedCompositeFieldContainer[LaunchTemplateRef]
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., gpu_type: _Optional[str] = ..., mode: _Optional[_Union[ServingMode, str]] = ..., policy: _Optional[_Union[PolicyKind, str]] = ..., slo: _Optional[_Union[Slo, _Mapping]] = ..., limits: _Optional[_Iterable[_Union[PoolLimits, _Mapping]]] = ..., stabilization: _Optional[_Union[Stabilization, _Mapping]] = ..., interval_s: _Optional[float] = ..., operator_params: _Optional[_Union[OperatorPolicyParams, _Mapping]] = ..., pd_params: _Optional[_Union[PdPolicyParams, _Mapping]] = ..., utilization_params: _Optional[_Union[UtilizationPolicyParams, _Mapping]] = ..., static_params: _Optional[_Union[StaticPolicyParams, _Mapping]] = ..., launch: _Optional[_Iterable[_Union[LaunchTemplateRef, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    policy_name: str
+    params: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., gpu_type: _Optional[str] = ..., mode: _Optional[_Union[ServingMode, str]] = ..., slo: _Optional[_Union[Slo, _Mapping]] = ..., limits: _Optional[_Iterable[_Union[PoolLimits, _Mapping]]] = ..., stabilization: _Optional[_Union[Stabilization, _Mapping]] = ..., interval_s: _Optional[float] = ..., launch: _Optional[_Iterable[_Union[LaunchTemplateRef, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., policy_name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Deployment(_message.Message):
     __slots__ = ("spec", "version", "frozen", "frozen_reason", "created_at_ms", "updated_at_ms")
@@ -474,30 +422,30 @@ class HypotheticalLoad(_message.Message):
     def __init__(self, requests_per_s: _Optional[float] = ..., input_tokens: _Optional[float] = ..., output_tokens: _Optional[float] = ...) -> None: ...
 
 class WhatIfRequest(_message.Message):
-    __slots__ = ("deployment", "spec", "load", "policies")
+    __slots__ = ("deployment", "spec", "load", "policy_names")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
-    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_NAMES_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     spec: DeploymentSpec
     load: HypotheticalLoad
-    policies: _containers.RepeatedScalarFieldContainer[PolicyKind]
-    def __init__(self, deployment: _Optional[str] = ..., spec: _Optional[_Union[DeploymentSpec, _Mapping]] = ..., load: _Optional[_Union[HypotheticalLoad, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyKind, str]]] = ...) -> None: ...
+    policy_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deployment: _Optional[str] = ..., spec: _Optional[_Union[DeploymentSpec, _Mapping]] = ..., load: _Optional[_Union[HypotheticalLoad, _Mapping]] = ..., policy_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WhatIfPlan(_message.Message):
-    __slots__ = ("policy", "pools", "prediction", "reasons", "infeasible")
-    POLICY_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("pools", "prediction", "reasons", "infeasible", "policy_name")
     POOLS_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
-    policy: PolicyKind
+    POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
     pools: _containers.RepeatedCompositeFieldContainer[_common_pb2.PoolPlan]
     prediction: _common_pb2.Prediction
     reasons: _containers.RepeatedScalarFieldContainer[str]
     infeasible: _containers.RepeatedCompositeFieldContainer[_common_pb2.Infeasibility]
-    def __init__(self, policy: _Optional[_Union[PolicyKind, str]] = ..., pools: _Optional[_Iterable[_Union[_common_pb2.PoolPlan, _Mapping]]] = ..., prediction: _Optional[_Union[_common_pb2.Prediction, _Mapping]] = ..., reasons: _Optional[_Iterable[str]] = ..., infeasible: _Optional[_Iterable[_Union[_common_pb2.Infeasibility, _Mapping]]] = ...) -> None: ...
+    policy_name: str
+    def __init__(self, pools: _Optional[_Iterable[_Union[_common_pb2.PoolPlan, _Mapping]]] = ..., prediction: _Optional[_Union[_common_pb2.Prediction, _Mapping]] = ..., reasons: _Optional[_Iterable[str]] = ..., infeasible: _Optional[_Iterable[_Union[_common_pb2.Infeasibility, _Mapping]]] = ..., policy_name: _Optional[str] = ...) -> None: ...
 
 class WhatIfResponse(_message.Message):
     __slots__ = ("plans",)

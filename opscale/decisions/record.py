@@ -8,7 +8,11 @@ Layout of a ``decisions`` row (the one place it is spelled):
   ``infeasible``, ``state`` (``PolicyState.to_json``: what the next tick continues from) and
   ``placement`` (``outcome``, ``message``; PENDING until placement answered).
 - ``predicted``: ``ttft_ms``, ``tbt_ms``, ``gpus``, ``watts``, ``percentile``.
-- ``stabilizer``: ``effects``: what the stabilizer changed, per pool, with its rule and reason.
+- ``stabilizer``: ``effects``: every change a stabilizer step made, in order: ``pool``, ``rule``,
+  ``before``, ``after``, ``reason`` (``StabilizerEffect``, as the stabilizer returned it).
+
+``encode`` writes a record, ``decode`` reads one, ``view_of`` is ``decode(encode(...))`` without the
+JSON round trip: the one codec of this layout.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from opscale.actuation import Outcome
 from opscale.db.records import DecisionRecord
 from opscale.policy.types import (
     InfeasibilityKind,
@@ -27,18 +32,10 @@ from opscale.policy.types import (
     PolicyState,
     PoolKey,
     PoolPlan,
+    Rule,
+    StabilizerEffect,
 )
-from services.decision.load import load_from_json, load_to_json
-from services.decision.placement_client import Outcome
-
-
-@dataclass(frozen=True, slots=True)
-class Effect:
-    pool: PoolKey
-    raw_replicas: int
-    stabilized_replicas: int
-    rule: str
-    reason: str
+from opscale.signals.load import load_from_json, load_to_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +71,7 @@ class DecisionView:
     draining: Mapping[PoolKey, int]
     raw: Mapping[PoolKey, int]
     reasons: Sequence[str]
-    effects: Sequence[Effect]
+    effects: Sequence[StabilizerEffect]
     infeasible: Sequence[Infeasible]
     predicted: Predicted
     state: PolicyState
@@ -93,30 +90,28 @@ def _counts(counts: Mapping[PoolKey, int]) -> dict[str, int]:
     return {str(k): v for k, v in sorted(counts.items())}
 
 
-def _rule(pool: PoolKey, inp: PolicyInput, out: PolicyOutput, n: int) -> str:
-    if inp.frozen:
-        return "frozen"
-    if any(i.kind == InfeasibilityKind.STALE_SIGNALS for i in out.infeasible):
-        return "fail_static"
-    bounds = inp.limits.for_pool(pool)
-    if n == bounds.min_replicas:
-        return "min"
-    if bounds.max_replicas is not None and n == bounds.max_replicas:
-        return "max"
-    return "stabilizer"
+def _effect_json(e: StabilizerEffect) -> dict[str, Any]:
+    return {
+        "pool": str(e.pool),
+        "rule": e.rule.value,
+        "before": e.before,
+        "after": e.after,
+        "reason": e.reason,
+    }
 
 
-def effects_of(inp: PolicyInput, out: PolicyOutput) -> list[Effect]:
-    """Pools whose stabilized count differs from the policy's raw one; the reason is the last sentence
-    that names the pool (the stabilizer's reasons follow the policy's)."""
-    found = []
-    for pool, raw in sorted(out.raw.items()):
-        plan = out.desired.get(pool)
-        if plan is None or plan.replicas == raw:
-            continue
-        reason = next((r for r in reversed(out.reasons) if str(pool) in r), "")
-        found.append(Effect(pool, raw, plan.replicas, _rule(pool, inp, out, plan.replicas), reason))
-    return found
+def _effect(data: Mapping[str, Any]) -> StabilizerEffect:
+    if "before" not in data:  # recorded before effects were typed: the rule was guessed from the counts
+        rule = Rule(data["rule"]) if data["rule"] in Rule.__members__.values() else Rule.UNSPECIFIED
+        pool = PoolKey.parse(data["pool"])
+        return StabilizerEffect(pool, rule, int(data["raw"]), int(data["stabilized"]), "")
+    return StabilizerEffect(
+        PoolKey.parse(data["pool"]),
+        Rule(data["rule"]),
+        int(data["before"]),
+        int(data["after"]),
+        str(data["reason"]),
+    )
 
 
 def encode(
@@ -175,18 +170,7 @@ def encode(
             "watts": pred.watts if pred and pred.watts is not None else (sum(watts) if watts else None),
             "percentile": inp.slo.percentile,
         },
-        stabilizer={
-            "effects": [
-                {
-                    "pool": str(e.pool),
-                    "raw": e.raw_replicas,
-                    "stabilized": e.stabilized_replicas,
-                    "rule": e.rule,
-                    "reason": e.reason,
-                }
-                for e in effects_of(inp, out)
-            ]
-        },
+        stabilizer={"effects": [_effect_json(e) for e in out.effects]},
         leader_id=leader_id,
     )
 
@@ -197,6 +181,16 @@ def _plans_from(data: Mapping[str, Any]) -> dict[PoolKey, PoolPlan]:
 
 def _opt(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _predicted(data: Mapping[str, Any]) -> Predicted:
+    return Predicted(
+        ttft_ms=_opt(data.get("ttft_ms")),
+        tbt_ms=_opt(data.get("tbt_ms")),
+        gpus=_opt(data.get("gpus")),
+        watts=_opt(data.get("watts")),
+        percentile=float(data.get("percentile", 99.0)),
+    )
 
 
 def decode(record: DecisionRecord) -> DecisionView:
@@ -228,24 +222,9 @@ def decode(record: DecisionRecord) -> DecisionView:
         draining={PoolKey.parse(k): int(v) for k, v in outputs.get("draining", {}).items()},
         raw={PoolKey.parse(k): int(v) for k, v in outputs.get("raw", {}).items()},
         reasons=list(record.reasons),
-        effects=[
-            Effect(
-                PoolKey.parse(e["pool"]),
-                int(e["raw"]),
-                int(e["stabilized"]),
-                str(e["rule"]),
-                str(e["reason"]),
-            )
-            for e in record.stabilizer.get("effects", [])
-        ],
+        effects=[_effect(e) for e in record.stabilizer.get("effects", [])],
         infeasible=infeasible,
-        predicted=Predicted(
-            ttft_ms=_opt(predicted.get("ttft_ms")),
-            tbt_ms=_opt(predicted.get("tbt_ms")),
-            gpus=_opt(predicted.get("gpus")),
-            watts=_opt(predicted.get("watts")),
-            percentile=float(predicted.get("percentile", 99.0)),
-        ),
+        predicted=_predicted(predicted),
         state=PolicyState.from_json(outputs.get("state", {})),
         frozen=bool(inputs.get("frozen", False)),
         placement=Outcome(placement.get("outcome", Outcome.PENDING.value)),
@@ -279,18 +258,9 @@ def view_of(record: DecisionRecord, inp: PolicyInput, out: PolicyOutput) -> Deci
         draining=dict(out.draining),
         raw=dict(out.raw),
         reasons=list(out.reasons),
-        effects=[
-            Effect(PoolKey.parse(e["pool"]), e["raw"], e["stabilized"], e["rule"], e["reason"])
-            for e in record.stabilizer["effects"]
-        ],
+        effects=list(out.effects),
         infeasible=infeasible,
-        predicted=Predicted(
-            ttft_ms=_opt(predicted["ttft_ms"]),
-            tbt_ms=_opt(predicted["tbt_ms"]),
-            gpus=_opt(predicted["gpus"]),
-            watts=_opt(predicted["watts"]),
-            percentile=float(predicted["percentile"]),
-        ),
+        predicted=_predicted(predicted),
         state=out.state,
         frozen=inp.frozen,
         placement=Outcome(placement["outcome"]),

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opscale.actuation import Outcome
+from opscale.decisions.record import DecisionView
 from opscale.policy.types import PoolKey
-from services.decision.load import max_staleness
-from services.decision.placement_client import Outcome
-from services.decision.record import DecisionView
+from opscale.signals.load import max_staleness
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +87,7 @@ def explain(v: DecisionView) -> Explanation:
         narrative.append("Stabilizer: the deployment is frozen: current counts are held.")
     if v.effects:
         narrative += [
-            f"Stabilizer: {e.pool} {e.raw_replicas} -> {e.stabilized_replicas} ({e.rule}): {e.reason}"
-            for e in v.effects
+            f"Stabilizer: {e.pool} {e.before} -> {e.after} ({e.rule.value}): {e.reason}" for e in v.effects
         ]
     else:
         narrative.append("Stabilizer: the policy's recommendation stands unchanged.")

@@ -1,34 +1,26 @@
-"""Decision service: proto <-> domain conversions (round-trip tested)."""
+"""Deployment specs between ``opscale.spec.DeploymentSpec`` and ``opscale.api.decision.v1``.
+
+A policy travels as its registered name and its parameters as a ``google.protobuf.Struct`` in the
+spec's own JSON form, so a new policy needs nothing here: ``parse_spec`` validates the parameters
+against the policy's descriptor, like a YAML spec. (A struct's numbers are doubles; pydantic takes
+``256.0`` for an integer field and rejects ``256.5``, so nothing is lost.)
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as pb
+from opscale.decisions.deployment import Deployment
 from opscale.errors import InvalidArgument
-from opscale.spec import DeploymentSpec, PolicyKind, ServingMode, parse_spec
-from services.common_convert import pool_from_pb, pool_to_pb
-from services.decision.deployments import Deployment
-
-MODE_TO_PB = {
-    ServingMode.DISAGGREGATED: pb.SERVING_MODE_DISAGGREGATED,
-    ServingMode.COLOCATED: pb.SERVING_MODE_COLOCATED,
-}
-MODE_FROM_PB = {v: k for k, v in MODE_TO_PB.items()}
-POLICY_TO_PB = {
-    PolicyKind.OPERATOR: pb.POLICY_KIND_OPERATOR,
-    PolicyKind.MODEL: pb.POLICY_KIND_MODEL,
-    PolicyKind.PD: pb.POLICY_KIND_PD,
-    PolicyKind.UTILIZATION: pb.POLICY_KIND_UTILIZATION,
-    PolicyKind.STATIC: pb.POLICY_KIND_STATIC,
-}
-POLICY_FROM_PB = {v: k for k, v in POLICY_TO_PB.items()}
+from opscale.spec import DeploymentSpec, parse_spec
+from opscale.wire.enums import MODE
+from opscale.wire.pools import pool_from_pb, pool_to_pb
 
 
 def _present(msg: Message, names: tuple[str, ...]) -> dict[str, Any]:
@@ -36,16 +28,8 @@ def _present(msg: Message, names: tuple[str, ...]) -> dict[str, Any]:
     return {n: getattr(msg, n) for n in names if msg.HasField(n)}
 
 
-def _enum(value: int, table: Mapping[Any, Any], field: str, enum_type: Any) -> Any:
-    if value == 0:
-        return None  # unspecified: the spec's default applies
-    if value not in table:
-        raise InvalidArgument(f"{field}: {value} is not a known {enum_type.DESCRIPTOR.name}", field=field)
-    return table[value]
-
-
 def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
-    """Validate a proto spec; raises InvalidArgument naming the field (e.g. spec.slo.ttft_ms)."""
+    """Validate a proto spec; raises ``InvalidArgument`` naming the field (e.g. ``spec.slo.ttft_ms``)."""
     data: dict[str, Any] = {"name": msg.name, "labels": dict(msg.labels)}
     source = msg.model.WhichOneof("source")
     model: dict[str, Any] = {"name": msg.model.name or None}
@@ -61,12 +45,11 @@ def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
     data["model"] = model
     if msg.gpu_type:
         data["gpu_type"] = msg.gpu_type
-    mode = _enum(msg.mode, MODE_FROM_PB, "spec.mode", pb.ServingMode)
-    policy = _enum(msg.policy, POLICY_FROM_PB, "spec.policy", pb.PolicyKind)
+    mode = MODE.from_pb_or_none(msg.mode, "spec.mode")
     if mode is not None:
         data["mode"] = mode
-    if policy is not None:
-        data["policy"] = policy
+    if msg.policy_name:
+        data["policy"] = msg.policy_name
     if msg.HasField("slo"):
         data["slo"] = {
             "ttft_ms": msg.slo.ttft_ms,
@@ -93,29 +76,8 @@ def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
             ),
         )
     data["interval_s"] = msg.interval_s
-    which = msg.WhichOneof("policy_params")
-    if which == "operator_params":
-        data["operator_params"] = _present(msg.operator_params, ("floor_fraction", "max_batch_size"))
-    elif which == "pd_params":
-        p = msg.pd_params
-        data["pd_params"] = {
-            "target_decode_tokens_per_s_per_instance": p.target_decode_tokens_per_s_per_instance,
-            **_present(p, ("prefill_per_decode", "scale_out_threshold", "scale_in_threshold")),
-        }
-    elif which == "utilization_params":
-        data["utilization_params"] = _present(msg.utilization_params, ("target_utilization",))
-    elif which == "static_params":
-        data["static_params"] = {
-            "pools": [
-                {
-                    "pool": pool_from_pb(p.pool, f"spec.static_params.pools.{i}.pool"),
-                    "replicas": p.replicas,
-                    "gpus_per_replica": p.gpus_per_replica or 1,
-                    "batch_size": p.batch_size or 64,
-                }
-                for i, p in enumerate(msg.static_params.pools)
-            ]
-        }
+    if msg.HasField("params"):
+        data["params"] = json_format.MessageToDict(msg.params)
     data["launch"] = [
         {
             "pool": pool_from_pb(ref.pool, f"spec.launch.{i}.pool"),
@@ -138,8 +100,8 @@ def spec_to_pb(spec: DeploymentSpec) -> pb.DeploymentSpec:
         name=spec.name,
         model=model,
         gpu_type=spec.gpu_type,
-        mode=MODE_TO_PB[spec.mode],
-        policy=POLICY_TO_PB[spec.policy],
+        mode=MODE.to_pb(spec.mode),  # type: ignore[arg-type]
+        policy_name=spec.policy,
         slo=pb.Slo(ttft_ms=spec.slo.ttft_ms, tbt_ms=spec.slo.tbt_ms, percentile=spec.slo.percentile),
         limits=[
             pb.PoolLimits(
@@ -165,37 +127,8 @@ def spec_to_pb(spec: DeploymentSpec) -> pb.DeploymentSpec:
         ],
         labels=spec.labels,
     )
-    if spec.operator_params is not None:
-        o = spec.operator_params
-        msg.operator_params.CopyFrom(
-            pb.OperatorPolicyParams(floor_fraction=o.floor_fraction, max_batch_size=o.max_batch_size)
-        )
-    if spec.pd_params is not None:
-        p = spec.pd_params
-        msg.pd_params.CopyFrom(
-            pb.PdPolicyParams(
-                target_decode_tokens_per_s_per_instance=p.target_decode_tokens_per_s_per_instance,
-                prefill_per_decode=p.prefill_per_decode,
-                scale_out_threshold=p.scale_out_threshold,
-                scale_in_threshold=p.scale_in_threshold,
-            )
-        )
-    if spec.utilization_params is not None:
-        msg.utilization_params.target_utilization = spec.utilization_params.target_utilization
-    if spec.static_params is not None:
-        msg.static_params.CopyFrom(
-            pb.StaticPolicyParams(
-                pools=[
-                    cpb.PoolPlan(
-                        pool=pool_to_pb(p.pool),
-                        replicas=p.replicas,
-                        gpus_per_replica=p.gpus_per_replica,
-                        batch_size=p.batch_size,
-                    )
-                    for p in spec.static_params.pools
-                ]
-            )
-        )
+    if spec.params:
+        msg.params.update(spec.params)
     return msg
 
 

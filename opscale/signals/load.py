@@ -13,8 +13,8 @@ from typing import Any
 
 from opscale.counters import CounterStore
 from opscale.policy.types import LoadWindow, PoolKey, Signal
+from opscale.pools import OperatorKind, Stage
 from opscale.signals.summary import WindowSummary, read_window_summary
-from opscale.spec import OperatorKind, PoolRef, Stage
 
 DEFAULT_WINDOW_S = 30.0
 
@@ -43,11 +43,8 @@ def _frac(value: float | None) -> float | None:
     return None if value is None else min(1.0, max(0.0, value))
 
 
-def _ref(pool: PoolKey) -> PoolRef | None:
-    try:
-        return PoolRef(stage=Stage(pool.stage), operator=OperatorKind(pool.operator))
-    except ValueError:
-        return None
+def _known(pool: PoolKey) -> bool:
+    return pool.stage in Stage.__members__.values() and pool.operator in OperatorKind.__members__.values()
 
 
 POOL_SOURCES = frozenset({"queue", "busy"})  # staleness the summary derives from pool series
@@ -60,7 +57,7 @@ def to_load_window(summary: WindowSummary, pools_read: bool = True) -> LoadWindo
     busy: dict[PoolKey, float] = {}
     kv: list[float] = []
     for p in summary.pools:
-        key = PoolKey(p.pool.stage.value, p.pool.operator.value)
+        key = PoolKey(str(p.pool.stage), str(p.pool.operator))
         if p.queue_waiting_mean is not None:
             queue[key] = p.queue_waiting_mean
         if p.busy_fraction is not None:
@@ -97,7 +94,7 @@ def to_load_window(summary: WindowSummary, pools_read: bool = True) -> LoadWindo
 async def read_load(
     store: CounterStore, deployment: str, pools: Sequence[PoolKey], *, now_s: float, window_s: float
 ) -> LoadWindow:
-    refs = [r for r in (_ref(p) for p in pools) if r is not None]
+    refs = [p for p in pools if _known(p)]
     summary = await read_window_summary(store, deployment, now_s=now_s, window_s=window_s, pools=refs)
     return to_load_window(summary, pools_read=bool(refs))
 
