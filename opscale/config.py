@@ -63,8 +63,8 @@ class ScrapeEngine(enum.StrEnum):
     SGLANG = "sglang"
 
 
-_DEPLOYMENT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # opscale.spec.NAME_PATTERN, repeated:
-# importing the spec here would load the model package.
+# opscale.spec.NAME_PATTERN, repeated: importing the spec here would load the model package.
+_DEPLOYMENT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 def check_http_url(value: str) -> str:
