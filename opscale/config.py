@@ -12,6 +12,7 @@ variable) and the allowed values.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -63,16 +64,38 @@ class ScrapeEngine(enum.StrEnum):
     SGLANG = "sglang"
 
 
+# opscale.spec.NAME_PATTERN, repeated: importing the spec here would load the model package.
+_DEPLOYMENT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+def check_http_url(value: str) -> str:
+    """``value`` if it is an http(s) URL with a host; ValueError saying what is wrong otherwise."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+    return value
+
+
 class ScrapeTarget(BaseModel):
-    """One vLLM or SGLang ``/metrics`` endpoint that metrics-ingest polls for a deployment's pool."""
+    """One vLLM or SGLang ``/metrics`` endpoint (one model on it) that metrics-ingest polls for a
+    deployment's pool. Several targets may share a URL, one per ``model_name``: the endpoint is
+    fetched once and each model's series go to its own deployment."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field(description="http(s)://host:port/metrics of the engine")
-    # opscale.spec.NAME_PATTERN, repeated: importing the spec here would load the model package.
-    deployment: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="deployment name")
+    deployment: str = Field(pattern=_DEPLOYMENT_PATTERN, description="deployment name")
     role: ScrapeRole = Field(description="prefill, decode or serving: the pool the engine serves")
     engine: ScrapeEngine = Field(ScrapeEngine.AUTO, description="auto, vllm or sglang")
+    model_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="the endpoint's model_name label value for this deployment; none: the endpoint "
+        "must serve exactly one model",
+    )
     interval_s: float | None = Field(
         None, gt=0, le=3600, description="seconds between scrapes (default scrape_interval_s)"
     )
@@ -80,13 +103,72 @@ class ScrapeTarget(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        from urllib.parse import urlsplit
+    def _url(cls, value: str) -> str:
+        return check_http_url(value)
 
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+
+def check_scrape_targets(targets: Sequence[ScrapeTarget], default_interval_s: float) -> None:
+    """ValueError naming the URL unless the targets that share a URL can be one endpoint: fetched once
+    (one engine, interval and timeout), each target a different model (one model, one deployment)."""
+    by_url: dict[str, list[ScrapeTarget]] = {}
+    for t in targets:
+        by_url.setdefault(t.url, []).append(t)
+    for url, group in by_url.items():
+        seen: dict[str | None, str] = {}
+        for t in group:
+            if t.model_name in seen and seen[t.model_name] != t.deployment:
+                model = f"model {t.model_name!r} on " if t.model_name else ""
+                raise ValueError(
+                    f"scrape_targets: {model}{url} is mapped to both {seen[t.model_name]!r} and "
+                    f"{t.deployment!r}; one model's series go to one deployment"
+                )
+            seen[t.model_name] = t.deployment
+        names = [t.model_name for t in group]
+        if len(names) != len(set(names)) or (None in names and len(names) > 1):
+            raise ValueError(
+                f"scrape targets of {url}: each needs its own model_name when several share the URL"
+            )
+        if (
+            len({t.engine for t in group} - {ScrapeEngine.AUTO}) > 1
+            or len({t.interval_s or default_interval_s for t in group}) > 1
+            or len({t.timeout_s for t in group}) > 1
+        ):
+            raise ValueError(
+                f"scrape targets of {url} disagree on engine, interval_s or timeout_s; one endpoint is "
+                "fetched once, with one setting of each"
+            )
+
+
+class PrometheusSource(BaseModel):
+    """A deployment's engine signals read from a Prometheus server with PromQL instead of scraping the
+    engines: ``selector`` picks the engine series (label matchers, e.g. ``{job="vllm",model_name="x"}``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deployment: str = Field(pattern=_DEPLOYMENT_PATTERN, description="deployment name")
+    role: ScrapeRole = Field(description="prefill, decode or serving: the pool the engines serve")
+    engine: ScrapeEngine = Field(description="vllm or sglang (whose metric names to query)")
+    selector: str = Field(
+        "{}", max_length=2000, description='PromQL label matchers, e.g. {job="vllm",model_name="llama"}'
+    )
+    interval_s: float | None = Field(
+        None, gt=0, le=3600, description="seconds between reads (default scrape_interval_s)"
+    )
+
+    @field_validator("engine")
+    @classmethod
+    def _named_engine(cls, value: ScrapeEngine) -> ScrapeEngine:
+        if value is ScrapeEngine.AUTO:
+            raise ValueError("must be vllm or sglang: the metric names to query depend on it")
         return value
+
+    @field_validator("selector")
+    @classmethod
+    def _braces(cls, value: str) -> str:
+        v = value.strip()
+        if not (v.startswith("{") and v.endswith("}")):
+            raise ValueError(f'must be label matchers in braces, e.g. {{job="vllm"}}, got {value!r}')
+        return v
 
 
 class Settings(BaseSettings):
@@ -165,6 +247,26 @@ class Settings(BaseSettings):
     scrape_interval_s: float = Field(
         1.0, gt=0, le=3600, description="default seconds between scrapes, (0, 3600]"
     )
+    scrape_max_gap_s: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="longest time between two scrapes of a target whose counters still give rates; a "
+        "longer gap re-baselines, (0, 3600]",
+    )
+    scrape_targets_file: Path | None = Field(
+        None,
+        description="Prometheus file_sd file (JSON or YAML) of more scrape targets, re-read when it "
+        "changes; labels deployment and role (and model_name, engine) say where each target's series go",
+    )
+    prometheus_url: str | None = Field(
+        None, description="Prometheus server to read prometheus_sources from, e.g. http://prometheus:9090"
+    )
+    prometheus_sources: list[PrometheusSource] = Field(
+        default_factory=list,
+        description="deployments whose engine signals are read from prometheus_url with PromQL "
+        "(deployment, role, engine, selector)",
+    )
 
     # Security (issue 13). Off by default: the embedded default runs on loopback with no set-up; a
     # server refuses to listen beyond loopback without TLS unless allow_insecure says so.
@@ -235,6 +337,24 @@ class Settings(BaseSettings):
                     f"{seen[port]} and {name} are both {port}; each listener needs its own port (or 0)"
                 )
             seen[port] = name
+        return self
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @model_validator(mode="after")
+    def _prometheus_sources_need_a_server(self) -> Settings:
+        if self.prometheus_sources and self.prometheus_url is None:
+            raise ValueError(
+                "prometheus_sources are set but prometheus_url is not: where should they be read?"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _scrape_targets_group(self) -> Settings:
+        check_scrape_targets(self.scrape_targets, self.scrape_interval_s)
         return self
 
     @model_validator(mode="after")

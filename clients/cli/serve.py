@@ -8,7 +8,6 @@ import logging
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from clients.cli.common import (
     ConfigOpt,
@@ -17,12 +16,20 @@ from clients.cli.common import (
     HostOpt,
     MetricsPortOpt,
     echo,
-    fail,
     handle_errors,
     settings,
 )
-from clients.cli.exit_codes import ExitCode
-from opscale.config import ScrapeTarget, Settings
+from clients.cli.scrape_flags import (
+    MaxGapOpt,
+    ModelNameOpt,
+    PrometheusSourceOpt,
+    PrometheusUrlOpt,
+    ScrapeDeploymentOpt,
+    ScrapeOpt,
+    ScrapeRoleOpt,
+    TargetsFileOpt,
+    with_scrape_flags,
+)
 from opscale.telemetry import setup_logging
 from services.catalog import SERVICES
 from services.main import serve
@@ -39,48 +46,6 @@ class ServiceName(enum.StrEnum):
 
 
 PortOpt = Annotated[int | None, typer.Option("--port", help="gRPC port (0: any free)", show_default=False)]
-ScrapeOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--scrape",
-        help="ingest: an engine's /metrics URL to poll (repeatable; pairs with --deployment and --role)",
-        show_default=False,
-    ),
-]
-ScrapeDeploymentOpt = Annotated[
-    list[str] | None,
-    typer.Option("--deployment", help="ingest: the deployment of the matching --scrape", show_default=False),
-]
-ScrapeRoleOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--role", help="ingest: prefill, decode or serving, for the matching --scrape", show_default=False
-    ),
-]
-
-
-def _with_scrape_targets(
-    cfg: Settings, service: ServiceName, urls: list[str], deployments: list[str], roles: list[str]
-) -> Settings:
-    """Append the --scrape/--deployment/--role triples (paired in order) to the configured targets."""
-    if not (urls or deployments or roles):
-        return cfg
-    if service is not ServiceName.INGEST:
-        raise fail("--scrape, --deployment and --role apply to `opscale serve ingest` only", ExitCode.USAGE)
-    if not len(urls) == len(deployments) == len(roles):
-        raise fail(
-            f"--scrape, --deployment and --role pair up in order; got {len(urls)} --scrape, "
-            f"{len(deployments)} --deployment and {len(roles)} --role",
-            ExitCode.USAGE,
-        )
-    added = []
-    for i, (url, name, role) in enumerate(zip(urls, deployments, roles, strict=True)):
-        try:
-            added.append(ScrapeTarget.model_validate({"url": url, "deployment": name, "role": role}))
-        except ValidationError as exc:
-            errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise fail(f"--scrape #{i + 1} ({url}): {errors}", ExitCode.USAGE) from None
-    return cfg.model_copy(update={"scrape_targets": [*cfg.scrape_targets, *added]})
 
 
 def register(app: typer.Typer) -> None:
@@ -97,6 +62,11 @@ def register(app: typer.Typer) -> None:
         scrape: ScrapeOpt = None,
         deployment: ScrapeDeploymentOpt = None,
         role: ScrapeRoleOpt = None,
+        model_name: ModelNameOpt = None,
+        targets_file: TargetsFileOpt = None,
+        max_gap: MaxGapOpt = None,
+        prometheus_url: PrometheusUrlOpt = None,
+        prometheus_source: PrometheusSourceOpt = None,
     ) -> None:
         """Run one control-plane service until SIGTERM/Ctrl-C (production: one process per service)."""
         entry = SERVICES[service.value]
@@ -109,7 +79,18 @@ def register(app: typer.Typer) -> None:
             metrics_port=metrics_port,
             **overrides,
         )
-        cfg = _with_scrape_targets(cfg, service, scrape or [], deployment or [], role or [])
+        cfg = with_scrape_flags(
+            cfg,
+            ingest=service is ServiceName.INGEST,
+            urls=scrape or [],
+            deployments=deployment or [],
+            roles=role or [],
+            models=model_name or [],
+            targets_file=targets_file,
+            max_gap_s=max_gap,
+            prometheus_url=prometheus_url,
+            prometheus_sources=prometheus_source or [],
+        )
         setup_logging(cfg.log_level, cfg.log_format)
         asyncio.run(serve(cfg, [entry], f"opscale-{service.value}", echo))
 

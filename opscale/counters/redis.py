@@ -132,6 +132,15 @@ class RedisCounterStore:
     def settings(self) -> StoreSettings:
         return self._settings
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The connection, for other small stores that share this Redis (ingest's scrape state)."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
         try:

@@ -1,20 +1,31 @@
-"""Two successive engine readings -> load samples (pure: no network, no clock).
+"""Two successive readings of one model on one endpoint -> load samples (pure: no network, no clock).
 
-- Gauges (running, waiting, KV-cache use) become a ``QueueState`` at every scrape.
-- Counters become rates over the time between the two scrapes: ``Throughput`` with decode tokens/s and
-  computed prefill tokens/s (prompt tokens minus prefix-cache hits).
-- Histogram deltas (TTFT, TBT, e2e, prompt and output lengths) become (value, count) runs: each engine
-  bucket ``(lo, hi]`` with ``c`` new observations is ``c`` observations at its midpoint; the overflow
-  bucket gets the part of the sum delta the finite buckets do not explain (at least ``lo``). So
-  percentiles of scraped signals are as coarse as the engine's buckets.
-- Arrivals: finished requests in the interval, with their lengths from the length histograms paired
-  by rank (the store keeps input and output lengths as separate distributions, so any pairing stores
-  the same), or, without those histograms, the mean lengths from the token counters.
+Each signal's source, per engine, is in docs/signals.md; in short:
 
-Counter resets (an engine restart): if any counter or histogram count went down, every delta of that
-scrape is taken from zero, i.e. the new values (as Prometheus ``rate()`` does). The first reading, a
-gap longer than ``max_gap_s`` (the target was unreachable), or a histogram whose buckets changed,
-re-baseline instead: gauges only, no rates, since an average over an unknown span would be a guess.
+- **Queue** (every scrape): running and waiting summed over the engines, KV-cache use the max.
+- **Arrivals**: the engine's counter of received requests where it has one (SGLang); otherwise
+  conservation — finished + Δ(running + waiting) — since every request that arrived in the interval
+  either finished or is still in the engine (vLLM counts requests only when they finish).
+  ``Derived.arrivals_from`` says which.
+- **Lengths** of those arrivals: the per-request length histograms of the requests that finished in
+  the interval, spread by ``spread`` (mean exact from ``_sum/_count``), scaled to the number of
+  arrivals; without histograms, the mean from the counters bumped at finish. Engines count lengths
+  only when a request finishes; when none finished in the interval, the last lengths seen
+  (``Carry.lengths``, kept by the caller between scrapes) stand in, else the engine's lifetime
+  means. Before any request has finished (a cold engine) no length is known: those arrivals are held
+  (``Carry.pending``) and written with the first lengths seen, a few seconds late rather than with
+  made-up lengths.
+- **Token rates**: counters that grow while tokens are generated (vLLM's token counters, SGLang's
+  ``realtime_tokens_total``), over the time between the two scrapes; prefill counts computed tokens
+  only (prefix-cache hits left out).
+- **Latencies**: TTFT, TBT, e2e histograms, spread as above (percentiles as ``histogram_quantile``).
+
+Restarts: if the process start time or any counter's ``_created`` time changed, or any counter or
+histogram bucket went down, the engine restarted: every delta of that scrape is taken from zero, i.e.
+the new values, as Prometheus' ``increase()`` does, and the queue it had before counts as empty.
+The first reading, a gap longer than ``max_gap_s`` and changed histogram buckets re-baseline instead:
+the queue only, no rates. Gaps up to ``max_gap_s`` keep their rates, written as throughput samples of
+at most ``Limits.max_throughput_interval_s`` each.
 
 Roles: a prefill instance contributes queue state and prefill throughput; a decode instance queue
 state, decode throughput, arrivals and latencies; a serving (colocated) instance everything. In a P/D
@@ -26,10 +37,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from opscale.scrape.engines import EngineReading
-from opscale.scrape.parse import HistogramValue
+from opscale.scrape.engines import COUNTER_FIELDS, HISTOGRAM_FIELDS, EngineReading
+from opscale.scrape.spread import HistogramDelta, Run, histogram_delta, spread
 from opscale.signals import (
     DEFAULT_LIMITS,
+    HISTOGRAMS,
     Arrival,
     Latency,
     LatencyKind,
@@ -40,7 +52,7 @@ from opscale.signals import (
 )
 from opscale.spec import PoolRef, Stage
 
-Run = tuple[float, int]  # (value, count)
+DEFAULT_MAX_GAP_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,59 +60,44 @@ class Derived:
     samples: tuple[Sample, ...]
     counter_reset: bool
     rebaselined: bool  # no rates this time: first reading, a long gap or changed buckets
+    arrivals_from: str  # "counter", "conservation" or "" (no arrivals this time)
+    carry: Carry  # pass to the next derive_samples of this model
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """What one derive hands the next (the caller stores it with the reading)."""
+
+    lengths: tuple[float, float] | None = None  # mean (input, output) lengths last seen
+    pending: int = 0  # arrivals not written yet: no length was known
 
 
 def _delta(prev: float | None, cur: float | None, reset: bool) -> float | None:
-    if cur is None or prev is None:
+    if cur is None or (prev is None and not reset):
         return None
-    return cur if reset else max(0.0, cur - prev)
+    return cur if reset or prev is None else max(0.0, cur - prev)
 
 
-def _went_down(prev: float | None, cur: float | None) -> bool:
-    return prev is not None and cur is not None and cur < prev
-
-
-def _counter_reset(prev: EngineReading, cur: EngineReading) -> bool:
-    counters = ("prompt_tokens", "generation_tokens", "cached_prompt_tokens", "requests")
-    if any(_went_down(getattr(prev, c), getattr(cur, c)) for c in counters):
+def restarted(prev: EngineReading, cur: EngineReading) -> bool:
+    """Did the engine restart between the two readings?"""
+    p_start, c_start = prev.process_start_s, cur.process_start_s
+    if p_start is not None and c_start is not None and abs(c_start - p_start) > 1e-3:
         return True
-    hists = ("ttft_s", "tbt_s", "e2e_s", "prompt_len", "output_len")
-    for h in hists:
-        p, c = getattr(prev, h), getattr(cur, h)
-        if p is not None and c is not None and p.bounds == c.bounds and c.count < p.count:
+    before = dict(prev.created)
+    if any(name in before and abs(ts - before[name]) > 1e-3 for name, ts in cur.created):
+        return True
+    for c in COUNTER_FIELDS:
+        p, q = getattr(prev, c), getattr(cur, c)
+        if p is not None and q is not None and q < p:
+            return True
+    for h in HISTOGRAM_FIELDS:
+        p, q = getattr(prev, h), getattr(cur, h)
+        # Bucket by bucket: a restarted engine that has counted more in total since may still have
+        # fewer in some bucket (SGLang exports neither a start time nor _created samples).
+        same = p is not None and q is not None and p.bounds == q.bounds
+        if same and any(b < a for (_, a), (_, b) in zip(p.buckets, q.buckets, strict=True)):
             return True
     return False
-
-
-def histogram_runs(prev: HistogramValue | None, cur: HistogramValue | None, reset: bool) -> list[Run]:
-    """New observations between two readings of one histogram as (representative value, count) runs."""
-    if cur is None or (not reset and (prev is None or prev.bounds != cur.bounds)):
-        return []
-    base = None if reset or prev is None else prev
-    runs: list[Run] = []
-    below = 0.0  # cumulative delta up to the previous bound
-    lo = 0.0
-    explained = 0.0
-    for i, (le, cum) in enumerate(cur.buckets):
-        cum_delta = cum - (base.buckets[i][1] if base is not None else 0.0)
-        count = round(max(0.0, cum_delta - below))
-        below = max(below, cum_delta)
-        if count:
-            if math.isinf(le):
-                total = cur.sum - (base.sum if base is not None else 0.0)
-                rest = (total - explained) / count if math.isfinite(total) else lo
-                runs.append((max(lo, rest), count))
-            else:
-                mid = (lo + le) / 2
-                runs.append((mid, count))
-                explained += mid * count
-        lo = le
-    return runs
-
-
-def _latencies(kind: LatencyKind, runs: list[Run]) -> list[Latency]:
-    cap = DEFAULT_LIMITS.max_latency_ms
-    return [Latency(kind, min(v * 1000.0, cap), min(c, DEFAULT_LIMITS.max_count)) for v, c in runs]
 
 
 def _tokens(v: float) -> int:
@@ -108,14 +105,16 @@ def _tokens(v: float) -> int:
 
 
 def _pair(inputs: list[Run], outputs: list[Run]) -> list[tuple[float, float, int]]:
-    """Rank-pair two runs of equal total count: (input, output, count) runs."""
+    """Rank-pair two runs of equal total count: (input, output, count). The store keeps input and
+    output lengths as separate distributions, so any pairing stores the same."""
     out: list[tuple[float, float, int]] = []
     i = j = 0
     left_i = inputs[0][1] if inputs else 0
     left_j = outputs[0][1] if outputs else 0
     while i < len(inputs) and j < len(outputs):
         k = min(left_i, left_j)
-        out.append((inputs[i][0], outputs[j][0], k))
+        if k:
+            out.append((inputs[i][0], outputs[j][0], k))
         left_i, left_j = left_i - k, left_j - k
         if not left_i:
             i += 1
@@ -126,34 +125,105 @@ def _pair(inputs: list[Run], outputs: list[Run]) -> list[tuple[float, float, int
     return out
 
 
+def _lengths(
+    hist: HistogramDelta | None, finished: float | None, count_at_finish: float | None, n: int, name: str
+) -> list[Run]:
+    """``n`` lengths: the histogram's distribution scaled to n, else n at the mean of the counters."""
+    if hist is not None and hist.count > 0:
+        return spread(hist, HISTOGRAMS[name], counts=hist.scaled(n / hist.count))
+    if finished and count_at_finish is not None:
+        return [(count_at_finish / finished, n)]
+    return []
+
+
+def _mean(runs: list[Run]) -> float:
+    n = sum(c for _, c in runs)
+    return sum(v * c for v, c in runs) / n if n else 0.0
+
+
+def _lifetime(r: EngineReading) -> tuple[float, float] | None:
+    """Mean lengths of every request the engine finished since it started (None: none finished)."""
+    p, o = r.prompt_len, r.output_len
+    if p is not None and o is not None and p.count > 0 and math.isfinite(p.sum) and math.isfinite(o.sum):
+        return p.sum / p.count, o.sum / o.count
+    if r.finished and r.finished_prompt_tokens is not None and r.finished_output_tokens is not None:
+        return r.finished_prompt_tokens / r.finished, r.finished_output_tokens / r.finished
+    return None
+
+
 def _arrivals(
-    prev: EngineReading, cur: EngineReading, reset: bool, prompt: float | None, gen: float | None
-) -> list[Arrival]:
-    cached = _delta(prev.cached_prompt_tokens, cur.cached_prompt_tokens, reset) or 0.0
-    hit = min(1.0, cached / prompt) if prompt else 0.0
-    inputs = histogram_runs(prev.prompt_len, cur.prompt_len, reset)
-    n_in = sum(c for _, c in inputs)
-    if n_in:
-        outputs = histogram_runs(prev.output_len, cur.output_len, reset)
-        if sum(c for _, c in outputs) != n_in:  # the two histograms disagree: use the mean output
-            mean_out = (gen or 0.0) / n_in
-            outputs = [(mean_out, n_in)]
-        return [
-            Arrival(_tokens(i), _tokens(o), _tokens(i * hit), min(k, DEFAULT_LIMITS.max_count))
-            for i, o, k in _pair(inputs, outputs)
-        ]
-    finished = round(_delta(prev.requests, cur.requests, reset) or 0.0)
-    if finished <= 0:
-        return []
-    mean_in = (prompt or 0.0) / finished
-    return [
-        Arrival(
-            _tokens(mean_in),
-            _tokens((gen or 0.0) / finished),
-            _tokens(mean_in * hit),
-            min(finished, DEFAULT_LIMITS.max_count),
-        )
+    prev: EngineReading, cur: EngineReading, reset: bool, carry: Carry
+) -> tuple[list[Arrival], str, Carry]:
+    """(arrivals, where their number came from, what to carry to the next interval)."""
+    received = _delta(prev.arrivals, cur.arrivals, reset)
+    finished = _delta(prev.finished, cur.finished, reset)
+    if received is not None:
+        n, source = round(received), "counter"
+    elif finished is not None and cur.queued is not None:
+        before = 0.0 if reset else (prev.queued if prev.queued is not None else cur.queued)
+        n, source = max(0, round(finished + cur.queued - before)), "conservation"
+    else:
+        return [], "", carry
+    n += carry.pending
+    prompts = histogram_delta(prev.prompt_len, cur.prompt_len, reset)
+    outputs = histogram_delta(prev.output_len, cur.output_len, reset)
+    fp = _delta(prev.finished_prompt_tokens, cur.finished_prompt_tokens, reset)
+    fo = _delta(prev.finished_output_tokens, cur.finished_output_tokens, reset)
+    ins = _lengths(prompts, finished, fp, max(n, 1), "input_tokens")
+    outs = _lengths(outputs, finished, fo, max(n, 1), "output_tokens")
+    if ins and outs:
+        lengths: tuple[float, float] | None = (_mean(ins), _mean(outs))
+    else:  # nothing finished in the interval: the last lengths seen, else the engine's lifetime means
+        lengths = carry.lengths or _lifetime(cur) or _lifetime(prev)
+        if lengths is None:
+            return [], source, Carry(None, n)
+        ins, outs = [(lengths[0], n)], [(lengths[1], n)]
+    if n <= 0:
+        return [], source, Carry(lengths, 0)
+    hits = _delta(prev.cache_hits, cur.cache_hits, reset)
+    base = _delta(prev.prompt_tokens, cur.prompt_tokens, reset)
+    hit = min(1.0, hits / base) if hits and base else 0.0
+    cap = DEFAULT_LIMITS.max_count
+    arrivals = [
+        Arrival(_tokens(i), _tokens(o), _tokens(i * hit), min(k, cap)) for i, o, k in _pair(ins, outs)
     ]
+    return arrivals, source, Carry(lengths, 0)
+
+
+def _latencies(
+    kind: LatencyKind, prev: EngineReading, cur: EngineReading, attr: str, reset: bool
+) -> list[Latency]:
+    delta = histogram_delta(getattr(prev, attr), getattr(cur, attr), reset)
+    if delta is None or delta.count == 0:
+        return []
+    cap = DEFAULT_LIMITS.max_latency_ms
+    runs = spread(delta, HISTOGRAMS[kind.value], unit=1000.0)
+    return [Latency(kind, min(v, cap), min(c, DEFAULT_LIMITS.max_count)) for v, c in runs]
+
+
+def _throughput(
+    prev: EngineReading, cur: EngineReading, reset: bool, stage: str
+) -> list[tuple[float, Throughput]]:
+    """(end time, sample) pieces of at most max_throughput_interval_s covering the gap."""
+    gap = cur.at_s - prev.at_s
+    decode = _delta(prev.decode_tokens, cur.decode_tokens, reset)
+    prefill = _delta(prev.prefill_computed, cur.prefill_computed, reset)
+    if prefill is None:
+        prompt = _delta(prev.prompt_tokens, cur.prompt_tokens, reset)
+        hits = _delta(prev.cache_hits, cur.cache_hits, reset) or 0.0
+        prefill = None if prompt is None else max(0.0, prompt - hits)
+    if decode is None and prefill is None:
+        return []
+    d = (decode or 0.0) / gap if stage != Stage.PREFILL else 0.0
+    p = (prefill or 0.0) / gap if stage != Stage.DECODE else 0.0
+    step = DEFAULT_LIMITS.max_throughput_interval_s
+    pieces = []
+    end = cur.at_s
+    while end > prev.at_s + 1e-9:
+        length = min(step, end - prev.at_s)
+        pieces.append((end, Throughput(d, p, length)))
+        end -= length
+    return pieces
 
 
 def derive_samples(
@@ -163,30 +233,29 @@ def derive_samples(
     deployment: str,
     pool: PoolRef,
     instance: str,
-    max_gap_s: float = 60.0,
+    max_gap_s: float = DEFAULT_MAX_GAP_S,
+    carry: Carry | None = None,
 ) -> Derived:
-    payloads: list[Payload] = []
+    at = cur.at_s
+    out: list[Sample] = []
     if cur.running is not None and cur.waiting is not None:
-        kv = cur.kv_usage if cur.kv_usage is not None else 0.0
-        payloads.append(
-            QueueState(max(0, round(cur.running)), max(0, round(cur.waiting)), min(1.0, max(0.0, kv)))
-        )
-    gap = cur.at_s - prev.at_s if prev is not None else math.inf
-    reset = prev is not None and _counter_reset(prev, cur)
+        kv = min(1.0, max(0.0, cur.kv_usage if cur.kv_usage is not None else 0.0))
+        queue = QueueState(max(0, round(cur.running)), max(0, round(cur.waiting)), kv)
+        out.append(Sample(deployment, at, queue, pool, instance))
+    gap = at - prev.at_s if prev is not None else math.inf
+    reset = prev is not None and restarted(prev, cur)
     rebaselined = prev is None or not 0 < gap <= max_gap_s
+    source, carry = "", carry or Carry()
     if prev is not None and not rebaselined:
-        prompt = _delta(prev.prompt_tokens, cur.prompt_tokens, reset)
-        gen = _delta(prev.generation_tokens, cur.generation_tokens, reset)
-        cached = _delta(prev.cached_prompt_tokens, cur.cached_prompt_tokens, reset) or 0.0
-        stage = pool.stage
-        if prompt is not None and gen is not None:
-            decode = gen / gap if stage is not Stage.PREFILL else 0.0
-            prefill = max(0.0, prompt - cached) / gap if stage is not Stage.DECODE else 0.0
-            payloads.append(Throughput(decode, prefill, gap))
-        if stage is not Stage.PREFILL:
-            payloads += _arrivals(prev, cur, reset, prompt, gen)
-            payloads += _latencies(LatencyKind.TTFT, histogram_runs(prev.ttft_s, cur.ttft_s, reset))
-            payloads += _latencies(LatencyKind.TBT, histogram_runs(prev.tbt_s, cur.tbt_s, reset))
-            payloads += _latencies(LatencyKind.E2E, histogram_runs(prev.e2e_s, cur.e2e_s, reset))
-    samples = tuple(Sample(deployment, cur.at_s, p, pool, instance) for p in payloads)
-    return Derived(samples, reset, rebaselined)
+        out += [
+            Sample(deployment, end, t, pool, instance) for end, t in _throughput(prev, cur, reset, pool.stage)
+        ]
+        if pool.stage != Stage.PREFILL:
+            payloads: list[Payload] = []
+            arrivals, source, carry = _arrivals(prev, cur, reset, carry)
+            payloads += arrivals
+            payloads += _latencies(LatencyKind.TTFT, prev, cur, "ttft_s", reset)
+            payloads += _latencies(LatencyKind.TBT, prev, cur, "tbt_s", reset)
+            payloads += _latencies(LatencyKind.E2E, prev, cur, "e2e_s", reset)
+            out += [Sample(deployment, at, p, pool, instance) for p in payloads]
+    return Derived(tuple(out), reset, rebaselined, source, carry)

@@ -5,8 +5,10 @@ both export through prometheus_client), it is already a dependency (for our own 
 format has enough corners (escaping in label values, ``+Inf``/``NaN``, HELP/TYPE ordering,
 ``_created`` series) that a hand-written parser would be a liability.
 
-Values are kept per sample name and label set; summing across label sets (several engines behind one
-endpoint, ``finished_reason`` on request counters) is the engine mapping's job.
+Values are kept per sample name and label set; which label sets belong to which model and engine,
+and how they add up, is the engine mapping's job (``engines``). ``_created`` samples (the creation
+time prometheus_client gives every counter and histogram child) are kept apart in ``created``: a
+child whose creation time moved was created again, i.e. the process restarted.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Exposition:
     scalars: Mapping[str, Mapping[Labels, float]]
     # Histograms, by family name (without ``_bucket`` / ``_sum`` / ``_count``).
     histograms: Mapping[str, Mapping[Labels, HistogramValue]]
+    # Creation timestamps (seconds since the epoch), by family name, of counters and histograms.
+    created: Mapping[str, Mapping[Labels, float]] = field(default_factory=dict)
 
     def names(self) -> set[str]:
         return set(self.scalars) | set(self.histograms)
@@ -62,14 +66,21 @@ class _Parts:
 def parse_exposition(text: str) -> Exposition:
     """Raises ``ExpositionError`` if the text does not parse."""
     scalars: dict[str, dict[Labels, float]] = {}
+    created: dict[str, dict[Labels, float]] = {}
     hist_parts: dict[str, dict[Labels, _Parts]] = {}
     try:
         families = list(text_string_to_metric_families(text))
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         raise ExpositionError(f"not Prometheus text format: {exc}") from None
     for family in families:
-        if family.type == "histogram":
-            for s in family.samples:
+        if family.type in ("summary", "info", "stateset"):
+            continue  # the engines' signals we use are never summaries
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                created.setdefault(family.name, {})[_labels(s.labels)] = float(s.value)
+            elif family.type != "histogram":
+                scalars.setdefault(s.name, {})[_labels(s.labels)] = float(s.value)
+            else:
                 parts = hist_parts.setdefault(family.name, {}).setdefault(_labels(s.labels, "le"), _Parts())
                 if s.name.endswith("_bucket"):
                     parts.buckets[float(s.labels.get("le", "nan"))] = float(s.value)
@@ -77,13 +88,6 @@ def parse_exposition(text: str) -> Exposition:
                     parts.sum = float(s.value)
                 elif s.name.endswith("_count"):
                     parts.count = float(s.value)
-            continue
-        if family.type in ("summary", "info", "stateset"):
-            continue  # the engines' signals we use are never summaries
-        for s in family.samples:
-            if s.name.endswith("_created"):
-                continue  # creation timestamps of counters, not values
-            scalars.setdefault(s.name, {})[_labels(s.labels)] = float(s.value)
     histograms: dict[str, dict[Labels, HistogramValue]] = {}
     for name, series in hist_parts.items():
         for labels, parts in series.items():
@@ -92,4 +96,4 @@ def parse_exposition(text: str) -> Exposition:
                 continue  # a histogram without its +Inf bucket is malformed; skip rather than guess
             count = buckets[-1][1] if parts.count is None else parts.count
             histograms.setdefault(name, {})[labels] = HistogramValue(buckets, parts.sum, count)
-    return Exposition(scalars, histograms)
+    return Exposition(scalars, histograms, created)

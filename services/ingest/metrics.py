@@ -26,8 +26,9 @@ def reason_for(exc: errors.OpscaleError) -> str:
 
 
 class IngestMetrics:
-    """``source`` is push (PushSamples), stream (StreamSamples) or scrape. One set per registry: use
-    ``IngestMetrics.of(registry)``, since prometheus_client refuses to register a name twice."""
+    """``source`` is push (PushSamples), stream (StreamSamples), scrape or prometheus. One set per
+    registry: use ``IngestMetrics.of(registry)``, since prometheus_client refuses to register a name
+    twice."""
 
     _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, IngestMetrics]] = (
         weakref.WeakKeyDictionary()
@@ -96,6 +97,25 @@ class IngestMetrics:
             "opscale_ingest_scrapes",
             "Scrapes, by outcome (ok, error)",
             [*labels, "outcome"],
+            registry=registry,
+        )
+        self.scrape_unmatched = Gauge(
+            "opscale_ingest_scrape_unmatched_models",
+            "1 for each model an endpoint serves that no scrape target maps to a deployment (left out)",
+            ["target", "model"],
+            registry=registry,
+        )
+        self.scrape_kv_usage = Gauge(
+            "opscale_ingest_scrape_kv_usage_fraction",
+            "KV-cache use of each engine (data-parallel rank) of a scraped model, at the last scrape",
+            ["target", "model", "engine"],
+            registry=registry,
+        )
+        self.scrape_arrivals_source = Gauge(
+            "opscale_ingest_scrape_arrivals_source",
+            "1 for how a scraped target's arrivals are counted: counter (the engine counts received "
+            "requests) or conservation (finished + change in running and waiting)",
+            [*labels, "source"],
             registry=registry,
         )
         self.counter_resets = Counter(

@@ -1,5 +1,9 @@
-"""Builds the metrics-ingest service from a runtime: the gRPC servicer and one scrape loop per
-configured target (background tasks of the service)."""
+"""Builds the metrics-ingest service from a runtime: the gRPC servicer and the scrapers (engine
+endpoints and Prometheus sources), run by one ``ScrapeManager`` as a background task of the service.
+
+Scrape state and membership live in the counter store's Redis (same client and key prefix) when the
+counters are in Redis — several ingest replicas then split the targets — and in process otherwise.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,20 @@ from dataclasses import dataclass
 import grpc
 
 from opscale.api.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from opscale.config import ScrapeTarget
+from opscale.counters import RedisCounterStore
 from opscale.grpcutil.server import BackgroundTask, ServiceDef
 from opscale.signals import layouts_match
 from services.ingest.app import IngestApp
 from services.ingest.deployments import DeploymentDirectory
+from services.ingest.http_fetch import http_get
 from services.ingest.metrics import IngestMetrics
-from services.ingest.scrape import ScrapeLoop, build_loops
+from services.ingest.prometheus import PrometheusScraper
+from services.ingest.scrape import EndpointScraper, Fetch
+from services.ingest.scrapers import Membership, ScrapeManager, Scraper
 from services.ingest.servicer import IngestServicer
+from services.ingest.shard import MemoryScrapeState, RedisScrapeState, ScrapeState
+from services.ingest.targets import TargetsFile, group_targets
 from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -39,19 +50,30 @@ def build_app(runtime: Runtime) -> IngestApp:
     )
 
 
+def scrape_state_for(runtime: Runtime) -> ScrapeState:
+    counters = runtime.counters
+    if isinstance(counters, RedisCounterStore):
+        return RedisScrapeState(counters.client, counters.prefix)
+    return MemoryScrapeState()
+
+
 @dataclass
 class Ingest:
-    """The service's parts, so tests can drive the scrape loops one scrape at a time."""
+    """The service's parts, so tests can drive the scrapers one scrape at a time."""
 
     app: IngestApp
     servicer: IngestServicer
-    loops: list[ScrapeLoop]
+    manager: ScrapeManager
+
+    @property
+    def loops(self) -> list[Scraper]:
+        return list(self.manager.scrapers.values())
 
     def service(self, *, run_loops: bool = True) -> ServiceDef:
         def register(server: grpc.aio.Server) -> None:
             ingest_pb2_grpc.add_IngestServiceServicer_to_server(self.servicer, server)
 
-        background: list[BackgroundTask] = [loop.run for loop in self.loops] if run_loops else []
+        background: list[BackgroundTask] = [self.manager.run] if run_loops else []
         return ServiceDef(
             name="ingest",
             service_names=(SERVICE_NAME,),
@@ -62,11 +84,48 @@ class Ingest:
         )
 
 
-def assemble(runtime: Runtime) -> Ingest:
+def assemble(
+    runtime: Runtime, *, state: ScrapeState | None = None, member: str | None = None, fetch: Fetch = http_get
+) -> Ingest:
+    """``state`` and ``member`` let tests run several replicas against one store."""
     app = build_app(runtime)
-    settings = runtime.settings
-    loops = build_loops(settings.scrape_targets, settings.scrape_interval_s, app, runtime.clock, app.metrics)
-    return Ingest(app, IngestServicer(app), loops)
+    s = runtime.settings
+    state = state if state is not None else scrape_state_for(runtime)
+    clock, metrics = runtime.clock, app.metrics
+
+    def endpoints(targets: list[ScrapeTarget]) -> list[Scraper]:
+        return [
+            EndpointScraper(spec, app, clock, metrics, state, max_gap_s=s.scrape_max_gap_s, fetch=fetch)
+            for spec in group_targets(targets, s.scrape_interval_s)
+        ]
+
+    sources: list[Scraper] = [
+        PrometheusScraper(
+            src,
+            s.prometheus_url or "",
+            app,
+            clock,
+            metrics,
+            state,
+            interval_s=src.interval_s or s.scrape_interval_s,
+            max_gap_s=s.scrape_max_gap_s,
+            fetch=fetch,
+        )
+        for src in s.prometheus_sources
+    ]
+    intervals = [s.scrape_interval_s, *(t.interval_s for t in s.scrape_targets if t.interval_s)]
+    sharded = not isinstance(state, MemoryScrapeState)
+    membership = Membership(state, clock, interval_s=min(intervals), sharded=sharded, member=member)
+    manager = ScrapeManager(
+        membership,
+        clock,
+        endpoints,
+        static_targets=s.scrape_targets,
+        extra=sources,
+        targets_file=TargetsFile(s.scrape_targets_file) if s.scrape_targets_file else None,
+        default_interval_s=s.scrape_interval_s,
+    )
+    return Ingest(app, IngestServicer(app), manager)
 
 
 def build(runtime: Runtime) -> ServiceDef:

@@ -138,7 +138,7 @@ StartIngest = Callable[..., Awaitable[IngestStack]]
 async def start_ingest(runtime: Runtime, request: pytest.FixtureRequest) -> AsyncIterator[StartIngest]:
     opened: list[tuple[RunningService, grpc.aio.Channel, CounterStore]] = []
 
-    async def _start(scrape_targets: Sequence[ScrapeTarget] = ()) -> IngestStack:
+    async def _start(scrape_targets: Sequence[ScrapeTarget] = (), **settings: object) -> IngestStack:
         if runtime.settings.counters_url.startswith("memory"):
             store: CounterStore = InMemoryCounterStore(store_settings())
         else:
@@ -147,8 +147,8 @@ async def start_ingest(runtime: Runtime, request: pytest.FixtureRequest) -> Asyn
             prefix = str(request.getfixturevalue("key_prefix"))
             client = aioredis.from_url(runtime.settings.counters_url)
             store = RedisCounterStore(client, prefix, store_settings(), owns_client=True)
-        settings = runtime.settings.model_copy(update={"scrape_targets": list(scrape_targets)})
-        rt = dataclasses.replace(runtime, counters=store, settings=settings)
+        update = {"scrape_targets": list(scrape_targets), **settings}
+        rt = dataclasses.replace(runtime, counters=store, settings=runtime.settings.model_copy(update=update))
         assert isinstance(rt.clock, VirtualClock)
         ingest = assemble(rt)
         running = await start_service(ingest.service(run_loops=False), "127.0.0.1", 0, rt.telemetry)

@@ -1,190 +1,177 @@
-"""The scrape adapter against a local HTTP server serving the engines' fixture text, writing through
-the real ingest path into both store pairs. Expected numbers derive from the fixture deltas in
-tests/fixtures/metrics/README.md."""
+"""Scraping simulated vLLM and SGLang endpoints through the real ingest path, on both store pairs, and
+reading the window back: every derived signal against the simulation's truth, within the tolerances
+of tests/fixtures/metrics/check.py (counts and rates 2%, means 5%, percentiles the engine bucket)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from opscale.api.ingest.v1 import ingest_pb2 as pb
 from opscale.config import ScrapeTarget
-from opscale.signals import TTFT_LAYOUT
 from tests.component.conftest import IngestStack, StartIngest
+from tests.component.scrape_kit import Endpoint, observed, serve_endpoint, window
+from tests.fixtures.metrics.check import compare
+from tests.fixtures.metrics.enginesim import T0, EngineSim, Workload
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metrics"
-T = 1_700_000_000.0
-
-
-@dataclass
-class Engine:
-    """A stand-in engine: serves ``body`` at /metrics, or 503 when ``body`` is None."""
-
-    body: str | None = None
-    url: str = ""
-    requests: int = 0
-
-    def serve(self, fixture: str | None) -> None:
-        self.body = None if fixture is None else (FIXTURES / fixture).read_text()
+LOAD = Workload(rate_per_s=6.0, slots=40, kv_capacity_tokens=125_000)
 
 
 @pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    state = Engine()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        state.requests += 1
-        if state.body is None:
-            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
-        else:
-            body = state.body.encode()
-            head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
-            writer.write(head.encode() + body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/metrics"
-    try:
-        yield state
-    finally:
-        server.close()
-        await server.wait_closed()
+async def endpoint() -> AsyncIterator[Endpoint]:
+    async for e in serve_endpoint():
+        yield e
 
 
-async def scraping(
-    start_ingest: StartIngest, engine: Engine, role: str, deployment: str = "llama"
-) -> IngestStack:
-    target = ScrapeTarget.model_validate({"url": engine.url, "deployment": deployment, "role": role})
-    stack = await start_ingest([target])
-    await stack.create_deployment("llama")
+def target(
+    endpoint: Endpoint, deployment: str = "llama", role: str = "serving", **more: object
+) -> ScrapeTarget:
+    return ScrapeTarget.model_validate({"url": endpoint.url, "deployment": deployment, "role": role, **more})
+
+
+async def scraping(start_ingest: StartIngest, *targets: ScrapeTarget, **settings: object) -> IngestStack:
+    stack = await start_ingest(list(targets), **settings)
+    for name in {t.deployment for t in targets}:
+        await stack.create_deployment(name)
     return stack
 
 
-async def summary(stack: IngestStack, window_s: float) -> pb.WindowSummary:
-    request = pb.GetWindowSummaryRequest(deployment="llama", window_s=window_s)
-    reply: pb.GetWindowSummaryResponse = await stack.stub.GetWindowSummary(request, timeout=10)
-    return reply.summary
+async def scrape_at(stack: IngestStack, endpoint: Endpoint, sim: EngineSim, times: list[float]) -> None:
+    (scraper,) = stack.ingest.loops
+    for t in times:
+        stack.clock.set(t)
+        endpoint.body = sim.exposition_at(t)
+        assert await scraper.scrape_once(), scraper.health.last_error  # type: ignore[attr-defined]
 
 
-async def test_vllm_scrapes_become_the_window(start_ingest: StartIngest, engine: Engine) -> None:
-    stack = await scraping(start_ingest, engine, "serving")
-    (loop,) = stack.ingest.loops
-    engine.serve("vllm_v0.10_t0.txt")
-    assert await loop.scrape_once()  # T: the baseline (a queue sample only)
-    stack.clock.set(T + 2)
-    engine.serve("vllm_v0.10_t1.txt")
-    assert await loop.scrape_once()  # T + 2: rates over the 2 s since
-    stack.clock.set(T + 3)
-    w = await summary(stack, 3)  # buckets T, T + 1, T + 2
+SCENARIOS = {
+    # name: (simulator arguments, scrape times after T0)
+    "steady": ({}, list(range(20, 82, 2))),
+    "dp2": ({"dp": 2}, list(range(20, 82, 2))),
+    "reset": ({"restarts": [T0 + 40]}, [40, *range(41, 162, 2)]),
+    "long-gap": ({}, [20, 170]),
+}
 
-    assert w.arrivals == 5 and w.arrivals_per_s == pytest.approx(5 / 3)  # 5 finished requests
-    # 2,400 generation tokens over [T, T + 2]; prefill (6,000 prompt - 2,000 cached) / 2 s, same span.
-    assert w.decode_tokens_per_s == pytest.approx(2400 / 3)
-    assert w.prefill_tokens_per_s == pytest.approx(4000 / 3)
-    # Prompt lengths 750 x2, 1500 x2, 3500 x1 (bucket midpoints): mean 1600.
-    assert w.input_tokens_mean == pytest.approx(1600.0)
-    assert w.cached_input_fraction == pytest.approx((250 * 2 + 500 + 500 + 1167) / 8000)
-    # TTFT 175 ms x2, 375 ms x2, 625 ms x1: p50 (rank 2.5) is half way into 375's two, within its bin
-    # (the quantile narrows the bin only at the ends of the data, and 375 is neither).
-    lo, hi = TTFT_LAYOUT.bin_range(TTFT_LAYOUT.bin_of(375.0))
-    assert w.ttft_samples == 5 and w.ttft_ms_p50 == pytest.approx(lo + (hi - lo) * 0.5 / 2)
-    assert w.tbt_samples == 2395 and w.e2e_samples == 5
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+async def test_signals_match_the_truth(
+    start_ingest: StartIngest, endpoint: Endpoint, kind: str, scenario: str
+) -> None:
+    extra, seconds = SCENARIOS[scenario]
+    sim = EngineSim(kind, workload=LOAD, horizon_s=seconds[-1] + 10, seed=21, **extra)  # type: ignore[arg-type]
+    stack = await scraping(start_ingest, target(endpoint))
+    times = [T0 + s for s in seconds]
+    await scrape_at(stack, endpoint, sim, times)
+    w = await window(stack, "llama", times[0], times[-1] + 1)
+    assert compare(kind, observed(w), sim.truth(times[0], times[-1])) == []
+    # KV use: each scrape's max over the engines, averaged over the scrapes in the window.
     (pool,) = w.pools
-    # Two queue samples: (12 running, 3 waiting, 0.42) at T and (14, 5, 0.5) at T + 2.
-    assert (pool.queue_running_mean, pool.queue_waiting_mean) == (13.0, 4.0)
-    assert pool.kv_cache_usage_fraction == pytest.approx(0.46)
-    health = loop.health
-    assert (health.consecutive_failures, health.last_success_s, health.missing_metrics) == (0, T + 2, ())
-
-
-async def test_sglang_counter_reset(start_ingest: StartIngest, engine: Engine) -> None:
-    stack = await scraping(start_ingest, engine, "decode")
-    (loop,) = stack.ingest.loops
-    engine.serve("sglang_v0.4_t1.txt")
-    assert await loop.scrape_once()
-    stack.clock.set(T + 2)
-    engine.serve("sglang_v0.4_restarted.txt")  # the engine restarted: counters near zero
-    assert await loop.scrape_once()
-    stack.clock.set(T + 3)
-    w = await summary(stack, 3)
-    # Since the restart: 1 request of 1,000 prompt and 300 generation tokens. A decode target reports
-    # decode tokens only: 300 over [T, T + 2], read over 3 s.
-    assert (w.arrivals, w.input_tokens_mean, w.output_tokens_mean) == (1, 1000.0, 300.0)
-    assert w.decode_tokens_per_s == pytest.approx(100.0) and w.prefill_tokens_per_s == 0.0
-    assert w.tbt_samples == 299  # not 299 minus the 797,000 seen before the restart
-    labels = {"target": engine.url, "deployment": "llama", "role": "decode"}
-    assert (
-        stack.runtime.telemetry.registry.get_sample_value(
-            "opscale_ingest_scrape_counter_resets_total", labels
-        )
-        == 1
-    )
-
-
-async def test_an_unreachable_target_goes_stale_not_zero(start_ingest: StartIngest, engine: Engine) -> None:
-    stack = await scraping(start_ingest, engine, "serving")
-    (loop,) = stack.ingest.loops
-    engine.serve("vllm_v0.10_t0.txt")
-    assert await loop.scrape_once()
-    stack.clock.set(T + 2)
-    engine.serve("vllm_v0.10_t1.txt")
-    assert await loop.scrape_once()
-    stack.clock.set(T + 3)
-    before = await summary(stack, 3)
-    assert before.arrivals == 5
-
-    engine.serve(None)  # the engine answers 503 from now on
-    for second in (3, 4, 5):
-        stack.clock.set(T + second)
-        assert not await loop.scrape_once()
-    health = loop.health
-    assert health.consecutive_failures == 3 and health.last_success_s == T + 2
-    assert health.last_error == "HTTP 503 Service Unavailable"
-    stack.clock.set(T + 6)
-    w = await summary(stack, 6)
-    # Nothing was written for the failed scrapes: the same totals, now spread over a longer window,
-    # and the queue signal 4 s old rather than a fresh zero.
-    assert w.arrivals == before.arrivals and w.pools[0].queue_running_mean == 13.0
-    stale = {s.signal: s.staleness_s for s in w.staleness}
-    assert stale["queue"] == pytest.approx(4.0) and stale["decode_tokens"] == pytest.approx(4.0)
+    kv = [max(sim.truth(t, t).kv_by_engine) for t in times]
+    assert pool.kv_cache_usage_fraction == pytest.approx(sum(kv) / len(kv), rel=1e-6)
+    # How arrivals were counted is on the ingest's /metrics: SGLang counts received requests.
+    labels = {"target": endpoint.url, "deployment": "llama", "role": "serving"}
+    source = "counter" if kind == "sglang" else "conservation"
     metric = stack.runtime.telemetry.registry.get_sample_value
-    labels = {"target": engine.url, "deployment": "llama", "role": "serving"}
+    assert metric("opscale_ingest_scrape_arrivals_source", {**labels, "source": source}) == 1
+    # The same window over the wire.
+    reply = await stack.stub.GetWindowSummary(
+        pb.GetWindowSummaryRequest(deployment="llama", window_s=w.window_s), timeout=10
+    )
+    assert (reply.summary.arrivals, reply.summary.ttft_samples) == (w.arrivals, w.ttft_ms.count)
+
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+async def test_two_models_on_one_endpoint_go_to_their_deployments(
+    start_ingest: StartIngest, endpoint: Endpoint, kind: str
+) -> None:
+    sim = EngineSim(kind, models=("llama", "mistral"), workload=LOAD, horizon_s=90, seed=22)
+    stack = await scraping(
+        start_ingest,
+        target(endpoint, "llama", model_name="llama"),
+        target(endpoint, "mistral", model_name="mistral"),
+    )
+    times = [T0 + s for s in range(20, 82, 2)]
+    await scrape_at(stack, endpoint, sim, times)
+    for model in ("llama", "mistral"):
+        w = await window(stack, model, times[0], times[-1] + 1)
+        assert compare(kind, observed(w), sim.truth(times[0], times[-1], model)) == [], model
+
+
+async def test_models_are_never_merged(start_ingest: StartIngest, endpoint: Endpoint) -> None:
+    sim = EngineSim("vllm", models=("llama", "mistral"), horizon_s=30, seed=23)
+    stack = await scraping(start_ingest, target(endpoint, "llama"))  # no model_name: ambiguous
+    (scraper,) = stack.ingest.loops
+    endpoint.body = sim.exposition_at(T0 + 10)
+    stack.clock.set(T0 + 10)
+    assert not await scraper.scrape_once()
+    error = scraper.health.last_error  # type: ignore[attr-defined]
+    assert error is not None and "serves models llama, mistral" in error and "--model-name" in error
+    w = await window(stack, "llama", T0, T0 + 12)
+    assert w.pools == () and w.arrivals == 0  # nothing written
+
+    # Named: mistral, which no target maps, is reported once and left out.
+    other = await start_ingest([target(endpoint, "llama", model_name="llama")])  # same database
+    (scraper,) = other.ingest.loops
+    for t in (T0 + 14, T0 + 16):  # the shared clock is at T0 + 12
+        other.clock.set(t)
+        endpoint.body = sim.exposition_at(t)
+        assert await scraper.scrape_once()
+    metric = other.runtime.telemetry.registry.get_sample_value
+    assert metric("opscale_ingest_scrape_unmatched_models", {"target": endpoint.url, "model": "mistral"}) == 1
+
+
+async def test_an_unreachable_target_goes_stale_not_zero(
+    start_ingest: StartIngest, endpoint: Endpoint
+) -> None:
+    sim = EngineSim("vllm", workload=LOAD, horizon_s=40, seed=24)
+    stack = await scraping(start_ingest, target(endpoint))
+    await scrape_at(stack, endpoint, sim, [T0 + 10, T0 + 12])
+    before = await window(stack, "llama", T0 + 10, T0 + 13)
+    (scraper,) = stack.ingest.loops
+    endpoint.body = None  # 503 from now on
+    for second in (13, 14, 15):
+        stack.clock.set(T0 + second)
+        assert not await scraper.scrape_once()
+    health = scraper.health  # type: ignore[attr-defined]
+    assert health.consecutive_failures == 3 and health.last_success_s == T0 + 12
+    assert health.last_error == "HTTP 503 Service Unavailable"
+    w = await window(stack, "llama", T0 + 10, T0 + 16)
+    # Nothing was written for the failed scrapes: the same totals, and the queue signal 4 s old.
+    assert w.arrivals == before.arrivals
+    assert w.staleness_s["queue"] == pytest.approx(4.0)
+    metric = stack.runtime.telemetry.registry.get_sample_value
+    labels = {"target": endpoint.url, "deployment": "llama", "role": "serving"}
     assert metric("opscale_ingest_scrape_up", labels) == 0
     assert metric("opscale_ingest_scrape_consecutive_failures", labels) == 3
     assert metric("opscale_ingest_scrapes_total", {**labels, "outcome": "error"}) == 3
-    assert metric("opscale_ingest_scrape_last_success_timestamp_seconds", labels) == T + 2
-
-    engine.serve("vllm_v0.10_t1.txt")  # back, unchanged: rates over the 4 s gap are zero
-    assert await loop.scrape_once() and loop.health.consecutive_failures == 0
+    assert metric("opscale_ingest_scrape_last_success_timestamp_seconds", labels) == T0 + 12
+    endpoint.body = sim.exposition_at(T0 + 16)  # back: the 4 s since the last success are covered
+    assert await scraper.scrape_once() and health.consecutive_failures == 0
+    w = await window(stack, "llama", T0 + 10, T0 + 17)
+    assert compare("vllm", observed(w), sim.truth(T0 + 10, T0 + 16)) == []
 
 
 async def test_a_target_for_an_unknown_deployment_reports_it(
-    start_ingest: StartIngest, engine: Engine
+    start_ingest: StartIngest, endpoint: Endpoint
 ) -> None:
-    stack = await scraping(start_ingest, engine, "decode", deployment="ghost")
-    (loop,) = stack.ingest.loops
-    engine.serve("vllm_v0.10_t0.txt")
-    assert not await loop.scrape_once()
-    assert loop.health.last_error == "samples[0].deployment: deployment 'ghost' not found"
+    stack = await start_ingest([target(endpoint, "ghost")])
+    (scraper,) = stack.ingest.loops
+    endpoint.body = EngineSim("vllm", horizon_s=20).exposition_at(T0 + 10)
+    assert not await scraper.scrape_once()
+    assert scraper.health.last_error == "samples[0].deployment: deployment 'ghost' not found"  # type: ignore[attr-defined]
 
 
-async def test_the_loop_runs_until_stopped(start_ingest: StartIngest, engine: Engine) -> None:
-    target = ScrapeTarget.model_validate(
-        {"url": engine.url, "deployment": "llama", "role": "decode", "interval_s": 0.02}
-    )
-    stack = await start_ingest([target])
-    await stack.create_deployment("llama")
-    engine.serve("vllm_v0.10_t0.txt")
+async def test_the_scrapers_run_until_stopped(start_ingest: StartIngest, endpoint: Endpoint) -> None:
+    stack = await scraping(start_ingest, target(endpoint, interval_s=0.02))
+    endpoint.body = EngineSim("sglang", horizon_s=20).exposition_at(T0 + 10)
     stopping = asyncio.Event()
-    task = asyncio.create_task(stack.ingest.loops[0].run(stopping))
-    while engine.requests < 3:
+    task = asyncio.create_task(stack.ingest.manager.run(stopping))
+    while endpoint.requests < 3:  # the scheduler runs on the (virtual) monotonic clock
+        stack.clock.advance(0.01)
         await asyncio.sleep(0.01)
     stopping.set()
-    await asyncio.wait_for(task, 2)
-    assert stack.ingest.loops[0].health.last_success_s is not None
+    await asyncio.wait_for(task, 10)
+    assert stack.ingest.loops[0].health.last_success_s is not None  # type: ignore[attr-defined]

@@ -61,33 +61,73 @@ def test_a_bad_target_names_its_field(target: dict[str, object], named: str) -> 
     assert named.upper() in info.value.message.upper()
 
 
+def serve(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["serve", *args])
+    return result.exit_code, result.output
+
+
 def test_scrape_flags_must_pair_up() -> None:
-    runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
-            "serve",
-            "ingest",
-            "--scrape",
-            "http://a:1/metrics",
-            "--scrape",
-            "http://b:1/metrics",
-            "--deployment",
-            "d",
-            "--role",
-            "decode",
-        ],
-    )
-    assert result.exit_code == 2
+    code, out = serve("ingest", "--scrape", "http://a:1/metrics", "--scrape", "http://b:1/metrics",
+                      "--deployment", "d", "--role", "decode")  # fmt: skip
+    assert code == 2
+    assert "pair up in order; got 2 --scrape, 1 --deployment, 1 --role and 0 --model-name" in out
+    code, out = serve("ingest", "--scrape", "http://a:1/metrics", "--deployment", "d", "--role", "x")
+    assert code == 2 and "--scrape #1 (http://a:1/metrics): role:" in out
+    code, out = serve("decision", "--scrape", "http://a:1/metrics", "--deployment", "d", "--role", "decode")
+    assert code == 2 and "`opscale serve ingest` only" in out
+
+
+def test_two_models_on_one_url_need_a_model_name_each() -> None:
+    url = "http://a:1/metrics"
+    code, out = serve("ingest", "--scrape", url, "--deployment", "d", "--role", "decode",
+                      "--scrape", url, "--deployment", "e", "--role", "decode")  # fmt: skip
     assert (
-        "--scrape, --deployment and --role pair up in order; got 2 --scrape, 1 --deployment and 1 --role"
-        in (result.output)
+        code == 2 and f"{url} is mapped to both 'd' and 'e'; one model's series go to one deployment" in out
     )
-    result = runner.invoke(
-        app, ["serve", "ingest", "--scrape", "http://a:1/metrics", "--deployment", "d", "--role", "x"]
+    one = ["--scrape", url, "--deployment", "d", "--role", "decode", "--model-name", "m"]
+    code, out = serve("ingest", *one, *one[:3], "e", *one[4:])
+    assert code == 2 and f"model 'm' on {url} is mapped to both 'd' and 'e'" in out
+    target = {"url": url, "deployment": "d", "role": "decode"}
+    with pytest.raises(ConfigError, match="each needs its own model_name when several share the URL"):
+        load_settings(scrape_targets=[{**target, "model_name": "m"}, {**target, "deployment": "e"}])
+    with pytest.raises(ConfigError, match="disagree on engine, interval_s or timeout_s"):
+        load_settings(
+            scrape_targets=[
+                {**target, "model_name": "m"},
+                {**target, "model_name": "n", "deployment": "e", "timeout_s": 5},
+            ]
+        )
+
+
+def test_prometheus_sources_and_their_errors() -> None:
+    s = load_settings(
+        prometheus_url="http://prom:9090",
+        prometheus_sources=[{"deployment": "d", "role": "decode", "engine": "vllm", "selector": '{job="v"}'}],
     )
-    assert result.exit_code == 2 and "--scrape #1 (http://a:1/metrics): role:" in result.output
-    result = runner.invoke(
-        app, ["serve", "decision", "--scrape", "http://a:1/metrics", "--deployment", "d", "--role", "decode"]
-    )
-    assert result.exit_code == 2 and "`opscale serve ingest` only" in result.output
+    assert s.prometheus_sources[0].selector == '{job="v"}'
+    with pytest.raises(ConfigError, match="prometheus_url is not"):
+        load_settings(prometheus_sources=[{"deployment": "d", "role": "decode", "engine": "vllm"}])
+    with pytest.raises(ConfigError, match="must be vllm or sglang"):
+        load_settings(
+            prometheus_url="http://p:1",
+            prometheus_sources=[{"deployment": "d", "role": "decode", "engine": "auto"}],
+        )
+    with pytest.raises(ConfigError, match="label matchers in braces"):
+        load_settings(
+            prometheus_url="http://p:1",
+            prometheus_sources=[{"deployment": "d", "role": "decode", "engine": "vllm", "selector": "job=v"}],
+        )
+    code, out = serve("ingest", "--prometheus-source", "d:decode:vllm:{}")
+    assert code == 2 and "--prometheus-source needs --prometheus-url" in out
+    code, out = serve("ingest", "--prometheus-url", "http://p:1", "--prometheus-source", "d:decode")
+    assert code == 2 and "expected DEPLOYMENT:ROLE:ENGINE:SELECTOR" in out
+    code, out = serve("ingest", "--prometheus-url", "ftp://p", "--prometheus-source", "d:decode:vllm:{}")
+    assert code == 2 and "must be an http:// or https:// URL" in out
+
+
+def test_max_gap_and_targets_file_flags(tmp_path: Path) -> None:
+    code, out = serve("ingest", "--max-gap", "0")
+    assert code == 2 and "--max-gap must be in (0, 3600]" in out
+    code, out = serve("ingest", "--targets-file", str(tmp_path / "absent.json"))
+    assert code == 2 and "no such file" in out
+    assert load_settings(scrape_max_gap_s=150).scrape_max_gap_s == 150.0

@@ -1,5 +1,5 @@
-"""Parsing engine /metrics text (the fixtures are hand-written in each engine's format; see their
-README) and reading it as one engine-neutral reading."""
+"""Parsing engine /metrics text and reading it per model and engine. The example files are built by
+tests/fixtures/metrics/enginesim.py from the engines' metric definitions (see their README)."""
 
 from __future__ import annotations
 
@@ -8,88 +8,103 @@ from pathlib import Path
 
 import pytest
 
-from opscale.scrape import Engine, ExpositionError, detect_engine, parse_exposition, read_engine
+from opscale.scrape import Engine, ExpositionError, detect_engine, models_of, parse_exposition, read_models
+from tests.fixtures.metrics.enginesim import T0, EngineSim
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metrics"
 
 
-def text(name: str) -> str:
-    return (FIXTURES / name).read_text()
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+def test_the_checked_in_examples_are_what_the_builder_makes(kind: str) -> None:
+    # The examples are for reading; this keeps them from drifting from the builder the tests use.
+    built = EngineSim(kind, horizon_s=30, dp=1, seed=7).exposition_at(T0 + 20)
+    assert (FIXTURES / f"{kind}_example.txt").read_text() == built
 
 
-@pytest.mark.parametrize(
-    ("name", "engine", "running", "waiting", "kv", "prompt", "requests"),
-    [
-        ("vllm_v0.10_t0.txt", Engine.VLLM, 12, 3, 0.42, 1_250_000, 1250),  # 1200 stop + 50 length + 0 abort
-        ("vllm_v0.10_t1.txt", Engine.VLLM, 14, 5, 0.5, 1_256_000, 1255),
-        ("vllm_v0.6_legacy.txt", Engine.VLLM, 12, 3, 0.42, 1_250_000, 1250),
-        ("sglang_v0.4_t0.txt", Engine.SGLANG, 20, 2, 0.62, 2_400_000, 2000),
-        ("sglang_v0.4_t1.txt", Engine.SGLANG, 22, 4, 0.68, 2_404_800, 2004),
-    ],
-)
-def test_fixture_readings(
-    name: str, engine: Engine, running: float, waiting: float, kv: float, prompt: float, requests: float
-) -> None:
-    expo = parse_exposition(text(name))
+@pytest.mark.parametrize(("kind", "engine"), [("vllm", Engine.VLLM), ("sglang", Engine.SGLANG)])
+def test_a_reading_matches_the_simulated_engine(kind: str, engine: Engine) -> None:
+    sim = EngineSim(kind, horizon_s=40, dp=1, seed=3)
+    expo = parse_exposition(sim.exposition_at(T0 + 30))
     assert detect_engine(expo) is engine
-    r = read_engine(expo, engine, 100.0)
-    assert (r.running, r.waiting, r.kv_usage, r.prompt_tokens, r.requests) == (
-        running,
-        waiting,
-        kv,
-        prompt,
-        requests,
-    )
-    assert r.at_s == 100.0 and r.ttft_s is not None and r.tbt_s is not None and r.e2e_s is not None
+    (r,) = read_models(expo, engine, T0 + 30).values()
+    truth = sim.truth(T0, T0 + 30)
+    assert (r.model, r.engines, r.running, r.waiting) == ("llama", 1, truth.running, truth.waiting)
+    assert r.kv_usage == pytest.approx(truth.kv_by_engine[0])
     assert r.missing == ()
+    # Every token generated so far; SGLang's decode counter lags by up to 40 steps and leaves out
+    # the first tokens (made by prefill).
+    generated = sum(1 for q in sim.requests for t in q.tokens if t <= T0 + 30)
+    assert r.decode_tokens is not None
+    if kind == "vllm":
+        assert r.decode_tokens == generated and r.arrivals is None
+    else:
+        assert 0.9 * generated < r.decode_tokens < generated
+        assert r.arrivals == sum(1 for q in sim.requests if q.arrival <= T0 + 30)
+    ttft = r.ttft_s
+    assert ttft is not None and math.isinf(ttft.bounds[-1]) and ttft.count == len(truth.ttft_s)
+    assert r.prompt_len is not None and r.prompt_len.count == r.finished
+
+
+def test_two_models_on_one_endpoint_are_two_readings() -> None:
+    sim = EngineSim("vllm", models=("llama", "mistral"), horizon_s=20, seed=2)
+    expo = parse_exposition(sim.exposition_at(T0 + 15))
+    readings = read_models(expo, Engine.VLLM, T0 + 15)
+    assert sorted(readings) == models_of(expo, Engine.VLLM) == ["llama", "mistral"]
+    for model, r in readings.items():
+        assert r.running == sim.truth(T0, T0 + 15, model).running
+        assert r.process_start_s == T0  # unlabelled series are shared by every model
+
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+def test_data_parallel_engines_sum_counts_and_take_the_max_kv_use(kind: str) -> None:
+    sim = EngineSim(kind, dp=2, horizon_s=20, seed=4)
+    expo = parse_exposition(sim.exposition_at(T0 + 15))
+    (r,) = read_models(expo, Engine(kind), T0 + 15).values()
+    truth = sim.truth(T0, T0 + 15)
+    assert r.engines == 2 and r.running == truth.running
+    assert r.kv_usage == pytest.approx(max(truth.kv_by_engine))
+    assert [v for _, v in r.kv_usage_by_engine] == pytest.approx(truth.kv_by_engine)
+
+
+TEXT = """\
+# TYPE sglang:num_running_reqs gauge
+sglang:num_running_reqs{model_name="m",tp_rank="0",dp_rank="0"} 3
+sglang:num_running_reqs{model_name="m",tp_rank="1",dp_rank="0"} 3
+sglang:num_running_reqs{model_name="m",tp_rank="0",dp_rank="1"} 5
+# TYPE sglang:num_queue_reqs gauge
+sglang:num_queue_reqs{model_name="m",tp_rank="0",dp_rank="0"} 1
+# TYPE sglang:realtime_tokens counter
+sglang:realtime_tokens_total{model_name="m",tp_rank="0",dp_rank="0",mode="decode"} 100
+sglang:realtime_tokens_created{model_name="m",tp_rank="0",dp_rank="0",mode="decode"} 1700000000.5
+sglang:realtime_tokens_total{model_name="m",tp_rank="0",dp_rank="0",mode="prefill_compute"} 900
+sglang:realtime_tokens_total{model_name="m",tp_rank="0",dp_rank="1",mode="decode"} 50
+"""
+
+
+def test_created_times_are_kept_and_repeated_tensor_parallel_ranks_left_out() -> None:
+    expo = parse_exposition(TEXT)
+    assert "sglang:realtime_tokens_created" not in expo.scalars
+    (r,) = read_models(expo, Engine.SGLANG, 0.0).values()
+    assert (r.running, r.waiting, r.decode_tokens, r.prefill_computed) == (
+        8,
+        1,
+        150,
+        900,
+    )  # tp_rank 1 left out
+    assert len(r.created) == 1 and r.created[0][1] == 1_700_000_000.5
+    # No latency or KV series here: reported missing, by their current names.
+    assert "sglang:time_to_first_token_seconds" in r.missing and "sglang:token_usage" in r.missing
 
 
 def test_legacy_vllm_names_are_read_under_the_new_meaning() -> None:
-    r = read_engine(parse_exposition(text("vllm_v0.6_legacy.txt")), Engine.VLLM, 0.0)
-    assert r.kv_usage == 0.42  # vllm:gpu_cache_usage_perc
-    assert r.tbt_s is not None and r.tbt_s.count == 308_750  # vllm:time_per_output_token_seconds
-    assert r.cached_prompt_tokens is None  # V0 had no prefix-cache token counters
-
-
-def test_histograms_keep_cumulative_buckets_sum_and_count() -> None:
-    r = read_engine(parse_exposition(text("vllm_v0.10_t0.txt")), Engine.VLLM, 0.0)
-    ttft = r.ttft_s
-    assert ttft is not None
-    assert ttft.bounds[:3] == (0.001, 0.005, 0.01) and math.isinf(ttft.bounds[-1])
-    assert ttft.count == 1250 and ttft.buckets[-1][1] == 1250 and ttft.sum == 370.25
-    # SGLang has no per-request length histograms; vLLM does.
-    assert r.prompt_len is not None and r.prompt_len.count == 1250
-    sg = read_engine(parse_exposition(text("sglang_v0.4_t0.txt")), Engine.SGLANG, 0.0)
-    assert sg.prompt_len is None and sg.cached_prompt_tokens == 600_000
-
-
-def test_created_series_and_other_metrics_are_ignored() -> None:
-    expo = parse_exposition(text("sglang_v0.4_t0.txt"))
-    assert "sglang:prompt_tokens_created" not in expo.scalars
-    assert expo.scalars["sglang:prompt_tokens_total"]  # counters keep their _total name
-
-
-def test_several_label_sets_sum_counts_and_average_fractions() -> None:
     expo = parse_exposition(
-        "# TYPE vllm:num_requests_running gauge\n"
-        'vllm:num_requests_running{engine="0"} 3\n'
-        'vllm:num_requests_running{engine="1"} 5\n'
-        "# TYPE vllm:num_requests_waiting gauge\n"
-        'vllm:num_requests_waiting{engine="0"} 1\n'
-        "# TYPE vllm:kv_cache_usage_perc gauge\n"
-        'vllm:kv_cache_usage_perc{engine="0"} 0.2\n'
-        'vllm:kv_cache_usage_perc{engine="1"} 0.6\n'
-        "# TYPE vllm:prompt_tokens_total counter\n"
-        'vllm:prompt_tokens_total{engine="0"} 10\n'
-        'vllm:prompt_tokens_total{engine="1"} 30\n'
-        "# TYPE vllm:generation_tokens_total counter\n"
-        "vllm:generation_tokens_total 7\n"
+        "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 2\n"
+        "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 1\n"
+        "# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc 0.3\n"
+        "# TYPE vllm:generation_tokens_total counter\nvllm:generation_tokens_total 7\n"
     )
-    r = read_engine(expo, Engine.VLLM, 0.0)
-    assert (r.running, r.waiting, r.prompt_tokens, r.generation_tokens) == (8, 1, 40, 7)
-    assert r.kv_usage == pytest.approx(0.4)
-    # No latency histograms here: reported as missing, by their current names.
-    assert r.missing == ("vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds")
+    (r,) = read_models(expo, Engine.VLLM, 0.0).values()
+    assert (r.model, r.kv_usage, r.decode_tokens) == ("", 0.3, 7)
 
 
 def test_unknown_or_malformed_text() -> None:
