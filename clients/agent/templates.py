@@ -95,6 +95,8 @@ WORKER = Template(
         "{gpu_type}",
         "--gpus",
         "{gpus_per_replica}",
+        "--gpu-share",
+        "{gpu_share}",
     ),
     readiness={"tcp": True},
     drain="worker",

@@ -14,6 +14,7 @@ from clients.cli import (
     describe,
     explain,
     get,
+    oracle,
     serve,
     simulate,
     top,
@@ -33,6 +34,7 @@ serve.register(app)
 agent.register(app)
 worker.register(app)
 simulate.register(app)
+oracle.register(app)
 # SRE commands against running services (docs/cli.md is generated from these).
 app.add_typer(get.app, name="get")
 app.add_typer(describe.app, name="describe")

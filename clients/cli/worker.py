@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from clients.cli.common import echo, handle_errors
+from opscale.errors import InvalidArgument
 
 Opt = typer.Option
 
@@ -21,7 +22,7 @@ async def _run(
     operator: str,
     model: str,
     gpu_type: str,
-    gpus: int,
+    gpus: float,
     visible: str,
     grace_s: float,
 ) -> None:
@@ -37,7 +38,7 @@ async def _run(
     from opscale.telemetry import build_telemetry
 
     identity = WorkerIdentity(replica_id, deployment, stage, operator, parse_visible_devices(visible))
-    worker = Worker(identity, service_time_fn(model, gpu_type, stage, operator, max(1, gpus)))
+    worker = Worker(identity, service_time_fn(model, gpu_type, stage, operator, gpus))
     telemetry = build_telemetry("opscale-worker")
     name = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
     definition = ServiceDef(name="worker", service_names=(name,), register=lambda s: register(s, worker))
@@ -66,14 +67,23 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, Opt("--model", help="model preset for service times (empty: fixed cost)")] = "",
         gpu_type: Annotated[str, Opt("--gpu-type")] = "H100",
         gpus: Annotated[int, Opt("--gpus", help="GPUs per replica (tensor parallel)")] = 1,
+        gpu_share: Annotated[
+            float, Opt("--gpu-share", help="below 1: the share of one GPU it runs on (passes take 1/share)")
+        ] = 1.0,
         visible: Annotated[
             str, Opt("--gpu-indices", envvar="CUDA_VISIBLE_DEVICES", help="the GPUs it holds")
         ] = "",
         grace_s: Annotated[float, Opt("--grace-s", help="in-flight work allowed on SIGTERM")] = 5.0,
     ) -> None:
         """Run the reference operator worker (normally started by `opscale agent`, not by hand)."""
+        if not 0.0 < gpu_share <= 1.0 or (gpu_share < 1.0 and gpus != 1):
+            raise InvalidArgument(
+                f"--gpu-share must be in (0, 1], and 1 unless --gpus is 1; got {gpu_share} with {gpus} GPUs",
+                field="--gpu-share",
+            )
+        size = gpu_share if gpu_share < 1.0 else float(max(1, gpus))
         asyncio.run(
-            _run(replica_id, host, port, deployment, stage, operator, model, gpu_type, gpus, visible, grace_s)
+            _run(replica_id, host, port, deployment, stage, operator, model, gpu_type, size, visible, grace_s)
         )
 
 
