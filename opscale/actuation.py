@@ -46,6 +46,8 @@ class ResizePool:
     batch_size: int | None = None
     gpus_per_replica: int = 1
     gpu_type: str = ""
+    gpu_share: float = 1.0  # below 1: a share of one GPU per replica (opscale.model.sharing)
+    micro_batches: int = 1
 
     def __post_init__(self) -> None:
         if self.replicas < 0 or self.draining < 0:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.agent.state import ReplicaState, StateFile, proc_start_time, same_process
-from clients.agent.templates import Template, placeholder_values
+from clients.agent.templates import Template, placeholder_values, sharing_env
 from opscale.actuation import DrainReplica, ReplicaCommand, StartReplica
 from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.clock import Clock, SystemClock
@@ -251,6 +251,7 @@ class Supervisor:
         values = self._values(st)
         try:
             template.render(values)
+            sharing_env(values)
         except InvalidArgument as exc:
             return apb.ACK_STATUS_REJECTED, exc.message
         managed = Managed(st, template, values)
@@ -269,7 +270,7 @@ class Supervisor:
         argv, template_env = managed.template.render(managed.values)
         # A state file written before the allowlist existed may hold more: only allowed names pass.
         allowed = {k: v for k, v in st.env.items() if k in self._env_allowlist}
-        env = {**self._base_env, **template_env, **allowed, **self._worker_env}
+        env = {**self._base_env, **template_env, **allowed, **self._worker_env, **sharing_env(managed.values)}
         env |= {
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in st.gpu_indices),
             "OPSCALE_REPLICA_ID": st.replica_id,

@@ -94,6 +94,8 @@ WORKER = Template(
         "{gpu_type}",
         "--gpus",
         "{gpus_per_replica}",
+        "--gpu-share",
+        "{gpu_share}",
     ),
     readiness={"tcp": True},
     drain="worker",
@@ -188,4 +190,20 @@ def placeholder_values(
         "node": node,
         "python": sys.executable,
     }
+    values.setdefault("gpu_share", "1")  # a start from a placement that predates GPU shares
     return values
+
+
+def sharing_env(values: Mapping[str, str]) -> dict[str, str]:
+    """A replica on a share of a GPU runs under CUDA MPS limited to that share of the SMs.
+
+    ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` is the MPS client's limit on active threads (NVIDIA's
+    Multi-Process Service guide, "Active Thread Percentage"); a whole-GPU replica gets nothing."""
+    raw = values.get("gpu_share", "1")
+    try:
+        share = float(raw)
+    except ValueError:
+        share = float("nan")
+    if not 0.0 < share <= 1.0:
+        raise InvalidArgument(f"start.args.gpu_share must be in (0, 1]; got {raw!r}", field="start.args")
+    return {} if share == 1.0 else {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": str(max(1, round(100 * share)))}

@@ -18,6 +18,7 @@ from clients.cli import (
     explain,
     get,
     health,
+    oracle,
     serve,
     simulate,
     top,
@@ -41,6 +42,7 @@ health.register(app)
 agent.register(app)
 worker.register(app)
 simulate.register(app)
+oracle.register(app)
 # SRE commands against running services (docs/cli.md is generated from these).
 app.add_typer(get.app, name="get")
 app.add_typer(describe.app, name="describe")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 import time
@@ -12,7 +13,14 @@ import typer
 
 from clients.cli.common import echo, handle_errors
 
-TraceOpt = Annotated[str, typer.Option("--trace", help="azure-conv, azure-code, servegen-m-large or a file")]
+TraceOpt = Annotated[
+    str,
+    typer.Option(
+        "--trace",
+        help="azure-conv, azure-code, servegen-m-large, a trace file (Azure CSV, plain CSV, Mooncake JSONL), "
+        "or a ServeGen rate file (its *_length_pmf.csv beside it) or RATE.csv,PMF.csv",
+    ),
+]
 ModelOpt = Annotated[str, typer.Option("--model", help="model preset, e.g. llama3-70b")]
 
 
@@ -32,16 +40,24 @@ def register(app: typer.Typer) -> None:
         gpu_type: Annotated[str, typer.Option(help="GPU type")] = "H100",
         seed: Annotated[int, typer.Option(help="seed for generated arrivals and rate scaling")] = 0,
         json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON")] = None,
+        lower_bound: Annotated[
+            bool, typer.Option(help="also search the simulated oracle at every load level (slow)")
+        ] = False,
     ) -> None:
         """Replay one trace through the simulated data plane with one policy in the loop."""
         from rich.progress import Progress
 
-        from opscale.sim.experiment import Scenario, run_one
+        from opscale.sim.experiment import Scenario, build_trace, oracle_bound, run_one
 
         sc = Scenario(trace, model, ttft_ms, tbt_ms, rate_scale, speedup, start_s, duration_s, gpu_type, seed)
+        built = build_trace(sc)
         with Progress(transient=True) as bar:
+            lb = None
+            if lower_bound:
+                bar.add_task("oracle at every load level", total=None)
+                lb = oracle_bound(sc, built, float(math.ceil(built.duration_s) + 1))
             task = bar.add_task(f"{policy} on {trace}", total=1.0)
-            m, _ = run_one(sc, policy, progress=lambda f: bar.update(task, completed=f))
+            m, _ = run_one(sc, policy, trace=built, lb=lb, progress=lambda f: bar.update(task, completed=f))
         data = m.to_json()
         width = max(len(k) for k in data)
         for k, v in data.items():
@@ -65,6 +81,10 @@ def register(app: typer.Typer) -> None:
         trace: Annotated[list[str] | None, typer.Option(help="only these traces (repeatable)")] = None,
         model: Annotated[list[str] | None, typer.Option(help="only these models (repeatable)")] = None,
         plots: Annotated[bool, typer.Option(help="write PNG plots (needs matplotlib)")] = True,
+        lower_bound: Annotated[
+            bool,
+            typer.Option(help="search the simulated oracle at every load level for the lower-bound column"),
+        ] = True,
     ) -> None:
         """Run the evaluation matrix (traces × models × SLOs × policies) and write the reports."""
         from rich.progress import Progress
@@ -86,12 +106,14 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         total = len(scenarios) * len(policies)
         with Progress(transient=True) as bar:
-            task = bar.add_task("simulating", total=total)
+            task = bar.add_task("simulating", total=None if lower_bound else total)
             rows = run_matrix(
                 scenarios,
                 policies,
                 workers=workers,
                 on_done=lambda label: bar.update(task, advance=1, description=label[:60]),
+                bound=lower_bound,
+                cache_file=out / "oracle_cache.json",
             )
         write_reports(rows, out, command, plots=plots)
         echo((out / "results.md").read_text())

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from clients.cli.common import echo, handle_errors
-from opscale.errors import ConfigError
+from opscale.errors import ConfigError, InvalidArgument
 from opscale.grpcutil.tls import TlsFiles
 
 Opt = typer.Option
@@ -24,7 +24,7 @@ async def _run(
     operator: str,
     model: str,
     gpu_type: str,
-    gpus: int,
+    gpus: float,
     visible: str,
     grace_s: float,
     tls: TlsFiles,
@@ -49,7 +49,7 @@ async def _run(
     from opscale.telemetry import build_telemetry
 
     identity = WorkerIdentity(replica_id, deployment, stage, operator, parse_visible_devices(visible))
-    worker = Worker(identity, service_time_fn(model, gpu_type, stage, operator, max(1, gpus)))
+    worker = Worker(identity, service_time_fn(model, gpu_type, stage, operator, gpus))
     telemetry = build_telemetry("opscale-worker")
     name = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
     definition = ServiceDef(name="worker", service_names=(name,), register=lambda s: register(s, worker))
@@ -81,6 +81,9 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, Opt("--model", help="model preset for service times (empty: fixed cost)")] = "",
         gpu_type: Annotated[str, Opt("--gpu-type")] = "H100",
         gpus: Annotated[int, Opt("--gpus", help="GPUs per replica (tensor parallel)")] = 1,
+        gpu_share: Annotated[
+            float, Opt("--gpu-share", help="below 1: the share of one GPU it runs on (passes take 1/share)")
+        ] = 1.0,
         visible: Annotated[
             str, Opt("--gpu-indices", envvar="CUDA_VISIBLE_DEVICES", help="the GPUs it holds")
         ] = "",
@@ -101,6 +104,12 @@ def register(app: typer.Typer) -> None:
 
         The agent passes its node certificate in OPSCALE_TLS_* when it has one: the control port then
         serves TLS (mTLS with a CA); without, it listens on loopback only."""
+        if not 0.0 < gpu_share <= 1.0 or (gpu_share < 1.0 and gpus != 1):
+            raise InvalidArgument(
+                f"--gpu-share must be in (0, 1], and 1 unless --gpus is 1; got {gpu_share} with {gpus} GPUs",
+                field="--gpu-share",
+            )
+        size = gpu_share if gpu_share < 1.0 else float(max(1, gpus))
         if (tls_cert is None) != (tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
         tls = TlsFiles(tls_cert, tls_key, tls_ca if tls_cert is not None else None)
@@ -114,7 +123,7 @@ def register(app: typer.Typer) -> None:
                 operator,
                 model,
                 gpu_type,
-                gpus,
+                size,
                 visible,
                 grace_s,
                 tls,

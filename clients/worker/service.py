@@ -38,9 +38,10 @@ class WorkerIdentity:
 
 
 def service_time_fn(
-    model: str, gpu_type: str, stage: str, operator: str, gpus: int
+    model: str, gpu_type: str, stage: str, operator: str, gpus: float
 ) -> Callable[[int, int], float]:
-    """(batch, length) -> ms for one pass of this worker's operator (all its layers)."""
+    """(batch, length) -> ms for one pass of this worker's operator (all its layers); ``gpus`` below 1 is
+    a share of one GPU."""
     if model:
         from opscale.model import get_preset, perf_model
 

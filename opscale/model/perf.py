@@ -12,21 +12,33 @@ Qwen2-7B), measured on our GPU type if there is one, else measured on another ty
 Tensor parallelism over ``gpus_per_replica`` = n GPUs (Megatron-style: heads / FFN columns / experts /
 vocab split n ways) is modelled as the ideal split plus the collectives it adds::
 
-    t(n) = t(1) / n + c · (α + 2·(n−1)/n · m / w)        = t(1) / n · (1 + overhead)
+    t(n) = t(1) / n + c · AR(n, m)
 
 with c collectives per pass (attention and ffn/experts: one all-reduce of the residual per layer, after
-the O projection and after the down projection respectively; one for a vocab-parallel embedding; one
-tiny all-gather of per-shard (max, index) pairs for the lm_head's argmax), m the bytes each reduces
-(tokens × hidden × dtype bytes; 8 B per token for the lm_head), w the per-direction link bandwidth
-(datasheet NVLink or PCIe figure, which counts both directions, halved), 2·(n−1)/n the share of m a ring
-all-reduce moves per GPU, and α a fixed latency per collective. α is an assumption (default 10 µs, the
-order of NCCL's small-message latency inside an NVLink node), not a measurement: pass the measured value
-for your fabric. The ideal split ignores the latency floor of tiny kernels, so TP looks better than it
-is at batch 1.
+the O projection and after the down projection respectively — two per layer for a whole model; one for
+a vocab-parallel embedding; one tiny all-gather of per-shard (max, index) pairs for the lm_head's
+argmax) and m the bytes each reduces (tokens × hidden × dtype bytes; 8 B per token for the lm_head).
+AR(n, m) is *measured*, not assumed: the latency of vLLM's custom all-reduce on 8×H100 NVLink for
+messages of 512 B to 1 MiB at n = 2, 4, 8 (the "vllm" rows of the table in SGLang pull request #2904,
+"optimize custom allreduce kernel", 2025-01), interpolated log-log in m; above 1 MiB, the 1 MiB figure
+plus the ring's 2·(n−1)/n · Δm bytes at the GPU's one-direction link bandwidth (datasheet NVLink or
+PCIe figure, which counts both directions, halved). A decode all-reduce at TP 4 and batch 32 on a 70B
+model (512 KiB) costs ~27 µs, so 160 of them add ~4 ms to a ~15 ms step. Cards without NVLink use the
+same small-message latency with their PCIe bandwidth. The ideal split ignores the latency floor of tiny
+kernels, so TP still looks slightly better than it is at batch 1.
+
+Mixture of experts. The profiles run every expert at every token count (``../shared/profiles`` README),
+but a router sends T tokens to top-k of E experts, and a batch touches E·(1 − (1 − k/E)^T) distinct
+experts in expectation (uniform routing). Small decode batches read only those experts' weights, so the
+experts pass is scaled by the roofline time of the work actually done over the roofline time of the work
+profiled (``moe_activation_factor``): qwen2-57b-a14b at 1 token reads 8 of its 64 experts, ~0.2× of the
+profiled pass; at batch 64 it reads ~all of them and the factor is ~1. The planner and the simulator price
+the same pass, so both see it.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +51,6 @@ from opscale.model.operators import (
     OperatorKind,
     OperatorSpec,
     Stage,
-    activation_working_bytes,
     layer_traversals,
     operator_kinds,
     operators_for,
@@ -49,14 +60,19 @@ from opscale.model.operators import (
 from opscale.model.profiles import ModelProfile, OperatorProfile, packaged_profiles
 from opscale.model.roofline import scale_operator
 from opscale.model.shapes import ModelShape
+from opscale.model.sharing import shared_pass_ms
 
-ALLREDUCE_LATENCY_US = 10.0
+# vLLM's custom all-reduce on H100 NVLink, µs by message bytes and TP degree (SGLang PR #2904, "vllm"
+# rows, measured without CUDA graphs): the collective cost of tensor parallelism.
+_AR_BYTES = (512.0, 4096.0, 32768.0, 262144.0, 524288.0, 1048576.0)
+_AR_US: Mapping[int, tuple[float, ...]] = {
+    2: (9.5, 8.8, 8.7, 12.9, 17.7, 26.6),
+    4: (9.1, 8.5, 9.2, 20.6, 26.9, 40.2),
+    8: (10.1, 9.3, 11.8, 24.1, 30.4, 45.0),
+}
 # Share of (limit − idle) an operator draws while busy when its profile has no power rows: the median of
 # (W − idle) / (limit − idle) over the 115 rows with watts in ../shared/profiles/h100 (0.846).
 DEFAULT_BUSY_FRACTION = 0.85
-# Share of a GPU's memory a replica may plan to use; the rest is CUDA context, allocator slack and
-# fragmentation (vLLM's default gpu_memory_utilization is 0.9 for the same reason).
-USABLE_MEMORY_FRACTION = 0.9
 # Bytes the lm_head's vocab-parallel argmax gathers per token: a (max logit, index) pair.
 _ARGMAX_GATHER_BYTES = 8
 
@@ -142,10 +158,47 @@ def _latency_tables(
     return None, Grid([(float(p.batch or p.x), float(p.seq_len or p.kv_len or 1), p.latency_ms) for p in pts])
 
 
-class PerfModel:
-    """Latency, memory and power of one model's operators on one GPU type."""
+def allreduce_ms(gpu: GpuSpec, tp: int, nbytes: float) -> float:
+    """One all-reduce of ``nbytes`` over ``tp`` GPUs (see the module docstring)."""
+    if tp <= 1 or nbytes <= 0:
+        return 0.0
+    row = _AR_US[min(8, 1 << (tp - 1).bit_length())]
+    per_byte_ms = 2 * (tp - 1) / tp * 1e3 / (gpu.link_bytes_s / 2)
+    if nbytes >= _AR_BYTES[-1]:
+        return row[-1] / 1e3 + (nbytes - _AR_BYTES[-1]) * per_byte_ms
+    if nbytes <= _AR_BYTES[0]:
+        return row[0] / 1e3
+    i = bisect.bisect_right(_AR_BYTES, nbytes) - 1
+    x0, x1 = math.log(_AR_BYTES[i]), math.log(_AR_BYTES[i + 1])
+    y0, y1 = math.log(row[i]), math.log(row[i + 1])
+    return math.exp(y0 + (y1 - y0) * (math.log(nbytes) - x0) / (x1 - x0)) / 1e3
 
-    __slots__ = ("_cached", "_link_s_per_byte", "_ops", "allreduce_latency_ms", "gpu", "shape", "sources")
+
+def moe_activation_factor(shape: ModelShape, tokens: int, gpu: GpuSpec) -> float:
+    """Roofline time of an experts pass over ``tokens`` tokens as routing does it (top-k of E experts,
+    E·(1 − (1 − k/E)^T) of them touched) over the profiled pass (every expert, ⌈T·k/E⌉ tokens each,
+    taken as max(1, T·k/E) so the factor is monotone in T)."""
+    if not shape.is_moe:
+        return 1.0
+    e, k, f, d, b = shape.experts, shape.top_k, shape.ffn, shape.hidden, shape.dtype_bytes
+    t = float(tokens)
+    touched = e * (1.0 - (1.0 - k / e) ** t)
+    per_expert = max(1.0, t * k / e)
+
+    def rt(flops: float, nbytes: float) -> float:
+        return max(flops / gpu.bf16_flops, nbytes / gpu.memory_bytes_s)
+
+    fs = shape.shared_expert_ffn
+    shared = rt(6 * t * fs * d, (3 * d * fs + 2 * t * d) * b) if fs else 0.0
+    actual = shared + rt(6 * t * k * f * d, (3 * d * f * touched + 2 * t * k * d) * b)
+    profiled = shared + rt(6 * e * per_expert * f * d, (3 * d * f * e + 2 * e * per_expert * d) * b)
+    return min(1.0, actual / profiled)
+
+
+class PerfModel:
+    """Latency and power of one model's operators on one GPU type."""
+
+    __slots__ = ("_cached", "_ops", "gpu", "shape", "sources")
 
     def __init__(
         self,
@@ -153,13 +206,9 @@ class PerfModel:
         gpu: str | GpuSpec,
         *,
         profiles: Sequence[ModelProfile] | None = None,
-        allreduce_latency_us: float = ALLREDUCE_LATENCY_US,
     ) -> None:
         self.shape = shape
         self.gpu = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
-        self.allreduce_latency_ms = allreduce_latency_us / 1e3
-        # ms per byte over one direction of the link (datasheets quote both directions together).
-        self._link_s_per_byte = 1e3 / (self.gpu.link_bytes_s / 2)
         available = packaged_profiles() if profiles is None else tuple(profiles)
         ops: dict[tuple[str, str], _Op] = {}
         for stage in Stage:
@@ -169,7 +218,7 @@ class PerfModel:
         # Keyed by (str, str): Stage and OperatorKind are StrEnums, so plain strings find the same entries.
         self._ops: Mapping[tuple[str, str], _Op] = ops
         self.sources: Mapping[tuple[str, str], str] = {k: v.source for k, v in ops.items()}
-        self._cached = lru_cache(maxsize=1 << 16)(self._pass_latency)
+        self._cached = lru_cache(maxsize=1 << 17)(self._pass_latency)
 
     def _build(self, spec: OperatorSpec, op: OperatorProfile, source: str) -> _Op:
         kind = spec.kind
@@ -199,17 +248,29 @@ class PerfModel:
         operator: OperatorKind | str,
         batch: int,
         length: int,
-        gpus_per_replica: int = 1,
+        gpus_per_replica: float = 1,
+        core_length: int | None = None,
     ) -> float:
         """One pass of ``batch`` sequences through the operator's ALL layers (ms).
 
         ``length`` is the prompt length in prefill and the KV length (context so far) in decode; only
         attention depends on it, and prefill embedding/attention/ffn process batch × length tokens.
+        ``gpus_per_replica`` below 1 is a share of one GPU, priced by ``opscale.model.sharing``.
+        ``core_length`` (prefill attention): the length the causal core is priced at when the prompts
+        of a pass differ — their root mean square, since the core's work is Σ L² (default ``length``).
         """
-        return self._cached(stage, operator, batch, length, gpus_per_replica)
+        if 0.0 < gpus_per_replica < 1.0:  # a share of one GPU (opscale.model.sharing)
+            whole = self._cached(stage, operator, batch, length, 1, core_length or length)
+            return shared_pass_ms(whole, gpus_per_replica)
+        if gpus_per_replica != int(gpus_per_replica):
+            raise InvalidArgument(
+                f"gpus_per_replica must be a whole count or a share in (0, 1), got {gpus_per_replica}",
+                field="gpus_per_replica",
+            )
+        return self._cached(stage, operator, batch, length, int(gpus_per_replica), core_length or length)
 
     def _pass_latency(
-        self, stage: Stage | str, operator: OperatorKind | str, batch: int, length: int, tp: int
+        self, stage: Stage | str, operator: OperatorKind | str, batch: int, length: int, tp: int, core: int
     ) -> float:
         op = self._op(stage, operator)
         if batch < 1 or length < 1 or tp < 1:
@@ -220,14 +281,17 @@ class PerfModel:
         tokens = tokens_per_pass(spec.stage, spec.kind, batch, length)
         per = 0.0
         if op.grid is not None:
-            per = op.grid(batch, length)
+            # Split prefill attention: the grid is the causal core alone, priced at ``core``; a decode
+            # grid is the whole operator (its KV reads are linear in length, so the mean is exact).
+            per = op.grid(batch, core if op.curve is not None else length)
         if op.curve is not None:
             per += op.curve(tokens)
+        if spec.kind is OperatorKind.EXPERTS:
+            per *= moe_activation_factor(self.shape, tokens, self.gpu)
         ms = per * spec.layer_traversals
         if tp == 1:
             return ms
-        moved = 2 * (tp - 1) / tp * tokens * op.comm_bytes_per_token
-        return ms / tp + op.collectives * (self.allreduce_latency_ms + moved * self._link_s_per_byte)
+        return ms / tp + op.collectives * allreduce_ms(self.gpu, tp, tokens * op.comm_bytes_per_token)
 
     def operators(self, stage: Stage | str) -> tuple[OperatorSpec, ...]:
         return tuple(op.spec for (s, _), op in self._ops.items() if s == stage)
@@ -239,28 +303,6 @@ class PerfModel:
     def kv_bytes_per_token(self) -> int:
         """KV cache per token of context, all layers."""
         return self.shape.kv_bytes_per_token
-
-    def replica_memory_bytes(
-        self, stage: Stage | str, operator: OperatorKind | str, batch: int, context: int
-    ) -> int:
-        """Memory one replica needs (all its GPUs together): weights, the KV cache of ``batch``
-        sequences of ``context`` tokens for attention, and the activation working set of one pass."""
-        spec = self._op(stage, operator).spec
-        kv = batch * context * spec.kv_bytes_per_token
-        tokens = tokens_per_pass(spec.stage, spec.kind, batch, context)
-        return spec.weights_bytes + kv + activation_working_bytes(self.shape, spec.kind, tokens)
-
-    def min_gpus_per_replica(
-        self,
-        stage: Stage | str,
-        operator: OperatorKind | str,
-        batch: int,
-        context: int,
-        usable_fraction: float = USABLE_MEMORY_FRACTION,
-    ) -> int:
-        """Fewest GPUs whose usable memory holds one replica (weights and KV split evenly across them)."""
-        need = self.replica_memory_bytes(stage, operator, batch, context)
-        return max(1, math.ceil(need / (self.gpu.memory_bytes * usable_fraction)))
 
     def busy_watts(self, stage: Stage | str, operator: OperatorKind | str, batch: int, length: int) -> float:
         """Board power of one GPU while it runs this operator at this batch (idle included).

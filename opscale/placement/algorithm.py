@@ -21,23 +21,22 @@ Steps, in order, and why that order:
    them) > on the node with the fewest occupied GPUs (it empties the node first) > id. One sort per pool
    (not re-scored after each victim): O(r log r).
 4. **Scale out** pools below their desired count: groups first (by name; they are the constrained ones),
-   then ungrouped pools; within a scope, pools with more GPUs per replica and more memory first
-   (first-fit-decreasing packs better). A new group is placed tentatively in candidate domains
-   (``domains.domain_order``: fits whole > fits on preferred types > best fit) and stays in the first
-   where it fits whole; failed trials are undone exactly. Each replica goes to the best spot found by
-   ``search.best_spot`` (type tier > opens no GPU > opens no node > locality > best fit > order). A pool
-   that runs out is reported with what was short (``diagnose.shortfall``); what fitted is still started.
-   A replica is never half-placed: all its GPUs are on one node (one NVLink domain) or it is not placed.
+   then ungrouped pools; a group stage by stage, each stage on one node when it fits one
+   (``stages``: operator pools hand activations to each other every layer); within a stage or scope,
+   pools with more GPUs per replica and more memory first (first-fit-decreasing packs better). A new
+   group is placed tentatively in candidate domains (``domains.domain_order``: fits whole > fits on
+   preferred types > best fit) and stays in the first where it fits whole; failed trials are undone
+   exactly. Each replica goes to the best spot found by ``search.best_spot`` (type tier > opens no GPU >
+   opens no node > locality > best fit > order). A pool that runs out is reported with what was short
+   (``diagnose.shortfall``); what fitted is still started. A replica is never half-placed: all its GPUs
+   are on one node (one NVLink domain) or it is not placed.
 5. **Consolidate** (``moves``): a single-GPU replica alone on its GPU moves onto an occupied GPU with
    room — the only move that frees a GPU, so the only move made. If that freed room a short pool could
    use, step 4 is retried for the short pools, then step 5 again, until neither changes anything; the
    last consolidation always follows the last start, so re-running ``place`` on its output is a no-op.
 
-Complexity: building the state is O(nodes + running replicas). Each placed replica costs
-O(cells in its scope + peer nodes) candidates of O(GPUs per node) each; cells (racks) are indexed lazily,
-so an incremental change on a large cluster touches only the racks of the domains involved. A new group
-costs O(domains) for the estimate plus one placement per domain tried (one when the estimate is right,
-at most ``domains.MAX_TRIALS``).
+Complexity: O(nodes + running replicas) to build the state, O(cells in scope + peer nodes) candidates of
+O(GPUs per node) per placed replica (racks indexed lazily), O(domains) + ≤ MAX_TRIALS trials a new group.
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ from opscale.placement.diagnose import shortfall
 from opscale.placement.domains import MAX_TRIALS, domain_order
 from opscale.placement.moves import consolidate
 from opscale.placement.search import Locality, best_spot
+from opscale.placement.stages import by_stage, grow_group
 from opscale.placement.state import CU, Cluster, compute_units
 from opscale.placement.types import (
     Infeasible,
@@ -217,7 +217,7 @@ class Planner:
             return (-d.gpus_per_replica, -d.memory_bytes_per_gpu, pool)
 
         for name in sorted(groups):
-            pools = sorted(groups[name], key=size)
+            pools = by_stage(self.demands, groups[name], size)
             if not any(self.demands[p].replicas > len(self.by_pool[p]) for p in pools):
                 continue
             dom = self.group_dom.get(name)
@@ -228,11 +228,11 @@ class Planner:
                 self.group_dom[name] = dom
             for pool in pools:
                 self.grown.append((pool, dom))
-                if not placed:
-                    self._grow(pool, dom)
+            if not placed:
+                grow_group(self, pools, dom)
         for pool in sorted((p for p, d in self.demands.items() if not d.group), key=size):
             self.grown.append((pool, None))
-            self._grow(pool, None)
+            self.grow(pool, None)
 
     def _try_domains(self, name: str, pools: Sequence[Pool]) -> tuple[int | None, bool]:
         """Place a new group tentatively in the candidate domains, best estimate first; the first where it
@@ -248,13 +248,12 @@ class Planner:
         best: tuple[int, int] | None = None
         for dom in candidates:
             mark = (len(self.start), len(self.reasons), dict(self.next_n))
-            for pool in pools:
-                self._grow(pool, dom)
+            grow_group(self, pools, dom)
             if not any(p in self.short for p in pools):
                 self.reasons.insert(mark[1], f"group {name}: new, placed in {self._scope(dom)}")
                 return dom, True
             placed = len(self.start) - mark[0]
-            self._undo(mark, pools)
+            self.undo(mark, pools)
             if best is None or placed > best[0]:
                 best = (placed, dom)
         if best is None:
@@ -265,7 +264,7 @@ class Planner:
         )
         return best[1], False
 
-    def _undo(self, mark: tuple[int, int, dict[Pool, int]], pools: Sequence[Pool]) -> None:
+    def undo(self, mark: tuple[int, int, dict[Pool, int]], pools: Sequence[Pool]) -> None:
         n_start, n_reasons, next_n = mark
         for r in reversed(self.start[n_start:]):
             n, positions = self.at.pop(r.id)
@@ -284,7 +283,7 @@ class Planner:
         before = len(self.start)
         for pool, dom in self.grown:
             if self.short.pop(pool, None) is not None:
-                self._grow(pool, dom)
+                self.grow(pool, dom)
         return len(self.start) > before
 
     def cells(self, dom: int | None) -> list[int]:
@@ -293,7 +292,24 @@ class Planner:
     def tiers(self, d: PoolDemand) -> list[tuple[str, ...]]:
         return [(t,) for t in d.gpu_types] if d.gpu_types else [tuple(self.all_types)]
 
-    def _grow(self, pool: Pool, dom: int | None) -> None:
+    def start_replica(self, pool: Pool, n: int, positions: tuple[int, ...]) -> PlacedReplica:
+        d, cl = self.demands[pool], self.cl
+        cl.occupy(n, positions, d.memory_bytes_per_gpu, compute_units(d.compute_fraction))
+        self.loc.add(self.pids[pool], n, positions)
+        r = PlacedReplica(
+            self.make_id(pool),
+            *pool,
+            node=cl.names[n],
+            gpu_indices=tuple(cl.gidx[n][p] for p in positions),
+            memory_bytes_per_gpu=d.memory_bytes_per_gpu,
+            compute_fraction=d.compute_fraction,
+        )
+        self.at[r.id] = (n, positions)
+        self.by_pool[pool].append(r)
+        self.start.append(r)
+        return r
+
+    def grow(self, pool: Pool, dom: int | None) -> None:
         d = self.demands[pool]
         want = d.replicas - len(self.by_pool[pool])
         if want <= 0:
@@ -318,19 +334,7 @@ class Planner:
             if found is None:
                 break
             (n, positions), t = found
-            cl.occupy(n, positions, d.memory_bytes_per_gpu, cu)
-            self.loc.add(pid, n, positions)
-            r = PlacedReplica(
-                self.make_id(pool),
-                *pool,
-                node=cl.names[n],
-                gpu_indices=tuple(cl.gidx[n][p] for p in positions),
-                memory_bytes_per_gpu=d.memory_bytes_per_gpu,
-                compute_fraction=d.compute_fraction,
-            )
-            self.at[r.id] = (n, positions)
-            self.by_pool[pool].append(r)
-            self.start.append(r)
+            self.start_replica(pool, n, positions)
             placed += 1
             if d.gpu_types and t != d.gpu_types[0]:
                 spilled[t] = spilled.get(t, 0) + 1

@@ -41,7 +41,7 @@ def shortfall(cl: Cluster, d: PoolDemand, cells: Sequence[int], scope: str) -> s
     if best_mem < d.memory_bytes_per_gpu:
         return (
             f"GPU memory: a replica needs {d.memory_bytes_per_gpu} bytes per GPU; the largest "
-            f"{_types(d)} GPU in {scope} has {best_mem}"
+            f"{_types(d)} GPU in {scope} has {best_mem} usable"
         )
     left = f"{empty} empty GPUs and {room} shared ones with some compute left"
     if empty >= d.gpus_per_replica > 1:

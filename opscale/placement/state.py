@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from opscale.model.memory import usable_bytes
 from opscale.placement.types import LEVELS, NodeInfo
 
 CU = 1_000_000  # compute units per GPU: integer arithmetic, so "sum of fractions <= 1.0" is exact
@@ -66,7 +67,7 @@ class Cluster:
                 gpus = tuple(sorted(gpus, key=lambda g: g.index))
                 gidx = [g.index for g in gpus]
             gtype = [g.gpu_type for g in gpus]
-            mem = [g.memory_bytes for g in gpus]
+            mem = [usable_bytes(g.memory_bytes) for g in gpus]  # the one memory model's usable share
             self.gtype.append(gtype)
             self.mem_total.append(mem)
             self.free_mem.append(list(mem))

@@ -1,61 +1,132 @@
-"""``operator``: the OpScale planner — each operator of each stage is its own pool, sized on its own.
+"""``operator``: the OpScale planner — per stage, whole-model replicas or per-operator pools, whichever
+needs fewer GPUs (``opscale.policy.hybrid``), each sized at the fewest GPUs meeting the SLO.
 
-Per operator pool (``prefill/attention``, ``decode/ffn``, …) the planner chooses batch size, GPUs per
-replica and replicas so that the critical path meets the SLO at its percentile with the fewest GPUs:
+Per operator pool (``prefill/attention``, ``decode/ffn``, …) the planner chooses GPUs per replica,
+replicas and (decode) the pass size so that the stage meets its SLO at its percentile with the fewest
+GPUs. Prefill: each pool is a GI/G/R queue of prompts priced per prompt length, and the TTFT percentile
+is that of the whole path (``planner_prefill``). Decode: the pools step the resident sequences of
+continuous batching, sized by Little's law with their KV at a quantile (``planner_decode``); a token
+round crosses every pool and the activation hand-offs between them. ``planner_core`` holds the exact
+fewest-GPU combination of one option per pool; the paper's greedy is ``search="greedy"``. The whole-model
+form of a stage is planned exactly as the ``model`` policy plans it.
 
-    TTFT_p ≈ Σ_{prefill operators} (W_p + s)        TBT_p ≈ Σ_{decode operators} (W_p + s)
-
-where s(b, g) is one batch pass through the operator's layers on a replica of g GPUs and W_p the
-M/M/R waiting-time quantile of the pool, whose servers are replicas and whose jobs are batch passes:
-prefill passes arrive at λ/b (λ prompts/s), decode passes at λ·n_out/b (one pass advances b sequences
-one token), served at rate 1/s. ``opscale.policy.planner_core`` derives this and the search: per pool a
-Pareto frontier of (GPUs, latency) over (batch, GPUs, replicas) — replicas start at the stability bound
-⌊a⌋+1, GPUs per replica at the fewest that hold the weights plus, for attention, the KV cache of the
-batch — and an exact fewest-GPU combination of one point per pool under the SLO. The paper's greedy
-(add the replica with the best latency gain per GPU) approximates that combination and sometimes spends
-a GPU more, or fewer at a higher load; ``search="greedy"`` runs it for comparison. The exact merge costs
-about as much here and never returns a plan with a GPU to spare.
+``forms``: ``hybrid`` (default) chooses per stage; ``operator`` plans operator pools only (for
+comparison, and what ``plan_operator`` returns).
 
 Floor: ``floor_fraction`` f keeps, in every operator pool of a stage, at least ⌈f × N⌉ replicas, where
-N is the number of whole-model replicas the ``model`` planner would give that stage at this load — a
+N is the number of whole-model replicas the whole-model form needs for that stage at this load — a
 base of whole-model capacity, as OpScale keeps, so a burst never finds a pool at its bare minimum.
 
 Colocated mode (``serving/<operator>`` pools doing both stages) is planned by
-``opscale.policy.planner_colocated``: one M/M/R queue per pool for both kinds of pass, both SLOs at once.
-
-Every pool plan carries its predicted latency at the percentile and its watts (idle plus busy power
-weighted by utilization); the reasons say, per pool, replicas × GPUs, batch, ρ, the wait quantile and
-the pass time.
+``opscale.policy.planner_colocated``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from opscale.model import PerfModel
-from opscale.policy.model_level import whole_model_unit
-from opscale.policy.planner_core import Unit, batch_candidates
+from opscale.policy.hybrid import (
+    FORMS,
+    FormChoice,
+    choose_form,
+    form_units,
+    forms_in_force,
+    hold_old_form,
+    idle_pools,
+    operator_units,
+)
+from opscale.policy.jsonval import JSONValue
+from opscale.policy.planner_core import StagePlan, batch_candidates
+from opscale.policy.planner_loads import stage_loads
 from opscale.policy.planner_policy import REQUIRED, STAGES, PlannerParams, PlannerPolicy, planner_params
-from opscale.policy.planner_stage import NO_LIMITS, Plan, assemble, budget_for, plan_stage, stage_work
+from opscale.policy.planner_stage import NO_LIMITS, Plan, assemble, plan_stage
 from opscale.policy.registry import Built, PolicyDescriptor, stages_of
-from opscale.policy.types import SLO, Limits, LoadWindow, PoolKey
+from opscale.policy.types import SLO, Limits, LoadWindow, PolicyInput, PoolKey, PoolPlan
 
 if TYPE_CHECKING:
     from opscale.spec import DeploymentSpec
+
+__all__ = ["OperatorPolicy", "operator_units", "plan_hybrid", "plan_operator"]
 
 
 class OperatorParams(PlannerParams):
     floor_fraction: float = Field(0.0, ge=0.0, le=1.0)
     search: Literal["exact", "greedy"] = "exact"  # greedy: the paper's, kept for comparison
+    forms: Literal["hybrid", "operator"] = "hybrid"
+    decode_overlap: Literal["pingpong", "sequential"] = "pingpong"
+    forecast: bool = True
+    correction: bool = True
 
 
-def operator_units(perf: PerfModel, stage: str) -> tuple[Unit, ...]:
-    return tuple(
-        Unit(PoolKey(stage, spec.kind.value), stage, (spec.kind.value,)) for spec in perf.operators(stage)
+MICRO_BATCHES = (1, 2, 4)  # micro-batch counts the ping-pong decode plan may choose
+
+
+def plan_hybrid(
+    perf: PerfModel,
+    load: LoadWindow,
+    slo: SLO,
+    limits: Limits = NO_LIMITS,
+    *,
+    max_batch_size: int = 256,
+    floor_fraction: float = 0.0,
+    search: str = "exact",
+    forms: str = "hybrid",
+    current: Mapping[str, str] | None = None,
+    decode_overlap: str = "pingpong",
+    better_since: Mapping[str, float] | None = None,
+    now_s: float | None = None,
+) -> Plan:
+    """The ``operator`` policy's raw plan (before the stabilizer); pure, exposed for tests and what-if.
+    ``current``, ``better_since``, ``now_s``: the form each stage runs now, when the other became
+    cheaper, and this tick's time (hysteresis, ``opscale.policy.hybrid``)."""
+    batches = batch_candidates(max_batch_size)
+    loads = stage_loads(perf, load, slo)
+    tried = FORMS if forms == "hybrid" else ("operator",)
+    micro = MICRO_BATCHES if decode_overlap == "pingpong" else (1,)
+    choices: dict[str, FormChoice] = {}
+    notes: list[str] = []
+    for st in STAGES:
+        plans: dict[str, StagePlan] = {}
+        floors: dict[PoolKey, int] = {}
+        if "model" in tried or floor_fraction > 0.0:
+            whole = plan_stage(perf, loads, slo, st, form_units(perf, st, "model"), limits, batches)
+            plans["model"] = whole
+            if floor_fraction > 0.0:
+                n = whole.chosen[PoolKey(st, "model")].replicas
+                keep = math.ceil(floor_fraction * n - 1e-9)
+                floors = {u.pool: keep for u in operator_units(perf, st)}
+                notes.append(
+                    f"{st}: floor keeps {keep} replicas per operator pool (⌈{floor_fraction:g} × {n} "
+                    f"whole-model replicas⌉)."
+                )
+        plans["operator"] = plan_stage(
+            perf, loads, slo, st, operator_units(perf, st), limits, batches, floors, search, micro
+        )
+        if forms == "hybrid":
+            since = (better_since or {}).get(st)
+            choices[st] = choose_form(st, plans, (current or {}).get(st), since, now_s)
+        else:
+            only = {"operator": plans["operator"]}
+            choices[st] = FormChoice(st, "operator", only, f"{st}: operator pools (forms=operator).")
+    units = {u.pool: u for st in STAGES for f in choices[st].plans for u in form_units(perf, st, f)}
+    header = (
+        f"operator plan for {load.arrival_rate_rps:.4g} req/s, {load.input_tokens_mean:.0f} in / "
+        f"{load.output_tokens_mean:.0f} out tokens (means) on {perf.gpu.key}: per stage, whole-model "
+        f"replicas or operator pools, whichever meets the SLO with fewer GPUs."
     )
+    plan = assemble(perf, loads, [choices[st].plan for st in STAGES], units, slo, header)
+    plan.reasons[1:1] = [c.reason for c in choices.values()]
+    plan.reasons.extend(notes)
+    for pool, n in idle_pools(perf, choices, limits).items():
+        plan.pools[pool] = PoolPlan(n)
+    plan.forms.update({st: c.form for st, c in choices.items()})
+    plan.better_since.update({st: c.better_since for st, c in choices.items() if c.better_since is not None})
+    return plan
 
 
 def plan_operator(
@@ -67,52 +138,98 @@ def plan_operator(
     max_batch_size: int = 256,
     floor_fraction: float = 0.0,
     search: str = "exact",
+    decode_overlap: str = "pingpong",
 ) -> Plan:
-    """The ``operator`` policy's raw plan (before the stabilizer); pure, exposed for tests and what-if."""
-    batches = batch_candidates(max_batch_size)
-    units = {u.pool: u for st in STAGES for u in operator_units(perf, st)}
-    stages, works, notes = [], {}, []
-    for st in STAGES:
-        work = stage_work(load, st)
-        works[st] = work
-        own = operator_units(perf, st)
-        floors: dict[PoolKey, int] = {}
-        if floor_fraction > 0.0:
-            mu = whole_model_unit(perf, st)
-            whole = plan_stage(perf, st, [mu], work, budget_for(slo, st), slo.quantile, batches, limits)
-            n = whole.chosen[mu.pool].replicas
-            keep = math.ceil(floor_fraction * n - 1e-9)
-            floors = {u.pool: keep for u in own}
-            notes.append(
-                f"{st}: floor keeps {keep} replicas per operator pool "
-                f"(⌈{floor_fraction:g} × {n} whole-model replicas⌉)."
-            )
-        stages.append(
-            plan_stage(
-                perf, st, own, work, budget_for(slo, st), slo.quantile, batches, limits, floors, search
-            )
-        )
-    header = (
-        f"operator plan for {load.arrival_rate_rps:.4g} req/s, {load.input_tokens_mean:.0f} in / "
-        f"{load.output_tokens_mean:.0f} out tokens on {perf.gpu.key}: each operator pool sized by "
-        f"M/M/R (job = one batch pass) at the fewest GPUs meeting the SLO."
+    """Operator pools in every stage (no whole-model form): the per-operator layout on its own."""
+    return plan_hybrid(
+        perf,
+        load,
+        slo,
+        limits,
+        max_batch_size=max_batch_size,
+        floor_fraction=floor_fraction,
+        search=search,
+        forms="operator",
+        decode_overlap=decode_overlap,
     )
-    plan = assemble(perf, stages, units, works, slo, header)
-    plan.reasons.extend(notes)
-    return plan
+
+
+def _forms_of(data: Mapping[str, JSONValue]) -> dict[str, str]:
+    raw = data.get("forms", {})
+    if not isinstance(raw, dict):
+        return {}
+    return {st: str(f) for st, f in raw.items() if st in STAGES and f in FORMS}
+
+
+def _since_of(data: Mapping[str, JSONValue]) -> dict[str, float]:
+    raw = data.get("better_since", {})
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        st: float(t)
+        for st, t in raw.items()
+        if st in STAGES and isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+    }
+
+
+def _switched_of(data: Mapping[str, JSONValue]) -> dict[str, tuple[float, str]]:
+    raw = data.get("switched", {})
+    if not isinstance(raw, dict):
+        return {}
+    out = {}
+    for st, v in raw.items():
+        if st in STAGES and isinstance(v, list) and len(v) == 2 and v[1] in FORMS:
+            t = v[0]
+            if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t):
+                out[st] = (float(t), str(v[1]))
+    return out
 
 
 class OperatorPolicy(PlannerPolicy):
     name: ClassVar[str] = "operator"
     params_type: ClassVar[type[PlannerParams]] = OperatorParams
 
-    def plan(self, load: LoadWindow, slo: SLO, limits: Limits) -> Plan:
+    def _plan(
+        self,
+        load: LoadWindow,
+        slo: SLO,
+        limits: Limits,
+        current: Mapping[str, str],
+        better_since: Mapping[str, float] | None = None,
+        now_s: float | None = None,
+    ) -> Plan:
         p = self.params
-        floor = p.floor_fraction if isinstance(p, OperatorParams) else 0.0
-        search = p.search if isinstance(p, OperatorParams) else "exact"
-        return plan_operator(
-            self.perf, load, slo, limits, max_batch_size=p.max_batch_size, floor_fraction=floor, search=search
+        assert isinstance(p, OperatorParams)
+        return plan_hybrid(
+            self.perf,
+            load,
+            slo,
+            limits,
+            max_batch_size=p.max_batch_size,
+            floor_fraction=p.floor_fraction,
+            search=p.search,
+            forms=p.forms,
+            current=current,
+            decode_overlap=p.decode_overlap,
+            better_since=better_since,
+            now_s=now_s,
         )
+
+    def plan(self, load: LoadWindow, slo: SLO, limits: Limits) -> Plan:
+        return self._plan(load, slo, limits, {})
+
+    def plan_tick(
+        self, inp: PolicyInput, load: LoadWindow, slo: SLO, data: Mapping[str, JSONValue]
+    ) -> tuple[Plan, dict[str, JSONValue]]:
+        before = _forms_of(data) or forms_in_force(inp.current)
+        plan = self._plan(load, slo, inp.limits, before, _since_of(data), inp.now_s)
+        switched = hold_old_form(self.perf, plan, before, _switched_of(data), inp.current, inp.now_s)
+        own: dict[str, JSONValue] = {
+            "forms": dict(plan.forms),
+            "better_since": dict(plan.better_since),
+            "switched": {st: [t, f] for st, (t, f) in switched.items()},
+        }
+        return plan, own
 
     def colocated_pools(self) -> list[tuple[PoolKey, tuple[str, ...]]]:
         # The floor is not applied in colocated mode (it is defined per stage).
@@ -123,29 +240,40 @@ class OperatorPolicy(PlannerPolicy):
 
 
 class OperatorSpecParams(BaseModel):
-    """Parameters of the `operator` policy (per-operator M/M/R planning)."""
+    """Parameters of the `operator` policy."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     floor_fraction: float = Field(0.0, ge=0, le=1, description="share of whole-model capacity kept, [0, 1]")
     max_batch_size: int = Field(256, ge=1, le=65_536, description="in [1, 65536]")
+    forms: Literal["hybrid", "operator"] = Field(
+        "hybrid", description="hybrid: per stage whole-model or operator pools; operator: pools only"
+    )
+    decode_overlap: Literal["pingpong", "sequential"] = Field(
+        "pingpong", description="decode operator pools: ping-pong micro-batches, or one pass after another"
+    )
+    forecast: bool = Field(True, description="plan for the load forecast over replica start-up")
+    correction: bool = Field(True, description="correct the latency model by the observed p99s")
+    startup_s: float | None = Field(None, gt=0, le=3600, description="measured replica start-up, seconds")
+    headroom: float = Field(0.0, ge=0, le=4, description="plan for the load × (1 + headroom), [0, 4]")
 
 
 def _build(spec: DeploymentSpec, given: OperatorSpecParams | None) -> Built:
     perf, params = planner_params(spec)
     if given is not None:
-        params.update(floor_fraction=given.floor_fraction, max_batch_size=given.max_batch_size)
+        params.update(given.model_dump())
+    stages = stages_of(spec)
     pools = tuple(
-        PoolKey(s, op.kind.value)
-        for s in stages_of(spec)
-        for op in perf.operators("prefill" if s == "serving" else s)
+        PoolKey(s, op.kind.value) for s in stages for op in perf.operators("prefill" if s == "serving" else s)
     )
+    if "serving" not in stages:
+        pools = (*pools, *(PoolKey(s, "model") for s in stages))
     return Built(OperatorPolicy.from_params(params, perf), pools, frozenset(REQUIRED), params)
 
 
 DESCRIPTOR = PolicyDescriptor(
     name=OperatorPolicy.name,
-    summary="OpScale: each operator pool sized by an M/M/R model at the fewest GPUs meeting the SLO",
+    summary="OpScale: per stage, whole-model replicas or operator pools, whichever needs fewer GPUs",
     build=_build,
     params=OperatorSpecParams,
 )

@@ -6,8 +6,8 @@ passes of b_d sequences (arriving at λ·n_out/b_d, taking s_d at the mean KV le
 M/M/R queue of both: job rate Λ = λ/b_p + λ·n_out/b_d, offered load a = (λ/b_p)·s_p + (λ·n_out/b_d)·s_d,
 mean service a/Λ; every pass waits W_q of that queue. So a pool adds W_q + s_p to TTFT and W_q + s_d to
 TBT, and a request's latencies are the sums over the pools its passes visit, as in the disaggregated
-case (``planner_core``). A replica's GPUs hold the weights once, the KV of b_d sequences at full length
-and of b_p prompts, and both activation working sets (conservative).
+case (``planner_core``). A replica's GPUs hold, under the one memory model (``opscale.model.memory``),
+the weights once and a KV pool for b_d sequences at full length plus b_p prompts.
 
 Search. The same as ``planner_core`` with two budgets: per pool, every (b_p, b_d, g, R) point
 (prefill batches bounded at ``MAX_PREFILL_BATCH``: a prefill pass grows linearly in b_p, so beyond a
@@ -27,19 +27,49 @@ from dataclasses import dataclass
 
 from opscale.model import PerfModel
 from opscale.model.energy import OperatorLoad, gpu_watts
-from opscale.policy.planner_core import (
-    Unit,
-    Work,
-    batch_candidates,
-    gpu_choices,
-    pass_ms,
-    replica_bytes,
-    usable_bytes,
-)
+from opscale.policy.planner_core import Unit, batch_candidates, gpu_choices, memory, pass_ms
 from opscale.policy.queueing import erlang_b
-from opscale.policy.types import SLO, Infeasibility, InfeasibilityKind, Limits, PoolKey, PoolPlan, Prediction
+from opscale.policy.types import (
+    SLO,
+    Infeasibility,
+    InfeasibilityKind,
+    Limits,
+    LoadWindow,
+    PoolKey,
+    PoolPlan,
+    Prediction,
+)
 
 MAX_PREFILL_BATCH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One stage's load at mean lengths: ``seq_steps_per_s`` sequence-passes/s (prefill: prompts/s;
+    decode: tokens/s), ``length`` tokens per sequence for latency, ``context`` for memory."""
+
+    seq_steps_per_s: float
+    length: int
+    context: int
+
+
+def stage_work(load: LoadWindow, stage: str) -> Work:
+    n_in = max(1.0, load.input_tokens_mean)
+    n_out = max(0.0, load.output_tokens_mean)
+    if stage == "prefill":
+        return Work(load.arrival_rate_rps, math.ceil(n_in), math.ceil(n_in))
+    return Work(load.arrival_rate_rps * n_out, max(1, round(n_in + n_out / 2)), math.ceil(n_in + n_out))
+
+
+def least_gpus(perf: PerfModel, dec: Unit, bd: int, kv_tokens: int) -> int | None:
+    """Fewest GPUs (power of two) whose replica fits the one memory model with ``kv_tokens`` of KV."""
+    g = 1
+    while g <= 64:
+        m = memory(perf, dec, bd, g)
+        if m.fits and (not m.holder or m.kv_tokens() >= kv_tokens):
+            return g
+        g *= 2
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +85,21 @@ class CoOption:
     decode_ms: float
     wait_ms: float
     rho: float
+
+
+def wait_ms(replicas: int, jobs_per_s: float, service_s: float, q: float) -> float:
+    """W_q of M/M/R in ms (``inf`` if unstable): one pass's wait in the mixed queue (the sweep's
+    recursion, written out once for a single configuration)."""
+    a = jobs_per_s * service_s
+    if jobs_per_s == 0.0:
+        return 0.0
+    if replicas <= a:
+        return math.inf
+    b = erlang_b(replicas, a)
+    c = min(1.0, replicas * b / (replicas - a * (1.0 - b)))
+    if c <= 1.0 - q:
+        return 0.0
+    return 1e3 * math.log(c / (1.0 - q)) / (replicas / service_s - jobs_per_s)
 
 
 class _Stair:
@@ -106,14 +151,11 @@ def co_frontier(
 ) -> list[CoOption]:
     cap = r_max if r_max is not None else 1 << 30
     tail = 1.0 - slo.quantile
-    weights = sum(perf.weights_bytes(op) for op in dec.ops)
     configs = []
     for bp in batch_candidates(min(max_batch, MAX_PREFILL_BATCH)):
         for bd in batch_candidates(max_batch):
-            need = (
-                replica_bytes(perf, dec, bd, wd.context) + replica_bytes(perf, pre, bp, wp.context) - weights
-            )
-            for g in gpu_choices(max(1, math.ceil(need / usable_bytes(perf)))):
+            kv = bd * wd.context + bp * wp.context
+            for g in gpu_choices(least_gpus(perf, dec, bd, kv)):
                 sp = pass_ms(perf, pre, bp, wp.length, g)
                 sd = pass_ms(perf, dec, bd, wd.length, g)
                 if budgets and (sp > slo.ttft_ms or sd > slo.tbt_ms):

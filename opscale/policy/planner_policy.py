@@ -13,19 +13,43 @@ subclass says which pools and operators with ``colocated_pools``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from opscale.errors import InvalidArgument
 from opscale.model import PerfModel, get_preset, perf_model
-from opscale.policy.pipeline import finish, parse_params
-from opscale.policy.planner_colocated import CoPlan, plan_colocated
-from opscale.policy.planner_stage import Plan, stage_work
+from opscale.policy.adaptive import (
+    Correction,
+    corrected,
+    correction_sentence,
+    forecast,
+    forecast_load,
+    history_of,
+    horizon_s,
+    prediction_record,
+    scaled,
+)
+from opscale.policy.jsonval import JSONValue
+from opscale.policy.pipeline import finish, own_data, parse_params
+from opscale.policy.planner_colocated import CoPlan, plan_colocated, stage_work
+from opscale.policy.planner_stage import Plan
 from opscale.policy.registry import base_params
 from opscale.policy.stabilizer import StabilizerConfig
-from opscale.policy.types import SLO, Limits, LoadWindow, PolicyInput, PolicyOutput, PoolKey, Signal
+from opscale.policy.types import (
+    SLO,
+    Infeasibility,
+    Limits,
+    LoadWindow,
+    PolicyInput,
+    PolicyOutput,
+    PoolKey,
+    PoolPlan,
+    Prediction,
+    Signal,
+)
 
 if TYPE_CHECKING:
     from opscale.spec import DeploymentSpec
@@ -44,6 +68,12 @@ class PlannerParams(BaseModel):
     interval_s: float = Field(1.0, gt=0)
     scale_down_window_s: float = Field(30.0, ge=0)
     max_staleness_s: float = Field(10.0, gt=0)
+    # opscale.policy.adaptive: plan for the load forecast over replica start-up, and correct the latency
+    # model by the observed p99s. Off in the base (the model-level baseline runs without them).
+    forecast: bool = False
+    correction: bool = False
+    startup_s: float | None = Field(None, gt=0, le=3600, description="measured replica start-up, seconds")
+    headroom: float = Field(0.0, ge=0.0, le=4.0)  # plan for the load × (1 + headroom)
 
 
 class PlannerPolicy(ABC):
@@ -92,21 +122,68 @@ class PlannerPolicy(ABC):
             self.params.max_batch_size,
         )
 
+    def plan_tick(
+        self, inp: PolicyInput, load: LoadWindow, slo: SLO, data: Mapping[str, JSONValue]
+    ) -> tuple[Plan, dict[str, JSONValue]]:
+        """This tick's raw plan for ``load`` and ``slo`` (the tick's, after forecast and correction) and
+        the policy's own state to keep (subclasses add theirs)."""
+        return self.plan(load, slo, inp.limits), {}
+
     def decide(self, inp: PolicyInput) -> PolicyOutput:
         plan: Plan | CoPlan
         if self.params.mode == "colocated":
             plan = self.plan_colocated(inp.load, inp.slo, inp.limits)
-        else:
-            plan = self.plan(inp.load, inp.slo, inp.limits)
+            return self._finish(inp, plan.pools, plan.reasons, plan.infeasible, plan.prediction, {})
+        p, data = self.params, own_data(inp, self.name)
+        load, slo, notes, keep = inp.load, inp.slo, [], dict[str, JSONValue]()
+        if p.headroom > 0.0:
+            load = scaled(load, 1.0 + p.headroom)
+            notes.append(f"headroom: planned for {1.0 + p.headroom:g} × the observed load.")
+        if p.forecast and load.arrival_rate_rps > 0.0:
+            hist = history_of(data, inp.now_s, load.arrival_rate_rps)
+            fc = forecast(hist, p.startup_s or horizon_s(self.perf, inp.current))
+            load = forecast_load(load, fc)
+            keep["rates"] = [[t, r] for t, r in hist]
+            if fc.rate_rps > inp.load.arrival_rate_rps * 1.005:
+                notes.append(fc.sentence(inp.load.arrival_rate_rps))
+        c = Correction()
+        if p.correction:
+            settle = inp.load.window_s + horizon_s(self.perf, inp.current)
+            c = corrected(data, inp.load, inp.now_s, settle)
+            slo = c.slo(slo)
+            keep["correction"] = c.to_json()
+            said = correction_sentence(c, inp.slo)
+            if said:
+                notes.append(said)
+        plan, own = self.plan_tick(inp, load, slo, data)
+        keep.update(own)
+        pred = plan.prediction
+        out = self._finish(inp, plan.pools, [*plan.reasons, *notes], plan.infeasible, pred, keep)
+        if p.correction and all(out.desired[k].replicas == v.replicas for k, v in plan.pools.items()):
+            # the plan goes in force as planned: a later window that saw only it judges this prediction
+            keep["predicted"] = prediction_record(data, out.desired, load, pred, inp.now_s)
+            out = replace(out, state=replace(out.state, data=keep))
+        return out
+
+    def _finish(
+        self,
+        inp: PolicyInput,
+        pools: Mapping[PoolKey, PoolPlan],
+        reasons: list[str],
+        infeasible: Sequence[Infeasibility],
+        predicted: Prediction,
+        data: Mapping[str, JSONValue],
+    ) -> PolicyOutput:
         return finish(
             inp,
             policy=self.name,
-            raw_plans=plan.pools,
-            reasons=plan.reasons,
+            raw_plans=pools,
+            reasons=reasons,
             defaults=self.stabilizer_defaults,
             required=REQUIRED,
-            infeasible=plan.infeasible,
-            predicted=plan.prediction,
+            infeasible=infeasible,
+            predicted=predicted,
+            data=data,
         )
 
 

@@ -1,33 +1,20 @@
-"""From a load window to a whole plan: stage workloads, the per-stage search with its infeasibility
-reports, and the plan's prediction and reasons. Shared by ``operator`` and ``model_level``.
-
-Token lengths. Prefill passes are priced at the mean prompt length; decode passes at the mean KV length
-over a sequence's life, prompt + output/2 (the KV grows by one token per step). Memory is sized for a
-batch of sequences at full length, prompt + output (means: a batch rarely holds many p99 sequences at
-once, and engines preempt when it does).
+"""From a load window to a whole plan: the stage loads (``planner_loads``), each stage's search
+(``planner_prefill``, ``planner_decode``) settled for where its replicas can sit, and the plan's
+prediction and reasons. Shared by ``operator`` and ``model_level``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from opscale.model import PerfModel
-from opscale.policy.planner_core import (
-    Option,
-    Unit,
-    Work,
-    describe,
-    frontier,
-    gpu_choices,
-    min_gpus,
-    option,
-    option_watts,
-    pass_ms,
-    solve_stage,
-    solve_stage_greedy,
-)
+from opscale.model.fabric import NODE_GPUS
+from opscale.policy.planner_core import StagePlan, Unit, describe, option_watts
+from opscale.policy.planner_decode import plan_decode
+from opscale.policy.planner_loads import StageLoads, stage_loads
+from opscale.policy.planner_prefill import plan_prefill
 from opscale.policy.types import (
     SLO,
     Infeasibility,
@@ -37,115 +24,30 @@ from opscale.policy.types import (
     PoolKey,
     PoolPlan,
     Prediction,
+    plan_gpus,
 )
 
 NO_LIMITS = Limits()
 
 
-def stage_work(load: LoadWindow, stage: str) -> Work:
-    n_in = max(1.0, load.input_tokens_mean)
-    n_out = max(0.0, load.output_tokens_mean)
-    if stage == "prefill":
-        return Work(load.arrival_rate_rps, math.ceil(n_in), math.ceil(n_in))
-    return Work(load.arrival_rate_rps * n_out, max(1, round(n_in + n_out / 2)), math.ceil(n_in + n_out))
+def _settle(plan: Callable[[int], StagePlan], units: Sequence[Unit]) -> StagePlan:
+    """Plan assuming the stage fits one node; if it does not, re-plan with the hand-offs its size implies
+    (at most a few rounds: more GPUs only ever lower the same-node share)."""
+    sp = plan(0)
+    if len(units) <= 1:
+        return sp
+    for _ in range(3):
+        if sp.gpus <= NODE_GPUS:
+            return sp
+        nxt = plan(math.ceil(sp.gpus))
+        if nxt.gpus == sp.gpus:
+            return nxt
+        sp = nxt
+    return sp
 
 
 def budget_for(slo: SLO, stage: str) -> float:
     return slo.ttft_ms if stage == "prefill" else slo.tbt_ms
-
-
-@dataclass(frozen=True, slots=True)
-class StagePlan:
-    stage: str
-    chosen: dict[PoolKey, Option]
-    latency_ms: float
-    budget_ms: float
-    met: bool
-    infeasible: list[Infeasibility] = field(default_factory=list)
-
-    @property
-    def gpus(self) -> int:
-        return sum(o.cost for o in self.chosen.values())
-
-
-def _best_throughput(
-    perf: PerfModel, unit: Unit, work: Work, batches: Sequence[int], replicas: int
-) -> Option:
-    """The config that carries the most load per GPU, at ``replicas`` (used when none is stable)."""
-    best: Option | None = None
-    for b in batches:
-        g = gpu_choices(min_gpus(perf, unit, b, work.context))[0]
-        s = pass_ms(perf, unit, b, work.length, g)
-        rho = work.seq_steps_per_s / b * s / 1e3 / max(replicas, 1)
-        opt = option(b, g, replicas, s, math.inf, rho)
-        if best is None or rho / g < best.rho / best.gpus:
-            best = opt
-    assert best is not None
-    return best
-
-
-def plan_stage(
-    perf: PerfModel,
-    stage: str,
-    units: Sequence[Unit],
-    work: Work,
-    budget_ms: float,
-    q: float,
-    batches: Sequence[int],
-    limits: Limits,
-    floors: Mapping[PoolKey, int] | None = None,
-    search: str = "exact",
-) -> StagePlan:
-    """The fewest-GPU plan for one stage meeting ``budget_ms``; if none exists within the replica
-    limits, the fastest plan there is, with an ``Infeasibility`` saying why. ``search="greedy"``
-    uses the paper's greedy instead of the exact solve (for comparison)."""
-    floors = floors or {}
-
-    def bounds(u: Unit) -> tuple[int, int | None]:
-        lim = limits.for_pool(u.pool)
-        return max(1, lim.min_replicas, floors.get(u.pool, 0)), lim.max_replicas
-
-    fronts = [
-        frontier(perf, u, work, batches, q, budget_ms=budget_ms, r_min=bounds(u)[0], r_max=bounds(u)[1])
-        for u in units
-    ]
-    sol = (solve_stage_greedy if search == "greedy" else solve_stage)(fronts, budget_ms)
-    if sol is not None:
-        chosen = {u.pool: o for u, o in zip(units, sol, strict=True)}
-        return StagePlan(stage, chosen, sum(o.latency_ms for o in sol), budget_ms, True)
-    # No plan meets the budget: report why, and offer the fastest plan the limits allow.
-    chosen, problems = {}, []
-    for u in units:
-        lo, hi = bounds(u)
-        full = frontier(perf, u, work, batches, q, r_min=lo, r_max=hi)
-        if full:
-            chosen[u.pool] = full[-1]
-            continue
-        unbounded = frontier(perf, u, work, batches, q, r_min=lo)
-        need = min(o.replicas for o in unbounded)
-        chosen[u.pool] = _best_throughput(perf, u, work, batches, need if hi is None else hi)
-        problems.append(
-            Infeasibility(
-                InfeasibilityKind.ABOVE_MAX_REPLICAS,
-                f"{u.pool}: {work.seq_steps_per_s:,.6g} sequence-passes/s need at least {need} replicas "
-                f"to be stable at any batch size, above max_replicas {hi}.",
-                pool=u.pool,
-                needed=need,
-                allowed=hi,
-            )
-        )
-    latency = sum(o.latency_ms for o in chosen.values())
-    label = "TTFT" if stage == "prefill" else "TBT"
-    if not problems:
-        problems.append(
-            Infeasibility(
-                InfeasibilityKind.SLO_UNREACHABLE,
-                f"{stage}: the fastest {label} reachable within the replica limits is {latency:.1f} ms, over "
-                f"the {budget_ms:g} ms SLO (pass times alone: "
-                f"{sum(o.pass_ms for o in chosen.values()):.1f} ms); planning the fastest configuration.",
-            )
-        )
-    return StagePlan(stage, chosen, latency, budget_ms, False, problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,53 +58,134 @@ class Plan:
     infeasible: list[Infeasibility]
     stages: tuple[StagePlan, ...]
     units: Mapping[PoolKey, Unit] = field(default_factory=dict)
-    works: Mapping[str, Work] = field(default_factory=dict)
+    loads: StageLoads | None = None
+    forms: dict[str, str] = field(default_factory=dict)  # stage -> "model" | "operator" (hybrid plans)
+    better_since: dict[str, float] = field(default_factory=dict)  # hybrid: the other form cheaper since
+
+
+def plan_stage(
+    perf: PerfModel,
+    loads: StageLoads,
+    slo: SLO,
+    stage: str,
+    units: Sequence[Unit],
+    limits: Limits,
+    batches: Sequence[int],
+    floors: Mapping[PoolKey, int] | None = None,
+    search: str = "exact",
+    micro: Sequence[int] = (1,),
+) -> StagePlan:
+    """One stage's fewest-GPU plan for its pools ``units``, settled for where its replicas can sit;
+    ``micro``: decode micro-batch counts to try (``planner_decode``)."""
+    if stage == "prefill":
+        sp = _settle(
+            lambda g: plan_prefill(perf, units, loads.prefill, slo.ttft_ms, limits, floors, search, g), units
+        )
+    else:
+        sp = _settle(
+            lambda g: plan_decode(
+                perf, units, loads.decode, slo.tbt_ms, batches, limits, floors, search, g, micro
+            ),
+            units,
+        )
+    return _within_max(sp, limits)
+
+
+def _within_max(sp: StagePlan, limits: Limits) -> StagePlan:
+    """A pool whose ``max_replicas`` is below the one replica every stage needs (0: switched off) gets
+    that many, and the stage cannot serve: said, never planned past the limit."""
+    capped = {
+        pool: o
+        for pool, o in sp.chosen.items()
+        if (hi := limits.for_pool(pool).max_replicas) is not None and o.replicas > hi
+    }
+    if not capped:
+        return sp
+    chosen = dict(sp.chosen)
+    problems = list(sp.infeasible)
+    for pool, o in capped.items():
+        hi = limits.for_pool(pool).max_replicas or 0
+        chosen[pool] = replace(o, replicas=hi, cost=hi * o.gpus)
+        problems.append(
+            Infeasibility(
+                InfeasibilityKind.ABOVE_MAX_REPLICAS,
+                f"{pool}: the stage needs at least {o.replicas} replicas of it, above max_replicas {hi}.",
+                pool=pool,
+                needed=o.replicas,
+                allowed=hi,
+            )
+        )
+    return replace(sp, chosen=chosen, latency_ms=math.inf, met=False, infeasible=problems)
+
+
+def plan_stages(
+    perf: PerfModel,
+    load: LoadWindow,
+    slo: SLO,
+    units: Mapping[str, Sequence[Unit]],
+    limits: Limits,
+    batches: Sequence[int],
+    floors: Mapping[str, Mapping[PoolKey, int]] | None = None,
+    search: str = "exact",
+) -> tuple[StageLoads, StagePlan, StagePlan]:
+    loads = stage_loads(perf, load, slo)
+    floors = floors or {}
+    pre, dec = (
+        plan_stage(perf, loads, slo, st, units[st], limits, batches, floors.get(st), search)
+        for st in ("prefill", "decode")
+    )
+    return loads, pre, dec
 
 
 def assemble(
     perf: PerfModel,
+    loads: StageLoads,
     stages: Sequence[StagePlan],
     units: Mapping[PoolKey, Unit],
-    works: Mapping[str, Work],
     slo: SLO,
     header: str,
 ) -> Plan:
     pools: dict[PoolKey, PoolPlan] = {}
     reasons = [header]
-    watts_total, gpus_total = 0.0, 0
+    watts_total = 0.0
     latency: dict[str, float] = {}
     infeasible: list[Infeasibility] = []
     tag = f"p{slo.percentile:g}"
+    if loads.unservable > 0.0:
+        msg = (
+            f"{100 * loads.unservable:.2f}% of requests cannot meet the SLO on any configuration (a prompt "
+            f"whose prefill alone on a whole 8-GPU replica exceeds TTFT {slo.ttft_ms:g} ms, or a request "
+            f"whose KV fits no replica); the {tag} is planned over the rest."
+        )
+        reasons.append(msg)
+        infeasible.append(Infeasibility(InfeasibilityKind.UNSERVABLE_REQUESTS, msg))
     for sp in stages:
-        work = works[sp.stage]
+        length = loads.decode.kv_len if sp.stage == "decode" else max(1, round(loads.prefill.mean_length))
         for pool, opt in sp.chosen.items():
-            w = option_watts(perf, units[pool], opt, work.length) if math.isfinite(opt.latency_ms) else None
-            pools[pool] = PoolPlan(
-                opt.replicas,
-                opt.batch,
-                opt.gpus,
-                opt.latency_ms if math.isfinite(opt.latency_ms) else None,
-                w,
-            )
+            finite = math.isfinite(opt.latency_ms)
+            w = option_watts(perf, units[pool], opt, length) if finite else None
+            lat = opt.latency_ms if finite else None
+            pools[pool] = PoolPlan.sized(opt.replicas, opt.batch, opt.gpus, lat, w, sp.micro)
             watts_total += w or 0.0
             reasons.append(describe(pool, opt, slo.percentile))
-        gpus_total += sp.gpus
         latency[sp.stage] = sp.latency_ms
-        label = "TTFT" if sp.stage == "prefill" else "TBT"
+        label = "TTFT" if sp.stage == "prefill" else "TBT (per request)"
         verdict = "meets" if sp.met else "MISSES"
+        shown = f"{sp.latency_ms:.1f} ms" if math.isfinite(sp.latency_ms) else "unbounded"
         reasons.append(
-            f"{sp.stage}: {label} {tag} predicted {sp.latency_ms:.1f} ms {verdict} the "
-            f"{sp.budget_ms:g} ms SLO with {sp.gpus} GPUs "
-            f"({work.seq_steps_per_s:,.6g} sequence-passes/s, length {work.length})."
+            f"{sp.stage}: {label} {tag} predicted {shown} {verdict} the {sp.budget_ms:g} ms SLO with "
+            f"{sp.gpus:g} GPUs."
         )
+        reasons.extend(sp.notes)
         infeasible.extend(sp.infeasible)
     pred = Prediction(
         ttft_ms=_finite(latency.get("prefill")),
         tbt_ms=_finite(latency.get("decode")),
-        gpus=gpus_total,
+        gpus=plan_gpus(pools.values()),
         watts=watts_total,
+        unservable_fraction=loads.unservable,
     )
-    return Plan(pools, pred, reasons, infeasible, tuple(stages), dict(units), dict(works))
+    return Plan(pools, pred, reasons, infeasible, tuple(stages), dict(units), loads)
 
 
 def _finite(x: float | None) -> float | None:

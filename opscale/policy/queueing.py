@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from opscale.errors import InvalidArgument
 
 # Start the Erlang-B recursion this many standard deviations (√a) below a; see the module docstring.
@@ -205,7 +207,101 @@ def min_servers_for(arrival_rate: float, service_rate: float, target_wait_quanti
         if c <= tail:
             return servers
         drain = servers * service_rate - arrival_rate
-        if math.log(c / tail) / drain <= target_wait_quantile_s:
+        # drain > 0 in exact arithmetic (servers > a); rounding can make it 0 when a is an integer
+        if drain > 0.0 and math.log(c / tail) / drain <= target_wait_quantile_s:
             return servers
         servers += 1
         b = a * b / (servers + a * b)
+
+
+# --- M/G/R: general service times, approximations with a stated source -------------------------------
+
+
+def mgr_wait_tail(
+    servers: int, arrival_rate: float, mean_service_s: float, ca2: float, cs2: float
+) -> tuple[float, float]:
+    """(P(W > 0), θ) with P(W > t) ≈ P(W > 0)·exp(−θ·t) for a GI/G/R queue.
+
+    Allen–Cunneen (Allen, *Probability, Statistics and Queueing Theory*, 1990; Whitt, "Approximations for
+    the GI/G/m queue", 1993): the M/M/R wait scaled by (c_a² + c_s²)/2, where c_a² and c_s² are the squared
+    coefficients of variation of inter-arrival and service times. The probability of waiting keeps
+    Erlang C; the conditional wait stays exponential with its mean scaled, i.e. θ = 2(Rμ − λ)/(c_a² + c_s²).
+    Exact for M/M/R (c² = 1, 1); for M/D/R (c_s² = 0) it halves the mean wait, as the M/D/c
+    approximations in the same sources do. Unstable (R μ ≤ λ): (1, 0).
+    """
+    if arrival_rate <= 0.0:
+        return 0.0, math.inf
+    a = arrival_rate * mean_service_s
+    if servers <= a:
+        return 1.0, 0.0
+    c = erlang_c(servers, a)
+    theta = 2.0 * (servers / mean_service_s - arrival_rate) / max(ca2 + cs2, 1e-9)
+    return c, theta
+
+
+def wait_decay_rate(arrival_rate: float, servers: int, service: list[tuple[float, float]]) -> float:
+    """The exponential decay rate η of the waiting-time tail, P(W > t) ≈ P(W > 0)·e^{−ηt}, of an M/G/R
+    queue with service times ``service`` = [(seconds, probability)].
+
+    For M/G/1 it is the Cramér–Lundberg root of λ(E[e^{ηS}] − 1) = η (Asmussen, *Applied Probability and
+    Queues*, 2003, ch. XIII); with R servers all busy, work drains about R times as fast, so the root is
+    taken for S/R. Exact for M/M/R (it gives η = Rμ − λ); for near-deterministic prefill passes it
+    decays faster than the exponential-service answer, and for a heavy tail of long prompts it decays
+    slower — the cases where a two-moment (Allen–Cunneen) tail is off by most. 0 when unstable.
+
+    Solved by Newton's method from above (the function is convex and its root is the only positive
+    one, so iterates from the right decrease monotonically onto it)."""
+    lam = arrival_rate
+    if lam <= 0.0:
+        return math.inf
+    sec = np.asarray([x for x, p in service if p > 0.0]) / servers
+    prob = np.asarray([p for _, p in service if p > 0.0])
+    mean = float((sec * prob).sum())
+    if lam * mean >= 1.0:
+        return 0.0
+    cap = 700.0 / float(sec.max())  # e^{η·s} stays finite
+
+    def f_df(eta: float) -> tuple[float, float]:
+        e = np.exp(np.minimum(eta * sec, 700.0)) * prob
+        return lam * (float(e.sum()) - 1.0) - eta, lam * float((e * sec).sum()) - 1.0
+
+    hi = min(cap, 2.0 / mean)
+    while f_df(hi)[0] < 0.0 and hi < cap:
+        hi = min(cap, hi * 2.0)
+    eta = hi
+    for _ in range(60):
+        f, df = f_df(eta)
+        if df <= 0.0:
+            break
+        step = f / df
+        eta -= step
+        if eta <= 0.0 or abs(step) <= 1e-9 * eta:
+            break
+    return max(eta, 0.0)
+
+
+def departure_scv(servers: int, rho: float, ca2: float, cs2: float) -> float:
+    """Squared CV of a GI/G/R queue's departures (Whitt's QNA linking equation, "The Queueing Network
+    Analyzer", Bell System Technical Journal 62(9), 1983, eq. 39): c_d² = 1 + (1 − ρ²)(c_a² − 1) +
+    ρ²(c_s² − 1)/√R. A busy pool of near-deterministic passes smooths the stream the next pool sees."""
+    rho = min(max(rho, 0.0), 1.0)
+    return max(0.0, 1.0 + (1.0 - rho * rho) * (ca2 - 1.0) + rho * rho * (cs2 - 1.0) / math.sqrt(servers))
+
+
+def exp_mixture_sum(parts: list[tuple[float, float]]) -> tuple[float, float]:
+    """Independent waits W_i, each 0 with probability 1 − p_i and Exp(θ_i) otherwise, summed and matched to
+    one such mixture: P(ΣW > 0) = 1 − Π(1 − p_i), with the conditional mean matched (Σ p_i/θ_i over
+    P(ΣW > 0)). Returns (p, θ) of the match. Used for the TTFT of a path of several prefill pools."""
+    p_none = 1.0
+    mean = 0.0
+    for p, theta in parts:
+        if p <= 0.0:
+            continue
+        if theta <= 0.0:
+            return 1.0, 0.0
+        p_none *= 1.0 - p
+        mean += p / theta
+    p_any = 1.0 - p_none
+    if p_any <= 0.0 or mean <= 0.0:
+        return 0.0, math.inf
+    return p_any, p_any / mean

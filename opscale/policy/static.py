@@ -29,6 +29,8 @@ class StaticPool(BaseModel):
     replicas: int = Field(ge=0)
     batch_size: int | None = Field(None, ge=1)
     gpus_per_replica: int = Field(1, ge=1)
+    gpu_share: float = Field(1.0, gt=0.0, le=1.0)
+    micro_batches: int = Field(1, ge=1, le=64)
 
 
 class StaticParams(BaseModel):
@@ -60,7 +62,11 @@ class StaticPolicy:
         for text, spec in params.pools.items():
             pool = spec if isinstance(spec, StaticPool) else StaticPool(replicas=spec)
             self.plans[PoolKey.parse(text)] = PoolPlan(
-                replicas=pool.replicas, batch_size=pool.batch_size, gpus_per_replica=pool.gpus_per_replica
+                replicas=pool.replicas,
+                batch_size=pool.batch_size,
+                gpus_per_replica=pool.gpus_per_replica,
+                gpu_share=pool.gpu_share,
+                micro_batches=pool.micro_batches,
             )
 
     @classmethod
@@ -98,6 +104,10 @@ class StaticSpecPool(BaseModel):
     replicas: int = Field(ge=0, le=100_000)
     gpus_per_replica: int = Field(1, ge=1, le=64)
     batch_size: int = Field(64, ge=1, le=65_536)
+    gpu_share: float = Field(
+        1.0, gt=0.0, le=1.0, description="below 1: each replica on this share of one GPU (gpus_per_replica 1)"
+    )
+    micro_batches: int = Field(1, ge=1, le=64, description="decode operator pools: ping-pong micro-batches")
 
 
 class StaticSpecParams(BaseModel):
@@ -117,6 +127,8 @@ def _build(spec: DeploymentSpec, given: StaticSpecParams | None) -> Built:
                 "replicas": p.replicas,
                 "batch_size": p.batch_size,
                 "gpus_per_replica": p.gpus_per_replica,
+                "gpu_share": p.gpu_share,
+                "micro_batches": p.micro_batches,
             }
             for p in given.pools
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,93 +29,10 @@ from opscale.policy.jsonval import (
     json_opt_int,
     json_pairs,
 )
+from opscale.policy.window import LoadWindow as LoadWindow
+from opscale.policy.window import Signal as Signal
+from opscale.policy.window import check_nonneg
 from opscale.pools import PoolKey as PoolKey
-
-
-class Signal(enum.StrEnum):
-    """The counters a ``LoadWindow`` is built from; staleness is tracked per signal."""
-
-    ARRIVAL_RATE = "arrival_rate"
-    TOKEN_LENGTHS = "token_lengths"
-    DECODE_TPS = "decode_tps"
-    PREFILL_TPS = "prefill_tps"
-    TTFT = "ttft"
-    TBT = "tbt"
-    QUEUE_DEPTH = "queue_depth"
-    KV_CACHE = "kv_cache"
-    GPU_UTILIZATION = "gpu_utilization"
-    BUSY_FRACTION = "busy_fraction"
-
-
-def _check_nonneg(owner: str, **values: float | None) -> None:
-    for name, value in values.items():
-        if value is not None and not (value >= 0.0 and math.isfinite(value)):
-            raise InvalidArgument(f"{owner}.{name} must be a finite number >= 0, got {value}", field=name)
-
-
-def _check_fraction(owner: str, name: str, value: float | None) -> None:
-    # Utilization-like signals may exceed 1 slightly through sampling jitter; anything above 1.5 is a bug.
-    if value is not None and not 0.0 <= value <= 1.5:
-        raise InvalidArgument(f"{owner}.{name} must be a fraction in [0, 1.5], got {value}", field=name)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadWindow:
-    """What the decision loop read from the counters for one deployment over the last ``window_s``.
-
-    Latency fields are ``None`` when the window held no observation. ``staleness_s`` gives, per signal,
-    the seconds since its last sample at the tick's ``now_s``; a missing key or ``None`` means never seen.
-    Per-pool mappings leave out pools without a sample.
-    """
-
-    window_s: float
-    arrival_rate_rps: float = 0.0
-    input_tokens_mean: float = 0.0
-    input_tokens_p99: float = 0.0
-    output_tokens_mean: float = 0.0
-    output_tokens_p99: float = 0.0
-    decode_tps: float = 0.0
-    prefill_uncached_tps: float = 0.0  # prefill tokens/s after prefix-cache hits: the work actually done
-    ttft_p50_ms: float | None = None
-    ttft_p99_ms: float | None = None
-    tbt_p50_ms: float | None = None
-    tbt_p99_ms: float | None = None
-    queue_depth: Mapping[PoolKey, float] = field(default_factory=dict)
-    kv_cache_use: float | None = None  # fraction of KV-cache blocks in use
-    gpu_utilization: float | None = None  # deployment-wide mean, 0..1
-    gpu_utilization_by_pool: Mapping[PoolKey, float] = field(default_factory=dict)
-    busy_fraction: Mapping[PoolKey, float] = field(default_factory=dict)
-    staleness_s: Mapping[Signal, float | None] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not (self.window_s > 0 and math.isfinite(self.window_s)):
-            raise InvalidArgument(f"LoadWindow.window_s must be > 0, got {self.window_s}", field="window_s")
-        _check_nonneg(
-            "LoadWindow",
-            arrival_rate_rps=self.arrival_rate_rps,
-            input_tokens_mean=self.input_tokens_mean,
-            input_tokens_p99=self.input_tokens_p99,
-            output_tokens_mean=self.output_tokens_mean,
-            output_tokens_p99=self.output_tokens_p99,
-            decode_tps=self.decode_tps,
-            prefill_uncached_tps=self.prefill_uncached_tps,
-            ttft_p50_ms=self.ttft_p50_ms,
-            ttft_p99_ms=self.ttft_p99_ms,
-            tbt_p50_ms=self.tbt_p50_ms,
-            tbt_p99_ms=self.tbt_p99_ms,
-        )
-        _check_fraction("LoadWindow", "kv_cache_use", self.kv_cache_use)
-        _check_fraction("LoadWindow", "gpu_utilization", self.gpu_utilization)
-        for pool, value in self.gpu_utilization_by_pool.items():
-            _check_fraction("LoadWindow", f"gpu_utilization_by_pool[{pool}]", value)
-        for pool, value in self.busy_fraction.items():
-            _check_fraction("LoadWindow", f"busy_fraction[{pool}]", value)
-        for sig, age in self.staleness_s.items():
-            _check_nonneg("LoadWindow", **{f"staleness_s[{sig}]": age})
-
-    def age_s(self, signal: Signal) -> float | None:
-        """Seconds since ``signal`` was last sampled; ``None`` if it never was."""
-        return self.staleness_s.get(signal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +96,7 @@ class Limits:
     scale_out_when_stale: bool | None = None  # fail-static may still scale out (default: hold)
 
     def __post_init__(self) -> None:
-        _check_nonneg(
+        check_nonneg(
             "Limits",
             max_step_frac=self.max_step_frac,
             scale_up_window_s=self.scale_up_window_s,
@@ -206,6 +123,8 @@ class PoolPlan:
     gpus_per_replica: int = 1
     predicted_latency_ms: float | None = None
     watts: float | None = None
+    gpu_share: float = 1.0  # below 1: each replica runs on this share of one GPU (opscale.model.sharing)
+    micro_batches: int = 1  # decode operator pools: micro-batches per pass in the ping-pong pipeline
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
@@ -215,10 +134,47 @@ class PoolPlan:
                 f"PoolPlan.gpus_per_replica must be >= 1, got {self.gpus_per_replica}",
                 field="gpus_per_replica",
             )
+        if not 0.0 < self.gpu_share <= 1.0 or (self.gpu_share < 1.0 and self.gpus_per_replica != 1):
+            raise InvalidArgument(
+                f"PoolPlan.gpu_share must be in (0, 1], and 1 unless gpus_per_replica is 1; got "
+                f"{self.gpu_share} with {self.gpus_per_replica} GPUs per replica",
+                field="gpu_share",
+            )
+        if not 1 <= self.micro_batches <= 64:
+            raise InvalidArgument(
+                f"PoolPlan.micro_batches must be in [1, 64], got {self.micro_batches}", field="micro_batches"
+            )
         if self.batch_size is not None and self.batch_size < 1:
             raise InvalidArgument(
                 f"PoolPlan.batch_size must be >= 1, got {self.batch_size}", field="batch_size"
             )
+
+    @property
+    def gpus(self) -> float:
+        """GPUs per replica, a share of one GPU when below 1."""
+        return self.gpu_share if self.gpu_share < 1.0 else float(self.gpus_per_replica)
+
+    @classmethod
+    def sized(
+        cls,
+        replicas: int,
+        batch_size: int | None,
+        gpus: float,
+        predicted_latency_ms: float | None = None,
+        watts: float | None = None,
+        micro_batches: int = 1,
+    ) -> PoolPlan:
+        """A plan from a planner's GPUs per replica (a share of one GPU when below 1)."""
+        whole = gpus >= 1.0
+        return cls(
+            replicas,
+            batch_size,
+            int(gpus) if whole else 1,
+            predicted_latency_ms,
+            watts,
+            1.0 if whole else gpus,
+            micro_batches,
+        )
 
     def to_json(self) -> JSONObject:
         return {
@@ -227,6 +183,8 @@ class PoolPlan:
             "gpus_per_replica": self.gpus_per_replica,
             "predicted_latency_ms": self.predicted_latency_ms,
             "watts": self.watts,
+            "gpu_share": self.gpu_share,
+            "micro_batches": self.micro_batches,
         }
 
     @classmethod
@@ -237,7 +195,18 @@ class PoolPlan:
             gpus_per_replica=json_int(data.get("gpus_per_replica", 1)),
             predicted_latency_ms=json_opt_float(data.get("predicted_latency_ms")),
             watts=json_opt_float(data.get("watts")),
+            gpu_share=json_opt_float(data.get("gpu_share")) or 1.0,
+            micro_batches=json_opt_int(data.get("micro_batches")) or 1,
         )
+
+
+def plan_gpus(plans: Iterable[PoolPlan]) -> int:
+    """GPUs a set of pool plans occupies: whole GPUs per replica, and shared replicas packed onto shared
+    GPUs (power-of-two shares pack perfectly: ⌈Σ shares⌉)."""
+    plans = list(plans)
+    whole = sum(p.replicas * p.gpus_per_replica for p in plans if p.gpu_share >= 1.0)
+    shared = sum(p.replicas * p.gpu_share for p in plans if p.gpu_share < 1.0)
+    return whole + math.ceil(shared - 1e-9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +217,10 @@ class Prediction:
     tbt_ms: float | None = None
     gpus: int | None = None
     watts: float | None = None
+    # Share of the window's requests no configuration can serve within the SLO (a prompt too long to
+    # prefill within TTFT even alone on the largest replica, or a request whose KV fits no replica).
+    # They are reported, never averaged in: the percentile is planned over the others.
+    unservable_fraction: float = 0.0
 
 
 class InfeasibilityKind(enum.StrEnum):
@@ -256,6 +229,7 @@ class InfeasibilityKind(enum.StrEnum):
     BOUNDS_CONFLICT = "bounds_conflict"  # coupled pools' min/max cannot all hold at the ratio
     STALE_SIGNALS = "stale_signals"  # a required signal is missing or stale; fail-static holds
     MISSING_INPUT = "missing_input"  # a pool or parameter the policy needs is absent
+    UNSERVABLE_REQUESTS = "unservable_requests"  # some requests cannot meet the SLO on any configuration
 
 
 @dataclass(frozen=True, slots=True)

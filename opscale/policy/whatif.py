@@ -7,9 +7,8 @@ cooldowns and step limits, so the first plan is not held back. Policies that rea
 latency or utilization (pd's safety net, utilization) see none; the HPA-style policy therefore does not
 scale from zero, as the real one would not.
 
-The planners count whole GPUs per replica; for them the result also carries ``packed_gpus``, the
-estimate of ``opscale.policy.planner_pack`` once tiny replicas (embedding, lm_head: one GPU, busy ≤ 5%)
-share GPUs with others, computed by the same rule for both planners.
+GPUs: whole GPUs per replica, and replicas that the operator planner gave a share of one GPU
+(``opscale.model.sharing``) packed onto shared GPUs, as placement places them.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from opscale.errors import InvalidArgument
-from opscale.policy.planner_pack import packed_gpus
-from opscale.policy.planner_policy import PlannerPolicy
 from opscale.policy.spec_adapter import setup_for
 from opscale.policy.types import (
     SLO,
@@ -31,6 +28,7 @@ from opscale.policy.types import (
     PoolPlan,
     Prediction,
     Signal,
+    plan_gpus,
 )
 from opscale.spec import DeploymentSpec, PolicyKind
 
@@ -45,11 +43,10 @@ class WhatIfResult:
     prediction: Prediction | None
     reasons: list[str]
     infeasible: list[Infeasibility]
-    packed_gpus: int | None = None  # planners only: GPUs once tiny replicas share GPUs (estimate)
 
     @property
     def gpus(self) -> int:
-        return sum(p.replicas * p.gpus_per_replica for p in self.pools.values())
+        return plan_gpus(self.pools.values())
 
 
 def steady_load(requests_per_s: float, input_tokens: float, output_tokens: float) -> LoadWindow:
@@ -111,14 +108,14 @@ def what_if(
         res = setup.policy.decide(
             PolicyInput(now_s=0.0, deployment=spec.name, load=load, current={}, slo=setup.slo, limits=limits)
         )
-        reasons, packed = list(res.reasons), None
-        pol = setup.policy
-        if isinstance(pol, PlannerPolicy) and pol.params.mode == "disaggregated":
-            packed, sentence = packed_gpus(pol.perf, pol.plan(load, setup.slo, limits))
-            reasons.append(sentence)
         out.append(
             WhatIfResult(
-                kind.value, setup.slo, dict(res.desired), res.predicted, reasons, list(res.infeasible), packed
+                kind.value,
+                setup.slo,
+                dict(res.desired),
+                res.predicted,
+                list(res.reasons),
+                list(res.infeasible),
             )
         )
     return out
@@ -132,7 +129,7 @@ def _pool_cell(p: PoolPlan | None) -> str:
     if p is None:
         return "-"
     batch = f" b{p.batch_size}" if p.batch_size is not None else ""
-    return f"{p.replicas}x{p.gpus_per_replica}GPU{batch}"
+    return f"{p.replicas}x{p.gpus:g}GPU{batch}"
 
 
 def format_side_by_side(results: Sequence[WhatIfResult]) -> str:
@@ -143,7 +140,6 @@ def format_side_by_side(results: Sequence[WhatIfResult]) -> str:
     tag = f"p{results[0].slo.percentile:g}"
     rows: list[tuple[str, list[str]]] = [
         ("GPUs", [str(r.gpus) for r in results]),
-        ("GPUs, tiny replicas packed (est.)", [_fmt(r.packed_gpus) for r in results]),
         (
             f"TTFT {tag} ms (SLO {results[0].slo.ttft_ms:g})",
             [_fmt(r.prediction.ttft_ms if r.prediction else None) for r in results],

@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opscale.counters import CounterStore
+from opscale.policy.lengths import LengthDist
 from opscale.policy.types import LoadWindow, PoolKey, Signal
 from opscale.pools import OperatorKind, Stage
-from opscale.signals.summary import WindowSummary, read_window_summary
+from opscale.signals.summary import Distribution, WindowSummary, read_window_summary
 
 DEFAULT_WINDOW_S = 30.0
 
@@ -48,6 +49,13 @@ def _known(pool: PoolKey) -> bool:
 
 
 POOL_SOURCES = frozenset({"queue", "busy"})  # staleness the summary derives from pool series
+
+
+def length_dist(d: Distribution) -> LengthDist | None:
+    """A window's length histogram as the planners' ``LengthDist`` (None with no observations)."""
+    if not d.count or not d.bins:
+        return None
+    return LengthDist.from_bins([(b.lower, b.upper, b.count) for b in d.bins], d.min, d.max)
 
 
 def to_load_window(summary: WindowSummary, pools_read: bool = True) -> LoadWindow:
@@ -88,6 +96,8 @@ def to_load_window(summary: WindowSummary, pools_read: bool = True) -> LoadWindo
         gpu_utilization=_frac(summary.gpu_utilization_fraction),
         busy_fraction=busy,
         staleness_s=staleness,
+        input_tokens_dist=length_dist(summary.input_tokens),
+        output_tokens_dist=length_dist(summary.output_tokens),
     )
 
 
@@ -127,6 +137,8 @@ def load_to_json(load: LoadWindow) -> dict[str, Any]:
         "gpu_utilization_by_pool": _pools_json(load.gpu_utilization_by_pool),
         "busy_fraction": _pools_json(load.busy_fraction),
         "staleness_s": {str(k): v for k, v in sorted(load.staleness_s.items())},
+        "input_tokens_dist": load.input_tokens_dist.to_json() if load.input_tokens_dist else None,
+        "output_tokens_dist": load.output_tokens_dist.to_json() if load.output_tokens_dist else None,
     }
 
 
@@ -161,7 +173,14 @@ def load_from_json(data: Mapping[str, Any]) -> LoadWindow:
             Signal(k): (None if v is None else float(v))
             for k, v in dict(data.get("staleness_s") or {}).items()
         },
+        input_tokens_dist=_dist(data, "input_tokens_dist"),
+        output_tokens_dist=_dist(data, "output_tokens_dist"),
     )
+
+
+def _dist(data: Mapping[str, Any], key: str) -> LengthDist | None:
+    value = data.get(key)
+    return None if value is None else LengthDist.from_json(value)
 
 
 def max_staleness(load: LoadWindow) -> float | None:

@@ -37,6 +37,8 @@ class Distribution:
     p90: float | None
     p99: float | None
     bins: tuple[HistogramBin, ...]
+    min: float | None = None  # smallest and largest observation in the window
+    max: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ def _capped(fraction: float | None) -> float | None:
 
 def _distribution(r: WindowRead) -> Distribution:
     p50, p90, p99 = r.quantiles(PERCENTILES)
-    return Distribution(r.count, r.mean, p50, p90, p99, r.bins)
+    return Distribution(r.count, r.mean, p50, p90, p99, r.bins, r.min_value, r.max_value)
 
 
 def _pool_summary(pool: PoolKey, reads: Sequence[WindowRead]) -> PoolSummary:

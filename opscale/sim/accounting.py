@@ -1,18 +1,15 @@
 """GPU accounting through the real placement: the simulator's replicas are placed on a fleet of 8-GPU H100
 nodes by ``opscale.placement.place`` — the function the placement service runs — and "GPUs allocated"
-is the number of GPUs holding at least one replica. Operator replicas may share a GPU when their memory
-and compute fractions fit (an embedding or lm_head replica next to an attention replica); a whole-model
-replica or a KV-holding pool takes its GPUs whole.
+is the number of GPUs holding at least one replica. Replicas share a GPU only where the plan gave them
+a share of one (``opscale.model.sharing``): their shares and memory fit it together, and the data plane
+runs them at the slowed speed the planner priced. Every other replica takes its GPUs whole.
 
 Each replica's demand:
 
-* memory per GPU: KV holders (``decode/attention``, ``decode/model``) claim the usable memory of their
-  GPUs — the engine sizes their KV cache that way (as vLLM's ``gpu_memory_utilization`` does); every
-  other replica needs its weights + one pass's activations, split over its GPUs;
-* compute fraction: the pool's busy fraction when the replica set last changed, with 20% headroom,
-  rounded up to a tenth, at least 0.1. Two replicas share a GPU only while their busy fractions add up
-  to at most 1; the simulator then charges them no interference (time-slicing that fits is taken as
-  free — optimistic by the cost of context switches, which MPS keeps small).
+* memory per GPU: the one memory model's demand (``opscale.model.memory``) — replicas that run attention
+  claim the usable memory of their GPUs (of their share) for their KV pool, every other replica its
+  weights + one pass's activations, split over its GPUs;
+* compute fraction: its share of one GPU, or 1.
 
 The ledger is level-triggered like the placement service: on every change of the alive replica counts,
 ``place`` gets the previous placement as ``current`` and the counts as demands; which replica of a pool
@@ -22,11 +19,10 @@ Replicas placement cannot fit (fleet too small) are counted as whole GPUs of the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from opscale.model.energy import OperatorLoad, gpu_watts
-from opscale.model.perf import USABLE_MEMORY_FRACTION
+from opscale.model.memory import replica_memory
 from opscale.placement import GpuSlot, NodeInfo, PlacedReplica, PlacementInput, PoolDemand, Topology, place
 from opscale.policy.types import PoolKey
 from opscale.sim.engine import DataPlane
@@ -48,24 +44,20 @@ class GpuLedger:
         )
         self.deployment = deployment
         self.placed: tuple[PlacedReplica, ...] = ()
-        self.signature: tuple[tuple[PoolKey, int, int, int], ...] = ()
+        self.signature: tuple[tuple[PoolKey, int, float, float], ...] = ()
         self.unplaced_gpus = 0
         self.infeasible_events = 0
         self.calls = 0
 
-    def _memory_per_gpu(self, key: PoolKey, gpus: int) -> int:
+    def _memory_per_gpu(self, key: PoolKey, gpus: float) -> int:
         pool = self.dp.pools[key]
-        usable = int(self.dp.gpu.memory_bytes * USABLE_MEMORY_FRACTION)
-        if pool.holder:
-            return usable
-        ctx = 1024
-        need = sum(self.dp.perf.replica_memory_bytes(key.stage, op, pool.batch, ctx) for op in pool.unit.ops)
-        return min(usable, math.ceil(need / gpus))
+        perf = self.dp.perf
+        return replica_memory(perf.shape, perf.gpu, key.stage, pool.unit.ops, pool.batch, gpus).per_gpu_bytes
 
     def reconcile(self, busy: Mapping[PoolKey, float]) -> None:
         """Re-place when the alive replica counts (or their GPUs) changed since the last call."""
         sig = tuple(
-            (k, len(p.replicas), p.gpus, max((r.gpus for r in p.replicas), default=0))
+            (k, len(p.replicas), p.gpus, max((r.gpus for r in p.replicas), default=0.0))
             for k, p in self.dp.pools.items()
         )
         if sig == self.signature:
@@ -74,16 +66,15 @@ class GpuLedger:
         demands = []
         for key, pool in self.dp.pools.items():
             gpus = max((r.gpus for r in pool.replicas), default=pool.gpus)
-            frac = 1.0 if pool.holder else min(1.0, max(0.1, math.ceil(busy.get(key, 1.0) * 1.2 * 10) / 10))
             demands.append(
                 PoolDemand(
                     self.deployment,
                     key.stage,
                     key.operator,
                     len(pool.replicas),
-                    gpus,
+                    max(1, int(gpus)),
                     self._memory_per_gpu(key, gpus),
-                    frac,
+                    min(1.0, gpus),
                     group=self.deployment,
                     exchange_bytes_per_token=self._exchange(key),
                 )
@@ -99,7 +90,8 @@ class GpuLedger:
         for key, pool in self.dp.pools.items():
             missing = len(pool.replicas) - counts.get((key.stage, key.operator), 0)
             if missing > 0:
-                self.unplaced_gpus += missing * max((r.gpus for r in pool.replicas), default=pool.gpus)
+                per = max((r.gpus for r in pool.replicas), default=pool.gpus)
+                self.unplaced_gpus += missing * max(1, int(per))
         self.infeasible_events += bool(out.infeasible)
         self.dp.same_node = self._same_node()
 
@@ -143,14 +135,17 @@ class GpuLedger:
         return out
 
     def watts(self, busy: Mapping[PoolKey, float], now_s: float) -> float:
-        """Each GPU holding replicas: idle + Σ (busy power − idle) × busy fraction of its replicas."""
+        """Each GPU holding replicas: idle + Σ (busy power − idle) × busy fraction of its replicas; a
+        replica on a share σ of the GPU adds σ of the increment while busy (it runs on σ of the SMs)."""
         gpu = self.dp.gpu
         loads: dict[tuple[str, int], list[OperatorLoad]] = {}
         for r in self.placed:
             key = PoolKey(r.stage, r.operator)
             pool = self.dp.pools[key]
             frac = min(1.0, max(0.0, busy.get(key, 0.0)))
+            share = min(1.0, pool.gpus)
+            w = gpu.idle_watts + share * (pool.busy_watts - gpu.idle_watts)
             for i in r.gpu_indices:
-                loads.setdefault((r.node, i), []).append(OperatorLoad(pool.busy_watts, frac))
+                loads.setdefault((r.node, i), []).append(OperatorLoad(w, frac))
         total = sum(gpu_watts(gpu, ls) for ls in loads.values())
         return total + self.unplaced_gpus * gpu.idle_watts

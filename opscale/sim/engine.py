@@ -2,54 +2,23 @@
 activation transfers, KV-cache limits, replica start-up and drain. Pure: no clock, no randomness (the
 trace arrives already drawn), so a run is a function of its inputs.
 
-Time advances in ticks of ``tick_s`` (200 ms by default). Inside a tick the two stages are modelled
-differently, each as coarsely as its SLO allows:
+Time advances in ticks of ``tick_s`` (200 ms by default). Inside a tick the two stages are modelled each
+as coarsely as its SLO allows: prefill pass by pass (``prefill_plane``), decode as fluid continuous
+batching (``decode_plane``).
 
-**Prefill: pass-level events.** Each prefill pool is a FIFO queue served by its replicas. A free
-replica takes up to ``batch`` prompts that are ready at its start time and runs one pass of the unit
-(one operator for all layers, or the whole model) in ``pass_latency_ms(batch, mean prompt length,
-GPUs)``; the prompts then queue at the next pool of the stage. Pass start and end times are exact
-(not rounded to ticks): a replica runs as many passes inside a tick as fit.
-
-**Decode: fluid continuous batching.** Running sequences of a deployment share the decode pools. With
-N running sequences at mean KV length L, pool p (R_p ready replicas, batch limit b_p) runs
-k_p = ⌈N / (R_p·b_p)⌉ passes of n_p = min(b_p, ⌈N / R_p⌉) sequences per token round, so one token of
-every sequence takes
-
-    step = max( Σ_p s_p(n_p, L) + hops(n_p),   max_p k_p · s_p(n_p, L) )
-
-— latency-bound (a token must traverse every pool in turn) or throughput-bound (the slowest pool's
-passes), whichever is larger. Each sequence advances (time available this tick) / step tokens,
-fractional progress carried over; completions are timed exactly within the tick. This aggregates
-per-token events into one vector update per tick; its error is that sequences joining or leaving
-within a tick change the batch only at the next tick (≤ ``tick_s``), and that sequences are spread
-evenly over replicas (the router's ideal).
-
-**Layers folded.** ``PerfModel.pass_latency_ms`` prices a pass through an operator's ALL layers. In a
-real operator-disaggregated engine a batch alternates attention → FFN per layer; folding charges each
-pool one queue wait per pass instead of one per layer. Throughput is the same (busy time per batch is
-the sum over layers either way); latency under contention is underestimated by up to (layers − 1)
-extra waits, which is zero when pools are not saturated (the planner keeps ρ < 1). The activation
-transfers of the per-layer hand-offs are charged in full: ``2 × layers`` hops (+ embedding and
-lm_head) of ``tokens × activation_bytes_per_token`` at the placement's link (``locality``).
-
-**KV cache.** A sequence reserves (prompt + output) × KV bytes per token in the decode pool that holds
-KV (``decode/attention`` or ``decode/model``) when admitted; admission waits while KV bytes (Σ per-replica
-capacity) are short, and a request that cannot fit one replica is rejected. The plan's batch size is the
-batch of one pass, not a cap on resident sequences: a replica holding more than ``batch`` sequences runs
-them as ⌈N/batch⌉ micro-batches per token round (the ``k_p`` above), the same rule for whole-model and
-operator replicas.
-Waiting longer than ``queue_timeout_s`` in either stage also rejects. The prompt's KV moves from
-prefill to decode over ``kv_link_bytes_s``.
+**Paths.** A stage is served by one or two *paths*: whole-model replicas (``…/model``), and the chain of
+operator pools (embedding → attention → FFN/experts → lm_head). A deployment runs one form per stage and
+both while it moves from one to the other (``opscale.policy.hybrid``): prompts are routed to a path as
+they arrive, sequences to a decode path as they are admitted.
 
 **Replicas.** A new replica is ready after weights / (GPUs × load bandwidth) + overhead. Scale-in
 drains: a prefill replica stops after its current pass; decode replicas holding KV stop once the
-running sequences fit the remaining replicas (fluid migration); stateless decode pools stop at once.
+running sequences of their path fit the remaining replicas (fluid migration); stateless decode pools stop
+at once.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,9 +27,13 @@ import numpy as np
 
 from opscale.model import PerfModel
 from opscale.model.energy import OperatorLoad, gpu_watts
-from opscale.model.perf import USABLE_MEMORY_FRACTION
-from opscale.policy.planner_core import Unit, min_gpus
+from opscale.model.fabric import HOP_LATENCY_S, KV_LINK_BYTES_S, NETWORK_BYTES_S
+from opscale.model.memory import replica_memory
+from opscale.model.startup import LOAD_BYTES_S_PER_GPU, OVERHEAD_S, startup_s
+from opscale.policy.planner_core import Unit
 from opscale.policy.types import PoolKey, PoolPlan
+from opscale.sim import decode_plane, prefill_plane
+from opscale.sim.decode_plane import DecodeState
 
 HOLDERS = ("attention", "model")  # the decode pools that keep the KV cache
 
@@ -68,27 +41,24 @@ HOLDERS = ("attention", "model")  # the decode pools that keep the KV cache
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     tick_s: float = 0.2  # 0.05 gives the same GPU-hours and attainment, p99 TBT within 1% (BENCHMARKS.md)
-    kv_link_bytes_s: float = 50e9  # prefill -> decode KV transfer (400 Gb/s RDMA)
+    kv_link_bytes_s: float = KV_LINK_BYTES_S  # prefill -> decode KV transfer (opscale.model.fabric)
     locality: str = "node"  # operator hand-offs: "gpu" (shared memory), "node" (NVLink), "network"
-    network_bytes_s: float = 50e9
-    hop_latency_s: float = 10e-6  # per activation hand-off
-    load_bytes_s_per_gpu: Mapping[str, float] = field(default_factory=lambda: {"H100": 5e9})
-    default_load_bytes_s: float = 5e9
-    startup_overhead_s: Mapping[str, float] = field(default_factory=lambda: {"H100": 3.0})
-    default_startup_overhead_s: float = 3.0
+    network_bytes_s: float = NETWORK_BYTES_S
+    hop_latency_s: float = HOP_LATENCY_S  # per activation hand-off
+    load_bytes_s_per_gpu: Mapping[str, float] = field(default_factory=lambda: {"H100": LOAD_BYTES_S_PER_GPU})
+    startup_overhead_s: Mapping[str, float] = field(default_factory=lambda: {"H100": OVERHEAD_S})
     queue_timeout_s: float = 120.0
     length_bucket: float = 2 ** (1 / 16)  # pass latencies priced at lengths rounded to this ratio
     default_batch: int = 64
 
-    def startup_s(self, gpu: str, weights_bytes: int, gpus: int) -> float:
-        bw = self.load_bytes_s_per_gpu.get(gpu, self.default_load_bytes_s)
-        return weights_bytes / (bw * gpus) + self.startup_overhead_s.get(gpu, self.default_startup_overhead_s)
+    def startup_s(self, gpu: str, weights_bytes: int, gpus: float) -> float:
+        return startup_s(gpu, weights_bytes, gpus, self.load_bytes_s_per_gpu, self.startup_overhead_s)
 
 
 @dataclass(slots=True)
 class Replica:
     rid: int
-    gpus: int
+    gpus: float  # below 1: a share of one GPU (opscale.model.sharing)
     ready_s: float
     draining: bool = False
     free_s: float = 0.0  # prefill: when the current pass ends
@@ -99,9 +69,10 @@ class Pool:
     key: PoolKey
     unit: Unit
     batch: int
-    gpus: int
+    gpus: float
     weights_bytes: int
     busy_watts: float
+    micro: int = 1  # decode: micro-batches per pass (ping-pong with the path's other pools)
     replicas: list[Replica] = field(default_factory=list)
     queue: list[tuple[float, int, int]] = field(default_factory=list)  # (ready_s, seq, request)
     busy_s: float = 0.0  # replica-seconds busy since the last sample
@@ -111,6 +82,20 @@ class Pool:
     @property
     def holder(self) -> bool:
         return self.key.stage == "decode" and self.key.operator in HOLDERS
+
+
+@dataclass(slots=True)
+class Path:
+    """One way through a stage: a whole-model pool, or the chain of its operator pools."""
+
+    stage: str
+    pools: list[Pool]
+    hops: int  # activation hand-offs per pass (2 per layer + 2 for operator chains, 0 for whole models)
+
+    @property
+    def holder(self) -> Pool | None:
+        """The decode pool keeping the path's KV cache."""
+        return next((p for p in self.pools if p.holder), None)
 
 
 @dataclass(slots=True)
@@ -126,6 +111,8 @@ class Requests:
     tbt_sum_s: np.ndarray = field(init=False)
     tbt_max_s: np.ndarray = field(init=False)
     tbt_n: np.ndarray = field(init=False)
+    ttst_s: np.ndarray = field(init=False)  # first decode gap: time from the first to the second token
+    kv_start_s: np.ndarray = field(init=False)  # when its KV began to stream to decode (attention pass)
     rejected: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -136,6 +123,8 @@ class Requests:
         self.tbt_sum_s = np.zeros(n)
         self.tbt_max_s = np.zeros(n)
         self.tbt_n = np.zeros(n, dtype=np.int64)
+        self.ttst_s = np.full(n, np.nan)
+        self.kv_start_s = np.full(n, np.nan)
         self.rejected = np.zeros(n, dtype=bool)
 
 
@@ -148,6 +137,9 @@ class TickStats:
     e2e: list[tuple[float, float]] = field(default_factory=list)
     decode_tokens: float = 0.0
     prefill_tokens: float = 0.0
+
+
+ORDER = {"embedding": 0, "attention": 1, "ffn": 2, "experts": 2, "lm_head": 3}
 
 
 class DataPlane:
@@ -166,31 +158,23 @@ class DataPlane:
             )
         self.prefill = [p for p in self.pools.values() if p.key.stage == "prefill"]
         self.decode = [p for p in self.pools.values() if p.key.stage == "decode"]
+        hops = 2 * perf.shape.layers + 2
+        self.prefill_paths = _paths("prefill", self.prefill, hops)
+        self.decode_paths = _paths("decode", self.decode, hops)
+        self.seq = 0
         self._next_rid = 0
-        self._seq = 0
-        self._cache: dict[tuple[PoolKey, int, int, int], float] = {}
-        self._kv_cache: dict[tuple[PoolKey, int, int], float] = {}
+        self._cache: dict[tuple[PoolKey, int, int, float, int], float] = {}
+        self._kv_cache: dict[tuple[PoolKey, int, float], float] = {}
         self._power_cache: dict[tuple[PoolKey, int], float] = {}
-        shape = perf.shape
         self.kv_bpt = perf.kv_bytes_per_token()
-        self.act_bpt = shape.activation_bytes_per_token
-        operator_level = any(p.key.operator not in HOLDERS for p in self.pools.values())
-        self.hops = 2 * shape.layers + 2 if operator_level else 0
+        self.act_bpt = perf.shape.activation_bytes_per_token
         if self.cfg.locality == "gpu":
             self.hop_bytes_s = math.inf
         elif self.cfg.locality == "node":
             self.hop_bytes_s = self.gpu.link_bytes_s / 2
         else:
             self.hop_bytes_s = self.cfg.network_bytes_s
-        # decode state, one entry per running sequence
-        self.d_id = np.zeros(0, dtype=np.int64)
-        self.d_left = np.zeros(0, dtype=np.int64)  # tokens still to generate
-        self.d_prog = np.zeros(0)  # fractional progress toward the next token, in steps
-        self.d_wait = np.zeros(0)  # gap accrued before the next token beyond the step (admission, stalls)
-        self.d_kv = np.zeros(0)  # KV length now
-        self.d_reserved = np.zeros(0)  # KV bytes reserved
-        self.d_queue: list[tuple[float, int, int]] = []  # (ready_s, seq, request) awaiting admission
-        self.last_step_s: float | None = None
+        self.decode_state = DecodeState()
         self.n_enqueued = self.n_finished = self.n_rejected = 0
         self.same_node: dict[str, float] = {}  # set from placement; empty: ``locality`` decides
 
@@ -199,19 +183,34 @@ class DataPlane:
         """Requests admitted to the data plane and neither finished nor rejected (Little's L)."""
         return self.n_enqueued - self.n_finished - self.n_rejected
 
+    @property
+    def running(self) -> int:
+        """Sequences decoding now."""
+        return len(self.decode_state.id)
+
+    @property
+    def last_step_s(self) -> float | None:
+        return self.decode_state.last_step_s
+
     # --- pricing ------------------------------------------------------------------------------------
 
     def _bucket(self, length: float) -> int:
         r = self.cfg.length_bucket
         return max(1, round(r ** round(math.log(max(length, 1.0), r))))
 
-    def pass_s(self, pool: Pool, batch: int, length: float, gpus: int) -> float:
+    def pass_s(
+        self, pool: Pool, batch: int, length: float, gpus: float, core_length: float | None = None
+    ) -> float:
+        """One pass of ``batch`` sequences at mean ``length``; ``core_length`` (prefill): the root mean
+        square of the prompts, at which the causal attention core is priced (its work is Σ L²). A replica
+        on a share of one GPU runs at the planner's price for it (``opscale.model.sharing``)."""
         lb = self._bucket(length)
-        key = (pool.key, batch, lb, gpus)
+        cb = lb if core_length is None else self._bucket(core_length)
+        key = (pool.key, batch, lb, gpus, cb)
         s = self._cache.get(key)
         if s is None:
             stage = pool.unit.stage
-            s = sum(self.perf.pass_latency_ms(stage, op, batch, lb, gpus) for op in pool.unit.ops) / 1e3
+            s = sum(self.perf.pass_latency_ms(stage, op, batch, lb, gpus, cb) for op in pool.unit.ops) / 1e3
             self._cache[key] = s
         return s
 
@@ -232,35 +231,28 @@ class DataPlane:
         watts = [self.perf.busy_watts(u.stage, op, batch, length) for op in u.ops]
         return sum(t * w for t, w in zip(times, watts, strict=True)) / max(sum(times), 1e-12)
 
-    def hop_s(self, tokens: float, stage: str = "decode") -> float:
-        """Activation hand-offs of one pass through the stage's operator pools. With placement wired in,
+    def hop_s(self, path: Path, tokens: float) -> float:
+        """Activation hand-offs of one pass through a path's operator pools. With placement wired in,
         ``same_node[stage]`` is the share of attention↔FFN replica pairs on one node (NVLink); the rest
         cross the network."""
-        if not self.hops:
+        if not path.hops:
             return 0.0
-        f = self.same_node.get(stage)
+        f = self.same_node.get(path.stage)
         if f is None:
             per_byte = 1.0 / self.hop_bytes_s
         else:
             per_byte = f / (self.gpu.link_bytes_s / 2) + (1.0 - f) / self.cfg.network_bytes_s
-        return self.hops * (self.cfg.hop_latency_s + tokens * self.act_bpt * per_byte)
+        return path.hops * (self.cfg.hop_latency_s + tokens * self.act_bpt * per_byte)
 
-    def kv_capacity(self, pool: Pool, gpus: int) -> float:
-        """KV bytes one holder replica of ``gpus`` GPUs can hold beside weights and activations."""
+    def kv_capacity(self, pool: Pool, gpus: float) -> float:
+        """Tokens of context one attention replica of ``gpus`` GPUs holds: its KV pool under the one
+        memory model (``opscale.model.memory``), what the planner sized it by."""
         key = (pool.key, pool.batch, gpus)
         cap = self._kv_cache.get(key)
         if cap is None:
-            cap = self._kv_cache[key] = self._kv_capacity(pool, gpus)
+            mem = replica_memory(self.perf.shape, self.gpu, pool.key.stage, pool.unit.ops, pool.batch, gpus)
+            cap = self._kv_cache[key] = mem.kv_tokens()
         return cap
-
-    def _kv_capacity(self, pool: Pool, gpus: int) -> float:
-        ctx = 2048
-        act = 0
-        for op in pool.unit.ops:
-            need = self.perf.replica_memory_bytes("decode", op, pool.batch, ctx)
-            kv = pool.batch * ctx * self.kv_bpt if op in HOLDERS or op == "attention" else 0
-            act = max(act, need - self.perf.weights_bytes(op) - kv)
-        return max(0.0, gpus * self.gpu.memory_bytes * USABLE_MEMORY_FRACTION - pool.weights_bytes - act)
 
     # --- replicas -----------------------------------------------------------------------------------
 
@@ -268,12 +260,22 @@ class DataPlane:
         return [(p, r) for p in self.pools.values() for r in p.replicas]
 
     def gpus_allocated(self) -> int:
-        """GPUs held: every replica (starting, serving or draining) holds its GPUs alone. Placement may
-        pack operator replicas onto shared GPUs; until it is wired in, none share (see accounting)."""
-        return sum(r.gpus for p in self.pools.values() for r in p.replicas)
+        """GPUs held if every whole-GPU replica (starting, serving or draining) holds its GPUs alone and
+        shared replicas fill shared GPUs (⌈Σ shares⌉); placement packs them for real (``accounting``)."""
+        reps = [r for p in self.pools.values() for r in p.replicas]
+        whole = sum(round(r.gpus) for r in reps if r.gpus >= 1)
+        return whole + math.ceil(sum(r.gpus for r in reps if r.gpus < 1) - 1e-9)
 
-    def min_gpus(self, pool: Pool, batch: int) -> int:
-        return min_gpus(self.perf, pool.unit, batch, 2048 if pool.key.stage == "decode" else 1)
+    def replica_gpus(self, pool: Pool, batch: int, planned: float) -> float:
+        """The planned GPUs per replica if its replica fits the memory model there, else the fewest GPUs
+        (a power of two) that fit."""
+        shape, stage, ops = self.perf.shape, pool.key.stage, pool.unit.ops
+        if replica_memory(shape, self.gpu, stage, ops, batch, planned).fits:
+            return planned
+        g = max(1, int(planned))
+        while g < 64 and not replica_memory(shape, self.gpu, stage, ops, batch, g).fits:
+            g *= 2
+        return g
 
     def apply(
         self,
@@ -290,10 +292,11 @@ class DataPlane:
             if pool is None:
                 continue
             pool.batch = plan.batch_size or pool.batch
-            pool.gpus = max(plan.gpus_per_replica, self.min_gpus(pool, pool.batch))
+            pool.micro = plan.micro_batches
+            pool.gpus = self.replica_gpus(pool, pool.batch, plan.gpus)
             pool.busy_watts = self._unit_busy_watts(pool.unit, pool.batch)
             want = max(0, plan.replicas - (draining or {}).get(key, 0))
-            serving = [r for r in pool.replicas if not r.draining]
+            serving = [r for r in pool.replicas if not r.draining and r.gpus == pool.gpus]
             for _ in range(want - len(serving)):
                 start = 0.0 if ready else self.cfg.startup_s(self.gpu.key, pool.weights_bytes, pool.gpus)
                 pool.replicas.append(Replica(self._next_rid, pool.gpus, now_s + start, free_s=now_s + start))
@@ -306,8 +309,21 @@ class DataPlane:
                 for r in order[:surplus]:
                     r.draining = True
                     actions += 1
+            actions += self._roll(pool, want, now_s)
         self._finish_drains(now_s)
         return actions
+
+    def _roll(self, pool: Pool, want: int, now_s: float) -> int:
+        """Replicas of an old shape (GPUs per replica the plan changed) keep serving until replicas of the
+        new shape are ready to take their place, then drain (make before break)."""
+        old = [r for r in pool.replicas if not r.draining and r.gpus != pool.gpus]
+        if not old:
+            return 0
+        ready = sum(1 for r in pool.replicas if not r.draining and r.gpus == pool.gpus and r.ready_s <= now_s)
+        keep = max(0, min(len(old), want - ready))
+        for r in sorted(old, key=lambda r: r.ready_s)[keep:]:
+            r.draining = True
+        return len(old) - keep
 
     def _finish_drains(self, now_s: float) -> None:
         for pool in self.pools.values():
@@ -320,9 +336,10 @@ class DataPlane:
             elif not pool.holder:
                 pool.replicas = [r for r in pool.replicas if not r.draining]
             else:
+                k = next(i for i, p in enumerate(self.decode_paths) if p.holder is pool)
                 keep = [r for r in pool.replicas if not r.draining]
                 kv = sum(self.kv_capacity(pool, r.gpus) for r in keep if r.ready_s <= now_s)
-                used = float(self.d_reserved.sum())
+                used = self.decode_state.reserved_on(k)
                 drained = [r for r in pool.replicas if r.draining]
                 for r in sorted(drained, key=lambda r: r.ready_s > now_s, reverse=True):
                     if r.ready_s > now_s or used <= kv:
@@ -331,219 +348,34 @@ class DataPlane:
     # --- the tick -----------------------------------------------------------------------------------
 
     def enqueue(self, ids: np.ndarray) -> None:
-        first = self.prefill[0]
-        self.n_enqueued += len(ids)
-        for i in ids.tolist():
-            self._seq += 1
-            heapq.heappush(first.queue, (float(self.req.arrival_s[i]), self._seq, i))
+        prefill_plane.route(self, ids)
 
     def tick(self, t: float, t_end: float, out: TickStats) -> None:
-        self._prefill(t, t_end, out)
-        self._decode(t, t_end, out)
+        prefill_plane.run(self, t, t_end, out)
+        decode_plane.run(self, t, t_end, out)
         self._finish_drains(t_end)
-
-    def _reject_old(self, queue: list[tuple[float, int, int]], t: float) -> None:
-        limit = self.cfg.queue_timeout_s
-        while queue and queue[0][0] + limit < t:
-            _, _, i = heapq.heappop(queue)
-            self.req.rejected[i] = True
-            self.n_rejected += 1
-
-    def _prefill(self, t: float, t_end: float, out: TickStats) -> None:
-        req = self.req
-        last = len(self.prefill) - 1
-        for idx, pool in enumerate(self.prefill):
-            q = pool.queue
-            self._reject_old(q, t)
-            reps = [r for r in pool.replicas if not r.draining and r.ready_s < t_end]
-            if not reps or not q:
-                continue
-            nxt = self.prefill[idx + 1] if idx < last else None
-            while q and q[0][0] < t_end:
-                r = min(reps, key=lambda r: max(r.free_s, r.ready_s))
-                start = max(r.free_s, r.ready_s, q[0][0])
-                if start >= t_end:
-                    break
-                batch: list[int] = []
-                while q and q[0][0] <= start and len(batch) < pool.batch:
-                    batch.append(heapq.heappop(q)[2])
-                lens = req.input_tokens[batch]
-                tokens = float(lens.sum())
-                s = self.pass_s(pool, len(batch), tokens / len(batch), r.gpus)
-                r.free_s = start + s
-                pool.busy_s += s
-                pool.batch_sum += len(batch)
-                pool.passes += 1
-                done = start + s
-                if nxt is not None:
-                    for i in batch:
-                        self._seq += 1
-                        heapq.heappush(nxt.queue, (done, self._seq, i))
-                    continue
-                done += self.hop_s(tokens, "prefill")
-                out.prefill_tokens += tokens
-                for i, n_in in zip(batch, lens.tolist(), strict=True):
-                    req.ttft_s[i] = done - req.arrival_s[i]
-                    req.prefill_done_s[i] = done
-                    out.ttft.append((done, (done - req.arrival_s[i]) * 1e3))
-                    if req.output_tokens[i] <= 1:
-                        req.finish_s[i] = done
-                        self.n_finished += 1
-                        out.e2e.append((done, (done - req.arrival_s[i]) * 1e3))
-                        continue
-                    self._seq += 1
-                    heapq.heappush(
-                        self.d_queue, (done + n_in * self.kv_bpt / self.cfg.kv_link_bytes_s, self._seq, i)
-                    )
-
-    def _holders(self, t_end: float) -> tuple[Pool | None, list[Replica]]:
-        holder = next((p for p in self.decode if p.holder), None)
-        if holder is None:
-            return None, []
-        return holder, [r for r in holder.replicas if not r.draining and r.ready_s <= t_end]
-
-    def _admit(self, t: float, t_end: float) -> np.ndarray:
-        """Admit queued sequences while KV memory allows; returns their admission times."""
-        req = self.req
-        q = self.d_queue
-        self._reject_old(q, t)
-        holder, reps = self._holders(t_end)
-        if holder is None or not reps or not q:
-            return np.zeros(0)
-        caps = [self.kv_capacity(holder, r.gpus) for r in reps]
-        free_kv = sum(caps) - float(self.d_reserved.sum())
-        biggest = max(caps)
-        ids, times, need = [], [], []
-        while q and q[0][0] < t_end:
-            ready, _, i = q[0]
-            kv = float(req.input_tokens[i] + req.output_tokens[i]) * self.kv_bpt
-            if kv > biggest:
-                heapq.heappop(q)
-                req.rejected[i] = True
-                self.n_rejected += 1
-                continue
-            if kv > free_kv:
-                break
-            heapq.heappop(q)
-            ids.append(i)
-            times.append(max(ready, t))
-            need.append(kv)
-            free_kv -= kv
-        if not ids:
-            return np.zeros(0)
-        a = np.asarray(ids, dtype=np.int64)
-        adm = np.asarray(times)
-        self.d_id = np.concatenate([self.d_id, a])
-        self.d_left = np.concatenate([self.d_left, req.output_tokens[a] - 1])
-        self.d_prog = np.concatenate([self.d_prog, np.zeros(len(a))])
-        # The first decode token's gap starts when the prefill emitted the first token.
-        self.d_wait = np.concatenate([self.d_wait, adm - req.prefill_done_s[a]])
-        self.d_kv = np.concatenate([self.d_kv, req.input_tokens[a].astype(np.float64)])
-        self.d_reserved = np.concatenate([self.d_reserved, np.asarray(need)])
-        return adm
-
-    def step_time(self, n: int, length: float, t_end: float) -> tuple[float, dict[PoolKey, float]]:
-        """Seconds per token round for ``n`` running sequences, and each pool's busy fraction."""
-        lat, worst, hop_tokens = 0.0, 0.0, 0.0
-        work: dict[PoolKey, float] = {}
-        for pool in self.decode:
-            reps = [r for r in pool.replicas if r.ready_s <= t_end and (pool.holder or not r.draining)]
-            if not reps:
-                return math.inf, {}
-            R, b = len(reps), pool.batch
-            per = min(b, math.ceil(n / R))
-            k = math.ceil(n / (R * b))
-            s = self.pass_s(pool, per, length, reps[0].gpus)
-            lat += s
-            worst = max(worst, k * s)
-            work[pool.key] = k * s
-            hop_tokens = max(hop_tokens, per)
-        step = max(lat + self.hop_s(hop_tokens), worst)
-        return step, {key: w / step for key, w in work.items()}
-
-    def _decode(self, t: float, t_end: float, out: TickStats) -> None:
-        n_before = len(self.d_id)
-        adm = self._admit(t, t_end)
-        n = len(self.d_id)
-        if n == 0:
-            self.last_step_s = None
-            return
-        avail = np.full(n, t_end - t)
-        if len(adm):
-            avail[n_before:] = t_end - adm
-        step, busy = self.step_time(n, float(self.d_kv.mean()), t_end)
-        self.last_step_s = step
-        if not math.isfinite(step):
-            self.d_wait += avail
-            return
-        dt = t_end - t
-        for pool in self.decode:
-            frac = busy.get(pool.key, 0.0)
-            reps = sum(1 for r in pool.replicas if r.ready_s <= t_end and (pool.holder or not r.draining))
-            pool.busy_s += frac * reps * dt
-            pool.batch_sum += min(pool.batch, math.ceil(n / max(reps, 1)))
-            pool.passes += 1
-        x = self.d_prog + avail / step
-        ntok = np.floor(x).astype(np.int64)
-        left = self.d_left
-        fin = ntok >= left
-        made = np.minimum(ntok, left)
-        req = self.req
-        ids = self.d_id
-        has = made > 0
-        # TBT: each token made this tick took one step; a sequence's first token after a wait took
-        # wait + step.
-        first_gap = self.d_wait + step
-        gaps_sum = np.where(has, (made - 1) * step + first_gap, 0.0)
-        np.add.at(req.tbt_sum_s, ids, gaps_sum)
-        req.tbt_n[ids] += made
-        gmax = np.where(has, np.maximum(first_gap, step), 0.0)
-        req.tbt_max_s[ids] = np.maximum(req.tbt_max_s[ids], gmax)
-        tokens = int(made.sum())
-        out.decode_tokens += tokens
-        plain = tokens - int(has.sum())
-        stamp = t_end
-        if plain > 0:
-            out.tbt.append((stamp, step * 1e3, plain))
-        waited = has & (self.d_wait > 0)
-        out.tbt.extend((stamp, g * 1e3, 1) for g in first_gap[waited].tolist())
-        fresh = has & ~(self.d_wait > 0)
-        nf = int(fresh.sum())
-        if nf:
-            out.tbt.append((stamp, step * 1e3, nf))
-        self.d_wait = np.where(has, 0.0, self.d_wait)
-        self.d_prog = x - ntok
-        self.d_left = left - made
-        self.d_kv = self.d_kv + made
-        if fin.any():
-            start = t_end - avail[fin]
-            done = start + (left[fin] - (x[fin] - avail[fin] / step)) * step
-            done = np.minimum(np.maximum(done, start), t_end)
-            fids = ids[fin]
-            req.finish_s[fids] = done
-            self.n_finished += len(fids)
-            e2e = (done - req.arrival_s[fids]) * 1e3
-            out.e2e.extend(zip(done.tolist(), e2e.tolist(), strict=True))
-            keep = ~fin
-            self.d_id, self.d_left, self.d_prog = ids[keep], self.d_left[keep], self.d_prog[keep]
-            self.d_wait, self.d_kv = self.d_wait[keep], self.d_kv[keep]
-            self.d_reserved = self.d_reserved[keep]
 
     # --- observation --------------------------------------------------------------------------------
 
     def queue_lengths(self) -> dict[PoolKey, int]:
         out = {p.key: len(p.queue) for p in self.prefill}
-        holder = next((p for p in self.decode if p.holder), None)
-        if holder is not None:
-            out[holder.key] = len(self.d_queue)
+        for path in self.decode_paths:
+            if path.holder is not None:
+                out[path.holder.key] = len(self.decode_state.queue)
         return out
 
+    def kv_capacity_ready(self, now_s: float) -> float:
+        """Tokens of KV the decode paths' ready replicas hold together."""
+        cap = 0.0
+        for path in self.decode_paths:
+            pool = path.holder
+            if pool is not None:
+                cap += sum(self.kv_capacity(pool, r.gpus) for r in pool.replicas if r.ready_s <= now_s)
+        return cap
+
     def kv_use(self, now_s: float) -> float | None:
-        holder, reps = self._holders(now_s)
-        if holder is None or not reps:
-            return None
-        cap = sum(self.kv_capacity(holder, r.gpus) for r in holder.replicas if r.ready_s <= now_s)
-        return min(1.0, float(self.d_reserved.sum()) / cap) if cap > 0 else None
+        cap = self.kv_capacity_ready(now_s)
+        return min(1.0, float(self.decode_state.reserved.sum()) / cap) if cap > 0 else None
 
     def watts(self, busy: Mapping[PoolKey, float], now_s: float) -> float:
         total = 0.0
@@ -558,3 +390,12 @@ class DataPlane:
         """Requests neither finished nor rejected (still queued or running)."""
         out: np.ndarray = np.isnan(self.req.finish_s) & ~self.req.rejected
         return out
+
+
+def _paths(stage: str, pools: Sequence[Pool], hops: int) -> list[Path]:
+    """A whole-model pool is a path of its own; the operator pools of the stage, in order, are another."""
+    out = [Path(stage, [p], 0) for p in pools if p.key.operator == "model"]
+    ops = sorted((p for p in pools if p.key.operator != "model"), key=lambda p: ORDER.get(p.key.operator, 9))
+    if ops:
+        out.append(Path(stage, ops, hops))
+    return out

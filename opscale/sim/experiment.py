@@ -22,14 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from opscale.model import PerfModel, get_preset, perf_model
+from opscale.model import get_preset, perf_model
 from opscale.policy.model_level import plan_model
-from opscale.policy.operator import plan_operator
+from opscale.policy.operator import plan_hybrid
 from opscale.policy.planner_core import pass_ms
 from opscale.policy.types import SLO, LoadWindow, PoolKey, PoolPlan
 from opscale.sim.engine import SimConfig
+from opscale.sim.fixed import Steady, unservable
+from opscale.sim.mixes import register_pairs
+from opscale.sim.observe import peak_window, window_of
+from opscale.sim.oracle import LAYOUTS, oracle
 from opscale.sim.run import SimResult, simulate
-from opscale.sim.traces import Trace, load_trace, scale_rate, scale_time
+from opscale.sim.traces import Trace, load_trace, scale_rate, scale_time, servegen_files
 from opscale.spec import DeploymentSpec, parse_spec
 
 POLICIES = ("static", "utilization", "model", "operator", "pd")
@@ -55,7 +59,7 @@ class Scenario:
 
 def build_trace(sc: Scenario) -> Trace:
     rng = np.random.default_rng(sc.seed)
-    if sc.trace.startswith("servegen"):
+    if servegen_files(sc.trace) is not None:
         # 600 s windows replayed in 600/speedup s each; rate scaled at generation.
         dur = None if sc.duration_s is None else sc.duration_s * sc.speedup
         t = load_trace(
@@ -77,68 +81,59 @@ def build_trace(sc: Scenario) -> Trace:
     return t
 
 
-def window_of(trace: Trace, start_s: float, end_s: float) -> LoadWindow:
-    """What a perfect observer would report for [start_s, end_s)."""
-    m = (trace.arrival_s >= start_s) & (trace.arrival_s < end_s)
-    span = max(end_s - start_s, 1e-9)
-    if not m.any():
-        return LoadWindow(window_s=span)
-    i, o = trace.input_tokens[m], trace.output_tokens[m]
-    return LoadWindow(
-        window_s=span,
-        arrival_rate_rps=float(m.sum()) / span,
-        input_tokens_mean=float(i.mean()),
-        input_tokens_p99=float(np.percentile(i, 99)),
-        output_tokens_mean=float(o.mean()),
-        output_tokens_p99=float(np.percentile(o, 99)),
-        decode_tps=float(m.sum()) / span * float(o.mean()),
-    )
+LB_INTERVAL_S = 60.0
+LB_STEP = 1.1  # load levels of the lower bound: minute rates rounded to a 10% geometric grid
 
 
-def lower_bound(
-    perf: PerfModel,
-    trace: Trace,
-    slo: SLO,
-    horizon_s: float,
-    interval_s: float = 60.0,
-) -> tuple[float, np.ndarray]:
-    """GPU-hours of the fewest GPUs the performance model allows per interval, knowing each interval's
-    load exactly and paying no start-up: min over the operator and model planners' plans. Its
-    lengths are the whole trace's means (per-interval means of a few requests are noise)."""
+def trace_mix(sc: Scenario, trace: Trace) -> str:
+    """Register (in this process) the mix that draws the scenario trace's own (prompt, output) pairs."""
+    return register_pairs(f"trace:{sc.label}:{sc.seed}", trace.input_tokens, trace.output_tokens)
+
+
+def load_levels(trace: Trace, horizon_s: float, interval_s: float = LB_INTERVAL_S) -> np.ndarray:
+    """Per interval, its arrival rate rounded to the ``LB_STEP`` grid (0 for an empty interval)."""
     n = math.ceil(horizon_s / interval_s)
-    gpus = np.zeros(n)
-    i_mean = float(trace.input_tokens.mean())
-    o_mean = float(trace.output_tokens.mean())
     counts = np.bincount((trace.arrival_s // interval_s).astype(np.int64), minlength=n)[:n]
-    cache: dict[int, float] = {}
-    for k in range(n):
-        c = int(counts[k])
-        if c not in cache:
-            lw = LoadWindow(
-                window_s=interval_s,
-                arrival_rate_rps=c / interval_s,
-                input_tokens_mean=i_mean,
-                output_tokens_mean=o_mean,
-            )
-            cache[c] = min(
-                plan_operator(perf, lw, slo).prediction.gpus or 0,
-                plan_model(perf, lw, slo).prediction.gpus or 0,
-            )
-        gpus[k] = cache[c]
-    span = np.minimum(interval_s, horizon_s - np.arange(n) * interval_s)  # the last interval may be short
-    return float((gpus * span).sum() / 3600.0), gpus
+    rates = counts / interval_s
+    out = np.zeros(n)
+    busy = rates > 0
+    out[busy] = LB_STEP ** np.round(np.log(rates[busy]) / math.log(LB_STEP))
+    return out
 
 
-def peak_window(trace: Trace, width_s: float = 60.0) -> LoadWindow:
-    counts = np.bincount((trace.arrival_s // width_s).astype(np.int64))
-    k = int(np.argmax(counts))
-    w = window_of(trace, 0.0, trace.duration_s + 1.0)
-    return LoadWindow(
-        window_s=width_s,
-        arrival_rate_rps=counts[k] / width_s,
-        input_tokens_mean=w.input_tokens_mean,
-        output_tokens_mean=w.output_tokens_mean,
+def level_load(sc: Scenario, mix: str, level: float) -> Steady:
+    """The steady load the oracle is searched at for one level: the level's rate with the trace's lengths,
+    long enough for ~2,000 requests."""
+    return Steady(
+        sc.model,
+        float(level),
+        mix,
+        sc.ttft_ms,
+        sc.tbt_ms,
+        sc.gpu_type,
+        seconds=max(120.0, 2000.0 / level + 30.0),
+        warmup_s=30.0,
     )
+
+
+def oracle_gpus(sc: Scenario, trace: Trace, level: float) -> float:
+    """Fewest GPUs of either layout that meet the SLO at ``level`` (one seed: a lower bound's estimate)."""
+    mix = trace_mix(sc, trace)
+    best = math.inf
+    for layout in LAYOUTS:
+        res = oracle(level_load(sc, mix, level), layout, seeds=(sc.seed,))
+        if res.feasible:
+            best = min(best, res.gpus)
+    return best
+
+
+def lower_bound(levels: np.ndarray, gpus_at: Mapping[float, float], horizon_s: float) -> float:
+    """GPU-hours of the oracle's GPUs per interval: each interval's load held steady, met exactly, no
+    start-up paid — what no autoscaler meeting the SLO can go below on that load."""
+    n = len(levels)
+    gpus = np.array([gpus_at.get(float(lv), 0.0) if lv > 0 else 0.0 for lv in levels])
+    span = np.minimum(LB_INTERVAL_S, horizon_s - np.arange(n) * LB_INTERVAL_S)
+    return float((gpus * span).sum() / 3600.0)
 
 
 def _pool(p: str) -> dict[str, str]:
@@ -157,6 +152,8 @@ def build(sc: Scenario, policy: str, trace: Trace) -> tuple[DeploymentSpec, dict
         arrival_rate_rps=first.arrival_rate_rps,
         input_tokens_mean=whole.input_tokens_mean,
         output_tokens_mean=whole.output_tokens_mean,
+        input_tokens_dist=whole.input_tokens_dist,
+        output_tokens_dist=whole.output_tokens_dist,
     )
     peak = plan_model(perf, peak_window(trace), slo).pools
     cap = {k: max(4, 2 * v.replicas) for k, v in peak.items()}
@@ -171,9 +168,10 @@ def build(sc: Scenario, policy: str, trace: Trace) -> tuple[DeploymentSpec, dict
     if policy != "operator":
         base["limits"] = [{"pool": _pool(str(k)), "min_replicas": 1, "max_replicas": cap[k]} for k in peak]
     else:
-        base["limits"] = [{"min_replicas": 1, "max_replicas": 64}]
+        # min 0: the stage form the hybrid does not run keeps no replica (opscale.policy.hybrid).
+        base["limits"] = [{"min_replicas": 0, "max_replicas": 64}]
     if policy == "operator":
-        initial = plan_operator(perf, first, slo).pools
+        initial = plan_hybrid(perf, first, slo).pools
         base["operator_params"] = {"floor_fraction": 0.0}
     elif policy == "static":
         initial = dict(peak)
@@ -200,7 +198,7 @@ def build(sc: Scenario, policy: str, trace: Trace) -> tuple[DeploymentSpec, dict
     elif policy == "pd":
         mean = plan_model(perf, whole, slo)
         d, p = mean.pools[PoolKey("decode", "model")], mean.pools[PoolKey("prefill", "model")]
-        from opscale.policy.model_level import whole_model_unit
+        from opscale.policy.hybrid import whole_model_unit
 
         length = max(1, round(whole.input_tokens_mean + whole.output_tokens_mean / 2))
         b = d.batch_size or 64
@@ -229,14 +227,17 @@ class RunMetrics:
     ttft_slo_ms: float
     tbt_slo_ms: float
     requests: int
+    unservable: int  # no configuration serves them within the SLO: counted here, not in attainment
     gpu_hours: float
     mean_gpus: float
     peak_gpus: int
     energy_kwh_released: float
     energy_kwh_idle: float
-    slo_attainment: float
+    slo_attainment: float  # of the servable requests
     ttft_p99_ms: float
-    tbt_p99_ms: float
+    tbt_p99_ms: float  # per-request TBT (mean gap between a request's tokens, the second's wait included)
+    ttst_p99_ms: float  # time from the first token to the second (a wait for KV memory shows here)
+    token_gap_p99_ms: float  # over every token gap (hides a stall before the second token)
     rejected: int
     unfinished: int
     actions: int
@@ -261,10 +262,13 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
 def metrics(sc: Scenario, res: SimResult, lb_gpu_hours: float, wall_s: float) -> RunMetrics:
     req = res.requests
     n = len(req.arrival_s)
+    perf = perf_model(get_preset(sc.model), sc.gpu_type)
+    bad = unservable(perf, req.input_tokens, req.output_tokens, SLO(sc.ttft_ms, sc.tbt_ms))
     served = ~np.isnan(req.finish_s)
     tpot = np.where(req.tbt_n > 0, req.tbt_sum_s / np.maximum(req.tbt_n, 1), 0.0)
-    ok = served & (req.ttft_s * 1e3 <= sc.ttft_ms) & (tpot * 1e3 <= sc.tbt_ms)
-    ttft = req.ttft_s[~np.isnan(req.ttft_s)] * 1e3
+    ok = served & (req.ttft_s * 1e3 <= sc.ttft_ms) & (tpot * 1e3 <= sc.tbt_ms) & ~bad
+    ttft = req.ttft_s[~np.isnan(req.ttft_s) & ~bad] * 1e3
+    decoded = (req.tbt_n > 0) & ~bad
     gpu_h = float(res.gpus.sum()) / 3600.0
     peak = int(res.gpus.max()) if len(res.gpus) else 0
     released = float(res.watts.sum()) / 3.6e6
@@ -277,14 +281,17 @@ def metrics(sc: Scenario, res: SimResult, lb_gpu_hours: float, wall_s: float) ->
         ttft_slo_ms=sc.ttft_ms,
         tbt_slo_ms=sc.tbt_ms,
         requests=n,
+        unservable=int(bad.sum()),
         gpu_hours=gpu_h,
         mean_gpus=float(res.gpus.mean()) if len(res.gpus) else 0.0,
         peak_gpus=peak,
         energy_kwh_released=released,
         energy_kwh_idle=idle,
-        slo_attainment=float(ok.sum()) / max(n, 1),
-        ttft_p99_ms=float(np.percentile(ttft, 99)) if len(ttft) else float("nan"),
-        tbt_p99_ms=weighted_quantile(res.tbt_ms, res.tbt_count.astype(np.float64), 0.99),
+        slo_attainment=float(ok.sum()) / max(n - int(bad.sum()), 1),
+        ttft_p99_ms=_p99(ttft),
+        tbt_p99_ms=_p99(tpot[decoded] * 1e3),
+        ttst_p99_ms=_p99(req.ttst_s[decoded] * 1e3),
+        token_gap_p99_ms=weighted_quantile(res.tbt_ms, res.tbt_count.astype(np.float64), 0.99),
         rejected=int(req.rejected.sum()),
         unfinished=int((~served & ~req.rejected).sum()),
         actions=res.actions,
@@ -293,6 +300,10 @@ def metrics(sc: Scenario, res: SimResult, lb_gpu_hours: float, wall_s: float) ->
         ratio_to_lower_bound=gpu_h / lb_gpu_hours if lb_gpu_hours > 0 else float("nan"),
         wall_s=wall_s,
     )
+
+
+def _p99(values: np.ndarray) -> float:
+    return float(np.percentile(values, 99)) if len(values) else float("nan")
 
 
 def run_one(
@@ -311,10 +322,14 @@ def run_one(
     t0 = time.perf_counter()
     res = simulate(spec, trace, initial, config=config, progress=progress)
     wall = time.perf_counter() - t0
-    if lb is None:
-        perf = perf_model(get_preset(sc.model), sc.gpu_type)
-        lb, _ = lower_bound(perf, trace, SLO(sc.ttft_ms, sc.tbt_ms), res.horizon_s)
-    return metrics(sc, res, lb, wall), res
+    return metrics(sc, res, math.nan if lb is None else lb, wall), res
+
+
+def oracle_bound(sc: Scenario, trace: Trace, horizon_s: float) -> float:
+    """``lower_bound`` with the oracle searched at every load level of the trace (in this process)."""
+    levels = load_levels(trace, horizon_s)
+    gpus = {float(lv): oracle_gpus(sc, trace, float(lv)) for lv in np.unique(levels[levels > 0])}
+    return lower_bound(levels, gpus, horizon_s)
 
 
 def summary_row(m: RunMetrics) -> Mapping[str, Any]:

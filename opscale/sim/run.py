@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from opscale.model import PerfModel, perf_model
-from opscale.policy.model_level import whole_model_unit
+from opscale.policy.hybrid import whole_model_unit
 from opscale.policy.planner_core import Unit
 from opscale.policy.spec_adapter import PolicySetup, policy_setup
 from opscale.policy.types import PolicyInput, PolicyState, PoolKey, PoolPlan
@@ -158,7 +158,6 @@ def simulate(
         else:
             g = dp.gpus_allocated()
             watt_acc = dp.watts(busy, now)
-            worst_acct = max(worst_acct, abs(g - sum(r.gpus for _, r in dp.alive())))
         for key, pool in dp.pools.items():
             series_reps[str(key)][sec] = len(pool.replicas)
             series_busy[str(key)][sec] = busy.get(key, 0.0)
@@ -230,13 +229,10 @@ def simulate(
 
 
 def _memory_check(dp: DataPlane, now_s: float) -> int:
-    """1 when the KV reserved exceeds the holders' capacity or a replica's weights exceed its GPUs."""
-    holder = next((p for p in dp.decode if p.holder), None)
-    bad = 0
-    if holder is not None and len(dp.d_id):
-        cap = sum(dp.kv_capacity(holder, r.gpus) for r in holder.replicas if r.ready_s <= now_s)
-        bad |= float(dp.d_reserved.sum()) > cap + 1.0
-    return int(bad)
+    """1 when the KV reserved exceeds the ready holders' capacity."""
+    if not dp.running:
+        return 0
+    return int(float(dp.decode_state.reserved.sum()) > dp.kv_capacity_ready(now_s) + 1.0)
 
 
 def _busy_fractions(dp: DataPlane, now_s: float) -> dict[PoolKey, float]:
@@ -270,20 +266,21 @@ def _samples(
     at = now - 1e-3  # inside the second that just closed
     queues = dp.queue_lengths()
     kv = dp.kv_use(now) or 0.0
-    last_prefill = dp.prefill[-1].key
+    # Token rates once per stage (the deployment total sums pools): where a real engine counts generated
+    # and prefilled tokens, the KV holder and the last prefill pool of the stage's first path.
+    counted_decode = dp.decode_paths[0].holder
+    counted_prefill = dp.prefill_paths[0].pools[-1]
     for key, pool in dp.pools.items():
         ready = sum(1 for r in pool.replicas if r.ready_s <= now)
-        running = len(dp.d_id) if pool.holder else 0
+        running = dp.running if pool.holder else 0
         if feed.pool_signals:
             out.append(feed.queue(key, at, running, queues.get(key, 0), kv if pool.holder else 0.0))
         if ready and feed.pool_signals:
             b = max(1, round(pool.batch_sum / pool.passes)) if pool.passes else 1
             out.append(feed.busy(key, at, min(busy.get(key, 0.0), 1.0) * ready, float(ready), b))
-        # Token rates once per stage (the deployment total sums pools): the KV holder and the last
-        # prefill pool are where a real engine counts generated and prefilled tokens.
-        if pool.holder:
+        if pool is counted_decode:
             out.append(feed.throughput(key, at, stats.decode_tokens, 0.0, 1.0))
-        elif key == last_prefill:
+        elif pool is counted_prefill:
             out.append(feed.throughput(key, at, 0.0, stats.prefill_tokens, 1.0))
     if gpus:
         util = sum(busy.get(k, 0.0) * sum(r.gpus for r in p.replicas) for k, p in dp.pools.items()) / gpus

@@ -6,15 +6,17 @@ tokens — plus a name. Readers:
 * ``read_azure_csv``: Azure LLM inference 2023 (``TIMESTAMP,ContextTokens,GeneratedTokens``; naive
   datetimes with up to 7 fractional digits).
 * ``read_jsonl``: one JSON object per line with ``timestamp`` (ms), ``input_length``, ``output_length``
-  (Mooncake's format).
+  (Mooncake's format; other keys such as ``hash_ids`` are ignored).
 * ``read_plain_csv``: ``arrival_s,input_tokens,output_tokens``.
 * ``read_servegen``: a rate file (``window_start_s,total_rate_rps,…,req_weighted_client_cv``) and a
   length PMF (``field,tokens,prob``): arrivals are generated per window as a gamma renewal process
   with the window's inter-arrival CV (capped, see ``MAX_CV``), lengths drawn from the PMF; seeded.
 
 ``load_trace(name_or_path)`` picks the reader from a packaged name (``azure-conv``, ``azure-code``,
-``servegen-m-large``) or the file's suffix. Every malformed row raises ``TraceError`` naming the file,
-line and column. ``scale_time`` compresses the clock; ``scale_rate`` thins or duplicates requests.
+``servegen-m-large``), a ServeGen pair by path (any category's ``*_aggregate_rate_10min.csv`` with its
+``*_length_pmf.csv`` beside it, or ``RATE.csv,PMF.csv``), or the file's suffix and header. Every malformed
+row raises ``TraceError`` naming the file, line and column. ``scale_time`` compresses the clock;
+``scale_rate`` thins or duplicates requests.
 
 Adding a format: write ``read_x(path) -> Trace`` raising ``TraceError`` and add its suffix to
 ``_BY_SUFFIX``.
@@ -222,7 +224,8 @@ def read_jsonl(path: str | Path, name: str | None = None) -> Trace:
                     raise TraceError(p, line, col, "missing")
             arr.append(_float(p, line, "timestamp", obj["timestamp"]) / 1e3)
             inp.append(_int(p, line, "input_length", obj["input_length"]))
-            out.append(_int(p, line, "output_length", obj["output_length"]))
+            # A 0-token output (Mooncake has some) still costs the one step that samples it.
+            out.append(max(1, _int(p, line, "output_length", obj["output_length"], low=0)))
     return _make(name or p.stem, arr, inp, out)
 
 
@@ -329,18 +332,56 @@ def read_servegen(
 
 
 _BY_SUFFIX = {".jsonl": read_jsonl, ".json": read_jsonl}
+RATE_SUFFIX = "_aggregate_rate_10min.csv"
+PMF_SUFFIX = "_length_pmf.csv"
 
 
-def load_trace(source: str | Path, *, rng: np.random.Generator | None = None, **servegen: float) -> Trace:
-    """A packaged trace by name, or a file: Azure-format CSV (by header), plain CSV, or JSONL."""
+def servegen_files(source: str | Path) -> tuple[Path, Path] | None:
+    """The (rate file, length-PMF file) pair ``source`` names, or None when it names no ServeGen-style
+    trace: a packaged name (``servegen-m-large``); ``RATE.csv,PMF.csv``; or a rate file by path
+    (``…_aggregate_rate_10min.csv``, or any CSV whose header starts ``window_start_s``), whose PMF is
+    the sibling ``…_length_pmf.csv``. Raises ``InvalidArgument`` naming the file that is missing."""
     text = str(source)
     if text in PACKAGED:
         paths = PACKAGED[text]
-        if text.startswith("servegen"):
-            if rng is None:
-                raise InvalidArgument("the ServeGen trace generates arrivals: pass a seeded rng", field="rng")
-            return read_servegen(paths[0], paths[1], rng=rng, name=text, **servegen)
-        return read_azure_csv(paths[0], name=text)
+        return (paths[0], paths[1]) if len(paths) == 2 else None
+    if "," in text:
+        rate, _, pmf_path = text.partition(",")
+        pair = (Path(rate.strip()), Path(pmf_path.strip()))
+        for f in pair:
+            if not f.is_file():
+                raise InvalidArgument(f"ServeGen trace: no file {str(f)!r}", field="trace")
+        return pair
+    p = Path(text)
+    if not p.is_file() or p.suffix.lower() != ".csv":
+        return None
+    with p.open(encoding="utf-8") as fh:
+        head = fh.readline()
+    if not (p.name.endswith(RATE_SUFFIX) or head.strip().startswith("window_start_s")):
+        return None
+    stem = p.name[: -len(RATE_SUFFIX)] if p.name.endswith(RATE_SUFFIX) else p.stem
+    sibling = p.with_name(stem + PMF_SUFFIX)
+    if not sibling.is_file():
+        raise InvalidArgument(
+            f"ServeGen rate file {str(p)!r} needs its length PMF {sibling.name!r} beside it, or name both "
+            f"as RATE.csv,PMF.csv",
+            field="trace",
+        )
+    return p, sibling
+
+
+def load_trace(source: str | Path, *, rng: np.random.Generator | None = None, **servegen: float) -> Trace:
+    """A packaged trace by name, or a file: Azure-format CSV (by header), plain CSV, JSONL (Mooncake), or
+    a ServeGen rate + length-PMF pair (``servegen_files``), whose arrivals are generated (``rng``)."""
+    text = str(source)
+    pair = servegen_files(text)
+    if pair is not None:
+        if rng is None:
+            raise InvalidArgument("a ServeGen trace generates arrivals: pass a seeded rng", field="rng")
+        name = text if text in PACKAGED else pair[0].name.removesuffix(RATE_SUFFIX)
+        return read_servegen(pair[0], pair[1], rng=rng, name=name, **servegen)
+    if text in PACKAGED:
+        return read_azure_csv(PACKAGED[text][0], name=text)
     p = Path(text)
     if not p.is_file():
         raise InvalidArgument(

@@ -1,145 +1,250 @@
-"""Model validation: for a steady Poisson load, the planners' predicted TTFT/TBT percentiles against the
-percentiles the simulation measures when that very plan is held fixed (a static policy with the plan's
-pools, batch sizes and GPUs per replica).
+"""Model validation: each planner's own plan for a steady load, held fixed in the simulator, against what
+the planner predicted — and its GPUs against the simulated oracle's (``opscale.sim.oracle``).
 
-The error is (predicted − measured) / measured. Positive: the queueing model is conservative (it
-over-provisions); negative: optimistic (it would miss the SLO).
+The grid: llama3-70b, mixtral-8x7b, qwen2-7b and qwen2-57b-a14b × three rates each (scaled to the model's
+size) × three length mixes (``fixed``, ``sharegpt``, ``longtail``: ``opscale.sim.mixes``) × three
+planners: ``model``, ``operator`` (operator pools in every stage) and ``hybrid`` (what the operator
+policy runs: either form per stage, ``opscale.policy.hybrid``). Per point the planner sees the load as a
+perfect observer would (rate and length distributions of the trace it will be run on); the plan then runs
+on ``seeds`` independent traces of that load and the measured p99s are averaged over them (the p99 of a
+long-tailed mix moves by tens of per cent from one trace to the next).
+
+The error is (predicted − measured) / measured: positive means the planner over-provisions, negative
+that it would miss the SLO. Predicted and measured cover the same requests: those a configuration can
+serve at all (``fixed.unservable``), which are reported separately.
+
+``quick`` is a CI-sized subset: two models, one rate, two mixes, one seed, shorter runs.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
-from opscale.model import get_preset, perf_model
 from opscale.policy.model_level import plan_model
-from opscale.policy.operator import plan_operator
-from opscale.policy.types import SLO, LoadWindow
-from opscale.sim.experiment import weighted_quantile
-from opscale.sim.run import simulate
-from opscale.sim.traces import Trace
-from opscale.spec import parse_spec
+from opscale.policy.operator import plan_hybrid, plan_operator
+from opscale.sim.fixed import Steady, run_plan, steady_trace
+from opscale.sim.observe import window_of
+from opscale.sim.oracle import gpus_of, oracle
+
+MODELS = ("llama3-70b", "mixtral-8x7b", "qwen2-7b", "qwen2-57b-a14b")
+MIXES = ("fixed", "sharegpt", "longtail")
+RATES: dict[str, tuple[float, ...]] = {
+    "llama3-70b": (2.0, 8.0, 20.0),
+    "mixtral-8x7b": (4.0, 16.0, 40.0),
+    "qwen2-7b": (8.0, 32.0, 80.0),
+    "qwen2-57b-a14b": (4.0, 16.0, 40.0),
+}
+PLANNERS = ("model", "operator", "hybrid")
+PLAN = {"model": plan_model, "operator": plan_operator, "hybrid": plan_hybrid}
+MIN_REQUESTS = 3000  # per seed: a p99 needs ~30 requests above it
 
 
 @dataclass(frozen=True, slots=True)
-class ValidationRow:
+class Point:
     model: str
     planner: str
-    rate_rps: float
-    input_tokens: int
-    output_tokens: int
+    rps: float
+    mix: str
+    ttft_pred_ms: float
+    ttft_sim_ms: float
+    tbt_pred_ms: float
+    tbt_sim_ms: float
+    ttst_sim_ms: float
     gpus: int
-    predicted_ttft_p99_ms: float
-    measured_ttft_p99_ms: float
-    predicted_tbt_p99_ms: float
-    measured_tbt_p99_ms: float
+    oracle_gpus: int | None  # None: the oracle found no plan of this layout that meets the SLO
+    gpus_placed: float
+    oracle_gpus_placed: float
+    meets_slo: bool  # every seed: p99 TTFT and per-request TBT within the SLO, none rejected, no KV stall
+    attainment: float  # share of servable requests meeting both SLOs (worst seed)
+    unservable: float  # share of requests no configuration can serve within the SLO
+    predicted_unservable: float
+    seeds: int
 
     @property
     def ttft_error(self) -> float:
-        return (self.predicted_ttft_p99_ms - self.measured_ttft_p99_ms) / self.measured_ttft_p99_ms
+        return _err(self.ttft_pred_ms, self.ttft_sim_ms)
 
     @property
     def tbt_error(self) -> float:
-        return (self.predicted_tbt_p99_ms - self.measured_tbt_p99_ms) / self.measured_tbt_p99_ms
+        return _err(self.tbt_pred_ms, self.tbt_sim_ms)
+
+    @property
+    def oracle_ratio(self) -> float:
+        return self.gpus / self.oracle_gpus if self.oracle_gpus else math.nan
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ttft_error": self.ttft_error, "tbt_error": self.tbt_error}
-
-
-def poisson_trace(rate: float, seconds: float, inp: int, out: int, seed: int) -> Trace:
-    rng = np.random.default_rng(seed)
-    t = np.cumsum(rng.exponential(1.0 / rate, size=int(rate * seconds * 1.3) + 50))
-    t = t[t < seconds]
-    n = len(t)
-    return Trace(f"poisson-{rate:g}", t, np.full(n, inp, dtype=np.int64), np.full(n, out, dtype=np.int64))
-
-
-DEFAULT_SLO = SLO(2000, 100)
-
-
-def validate_point(
-    model: str,
-    planner: str,
-    rate: float,
-    inp: int,
-    out: int,
-    *,
-    slo: SLO = DEFAULT_SLO,
-    seconds: float = 300.0,
-    warmup_s: float = 60.0,
-    seed: int = 0,
-) -> ValidationRow:
-    perf = perf_model(get_preset(model), "H100")
-    lw = LoadWindow(window_s=60, arrival_rate_rps=rate, input_tokens_mean=inp, output_tokens_mean=out)
-    plan = (plan_operator if planner == "operator" else plan_model)(perf, lw, slo)
-    spec = parse_spec(
-        {
-            "name": "validate",
-            "model": {"preset": model},
-            "policy": "static",
-            "slo": {"ttft_ms": slo.ttft_ms, "tbt_ms": slo.tbt_ms},
-            "static_params": {
-                "pools": [
-                    {
-                        "pool": {"stage": k.stage, "operator": k.operator},
-                        "replicas": v.replicas,
-                        "gpus_per_replica": v.gpus_per_replica,
-                        "batch_size": v.batch_size or 64,
-                    }
-                    for k, v in plan.pools.items()
-                ]
-            },
+        return {
+            **asdict(self),
+            "ttft_error": self.ttft_error,
+            "tbt_error": self.tbt_error,
+            "oracle_ratio": self.oracle_ratio,
         }
-    )
-    trace = poisson_trace(rate, seconds, inp, out, seed)
-    res = simulate(spec, trace, plan.pools)
-    req = res.requests
-    steady = (req.arrival_s >= warmup_s) & ~np.isnan(req.ttft_s)
-    ttft = float(np.percentile(req.ttft_s[steady], 99)) * 1e3
-    # Token gaps after the warm-up: the TBT histogram entries are stamped per second in order.
-    tbt = weighted_quantile(res.tbt_ms, res.tbt_count.astype(np.float64), 0.99)
-    return ValidationRow(
-        model,
-        planner,
-        rate,
-        inp,
-        out,
-        plan.prediction.gpus or 0,
-        plan.prediction.ttft_ms or float("nan"),
-        ttft,
-        plan.prediction.tbt_ms or float("nan"),
-        tbt,
+
+
+def _err(pred: float, sim: float) -> float:
+    return (pred - sim) / sim if sim > 0 and math.isfinite(sim) and math.isfinite(pred) else math.nan
+
+
+def grid(quick: bool) -> list[tuple[Steady, str]]:
+    if quick:
+        return [
+            (Steady(m, RATES[m][1], mix, seconds=200.0), p)
+            for m in ("llama3-70b", "qwen2-57b-a14b")
+            for mix in ("fixed", "longtail")
+            for p in PLANNERS
+        ]
+    out = []
+    for m in MODELS:
+        for mix in MIXES:
+            for r in RATES[m]:
+                secs = max(240.0, MIN_REQUESTS / r + 40.0)
+                out += [(Steady(m, r, mix, seconds=secs), p) for p in PLANNERS]
+    return out
+
+
+def validate_point(load: Steady, planner: str, seeds: Sequence[int]) -> Point:
+    """Plan, run on every seed, search the oracle of the planner's layout."""
+    trace = steady_trace(load, seeds[0])
+    plan = PLAN[planner](load.perf(), window_of(trace, 0.0, load.seconds), load.slo)
+    outs = [run_plan(load, plan.pools, s) for s in seeds]
+    orc = oracle(load, planner, seeds=seeds, start=plan.pools)
+    pred = plan.prediction
+    n = len(outs)
+    return Point(
+        model=load.model,
+        planner=planner,
+        rps=load.rate_rps,
+        mix=load.mix,
+        ttft_pred_ms=pred.ttft_ms if pred.ttft_ms is not None else math.inf,
+        ttft_sim_ms=sum(o.ttft_p99_ms for o in outs) / n,
+        tbt_pred_ms=pred.tbt_ms if pred.tbt_ms is not None else math.inf,
+        tbt_sim_ms=sum(o.tbt_p99_ms for o in outs) / n,
+        ttst_sim_ms=max(o.ttst_p99_ms for o in outs),
+        gpus=gpus_of(plan.pools),
+        oracle_gpus=orc.gpus if orc.feasible else None,
+        gpus_placed=sum(o.gpus_placed for o in outs) / n,
+        oracle_gpus_placed=orc.gpus_placed,
+        meets_slo=all(o.meets(load.slo) and o.ttst_p99_ms <= load.tbt_ms for o in outs),
+        attainment=min(o.attainment for o in outs),
+        unservable=sum(o.unservable for o in outs) / max(1, sum(o.requests + o.unservable for o in outs)),
+        predicted_unservable=pred.unservable_fraction,
+        seeds=n,
     )
 
 
-def validation_table(rows: list[ValidationRow]) -> str:
-    out = [
-        "| model | planner | req/s | in/out tokens | GPUs | TTFT p99 predicted | measured | error | "
-        "TBT p99 predicted | measured | error |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r.model} | {r.planner} | {r.rate_rps:g} | {r.input_tokens}/{r.output_tokens} | "
-            f"{r.gpus} | {r.predicted_ttft_p99_ms:.0f} | {r.measured_ttft_p99_ms:.0f} | "
-            f"{100 * r.ttft_error:+.0f}% | {r.predicted_tbt_p99_ms:.1f} | "
-            f"{r.measured_tbt_p99_ms:.1f} | {100 * r.tbt_error:+.0f}% |"
-        )
-    return "\n".join(out)
+def _job(load: Steady, planner: str, seeds: tuple[int, ...]) -> dict[str, Any]:
+    return validate_point(load, planner, seeds).to_json()
 
 
 def run_validation(
-    models: tuple[str, ...] = ("llama3-70b", "mixtral-8x7b"),
-    rates: tuple[float, ...] = (2.0, 8.0, 20.0),
-    inp: int = 1024,
-    out: int = 256,
-    seconds: float = 300.0,
-) -> list[ValidationRow]:
-    return [
-        validate_point(m, p, r, inp, out, seconds=seconds)
-        for m in models
-        for p in ("model", "operator")
-        for r in rates
-    ]
+    *,
+    quick: bool = False,
+    seeds: Sequence[int] | None = None,
+    workers: int = 1,
+    models: Sequence[str] | None = None,
+    on_done: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every grid point (in grid order whatever the completion order), as JSON objects."""
+    use = tuple(seeds) if seeds else ((0,) if quick else (0, 1, 2))
+    jobs = [(ld, p) for ld, p in grid(quick) if not models or ld.model in models]
+    results: dict[int, dict[str, Any]] = {}
+    if workers <= 1:
+        for i, (ld, p) in enumerate(jobs):
+            results[i] = _job(ld, p, use)
+            if on_done:
+                on_done(_label(ld, p))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            futs = {ex.submit(_job, ld, p, use): i for i, (ld, p) in enumerate(jobs)}
+            for f in as_completed(futs):
+                i = futs[f]
+                results[i] = f.result()
+                if on_done:
+                    on_done(_label(*jobs[i]))
+    return [results[i] for i in range(len(jobs))]
+
+
+def _label(load: Steady, planner: str) -> str:
+    return f"{load.model} {planner} {load.rate_rps:g} req/s {load.mix}"
+
+
+def with_best_oracle(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each point with ``best_oracle_gpus`` — the fewest GPUs the oracle found for that load in any
+    layout — and the planner's GPUs over it (``best_oracle_ratio``)."""
+    best: dict[tuple[Any, ...], int] = {}
+    for p in points:
+        if p["oracle_gpus"] is not None:
+            key = (p["model"], p["rps"], p["mix"])
+            best[key] = min(best.get(key, p["oracle_gpus"]), p["oracle_gpus"])
+    out = []
+    for p in points:
+        b = best.get((p["model"], p["rps"], p["mix"]))
+        out.append({**p, "best_oracle_gpus": b, "best_oracle_ratio": p["gpus"] / b if b else math.nan})
+    return out
+
+
+def summary(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's yardsticks over a grid: share within ±15%, worst error, SLO met, GPUs vs the oracle
+    (its own layout's, and the best of any layout's)."""
+    points = with_best_oracle(points)
+
+    def worst(key: str) -> float:
+        vals = [abs(p[key]) for p in points if math.isfinite(p[key])]
+        return max(vals) if vals else math.nan
+
+    by = {pl: [p for p in points if p["planner"] == pl] for pl in PLANNERS}
+    return {
+        "points": len(points),
+        "ttft_within_15": share_within_of(points, "ttft_error"),
+        "tbt_within_15": share_within_of(points, "tbt_error"),
+        "ttft_worst": worst("ttft_error"),
+        "tbt_worst": worst("tbt_error"),
+        "meets_slo": sum(bool(p["meets_slo"]) for p in points),
+        "oracle_ratio_max": _max_ratio(points),
+        "oracle_infeasible": sum(p["oracle_gpus"] is None for p in points),
+        "per_planner": {
+            pl: {
+                "ttft_within_15": share_within_of(ps, "ttft_error"),
+                "tbt_within_15": share_within_of(ps, "tbt_error"),
+                "oracle_ratio_max": _max_ratio(ps),
+                "best_oracle_ratio_max": _max_ratio(ps, "best_oracle_ratio"),
+                "meets_slo": sum(bool(p["meets_slo"]) for p in ps),
+                "points": len(ps),
+            }
+            for pl, ps in by.items()
+            if ps
+        },
+    }
+
+
+def _max_ratio(points: Sequence[dict[str, Any]], key: str = "oracle_ratio") -> float:
+    vals = [p[key] for p in points if math.isfinite(p[key])]
+    return max(vals) if vals else math.nan
+
+
+def share_within_of(points: Sequence[dict[str, Any]], key: str, bound: float = 0.15) -> float:
+    vals = [abs(p[key]) for p in points if math.isfinite(p[key])]
+    return sum(v <= bound for v in vals) / len(vals) if vals else math.nan
+
+
+def markdown(points: Sequence[dict[str, Any]]) -> str:
+    head = (
+        "| model | planner | req/s | mix | GPUs | oracle | ×oracle | best oracle | ×best | TTFT p99 pred | "
+        "sim | err | TBT p99 pred | sim | err | TTST p99 | SLO met | unservable |"
+    )
+    rows = [head, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for p in with_best_oracle(points):
+        rows.append(
+            f"| {p['model']} | {p['planner']} | {p['rps']:g} | {p['mix']} | {p['gpus']} | "
+            f"{p['oracle_gpus'] if p['oracle_gpus'] is not None else 'none'} | "
+            f"{p['oracle_ratio']:.2f} | {p['best_oracle_gpus'] or 'none'} | {p['best_oracle_ratio']:.2f} | "
+            f"{p['ttft_pred_ms']:.0f} | {p['ttft_sim_ms']:.0f} | "
+            f"{100 * p['ttft_error']:+.0f}% | {p['tbt_pred_ms']:.1f} | {p['tbt_sim_ms']:.1f} | "
+            f"{100 * p['tbt_error']:+.0f}% | {p['ttst_sim_ms']:.0f} | {'yes' if p['meets_slo'] else 'NO'} | "
+            f"{100 * p['unservable']:.1f}% |"
+        )
+    return "\n".join(rows)

@@ -23,6 +23,8 @@ def resizes_of(desired: Mapping[PoolKey, PoolPlan], draining: Mapping[PoolKey, i
             draining=draining.get(pool, 0),
             batch_size=plan.batch_size,
             gpus_per_replica=plan.gpus_per_replica,
+            gpu_share=plan.gpu_share,
+            micro_batches=plan.micro_batches,
         )
         for pool, plan in sorted(desired.items())
     ]
@@ -31,7 +33,10 @@ def resizes_of(desired: Mapping[PoolKey, PoolPlan], draining: Mapping[PoolKey, i
 def resizes_to_pb(resizes: Iterable[ResizePool]) -> list[cpb.PoolPlan]:
     out = []
     for r in resizes:
-        msg = plan_to_pb(r.pool, PoolPlan(r.replicas, r.batch_size, r.gpus_per_replica), r.draining)
+        plan = PoolPlan(
+            r.replicas, r.batch_size, r.gpus_per_replica, gpu_share=r.gpu_share, micro_batches=r.micro_batches
+        )
+        msg = plan_to_pb(r.pool, plan, r.draining)
         msg.gpu_type = r.gpu_type
         out.append(msg)
     return out
@@ -42,7 +47,16 @@ def resizes_from_pb(plans: Sequence[cpb.PoolPlan], field: str) -> list[ResizePoo
     for i, msg in enumerate(plans):
         pool, plan, draining = plan_from_pb(msg, f"{field}[{i}]")
         out.append(
-            ResizePool(pool, plan.replicas, draining, plan.batch_size, plan.gpus_per_replica, msg.gpu_type)
+            ResizePool(
+                pool,
+                plan.replicas,
+                draining,
+                plan.batch_size,
+                plan.gpus_per_replica,
+                msg.gpu_type,
+                plan.gpu_share,
+                plan.micro_batches,
+            )
         )
     return out
 

@@ -48,6 +48,8 @@ def plan_to_pb(pool: PoolKey, plan: PoolPlan, draining: int = 0) -> cpb.PoolPlan
         draining_replicas=draining,
         predicted_latency_ms=num(plan.predicted_latency_ms),
         predicted_watts=num(plan.watts),
+        gpu_share=plan.gpu_share if plan.gpu_share < 1.0 else 0.0,
+        micro_batches=plan.micro_batches if plan.micro_batches > 1 else 0,
     )
 
 
@@ -63,11 +65,25 @@ def plan_from_pb(msg: cpb.PoolPlan, field: str) -> tuple[PoolKey, PoolPlan, int]
     if not msg.HasField("pool"):
         raise InvalidArgument(f"{field}.pool is required", field=f"{field}.pool")
     pool = pool_from_pb(msg.pool, f"{field}.pool")
+    share = msg.gpu_share or 1.0
+    if not (0.0 < share <= 1.0) or (share < 1.0 and (msg.gpus_per_replica or 1) != 1):
+        raise InvalidArgument(
+            f"{field}.gpu_share: must be in (0, 1] and below 1 only with gpus_per_replica 1, got "
+            f"{msg.gpu_share} with {msg.gpus_per_replica} GPUs per replica",
+            field=f"{field}.gpu_share",
+        )
+    if msg.micro_batches > 64:
+        raise InvalidArgument(
+            f"{field}.micro_batches: must be at most 64, got {msg.micro_batches}",
+            field=f"{field}.micro_batches",
+        )
     plan = PoolPlan(
         replicas=msg.replicas,
         batch_size=msg.batch_size or None,
         gpus_per_replica=msg.gpus_per_replica or 1,
         predicted_latency_ms=msg.predicted_latency_ms or None,
         watts=msg.predicted_watts or None,
+        gpu_share=share,
+        micro_batches=msg.micro_batches or 1,
     )
     return pool, plan, msg.draining_replicas

@@ -6,40 +6,40 @@ failed replica) needs neither the spec nor the decision that produced it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from opscale.actuation import ResizePool
 from opscale.errors import InvalidArgument
 from opscale.model import perf_model
+from opscale.model.memory import replica_memory
 from opscale.placement import PoolDemand
 from opscale.spec import STAGES_FOR_MODE, DeploymentSpec, OperatorKind, Stage
 
-#: Context the KV cache of a decode/serving attention replica is sized for when the plan does not say.
-#: 4,096 tokens covers the median request of the shipped traces (ServeGen, Azure conversation).
-DEFAULT_CONTEXT_TOKENS = 4096
 DEFAULT_TEMPLATE = "worker"
 MAX_REPLICAS_PER_POOL = 10_000
 
 
 def replica_memory_per_gpu(spec: DeploymentSpec, request: ResizePool, gpu_type: str) -> int:
-    """Bytes each GPU of one replica holds: the replica's weights, KV and activations split evenly.
+    """Bytes placement reserves on each GPU of one replica, under the one memory model the planners
+    and the simulator use (``opscale.model.memory``): an attention replica claims its GPUs' usable
+    memory for its KV pool; any other replica its weights + one pass's activations, split evenly.
 
-    A ``model`` pool (a whole model replica of one stage) holds every operator of that stage.
+    A ``model`` pool (a whole model replica of one stage) holds every operator of that stage; a colocated
+    (serving) replica is sized as decode (the same weights, and the KV of decode). A replica on a share of
+    one GPU holds that share of its memory.
     """
-    perf = perf_model(spec.model.shape(), gpu_type)
-    # Profiles exist per prefill and decode; a colocated (serving) replica holds the same weights and the
-    # decode-side KV cache, so it is sized as decode.
-    stage = Stage.DECODE if request.pool.stage == Stage.SERVING else request.pool.stage
-    batch = max(1, request.batch_size or 1)
-    kinds: list[Any]
+    shape = spec.model.shape()
+    stage = Stage.DECODE if request.pool.stage == Stage.SERVING else Stage(request.pool.stage)
+    perf = perf_model(shape, gpu_type)
     if request.pool.operator == OperatorKind.MODEL:
-        kinds = [op.kind for op in perf.operators(stage)]
+        ops = tuple(op.kind.value for op in perf.operators(stage.value))
     else:
-        kinds = [request.pool.operator]
-    total = sum(perf.replica_memory_bytes(stage, kind, batch, DEFAULT_CONTEXT_TOKENS) for kind in kinds)
-    return math.ceil(total / request.gpus_per_replica)
+        ops = (str(request.pool.operator),)
+    batch = max(1, request.batch_size or 1)
+    gpus = request.gpu_share if request.gpu_share < 1.0 else request.gpus_per_replica
+    mem = replica_memory(shape, perf.gpu, stage.value, ops, batch, gpus)
+    return mem.per_gpu_bytes
 
 
 def build_demand(spec: DeploymentSpec, request: ResizePool, field: str) -> dict[str, Any]:
@@ -64,6 +64,11 @@ def build_demand(spec: DeploymentSpec, request: ResizePool, field: str) -> dict[
             f"{field}.gpus_per_replica: must be in [1, 64], got {request.gpus_per_replica}",
             field=f"{field}.gpus_per_replica",
         )
+    if request.gpu_share < 1.0 and pool.operator == OperatorKind.MODEL:
+        raise InvalidArgument(
+            f"{field}.gpu_share: a whole-model replica takes whole GPUs; shares are for operator pools",
+            field=f"{field}.gpu_share",
+        )
     allowed_types = tuple(spec.limits_for(pool).gpu_types)
     if request.gpu_type:
         gpu_types = (request.gpu_type, *(t for t in allowed_types if t != request.gpu_type))
@@ -77,7 +82,10 @@ def build_demand(spec: DeploymentSpec, request: ResizePool, field: str) -> dict[
     return {
         "gpus_per_replica": request.gpus_per_replica,
         "memory_bytes_per_gpu": memory,
-        "compute_fraction": 1.0,
+        # a share of one GPU: placement packs shares onto one GPU (at most 1 in all), the agent limits
+        # the process to it (opscale.model.sharing)
+        "compute_fraction": min(1.0, request.gpu_share),
+        "micro_batches": request.micro_batches,
         "gpu_types": list(gpu_types),
         "batch_size": max(1, request.batch_size or 1),
         "template": launch.template if launch else DEFAULT_TEMPLATE,

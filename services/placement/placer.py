@@ -308,6 +308,8 @@ def start_command(
         "gpu_type": gpu_type,
         "batch_size": str(doc.get("batch_size", 1)),
         "gpus_per_replica": str(doc.get("gpus_per_replica", len(placed.gpu_indices))),
+        "gpu_share": f"{float(doc.get('compute_fraction', 1.0)):g}",
+        "micro_batches": str(doc.get("micro_batches", 1)),
     }
     return StartReplica(
         replica_id=placed.id,

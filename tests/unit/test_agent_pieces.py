@@ -13,7 +13,7 @@ import pytest
 from clients.agent.backoff import Backoff
 from clients.agent.gpus import FakeGpus, make_discovery, parse_fake_gpus
 from clients.agent.state import ReplicaState, StateFile, proc_start_time, same_process
-from clients.agent.templates import WORKER, load_templates, parse_templates, placeholder_values
+from clients.agent.templates import WORKER, load_templates, parse_templates, placeholder_values, sharing_env
 from opscale.errors import ConfigError, InvalidArgument
 
 
@@ -138,3 +138,13 @@ def test_agent_and_placement_settings_are_checked_at_load() -> None:
         load_settings(lost_timeout_s=2, heartbeat_interval_s=1)
     with pytest.raises(ConfigError, match="OPSCALE_AGENT_MAX_RESTARTS"):
         load_settings(agent_max_restarts=-1)
+
+
+def test_a_share_of_a_gpu_runs_under_mps_with_that_share() -> None:
+    assert sharing_env(values(gpu_share="0.25")) == {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "25"}
+    assert sharing_env(values()) == {} and values()["gpu_share"] == "1"
+    argv, _ = WORKER.render(values(model="m", gpu_type="H100", gpus_per_replica="1", gpu_share="0.125"))
+    assert argv[argv.index("--gpu-share") + 1] == "0.125"
+    for bad in ("0", "1.5", "half"):
+        with pytest.raises(InvalidArgument, match="gpu_share"):
+            sharing_env(values(gpu_share=bad))

@@ -99,7 +99,9 @@ def test_static_and_operator_params_round_trip() -> None:
     )
     op_msg.params.update({"floor_fraction": 0.25, "max_batch_size": 64})
     op = spec_from_pb(op_msg)
-    assert op.policy == "operator" and op.params == {"floor_fraction": 0.25, "max_batch_size": 64}
+    assert op.policy == "operator"
+    assert op.params["floor_fraction"] == 0.25 and op.params["max_batch_size"] == 64
+    assert op.params["forms"] == "hybrid"  # defaults are stored with the spec
     assert spec_from_pb(spec_to_pb(op)) == op
 
 

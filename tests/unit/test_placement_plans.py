@@ -68,11 +68,11 @@ def test_a_replica_about_to_start_moves_without_a_stop() -> None:
 
 
 def test_peers_share_a_gpu_when_compute_and_memory_allow() -> None:
-    # prefill attention and FFN exchange 16 KiB/token; both take half a GPU and 40 GiB: they share GPU 0
-    # (40 + 40 <= 80 GiB, 0.5 + 0.5 <= 1.0), and the second pair GPU 1.
+    # prefill attention and FFN exchange 16 KiB/token; both take half a GPU and 36 GiB: they share GPU 0
+    # (36 + 36 <= 72 GiB, the usable share of 80; 0.5 + 0.5 <= 1.0), and the second pair GPU 1.
     ds = (
-        demand("d", "prefill", "attention", 2, cf=0.5, mem_gib=40, exchange={("prefill", "ffn"): 16384.0}),
-        demand("d", "prefill", "ffn", 2, cf=0.5, mem_gib=40),
+        demand("d", "prefill", "attention", 2, cf=0.5, mem_gib=36, exchange={("prefill", "ffn"): 16384.0}),
+        demand("d", "prefill", "ffn", 2, cf=0.5, mem_gib=36),
     )
     out = place(PlacementInput((node("n", 4),), (), ds))
     assert sorted(spots(out)) == [("n", (0,)), ("n", (0,)), ("n", (1,)), ("n", (1,))]

@@ -192,9 +192,9 @@ def test_spill_over_follows_the_preference_order_and_never_uses_other_types() ->
 
 
 def test_fractional_replicas_share_a_gpu_before_opening_another() -> None:
-    # compute 0.25 and 20 GiB each: four fit on one 80 GiB GPU (4 x 0.25 = 1.0, 4 x 20 = 80); the fifth
-    # opens GPU 1. Co-location across pools works the same way.
-    d = demand("d", "decode", "attention", 5, cf=0.25, mem_gib=20)
+    # compute 0.25 and 18 GiB each: four fit on one 80 GiB GPU, whose usable share is 72 GiB
+    # (4 x 0.25 = 1.0, 4 x 18 = 72); the fifth opens GPU 1. Co-location across pools works the same way.
+    d = demand("d", "decode", "attention", 5, cf=0.25, mem_gib=18)
     out = place(PlacementInput((node("n", 2),), (), (d,)))
     assert spots(out) == [("n", (0,))] * 4 + [("n", (1,))]
 

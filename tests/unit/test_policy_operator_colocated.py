@@ -13,17 +13,8 @@ from hypothesis import strategies as st
 from opscale.model import PerfModel, get_preset, perf_model
 from opscale.policy.model_level import ModelPolicy
 from opscale.policy.operator import OperatorPolicy
-from opscale.policy.planner_colocated import MAX_PREFILL_BATCH, co_frontier
-from opscale.policy.planner_core import (
-    Unit,
-    batch_candidates,
-    gpu_choices,
-    pass_ms,
-    replica_bytes,
-    usable_bytes,
-    wait_ms,
-)
-from opscale.policy.planner_stage import stage_work
+from opscale.policy.planner_colocated import MAX_PREFILL_BATCH, co_frontier, least_gpus, stage_work, wait_ms
+from opscale.policy.planner_core import Unit, batch_candidates, gpu_choices, pass_ms
 from opscale.policy.types import SLO, InfeasibilityKind, Limits, LoadWindow, PolicyInput, PoolKey, Signal
 
 
@@ -90,12 +81,7 @@ def _brute(p: PerfModel, rps: float, slo: SLO, max_batch: int, r_max: int) -> in
         pts = []
         for bp in batch_candidates(min(max_batch, 16)):
             for bd in batch_candidates(max_batch):
-                need = (
-                    replica_bytes(p, dec, bd, wd.context)
-                    + replica_bytes(p, pre, bp, wp.context)
-                    - p.weights_bytes(op)
-                )
-                for g in gpu_choices(max(1, math.ceil(need / usable_bytes(p)))):
+                for g in gpu_choices(least_gpus(p, dec, bd, bd * wd.context + bp * wp.context)):
                     sp, sd = pass_ms(p, pre, bp, wp.length, g), pass_ms(p, dec, bd, wd.length, g)
                     jp, jd = wp.seq_steps_per_s / bp, wd.seq_steps_per_s / bd
                     for r in range(1, r_max + 1):

@@ -52,8 +52,14 @@ def test_operator_setup_maps_slo_limits_and_pools() -> None:
     assert setup.limits.max_staleness_s == 10.0
     assert setup.policy.interval_s == 2.0
     assert setup.params["floor_fraction"] == 0.25 and setup.params["max_batch_size"] == 64
-    assert setup.pools == tuple(
-        PoolKey(st, op) for st in ("prefill", "decode") for op in ("embedding", "attention", "ffn", "lm_head")
+    assert setup.pools == (
+        *(
+            PoolKey(st, op)
+            for st in ("prefill", "decode")
+            for op in ("embedding", "attention", "ffn", "lm_head")
+        ),
+        PoolKey("prefill", "model"),
+        PoolKey("decode", "model"),
     )
 
 

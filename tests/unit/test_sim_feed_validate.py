@@ -7,8 +7,9 @@ import numpy as np
 from opscale.policy.types import Signal
 from opscale.sim.experiment import Scenario, build
 from opscale.sim.feed import SignalFeed
+from opscale.sim.fixed import Steady, steady_trace
 from opscale.sim.run import simulate
-from opscale.sim.validate import poisson_trace, validate_point
+from opscale.sim.validate import validate_point
 
 
 def test_window_reports_the_pushed_rate_and_lengths() -> None:
@@ -29,7 +30,7 @@ def test_per_pool_series_do_not_change_the_decisions() -> None:
     """The shipped policies read deployment-wide fields only, so leaving the per-pool series out (the
     default, for speed) gives the same run."""
     sc = Scenario(trace="steady", model="mixtral-8x7b")
-    trace = poisson_trace(3.0, 90.0, 512, 64, seed=5)
+    trace = steady_trace(Steady("mixtral-8x7b", 3.0, "fixed:512/64", seconds=90.0), seed=5)
     for policy in ("operator", "pd"):
         spec, initial = build(sc, policy, trace)
         a = simulate(spec, trace, initial, pool_signals=False)
@@ -39,8 +40,10 @@ def test_per_pool_series_do_not_change_the_decisions() -> None:
 
 
 def test_validation_point_measures_the_plan_it_predicts() -> None:
-    row = validate_point("mixtral-8x7b", "model", 4.0, 512, 64, seconds=120.0, warmup_s=30.0)
-    assert row.gpus > 0
-    assert row.measured_ttft_p99_ms > 0 and row.measured_tbt_p99_ms > 0
-    # The M/M/R model (exponential service, a full-batch pass per token) is conservative on steady load.
-    assert row.ttft_error > 0 and row.tbt_error > 0
+    load = Steady("mixtral-8x7b", 4.0, "fixed:512/64", seconds=120.0, warmup_s=30.0)
+    point = validate_point(load, "model", seeds=(0,))
+    assert point.gpus > 0 and point.oracle_gpus is not None and point.oracle_gpus <= point.gpus
+    assert point.ttft_sim_ms > 0 and point.tbt_sim_ms > 0
+    # The queue and residency models predict the simulation they plan for, within the validation's band.
+    assert abs(point.ttft_error) < 0.3 and abs(point.tbt_error) < 0.3
+    assert point.meets_slo

@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"opscale/api/common/v1/common.proto\x12\x15opscale.api.common.v1\"m\n\x07PoolKey\x12+\n\x05stage\x18\x01 \x01(\x0e\x32\x1c.opscale.api.common.v1.Stage\x12\x35\n\x08operator\x18\x02 \x01(\x0e\x32#.opscale.api.common.v1.OperatorKind\"\xdc\x01\n\x08PoolPlan\x12,\n\x04pool\x18\x01 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x18\n\x10gpus_per_replica\x18\x04 \x01(\r\x12\x19\n\x11\x64raining_replicas\x18\x05 \x01(\r\x12\x10\n\x08gpu_type\x18\x06 \x01(\t\x12\x1c\n\x14predicted_latency_ms\x18\x07 \x01(\x01\x12\x17\n\x0fpredicted_watts\x18\x08 \x01(\x01\"^\n\nPrediction\x12\x0f\n\x07ttft_ms\x18\x01 \x01(\x01\x12\x0e\n\x06tbt_ms\x18\x02 \x01(\x01\x12\x0c\n\x04gpus\x18\x03 \x01(\x01\x12\r\n\x05watts\x18\x04 \x01(\x01\x12\x12\n\npercentile\x18\x05 \x01(\x01\"u\n\rInfeasibility\x12,\n\x04pool\x18\x01 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\trequested\x18\x03 \x01(\r\x12\x13\n\x0bsatisfiable\x18\x04 \x01(\r\"\xab\x01\n\x0cGpuTelemetry\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x1c\n\x14utilization_fraction\x18\x03 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x04\x12\x13\n\x0bpower_watts\x18\x06 \x01(\x01\x12\x14\n\x0ctimestamp_ms\x18\x07 \x01(\x03\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t*V\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x11\n\rSTAGE_PREFILL\x10\x01\x12\x10\n\x0cSTAGE_DECODE\x10\x02\x12\x11\n\rSTAGE_SERVING\x10\x03*\xcd\x01\n\x0cOperatorKind\x12\x1d\n\x19OPERATOR_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATOR_KIND_EMBEDDING\x10\x01\x12\x1b\n\x17OPERATOR_KIND_ATTENTION\x10\x02\x12\x15\n\x11OPERATOR_KIND_FFN\x10\x03\x12\x19\n\x15OPERATOR_KIND_EXPERTS\x10\x04\x12\x19\n\x15OPERATOR_KIND_LM_HEAD\x10\x05\x12\x17\n\x13OPERATOR_KIND_MODEL\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"opscale/api/common/v1/common.proto\x12\x15opscale.api.common.v1\"m\n\x07PoolKey\x12+\n\x05stage\x18\x01 \x01(\x0e\x32\x1c.opscale.api.common.v1.Stage\x12\x35\n\x08operator\x18\x02 \x01(\x0e\x32#.opscale.api.common.v1.OperatorKind\"\x86\x02\n\x08PoolPlan\x12,\n\x04pool\x18\x01 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x18\n\x10gpus_per_replica\x18\x04 \x01(\r\x12\x19\n\x11\x64raining_replicas\x18\x05 \x01(\r\x12\x10\n\x08gpu_type\x18\x06 \x01(\t\x12\x1c\n\x14predicted_latency_ms\x18\x07 \x01(\x01\x12\x17\n\x0fpredicted_watts\x18\x08 \x01(\x01\x12\x11\n\tgpu_share\x18\t \x01(\x01\x12\x15\n\rmicro_batches\x18\n \x01(\r\"^\n\nPrediction\x12\x0f\n\x07ttft_ms\x18\x01 \x01(\x01\x12\x0e\n\x06tbt_ms\x18\x02 \x01(\x01\x12\x0c\n\x04gpus\x18\x03 \x01(\x01\x12\r\n\x05watts\x18\x04 \x01(\x01\x12\x12\n\npercentile\x18\x05 \x01(\x01\"u\n\rInfeasibility\x12,\n\x04pool\x18\x01 \x01(\x0b\x32\x1e.opscale.api.common.v1.PoolKey\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\trequested\x18\x03 \x01(\r\x12\x13\n\x0bsatisfiable\x18\x04 \x01(\r\"\xab\x01\n\x0cGpuTelemetry\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x1c\n\x14utilization_fraction\x18\x03 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x04\x12\x13\n\x0bpower_watts\x18\x06 \x01(\x01\x12\x14\n\x0ctimestamp_ms\x18\x07 \x01(\x03\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t*V\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x11\n\rSTAGE_PREFILL\x10\x01\x12\x10\n\x0cSTAGE_DECODE\x10\x02\x12\x11\n\rSTAGE_SERVING\x10\x03*\xcd\x01\n\x0cOperatorKind\x12\x1d\n\x19OPERATOR_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATOR_KIND_EMBEDDING\x10\x01\x12\x1b\n\x17OPERATOR_KIND_ATTENTION\x10\x02\x12\x15\n\x11OPERATOR_KIND_FFN\x10\x03\x12\x19\n\x15OPERATOR_KIND_EXPERTS\x10\x04\x12\x19\n\x15OPERATOR_KIND_LM_HEAD\x10\x05\x12\x17\n\x13OPERATOR_KIND_MODEL\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'opscale.api.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STAGE']._serialized_start=838
-  _globals['_STAGE']._serialized_end=924
-  _globals['_OPERATORKIND']._serialized_start=927
-  _globals['_OPERATORKIND']._serialized_end=1132
+  _globals['_STAGE']._serialized_start=880
+  _globals['_STAGE']._serialized_end=966
+  _globals['_OPERATORKIND']._serialized_start=969
+  _globals['_OPERATORKIND']._serialized_end=1174
   _globals['_POOLKEY']._serialized_start=61
   _globals['_POOLKEY']._serialized_end=170
   _globals['_POOLPLAN']._serialized_start=173
-  _globals['_POOLPLAN']._serialized_end=393
-  _globals['_PREDICTION']._serialized_start=395
-  _globals['_PREDICTION']._serialized_end=489
-  _globals['_INFEASIBILITY']._serialized_start=491
-  _globals['_INFEASIBILITY']._serialized_end=608
-  _globals['_GPUTELEMETRY']._serialized_start=611
-  _globals['_GPUTELEMETRY']._serialized_end=782
-  _globals['_PAGEREQUEST']._serialized_start=784
-  _globals['_PAGEREQUEST']._serialized_end=836
+  _globals['_POOLPLAN']._serialized_end=435
+  _globals['_PREDICTION']._serialized_start=437
+  _globals['_PREDICTION']._serialized_end=531
+  _globals['_INFEASIBILITY']._serialized_start=533
+  _globals['_INFEASIBILITY']._serialized_end=650
+  _globals['_GPUTELEMETRY']._serialized_start=653
+  _globals['_GPUTELEMETRY']._serialized_end=824
+  _globals['_PAGEREQUEST']._serialized_start=826
+  _globals['_PAGEREQUEST']._serialized_end=878
 # @@protoc_insertion_point(module_scope)

@@ -43,7 +43,7 @@ class PoolKey(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., operator: _Optional[_Union[OperatorKind, str]] = ...) -> None: ...
 
 class PoolPlan(_message.Message):
-    __slots__ = ("pool", "replicas", "batch_size", "gpus_per_replica", "draining_replicas", "gpu_type", "predicted_latency_ms", "predicted_watts")
+    __slots__ = ("pool", "replicas", "batch_size", "gpus_per_replica", "draining_replicas", "gpu_type", "predicted_latency_ms", "predicted_watts", "gpu_share", "micro_batches")
     POOL_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,8 @@ class PoolPlan(_message.Message):
     GPU_TYPE_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_WATTS_FIELD_NUMBER: _ClassVar[int]
+    GPU_SHARE_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
     pool: PoolKey
     replicas: int
     batch_size: int
@@ -60,7 +62,9 @@ class PoolPlan(_message.Message):
     gpu_type: str
     predicted_latency_ms: float
     predicted_watts: float
-    def __init__(self, pool: _Optional[_Union[PoolKey, _Mapping]] = ..., replicas: _Optional[int] = ..., batch_size: _Optional[int] = ..., gpus_per_replica: _Optional[int] = ..., draining_replicas: _Optional[int] = ..., gpu_type: _Optional[str] = ..., predicted_latency_ms: _Optional[float] = ..., predicted_watts: _Optional[float] = ...) -> None: ...
+    gpu_share: float
+    micro_batches: int
+    def __init__(self, pool: _Optional[_Union[PoolKey, _Mapping]] = ..., replicas: _Optional[int] = ..., batch_size: _Optional[int] = ..., gpus_per_replica: _Optional[int] = ..., draining_replicas: _Optional[int] = ..., gpu_type: _Optional[str] = ..., predicted_latency_ms: _Optional[float] = ..., predicted_watts: _Optional[float] = ..., gpu_share: _Optional[float] = ..., micro_batches: _Optional[int] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("ttft_ms", "tbt_ms", "gpus", "watts", "percentile")

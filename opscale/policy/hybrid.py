@@ -1,0 +1,179 @@
+"""Hybrid granularity: per stage, the ``operator`` policy plans both forms — whole-model replicas and
+per-operator pools — with the same loads, models and search, and runs the one needing fewer GPUs.
+
+Why both. Operator pools pay for their granularity: every pool has at least one replica, each
+replica crosses 2 hand-offs per layer, and a prompt queues at every pool. Where a whole replica is
+already as small as the largest operator pool (a 7B model on one GPU, or an MoE whose experts alone
+need the GPUs of a whole replica), per-operator scaling cannot save a GPU; where one operator is the
+bottleneck of a large model (decode attention holding the KV of many sequences beside a 70B model's
+FFN), it can. Planning both and taking the cheaper means ``operator`` never plans more GPUs than
+``model`` for the same load under the same model: the form is a per-stage decision, like the pool
+sizes, and ``explain`` says which form each stage runs and what the other would have cost.
+
+Hysteresis. A stage that runs one form changes to the other only when that saves at least
+``max(1 GPU, SWITCH_GAIN × current)`` for ``FORM_WINDOW_S`` without a break, or at once when the
+current form cannot meet the SLO and the other can: a switch starts a whole set of new replicas, and
+the old form's pools drain through the stabilizer's scale-in window, so both run while the new one
+starts (make before break). Near a whole replica's step (4 → 8 GPUs) the cheaper form changes with
+every wobble of the load; without the window the stage would flap between forms and pay for both. The
+form in force and when the other became cheaper are kept in the policy's state (``forms``,
+``better_since``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from opscale.model import PerfModel
+from opscale.policy.adaptive import horizon_s
+from opscale.policy.planner_core import StagePlan, Unit
+from opscale.policy.types import Limits, PoolKey, PoolPlan
+
+if TYPE_CHECKING:
+    from opscale.policy.planner_stage import Plan
+
+FORMS = ("model", "operator")
+SWITCH_GAIN = 0.1
+FORM_WINDOW_S = 60.0
+HOLD_MARGIN_S = 5.0
+
+
+def operator_units(perf: PerfModel, stage: str) -> tuple[Unit, ...]:
+    return tuple(
+        Unit(PoolKey(stage, spec.kind.value), stage, (spec.kind.value,)) for spec in perf.operators(stage)
+    )
+
+
+def whole_model_unit(perf: PerfModel, stage: str) -> Unit:
+    return Unit(PoolKey(stage, "model"), stage, tuple(spec.kind.value for spec in perf.operators(stage)))
+
+
+def form_units(perf: PerfModel, stage: str, form: str) -> tuple[Unit, ...]:
+    return (whole_model_unit(perf, stage),) if form == "model" else operator_units(perf, stage)
+
+
+@dataclass(frozen=True, slots=True)
+class FormChoice:
+    stage: str
+    form: str
+    plans: Mapping[str, StagePlan]  # both forms' plans, by form
+    reason: str
+    better_since: float | None = None  # when the form not run became worth a switch (kept in the state)
+
+    @property
+    def plan(self) -> StagePlan:
+        return self.plans[self.form]
+
+
+def _score(sp: StagePlan) -> tuple[int, float]:
+    """Meeting the SLO first, then fewest GPUs; among plans that miss, the smaller overshoot."""
+    if sp.met:
+        return (0, float(sp.gpus))
+    over = sp.latency_ms / sp.budget_ms if math.isfinite(sp.latency_ms) else math.inf
+    return (1, over)
+
+
+def choose_form(
+    stage: str,
+    plans: Mapping[str, StagePlan],
+    current: str | None,
+    better_since: float | None = None,
+    now_s: float | None = None,
+) -> FormChoice:
+    """The form a stage runs (module docstring: cheapest, with hysteresis toward ``current``).
+    ``better_since``: when the other form became worth a switch (``None``: it is not); ``now_s``: this
+    tick's time (``None``: a one-off plan, no dwell)."""
+    best = min(FORMS, key=lambda f: (*_score(plans[f]), f != "model"))
+    other = "operator" if best == "model" else "model"
+    b, o = plans[best], plans[other]
+    if current is not None and current in plans and current != best:
+        cur = plans[current]
+        gain = cur.gpus - b.gpus
+        if cur.met and gain < max(1.0, SWITCH_GAIN * cur.gpus):
+            reason = (
+                f"{stage}: keeps the {_name(current)} form ({cur.gpus:g} GPUs); the {_name(best)} form "
+                f"({b.gpus:g} GPUs) would save less than max(1 GPU, {SWITCH_GAIN:.0%}), not worth a switch."
+            )
+            return FormChoice(stage, current, plans, reason)
+        if cur.met and now_s is not None:
+            since = now_s if better_since is None else better_since
+            if now_s - since < FORM_WINDOW_S:
+                reason = (
+                    f"{stage}: keeps the {_name(current)} form ({cur.gpus:g} GPUs) for now; the "
+                    f"{_name(best)} form ({b.gpus:g} GPUs) is cheaper since {now_s - since:.0f} s ago and "
+                    f"takes over if it stays cheaper for {FORM_WINDOW_S:.0f} s."
+                )
+                return FormChoice(stage, current, plans, reason, since)
+    if b.met and o.met:
+        why = f"{b.gpus:g} GPUs against {o.gpus:g} for {_name(other)}"
+    elif b.met:
+        why = f"{b.gpus:g} GPUs; the {_name(other)} form cannot meet the SLO"
+    else:
+        why = "neither form meets the SLO; this one comes closest"
+    switched = f" (switching from {_name(current)})" if current in plans and current != best else ""
+    return FormChoice(stage, best, plans, f"{stage}: runs as {_name(best)}{switched}: {why}.")
+
+
+def _name(form: str | None) -> str:
+    return "whole-model replicas" if form == "model" else "operator pools"
+
+
+def idle_pools(perf: PerfModel, choices: Mapping[str, FormChoice], limits: Limits) -> dict[PoolKey, int]:
+    """The pools of the form each stage does not run (of the forms it planned), at their floor
+    (``min_replicas``, usually 0)."""
+    out: dict[PoolKey, int] = {}
+    for st, ch in choices.items():
+        for form in ch.plans:
+            if form != ch.form:
+                for u in form_units(perf, st, form):
+                    out[u.pool] = limits.for_pool(u.pool).min_replicas
+    return out
+
+
+def forms_in_force(current: Mapping[PoolKey, PoolPlan]) -> dict[str, str]:
+    """The form each stage runs by the plan in force (a state lost or written by another policy)."""
+    out: dict[str, str] = {}
+    for pool, plan in current.items():
+        if plan.replicas and pool.stage in ("prefill", "decode"):
+            form = "model" if pool.operator == "model" else "operator"
+            if out.get(pool.stage, form) == form:
+                out[pool.stage] = form
+    return out
+
+
+def hold_old_form(
+    perf: PerfModel,
+    plan: Plan,
+    before: Mapping[str, str],
+    switched: Mapping[str, tuple[float, str]],
+    current: Mapping[PoolKey, PoolPlan],
+    now_s: float,
+) -> dict[str, tuple[float, str]]:
+    """Make before break: for ``HOLD_MARGIN_S`` past the start-up of the new form's largest replica after
+    a stage switched form, its old form's pools keep the replicas in force, so requests have somewhere to
+    go while the new replicas load. Updates ``plan`` in place; returns the switches still held."""
+    held: dict[str, tuple[float, str]] = {}
+    for st, form in plan.forms.items():
+        prev = before.get(st)
+        entry = (now_s, prev) if prev is not None and prev != form else switched.get(st)
+        if entry is None or entry[1] == form:
+            continue
+        new_pools = {u.pool: plan.pools[u.pool] for u in form_units(perf, st, form) if u.pool in plan.pools}
+        if now_s - entry[0] >= horizon_s(perf, new_pools) + HOLD_MARGIN_S:
+            continue
+        held[st] = entry
+        kept = []
+        for u in form_units(perf, st, entry[1]):
+            cur = current.get(u.pool)
+            if cur is not None and cur.replicas > plan.pools.get(u.pool, PoolPlan(0)).replicas:
+                plan.pools[u.pool] = cur
+                kept.append(f"{u.pool} ×{cur.replicas}")
+        if kept:
+            plan.reasons.append(
+                f"{st}: keeps {', '.join(kept)} of the {_name(entry[1])} form until the new form's replicas "
+                f"have started (make before break)."
+            )
+    return held

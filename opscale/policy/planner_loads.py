@@ -1,0 +1,118 @@
+"""What each stage of a plan must carry, from a load window: rate, prompt lengths (all that arrive, and
+the share of each the percentile is planned over), and decode's residency moments.
+
+Lengths. The window's prompt and output length distributions (``LoadWindow.inputs()/outputs()``;
+the means when only those are known) drive everything: prefill is priced per prompt length
+(``planner_prefill``), decode's residency and KV by the length-biased moments of the resident
+sequences (``planner_decode``). Prompt and output lengths are taken as independent (ingest keeps
+their marginals, not their joint).
+
+Unservable requests. A prompt whose prefill alone, on the fastest replica there is (the whole model on
+one 8-GPU node), takes longer than the TTFT SLO, or a request whose KV (prompt + output) does not fit
+one such replica's KV pool, cannot meet the SLO under any plan. Their share is computed, reported (in
+the prediction, the reasons and an ``UNSERVABLE_REQUESTS`` infeasibility) and excluded: the percentile
+is planned over the servable requests, and the unservable ones still count as load where they run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from opscale.model import PerfModel
+from opscale.model.fabric import KV_LINK_BYTES_S
+from opscale.model.memory import replica_memory
+from opscale.policy.lengths import LengthDist
+from opscale.policy.planner_core import MAX_NODE_GPUS
+from opscale.policy.planner_decode import DecodeLoad
+from opscale.policy.prefill_queue import PrefillLoad
+from opscale.policy.types import SLO, LoadWindow
+
+
+def _bucket(tokens: float) -> int:
+    """Lengths rounded to 2^(1/16) steps (as the simulator prices them), so caches hit between ticks."""
+    r = 2 ** (1 / 16)
+    return max(1, round(r ** round(math.log(max(tokens, 1.0), r))))
+
+
+@dataclass(frozen=True, slots=True)
+class StageLoads:
+    prefill: PrefillLoad
+    decode: DecodeLoad
+    unservable: float  # share of requests no configuration can serve within the SLO
+    inputs: LengthDist  # the window's, all requests
+    outputs: LengthDist
+
+
+def fastest_prefill_ms(perf: PerfModel, tokens: int) -> float:
+    """One prompt alone on the whole model over one 8-GPU node: the fastest prefill there is."""
+    return sum(
+        perf.pass_latency_ms("prefill", s.kind, 1, tokens, MAX_NODE_GPUS) for s in perf.operators("prefill")
+    )
+
+
+def largest_kv_tokens(perf: PerfModel) -> float:
+    """Tokens of context one request may reserve on the largest decode replica (whole model, 8 GPUs)."""
+    ops = tuple(s.kind.value for s in perf.operators("decode"))
+    return replica_memory(perf.shape, perf.gpu, "decode", ops, 1, MAX_NODE_GPUS).kv_tokens()
+
+
+def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
+    """What each stage must carry. Every request loads the stages it reaches (an unservable prompt still
+    occupies a prefill replica, and decodes afterwards); the percentile is planned over the servable
+    ones. A request whose KV fits no replica at all is rejected by any engine and loads nothing."""
+    inputs, outputs = load.inputs(), load.outputs()
+    kv_max = largest_kv_tokens(perf)
+    out_pts = outputs.points()
+    points: dict[int, list[float]] = {}  # bucketed prompt length -> [P(arrives, fits), P(servable)]
+    unservable = 0.0
+    for n, p in inputs.points():
+        fits = sum(po for o, po in out_pts if n + o <= kv_max)
+        slow = fastest_prefill_ms(perf, _bucket(n)) > slo.ttft_ms
+        unservable += p * (1.0 if slow else 1.0 - fits)
+        if fits <= 0.0:
+            continue
+        acc = points.setdefault(_bucket(n), [0.0, 0.0])
+        acc[0] += p * fits
+        acc[1] += 0.0 if slow else p * fits
+    if not points:  # nothing fits anywhere: plan for the shortest prompt so a plan still exists
+        points = {_bucket(inputs.tokens[0]): [1.0, 1.0]}
+    share = sum(a for a, _ in points.values())
+    lam = load.arrival_rate_rps * share
+    lengths = tuple((n, a / share) for n, (a, _) in sorted(points.items()))
+    target = tuple(s_ / a if a > 0 else 0.0 for _, (a, s_) in sorted(points.items()))
+    q = slo.quantile
+    pre = PrefillLoad(lam, lengths, target, q)
+    # Decode moments over the requests that fit (prompt and output independent), o = out − 1, weights o.
+    e_in = sum(n * p for n, p in lengths)
+    e_in2 = sum(n * n * p for n, p in lengths)
+    os_ = [(max(0.0, o - 1.0), o, p) for o, p in out_pts]
+    e_o = sum(d * p for d, _, p in os_)
+    if e_o > 0:
+        e_o_out = sum(d * o * p for d, o, p in os_)
+        e_o_out2 = sum(d * o * o * p for d, o, p in os_)
+        e_o_half = sum(d * d / 2 * p for d, _, p in os_)
+        e_o2 = sum(d * d * p for d, _, p in os_)
+        e_o3 = sum(d**3 * p for d, _, p in os_)
+        kv_len = e_in + e_o_half / e_o
+        ctx_m2 = e_in2 + e_in * e_o2 / e_o + e_o3 / (3 * e_o)
+        res_mean = e_in + e_o_out / e_o
+        res_m2 = e_in2 + 2 * e_in * e_o_out / e_o + e_o_out2 / e_o
+    else:
+        kv_len, res_mean, res_m2, ctx_m2 = e_in, e_in + 1.0, (e_in + 1.0) ** 2, e_in2
+    req_max = max((n + o for n, _ in lengths for o, _ in out_pts if n + o <= kv_max), default=1.0)
+    # The KV hand-off left after prefill (the last layer's share) delays a request's second token, and
+    # counts once among its o token gaps: X = KV(in)/(layers · bandwidth)/o. Its mean and q-quantile over
+    # requests (prompt and output independent) enter the per-request TBT prediction.
+    per_token_ms = perf.kv_bytes_per_token() / (perf.shape.layers * KV_LINK_BYTES_S) * 1e3
+    spread = sorted((n * per_token_ms / d, p * po) for n, p in lengths for d, _, po in os_ if d >= 1.0)
+    weight = sum(w for _, w in spread) or 1.0
+    x_mean = sum(x * w for x, w in spread) / weight
+    cum, x_q = 0.0, 0.0
+    for x, w in spread:
+        cum += w / weight
+        x_q = x
+        if cum >= q:
+            break
+    dec = DecodeLoad(lam, e_o, _bucket(kv_len), ctx_m2, res_mean, res_m2, math.ceil(req_max), x_mean, x_q, q)
+    return StageLoads(pre, dec, unservable, inputs, outputs)

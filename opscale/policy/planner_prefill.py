@@ -1,0 +1,359 @@
+"""Prefill: prompts queue for a pool's replicas; the TTFT percentile over the prompt-length distribution.
+
+Each pool is a queue of prompts over the window's prompt-length distribution (``prefill_queue``).
+
+TTFT of a path (one pool for a whole model; embedding → attention → FFN → lm_head for operator pools):
+
+    TTFT = Σ_pools W_p + Σ_pools S_p(L) + hops(L)
+
+The services are comonotone (one L for every pool), so their sum is priced per length exactly; the
+pools' waits are independent, summed by numerical convolution (``_combine``).
+The percentile is then solved on the mixture over L: Σ_L p(L)·P(W > t − S(L)) = 1 − q — not a sum of
+per-pool quantiles.
+
+Search. Per pool, the options (g GPUs per replica, R replicas) are scored by the *proxy*
+W_q(R) + S(L_q) (its own wait quantile plus the service of the q-quantile prompt), so the stage's exact
+fewest-GPU knapsack (``planner_core.solve_stage``) can add them up; the chosen plan is then re-priced by
+the path model above and repaired (a replica added where it buys the most TTFT per GPU) or trimmed (a
+replica removed while the SLO still holds) until it is the cheapest the path model accepts nearby.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from opscale.model import PerfModel
+from opscale.model.memory import PREFILL_CHUNK_TOKENS
+from opscale.policy.planner_core import (
+    Option,
+    StagePlan,
+    Unit,
+    hop_model,
+    memory,
+    pareto,
+    pass_ms,
+    replica_sizes,
+    slo_miss,
+    solve_stage,
+    solve_stage_greedy,
+    stage_bounds,
+)
+from opscale.policy.prefill_queue import (
+    PREFILL_MAX_BATCH,
+    WAIT_POINTS,
+    PrefillLoad,
+    batched,
+    pool_queue,
+    service,
+)
+from opscale.policy.queueing import departure_scv
+from opscale.policy.types import Infeasibility, InfeasibilityKind, Limits, PoolKey
+
+TINY = 0.01  # a pool whose cheapest option takes at most this share of the TTFT budget needs no search
+# Prefill pools are planned busy at most this much: near saturation the p99 wait runs away faster than
+# any two-moment model tracks (and than a window's rate estimate is accurate), so the last 10% is headroom.
+RHO_MAX = 0.9
+SATURATED = 1.1  # a batch is big enough once a prompt costs within 10% of its share of a full batch
+
+
+@lru_cache(maxsize=1 << 12)
+def prefill_batch(perf: PerfModel, unit: Unit, median: int) -> int:
+    """The pass-size cap for a pool whose typical prompt has ``median`` tokens: the smallest batch whose
+    per-prompt time is within ``SATURATED`` of a full batch's. Long prompts already fill the GPU alone
+    (cap 1: no prompt waits for a batch-mate's pass); short ones gain throughput from sharing a pass."""
+    full = pass_ms(perf, unit, PREFILL_MAX_BATCH, median, 1) / PREFILL_MAX_BATCH
+    b = 1
+    while b < PREFILL_MAX_BATCH and pass_ms(perf, unit, b, median, 1) / b > SATURATED * full:
+        b *= 2
+    return b
+
+
+def kv_tokens_needed(load: PrefillLoad) -> int:
+    """KV a prefill attention replica must hold: a chunk's prompts, or the longest prompt alone."""
+    return max(PREFILL_CHUNK_TOKENS, load.max_length)
+
+
+def prefill_gpus(perf: PerfModel, unit: Unit, load: PrefillLoad) -> tuple[float, ...]:
+    """GPUs-per-replica choices whose memory holds the unit (and, for attention, the longest prompt)."""
+    return replica_sizes(perf, unit, PREFILL_MAX_BATCH, kv_tokens_needed(load))
+
+
+def prefill_frontier(
+    perf: PerfModel,
+    unit: Unit,
+    load: PrefillLoad,
+    *,
+    r_min: int = 1,
+    r_max: int | None = None,
+    budget_ms: float = math.inf,
+) -> list[Option]:
+    """Pareto options (GPUs, proxy latency) over GPUs per replica and replicas; see the module docstring."""
+    cap = r_max if r_max is not None else 1 << 30
+    iq = _index_of(load, load.length_q)
+    batch = prefill_batch(perf, unit, load.median_length)
+    found: list[Option] = []
+    for g in prefill_gpus(perf, unit, load):
+        sv = service(perf, unit, load.lengths, g)
+        s_q = sv.ms[iq]
+        if s_q > budget_ms:
+            continue
+        full, _ = batched(perf, unit, load.lengths, g, batch, batch)
+        least = load.rate_rps * sum(p * s for (_, p), s in zip(load.lengths, full, strict=True)) / 1e3
+        r = max(r_min, 1, math.floor(least) + 1)
+        while r <= cap:
+            st = pool_queue(perf, unit, load, g, batch, r)
+            if st.stable and st.rho <= RHO_MAX:
+                w = st.wait_q_ms
+                found.append(Option(batch, g, r, s_q, w, st.rho, r * g, w + s_q))
+                if w == 0.0:
+                    break
+                if w + s_q <= TINY * budget_ms < math.inf and not memory(perf, unit, batch, g).holder:
+                    return pareto(found)  # a tiny pool (embedding, lm_head): its cheapest point will do
+            r += 1
+    return pareto(found)
+
+
+def _index_of(load: PrefillLoad, n: int) -> int:
+    return next(i for i, (m, _) in enumerate(load.lengths) if m == n)
+
+
+def _combine(parts: list[tuple[float, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The sum of independent pool waits, each 0 with probability 1 − p and else ``points`` (equal
+    probability), as (support ascending, P(W > support)) — convolved numerically, resampled to keep the
+    support short."""
+    vals = np.zeros(1)
+    wts = np.ones(1)
+    for p, pts in parts:
+        if p <= 0.0:
+            continue
+        v2 = np.concatenate([[0.0], pts])
+        w2 = np.concatenate([[1.0 - p], np.full(len(pts), p / len(pts))])
+        vals = (vals[:, None] + v2[None, :]).ravel()
+        wts = (wts[:, None] * w2[None, :]).ravel()
+        if len(vals) > 4 * WAIT_POINTS:
+            order = np.argsort(vals)
+            vals, wts = vals[order], wts[order]
+            cum = np.cumsum(wts)
+            # keep the atom at 0 and resample the rest at quantiles of the positive part
+            zero = float(wts[vals <= 0.0].sum())
+            qs = zero + (1.0 - zero) * (np.arange(2 * WAIT_POINTS) + 0.5) / (2 * WAIT_POINTS)
+            idx = np.minimum(np.searchsorted(cum, qs), len(vals) - 1)
+            vals = np.concatenate([[0.0], vals[idx]])
+            wts = np.concatenate([[zero], np.full(2 * WAIT_POINTS, (1.0 - zero) / (2 * WAIT_POINTS))])
+    order = np.argsort(vals)
+    vals, wts = vals[order], wts[order]
+    exceed = 1.0 - np.cumsum(wts)  # P(W > vals[i])
+    return vals, np.clip(exceed, 0.0, 1.0)
+
+
+def ttft_quantile_ms(
+    perf: PerfModel,
+    path: Sequence[tuple[Unit, Option]],
+    load: PrefillLoad,
+    hop_ms: Callable[[int], float],
+) -> float:
+    """The load's q-quantile of TTFT through ``path`` (ms; ``inf`` when a pool is unstable)."""
+    total = np.asarray([hop_ms(n) for n, _ in load.lengths])
+    parts: list[tuple[float, np.ndarray]] = []
+    ca2 = 1.0
+    for unit, opt in path:
+        sv = service(perf, unit, load.lengths, opt.gpus)
+        total = total + np.asarray(sv.ms)
+        if load.rate_rps > 0.0:
+            st = pool_queue(perf, unit, load, opt.gpus, opt.batch, opt.replicas, ca2)
+            if not st.stable:
+                return math.inf
+            parts.append((st.p_wait, st.wait_ms))
+            ca2 = departure_scv(opt.replicas, st.rho, ca2, st.scv)
+    vals, exceed = _combine(parts)
+    weights = np.asarray([p * t for (_, p), t in zip(load.lengths, load.target, strict=True)])
+    if weights.sum() <= 0.0:  # nothing servable within the SLO: the percentile of every prompt, then
+        weights = np.asarray([p for _, p in load.lengths])
+    probs = weights / weights.sum()
+    keep = probs > 0
+    total, probs = total[keep], probs[keep]
+    target = 1.0 - load.q
+
+    def over(t: float) -> float:
+        x = t - total
+        idx = np.searchsorted(vals, x, side="right") - 1  # P(W > x) = exceed at the last support <= x
+        tail = np.where(x < 0.0, 1.0, exceed[np.maximum(idx, 0)])
+        return float((probs * tail).sum())
+
+    lo, hi = 0.0, float(total.max() + vals.max())
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if over(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-4 * hi:
+            break
+    return hi
+
+
+def repair(
+    perf: PerfModel,
+    units: Sequence[Unit],
+    chosen: list[Option],
+    load: PrefillLoad,
+    hop_ms: Callable[[int], float],
+    budget_ms: float,
+    caps: Sequence[int | None],
+    floors: Sequence[int],
+) -> tuple[list[Option], float]:
+    """Re-price ``chosen`` with the path model, then add replicas (most TTFT saved per GPU first) until
+    it meets ``budget_ms`` and remove replicas while it still does. Returns the plan and its TTFT."""
+
+    def ttft(opts: list[Option]) -> float:
+        return ttft_quantile_ms(perf, list(zip(units, opts, strict=True)), load, hop_ms)
+
+    def resized(i: int, opts: list[Option], delta: int) -> list[Option] | None:
+        o = opts[i]
+        r = o.replicas + delta
+        cap = caps[i]
+        if r < max(1, floors[i]) or (cap is not None and r > cap):
+            return None
+        st = pool_queue(perf, units[i], load, o.gpus, o.batch, r)
+        if not st.stable or st.rho > RHO_MAX:
+            return None
+        new = list(opts)
+        new[i] = Option(o.batch, o.gpus, r, o.pass_ms, 0.0, 0.0, r * o.gpus, o.pass_ms)
+        return new
+
+    def cur_gpus(opts: list[Option]) -> float:
+        return max(o.gpus for o in opts)
+
+    cur = list(chosen)
+    lat = ttft(cur)
+    for _ in range(256):
+        if lat <= budget_ms:
+            break
+        best: tuple[float, list[Option], float] | None = None
+        for i in range(len(cur)):
+            cand = resized(i, cur, +1)
+            if cand is None:
+                continue
+            cl = ttft(cand)
+            gain = (lat - cl) / cur[i].gpus
+            if best is None or gain > best[0]:
+                best = (gain, cand, cl)
+        if best is None or best[0] * cur_gpus(best[1]) <= 1e-3 * lat:
+            break  # nothing buys a meaningful TTFT: the budget is out of reach by adding replicas
+        _, cur, lat = best
+    improved = lat <= budget_ms
+    while improved:
+        improved = False
+        for i in sorted(range(len(cur)), key=lambda k: -cur[k].gpus):
+            cand = resized(i, cur, -1)
+            if cand is None:
+                continue
+            cl = ttft(cand)
+            if cl <= budget_ms:
+                cur, lat, improved = cand, cl, True
+                break
+    return cur, lat
+
+
+def plan_prefill(
+    perf: PerfModel,
+    units: Sequence[Unit],
+    load: PrefillLoad,
+    budget_ms: float,
+    limits: Limits,
+    floors: Mapping[PoolKey, int] | None = None,
+    search: str = "exact",
+    stage_gpus: int = 0,
+) -> StagePlan:
+    floors = floors or {}
+    hop = hop_model(perf, units, stage_gpus)
+    bounds = [stage_bounds(limits, floors, u) for u in units]
+    proxy_budget = budget_ms - hop(load.length_q)
+    fronts = [
+        prefill_frontier(perf, u, load, r_min=lo, r_max=hi, budget_ms=proxy_budget)
+        for u, (lo, hi) in zip(units, bounds, strict=True)
+    ]
+    sol = (solve_stage_greedy if search == "greedy" else solve_stage)(fronts, proxy_budget)
+    if sol is None:  # the proxy is conservative: start from each pool's fastest point and let repair judge
+        full = [
+            prefill_frontier(perf, u, load, r_min=lo, r_max=hi)
+            for u, (lo, hi) in zip(units, bounds, strict=True)
+        ]
+        if all(full):
+            sol = [f[-1] for f in full]
+    if sol is None:
+        return _unstable(
+            perf,
+            "prefill",
+            units,
+            bounds,
+            load.rate_rps,
+            budget_ms,
+            lambda u, g: service(perf, u, load.lengths, g).mean_s,
+        )
+    caps = [hi for _, hi in bounds]
+    lows = [lo for lo, _ in bounds]
+    if search == "greedy":
+        plan, lat = list(sol), ttft_quantile_ms(perf, list(zip(units, sol, strict=True)), load, hop)
+    else:
+        plan, lat = repair(perf, units, list(sol), load, hop, budget_ms, caps, lows)
+    plan = _with_waits(perf, units, plan, load)
+    chosen = {u.pool: o for u, o in zip(units, plan, strict=True)}
+    met = lat <= budget_ms
+    infeasible = [] if met else [slo_miss("prefill", "TTFT", lat, budget_ms)]
+    return StagePlan("prefill", chosen, lat, budget_ms, met, infeasible)
+
+
+def _with_waits(
+    perf: PerfModel, units: Sequence[Unit], plan: list[Option], load: PrefillLoad
+) -> list[Option]:
+    """Each pool's own wait quantile, busy fraction and q-length pass, for the reasons (the path's TTFT
+    is computed separately)."""
+    out = []
+    i_q = [n for n, _ in load.lengths].index(load.length_q)
+    for u, o in zip(units, plan, strict=True):
+        st = pool_queue(perf, u, load, o.gpus, o.batch, o.replicas)
+        s_q = service(perf, u, load.lengths, o.gpus).ms[i_q]
+        w = st.wait_q_ms if math.isfinite(st.wait_q_ms) else math.inf
+        out.append(Option(o.batch, o.gpus, o.replicas, s_q, w, min(1.0, st.rho), o.cost, w + s_q))
+    return out
+
+
+def _unstable(
+    perf: PerfModel,
+    stage: str,
+    units: Sequence[Unit],
+    bounds: Sequence[tuple[int, int | None]],
+    rate: float,
+    budget_ms: float,
+    mean_service_s: Callable[[Unit, int], float],
+) -> StagePlan:
+    """Some pool cannot be stable within its max_replicas: report the replicas it needs."""
+    chosen: dict[PoolKey, Option] = {}
+    problems = []
+    for u, (lo, hi) in zip(units, bounds, strict=True):
+        g = 1
+        while not memory(perf, u, 1, g).fits and g < 64:
+            g *= 2
+        es = mean_service_s(u, g)
+        need = max(lo, math.floor(rate * es) + 1)
+        r = need if hi is None else min(hi, need)
+        chosen[u.pool] = Option(1, g, r, es * 1e3, math.inf, 1.0, r * g, math.inf)
+        if hi is not None and need > hi:
+            problems.append(
+                Infeasibility(
+                    InfeasibilityKind.ABOVE_MAX_REPLICAS,
+                    f"{u.pool}: {rate:,.4g} prompts/s need at least {need} replicas to be stable, above "
+                    f"max_replicas {hi}.",
+                    pool=u.pool,
+                    needed=need,
+                    allowed=hi,
+                )
+            )
+    if not problems:
+        problems.append(slo_miss(stage, "TTFT", math.inf, budget_ms))
+    return StagePlan(stage, chosen, math.inf, budget_ms, False, problems)

@@ -1,0 +1,313 @@
+"""One prefill pool as a queue: prompts of a length distribution on R replicas, batching included.
+
+Queue model. A prefill pool of R replicas is a GI/G/R queue whose jobs are prompts: λ prompts/s arrive
+(Poisson at the first pool), a prompt of L tokens occupies a replica for S(L) = one pass of that prompt
+through the unit's operators on its g GPUs, and L follows the window's length distribution. So
+
+    E[S] = Σ p(L)·S(L),   c_s² = Var S / E[S]²,   a = λ·E[S],   stable iff R > a.
+
+Prefill attention costs ~L² (the causal core) and the rest ~L, so S(L) — and with it E[S] and c_s² —
+is priced per length, never at the mean length: a long-tailed prompt mix has E[S] well above S(E[L]).
+The wait: Erlang C for P(W > 0), and beyond it an exponential tail whose rate is the Cramér–Lundberg
+root for the service distribution (``queueing.wait_decay_rate``) — lighter than exponential service
+for near-deterministic passes, heavier for a tail of long prompts. A later pool of an operator path sees
+the previous pool's departures, whose c_a² follows Whitt's QNA linking equation
+(``queueing.departure_scv``), and waits less by the heavy-traffic factor 2/(1 + c_a²). ``pool_queue``
+says how batching and long prompts enter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from opscale.model import PerfModel
+from opscale.model.memory import PREFILL_CHUNK_TOKENS
+from opscale.policy.planner_core import Unit, pass_ms
+from opscale.policy.queueing import erlang_c, wait_decay_rate
+
+PREFILL_MAX_BATCH = 16  # prompts per pass at most (and at most PREFILL_CHUNK_TOKENS tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillLoad:
+    """Prompts the stage must serve: rate, length points (tokens, probability) of every prompt that
+    arrives (all of them load the queue), the share of each point the percentile is planned over (0 for
+    prompts no configuration serves within the SLO), and the quantile."""
+
+    rate_rps: float
+    lengths: tuple[tuple[int, float], ...]
+    target: tuple[float, ...]  # per point: P(a prompt of that length counts toward the percentile)
+    q: float
+
+    def target_points(self) -> list[tuple[int, float]]:
+        w = [p * t for (_, p), t in zip(self.lengths, self.target, strict=True)]
+        total = sum(w) or 1.0
+        return [(n, x / total) for (n, _), x in zip(self.lengths, w, strict=True) if x > 0]
+
+    @property
+    def length_q(self) -> int:
+        acc = 0.0
+        pts = self.target_points() or list(self.lengths)
+        for n, p in pts:
+            acc += p
+            if acc >= self.q - 1e-12:
+                return n
+        return pts[-1][0]
+
+    @property
+    def median_length(self) -> int:
+        acc = 0.0
+        for n, p in self.lengths:
+            acc += p
+            if acc >= 0.5:
+                return n
+        return self.lengths[-1][0]
+
+    @property
+    def max_length(self) -> int:
+        return self.lengths[-1][0]
+
+    @property
+    def mean_length(self) -> float:
+        return sum(n * p for n, p in self.lengths)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One pool's per-prompt service times (ms, aligned with the load's lengths) alone in a pass."""
+
+    ms: tuple[float, ...]
+    mean_s: float
+
+
+@lru_cache(maxsize=1 << 13)
+def service(perf: PerfModel, unit: Unit, lengths: tuple[tuple[int, float], ...], gpus: float) -> Service:
+    ms = tuple(pass_ms(perf, unit, 1, n, gpus) for n, _ in lengths)
+    mean = sum(s * p for s, (_, p) in zip(ms, lengths, strict=True)) / 1e3
+    return Service(ms, mean)
+
+
+WAIT_POINTS = 32  # a conditional wait is carried as this many equal-probability points
+_U = (np.arange(WAIT_POINTS) + 0.5) / WAIT_POINTS
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """A pool of some replicas at one load: whether it keeps up, and its wait (see ``pool_queue``)."""
+
+    stable: bool
+    p_wait: float  # P(W > 0)
+    wait_ms: np.ndarray  # the wait given W > 0, as WAIT_POINTS equal-probability points, ascending
+    mean_s: float  # mean per-prompt service, batching included
+    scv: float
+    rho: float
+    wait_q_ms: float  # the pool's own wait quantile
+
+    @staticmethod
+    def unstable() -> QueueState:
+        return QueueState(False, 1.0, np.full(WAIT_POINTS, np.inf), math.inf, 0.0, 1.0, math.inf)
+
+
+def batched(
+    perf: PerfModel, unit: Unit, lengths: tuple[tuple[int, float], ...], g: float, k: float, cap: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per length: (per-prompt share, whole pass) of a pass of about ``k`` prompts (at most ``cap`` and the
+    chunk budget's worth of prompts of that length)."""
+    return batched_at(perf, unit, lengths, g, max(1, min(cap, round(k))))
+
+
+@lru_cache(maxsize=1 << 13)
+def batched_at(
+    perf: PerfModel, unit: Unit, lengths: tuple[tuple[int, float], ...], g: float, k: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    share, whole = [], []
+    for n, _ in lengths:
+        kk = max(1, min(PREFILL_CHUNK_TOKENS // n, k))
+        t = pass_ms(perf, unit, kk, n, g)
+        share.append(t / kk)
+        whole.append(t)
+    return tuple(share), tuple(whole)
+
+
+def _residual_min(passes: list[float], probs: list[float], replicas: int) -> np.ndarray:
+    """Quantile points of the time until the first of ``replicas`` busy replicas frees: each is in the
+    middle of a pass drawn length-biased (renewal theory: P(residual > t) = E[(T − t)⁺]/E[T]), and the
+    soonest of them ends first: P(min > t) = P(residual > t)^R."""
+    t = np.asarray(passes)
+    p = np.asarray(probs)
+    mean = float((t * p).sum())
+    grid = np.linspace(0.0, float(t.max()), 257)
+    surv = np.clip((np.maximum(t[None, :] - grid[:, None], 0.0) * p[None, :]).sum(axis=1) / mean, 0.0, 1.0)
+    surv_min = surv**replicas  # decreasing from 1 to 0
+    # invert: the u-quantile is where P(min > t) = 1 − u
+    return np.interp(1.0 - _U, surv_min[::-1], grid[::-1])
+
+
+HEAVY = 4.0  # a prompt whose pass is this many times the median's is "long" (see ``pool_queue``)
+HEAVY_LOAD = 0.02  # … and long prompts are split out when they keep this share of the replicas busy
+
+
+@lru_cache(maxsize=1 << 12)
+def pool_queue(
+    perf: PerfModel, unit: Unit, load: PrefillLoad, g: float, batch: int, replicas: int, ca2: float = 1.0
+) -> QueueState:
+    """The GI/G/R state of one prefill pool, batching included.
+
+    Load. A replica that finds prompts waiting passes up to ``batch`` of them together (and at most the
+    chunk budget); a prompt that did not wait runs alone. So the per-prompt service is a mix: alone
+    (S₁(L)) with probability 1 − P(wait), else its share of a pass of k prompts (S_k(L)/k), k the queue a
+    waiting prompt finds (geometric as in M/M/R: ≈ 1/(1 − ρ), capped). P(wait) is Erlang C of the
+    resulting load; the two are solved together (a few fixed-point steps).
+
+    Wait, given that a prompt waits: (1) until the first busy replica frees — each is in the middle of a
+    length-biased pass, and the soonest of R ends first (``_residual_min``); (2) if more than batch − 1
+    prompts are ahead (probability ρ^batch for the geometric queue), a further wait for whole passes,
+    exponential at the Cramér–Lundberg rate of the batched service (``queueing.wait_decay_rate``; a later
+    pool of an operator path, fed smoother departures, waits less by the heavy-traffic factor
+    2/(1 + c_a²)); (3) the prompt leaves with its whole batch, not after its own share of the pass. For
+    batch 1 and exponential service, (1) + (2) is exactly M/M/R's Exp(Rμ − λ).
+
+    Long prompts. Erlang C assumes every replica frees at a similar pace; a tail of prompts whose pass
+    is many times the median's (``HEAVY``) breaks that: while n replicas are held by long prompts, the
+    rest of the traffic has R − n replicas. So when long prompts keep a noticeable share of the replicas
+    busy (``HEAVY_LOAD``), they are also split out (and the worse of both views kept): n follows
+    M/M/R's occupancy at the long prompts' offered load, and in each state the others queue as above on
+    R − n replicas — or, with none left, wait for the first long pass to end and the long prompts queued
+    ahead (``_with_long_prompts``). The states' waits are mixed by the probability of the state (PASTA:
+    long prompts see the same waits)."""
+    lam = load.rate_rps
+    sv = service(perf, unit, load.lengths, g)
+    probs = [p for _, p in load.lengths]
+    if lam <= 0.0:
+        return QueueState(True, 0.0, np.zeros(WAIT_POINTS), sv.mean_s, 0.0, 0.0, 0.0)
+    pi, rho = 0.0, 0.0
+    share, whole = sv.ms, sv.ms
+    mean = sv.mean_s
+    for _ in range(8):
+        k = batch if rho >= 1.0 else min(batch, 1.0 / (1.0 - rho))
+        share, whole = batched(perf, unit, load.lengths, g, k, batch)
+        mean = sum(p * ((1 - pi) * s1 + pi * sb) for p, s1, sb in zip(probs, sv.ms, share, strict=True)) / 1e3
+        a = lam * mean
+        new_rho = a / replicas
+        new_pi = erlang_c(replicas, a) if a < replicas else 1.0
+        done = abs(new_pi - pi) < 1e-4 and abs(new_rho - rho) < 1e-4
+        pi, rho = new_pi, new_rho
+        if done:
+            break
+    if rho >= 1.0:
+        return QueueState.unstable()
+    zipped = list(zip(probs, sv.ms, share, whole, strict=True))
+    second = sum(p * ((1 - pi) * s1**2 + pi * sb**2) for p, s1, sb, _ in zipped) / 1e6
+    scv = max(0.0, second / (mean * mean) - 1.0)
+    median = next(s1 for acc, (_, s1, _, _) in zip(np.cumsum(probs), zipped, strict=True) if acc >= 0.5)
+    long = [z for z in zipped if z[1] > HEAVY * median]
+    short = [z for z in zipped if z[1] <= HEAVY * median]
+    a_long = lam * sum(p * s1 for p, s1, _, _ in long) / 1e3
+    got = _queue_on(lam, zipped, pi, rho, replicas, batch, ca2)
+    if got is None:
+        return QueueState.unstable()
+    p_wait, wait = got
+    if long and short and HEAVY_LOAD * replicas <= a_long < replicas:
+        # Both views hold: long prompts holding replicas, and the whole queue's load; the worse of each.
+        p_long, wait_long = _with_long_prompts(lam, short, long, a_long, pi, replicas, batch, ca2)
+        if not math.isfinite(p_long):
+            return QueueState.unstable()
+        p_wait, wait = max(p_wait, p_long), np.maximum(wait, wait_long)
+    tail = 1.0 - load.q
+    wait_q = 0.0 if p_wait <= tail else float(np.quantile(wait, 1.0 - tail / p_wait))
+    return QueueState(True, p_wait, wait, mean, scv, rho, wait_q)
+
+
+_Point = tuple[float, float, float, float]  # probability, alone ms, batched share ms, batched pass ms
+
+
+def _queue_on(
+    lam: float, pts: list[_Point], pi: float, rho: float, servers: int, batch: int, ca2: float
+) -> tuple[float, np.ndarray] | None:
+    """(P(wait), conditional wait points) of one class of prompts on ``servers`` replicas; None when they
+    cannot keep up."""
+    total = sum(p for p, _, _, _ in pts)
+    probs = [p / total for p, _, _, _ in pts]
+    mix = [(s1 / 1e3, p * (1 - pi)) for p, (_, s1, _, _) in zip(probs, pts, strict=True)]
+    mix += [(sb / 1e3, p * pi) for p, (_, _, sb, _) in zip(probs, pts, strict=True)]
+    mean = sum(sec * p for sec, p in mix)
+    a = lam * mean
+    if a >= servers:
+        return None
+    p_wait = erlang_c(servers, a)
+    eta = wait_decay_rate(lam, servers, mix) * 2.0 / (1.0 + ca2) / 1e3  # per ms
+    if eta <= 0.0:
+        return None
+    passes = [(1 - pi) * s1 + pi * w for _, s1, _, w in pts]
+    residual = _residual_min(passes, probs, servers)
+    extra = sum(p * (w - s1) for p, (_, s1, _, w) in zip(probs, pts, strict=True))
+    beyond = max(min(rho, a / servers) ** batch, 1e-300)  # > 0: the ratio below stays finite
+    queue = np.where(1.0 - beyond > _U, 0.0, -np.log(np.clip((1.0 - _U) / beyond, 1e-12, 1.0)) / eta)
+    wait = np.sort((residual[:, None] + queue[None, :]).ravel())[WAIT_POINTS // 2 :: WAIT_POINTS] + extra
+    return p_wait, wait
+
+
+def _with_long_prompts(
+    lam: float,
+    short: list[_Point],
+    long: list[_Point],
+    a_long: float,
+    pi: float,
+    replicas: int,
+    batch: int,
+    ca2: float,
+) -> tuple[float, np.ndarray]:
+    """P(wait) and conditional wait points when long prompts hold some replicas (``pool_queue``).
+
+    Long prompts alone occupy n replicas with M/M/R's occupancy at their offered load (n < R, or all R
+    busy and some queued). With n < R the rest queue on R − n replicas; with all R held, a prompt waits
+    for the first long pass to end and, FIFO, for the long prompts queued ahead of it (geometric in
+    number, each a long pass over R replicas)."""
+    p_short = sum(p for p, _, _, _ in short)
+    lam_s = lam * p_short / (p_short + sum(p for p, _, _, _ in long))
+    rho_long = a_long / replicas
+    terms = [a_long**n / math.factorial(n) for n in range(replicas)]
+    terms.append(a_long**replicas / math.factorial(replicas) / (1.0 - rho_long))
+    occupancy = np.asarray(terms) / sum(terms)
+    long_probs = [p for p, _, _, _ in long]
+    long_pass = [s1 for _, s1, _, _ in long]
+    mean_long = sum(p * s for p, s in zip(long_probs, long_pass, strict=True)) / sum(long_probs)
+    vals: list[np.ndarray] = []
+    wts: list[float] = []
+    p_wait = 0.0
+    for n, p_n in enumerate(occupancy):
+        if p_n < 1e-5:
+            continue
+        c = replicas - n
+        got = _queue_on(lam_s, short, pi, 0.999, c, batch, ca2) if c >= 1 else None
+        if got is not None:
+            pw, waits = got
+        else:
+            # every replica held (or the rest cannot keep up): the first long pass to end, then the
+            # long prompts queued ahead (P(any) = ρ_long, each ~ a long pass shared by R replicas)
+            held = max(n, 1)
+            residual = _residual_min(long_pass, long_probs, held)
+            queue = np.where(
+                1.0 - rho_long > _U,
+                0.0,
+                -np.log(np.clip((1.0 - _U) / rho_long, 1e-12, 1.0)) * mean_long / replicas,
+            )
+            pw = 1.0
+            waits = np.sort((residual[:, None] + queue[None, :]).ravel())[WAIT_POINTS // 2 :: WAIT_POINTS]
+        if pw > 0.0:
+            vals.append(waits)
+            wts.append(float(p_n) * pw)
+            p_wait += float(p_n) * pw
+    if p_wait <= 0.0:
+        return 0.0, np.zeros(WAIT_POINTS)
+    allv = np.concatenate(vals)
+    allw = np.concatenate([np.full(len(v), w / len(v)) for v, w in zip(vals, wts, strict=True)])
+    order = np.argsort(allv)
+    allv, allw = allv[order], allw[order]
+    cum = np.cumsum(allw) / allw.sum()
+    idx = np.minimum(np.searchsorted(cum, _U), len(allv) - 1)
+    return min(1.0, p_wait), allv[idx]

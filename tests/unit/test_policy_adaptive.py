@@ -1,0 +1,144 @@
+"""Forecast over replica start-up and the closed-loop correction (opscale.policy.adaptive), and how the
+planner policies use them tick to tick."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from opscale.model import get_preset, perf_model
+from opscale.model.startup import startup_s
+from opscale.policy.adaptive import (
+    C_MAX,
+    C_MIN,
+    HISTORY_S,
+    Correction,
+    Z,
+    corrected,
+    forecast,
+    history_of,
+    horizon_s,
+    scaled,
+)
+from opscale.policy.model_level import ModelPolicy
+from opscale.policy.operator import OperatorPolicy
+from opscale.policy.types import SLO, LoadWindow, PolicyInput, PolicyState, PoolKey, PoolPlan, Signal
+
+
+def window(rps: float, ttft: float | None = None, tbt: float | None = None) -> LoadWindow:
+    return LoadWindow(
+        window_s=30.0,
+        arrival_rate_rps=rps,
+        input_tokens_mean=1000.0,
+        output_tokens_mean=250.0,
+        decode_tps=rps * 250.0,
+        ttft_p99_ms=ttft,
+        tbt_p99_ms=tbt,
+        staleness_s={s: 0.0 for s in Signal},
+    )
+
+
+def test_a_flat_load_is_planned_as_it_is() -> None:
+    fc = forecast([(float(t), 10.0) for t in range(20)], horizon_s=15.0)
+    assert fc.rate_rps == pytest.approx(10.0) and fc.slope_rps_per_s == pytest.approx(0.0)
+
+
+def test_a_rising_load_is_planned_for_where_it_will_be_when_replicas_are_ready() -> None:
+    hist = [(float(t), 10.0 + 0.5 * t) for t in range(20)]  # +0.5 req/s per second, now 19.5
+    fc = forecast(hist, horizon_s=12.0)
+    assert fc.slope_rps_per_s == pytest.approx(0.5)
+    assert fc.rate_rps == pytest.approx(19.5 + 0.5 * 12.0)
+
+
+def test_spread_adds_headroom_and_a_falling_load_never_plans_below_now() -> None:
+    noisy = [(float(t), 10.0 + (1.0 if t % 2 else -1.0)) for t in range(20)]
+    fc = forecast(noisy, horizon_s=10.0)
+    assert fc.sigma_rps > 0.9 and fc.rate_rps >= 10.0 + Z * 0.9
+    falling = [(float(t), 30.0 - t) for t in range(20)]
+    assert forecast(falling, horizon_s=10.0).rate_rps == pytest.approx(11.0)
+
+
+def test_history_keeps_recent_finite_entries_and_survives_damaged_state() -> None:
+    data = {"rates": [[0.0, 5.0], [100.0, 6.0], ["x", 1.0], [110.0, float("nan")], [115.0, -1.0], 3]}
+    hist = history_of(data, 130.0, 7.0)
+    assert hist == [(100.0, 6.0), (130.0, 7.0)]  # 0.0 is more than HISTORY_S before 130
+    assert HISTORY_S >= 60.0
+    assert history_of({"rates": "garbage"}, 1.0, 2.0) == [(1.0, 2.0)]
+
+
+def test_horizon_is_the_start_up_of_the_largest_replica_in_force() -> None:
+    perf = perf_model(get_preset("llama3-70b"), "H100")
+    big = {PoolKey("decode", "model"): PoolPlan(2, 64, 4), PoolKey("prefill", "attention"): PoolPlan(1, 8, 1)}
+    every = sum(perf.weights_bytes(op) for op in {"embedding", "attention", "ffn", "lm_head"})
+    assert horizon_s(perf, big) == pytest.approx(startup_s("h100", every, 4))
+    assert horizon_s(perf, {}) > horizon_s(perf, big)  # nothing runs: a replica on the fewest GPUs
+
+
+def test_correction_follows_observation_within_bounds_and_only_for_the_same_load() -> None:
+    last = {"predicted": {"rps": 10.0, "ttft_ms": 500.0, "tbt_ms": 40.0, "since": 0.0}}
+    c = corrected(last, window(10.0, ttft=750.0, tbt=40.0), 60.0, 45.0)
+    assert c.prefill == pytest.approx(0.7 * 1.0 + 0.3 * 1.5) and c.decode == pytest.approx(1.0)
+    # the plan has not been in force long enough for a window to see it alone: no update
+    assert corrected(last, window(10.0, ttft=750.0, tbt=40.0), 30.0, 45.0) == Correction()
+    # a different load: the prediction describes another load, no update
+    assert corrected(last, window(15.0, ttft=750.0, tbt=40.0), 60.0, 45.0) == Correction()
+    # bounded both ways, whatever was observed or stored
+    damaged = {**last, "correction": {"prefill": 50.0, "decode": -3}}
+    huge = corrected(damaged, window(10.0, 1e6, 1.0), 60.0, 45.0)
+    assert huge.prefill == C_MAX and huge.decode == C_MIN
+    assert Correction(1.25, 1.0).slo(SLO(2000.0, 100.0)) == SLO(1600.0, 100.0)
+    assert Correction.from_json("garbage") == Correction()
+
+
+def test_operator_policy_forecasts_corrects_and_says_so() -> None:
+    pol = OperatorPolicy.from_params({"model": "llama3-70b"})
+    slo = SLO(2000.0, 100.0)
+    state = PolicyState()
+    current: dict[PoolKey, PoolPlan] = {}
+    outs = []
+    for t in range(0, 240, 4):
+        rps = 4.0 + 0.02 * t
+        out = pol.decide(
+            PolicyInput(
+                now_s=float(t),
+                deployment="d",
+                load=window(rps, tbt=60.0),
+                current=current,
+                slo=slo,
+                state=state,
+            )
+        )
+        state, current = out.state, dict(out.desired)
+        outs.append(out)
+    last = outs[-1]
+    assert any(r.startswith("forecast: planned for") for r in last.reasons)
+    assert any(r.startswith("closed-loop correction") for r in last.reasons)  # TBT observed above predicted
+    corr = state.data["correction"]
+    assert isinstance(corr, dict) and isinstance(corr["decode"], float) and corr["decode"] > 1.0
+    rates = state.data["rates"]
+    assert isinstance(rates, list) and len(rates) == HISTORY_S // 4 + 1  # both ends of the span
+
+
+def test_the_model_baseline_runs_without_them_unless_asked() -> None:
+    base = ModelPolicy.from_params({"model": "llama3-70b"})
+    assert not base.params.forecast and not base.params.correction
+    out = base.decide(
+        PolicyInput(now_s=0.0, deployment="d", load=window(8.0), current={}, slo=SLO(2000.0, 100.0))
+    )
+    assert not any(r.startswith(("forecast", "closed-loop")) for r in out.reasons)
+    assert "rates" not in out.state.data
+
+
+def test_headroom_scales_the_planned_load() -> None:
+    load = window(8.0)
+    assert scaled(load, 1.5).arrival_rate_rps == 12.0 and scaled(load, 1.5).decode_tps == 3000.0
+    pol = ModelPolicy.from_params({"model": "llama3-70b", "headroom": 1.0})
+    out = pol.decide(PolicyInput(now_s=0.0, deployment="d", load=load, current={}, slo=SLO(2000.0, 100.0)))
+    plain = ModelPolicy.from_params({"model": "llama3-70b"}).decide(
+        PolicyInput(now_s=0.0, deployment="d", load=load, current={}, slo=SLO(2000.0, 100.0))
+    )
+    assert any("headroom" in r for r in out.reasons)
+    assert out.predicted is not None and plain.predicted is not None
+    assert (out.predicted.gpus or 0) >= (plain.predicted.gpus or 0)
+    assert not math.isnan(out.predicted.watts or 0.0)

@@ -1,0 +1,111 @@
+"""The prefill queue and decode residency models against what they are built from: exact queueing results
+where they exist (M/M/R, M/D/1), Little's law, compound-Poisson KV, and the simulator's step formula."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from opscale.model import get_preset, perf_model
+from opscale.policy.hybrid import whole_model_unit
+from opscale.policy.lengths import LengthDist
+from opscale.policy.planner_core import Option
+from opscale.policy.planner_decode import DecodeLoad, fixed_point_ms, step_ms, z_of
+from opscale.policy.planner_prefill import ttft_quantile_ms
+from opscale.policy.prefill_queue import PrefillLoad, _residual_min, pool_queue, service
+from opscale.policy.queueing import erlang_c, exp_mixture_sum, wait_decay_rate
+
+P70 = perf_model(get_preset("llama3-70b"), "H100")
+
+
+def test_decay_rate_is_exact_for_exponential_service() -> None:
+    # M/M/3, λ = 2/s, μ = 1/s: η = Rμ − λ = 1/s. Exponential service discretised finely (quantile points).
+    u = (np.arange(4000) + 0.5) / 4000
+    service = [(float(-math.log(1 - x)), 1 / 4000) for x in u]
+    assert wait_decay_rate(2.0, 3, service) == pytest.approx(1.0, rel=0.02)
+
+
+def test_decay_rate_for_deterministic_service_solves_cramer_lundberg() -> None:
+    # M/D/1, λ = 16/s, D = 35 ms: η solves 16·(e^{0.035η} − 1) = η; lighter than M/M/1's μ − λ = 12.57/s.
+    eta = wait_decay_rate(16.0, 1, [(0.035, 1.0)])
+    assert 16.0 * (math.exp(0.035 * eta) - 1.0) == pytest.approx(eta, rel=1e-6)
+    assert eta > 1 / 0.035 - 16.0
+    assert wait_decay_rate(40.0, 1, [(0.035, 1.0)]) == 0.0  # ρ = 1.4: unstable
+
+
+def test_residual_of_one_deterministic_pass_is_uniform() -> None:
+    pts = _residual_min([100.0], [1.0], 1)
+    assert pts == pytest.approx((np.arange(32) + 0.5) / 32 * 100.0, abs=0.5)
+    # Four replicas: the soonest of four uniform residuals, mean T/5.
+    assert _residual_min([100.0], [1.0], 4).mean() == pytest.approx(20.0, rel=0.05)
+
+
+def test_one_length_pool_waits_with_erlang_c() -> None:
+    unit = whole_model_unit(P70, "prefill")
+    lengths = ((1024, 1.0),)
+    load = PrefillLoad(8.0, lengths, (1.0,), 0.99)
+    s = service(P70, unit, lengths, 2)
+    st = pool_queue(P70, unit, load, 2, 1, 2)
+    assert st.stable and st.p_wait == pytest.approx(erlang_c(2, 8.0 * s.mean_s))
+    assert np.all(np.diff(st.wait_ms) >= 0)
+    # Fewer replicas wait longer; too few cannot keep up.
+    assert pool_queue(P70, unit, load, 2, 1, 3).wait_q_ms <= st.wait_q_ms
+    assert not pool_queue(P70, unit, PrefillLoad(30.0, lengths, (1.0,), 0.99), 2, 1, 1).stable
+
+
+def test_ttft_without_load_is_the_service_quantile() -> None:
+    unit = whole_model_unit(P70, "prefill")
+    dist = LengthDist.from_samples(np.r_[np.full(90, 512), np.full(10, 8192)])
+    lengths = tuple((int(t), p) for t, p in dist.points())
+    load = PrefillLoad(0.0, lengths, (1.0,) * len(lengths), 0.95)
+    opt = Option(1, 4, 1, 0.0, 0.0, 0.0, 4, 0.0)
+    s = service(P70, unit, lengths, 4)
+    assert ttft_quantile_ms(P70, [(unit, opt)], load, lambda n: 0.0) == pytest.approx(s.ms[-1], rel=1e-3)
+
+
+def test_unservable_prompts_load_the_queue_but_not_the_percentile() -> None:
+    unit = whole_model_unit(P70, "prefill")
+    # 3% of 4 prompts/s are 60k tokens (a 3.2 s pass at TP 8): their p99 is theirs, the others' p99 is not.
+    lengths = ((1024, 0.97), (60000, 0.03))
+    all_count = PrefillLoad(4.0, lengths, (1.0, 1.0), 0.99)
+    servable = PrefillLoad(4.0, lengths, (1.0, 0.0), 0.99)
+    opt = Option(1, 8, 2, 0.0, 0.0, 0.0, 16, 0.0)
+    long_pass = service(P70, unit, lengths, 8).ms[1]
+    assert ttft_quantile_ms(P70, [(unit, opt)], all_count, lambda n: 0.0) >= long_pass
+    short = ttft_quantile_ms(P70, [(unit, opt)], servable, lambda n: 0.0)
+    assert short < long_pass  # the long prompts are not in the percentile …
+    alone = ttft_quantile_ms(
+        P70, [(unit, opt)], PrefillLoad(2.0, ((1024, 1.0),), (1.0,), 0.99), lambda n: 0.0
+    )
+    assert short > alone  # … but they hold replicas the short ones wait for
+
+
+def test_mixture_sum_keeps_the_mean() -> None:
+    p, theta = exp_mixture_sum([(0.5, 2.0), (0.2, 1.0)])
+    assert p == pytest.approx(1 - 0.5 * 0.8)
+    assert p / theta == pytest.approx(0.5 / 2.0 + 0.2 / 1.0)
+
+
+def _decode_load(rate: float) -> DecodeLoad:
+    # 1000 in / 251 out fixed: o = 250 decode tokens, residents reserve 1251 tokens each.
+    return DecodeLoad(rate, 250.0, 1125, 1125.0**2, 1251.0, 1251.0**2, 1251, 0.0, 0.0, 0.99)
+
+
+def test_residency_is_littles_law_and_kv_is_compound_poisson() -> None:
+    d = _decode_load(8.0)
+    assert d.residents(20.0) == pytest.approx(8.0 * 250 * 0.020)  # 40 sequences
+    z = z_of(0.99)
+    assert d.residents_q(20.0) == pytest.approx(40 + z * math.sqrt(40))
+    assert d.kv_tokens_q(20.0) == pytest.approx(40 * 1251 + z * math.sqrt(40 * 1251.0**2))
+
+
+def test_fixed_point_is_a_step_at_its_own_residency() -> None:
+    unit = whole_model_unit(P70, "decode")
+    d = _decode_load(8.0)
+    path = [(unit, Option(256, 4, 1, 0.0, 0.0, 0.0, 4, 0.0))]
+    tau = fixed_point_ms(P70, path, d, lambda n: 0.0)
+    assert step_ms(P70, path, d.residents(tau), d.kv_len, lambda n: 0.0) == pytest.approx(tau, rel=1e-5)
+    # More load, more residents, a slower step.
+    assert fixed_point_ms(P70, path, _decode_load(20.0), lambda n: 0.0) > tau
