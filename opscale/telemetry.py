@@ -7,6 +7,7 @@ process without colliding.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -104,6 +105,17 @@ def context_from(carrier: Mapping[str, str]) -> otel_context.Context:
     return propagate.extract(dict(carrier))
 
 
+class CancelledResetFilter(logging.Filter):
+    """Drops SQLAlchemy's pool ERROR "Exception during reset or similar" when the exception is a
+    cancellation: a client that cancels a stream (or a stopping service) cancels the handler mid-query
+    and the pool's rollback of that connection is cancelled with it. The pool then discards the
+    connection, which is the right outcome; the traceback told an operator nothing but alarm."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.name.startswith("sqlalchemy.pool") and isinstance(exc, asyncio.CancelledError))
+
+
 class TraceContextFilter(logging.Filter):
     """Stamps ``trace_id`` and ``span_id`` (hex, as trace back ends show them) of the span current when
     a record is emitted, so a log line can be found from its trace and the other way round."""
@@ -147,6 +159,7 @@ class _JsonFormatter(logging.Formatter):
 def setup_logging(level: LogLevel, fmt: LogFormat) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(TraceContextFilter())  # on the handler: it sees records from every logger
+    handler.addFilter(CancelledResetFilter())
     if fmt is LogFormat.JSON:
         handler.setFormatter(_JsonFormatter())
     else:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.actuation import Outcome
 from opscale.decisions.record import DecisionView, decode
-from opscale.errors import ResourceExhausted
+from opscale.errors import ResourceExhausted, Unavailable
 from opscale.outage import OUTAGE_ERRORS, Outage
 from services.decision.ledger import DecisionLedger
 
@@ -48,12 +48,16 @@ class Subscription:
         self.deployments = frozenset(deployments)
         self.queue: asyncio.Queue[DecisionView | None] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
+        self.closing = False
 
     def wants(self, view: DecisionView) -> bool:
         return not self.deployments or view.deployment in self.deployments
 
     async def next(self) -> DecisionView:
         view = await self.queue.get()
+        if view is None and self.closing:
+            # UNAVAILABLE: watch again, here once restarted or on another replica.
+            raise Unavailable("this decision replica is shutting down; watch again with include_current")
         if view is None:
             raise ResourceExhausted(
                 f"this watcher fell more than {QUEUE_SIZE} decisions behind and was dropped; "
@@ -78,6 +82,15 @@ class DecisionHub:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
+
+    def close(self) -> None:
+        """End every watch now (the service is stopping): each gets UNAVAILABLE instead of holding the
+        server's shutdown for its whole grace period."""
+        for sub in list(self._subs):
+            sub.closing = True
+            if sub.queue.full():
+                sub.queue.get_nowait()
+            sub.queue.put_nowait(None)
 
     def publish(self, view: DecisionView) -> None:
         """Deliver ``view`` once to every matching watcher (a second publish of one id is ignored)."""

@@ -63,6 +63,12 @@ class SessionRegistry:
         if self._by_node.get(session.node) is session:
             del self._by_node[session.node]
 
+    def close_all(self) -> None:
+        """End every agent stream of this process (it is stopping); each agent reconnects."""
+        for session in list(self._by_node.values()):
+            session.closed.set()
+            session.wake.set()
+
     def get(self, node: str) -> AgentSession | None:
         return self._by_node.get(node)
 

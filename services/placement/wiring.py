@@ -58,6 +58,8 @@ def build_for(app: PlacementApp) -> ServiceDef:
     async def flush(stopping: asyncio.Event) -> None:
         await app.reconciler.run_heartbeat_flush(stopping, app.config.heartbeat_interval_s)
 
-    definition = ServiceDef(name="placement", service_names=SERVICE_NAMES, register=register)
+    definition = ServiceDef(
+        name="placement", service_names=SERVICE_NAMES, register=register, on_stopping=[app.registry.close_all]
+    )
     definition.background.extend([reconcile, flush])
     return definition

@@ -3,6 +3,7 @@ non-gRPC hop (a dict, as a command payload carries it)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -10,6 +11,7 @@ import logging
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opscale.telemetry import (
+    CancelledResetFilter,
     TraceContextFilter,
     _JsonFormatter,
     build_telemetry,
@@ -58,3 +60,16 @@ def test_trace_context_round_trips_through_a_plain_dict() -> None:
     with tracer.start_as_current_span("root", context=context_from({})) as root:
         pass
     assert getattr(root, "parent", None) is None
+
+
+def test_a_cancelled_pool_reset_is_dropped_and_every_other_pool_error_kept() -> None:
+    keep = CancelledResetFilter().filter
+
+    def record(name: str, exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord(
+            name, logging.ERROR, __file__, 1, "Exception during reset", None, (type(exc), exc, None)
+        )
+
+    assert not keep(record("sqlalchemy.pool.impl.AsyncAdaptedQueuePool", asyncio.CancelledError()))
+    assert keep(record("sqlalchemy.pool.impl.AsyncAdaptedQueuePool", OSError("disk gone")))
+    assert keep(record("services.decision.loop", asyncio.CancelledError()))
