@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from opscale.db.models import LeaseEpoch
+from opscale.db.models import Decision, LeaseEpoch
 from opscale.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,25 @@ async def fence(
     )
     current = {keys[str(key)]: int(epoch) for key, epoch in rows}
     return frozenset(n for n, e in epochs.items() if current.get(n) == e)
+
+
+async def decision_is_current(session: AsyncSession, deployment: str, decision_id: str) -> bool:
+    """Whether the decision ``decision_id`` of ``deployment`` was made under the lease epoch that is
+    still current, checked (and share-locked) in ``session``'s transaction. Placement asks before acting
+    on a hand-off: a leader deposed after recording a decision must not have it applied late. A decision
+    id this ledger does not know, or one recorded without an epoch, is not fenced (True)."""
+    try:
+        key = int(decision_id)
+    except ValueError:
+        return True
+    if not 0 < key < 2**63:
+        return True
+    epoch = (
+        await session.execute(
+            sa.select(Decision.lease_epoch).where(Decision.id == key, Decision.deployment == deployment)
+        )
+    ).scalar_one_or_none()
+    return epoch is None or bool(await fence(session, DECISION, {deployment: epoch}))
 
 
 class PostgresAdvisoryLease:

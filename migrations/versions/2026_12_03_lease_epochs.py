@@ -1,4 +1,5 @@
-"""lease_epochs: a fencing token per named lease, so a deposed leader's late writes are refused
+"""lease_epochs: a fencing token per named lease, so a deposed leader's late writes are refused;
+decisions.lease_epoch, so placement refuses a deposed leader's late hand-off
 
 Revision ID: 8a4d2f6c1e37
 Revises: 5c2e8b41d9a0
@@ -30,7 +31,10 @@ def upgrade() -> None:
         sa.Column("holder", sa.String(length=255), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_lease_epochs")),
     )
+    op.add_column("decisions", sa.Column("lease_epoch", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("decisions") as batch:
+        batch.drop_column("lease_epoch")
     op.drop_table("lease_epochs")

@@ -188,6 +188,9 @@ class Decision(Base):
     predicted: Mapped[dict[str, Any]]  # ttft_ms, tbt_ms, gpus, watts
     stabilizer: Mapped[dict[str, Any]]  # what the stabilizer changed and why
     leader_id: Mapped[str] = mapped_column(sa.String(NAME_LENGTH))
+    # The leader's lease epoch when it decided (opscale.lease): placement refuses to act on a decision
+    # whose epoch is no longer current (its leader was deposed before handing it over).
+    lease_epoch: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class AuditEntry(Base):

@@ -272,7 +272,11 @@ class DecisionLoop:
                 )
         async with self._sessions() as session, session.begin():
             current = await self._fenced(session, [d.head.name for d in kept])
-            rows = [r for r, d in zip(rows, kept, strict=True) if d.head.name in current]
+            rows = [
+                {**r, "lease_epoch": self._lease.epoch(d.head.name)}
+                for r, d in zip(rows, kept, strict=True)
+                if d.head.name in current
+            ]
             ids = await DecisionLedger(session).record_many(rows)
         stored: list[tuple[_Due, DecisionRecord]] = []
         for d in kept:

@@ -21,6 +21,7 @@ from opscale.db.records import GpuRecord, NodeRecord, ReplicaRecord
 from opscale.db.repo import DeploymentRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
 from opscale.db.status import NodeStatus, ReplicaDesired
 from opscale.errors import FailedPrecondition, InvalidArgument, StaleVersion
+from opscale.lease import decision_is_current
 from opscale.placement import Infeasible
 from opscale.spec import DeploymentSpec
 from services.placement.agents import AgentChannel, ReplicaRuntime
@@ -194,6 +195,12 @@ class PlacementApp:
                 raise FailedPrecondition(
                     f"deployment '{deployment}' is frozen; unfreeze it before applying new counts",
                     field="deployment",
+                )
+            if decision_id and not await decision_is_current(session, deployment, decision_id):
+                raise FailedPrecondition(
+                    f"decision_id: decision {decision_id} of '{deployment}' was made by a decision leader "
+                    "that has since lost its lease; the current leader's decisions apply",
+                    field="decision_id",
                 )
             spec = DeploymentSpec.model_validate(record.spec)
             # Every pool is validated before the first write, so a bad pool leaves nothing half-applied.
