@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from opscale.db.models import Decision, LeaseEpoch
 from opscale.errors import Unavailable
+from opscale.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ _CONNECTION_ERRORS = (DBAPIError, SQLAlchemyError, OSError, Unavailable, Timeout
 DEFAULT_TTL_S = 3.0
 
 DECISION = "decision"
+IDLE_SESSION_TIMEOUT_SINCE = 140000  # server_version_num of PostgreSQL 14
 
 
 def lock_key(name: str, namespace: str = DECISION) -> int:
@@ -167,6 +169,7 @@ class PostgresAdvisoryLease:
         self._held: dict[str, int] = {}  # name -> lock key
         self._epochs: dict[str, int] = {}
         self.connects = 0  # lease connections opened so far (1 + reconnections after losing one)
+        self._outage = Outage(f"{namespace} lease: the database is unavailable", log)
 
     @property
     def holder_id(self) -> str:
@@ -197,12 +200,23 @@ class PostgresAdvisoryLease:
         # Liveness on the server's side: a session that stops renewing (its holder hung or cut off) is
         # ended after ttl_s and its advisory locks go with it; keepalives notice a vanished peer within
         # ~3 s whatever the system default (two hours on Linux). Applies to this session only.
-        await conn.execute(
-            sa.text(
-                f"SET idle_session_timeout = {ttl_ms}; SET statement_timeout = {ttl_ms}; "
-                "SET tcp_keepalives_idle = 1; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = 3"
+        settings = [
+            f"statement_timeout = {ttl_ms}",
+            "tcp_keepalives_idle = 1",
+            "tcp_keepalives_interval = 1",
+            "tcp_keepalives_count = 3",
+        ]
+        version = int((await conn.execute(sa.text("SHOW server_version_num"))).scalar_one())
+        if version >= IDLE_SESSION_TIMEOUT_SINCE:
+            settings.append(f"idle_session_timeout = {ttl_ms}")
+        elif self.connects == 0:
+            log.warning(
+                "PostgreSQL %s has no idle_session_timeout (14+): a hung %s leader keeps its leases "
+                "until its connection dies",
+                version,
+                self._namespace,
             )
-        )
+        await conn.execute(sa.text("; ".join(f"SET {s}" for s in settings)))
         await conn.commit()
         self.connects += 1
         return conn
@@ -212,14 +226,20 @@ class PostgresAdvisoryLease:
             async with asyncio.timeout(self._ttl_s):  # a renewal that hangs is no renewal
                 await self._sync(set(wanted))
         except _CONNECTION_ERRORS as exc:
-            log.warning(
-                "%s lease connection failed; dropping %d leases",
-                self._namespace,
-                len(self._held),
-                extra={"replica": self._holder_id, "error": str(exc) or type(exc).__name__},
-            )
+            error = str(exc) or type(exc).__name__
+            if self._held:  # a change of leadership: always said
+                log.warning(
+                    "%s lease connection failed; dropping %d leases: %s",
+                    self._namespace,
+                    len(self._held),
+                    error,
+                    extra={"replica": self._holder_id},
+                )
+            else:  # holding nothing and still failing: an outage, said once
+                self._outage.failed(error)
             await self._discard()
             return frozenset()
+        self._outage.ok()
         return frozenset(self._held)
 
     async def _sync(self, want: set[str]) -> None:
@@ -338,7 +358,7 @@ class InProcessLease:
                 )
                 for name in new:
                     del owners[name]
-        held = frozenset(n for n in want if owners[n] == self._holder_id) if want else frozenset()
+        held = frozenset(n for n in want if owners.get(n) == self._holder_id)
         self._epochs = {n: e for n, e in self._epochs.items() if n in held}
         return held
 
