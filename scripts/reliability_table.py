@@ -102,6 +102,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--write", action="store_true", help=f"replace the table in {DOC.name}")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown file --write edits")
     args = parser.parse_args()
     if not args.results.exists():
         print(f"error: {args.results} does not exist; run pytest tests/chaos first", file=sys.stderr)
@@ -110,12 +111,12 @@ def main() -> int:
     if not args.write:
         print(text)
         return 0
-    current = DOC.read_text()
+    current = args.doc.read_text()
     if BEGIN not in current or END not in current:
-        print(f"error: {DOC.name} has no {BEGIN} … {END} block to replace", file=sys.stderr)
+        print(f"error: {args.doc} has no {BEGIN} … {END} block to replace", file=sys.stderr)
         return 2
     head, rest = current.split(BEGIN, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    args.doc.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
     return 0
 
 
