@@ -28,8 +28,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def which(name: str) -> str | None:
+    """A server binary on PATH, else in Debian's versioned PostgreSQL directory (newest first), where
+    ``pg_ctlcluster`` installs keep ``initdb`` and ``pg_ctl`` off PATH."""
+    found = shutil.which(name)
+    if found is None:
+        versions = sorted(
+            Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+            key=lambda p: tuple(int(x) for x in p.parts[-3].split(".") if x.isdigit()),  # 9.6 < 15
+        )
+        found = str(versions[-1]) if versions else None
+    return found
+
+
 def require_binaries(*names: str) -> None:
-    missing = [n for n in names if shutil.which(n) is None]
+    missing = [n for n in names if which(n) is None]
     if missing:
         message = f"the chaos suite needs {', '.join(missing)} on PATH to start private servers"
         if IN_CI:
@@ -65,8 +78,8 @@ class PrivatePostgres:
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _run(self, *argv: str) -> None:
-        subprocess.run([*self._as, *argv], check=True, capture_output=True, timeout=120)
+    def _run(self, name: str, *argv: str) -> None:
+        subprocess.run([*self._as, str(which(name)), *argv], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -79,7 +92,7 @@ class PrivatePostgres:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def close(self) -> None:
-        subprocess.run([*self._as, "pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"],
+        subprocess.run([*self._as, str(which("pg_ctl")), "-D", str(self.data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60)  # fmt: skip
         shutil.rmtree(self.root, ignore_errors=True)
 
