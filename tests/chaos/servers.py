@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -41,13 +42,16 @@ def which(name: str) -> str | None:
     return found
 
 
+def unavailable(message: str) -> NoReturn:
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true, so this fails instead of skipping", pytrace=False)
+    pytest.skip(message)
+
+
 def require_binaries(*names: str) -> None:
     missing = [n for n in names if which(n) is None]
     if missing:
-        message = f"the chaos suite needs {', '.join(missing)} on PATH to start private servers"
-        if IN_CI:
-            pytest.fail(f"{message}; CI=true, so this fails instead of skipping", pytrace=False)
-        pytest.skip(message)
+        unavailable(f"the chaos suite needs {', '.join(missing)} on PATH to start private servers")
 
 
 def wait_port(port: int, timeout_s: float) -> None:
@@ -69,7 +73,10 @@ class PrivatePostgres:
         self.port = free_port()
         self._as: list[str] = []
         if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
+            try:
+                user = pwd.getpwnam("postgres")
+            except KeyError:
+                unavailable("PostgreSQL will not run as root and there is no 'postgres' user to run it as")
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
