@@ -204,6 +204,13 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(LogFormat.TEXT, description="text or json")
     otlp_endpoint: str | None = Field(None, description="OTLP/gRPC collector, e.g. http://otel:4317")
     shutdown_grace_s: float = Field(5.0, gt=0, le=300, description="seconds in-flight RPCs get on SIGTERM")
+    lease_ttl_s: float = Field(
+        3.0,
+        ge=1,
+        le=60,
+        description="a leader that stops renewing (hung, stopped, cut off) loses its leases after this "
+        "many seconds, in [1, 60]; another replica takes over on its next pass",
+    )
     gc_thresholds: tuple[int, int, int] | None = Field(
         (50_000, 50, 100),
         description="CPython gc thresholds set after start-up, with the start-up heap frozen "

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from opscale.db import sqlite_async
 from opscale.errors import InvalidArgument, Unavailable
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
@@ -176,7 +177,11 @@ def make_async_engine(
     the second waits for the first's lock and fails after ``sqlite_busy_timeout_s``.
     """
     normalized = normalize_url(url, use_async=True)
-    engine = create_async_engine(normalized, echo=echo, **_engine_kwargs(normalized))
+    kwargs = _engine_kwargs(normalized)
+    if normalized.get_backend_name() == "sqlite":
+        # Connections whose close cannot hang after a cancelled query (see opscale.db.sqlite_async).
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "async_creator_fn": sqlite_async.connect}
+    engine = create_async_engine(normalized, echo=echo, **kwargs)
     _configure(
         engine.sync_engine, normalized, sqlite_foreign_keys=True, sqlite_busy_timeout_s=sqlite_busy_timeout_s
     )

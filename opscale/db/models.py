@@ -226,3 +226,16 @@ class PoolTarget(Base):
     decision_id: Mapped[str | None] = mapped_column(sa.String(NAME_LENGTH))
     version: Mapped[int]
     updated_at: Mapped[datetime]
+
+
+class LeaseEpoch(Base):
+    """The fencing token of each named lease (``opscale.lease``): ``epoch`` grows by one every time a
+    holder takes the lease. A holder's writes check, in their own transaction, that the epoch is still
+    the one it took; a deposed holder that wakes up (it was hung, stopped or cut off while another took
+    over) finds a newer epoch and its writes are refused."""
+
+    __tablename__ = "lease_epochs"
+
+    name: Mapped[str] = mapped_column(sa.String(NAME_LENGTH), primary_key=True)
+    epoch: Mapped[int] = mapped_column(sa.BigInteger)
+    holder: Mapped[str] = mapped_column(sa.String(NAME_LENGTH))

@@ -37,10 +37,10 @@ from opscale.db.repo import DeploymentRepo
 from opscale.decisions.deployment import Deployment
 from opscale.decisions.record import DecisionView, decode, encode, view_of, with_placement
 from opscale.errors import OpscaleError
+from opscale.lease import Lease, fence
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
 from opscale.signals.load import read_load, window_for
 from opscale.wire.commands import resizes_of
-from services.decision.lease import Lease
 from services.decision.ledger import DecisionLedger, DeploymentHead
 from services.decision.metrics import LoopMetrics
 from services.decision.policies import Setup, SetupCache, setup_for
@@ -258,11 +258,16 @@ class DecisionLoop:
                     extra={"deployment": d.head.name},
                 )
         async with self._sessions() as session, session.begin():
+            current = await self._fenced(session, [d.head.name for d in kept])
+            rows = [r for r, d in zip(rows, kept, strict=True) if d.head.name in current]
             ids = await DecisionLedger(session).record_many(rows)
         stored: list[tuple[_Due, DecisionRecord]] = []
         for d in kept:
             assert d.record is not None
             new_id = ids.get(d.head.name)
+            if d.head.name not in current:
+                self._last.pop(d.head.name, None)
+                continue
             if new_id is None:
                 # Another replica decided this slot (a hand-over): continue from its decision.
                 log.info(
@@ -274,6 +279,25 @@ class DecisionLoop:
                 continue
             stored.append((d, dataclasses.replace(d.record, id=new_id)))
         return stored
+
+    async def _fenced(self, session: AsyncSession, names: list[str]) -> frozenset[str]:
+        """Of ``names``, those this replica may still write for, checked in ``session``'s transaction
+        against the lease epochs (``opscale.lease.fence``). A replica that was deposed while it worked
+        (hung or cut off past the lease TTL; another took over) learns it here, not from its own state,
+        and writes nothing for those."""
+        epochs = {n: e for n in names if (e := self._lease.epoch(n)) is not None}
+        current = await fence(session, self._lease.namespace, epochs)
+        # Names without an epoch: a lease that keeps none (tests of the loop alone); nothing to check.
+        allowed = current | {n for n in names if n not in epochs}
+        for name in sorted(set(names) - allowed):
+            log.warning(
+                "deployment %s: lease lost to another replica (epoch %d is no longer current); "
+                "not writing this tick",
+                name,
+                epochs[name],
+                extra={"deployment": name, "replica": self._options.replica_id},
+            )
+        return allowed
 
     async def _hand_off(self, stored: list[tuple[_Due, DecisionRecord]]) -> list[DecisionView]:
         sem = asyncio.Semaphore(HANDOFF_CONCURRENCY)
@@ -309,8 +333,10 @@ class DecisionLoop:
         if changed:
             async with self._sessions() as session, session.begin():
                 ledger = DecisionLedger(session)
+                current = await self._fenced(session, [r.deployment for r in changed])
                 for record in changed:
-                    await ledger.set_outputs(record)
+                    if record.deployment in current:
+                        await ledger.set_outputs(record)
         views = []
         for (d, _), record in zip(stored, finals, strict=True):
             assert d.inp is not None and d.out is not None

@@ -54,7 +54,12 @@ def build_service(
     """``pace`` is how the background loops wait between passes (default: the runtime clock's sleep);
     tests pass a real short sleep and move a virtual clock themselves."""
     options = options or LoopOptions(replica_id=replica_id())
-    lease = lease or make_lease(runtime.engine, runtime.settings.database_url, options.replica_id)
+    lease = lease or make_lease(
+        runtime.engine,
+        runtime.settings.database_url,
+        options.replica_id,
+        ttl_s=runtime.settings.lease_ttl_s,
+    )
     hub = DecisionHub()
     pace = pace or runtime.clock.sleep
     loop = DecisionLoop(

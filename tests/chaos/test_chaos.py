@@ -264,11 +264,6 @@ def test_decision_leader_kill9(stack: tuple[Stack, Load]) -> None:
     assert_clean(record)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 item 2 (branch issue-14b: lease liveness and fencing): a SIGSTOPped leader keeps its "
-    "advisory lock (no keepalive, no TTL), so the standby never takes over",
-)
 def test_decision_leader_sigstop(stack: tuple[Stack, Load]) -> None:
     s, load = stack
     leader = s.leader()

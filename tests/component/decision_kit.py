@@ -70,6 +70,11 @@ class NoLease:
     async def sync(self, wanted: Collection[str]) -> frozenset[str]:
         return frozenset()
 
+    namespace = "decision"
+
+    def epoch(self, name: str) -> int | None:
+        return None
+
     async def release_all(self) -> None:
         return None
 

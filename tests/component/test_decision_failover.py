@@ -4,6 +4,10 @@ recorded decision without deciding any tick twice."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 
@@ -149,3 +153,45 @@ async def test_a_running_leader_recovers_from_a_dropped_lease_connection(runtime
         _no_tick_twice(await decisions(a.stub, "blip"))
     finally:
         await a.stop()
+
+
+@pytest.mark.parametrize("runtime", ["postgres-redis"], indirect=True)
+async def test_a_hung_leader_is_deposed_within_the_ttl_and_its_late_write_refused(runtime: Runtime) -> None:
+    """Postgres only: the leader hangs half-way through a tick (what SIGSTOP, a long pause or a partition
+    look like), holding a decision it has not written yet. With the default TTL the server ends its
+    silent lease session and the standby takes over within 5 s; when the old leader wakes up and writes,
+    the lease epoch refuses the write although its slot is free in the ledger."""
+    a, b = await _two_replicas(runtime, "hung")
+    try:
+        record = a.service.loop._record
+        hung, wake, woke = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        slots: list[float] = []
+
+        async def hangs_before_writing(due: Any) -> Any:
+            slots.extend(d.slot for d in due)
+            hung.set()
+            await wake.wait()
+            try:
+                return await record(due)
+            finally:
+                woke.set()
+
+        a.service.loop._record = hangs_before_writing  # type: ignore[method-assign]
+        advance(runtime, 1)  # a's next slot is due: a decides it, then hangs
+        await eventually(hung.is_set)
+        stopped = time.monotonic()
+        advance(runtime, 1)  # the standby's first slot is a later one: a's stays free in the ledger
+        await eventually(lambda: "hung" in b.service.loop.held, timeout_s=10)
+        took_s = time.monotonic() - stopped
+        print(f"takeover after the leader hung: {took_s:.2f} s")
+        assert took_s <= 5.0, f"takeover took {took_s:.1f} s"
+        await eventually(lambda: _settled(b, "hung", 1))
+        wake.set()
+        await eventually(woke.is_set)
+        history = await decisions(b.stub, "hung")
+        assert slots and round(slots[0] * 1000) not in {d.tick_ms for d in history}
+        assert history[0].leader_id == "b"
+        _no_tick_twice(history)
+    finally:
+        await a.stop()
+        await b.stop()

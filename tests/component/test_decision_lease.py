@@ -1,48 +1,54 @@
-"""The lease contract, on both implementations: exclusive per deployment, released when no longer
-wanted or on release_all, and (PostgreSQL) lost with its connection."""
+"""The lease contract, on both implementations: exclusive per name, released when no longer wanted or on
+release_all, an epoch that grows with every take and fences the writes of a holder that was deposed, and
+(PostgreSQL) lost with its connection or when its holder stops renewing."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from opscale.db.engine import make_async_engine
+from opscale.db.engine import make_async_engine, session_factory
+from opscale.db.migrate import upgrade
+from opscale.lease import fence
 from services.decision.lease import InProcessLease, Lease, LockTable, PostgresAdvisoryLease
 
-MakeLease = Callable[[str], Lease]
+MakeLease = Callable[..., Lease]
 
 
 @pytest.fixture(params=["in-process", "postgres"])
-async def make(request: pytest.FixtureRequest) -> AsyncIterator[MakeLease]:
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    url = str(request.getfixturevalue("sqlite_url" if request.param == "in-process" else "pg_url"))
+    upgrade(url)
+    made = make_async_engine(url)
+    yield made
+    await made.dispose()
+
+
+@pytest.fixture
+async def make(engine: AsyncEngine) -> AsyncIterator[MakeLease]:
     made: list[Lease] = []
-    if request.param == "in-process":
-        table = LockTable()
+    table = LockTable()
 
-        def build(holder: str) -> Lease:
-            made.append(InProcessLease(table, holder))
-            return made[-1]
-
-        yield build
-        for lease in made:
-            await lease.release_all()
-        return
-    engine = make_async_engine(str(request.getfixturevalue("pg_url")))
-
-    def build_pg(holder: str) -> Lease:
-        made.append(PostgresAdvisoryLease(engine, holder))
+    def build(holder: str, ttl_s: float = 3.0) -> Lease:
+        if engine.dialect.name == "postgresql":
+            made.append(PostgresAdvisoryLease(engine, holder, ttl_s=ttl_s))
+        else:
+            made.append(InProcessLease(table, holder, engine=engine))
         return made[-1]
 
     try:
-        yield build_pg
+        yield build
     finally:
         for lease in made:
             await lease.release_all()
-        await engine.dispose()
 
 
-async def test_one_holder_per_deployment(make: MakeLease) -> None:
+async def test_one_holder_per_name(make: MakeLease) -> None:
     a, b = make("a"), make("b")
     assert await a.sync(["x", "y"]) == {"x", "y"}
     assert await b.sync(["x", "y", "z"]) == {"z"}
@@ -53,18 +59,51 @@ async def test_one_holder_per_deployment(make: MakeLease) -> None:
     assert await b.sync(["x", "y", "z"]) == {"x", "y", "z"}
 
 
-@pytest.mark.parametrize("make", ["postgres"], indirect=True)  # the in-process table has no connection
-async def test_a_dead_connection_loses_every_lease(make: MakeLease, request: pytest.FixtureRequest) -> None:
+async def test_epochs_grow_with_each_take_and_fence_the_old_holder(
+    make: MakeLease, engine: AsyncEngine
+) -> None:
+    a, b = make("a"), make("b")
+    assert await a.sync(["x"]) == {"x"}
+    first = a.epoch("x")
+    assert first is not None and b.epoch("x") is None
+    assert await a.sync(["x"]) == {"x"} and a.epoch("x") == first  # renewing keeps the epoch
+    sessions = session_factory(engine)
+    async with sessions() as session, session.begin():
+        assert await fence(session, a.namespace, {"x": first}) == {"x"}
+    await a.release_all()
+    assert await b.sync(["x"]) == {"x"}
+    assert b.epoch("x") == first + 1
+    async with sessions() as session, session.begin():
+        # a, deposed, still believes in its epoch: the database says no; b's is current.
+        assert await fence(session, a.namespace, {"x": first}) == frozenset()
+        assert await fence(session, b.namespace, {"x": first + 1}) == {"x"}
+
+
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)  # the in-process table has no connection
+async def test_a_dead_connection_loses_every_lease(make: MakeLease, engine: AsyncEngine) -> None:
     a, b = make("a"), make("b")
     assert isinstance(a, PostgresAdvisoryLease)
     assert await a.sync(["x"]) == {"x"}
     pid = await a.backend_pid()
-    engine = make_async_engine(str(request.getfixturevalue("pg_url")))
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    finally:
-        await engine.dispose()
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     assert await b.sync(["x"]) == {"x"}  # the server dropped a's lock with its connection
     assert await a.sync(["x"]) == frozenset()  # a notices its connection is gone and holds nothing
     assert await a.sync(["x"]) == frozenset()  # reconnected, but b holds it now
+
+
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)
+async def test_a_holder_that_stops_renewing_loses_the_lease_within_its_ttl(make: MakeLease) -> None:
+    """What a SIGSTOPped, hung or partitioned holder looks like to the server: a session that says
+    nothing. The server ends it after the TTL (idle_session_timeout), its advisory lock goes with it and
+    another holder's next pass takes over."""
+    ttl_s = 1.0
+    a, b = make("a", ttl_s), make("b", ttl_s)
+    assert await a.sync(["x"]) == {"x"}
+    stopped = time.monotonic()  # a renews no more
+    while await b.sync(["x"]) != {"x"}:
+        assert time.monotonic() - stopped < ttl_s + 4, "the silent holder kept its lease"
+        await asyncio.sleep(0.1)
+    took_s = time.monotonic() - stopped
+    assert took_s >= ttl_s * 0.9  # not before the TTL: a live holder is not robbed
+    assert await a.sync(["x"]) == frozenset()  # a, waking, finds its session gone

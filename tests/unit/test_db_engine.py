@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -119,3 +121,36 @@ def test_sqlite_lock_timeout_is_unavailable(sqlite_url: str) -> None:
     finally:
         holder.dispose()
         waiter.dispose()
+
+
+async def _close_while_stopped(driver: Any, wait_s: float) -> bool:
+    """Start a graceful ``close()``, force ``stop()`` meanwhile (SQLAlchemy's terminate when the close is
+    cancelled), and say whether the close finished within ``wait_s``."""
+    closing = asyncio.ensure_future(driver.close())
+    await asyncio.sleep(0)  # the close's work is queued on the worker thread
+    driver.stop()
+    try:
+        await asyncio.wait_for(closing, wait_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_sqlite_close_after_a_forced_stop_does_not_hang(tmp_path: Path) -> None:
+    # A cancelled agent stream left such a close pending and asyncio's shutdown waited for it for ever.
+    engine = make_async_engine(f"sqlite:///{tmp_path}/t.db")
+    try:
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            assert await _close_while_stopped(raw.driver_connection, 30.0)
+            await conn.invalidate()
+    finally:
+        await engine.dispose()
+
+
+async def test_plain_aiosqlite_still_hangs_there(tmp_path: Path) -> None:
+    """The reason for opscale.db.sqlite_async: when this fails, aiosqlite fixed it; drop the module."""
+    import aiosqlite
+
+    driver = await aiosqlite.connect(str(tmp_path / "t.db"))
+    assert not await _close_while_stopped(driver, 0.5)
