@@ -307,7 +307,7 @@ def late_writes(s: Stack, old_pid: int) -> int:
     strict=True,
     reason="issue 14 item 1 (branch issue-14a: recovery grace): a placement that starts judges nodes by "
     "database heartbeats older than lost_timeout_s before the agents' back-off lets them reconnect, "
-    "and replaces every replica",
+    "and replaces the replicas of every node whose agent is not back yet",
 )
 def test_placement_kill9_and_restart(stack: tuple[Stack, Load]) -> None:
     s, load = stack
