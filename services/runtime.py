@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock, SystemClock
@@ -17,6 +18,7 @@ from opscale.config import Settings
 from opscale.counters import CounterStore, make_counter_store
 from opscale.db.engine import make_async_engine, session_factory
 from opscale.db.migrate import ensure_at_head, upgrade
+from opscale.grpcutil.server import Check
 from opscale.signals import store_settings
 from opscale.telemetry import Telemetry
 
@@ -33,6 +35,19 @@ class Runtime:
     async def close(self) -> None:
         await self.counters.close()
         await self.engine.dispose()
+
+    def checks(self, *, counters: bool = True) -> dict[str, Check]:
+        """Readiness probes of what a service needs: the database, and the counter store if
+        ``counters`` (``opscale.grpcutil.server``: NOT_SERVING while one fails)."""
+
+        async def database() -> None:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+
+        found: dict[str, Check] = {"database": database}
+        if counters:
+            found["counters"] = self.counters.ping
+        return found
 
 
 def sqlite_path(database_url: str) -> Path | None:

@@ -20,7 +20,15 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def health_cmd(
         address: Annotated[str, typer.Argument(help="host:port of the service")],
-        service: Annotated[str, typer.Option("--service", help="grpc service name ('': the server)")] = "",
+        service: Annotated[
+            str,
+            typer.Option(
+                "--service",
+                help="'' (default): readiness of the whole server, NOT_SERVING while its database or "
+                "counter store is away or a background task died; 'liveness': only whether the process "
+                "works (the Kubernetes liveness probe); or one grpc service name",
+            ),
+        ] = "",
         timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="seconds")] = 3.0,
         config: ConfigOpt = None,
     ) -> None:

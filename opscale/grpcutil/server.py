@@ -26,12 +26,23 @@ from opscale.errors import ConfigError
 from opscale.grpcutil.auth import Authenticator
 from opscale.grpcutil.interceptor import ServerInterceptor
 from opscale.grpcutil.tls import TlsFiles, is_loopback, server_credentials
+from opscale.outage import Outage
 from opscale.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 # A background task gets an Event that is set when the service is stopping; it should return soon after.
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
+# A dependency probe (database, counter store): returns if the dependency answers, raises if not.
+Check = Callable[[], Awaitable[None]]
+
+# grpc.health.v1 names: "" and each proto service name answer *readiness* (SERVING only while every
+# dependency answers and every background task runs: send me traffic); LIVENESS answers whether the
+# process itself works (NOT_SERVING only when a background task died, which a restart fixes; a
+# dependency outage is not the process's fault and restarting would not help).
+LIVENESS = "liveness"
+HEALTH_INTERVAL_S = 2.0  # how often dependencies are probed
+CHECK_TIMEOUT_S = 2.0  # a probe that takes longer counts as failed (a hung database is a down one)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -46,6 +57,8 @@ class ServiceDef:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Methods whose converter checks the edge rules itself (``opscale.wire.validate``), for speed.
     fast_paths: frozenset[str] = frozenset()
+    # Dependencies readiness depends on, by name ("database", "counters").
+    checks: dict[str, Check] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,32 @@ PLAINTEXT = ServerSecurity()
 
 
 @dataclass
+class Health:
+    """What readiness and liveness are made of; ``publish`` pushes it to the health servicer."""
+
+    servicer: HealthServicer
+    names: tuple[str, ...]  # the readiness names: "" and the proto services
+    down: set[str] = field(default_factory=set)  # dependencies that failed their last probe
+    dead: set[str] = field(default_factory=set)  # background tasks that stopped with an error
+    stopping: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return not (self.down or self.dead or self.stopping)
+
+    async def publish(self) -> None:
+        if self.stopping:
+            return  # enter_graceful_shutdown set everything NOT_SERVING for good
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        for name in self.names:
+            await self.servicer.set(name, serving if self.ready else not_serving)
+        await self.servicer.set(LIVENESS, not_serving if self.dead else serving)
+
+
+@dataclass
 class RunningService:
     definition: ServiceDef
     server: grpc.aio.Server
@@ -73,6 +112,7 @@ class RunningService:
     health: HealthServicer
     stopping: asyncio.Event
     tasks: list[asyncio.Task[None]]
+    state: Health | None = None
 
     @property
     def name(self) -> str:
@@ -139,30 +179,79 @@ async def start_service(
             f"{definition.name} cannot listen on {host}:{port} ({port_setting}): address in use?"
         )
     await server.start()
-    for name in ("", *definition.service_names):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    state = Health(health_servicer, ("", *definition.service_names))
+    await state.publish()
     stopping = asyncio.Event()
     tasks = [
-        asyncio.create_task(_guarded(task(stopping), definition.name), name=f"{definition.name}-bg-{i}")
+        asyncio.create_task(
+            _guarded(task(stopping), definition.name, f"{definition.name}-bg-{i}", state),
+            name=f"{definition.name}-bg-{i}",
+        )
         for i, task in enumerate(definition.background)
     ]
+    if definition.checks:
+        tasks.append(
+            asyncio.create_task(_watch(definition, state, stopping), name=f"{definition.name}-health")
+        )
     log.info("%s serving on %s:%d", definition.name, host, bound, extra={"service": definition.name})
-    return RunningService(definition, server, bound, health_servicer, stopping, tasks)
+    return RunningService(definition, server, bound, health_servicer, stopping, tasks, state)
 
 
-async def _guarded(coro: Awaitable[None], service: str) -> None:
+async def _guarded(coro: Awaitable[None], service: str, task: str, state: Health) -> None:
     try:
         await coro
     except asyncio.CancelledError:
         raise
     except Exception:
         # A background loop dying silently would leave a service that answers health checks but does
-        # nothing; log loudly. Loops are expected to handle their own transient errors.
+        # nothing: log loudly (a bug: loops handle their own transient errors) and stop being ready.
         log.exception("background task of %s stopped with an error", service, extra={"service": service})
+        state.dead.add(task)
+        await state.publish()
+
+
+async def probe(checks: dict[str, Check], timeout_s: float = CHECK_TIMEOUT_S) -> dict[str, BaseException]:
+    """Run every check concurrently; return the failed ones with their errors."""
+
+    async def one(check: Check) -> BaseException | None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await check()
+        except TimeoutError:
+            return TimeoutError(f"no answer within {timeout_s:g} s")
+        except Exception as exc:  # any failure of a probe is "not available", never a crash
+            return exc
+        return None
+
+    results = await asyncio.gather(*(one(c) for c in checks.values()))
+    return {name: err for name, err in zip(checks, results, strict=True) if err is not None}
+
+
+async def _watch(definition: ServiceDef, state: Health, stopping: asyncio.Event) -> None:
+    """Probe the dependencies every ``HEALTH_INTERVAL_S`` and publish readiness when it changes; the
+    one place that reports a dependency outage (one WARNING, reminders, one INFO: ``Outage``)."""
+    outages = {
+        name: Outage(f"{definition.name}: {name} unavailable", log, extra={"service": definition.name})
+        for name in definition.checks
+    }
+    while not stopping.is_set():
+        failed = await probe(definition.checks)
+        for name, outage in outages.items():
+            if name in failed:
+                outage.failed(failed[name])
+            else:
+                outage.ok()
+        if set(failed) != state.down:
+            state.down = set(failed)
+            await state.publish()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), HEALTH_INTERVAL_S)
 
 
 async def stop_service(running: RunningService, grace_s: float) -> None:
     """Health goes NOT_SERVING first (load balancers stop sending), then in-flight RPCs get ``grace_s``."""
+    if running.state is not None:
+        running.state.stopping = True
     await running.health.enter_graceful_shutdown()
     running.stopping.set()
     if running.tasks:

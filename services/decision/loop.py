@@ -38,6 +38,7 @@ from opscale.decisions.deployment import Deployment
 from opscale.decisions.record import DecisionView, decode, encode, view_of, with_placement
 from opscale.errors import OpscaleError
 from opscale.lease import Lease, fence
+from opscale.outage import OUTAGE_ERRORS, Outage
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
 from opscale.signals.load import read_load, window_for
 from opscale.wire.commands import resizes_of
@@ -108,14 +109,19 @@ class DecisionLoop:
         self._broken: dict[str, int] = {}  # deployment -> spec version whose policy failed to build
         self._window_s = window_for(counters.settings.bucket_s, options.window_wanted_s)
         self.held: frozenset[str] = frozenset()
+        who = {"replica": options.replica_id}
+        self._outage = Outage("decision loop: a dependency is unavailable", log, extra=who)
+        self._counters_outage = Outage("decision loop: the counter store is unavailable", log, extra=who)
 
     async def run(self, stopping: asyncio.Event) -> None:
         try:
             while not stopping.is_set():
                 try:
                     await self.tick()
-                except Exception:
-                    # The database or the counter store is down, or a bug: log, keep the loop alive.
+                    self._outage.ok()
+                except OUTAGE_ERRORS as exc:  # the database is away: said once, retried quietly
+                    self._outage.failed(exc)
+                except Exception:  # a bug: log it whole, keep the loop alive
                     log.exception("decision tick failed", extra={"replica": self._options.replica_id})
                 await self._pace(self._options.wake_s)
         finally:
@@ -194,9 +200,16 @@ class DecisionLoop:
             try:
                 async with sem:
                     now = self._clock.now()
-                    load = await read_load(
-                        self._counters, name, setup.read_pools, now_s=now, window_s=self._window_s
-                    )
+                    try:
+                        load = await read_load(
+                            self._counters, name, setup.read_pools, now_s=now, window_s=self._window_s
+                        )
+                    except OUTAGE_ERRORS as exc:
+                        # One outage for every deployment (they share the store), not a traceback each.
+                        self._metrics.deployment_errors.labels("load").inc()
+                        self._counters_outage.failed(exc)
+                        return
+                    self._counters_outage.ok()
                 inp = PolicyInput(
                     now_s=now,
                     deployment=name,

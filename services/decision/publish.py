@@ -26,10 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.actuation import Outcome
 from opscale.decisions.record import DecisionView, decode
-from opscale.errors import ResourceExhausted, Unavailable
+from opscale.errors import ResourceExhausted
+from opscale.outage import OUTAGE_ERRORS, Outage
 from services.decision.ledger import DecisionLedger
 
 log = logging.getLogger(__name__)
+
+_TAIL_OUTAGE: tuple[type[Exception], ...] = (SQLAlchemyError, *OUTAGE_ERRORS)
 
 QUEUE_SIZE = 1000
 SEEN_IDS = 100_000
@@ -103,6 +106,7 @@ class LedgerTail:
         self._hub = hub
         self._pace = pace
         self._poll_s = poll_s
+        self._outage = Outage("decision ledger tail: the database is unavailable", log)
         self._watermark: int | None = None
         self._anchor = 0
         self._pending: dict[int, int] = {}
@@ -138,6 +142,7 @@ class LedgerTail:
         while not stopping.is_set():
             try:
                 await self.poll_once()
-            except (SQLAlchemyError, Unavailable):  # the database is away: keep polling
-                log.warning("decision ledger tail: poll failed; retrying", exc_info=True)
+                self._outage.ok()
+            except _TAIL_OUTAGE as exc:  # the database is away: keep polling
+                self._outage.failed(exc)
             await self._pace(self._poll_s)

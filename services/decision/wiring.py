@@ -91,6 +91,7 @@ def build_service(
         register=register,
         background=[loop.run, tail.run],
         on_stop=[planning.close],
+        checks=runtime.checks(),
     )
     return DecisionService(definition, loop, hub, tail, lease)
 

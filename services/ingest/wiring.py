@@ -8,14 +8,14 @@ counters are in Redis — several ingest replicas then split the targets — and
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 from opscale.api.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from opscale.config import ScrapeTarget
 from opscale.counters import RedisCounterStore
-from opscale.grpcutil.server import BackgroundTask, ServiceDef
+from opscale.grpcutil.server import BackgroundTask, Check, ServiceDef
 from opscale.signals import layouts_match
 from services.ingest.app import IngestApp
 from services.ingest.deployments import DeploymentDirectory
@@ -64,6 +64,7 @@ class Ingest:
     app: IngestApp
     servicer: IngestServicer
     manager: ScrapeManager
+    checks: dict[str, Check] = field(default_factory=dict)
 
     @property
     def loops(self) -> list[Scraper]:
@@ -81,6 +82,7 @@ class Ingest:
             background=background,
             # Their converter and opscale.signals' validation check every field they read in one pass.
             fast_paths=frozenset({"PushSamples", "StreamSamples"}),
+            checks=self.checks,
         )
 
 
@@ -125,7 +127,7 @@ def assemble(
         targets_file=TargetsFile(s.scrape_targets_file) if s.scrape_targets_file else None,
         default_interval_s=s.scrape_interval_s,
     )
-    return Ingest(app, IngestServicer(app), manager)
+    return Ingest(app, IngestServicer(app), manager, runtime.checks())
 
 
 def build(runtime: Runtime) -> ServiceDef:

@@ -33,6 +33,7 @@ from opscale.db.records import ReplicaRecord
 from opscale.db.repo import CommandRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
 from opscale.db.status import CommandStatus, NodeStatus, ReplicaDesired, ReplicaObserved
 from opscale.errors import OpscaleError
+from opscale.outage import OUTAGE_ERRORS, Outage
 from services.placement.agents import ReplicaRuntime, observe
 from services.placement.metrics import PlacementMetrics
 from services.placement.placer import Placer, PlanResult
@@ -90,6 +91,8 @@ class Reconciler:
         self._drain_grace_s = drain_grace_s
         self._stop_grace_s = stop_grace_s
         self._on_change = on_change
+        self._outage = Outage("placement reconcile: the database is unavailable", log)
+        self._flush_outage = Outage("placement heartbeat flush: the database is unavailable", log)
         self.kick = asyncio.Event()
         self.passes = 0
         self._failures: dict[str, tuple[int, float, float]] = {}  # deployment -> (count, hold until, last)
@@ -112,7 +115,10 @@ class Reconciler:
             self.kick.clear()
             try:
                 await self.reconcile_once()
-            except Exception:
+                self._outage.ok()
+            except OUTAGE_ERRORS as exc:  # the database is away: said once, the next pass retries
+                self._outage.failed(exc)
+            except Exception:  # a bug: log it whole
                 log.exception("reconcile pass failed; the next pass retries")
 
     async def flush_heartbeats(self) -> None:
@@ -131,6 +137,9 @@ class Reconciler:
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)
             try:
                 await self.flush_heartbeats()
+                self._flush_outage.ok()
+            except OUTAGE_ERRORS as exc:
+                self._flush_outage.failed(exc)
             except Exception:
                 log.exception("heartbeat flush failed; the next one writes the latest beats")
 

@@ -40,7 +40,9 @@ def build(runtime: Runtime) -> ServiceDef:
         tracer=runtime.telemetry.tracer("opscale.placement"),
         metrics=placement_metrics(runtime.telemetry.registry),
     )
-    return build_for(app)
+    definition = build_for(app)
+    definition.checks.update(runtime.checks(counters=False))  # placement keeps no counters
+    return definition
 
 
 def build_for(app: PlacementApp) -> ServiceDef:

@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from clients.cli.main import app
 from clients.cli.serve import ServiceName
 from opscale.config import ENV_PREFIX, Settings, load_settings
+from opscale.grpcutil.server import LIVENESS
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
@@ -289,9 +290,13 @@ def test_each_service_deployment_is_probed_sized_spread_and_scraped(
     assert container["args"] == ["serve", name]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": grpc_port, "metrics": cfg.metrics_port}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        # grpc.health.v1 of the whole server over its mTLS (native gRPC probes cannot do TLS).
-        assert container[probe]["exec"]["command"] == ["opscale", "health", f"127.0.0.1:{grpc_port}"], probe
+    # grpc.health.v1 over the server's mTLS (native gRPC probes cannot do TLS): readiness is the whole
+    # server (NOT_SERVING while PostgreSQL or Redis is away); startup and liveness ask only whether the
+    # process works, so an outage of a dependency takes the pod out of Service endpoints, never restarts it.
+    health = ["opscale", "health", f"127.0.0.1:{grpc_port}"]
+    assert container["readinessProbe"]["exec"]["command"] == health
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == [*health, "--service", LIVENESS], probe
     assert cfg.tls_cert_file is not None and cfg.tls_ca_file is not None
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
