@@ -234,8 +234,10 @@ class Settings(BaseSettings):
     agent_templates_file: Path | None = Field(
         None, description="YAML launch templates the agent allows (name -> argv list); none: only 'worker'"
     )
-    agent_state_dir: Path = Field(
-        Path(".opscale/agent"), description="where the agent keeps the pids of the processes it started"
+    agent_state_dir: Path | None = Field(
+        None,
+        description="where the agent keeps the pids of the processes it started "
+        "(default: .opscale/agent/<node name>, so agents of different nodes on one host never share one)",
     )
     fake_gpus: str = Field("", description="fake GPUs instead of NVML, e.g. 8xH100 or 2xH100,2xA100")
     node_labels: dict[str, str] = Field(

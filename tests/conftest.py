@@ -98,6 +98,7 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[object]
 
 
 E2E = Path(__file__).parent / "e2e"
+CHAOS = Path(__file__).parent / "chaos"
 #: Tests that take tens of seconds on their own (the whole demo; the quick evaluation matrix).
 SLOW = {
     "test_demo_runs_to_the_end_and_writes_the_report",
@@ -108,7 +109,8 @@ SLOW = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The declared markers, from what a test uses, so `-m "not postgres"` or `-m e2e` select truly:
     ``postgres``/``redis`` for a test that takes those servers (directly, or through the backend
-    parameter of ``db_url``/``runtime``), ``e2e`` for tests/e2e (several processes), ``slow`` for SLOW."""
+    parameter of ``db_url``/``runtime``), ``e2e`` for tests/e2e (several processes), ``chaos`` for
+    tests/chaos (faults injected into processes on private servers), ``slow`` for SLOW."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
@@ -119,5 +121,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.redis)
         if E2E in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.e2e)
+        if CHAOS in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.chaos)
         if getattr(item, "originalname", item.name) in SLOW:
             item.add_marker(pytest.mark.slow)

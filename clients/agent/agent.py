@@ -23,6 +23,7 @@ from opentelemetry import trace
 
 from clients.agent.backoff import Backoff
 from clients.agent.gpus import GpuDiscovery
+from clients.agent.state import StateLock
 from clients.agent.supervisor import Supervisor
 from clients.agent.templates import Template
 from opscale.api.agent.v1 import agent_pb2 as apb
@@ -59,6 +60,9 @@ class AgentConfig:
     security: ClientSecurity = PLAINTEXT
     # Environment variables a start command may set on a replica (the agent's own config decides).
     env_allowlist: frozenset[str] = frozenset()
+    # On a clean stop leave the workers running for the next agent to adopt (an upgrade); by default
+    # an agent that stops stops its workers, so none outlive it unowned.
+    keep_workers: bool = False
 
 
 def worker_tls_env(tls: TlsFiles) -> dict[str, str]:
@@ -116,6 +120,16 @@ class Agent:
             self._outbox.put_nowait(apb.ConnectRequest(status=status))
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Own the state directory (``StateDirLocked`` if another agent does), adopt, stay connected
+        until ``stopping``; then stop the workers (or keep them, ``keep_workers``) and let go."""
+        lock = StateLock(self.config.state_dir)
+        lock.acquire(f"the agent of node {self.config.node}")
+        try:
+            await self._run(stopping)
+        finally:
+            lock.release()
+
+    async def _run(self, stopping: asyncio.Event) -> None:
         self.supervisor.adopt()
         supervise = asyncio.create_task(self._supervise(stopping), name="agent-supervise")
         try:
@@ -136,7 +150,9 @@ class Agent:
             supervise.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervise
-            await self.supervisor.close()
+            await self.supervisor.close(
+                keep_workers=self.config.keep_workers, grace_s=self.config.stop_grace_s
+            )
             if self._ingest is not None:
                 await self._ingest.close(None)
 

@@ -4,7 +4,8 @@ Declarative: commands name ``(replica_id, generation)``, and a generation the su
 handled is acknowledged again without acting (placement re-sends commands whose ack it never saw).
 
 Processes run in their own session (``start_new_session``): the agent can signal the whole process
-group of a replica, and an agent that dies or restarts does not take its replicas with it. After a
+group of a replica, and an agent that dies (SIGKILL, a crash) does not take its replicas with it. An
+agent that is *stopped* stops them too, unless told to keep them for an upgrade. After a
 restart the agent adopts every process whose (pid, start time) in its state file is still alive, and
 never starts a second copy of a replica it already runs.
 """
@@ -456,9 +457,18 @@ class Supervisor:
             if managed is not None:
                 self._spawn(managed, self._stop(managed, grace_s))
 
-    async def close(self) -> None:
-        """The agent is exiting: leave processes running (the next agent adopts them), end our tasks."""
+    async def close(self, *, keep_workers: bool = False, grace_s: float = 10.0) -> None:
+        """The agent is exiting: end our tasks, then stop every replica (SIGTERM, SIGKILL after
+        ``grace_s``, all at once) unless ``keep_workers``, where they keep running for the next agent
+        to adopt (an upgrade). Without this an agent that stopped left orphans nobody owned (issue 14)."""
         for managed in self.replicas.values():
             for task in list(managed.tasks):
                 task.cancel()
+        if not keep_workers:
+            stopping = list(self.replicas.values())
+            await asyncio.gather(*(self.terminate(m, grace_s) for m in stopping))
+            for managed in stopping:
+                log.info("stopped replica %s (pid %d): the agent is stopping", managed.state.replica_id,
+                         managed.state.pid)  # fmt: skip
+                self.replicas.pop(managed.state.replica_id, None)
         self._save()

@@ -1,4 +1,5 @@
-"""`opscale agent`: the node agent (GPU discovery, one stream to placement, process supervision)."""
+"""`opscale agent`: the node agent (GPU discovery, one stream to placement, process supervision), and
+`opscale agent cleanup` for the workers of an agent that is gone."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from opscale.config import Settings
 from opscale.errors import ConfigError
 
 Opt = typer.Option
+DEFAULT_STATE_ROOT = Path(".opscale/agent")
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -27,7 +29,17 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-async def _run_agent(cfg: Settings) -> None:
+def state_dir_of(cfg: Settings, node: str) -> Path:
+    """The state directory: as configured, else one per node name, so that agents of different nodes on
+    one host never adopt each other's workers (they shared `.opscale/agent` before issue 14)."""
+    if cfg.agent_state_dir is not None:
+        return cfg.agent_state_dir
+    if not node or node in (".", "..") or "/" in node or "\0" in node:
+        raise ConfigError(f"node name {node!r} cannot name a state directory; give --state-dir")
+    return DEFAULT_STATE_ROOT / node
+
+
+async def _run_agent(cfg: Settings, keep_workers: bool) -> None:
     from clients.agent.agent import Agent, AgentConfig
     from clients.agent.gpus import make_discovery
     from clients.agent.templates import load_templates
@@ -42,7 +54,7 @@ async def _run_agent(cfg: Settings) -> None:
     config = AgentConfig(
         node=node,
         placement_address=cfg.address_of("placement"),
-        state_dir=cfg.agent_state_dir,
+        state_dir=state_dir_of(cfg, node),
         templates=templates,
         labels=dict(cfg.node_labels),
         max_restarts=cfg.agent_max_restarts,
@@ -51,6 +63,7 @@ async def _run_agent(cfg: Settings) -> None:
         ingest_address=cfg.ingest_address,  # only when given explicitly: telemetry to ingest is opt-in
         security=ClientSecurity.of(cfg),
         env_allowlist=frozenset(cfg.agent_env_allowlist),
+        keep_workers=keep_workers,
     )
 
     def registered(ack: apb.RegisterAck, adopted: int) -> None:
@@ -75,62 +88,118 @@ async def _run_agent(cfg: Settings) -> None:
         waiter.cancel()
     finally:
         telemetry.shutdown()  # flushes the spans still batched for the collector
-    echo("opscale agent stopped (its replicas keep running; the next agent adopts them)")
+    if keep_workers:
+        echo("opscale agent stopped (--keep-workers: its replicas keep running; the next agent adopts them)")
+    else:
+        echo("opscale agent stopped, and its replicas with it")
+
+
+NodeNameOpt = Annotated[str | None, Opt("--node-name", help="this node's identity (default: hostname)")]
+StateDirOpt = Annotated[
+    Path | None,
+    Opt("--state-dir", help="where the agent remembers its pids (default: .opscale/agent/<node name>)"),
+]
+
+
+# `opscale agent` and `python -m clients.agent` are this one group (the latter without the whole CLI).
+group = typer.Typer(
+    help="Run the node agent, or clean up after one that is gone.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("agent")
-    @handle_errors
-    def agent_cmd(
-        config: ConfigOpt = None,
-        placement: Annotated[
-            str | None, Opt("--placement", help="placement host:port [env: OPSCALE_PLACEMENT_ADDRESS]")
-        ] = None,
-        node_name: Annotated[
-            str | None, Opt("--node-name", help="this node's identity (default: hostname)")
-        ] = None,
-        fake_gpus: Annotated[
-            str | None, Opt("--fake-gpus", help="pretend GPUs instead of NVML, e.g. 8xH100")
-        ] = None,
-        templates: Annotated[
-            Path | None, Opt("--templates", help="YAML launch templates this agent allows")
-        ] = None,
-        state_dir: Annotated[
-            Path | None, Opt("--state-dir", help="where the agent remembers its pids")
-        ] = None,
-        label: Annotated[
-            list[str] | None,
-            Opt("--label", help="topology label key=value (zone, s2, s1, s0, nvlink_domain)"),
-        ] = None,
-        ingest: Annotated[
-            str | None,
-            Opt("--ingest", help="ingest host:port for GPU telemetry [env: OPSCALE_INGEST_ADDRESS]"),
-        ] = None,
-        max_restarts: Annotated[int | None, Opt("--max-restarts", help="crashes before failed")] = None,
-        restart_backoff_s: Annotated[float | None, Opt("--restart-backoff-s")] = None,
-    ) -> None:
-        """Run the node agent until SIGTERM/Ctrl-C: register with placement and run the replicas it places."""
-        overrides: dict[str, object] = {
-            "placement_address": placement,
-            "ingest_address": ingest,
-            "node_name": node_name,
-            "fake_gpus": fake_gpus,
-            "agent_templates_file": templates,
-            "agent_state_dir": state_dir,
-            "agent_max_restarts": max_restarts,
-            "agent_restart_backoff_s": restart_backoff_s,
-        }
-        if label:
-            overrides["node_labels"] = _labels(label)
-        cfg = settings(config, **overrides)
-        from opscale.telemetry import setup_logging
+    app.add_typer(group, name="agent")
 
-        setup_logging(cfg.log_level, cfg.log_format)
-        logging.getLogger("clients.agent").setLevel(cfg.log_level.value.upper())
-        asyncio.run(_run_agent(cfg))
+
+@group.callback(invoke_without_command=True)
+@handle_errors
+def agent_cmd(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    placement: Annotated[
+        str | None, Opt("--placement", help="placement host:port [env: OPSCALE_PLACEMENT_ADDRESS]")
+    ] = None,
+    node_name: NodeNameOpt = None,
+    fake_gpus: Annotated[
+        str | None, Opt("--fake-gpus", help="pretend GPUs instead of NVML, e.g. 8xH100")
+    ] = None,
+    templates: Annotated[
+        Path | None, Opt("--templates", help="YAML launch templates this agent allows")
+    ] = None,
+    state_dir: StateDirOpt = None,
+    label: Annotated[
+        list[str] | None,
+        Opt("--label", help="topology label key=value (zone, s2, s1, s0, nvlink_domain)"),
+    ] = None,
+    ingest: Annotated[
+        str | None,
+        Opt("--ingest", help="ingest host:port for GPU telemetry [env: OPSCALE_INGEST_ADDRESS]"),
+    ] = None,
+    max_restarts: Annotated[int | None, Opt("--max-restarts", help="crashes before failed")] = None,
+    restart_backoff_s: Annotated[float | None, Opt("--restart-backoff-s")] = None,
+    keep_workers: Annotated[
+        bool,
+        Opt(
+            "--keep-workers",
+            help="on stop, leave the replicas running for the next agent to adopt (upgrades); "
+            "by default stopping the agent stops them",
+        ),
+    ] = False,
+) -> None:
+    """Run the node agent until SIGTERM/Ctrl-C: register with placement and run the replicas it places.
+
+    Stopping it stops its replicas too, unless --keep-workers. One agent per state directory: a
+    second one on the same directory exits with an error.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    overrides: dict[str, object] = {
+        "placement_address": placement,
+        "ingest_address": ingest,
+        "node_name": node_name,
+        "fake_gpus": fake_gpus,
+        "agent_templates_file": templates,
+        "agent_state_dir": state_dir,
+        "agent_max_restarts": max_restarts,
+        "agent_restart_backoff_s": restart_backoff_s,
+    }
+    if label:
+        overrides["node_labels"] = _labels(label)
+    cfg = settings(config, **overrides)
+    from opscale.telemetry import setup_logging
+
+    setup_logging(cfg.log_level, cfg.log_format)
+    logging.getLogger("clients.agent").setLevel(cfg.log_level.value.upper())
+    asyncio.run(_run_agent(cfg, keep_workers))
+
+
+@group.command("cleanup")
+@handle_errors
+def cleanup_cmd(
+    config: ConfigOpt = None,
+    node_name: NodeNameOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Stop the workers left by an agent that is gone (killed, or stopped with --keep-workers).
+
+    Refuses while an agent holds the state directory. Only processes the agent recorded (pid and
+    start time) are signalled: SIGTERM, then SIGKILL after the stop grace period.
+    """
+    from clients.agent.cleanup import cleanup
+
+    cfg = settings(config, node_name=node_name, agent_state_dir=state_dir)
+    directory = state_dir_of(cfg, cfg.node_name or socket.gethostname())
+    if not directory.is_dir():
+        raise ConfigError(f"--state-dir {directory}: no such directory (nothing to clean up)")
+    done = cleanup(directory, cfg.stop_grace_s)
+    forced = f" ({len(done.killed)} after SIGKILL)" if done.killed else ""
+    echo(
+        f"stopped {len(done.stopped)} worker processes{forced} recorded in {directory}; "
+        f"{len(done.gone)} had already exited"
+    )
 
 
 def main() -> None:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    register(app)
-    app()
+    group()

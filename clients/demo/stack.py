@@ -3,9 +3,9 @@ node agent subprocess with fake GPUs that starts real `opscale worker` processes
 
 Placement is started first on a free port so decision can be told where it is (decision hands its
 desired counts to placement over gRPC, as in production). Teardown stops the workers through the
-control plane (freeze, then zero replicas, then wait for the processes to exit) before the agent gets
-SIGTERM: an agent that stops leaves its replicas running for the next agent to adopt, by design.
-Workers that still live after that are found by their ``OPSCALE_NODE`` environment and killed, and
+control plane (freeze, then zero replicas, then wait for the processes to exit, drained) before the
+agent gets SIGTERM, which would stop any left as well (without draining them). Workers that still live
+after that are found by their ``OPSCALE_NODE`` environment and killed, and
 counted, so a leak is visible in the report rather than silent.
 """
 
