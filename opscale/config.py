@@ -216,6 +216,13 @@ class Settings(BaseSettings):
     lost_timeout_s: float = Field(
         10.0, gt=0, le=3600, description="no heartbeat for this long marks a node lost, > 2 heartbeats"
     )
+    agent_reconnect_max_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="cap of the agent's jittered reconnect back-off, (0, 600]; placement waits this plus "
+        "lost_timeout_s after it starts or its database returns before it judges any node lost",
+    )
     reconcile_interval_s: float = Field(1.0, gt=0, le=60, description="placement reconciler period, (0, 60]")
     command_resend_s: float = Field(
         5.0, gt=0, le=3600, description="an unacknowledged command is re-sent after this long, (0, 3600]"

@@ -29,6 +29,7 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 async def _run_agent(cfg: Settings) -> None:
     from clients.agent.agent import Agent, AgentConfig
+    from clients.agent.backoff import Backoff
     from clients.agent.gpus import make_discovery
     from clients.agent.templates import load_templates
     from opscale.api.agent.v1 import agent_pb2 as apb
@@ -64,7 +65,8 @@ async def _run_agent(cfg: Settings) -> None:
 
     # Built once for the process: its spans continue the traces of the commands placement sends.
     telemetry = build_telemetry("opscale-agent", otlp_endpoint=cfg.otlp_endpoint)
-    agent = Agent(config, discovery, on_registered=registered, telemetry=telemetry)
+    backoff = Backoff(max_s=cfg.agent_reconnect_max_s)  # placement's recovery grace counts on this cap
+    agent = Agent(config, discovery, backoff=backoff, on_registered=registered, telemetry=telemetry)
     stopping = asyncio.Event()
     task = asyncio.create_task(agent.run(stopping))
     waiter = asyncio.create_task(wait_for_signal(stopping))

@@ -30,6 +30,7 @@ from services.placement.placer import PlaceFn, Placer, PlanResult
 from services.placement.reconciler import Reconciler
 from services.placement.retry import retry_stale
 from services.placement.sessions import SessionRegistry
+from services.placement.shortfall import Shortfall, Shortfalls
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,14 @@ class PlacementConfig:
     command_resend_s: float = 5.0
     drain_grace_s: float = 30.0
     stop_grace_s: float = 10.0
+    agent_reconnect_max_s: float = 10.0  # the agents' back-off cap (the same setting configures them)
+
+    @property
+    def recovery_grace_s(self) -> float:
+        """After placement starts or regains its database, how long before any node may be judged lost:
+        an agent whose stream broke is back within its back-off cap, and beats within ``lost_timeout_s``
+        of registering."""
+        return self.agent_reconnect_max_s + self.lost_timeout_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,7 @@ class PlacementApp:
         self.config = config or PlacementConfig()
         self.registry = SessionRegistry()
         self.runtime: dict[str, ReplicaRuntime] = {}
+        self.shortfalls = Shortfalls()
 
         def templates_of(node: str) -> frozenset[str] | None:
             live = self.registry.get(node)
@@ -84,6 +94,8 @@ class PlacementApp:
             heartbeat_interval_s=self.config.heartbeat_interval_s,
             lost_timeout_s=self.config.lost_timeout_s,
             stop_grace_s=self.config.stop_grace_s,
+            shortfalls=self.shortfalls,
+            metrics=metrics,
         )
         self.reconciler = Reconciler(
             sessions,
@@ -95,6 +107,8 @@ class PlacementApp:
             command_resend_s=self.config.command_resend_s,
             drain_grace_s=self.config.drain_grace_s,
             stop_grace_s=self.config.stop_grace_s,
+            recovery_grace_s=self.config.recovery_grace_s,
+            shortfalls=self.shortfalls,
             tracer=tracer,
             metrics=metrics,
         )
@@ -167,6 +181,10 @@ class PlacementApp:
             replicas = await ReplicaRepo(session, clock=self._clock).list(deployment=deployment or None)
         return [(r, self.runtime.get(r.id, ReplicaRuntime())) for r in replicas]
 
+    def get_shortfalls(self, deployment: str) -> list[Shortfall]:
+        """Pools short of their target for a known reason, as of the last reconcile pass."""
+        return self.shortfalls.of(deployment)
+
     async def apply_desired(
         self, deployment: str, spec_version: int, decision_id: str, pools: Sequence[ResizePool]
     ) -> ApplyResult:
@@ -210,6 +228,7 @@ class PlacementApp:
                     decision_id=decision_id or None,
                 )
             result = await self.placer.reconcile(session, {deployment})
+        self.shortfalls.note_infeasible(result.infeasible)
         self._wake(result)
         return ApplyResult(
             started=len(result.started),

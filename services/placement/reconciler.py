@@ -4,7 +4,10 @@ Each pass, in order (each step its own transaction, so one failing step does not
 
 1. flush buffered heartbeats to the database;
 2. nodes whose heartbeat is older than ``lost_timeout_s`` become LOST; their replicas are stopped in the
-   record (observed LOST) and their pools re-placed;
+   record (observed LOST) and their pools re-placed. Never within ``recovery_grace_s`` of this process
+   starting or of the database coming back after an outage: the heartbeats in the database are stale
+   then through no fault of the nodes, and their agents are still on their way back (each waits up to
+   its reconnect back-off cap, then registers and keeps its replicas);
 3. replicas that died for good (observed FAILED while desired RUNNING) are retired;
 4. draining replicas that are drained, or whose grace ran out, get their stop command (phase two);
 5. records whose process is known gone while desired STOPPED are closed (observed STOPPED);
@@ -30,14 +33,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
 from opscale.db.records import ReplicaRecord
-from opscale.db.repo import CommandRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
+from opscale.db.repo import AuditRepo, CommandRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
 from opscale.db.status import CommandStatus, NodeStatus, ReplicaDesired, ReplicaObserved
-from opscale.errors import OpscaleError
+from opscale.errors import OpscaleError, Unavailable
 from services.placement.agents import ReplicaRuntime, observe
 from services.placement.metrics import PlacementMetrics
 from services.placement.placer import Placer, PlanResult
 from services.placement.retry import retry_stale
 from services.placement.sessions import SessionRegistry
+from services.placement.shortfall import Assessment, Shortfalls
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,8 @@ class Reconciler:
         command_resend_s: float,
         drain_grace_s: float,
         stop_grace_s: float,
+        recovery_grace_s: float = 0.0,
+        shortfalls: Shortfalls | None = None,
         on_change: Callable[[], None] | None = None,
         tracer: trace.Tracer | None = None,
         metrics: PlacementMetrics | None = None,
@@ -86,6 +92,12 @@ class Reconciler:
         self._runtime = runtime
         self._placer = placer
         self._lost_timeout_s = lost_timeout_s
+        self._recovery_grace_s = recovery_grace_s
+        self.shortfalls = shortfalls or Shortfalls()
+        # Nodes are judged from this moment (monotonic) on: the process start, then each return of the
+        # database. ``_database_down`` is set by any pass or flush that could not reach it.
+        self._judge_from = clock.monotonic()
+        self._database_down = False
         self._command_resend_s = command_resend_s
         self._drain_grace_s = drain_grace_s
         self._stop_grace_s = stop_grace_s
@@ -112,6 +124,8 @@ class Reconciler:
             self.kick.clear()
             try:
                 await self.reconcile_once()
+            except Unavailable as exc:
+                log.warning("reconcile pass deferred: %s", exc)
             except Exception:
                 log.exception("reconcile pass failed; the next pass retries")
 
@@ -131,6 +145,9 @@ class Reconciler:
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)
             try:
                 await self.flush_heartbeats()
+            except Unavailable as exc:
+                self._database_down = True
+                log.warning("heartbeat flush deferred: %s", exc)
             except Exception:
                 log.exception("heartbeat flush failed; the next one writes the latest beats")
 
@@ -139,17 +156,45 @@ class Reconciler:
         # re-placement or a drain shows up under the pass that caused it.
         start = self._clock.monotonic()
         with self._tracer.start_as_current_span("placement.reconcile"):
-            await self._reconcile_once()
+            try:
+                await self._reconcile_once()
+                await self._observe()
+            except Unavailable:
+                self._database_down = True
+                raise
         if self._metrics is not None:
-            await self._observe(self._metrics)
             self._metrics.reconcile_duration.observe(self._clock.monotonic() - start)
         self._last_pass_mono = self._clock.monotonic()
 
-    async def _observe(self, metrics: PlacementMetrics) -> None:
+    async def _observe(self) -> None:
+        """One read of the inventory for the gauges and the pools' shortfalls; an event per change."""
         async with self._sessions() as session:
             nodes = await NodeRepo(session, clock=self._clock).list()
             replicas = await ReplicaRepo(session, clock=self._clock).list()
-        metrics.observe(nodes, replicas)
+            targets = await PoolTargetRepo(session, clock=self._clock).list()
+        found = self.shortfalls.assess(targets, replicas, self._now())
+        if self._metrics is not None:
+            self._metrics.observe(nodes, replicas)
+            self._metrics.observe_shortfalls(found.short)
+        if found.opened or found.closed:
+            await self._report(found)
+
+    async def _report(self, found: Assessment) -> None:
+        for item in found.opened:
+            log.warning("%s", item.describe(), extra={"deployment": item.deployment})
+        for item in found.closed:
+            log.info(
+                "pool %s %s/%s is no longer short (was: %s)",
+                item.deployment, item.stage, item.operator, item.reason,
+                extra={"deployment": item.deployment},
+            )  # fmt: skip
+        async with self._sessions() as session, session.begin():
+            audit = AuditRepo(session, clock=self._clock)
+            for action, items in (("shortfall", found.opened), ("shortfall_resolved", found.closed)):
+                for item in items:
+                    name = f"{item.deployment}/{item.stage}/{item.operator}"
+                    after = {"target": item.target, "ready": item.ready, "reason": item.reason[:1000]}
+                    await audit.append("placement", action, "pool", name[:255], None, after)
 
     async def _reconcile_once(self) -> None:
         self.passes += 1
@@ -159,6 +204,7 @@ class Reconciler:
             try:
                 touched |= await retry_stale(step)
             except OpscaleError as exc:  # a CAS race with an RPC: the next pass sees the new state
+                self._database_down |= isinstance(exc, Unavailable)
                 log.info("reconcile step %s deferred: %s", step.__name__, exc)
         try:
             touched |= await self._deficits()
@@ -166,7 +212,12 @@ class Reconciler:
             await retry_stale(self._resend)
             await retry_stale(self._finish_node_drains)
         except OpscaleError as exc:
+            self._database_down |= isinstance(exc, Unavailable)
             log.info("reconcile deferred: %s", exc)
+
+    def grace_left_s(self) -> float:
+        """Seconds until nodes may be judged lost again (0: now)."""
+        return max(0.0, self._judge_from + self._recovery_grace_s - self._clock.monotonic())
 
     async def _lost_nodes(self) -> set[str]:
         now_s = self._clock.now()
@@ -175,7 +226,18 @@ class Reconciler:
         async with self._sessions() as session, session.begin():
             nodes = NodeRepo(session, clock=self._clock)
             replicas = ReplicaRepo(session, clock=self._clock)
-            for node in await nodes.list(heartbeat_before=cutoff):
+            stale = await nodes.list(heartbeat_before=cutoff)
+            if self._database_down:  # this read is the first to succeed since the outage
+                self._database_down = False
+                self._judge_from = self._clock.monotonic()
+                log.info(
+                    "database reachable again: no node is judged lost for the next %.0f s while agents "
+                    "reconnect",
+                    self._recovery_grace_s,
+                )
+            if stale and self.grace_left_s() > 0:
+                return affected
+            for node in stale:
                 if node.status not in _WATCHED or self._registry.fresh(
                     node.name, now_s, self._lost_timeout_s
                 ):
@@ -204,6 +266,7 @@ class Reconciler:
                 ):
                     info = self._runtime.get(replica.id)
                     reason = f"replica failed ({info.message if info and info.message else 'process gone'})"
+                    self.shortfalls.note((replica.deployment, replica.stage, replica.operator), reason)
                     await self._placer.stop(
                         session, replica, reason=reason, result=PlanResult(), send=True, grace_s=0.0
                     )
@@ -292,12 +355,18 @@ class Reconciler:
         # agent allows) must not hold back the others.
         for deployment in sorted(deployments):
             if self.held(deployment):
+                left = self._failures[deployment][1] - self._clock.monotonic()
+                for pool in self.shortfalls.short_pools(deployment):
+                    self.shortfalls.note(
+                        pool, f"re-placement held back {left:.0f} s more after repeated replica failures"
+                    )
                 continue
             await retry_stale(lambda d=deployment: self._replace_one(d))  # type: ignore[misc]
 
     async def _replace_one(self, deployment: str) -> None:
         async with self._sessions() as session, session.begin():
             result = await self._placer.reconcile(session, {deployment})
+        self.shortfalls.note_infeasible(result.infeasible)
         if result.started or result.draining:
             log.info(
                 "re-placed %s: %d started, %d draining", deployment, len(result.started), len(result.draining)

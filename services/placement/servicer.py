@@ -26,6 +26,7 @@ from services.placement.convert import (
     infeasible_to_pb,
     node_to_pb,
     replica_to_pb,
+    shortfall_to_pb,
 )
 from services.placement.sessions import AgentSession
 
@@ -107,7 +108,8 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             await self._app.get_replicas(request.deployment), _replica_key, size, request.page.page_token
         )
         msgs = [replica_to_pb(r, info.restarts, info.message, info.endpoint) for r, info in replicas]
-        return pb.GetReplicasResponse(replicas=msgs, next_page_token=token)
+        short = [shortfall_to_pb(s) for s in self._app.get_shortfalls(request.deployment)]
+        return pb.GetReplicasResponse(replicas=msgs, next_page_token=token, shortfalls=short)
 
     async def ApplyDesired(self, request: pb.ApplyDesiredRequest, context: Ctx) -> pb.ApplyDesiredResponse:
         deployment = require_name(request.deployment, "deployment")

@@ -29,6 +29,7 @@ def config_from(runtime: Runtime) -> PlacementConfig:
         command_resend_s=s.command_resend_s,
         drain_grace_s=s.drain_grace_s,
         stop_grace_s=s.stop_grace_s,
+        agent_reconnect_max_s=s.agent_reconnect_max_s,
     )
 
 
