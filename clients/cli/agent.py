@@ -59,7 +59,7 @@ async def _run_agent(cfg: Settings) -> None:
         kinds = ",".join(sorted({g.gpu_type for g in gpus}))
         echo(
             f"opscale agent ready: node {node}, {len(gpus)} GPUs ({kinds}), session {agent.session_id}, "
-            f"placement {config.placement_address}, {adopted} replicas adopted, "
+            f"placement {agent.placement_address}, {adopted} replicas adopted, "
             f"registration {agent.registrations}"
         )
 

@@ -25,6 +25,7 @@ from opscale.placement import Infeasible
 from opscale.spec import DeploymentSpec
 from services.placement.agents import AgentChannel, ReplicaRuntime
 from services.placement.demand import build_demand
+from services.placement.leader import Leadership
 from services.placement.metrics import PlacementMetrics
 from services.placement.placer import PlaceFn, Placer, PlanResult
 from services.placement.reconciler import Reconciler
@@ -70,8 +71,10 @@ class PlacementApp:
         place_fn: PlaceFn | None = None,
         tracer: trace.Tracer | None = None,
         metrics: PlacementMetrics | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self._sessions = sessions
+        self.leadership = leadership  # None: the only placement replica, always leading
         self._clock = clock
         self.config = config or PlacementConfig()
         self.registry = SessionRegistry()
@@ -112,6 +115,18 @@ class PlacementApp:
             tracer=tracer,
             metrics=metrics,
         )
+
+    def is_leader(self) -> bool:
+        return self.leadership is None or self.leadership.leading
+
+    def gained_leadership(self) -> None:
+        self.reconciler.restart_grace("placement leadership taken")
+        self.reconciler.kick.set()
+
+    def lost_leadership(self) -> None:
+        """Close every agent stream: the agents reconnect and are sent to the new leader."""
+        for session in list(self.registry.live().values()):
+            self.registry.release(session)
 
     def _repo(self, session: AsyncSession) -> NodeRepo:
         return NodeRepo(session, clock=self._clock)

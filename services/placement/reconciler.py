@@ -13,7 +13,8 @@ Each pass, in order (each step its own transaction, so one failing step does not
 5. records whose process is known gone while desired STOPPED are closed (observed STOPPED);
 6. every pool whose live replica count differs from its target is re-placed;
 7. commands sent but unacknowledged for ``command_resend_s`` go back to PENDING and their node's stream
-   is woken (agents treat a repeated ``(replica_id, generation)`` as a no-op);
+   is woken (agents treat a repeated ``(replica_id, generation)`` as a no-op), as is the stream of any
+   node with PENDING commands (queued by another placement replica);
 8. a DRAINING node with no replica left becomes CORDONED (drain finished, like ``kubectl drain``).
 
 Nothing here is edge-triggered: a pass that crashes half-way is repaired by the next one.
@@ -109,8 +110,16 @@ class Reconciler:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.now(), UTC)
 
-    async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
-        """Pass every ``interval_s`` (real time: a stop-Event wait, so shutdown is prompt) or when kicked."""
+    def restart_grace(self, why: str) -> None:
+        """Judge nodes only after a fresh grace (this replica just took over, so no agent is here yet)."""
+        self._judge_from = self._clock.monotonic()
+        log.info("%s: no node is judged lost for the next %.0f s", why, self._recovery_grace_s)
+
+    async def run(
+        self, stopping: asyncio.Event, interval_s: float, active: Callable[[], bool] | None = None
+    ) -> None:
+        """Pass every ``interval_s`` (real time: a stop-Event wait, so shutdown is prompt) or when kicked;
+        only while ``active()`` (this placement replica leads)."""
         while not stopping.is_set():
             waiter = asyncio.ensure_future(self.kick.wait())
             stopper = asyncio.ensure_future(stopping.wait())
@@ -122,6 +131,8 @@ class Reconciler:
             if stopping.is_set():
                 return
             self.kick.clear()
+            if active is not None and not active():
+                continue
             try:
                 await self.reconcile_once()
             except Unavailable as exc:
@@ -137,12 +148,16 @@ class Reconciler:
         async with self._sessions() as session, session.begin():
             await NodeRepo(session, clock=self._clock).heartbeat_many(beats)
 
-    async def run_heartbeat_flush(self, stopping: asyncio.Event, interval_s: float) -> None:
+    async def run_heartbeat_flush(
+        self, stopping: asyncio.Event, interval_s: float, active: Callable[[], bool] | None = None
+    ) -> None:
         """Write buffered heartbeats every ``interval_s``, apart from the reconcile pass: a slow pass (a
         big re-placement) must not let the database's heartbeats go stale and nodes look lost."""
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)
+            if active is not None and not active():
+                continue
             try:
                 await self.flush_heartbeats()
             except Unavailable as exc:
@@ -381,6 +396,9 @@ class Reconciler:
             for command in await commands.unacked(sent_before=cutoff):
                 await commands.set_status(command.id, CommandStatus.PENDING)
                 nodes.add(command.node)
+            # Commands another placement replica queued (it served an ApplyDesired or a drain) ring no
+            # doorbell here: deliver them within one pass.
+            nodes |= {n for n in await commands.pending_nodes() if n in self._registry.live()}
         for node in nodes:
             self._registry.wake(node)
 

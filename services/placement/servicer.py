@@ -28,6 +28,7 @@ from services.placement.convert import (
     replica_to_pb,
     shortfall_to_pb,
 )
+from services.placement.leader import LEADER_METADATA
 from services.placement.sessions import AgentSession
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -132,6 +133,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[agent_pb2.ConnectResponse]:
         """Register first; then heartbeats, acks and status flow in while commands flow out."""
         channel = self._app.agents
+        leadership = self._app.leadership
+        if leadership is not None and not leadership.leading:
+            # A follower: the agent belongs with the leader (module docstring of services/placement/leader).
+            there = leadership.leader_address
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"this placement replica does not lead; connect to the leader"
+                f"{' at ' + there if there else ' (retry through the placement address)'}",
+                trailing_metadata=((LEADER_METADATA, there),) if there else (),
+            )
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("message") != "register":
             raise InvalidArgument("the first message on the stream must be register", field="register")
