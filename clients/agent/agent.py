@@ -143,14 +143,17 @@ class Agent:
                     log.warning("placement stream failed: %s", exc)
                 if stopping.is_set():
                     break
-                if leader and leader != self.placement_address:
-                    # A placement replica that does not lead named the one that does: go there now.
+                configured = self.config.placement_address
+                if leader and leader != configured and self.placement_address == configured:
+                    # A placement replica that does not lead named the one that does: go there now. Only
+                    # from the configured address, so two replicas naming each other mid-hand-over cost
+                    # a back-off, never a tight loop.
                     log.info("following placement's leader to %s", leader)
                     self.placement_address = leader
                     continue
                 # Anything else (the leader went away, a plain failure): back to the configured address,
                 # which reaches some placement replica; it serves or redirects.
-                self.placement_address = self.config.placement_address
+                self.placement_address = configured
                 delay = self._backoff.next_delay()
                 log.info("reconnecting to placement in %.2fs", delay)
                 with contextlib.suppress(TimeoutError):

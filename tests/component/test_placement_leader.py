@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 
-from clients.agent.agent import Agent, AgentConfig
+from clients.agent.agent import Agent, AgentConfig, leader_of
 from clients.agent.backoff import Backoff
 from clients.agent.gpus import FakeGpus
 from clients.agent.templates import Template
+from opscale.api.agent.v1 import agent_pb2_grpc
 from opscale.api.common.v1 import common_pb2
 from opscale.api.placement.v1 import placement_pb2 as pb
 from opscale.api.placement.v1 import placement_pb2_grpc
@@ -90,6 +92,13 @@ async def test_leadership_moves_and_no_replica_stops(runtime: Runtime, tmp_path:
     assert second.leadership is not None
     await until(lambda: second.leadership.leader_address == first_address, timeout_s=10.0, what="p2 follows")
     assert not second.leading
+    async with grpc.aio.insecure_channel(second_address) as raw:  # what the follower tells an agent
+        call = agent_pb2_grpc.AgentServiceStub(raw).Connect(iter(()))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call.read()
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert f"connect to the leader at {first_address}" in (refused.value.details() or "")
+    assert leader_of(refused.value) == first_address
 
     agent = Agent(
         AgentConfig(
