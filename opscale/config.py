@@ -220,8 +220,9 @@ class Settings(BaseSettings):
         10.0,
         gt=0,
         le=600,
-        description="cap of the agent's jittered reconnect back-off, (0, 600]; placement waits this plus "
-        "lost_timeout_s after it starts or its database returns before it judges any node lost",
+        description="cap of the agent's jittered reconnect back-off, (0, 600]; placement judges a node "
+        "lost only after this plus lost_timeout_s without a heartbeat, and never sooner after it starts, "
+        "takes over or its database returns",
     )
     placement_advertise_address: str = Field(
         "",

@@ -3,8 +3,9 @@
 Each pass, in order (each step its own transaction, so one failing step does not hold back the others):
 
 1. flush buffered heartbeats to the database;
-2. nodes whose heartbeat is older than ``lost_timeout_s`` become LOST; their replicas are stopped in the
-   record (observed LOST) and their pools re-placed. Never within ``recovery_grace_s`` of this process
+2. nodes whose heartbeat is older than ``recovery_grace_s`` (``lost_timeout_s`` + the agents' reconnect
+   back-off cap) become LOST; their replicas are stopped in the record (observed LOST) and their pools
+   re-placed. Never within ``recovery_grace_s`` of this process
    starting or of the database coming back after an outage: the heartbeats in the database are stale
    then through no fault of the nodes, and their agents are still on their way back (each waits up to
    its reconnect back-off cap, then registers and keeps its replicas);
@@ -236,7 +237,10 @@ class Reconciler:
 
     async def _lost_nodes(self) -> set[str]:
         now_s = self._clock.now()
-        cutoff = self._now() - timedelta(seconds=self._lost_timeout_s)
+        # A silent node is given the grace too, not just the heartbeat timeout: its agent may be on its
+        # way back after a broken stream, waiting out a back-off that can reach the cap. Replacing its
+        # replicas sooner would only start twins.
+        cutoff = self._now() - timedelta(seconds=max(self._lost_timeout_s, self._recovery_grace_s))
         affected: set[str] = set()
         async with self._sessions() as session, session.begin():
             nodes = NodeRepo(session, clock=self._clock)

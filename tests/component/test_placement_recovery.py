@@ -207,8 +207,16 @@ async def test_a_returning_agent_stops_superseded_originals_and_reports_the_over
     original = next(iter(a.running))
     await b.connect()
     advance(runtime, GRACE_S)
-    await a.close()  # n1's agent is away (its worker keeps running) past the lost timeout
+    await a.beat()  # n1's last heartbeat, written by the next pass
+    await settle(app, lambda: _beats_seen(app, ("n1",)))
+    await app.reconciler.reconcile_once()
+    await a.close()  # n1's agent is away (its worker keeps running) past the lost timeout...
     advance(runtime, LOST_S + 1)
+    await b.beat()
+    await settle(app, lambda: _beats_seen(app, ("n2",)))
+    await app.reconciler.reconcile_once()  # ...but not past the grace: placement waits for it
+    assert (await placement.stub.GetNode(pb.GetNodeRequest(name="n1"))).node.status == pb.NODE_STATUS_READY
+    advance(runtime, RECONNECT_MAX_S)
     await b.beat()
     await settle(app, lambda: _beats_seen(app, ("n2",)))
     await app.reconciler.reconcile_once()
