@@ -53,6 +53,7 @@ class Leadership:
         self._renew_s = renew_s
         self.leading = False
         self.leader_address = ""  # as last read from the audit log, while following
+        self.settled = asyncio.Event()  # set once the first renewal has said whether this replica leads
 
     @property
     def holder_id(self) -> str:
@@ -73,6 +74,13 @@ class Leadership:
         if not held:
             self.leader_address = await self._leader_address()
         return held
+
+    async def decided(self, timeout_s: float) -> bool:
+        """Whether this replica leads, once the first renewal has said (a replica that just started
+        answers its first agents after it knows, not before); after ``timeout_s``, what it knows now."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.settled.wait(), timeout=timeout_s)
+        return self.leading
 
     async def _announce(self) -> None:
         async with self._sessions() as session, session.begin():
@@ -95,6 +103,7 @@ class Leadership:
                     await self.step(on_gain, on_loss)
                 except Exception as exc:  # the database is down: the lease says so (held nothing)
                     log.warning("placement lease renewal failed: %s", exc)
+                self.settled.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), timeout=self._renew_s)
         finally:

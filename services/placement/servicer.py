@@ -33,6 +33,8 @@ from services.placement.sessions import AgentSession
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 SAFETY_POLL_S = 30.0
+#: How long an agent that connects while this replica starts waits for it to know whether it leads.
+FIRST_RENEWAL_WAIT_S = 5.0
 
 
 def _name(item: Any) -> str:
@@ -134,7 +136,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Register first; then heartbeats, acks and status flow in while commands flow out."""
         channel = self._app.agents
         leadership = self._app.leadership
-        if leadership is not None and not leadership.leading:
+        if leadership is not None and not await leadership.decided(FIRST_RENEWAL_WAIT_S):
             # A follower: the agent belongs with the leader (module docstring of services/placement/leader).
             there = leadership.leader_address
             await context.abort(
