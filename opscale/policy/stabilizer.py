@@ -162,23 +162,17 @@ def _fail_static(run: _Run, grp: _Group) -> dict[PoolKey, int]:
     stale = "; ".join(inp.stale)
     hold = {m: max(cur[m], run.last_good.get(m, cur[m])) for m in grp.g.members}
     floored = hold[grp.leader] < grp.lo
-    if floored:
-        # min_replicas is a floor from the first tick: a deployment that has had no load yet (every
-        # signal missing) still gets its minimum. Raising to the floor is never a scale-in, so it does not
-        # break fail-static's promise; it is capped by max_replicas (the upper bound wins a conflict).
-        floor = grp.clamp(hold[grp.leader])
-        hold = {m: max(hold[m], n) for m, n in grp.g.derive(floor).items()}
+    if floored:  # min_replicas holds from the first tick, load or not; raising to it is no scale-in
+        hold = {m: max(hold[m], n) for m, n in grp.g.derive(grp.clamp(hold[grp.leader])).items()}
+        why = f"raised to {grp.lo_why} although signals are stale (a floor holds with or without load)"
         run.note(
             grp,
             Rule.MIN,
             grp.cur_l,
             hold[grp.leader],
-            f"{grp.label}: {grp.cur_l} → {hold[grp.leader]}, raised to {grp.lo_why} although signals are "
-            f"stale (a floor holds with or without load).",
+            f"{grp.label}: {grp.cur_l} → {hold[grp.leader]}, {why}.",
         )
-        for m in grp.g.members:
-            if hold[m] > cur[m]:
-                run.last_up[m] = inp.now_s
+        run.last_up.update({m: inp.now_s for m in grp.g.members if hold[m] > cur[m]})
     if cfg.scale_out_when_stale and grp.raw > hold[grp.leader]:
         step = cfg.max_step(grp.cur_l)
         grow = grp.clamp(grp.raw if step is None else min(grp.raw, grp.cur_l + step))

@@ -7,11 +7,11 @@ ApplyDesired or DrainNode, whose commands the leader's reconciler finds and deli
 and turn an agent away with UNAVAILABLE, naming the leader's address when it advertised one (trailing
 metadata ``opscale-leader``), so the agent connects there.
 
-The lease is decision's (``services.decision.lease``): a Postgres advisory lock on a dedicated
-connection, or the in-process table on SQLite. A leader that dies loses it when its connection ends;
-the next ``sync`` of another replica — within ``renew_s`` — takes it. Who leads, and where, is written
-to the audit log when leadership changes (an event an SRE wants anyway), and followers read the address
-from there.
+The lease is decision's (``services.decision.lease``, reached through ``Runtime.lease``): a Postgres
+advisory lock on a dedicated connection, or the in-process table on SQLite. A leader that dies loses
+it when its connection ends; the next ``sync`` of another replica — within ``renew_s`` — takes it.
+Who leads, and where, is written to the audit log when leadership changes (an event an SRE wants
+anyway), and followers read the address from there.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
 from opscale.db.repo import AuditRepo
-from services.decision.lease import Lease
+from services.runtime import Lease
 
 log = logging.getLogger(__name__)
 

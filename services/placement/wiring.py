@@ -11,7 +11,6 @@ import grpc
 from opscale.api.agent.v1 import agent_pb2, agent_pb2_grpc
 from opscale.api.placement.v1 import placement_pb2, placement_pb2_grpc
 from opscale.grpcutil.server import ServiceDef
-from services.decision.lease import make_lease
 from services.placement.app import PlacementApp, PlacementConfig
 from services.placement.leader import Leadership
 from services.placement.metrics import placement_metrics
@@ -41,7 +40,7 @@ def build(runtime: Runtime) -> ServiceDef:
     s = runtime.settings
     holder = s.placement_advertise_address or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     leadership = Leadership(
-        make_lease(runtime.engine, s.database_url, holder),
+        runtime.lease(holder),
         runtime.sessions,
         runtime.clock,
         address=s.placement_advertise_address,

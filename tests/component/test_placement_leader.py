@@ -24,7 +24,6 @@ from opscale.api.placement.v1 import placement_pb2 as pb
 from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.db.repo import DeploymentRepo
 from opscale.grpcutil.server import RunningService, start_service, stop_service
-from services.decision.lease import make_lease
 from services.placement.app import PlacementApp, PlacementConfig
 from services.placement.leader import Leadership
 from services.placement.wiring import build_for
@@ -52,7 +51,7 @@ class Replica:
     async def start(self) -> str:
         self.running = await start_service(build_for(self.app), "127.0.0.1", 0, self.runtime.telemetry)
         address = f"127.0.0.1:{self.running.port}"
-        lease = make_lease(self.runtime.engine, self.runtime.settings.database_url, self.name)
+        lease = self.runtime.lease(self.name)
         self.leadership = Leadership(
             lease, self.runtime.sessions, self.runtime.clock, address=address, renew_s=RENEW_S
         )
