@@ -223,6 +223,22 @@ class Settings(BaseSettings):
     lost_timeout_s: float = Field(
         10.0, gt=0, le=3600, description="no heartbeat for this long marks a node lost, > 2 heartbeats"
     )
+    agent_reconnect_max_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="cap of the agent's jittered reconnect back-off, (0, 600]; placement judges a node "
+        "lost only after this plus lost_timeout_s without a heartbeat, and never sooner after it starts, "
+        "takes over or its database returns",
+    )
+    placement_advertise_address: str = Field(
+        "",
+        description="host:port agents are sent to when this placement replica leads (empty: agents turned "
+        "away by a follower retry through placement_address)",
+    )
+    placement_lease_renew_s: float = Field(
+        1.0, gt=0, le=60, description="how often a placement replica renews or tries its lease, (0, 60]"
+    )
     reconcile_interval_s: float = Field(1.0, gt=0, le=60, description="placement reconciler period, (0, 60]")
     command_resend_s: float = Field(
         5.0, gt=0, le=3600, description="an unacknowledged command is re-sent after this long, (0, 3600]"

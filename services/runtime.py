@@ -21,6 +21,8 @@ from opscale.db.migrate import ensure_at_head, upgrade
 from opscale.grpcutil.server import Check
 from opscale.signals import store_settings
 from opscale.telemetry import Telemetry
+from services.decision.lease import Lease as Lease
+from services.decision.lease import make_lease
 
 
 @dataclass
@@ -31,6 +33,11 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     counters: CounterStore
     clock: Clock = field(default_factory=SystemClock)
+
+    def lease(self, holder_id: str) -> Lease:
+        """A lease on this runtime's database lock manager (decision's deployments, placement's
+        leadership). Its module lives with decision, its first user; other services reach it here."""
+        return make_lease(self.engine, self.settings.database_url, holder_id)
 
     async def close(self) -> None:
         await self.counters.close()

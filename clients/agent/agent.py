@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import grpc
 from opentelemetry import trace
@@ -37,6 +38,10 @@ from opscale.pools import PoolKey
 from opscale.telemetry import Telemetry, context_from
 from opscale.wire.commands import command_from_pb
 from opscale.wire.pools import pool_to_pb
+
+#: Trailing metadata key by which a placement replica that does not lead names the leader
+#: (services/placement/leader.py; the agent does not import the service).
+LEADER_METADATA = "opscale-leader"
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,13 @@ def worker_tls_env(tls: TlsFiles) -> dict[str, str]:
     return {name: str(path) for name, path in files.items() if path is not None}
 
 
+def leader_of(exc: grpc.aio.AioRpcError) -> str:
+    """The leader's address a placement follower named in its trailing metadata ('' if none)."""
+    # grpc.aio hands a Metadata of (key, value) pairs; its stubs type it as a tuple of _Metadatum.
+    pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+    return next((v for k, v in pairs if k == LEADER_METADATA and isinstance(v, str)), "")
+
+
 class Agent:
     def __init__(
         self,
@@ -96,6 +108,7 @@ class Agent:
         self._ingest: grpc.aio.Channel | None = None
         self._ingest_warned_s = -1e9
         self.registrations = 0
+        self.placement_address = config.placement_address  # where the next stream goes (the leader's)
         self.gpus = discovery.discover()
         # Workers serve their control port with the node's certificate when it has one (else plaintext
         # on loopback), and the agent drains them with it.
@@ -134,14 +147,27 @@ class Agent:
         supervise = asyncio.create_task(self._supervise(stopping), name="agent-supervise")
         try:
             while not stopping.is_set():
+                leader = ""
                 try:
                     await self._session(stopping)
                 except grpc.aio.AioRpcError as exc:
+                    leader = leader_of(exc)
                     log.warning("placement stream ended: %s %s", exc.code().name, exc.details())
                 except (OSError, ConnectionError) as exc:
                     log.warning("placement stream failed: %s", exc)
                 if stopping.is_set():
                     break
+                configured = self.config.placement_address
+                if leader and leader != configured and self.placement_address == configured:
+                    # A placement replica that does not lead named the one that does: go there now. Only
+                    # from the configured address, so two replicas naming each other mid-hand-over cost
+                    # a back-off, never a tight loop.
+                    log.info("following placement's leader to %s", leader)
+                    self.placement_address = leader
+                    continue
+                # Anything else (the leader went away, a plain failure): back to the configured address,
+                # which reaches some placement replica; it serves or redirects.
+                self.placement_address = configured
                 delay = self._backoff.next_delay()
                 log.info("reconnecting to placement in %.2fs", delay)
                 with contextlib.suppress(TimeoutError):
@@ -202,7 +228,7 @@ class Agent:
             while (item := await outbox.get()) is not None:
                 yield item
 
-        channel = instrumented_channel(self.config.placement_address, None, security=self.config.security)
+        channel = instrumented_channel(self.placement_address, None, security=self.config.security)
         async with channel:
             call = agent_pb2_grpc.AgentServiceStub(channel).Connect(requests())
             try:

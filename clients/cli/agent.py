@@ -41,6 +41,7 @@ def state_dir_of(cfg: Settings, node: str) -> Path:
 
 async def _run_agent(cfg: Settings, keep_workers: bool) -> None:
     from clients.agent.agent import Agent, AgentConfig
+    from clients.agent.backoff import Backoff
     from clients.agent.gpus import make_discovery
     from clients.agent.templates import load_templates
     from opscale.api.agent.v1 import agent_pb2 as apb
@@ -71,13 +72,14 @@ async def _run_agent(cfg: Settings, keep_workers: bool) -> None:
         kinds = ",".join(sorted({g.gpu_type for g in gpus}))
         echo(
             f"opscale agent ready: node {node}, {len(gpus)} GPUs ({kinds}), session {agent.session_id}, "
-            f"placement {config.placement_address}, {adopted} replicas adopted, "
+            f"placement {agent.placement_address}, {adopted} replicas adopted, "
             f"registration {agent.registrations}"
         )
 
     # Built once for the process: its spans continue the traces of the commands placement sends.
     telemetry = build_telemetry("opscale-agent", otlp_endpoint=cfg.otlp_endpoint)
-    agent = Agent(config, discovery, on_registered=registered, telemetry=telemetry)
+    backoff = Backoff(max_s=cfg.agent_reconnect_max_s)  # placement's recovery grace counts on this cap
+    agent = Agent(config, discovery, backoff=backoff, on_registered=registered, telemetry=telemetry)
     stopping = asyncio.Event()
     task = asyncio.create_task(agent.run(stopping))
     waiter = asyncio.create_task(wait_for_signal(stopping))

@@ -32,6 +32,7 @@ from clients.cli.output import (
     gpus_of,
     ms,
     plans_label,
+    pool_label,
     table,
     when,
 )
@@ -78,6 +79,14 @@ def decision_block(decision: dpb.Decision | None) -> RenderableType:
     )
 
 
+def shortfalls_block(shortfalls: list[ppb.PoolShortfall]) -> RenderableType:
+    """Pools below their target for a reason placement knows (never silent: a pool at 0 of N says why)."""
+    t = table("POOL", "READY", "SINCE", "REASON", title="Short of target", no_wrap=("POOL", "READY"))
+    for s in shortfalls:
+        t.add_row(pool_label(s.pool), f"{s.ready} of {s.target}", when(s.since_ms), s.reason)
+    return t
+
+
 # Replicas come from placement; if only placement is down, describe still shows the rest and says so.
 PLACEMENT_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -106,6 +115,7 @@ def deployment_cmd(
         placement_address = client.addresses["placement"]
     current = reply.decision if reply is not None else None
     replicas = list(placed.replicas) if placed is not None else None
+    shortfalls = list(placed.shortfalls) if placed is not None else []
     frozen = ("yes: " + found.frozen_reason if found.frozen_reason else "yes") if found.frozen else "no"
     status = fields(
         [
@@ -124,7 +134,14 @@ def deployment_cmd(
         placed_view = Group(Text("Replicas", style="bold"), replicas_table(replicas))
     else:
         placed_view = Text("Replicas: none")
-    data: dict[str, Any] = {"deployment": found, "decision": current, "replicas": replicas}
+    if shortfalls:
+        placed_view = Group(placed_view, Text(""), shortfalls_block(shortfalls))
+    data: dict[str, Any] = {
+        "deployment": found,
+        "decision": current,
+        "replicas": replicas,
+        "shortfalls": shortfalls,
+    }
     spec = Group(Text("Spec:", style="bold"), Text(spec_yaml(found.spec)))
     blank = Text("")
     emit(output, data, Group(status, blank, spec, blank, decision_block(current), blank, placed_view))

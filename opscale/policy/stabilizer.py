@@ -5,7 +5,8 @@ Effects, in order, for each pool — or for each coupled group, through its lead
 1. **frozen**: hold current, say so, change nothing else.
 2. **fail-static**: a required signal is missing or older than ``max_staleness_s`` → hold the last
    decision made on fresh data (or current, whichever is larger) and never scale in; scale-out only if
-   ``scale_out_when_stale`` is set (default: hold).
+   ``scale_out_when_stale`` is set (default: hold). ``min_replicas`` still holds: a pool below its floor
+   (a new deployment before its first load signal) is raised to it.
 3. **bounds**: clamp to [min_replicas, max_replicas].
 4. **stabilization windows** (Kubernetes HPA semantics): the clamped recommendation joins the history;
    a scale-up goes no higher than the *min* recommendation of the last ``scale_up_window_s``, a
@@ -160,6 +161,18 @@ def _fail_static(run: _Run, grp: _Group) -> dict[PoolKey, int]:
     inp, cfg, cur = run.inp, run.inp.config, grp.cur
     stale = "; ".join(inp.stale)
     hold = {m: max(cur[m], run.last_good.get(m, cur[m])) for m in grp.g.members}
+    floored = hold[grp.leader] < grp.lo
+    if floored:  # min_replicas holds from the first tick, load or not; raising to it is no scale-in
+        hold = {m: max(hold[m], n) for m, n in grp.g.derive(grp.clamp(hold[grp.leader])).items()}
+        why = f"raised to {grp.lo_why} although signals are stale (a floor holds with or without load)"
+        run.note(
+            grp,
+            Rule.MIN,
+            grp.cur_l,
+            hold[grp.leader],
+            f"{grp.label}: {grp.cur_l} → {hold[grp.leader]}, {why}.",
+        )
+        run.last_up.update({m: inp.now_s for m in grp.g.members if hold[m] > cur[m]})
     if cfg.scale_out_when_stale and grp.raw > hold[grp.leader]:
         step = cfg.max_step(grp.cur_l)
         grow = grp.clamp(grp.raw if step is None else min(grp.raw, grp.cur_l + step))
@@ -176,7 +189,8 @@ def _fail_static(run: _Run, grp: _Group) -> dict[PoolKey, int]:
             if hold[m] > cur[m]:
                 run.last_up[m] = inp.now_s
     else:
-        run.held.update(grp.g.members)
+        if not floored:
+            run.held.update(grp.g.members)
         run.note(
             grp,
             Rule.FAIL_STATIC,

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.clock import Clock
 from opscale.db.records import GpuRecord, ReplicaRecord
-from opscale.db.repo import CommandRepo, NodeRepo, ReplicaRepo
+from opscale.db.repo import AuditRepo, CommandRepo, NodeRepo, ReplicaRepo
 from opscale.db.status import (
     CommandKind,
     CommandStatus,
@@ -29,9 +29,11 @@ from opscale.db.status import (
 )
 from opscale.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.placement.convert import TOPOLOGY_KEYS, command_to_pb
+from services.placement.metrics import PlacementMetrics
 from services.placement.placer import Placer, PlanResult
 from services.placement.retry import retry_stale
 from services.placement.sessions import AgentSession, SessionRegistry
+from services.placement.shortfall import Shortfalls
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,14 @@ async def observe(
     return replica
 
 
+def lost_since(replica: ReplicaRecord) -> datetime | None:
+    """When the replica was last observed LOST (its node judged lost), from its status history."""
+    for change in reversed(replica.status_history):
+        if change.field == "observed" and change.new == ReplicaObserved.LOST.value:
+            return change.at
+    return None
+
+
 def _text(value: str, field: str, limit: int = MAX_TEXT) -> str:
     if not value or len(value) > limit:
         raise InvalidArgument(f"{field}: must be 1 to {limit} characters", field=field)
@@ -99,8 +109,12 @@ class AgentChannel:
         heartbeat_interval_s: float,
         lost_timeout_s: float,
         stop_grace_s: float,
+        shortfalls: Shortfalls | None = None,
+        metrics: PlacementMetrics | None = None,
     ) -> None:
         self._sessions = sessions
+        self._shortfalls = shortfalls or Shortfalls()
+        self._metrics = metrics
         self._clock = clock
         self._registry = registry
         self._runtime = runtime
@@ -175,6 +189,7 @@ class AgentChannel:
             replicas = ReplicaRepo(session, clock=self._clock)
             reported = {r.replica_id: r for r in running}
             stop_ids: list[str] = []
+            superseded: dict[str, datetime] = {}  # replica id -> when its node was judged lost
             for replica_id, running_replica in reported.items():
                 try:
                     replica = await replicas.get(replica_id)
@@ -183,6 +198,9 @@ class AgentChannel:
                     continue
                 if replica.node != node or replica.desired_state is ReplicaDesired.STOPPED:
                     stop_ids.append(replica_id)
+                    since = lost_since(replica) if replica.node == node else None
+                    if since is not None:
+                        superseded[replica_id] = since
                     continue
                 observed = PROCESS_TO_OBSERVED.get(running_replica.state, ReplicaObserved.STARTING)
                 await observe(replicas, replica, observed, "agent re-registered and adopted the process")
@@ -204,7 +222,34 @@ class AgentChannel:
             if record.status is NodeStatus.REGISTERING:
                 transition(record.status, NodeStatus.READY, what=f"node {node}")
                 await nodes.set_status(node, NodeStatus.READY, record.version, actor="placement")
+            if superseded:
+                await self._report_overlap(session, node, superseded)
             return stop_ids
+
+    async def _report_overlap(
+        self, session: AsyncSession, node: str, superseded: dict[str, datetime]
+    ) -> None:
+        """The node came back with replicas placement had replaced when it judged the node lost: the agent
+        stops them at once (they are in the ack's ``stop_replica_ids``), and the overlap — originals and
+        replacements both running, since the node was judged lost — is reported: log, metric, event."""
+        now = self._now()
+        overlap_s = max((now - at).total_seconds() for at in superseded.values())
+        ids = sorted(superseded)
+        log.warning(
+            "node %s returned with %d replicas replaced while it was judged lost; stopping them now "
+            "(originals and replacements overlapped for up to %.1f s): %s",
+            node, len(ids), overlap_s, ", ".join(ids),
+        )  # fmt: skip
+        await AuditRepo(session, clock=self._clock).append(
+            "placement",
+            "stop_superseded",
+            "node",
+            node,
+            None,
+            {"replicas": ids, "overlap_s": round(overlap_s, 3)},
+        )
+        if self._metrics is not None:
+            self._metrics.superseded_replicas.inc(len(ids))
 
     async def heartbeat(self, agent: AgentSession, msg: apb.Heartbeat) -> None:
         agent.seq = max(agent.seq, msg.seq)
@@ -245,6 +290,7 @@ class AgentChannel:
             replica = await replicas.get(command.replica_id)
             reason = f"agent on {agent.node} refused the start: {msg.message or 'no reason given'}"
             self._runtime.setdefault(replica.id, ReplicaRuntime()).message = reason[:MAX_TEXT]
+            self._shortfalls.note((replica.deployment, replica.stage, replica.operator), reason)
             replica = await observe(replicas, replica, ReplicaObserved.FAILED, reason)
             await self._placer.stop(session, replica, reason=reason, result=PlanResult(), send=False)
 

@@ -26,11 +26,13 @@ from opscale.placement import Infeasible
 from opscale.spec import DeploymentSpec
 from services.placement.agents import AgentChannel, ReplicaRuntime
 from services.placement.demand import build_demand
+from services.placement.leader import Leadership
 from services.placement.metrics import PlacementMetrics
 from services.placement.placer import PlaceFn, Placer, PlanResult
 from services.placement.reconciler import Reconciler
 from services.placement.retry import retry_stale
 from services.placement.sessions import SessionRegistry
+from services.placement.shortfall import Shortfall, Shortfalls
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,14 @@ class PlacementConfig:
     command_resend_s: float = 5.0
     drain_grace_s: float = 30.0
     stop_grace_s: float = 10.0
+    agent_reconnect_max_s: float = 10.0  # the agents' back-off cap (the same setting configures them)
+
+    @property
+    def recovery_grace_s(self) -> float:
+        """After placement starts or regains its database, how long before any node may be judged lost:
+        an agent whose stream broke is back within its back-off cap, and beats within ``lost_timeout_s``
+        of registering."""
+        return self.agent_reconnect_max_s + self.lost_timeout_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +72,15 @@ class PlacementApp:
         place_fn: PlaceFn | None = None,
         tracer: trace.Tracer | None = None,
         metrics: PlacementMetrics | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self._sessions = sessions
+        self.leadership = leadership  # None: the only placement replica, always leading
         self._clock = clock
         self.config = config or PlacementConfig()
         self.registry = SessionRegistry()
         self.runtime: dict[str, ReplicaRuntime] = {}
+        self.shortfalls = Shortfalls()
 
         def templates_of(node: str) -> frozenset[str] | None:
             live = self.registry.get(node)
@@ -85,6 +98,8 @@ class PlacementApp:
             heartbeat_interval_s=self.config.heartbeat_interval_s,
             lost_timeout_s=self.config.lost_timeout_s,
             stop_grace_s=self.config.stop_grace_s,
+            shortfalls=self.shortfalls,
+            metrics=metrics,
         )
         self.reconciler = Reconciler(
             sessions,
@@ -96,9 +111,23 @@ class PlacementApp:
             command_resend_s=self.config.command_resend_s,
             drain_grace_s=self.config.drain_grace_s,
             stop_grace_s=self.config.stop_grace_s,
+            recovery_grace_s=self.config.recovery_grace_s,
+            shortfalls=self.shortfalls,
             tracer=tracer,
             metrics=metrics,
         )
+
+    def is_leader(self) -> bool:
+        return self.leadership is None or self.leadership.leading
+
+    def gained_leadership(self) -> None:
+        self.reconciler.restart_grace("placement leadership taken")
+        self.reconciler.kick.set()
+
+    def lost_leadership(self) -> None:
+        """Close every agent stream: the agents reconnect and are sent to the new leader."""
+        for session in list(self.registry.live().values()):
+            self.registry.release(session)
 
     def _repo(self, session: AsyncSession) -> NodeRepo:
         return NodeRepo(session, clock=self._clock)
@@ -168,6 +197,10 @@ class PlacementApp:
             replicas = await ReplicaRepo(session, clock=self._clock).list(deployment=deployment or None)
         return [(r, self.runtime.get(r.id, ReplicaRuntime())) for r in replicas]
 
+    def get_shortfalls(self, deployment: str) -> list[Shortfall]:
+        """Pools short of their target for a known reason, as of the last reconcile pass."""
+        return self.shortfalls.of(deployment)
+
     async def apply_desired(
         self, deployment: str, spec_version: int, decision_id: str, pools: Sequence[ResizePool]
     ) -> ApplyResult:
@@ -217,6 +250,7 @@ class PlacementApp:
                     decision_id=decision_id or None,
                 )
             result = await self.placer.reconcile(session, {deployment})
+        self.shortfalls.note_infeasible(result.infeasible)
         self._wake(result)
         return ApplyResult(
             started=len(result.started),

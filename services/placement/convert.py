@@ -13,6 +13,7 @@ from opscale.pools import PoolKey
 from opscale.wire.commands import command_to_pb as typed_command_to_pb
 from opscale.wire.enums import NODE_STATUS, REPLICA_DESIRED, REPLICA_OBSERVED
 from opscale.wire.pools import pool_to_pb
+from services.placement.shortfall import Shortfall
 
 TOPOLOGY_KEYS = ("zone", "s2", "s1", "s0", "nvlink_domain")
 
@@ -67,6 +68,17 @@ def infeasible_to_pb(item: Infeasible) -> common_pb2.Infeasibility:
         reason=item.reason,
         requested=item.requested,
         satisfiable=item.placed,
+    )
+
+
+def shortfall_to_pb(item: Shortfall) -> pb.PoolShortfall:
+    return pb.PoolShortfall(
+        deployment=item.deployment,
+        pool=pool_to_pb(PoolKey(item.stage, item.operator)),
+        target=item.target,
+        ready=item.ready,
+        reason=item.reason,
+        since_ms=int(item.since.timestamp() * 1000),
     )
 
 

@@ -12,7 +12,7 @@ import weakref
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from opscale.db.records import NodeRecord, ReplicaRecord
 from opscale.db.status import NodeStatus, ReplicaDesired, ReplicaObserved
@@ -63,6 +63,20 @@ class PlacementMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.pool_shortfall = Gauge(
+            "opscale_placement_pool_shortfall_replicas",
+            "Replicas a pool's target asks for that are not READY (target minus READY), per pool; "
+            "opscale describe deployment says why when placement knows",
+            _POOL,
+            registry=registry,
+        )
+        self._short_pools: set[tuple[str, str, str]] = set()
+        self.superseded_replicas = Counter(
+            "opscale_placement_superseded_replicas",
+            "Replicas found still running on a node that returned after it was judged lost (their "
+            "replacements already ran elsewhere); each is stopped at once",
+            registry=registry,
+        )
         self._pools: set[tuple[str, str, str]] = set()
 
     def watch(self, connections: Callable[[], int], seconds_since_pass: Callable[[], float]) -> None:
@@ -103,6 +117,13 @@ class PlacementMetrics:
             self.nodes.labels(status.value).set(by_status[status])
         self.gpus.labels("allocated").set(allocated)
         self.gpus.labels("free").set(total - allocated)
+
+    def observe_shortfalls(self, short: dict[tuple[str, str, str], int]) -> None:
+        for pool in self._short_pools - set(short):
+            self.pool_shortfall.remove(*pool)
+        self._short_pools = set(short)
+        for pool, n in short.items():
+            self.pool_shortfall.labels(*pool).set(n)
 
 
 _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, PlacementMetrics] = weakref.WeakKeyDictionary()

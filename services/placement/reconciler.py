@@ -3,14 +3,19 @@
 Each pass, in order (each step its own transaction, so one failing step does not hold back the others):
 
 1. flush buffered heartbeats to the database;
-2. nodes whose heartbeat is older than ``lost_timeout_s`` become LOST; their replicas are stopped in the
-   record (observed LOST) and their pools re-placed;
+2. nodes whose heartbeat is older than ``recovery_grace_s`` (``lost_timeout_s`` + the agents' reconnect
+   back-off cap) become LOST; their replicas are stopped in the record (observed LOST) and their pools
+   re-placed. Never within ``recovery_grace_s`` of this process
+   starting or of the database coming back after an outage: the heartbeats in the database are stale
+   then through no fault of the nodes, and their agents are still on their way back (each waits up to
+   its reconnect back-off cap, then registers and keeps its replicas);
 3. replicas that died for good (observed FAILED while desired RUNNING) are retired;
 4. draining replicas that are drained, or whose grace ran out, get their stop command (phase two);
 5. records whose process is known gone while desired STOPPED are closed (observed STOPPED);
 6. every pool whose live replica count differs from its target is re-placed;
 7. commands sent but unacknowledged for ``command_resend_s`` go back to PENDING and their node's stream
-   is woken (agents treat a repeated ``(replica_id, generation)`` as a no-op);
+   is woken (agents treat a repeated ``(replica_id, generation)`` as a no-op), as is the stream of any
+   node with PENDING commands (queued by another placement replica);
 8. a DRAINING node with no replica left becomes CORDONED (drain finished, like ``kubectl drain``).
 
 Nothing here is edge-triggered: a pass that crashes half-way is repaired by the next one.
@@ -30,15 +35,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
 from opscale.db.records import ReplicaRecord
-from opscale.db.repo import CommandRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
+from opscale.db.repo import AuditRepo, CommandRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
 from opscale.db.status import CommandStatus, NodeStatus, ReplicaDesired, ReplicaObserved
-from opscale.errors import OpscaleError
+from opscale.errors import OpscaleError, Unavailable
 from opscale.outage import OUTAGE_ERRORS, Outage
 from services.placement.agents import ReplicaRuntime, observe
 from services.placement.metrics import PlacementMetrics
 from services.placement.placer import Placer, PlanResult
 from services.placement.retry import retry_stale
 from services.placement.sessions import SessionRegistry
+from services.placement.shortfall import Assessment, Shortfalls
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ class Reconciler:
         command_resend_s: float,
         drain_grace_s: float,
         stop_grace_s: float,
+        recovery_grace_s: float = 0.0,
+        shortfalls: Shortfalls | None = None,
         on_change: Callable[[], None] | None = None,
         tracer: trace.Tracer | None = None,
         metrics: PlacementMetrics | None = None,
@@ -87,6 +95,12 @@ class Reconciler:
         self._runtime = runtime
         self._placer = placer
         self._lost_timeout_s = lost_timeout_s
+        self._recovery_grace_s = recovery_grace_s
+        self.shortfalls = shortfalls or Shortfalls()
+        # Nodes are judged from this moment (monotonic) on: the process start, then each return of the
+        # database. ``_database_down`` is set by any pass or flush that could not reach it.
+        self._judge_from = clock.monotonic()
+        self._database_down = False
         self._command_resend_s = command_resend_s
         self._drain_grace_s = drain_grace_s
         self._stop_grace_s = stop_grace_s
@@ -100,8 +114,16 @@ class Reconciler:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.now(), UTC)
 
-    async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
-        """Pass every ``interval_s`` (real time: a stop-Event wait, so shutdown is prompt) or when kicked."""
+    def restart_grace(self, why: str) -> None:
+        """Judge nodes only after a fresh grace (this replica just took over, so no agent is here yet)."""
+        self._judge_from = self._clock.monotonic()
+        log.info("%s: no node is judged lost for the next %.0f s", why, self._recovery_grace_s)
+
+    async def run(
+        self, stopping: asyncio.Event, interval_s: float, active: Callable[[], bool] | None = None
+    ) -> None:
+        """Pass every ``interval_s`` (real time: a stop-Event wait, so shutdown is prompt) or when kicked;
+        only while ``active()`` (this placement replica leads)."""
         while not stopping.is_set():
             waiter = asyncio.ensure_future(self.kick.wait())
             stopper = asyncio.ensure_future(stopping.wait())
@@ -113,6 +135,8 @@ class Reconciler:
             if stopping.is_set():
                 return
             self.kick.clear()
+            if active is not None and not active():
+                continue
             try:
                 await self.reconcile_once()
                 self._outage.ok()
@@ -129,16 +153,21 @@ class Reconciler:
         async with self._sessions() as session, session.begin():
             await NodeRepo(session, clock=self._clock).heartbeat_many(beats)
 
-    async def run_heartbeat_flush(self, stopping: asyncio.Event, interval_s: float) -> None:
+    async def run_heartbeat_flush(
+        self, stopping: asyncio.Event, interval_s: float, active: Callable[[], bool] | None = None
+    ) -> None:
         """Write buffered heartbeats every ``interval_s``, apart from the reconcile pass: a slow pass (a
         big re-placement) must not let the database's heartbeats go stale and nodes look lost."""
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)
+            if active is not None and not active():
+                continue
             try:
                 await self.flush_heartbeats()
                 self._flush_outage.ok()
             except OUTAGE_ERRORS as exc:
+                self._database_down = True
                 self._flush_outage.failed(exc)
             except Exception:
                 log.exception("heartbeat flush failed; the next one writes the latest beats")
@@ -148,17 +177,45 @@ class Reconciler:
         # re-placement or a drain shows up under the pass that caused it.
         start = self._clock.monotonic()
         with self._tracer.start_as_current_span("placement.reconcile"):
-            await self._reconcile_once()
+            try:
+                await self._reconcile_once()
+                await self._observe()
+            except Unavailable:
+                self._database_down = True
+                raise
         if self._metrics is not None:
-            await self._observe(self._metrics)
             self._metrics.reconcile_duration.observe(self._clock.monotonic() - start)
         self._last_pass_mono = self._clock.monotonic()
 
-    async def _observe(self, metrics: PlacementMetrics) -> None:
+    async def _observe(self) -> None:
+        """One read of the inventory for the gauges and the pools' shortfalls; an event per change."""
         async with self._sessions() as session:
             nodes = await NodeRepo(session, clock=self._clock).list()
             replicas = await ReplicaRepo(session, clock=self._clock).list()
-        metrics.observe(nodes, replicas)
+            targets = await PoolTargetRepo(session, clock=self._clock).list()
+        found = self.shortfalls.assess(targets, replicas, self._now())
+        if self._metrics is not None:
+            self._metrics.observe(nodes, replicas)
+            self._metrics.observe_shortfalls(found.short)
+        if found.opened or found.closed:
+            await self._report(found)
+
+    async def _report(self, found: Assessment) -> None:
+        for item in found.opened:
+            log.warning("%s", item.describe(), extra={"deployment": item.deployment})
+        for item in found.closed:
+            log.info(
+                "pool %s %s/%s is no longer short (was: %s)",
+                item.deployment, item.stage, item.operator, item.reason,
+                extra={"deployment": item.deployment},
+            )  # fmt: skip
+        async with self._sessions() as session, session.begin():
+            audit = AuditRepo(session, clock=self._clock)
+            for action, items in (("shortfall", found.opened), ("shortfall_resolved", found.closed)):
+                for item in items:
+                    name = f"{item.deployment}/{item.stage}/{item.operator}"
+                    after = {"target": item.target, "ready": item.ready, "reason": item.reason[:1000]}
+                    await audit.append("placement", action, "pool", name[:255], None, after)
 
     async def _reconcile_once(self) -> None:
         self.passes += 1
@@ -167,6 +224,8 @@ class Reconciler:
         for step in (self._lost_nodes, self._failed_replicas, self._drains, self._close_stopped):
             try:
                 touched |= await retry_stale(step)
+            except Unavailable:  # the database is away: the pass ends, its loop reports the outage once
+                raise
             except OpscaleError as exc:  # a CAS race with an RPC: the next pass sees the new state
                 log.info("reconcile step %s deferred: %s", step.__name__, exc)
         try:
@@ -174,17 +233,37 @@ class Reconciler:
             await self._replace(touched)
             await retry_stale(self._resend)
             await retry_stale(self._finish_node_drains)
+        except Unavailable:
+            raise
         except OpscaleError as exc:
             log.info("reconcile deferred: %s", exc)
 
+    def grace_left_s(self) -> float:
+        """Seconds until nodes may be judged lost again (0: now)."""
+        return max(0.0, self._judge_from + self._recovery_grace_s - self._clock.monotonic())
+
     async def _lost_nodes(self) -> set[str]:
         now_s = self._clock.now()
-        cutoff = self._now() - timedelta(seconds=self._lost_timeout_s)
+        # A silent node is given the grace too, not just the heartbeat timeout: its agent may be on its
+        # way back after a broken stream, waiting out a back-off that can reach the cap. Replacing its
+        # replicas sooner would only start twins.
+        cutoff = self._now() - timedelta(seconds=max(self._lost_timeout_s, self._recovery_grace_s))
         affected: set[str] = set()
         async with self._sessions() as session, session.begin():
             nodes = NodeRepo(session, clock=self._clock)
             replicas = ReplicaRepo(session, clock=self._clock)
-            for node in await nodes.list(heartbeat_before=cutoff):
+            stale = await nodes.list(heartbeat_before=cutoff)
+            if self._database_down:  # this read is the first to succeed since the outage
+                self._database_down = False
+                self._judge_from = self._clock.monotonic()
+                log.info(
+                    "database reachable again: no node is judged lost for the next %.0f s while agents "
+                    "reconnect",
+                    self._recovery_grace_s,
+                )
+            if stale and self.grace_left_s() > 0:
+                return affected
+            for node in stale:
                 if node.status not in _WATCHED or self._registry.fresh(
                     node.name, now_s, self._lost_timeout_s
                 ):
@@ -213,6 +292,7 @@ class Reconciler:
                 ):
                     info = self._runtime.get(replica.id)
                     reason = f"replica failed ({info.message if info and info.message else 'process gone'})"
+                    self.shortfalls.note((replica.deployment, replica.stage, replica.operator), reason)
                     await self._placer.stop(
                         session, replica, reason=reason, result=PlanResult(), send=True, grace_s=0.0
                     )
@@ -301,12 +381,18 @@ class Reconciler:
         # agent allows) must not hold back the others.
         for deployment in sorted(deployments):
             if self.held(deployment):
+                left = self._failures[deployment][1] - self._clock.monotonic()
+                for pool in self.shortfalls.short_pools(deployment):
+                    self.shortfalls.note(
+                        pool, f"re-placement held back {left:.0f} s more after repeated replica failures"
+                    )
                 continue
             await retry_stale(lambda d=deployment: self._replace_one(d))  # type: ignore[misc]
 
     async def _replace_one(self, deployment: str) -> None:
         async with self._sessions() as session, session.begin():
             result = await self._placer.reconcile(session, {deployment})
+        self.shortfalls.note_infeasible(result.infeasible)
         if result.started or result.draining:
             log.info(
                 "re-placed %s: %d started, %d draining", deployment, len(result.started), len(result.draining)
@@ -321,6 +407,9 @@ class Reconciler:
             for command in await commands.unacked(sent_before=cutoff):
                 await commands.set_status(command.id, CommandStatus.PENDING)
                 nodes.add(command.node)
+            # Commands another placement replica queued (it served an ApplyDesired or a drain) ring no
+            # doorbell here: deliver them within one pass.
+            nodes |= {n for n in await commands.pending_nodes() if n in self._registry.live()}
         for node in nodes:
             self._registry.wake(node)
 

@@ -26,11 +26,15 @@ from services.placement.convert import (
     infeasible_to_pb,
     node_to_pb,
     replica_to_pb,
+    shortfall_to_pb,
 )
+from services.placement.leader import LEADER_METADATA
 from services.placement.sessions import AgentSession
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 SAFETY_POLL_S = 30.0
+#: How long an agent that connects while this replica starts waits for it to know whether it leads.
+FIRST_RENEWAL_WAIT_S = 5.0
 
 
 def _name(item: Any) -> str:
@@ -107,7 +111,8 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             await self._app.get_replicas(request.deployment), _replica_key, size, request.page.page_token
         )
         msgs = [replica_to_pb(r, info.restarts, info.message, info.endpoint) for r, info in replicas]
-        return pb.GetReplicasResponse(replicas=msgs, next_page_token=token)
+        short = [shortfall_to_pb(s) for s in self._app.get_shortfalls(request.deployment)]
+        return pb.GetReplicasResponse(replicas=msgs, next_page_token=token, shortfalls=short)
 
     async def ApplyDesired(self, request: pb.ApplyDesiredRequest, context: Ctx) -> pb.ApplyDesiredResponse:
         deployment = require_name(request.deployment, "deployment")
@@ -130,6 +135,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[agent_pb2.ConnectResponse]:
         """Register first; then heartbeats, acks and status flow in while commands flow out."""
         channel = self._app.agents
+        leadership = self._app.leadership
+        if leadership is not None and not await leadership.decided(FIRST_RENEWAL_WAIT_S):
+            # A follower: the agent belongs with the leader (module docstring of services/placement/leader).
+            there = leadership.leader_address
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"this placement replica does not lead; connect to the leader"
+                f"{' at ' + there if there else ' (retry through the placement address)'}",
+                trailing_metadata=((LEADER_METADATA, there),) if there else (),
+            )
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("message") != "register":
             raise InvalidArgument("the first message on the stream must be register", field="register")

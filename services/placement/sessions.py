@@ -5,8 +5,8 @@ node another live session holds), the doorbell that wakes a stream when commands
 and the heartbeat buffer: beats are kept here and written to the database in one batch per flush (at
 2,000 agents and 1 s beats, one UPDATE per beat would be 2,000 transactions a second for a timestamp).
 
-Scope: one placement process. Several placement replicas behind a load balancer would each see only
-their own streams; the database's ``agent_session_id`` still refuses a superseded session's beats.
+Scope: one placement process. With several placement replicas only the leader holds streams
+(``leader.py``); the database's ``agent_session_id`` still refuses a superseded session's beats.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ async def test_apply_get_describe_freeze_delete(
         assert "Replicas: none" in described
         data = await cli.json("describe", "deployment", "chat")
         assert data["deployment"]["spec"]["name"] == "chat" and data["replicas"] == []
-        assert set(data) == {"deployment", "decision", "replicas"}
+        assert set(data) == {"deployment", "decision", "replicas", "shortfalls"}
         # Placement down: describe still shows what decision knows, and says what it could not get.
         partial = await cli.ok("describe", "deployment", "chat", "--placement", "127.0.0.1:1")
         assert "Replicas: unknown (placement at 127.0.0.1:1 is unreachable)" in partial and "Spec:" in partial

@@ -110,6 +110,26 @@ async def test_silence_is_held_fail_static_never_scaled_in(runtime: Runtime) -> 
         await replica.stop()
 
 
+async def test_min_replicas_holds_from_the_first_tick_without_load(runtime: Runtime) -> None:
+    placement = FakeActuator()
+    replica = await start_replica(runtime, "r1", placement)
+    spec = pd_spec("floor")
+    spec.limits.add(min_replicas=2)  # every pool: at least 2, before any load was ever reported
+    try:
+        await replica.stub.CreateDeployment(pb.CreateDeploymentRequest(spec=spec), timeout=5)
+        await eventually(lambda: decisions(replica.stub, "floor"))
+        first = (await decisions(replica.stub, "floor"))[-1]  # the very first decision recorded
+        # No signal yet, and still the floor. Prefill follows decode at 0.5 and has its own floor of 2,
+        # so decode needs the smallest L with ceil(L × 0.5) >= 2: 3 decode, 2 prefill.
+        assert first.load.stale
+        assert counts(first) == {DECODE_PB: 3, PREFILL_PB: 2}
+        assert any("min_replicas 2" in r for r in first.reasons)
+        await eventually(lambda: placement.calls)  # handed to placement (after it was recorded)
+        assert placement.calls[0][0] == "floor" and sorted(placement.calls[0][2].values()) == [2, 3]
+    finally:
+        await replica.stop()
+
+
 async def _newest_has(stub: object, name: str, want: dict[tuple[int, int], int]) -> bool:
     """The newest decision has these counts and placement's answer is recorded on it."""
     found = await decisions(stub, name)  # type: ignore[arg-type]

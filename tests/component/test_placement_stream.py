@@ -25,7 +25,7 @@ from services.placement.app import PlacementApp, PlacementConfig
 from services.placement.wiring import build_for
 from services.runtime import Runtime
 
-H100 = 80 * 10**9
+H100 = 80 * 2**30  # 80 GiB, as the planner's GPU table has it (a replica fills the usable 90%)
 SPEC = {
     "name": "d1",
     "model": {"preset": "llama3-8b"},
@@ -126,7 +126,10 @@ class ScriptedAgent:
 @pytest.fixture
 async def placement(runtime: Runtime) -> AsyncIterator[tuple[PlacementApp, grpc.aio.Channel]]:
     # The background reconciler is parked (one pass an hour); tests call reconcile_once themselves.
-    config = PlacementConfig(lost_timeout_s=LOST_S, reconcile_interval_s=3600, drain_grace_s=30)
+    # A short reconnect cap keeps the start-up grace (cap + LOST_S) just under the tests' first LOST_S + 1.
+    config = PlacementConfig(
+        lost_timeout_s=LOST_S, reconcile_interval_s=3600, drain_grace_s=30, agent_reconnect_max_s=0.5
+    )
     app = PlacementApp(runtime.sessions, runtime.clock, config)
     running = await start_service(build_for(app), "127.0.0.1", 0, runtime.telemetry)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")

@@ -41,6 +41,7 @@ FAST = {
     # Above an agent's restart time (process start + imports + registration, ~2 s on a busy host), so a
     # kill -9 and restart of an agent is an adoption, not a lost node.
     "OPSCALE_LOST_TIMEOUT_S": "5",
+    "OPSCALE_AGENT_RECONNECT_MAX_S": "1",  # placement's start-up grace: this + the lost timeout
     "OPSCALE_RECONCILE_INTERVAL_S": "0.2",
     "OPSCALE_COMMAND_RESEND_S": "2",
     "OPSCALE_DRAIN_GRACE_S": "3",

@@ -138,6 +138,10 @@ def test_agent_and_placement_settings_are_checked_at_load() -> None:
         load_settings(lost_timeout_s=2, heartbeat_interval_s=1)
     with pytest.raises(ConfigError, match="OPSCALE_AGENT_MAX_RESTARTS"):
         load_settings(agent_max_restarts=-1)
+    with pytest.raises(ConfigError, match="OPSCALE_AGENT_RECONNECT_MAX_S"):
+        load_settings(agent_reconnect_max_s=0)
+    with pytest.raises(ConfigError, match="OPSCALE_PLACEMENT_LEASE_RENEW_S"):
+        load_settings(placement_lease_renew_s=-1)
 
 
 def test_a_share_of_a_gpu_runs_under_mps_with_that_share() -> None:

@@ -378,12 +378,12 @@ def test_pdbs_never_block_a_drain(name: str) -> None:
         assert pdb["maxUnavailable"] >= 1
 
 
-def test_placement_runs_alone_until_it_can_share_agent_sessions() -> None:
-    # services/placement/sessions.py: agent sessions are per process; two replicas would split them.
-    placement = _one(_base_docs(), "Deployment", "placement")
-    assert placement["spec"]["replicas"] == 1 and placement["spec"]["strategy"]["type"] == "Recreate"
-    for name in ("ingest", "decision"):
+def test_every_service_runs_two_replicas() -> None:
+    # Placement too: one leads by the lease, the other serves the API and takes over (leader.py).
+    for name in ("ingest", "decision", "placement"):
         assert _one(_base_docs(), "Deployment", name)["spec"]["replicas"] == 2
+    placement = _one(_base_docs(), "Deployment", "placement")
+    assert placement["spec"].get("strategy", {}).get("type", "RollingUpdate") == "RollingUpdate"
 
 
 def test_every_pod_is_non_root_and_unprivileged_and_without_service_links() -> None:

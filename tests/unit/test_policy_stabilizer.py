@@ -342,3 +342,18 @@ def test_state_round_trips_through_json() -> None:
     restored = StabilizerState.from_json(json.loads(json.dumps(state.to_json())))
     assert restored == state
     assert replace(restored, last_good={}) != state
+
+
+def test_min_replicas_holds_from_the_first_tick_without_load() -> None:
+    """A new deployment (current 0, nothing recorded) whose every signal is missing is raised to its
+    floor. The floor is every pool's, so the follower's own (3 at ratio 0.5) sets the leader's: the
+    smallest L with ceil(L × 0.5) >= 3 is 5, and prefill is ceil(5 × 0.5) = 3."""
+    limits = Limits(default_pool=PoolLimits(min_replicas=3))
+    groups = [CoupledGroup(DEC, {PRE: 0.5})]
+    res = tick({DEC: 0, PRE: 0}, {}, stale=["decode_tps was never reported"], limits=limits, groups=groups)
+    assert res.replicas == {DEC: 5, PRE: 3}
+    assert any("min_replicas 3" in r and "stale" in r for r in res.reasons)
+    assert DEC not in res.held  # it moved: not held at current
+    # Still never a scale-in: above the floor, fail-static holds what runs.
+    held = tick({DEC: 0}, {DEC: 7}, stale=["x"], limits=limits)
+    assert held.replicas[DEC] == 7 and DEC in held.held

@@ -137,6 +137,16 @@ class CommandRepo(RepoBase):
         )
         return [_record(*found) for found in (await self._session.execute(query))]
 
+    async def pending_nodes(self) -> builtins.set[str]:
+        """Nodes with PENDING commands (what a placement leader checks for writes made elsewhere)."""
+        query = (
+            sa.select(Node.name)
+            .distinct()
+            .join(Command, Node.id == Command.node_id)
+            .where(Command.status == CommandStatus.PENDING)
+        )
+        return set((await self._session.scalars(query)).all())
+
     async def set_status(
         self, command_id: int, new: CommandStatus, *, error: str | None = None
     ) -> CommandRecord:

@@ -253,12 +253,30 @@ class GetReplicasRequest(_message.Message):
     def __init__(self, deployment: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
 
 class GetReplicasResponse(_message.Message):
-    __slots__ = ("replicas", "next_page_token")
+    __slots__ = ("replicas", "next_page_token", "shortfalls")
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALLS_FIELD_NUMBER: _ClassVar[int]
     replicas: _containers.RepeatedCompositeFieldContainer[Replica]
     next_page_token: str
-    def __init__(self, replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    shortfalls: _containers.RepeatedCompositeFieldContainer[PoolShortfall]
+    def __init__(self, replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., shortfalls: _Optional[_Iterable[_Union[PoolShortfall, _Mapping]]] = ...) -> None: ...
+
+class PoolShortfall(_message.Message):
+    __slots__ = ("deployment", "pool", "target", "ready", "reason", "since_ms")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    pool: _common_pb2.PoolKey
+    target: int
+    ready: int
+    reason: str
+    since_ms: int
+    def __init__(self, deployment: _Optional[str] = ..., pool: _Optional[_Union[_common_pb2.PoolKey, _Mapping]] = ..., target: _Optional[int] = ..., ready: _Optional[int] = ..., reason: _Optional[str] = ..., since_ms: _Optional[int] = ...) -> None: ...
 
 class ApplyDesiredRequest(_message.Message):
     __slots__ = ("deployment", "spec_version", "decision_id", "pools")
