@@ -29,6 +29,7 @@ from typing import Protocol
 from opscale.clock import Clock
 from opscale.config import ScrapeTarget
 from opscale.errors import ConfigError, OpscaleError
+from opscale.outage import Outage
 from services.ingest.shard import ScrapeState, owner
 from services.ingest.targets import TargetsFile, all_targets
 
@@ -63,6 +64,7 @@ class Membership:
         self.view: tuple[str, ...] = (self.member,)
         self._state = state
         self._clock = clock
+        self._outage = Outage("ingest: scrape membership not renewed", log, extra={"service": "ingest"})
 
     def owns(self, key: str) -> bool:
         return not self.sharded or owner(key, self.view) == self.member
@@ -75,8 +77,9 @@ class Membership:
         try:
             live = await self._state.beat(self.member, now_s=self._clock.now(), ttl_s=self.ttl_s)
         except OpscaleError as exc:
-            log.warning("scrape membership not renewed: %s", exc, extra={"service": "ingest"})
+            self._outage.failed(exc)
             return False
+        self._outage.ok()
         view = tuple(live) if self.member in live else tuple(sorted({*live, self.member}))
         changed, self.view = view != self.view, view
         return changed

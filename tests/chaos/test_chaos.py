@@ -303,12 +303,6 @@ def late_writes(s: Stack, old_pid: int) -> int:
     return sum(1 for d in reply.decisions if f"-{old_pid}-" in d.leader_id and d.tick_ms > first_new)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 item 1 (recovery grace, branch issue-14a): a placement that starts judges nodes by "
-    "database heartbeats older than lost_timeout_s before the agents' back-off lets them reconnect, "
-    "and replaces the replicas of every node whose agent is not back yet",
-)
 def test_placement_kill9_and_restart(stack: tuple[Stack, Load]) -> None:
     s, load = stack
     f = Fault(
@@ -329,11 +323,6 @@ def test_placement_kill9_and_restart(stack: tuple[Stack, Load]) -> None:
     assert_clean(f.finish())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 item 4 (quiet outages, branch issue-14b): ingest still logs a warning per "
-    "scrape-membership renewal (about 4 a second) while Redis is down",
-)
 def test_redis_outage(stack: tuple[Stack, Load]) -> None:
     s, load = stack
     f = Fault(
@@ -352,12 +341,6 @@ def test_redis_outage(stack: tuple[Stack, Load]) -> None:
     assert max(lines.values()) <= QUIET_LINES, lines
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 item 1 (recovery grace, branch issue-14a): placement stops every replica when "
-    "PostgreSQL returns after more than lost_timeout_s; item 4: placement logs a line per deferred "
-    "reconcile step and pass (about 2 a second)",
-)
 def test_postgres_outage(stack: tuple[Stack, Load]) -> None:
     s, load = stack
     f = Fault(
