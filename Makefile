@@ -58,7 +58,7 @@ bench: setup
 
 # The image's locked dependency sets (deploy/Dockerfile installs them with --require-hashes): the server
 # extra, and the build backend the wheel is built with. Re-run after changing dependencies in pyproject.toml.
-UV_LOCK := $(BIN)/uv pip compile --generate-hashes --python-version 3.11 --python-platform linux \
+UV_LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform linux \
 	--custom-compile-command "make lock"
 lock: setup
 	$(BIN)/python -m pip install --quiet uv
