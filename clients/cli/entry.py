@@ -3,7 +3,8 @@
 ``pip install opscale`` installs the client SDK alone (grpcio, protobuf, the OpenTelemetry API), so that
 a serving framework importing ``OpscaleClient`` pulls in no database, plotting or GPU libraries. The
 command line, the services and the node agent need ``pip install 'opscale[server]'``; without it the
-command says so instead of printing a ``ModuleNotFoundError`` traceback.
+command says so instead of printing a ``ModuleNotFoundError`` traceback. (This package's ``__init__``
+is empty, so importing this module needs nothing beyond the standard library.)
 """
 
 from __future__ import annotations
