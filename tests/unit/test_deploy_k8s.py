@@ -463,6 +463,14 @@ def test_an_overlay_that_sets_its_own_image_gets_a_new_migration_job(tmp_path: P
     _validate([job], "overlay with its own image")
 
 
+def test_every_workload_keeps_the_images_entrypoint_so_tini_is_pid_1() -> None:
+    """`command:` would replace the image's ENTRYPOINT (tini -- opscale) and make opscale PID 1, with no
+    one to reap the agent's orphaned children: workloads set only `args:`."""
+    for doc, pod in _pod_specs(_base_docs()):
+        for container in pod["containers"]:
+            assert "command" not in container and container["args"], f"{doc['metadata']['name']}"
+
+
 def test_the_agent_runs_on_gpu_nodes_and_owns_their_gpus() -> None:
     daemonset = _one(_base_docs(), "DaemonSet", "agent")
     pod = daemonset["spec"]["template"]["spec"]
