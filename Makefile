@@ -1,19 +1,20 @@
 # The README's two commands do all set-up on a fresh machine:
 #   make demo   — create .venv, install, run opscale on its embedded default (SQLite + in-process counters)
 #   make test   — create .venv, install with test extras, run the whole suite
+# `pip install .` alone is the client SDK; `.[server]` the CLI, services and agent; `.[plots]` PNG plots.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo run test test-fast fuzz protos check-protos lint typecheck bench clean
+.PHONY: setup demo run test test-fast fuzz protos check-protos lint typecheck bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[server,plots,test]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -54,6 +55,16 @@ typecheck: setup
 
 bench: setup
 	@for script in benchmarks/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
+
+# The image's locked dependency sets (deploy/Dockerfile installs them with --require-hashes): the server
+# extra, and the build backend the wheel is built with. Re-run after changing dependencies in pyproject.toml.
+UV_LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform linux \
+	--custom-compile-command "make lock"
+lock: setup
+	$(BIN)/python -m pip install --quiet uv
+	$(UV_LOCK) pyproject.toml --extra server -o deploy/requirements.lock
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(UV_LOCK) - -o deploy/build-requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .opscale

@@ -89,6 +89,12 @@ def register(app: typer.Typer) -> None:
         """Run the evaluation matrix (traces × models × SLOs × policies) and write the reports."""
         from rich.progress import Progress
 
+        from opscale.errors import ConfigError
+        from opscale.sim.plots import PLOTS_EXTRA, plots_available
+
+        if plots and not plots_available():  # before the matrix runs, not after
+            raise ConfigError(f"{PLOTS_EXTRA}, or pass --no-plots")
+
         from opscale.sim.evaluate import (
             full_matrix,
             quick_matrix,

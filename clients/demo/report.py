@@ -1,5 +1,6 @@
 """The demo's outputs under ``--out``: ``timeline.json`` (one row per second plus the decisions),
-``report.md`` (what ran, summary numbers, the plots) and four PNGs. matplotlib is imported here only."""
+``report.md`` (what ran, summary numbers, the plots) and four PNGs (with the ``plots`` extra:
+matplotlib is imported only when they are drawn)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from clients.demo.replay import ReplayState, Second
 from clients.demo.view import pool_order
+from opscale.sim.plots import pyplot
 from opscale.spec import DeploymentSpec
 
 
@@ -31,11 +33,7 @@ def _nan(v: float | int | None) -> float:
 
 
 def plot(out: Path, spec: DeploymentSpec, rows: list[Second]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     xs = [r.t_s for r in rows]
     paths: list[Path] = []
 

@@ -22,6 +22,7 @@ from clients.demo.stack import Stack, worker_pids
 from clients.demo.view import render
 from opscale.config import Settings
 from opscale.grpcutil.server import signals_set
+from opscale.sim.plots import PLOTS_EXTRA, plots_available
 from opscale.sim.traces import load_trace, scale_time
 from opscale.spec import DeploymentSpec, parse_spec
 from opscale.wire.specs import spec_to_pb
@@ -143,7 +144,12 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
             "workers_alive_at_exit": len(worker_pids({stack.node})),
         }
         write_timeline(opts.out, state, meta)
-        plots = plot(opts.out, spec, state.rows) if state.rows else []
+        plots: list[Path] = []
+        if state.rows and plots_available():
+            plots = plot(opts.out, spec, state.rows)
+        elif state.rows:
+            state.notes.append(f"no plots: {PLOTS_EXTRA}")
+            say(f"no plots: {PLOTS_EXTRA}")
         report = write_report(opts.out, spec, state, meta, plots)
         say(f"report: {report}  ({len(plots)} plots, timeline.json) in {opts.out}/")
     return stack.killed_leftovers

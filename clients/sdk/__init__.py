@@ -6,6 +6,9 @@ sender pushes batches (``batch_size``, or whatever is there every ``flush_interv
 id so a retry counts once; when the control plane is unreachable the batch is retried with jittered
 back-off, and once the buffer is full the oldest samples are dropped and counted. ``stats()`` says
 what was sent and what was dropped, and why.
+
+It needs a plain install only (grpcio, protobuf, opentelemetry-api): nothing it imports may reach the
+server extra's libraries (tests/unit/test_sdk_imports.py holds it to that).
 """
 
 from clients.sdk.aio import AsyncOpscaleClient

@@ -17,13 +17,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from opentelemetry import propagate, trace
 
 from opscale.grpcutil.tls import TlsFiles, channel_credentials, channel_options
-from opscale.telemetry import Telemetry
+
+if TYPE_CHECKING:  # the telemetry module reaches the OpenTelemetry SDK, Prometheus and the settings; the
+    # client SDK imports this module and needs none of them
+    from opscale.telemetry import Telemetry
 
 TRACER_NAME = "opscale.grpc.client"
 

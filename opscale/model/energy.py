@@ -9,8 +9,9 @@ weighted by the share of time it is busy, capped at the board limit::
 fractions add up past 1 are time-sharing the GPU, so their sum can exceed what the board allows —
 hence the cap.
 
-A fleet is reported two ways, as DESIGN.md asks: with GPUs that hold no replica drawing idle power
-(they stay powered in the pool), and with them released (0 W to this deployment).
+A fleet is reported two ways (docs/design.md, "The model behind a plan"): with GPUs that hold no
+replica drawing idle power (they stay powered in the pool), and with them released (0 W to this
+deployment).
 """
 
 from __future__ import annotations

@@ -1,12 +1,39 @@
 """PNG plots of an evaluation: per scenario, load; replicas per pool over time (operator and model); GPUs
-over time for every policy; p99 TTFT and p99 TPOT per minute. matplotlib is imported here only."""
+over time for every policy; p99 TTFT and p99 TPOT per minute.
+
+matplotlib is the ``plots`` extra, not a dependency of the services (their image has no plotting
+libraries): ``pyplot()`` imports it when a plot is drawn, and says which extra to install when it is not.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from opscale.errors import ConfigError
+
+#: What to do about a missing matplotlib, for every command that draws plots.
+PLOTS_EXTRA = "PNG plots need matplotlib, which is not installed: pip install 'opscale[plots]'"
+
+
+def plots_available() -> bool:
+    """Whether matplotlib is installed (without importing it: that takes a second)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend; ``ConfigError`` naming the extra if absent."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:
+        raise ConfigError(PLOTS_EXTRA) from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _slug(text: str) -> str:
@@ -14,11 +41,7 @@ def _slug(text: str) -> str:
 
 
 def plot_all(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["metrics"]["scenario"], []).append(r)

@@ -125,6 +125,12 @@ def test_long_running_servers_have_healthchecks_that_ask_their_own_port() -> Non
         assert CliRunner().invoke(app, [*test[2:], "--help"]).exit_code == 0
 
 
+def test_opscale_containers_keep_the_images_entrypoint_so_tini_is_pid_1() -> None:
+    for name, service in _services().items():
+        if _is_opscale(service):
+            assert "entrypoint" not in service, f"{name}: an entrypoint would replace tini"
+
+
 def test_published_ports_are_on_loopback_only() -> None:
     for name, service in _services().items():
         for port in service.get("ports") or []:

@@ -107,7 +107,7 @@ def _render_in_python(directory: Path) -> list[Doc]:
     if directory != BASE:
         kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
         assert kustomization["resources"] == ["../../base"]
-        known = {"apiVersion", "kind", "resources", "patches", "configMapGenerator"}
+        known = {"apiVersion", "kind", "resources", "patches", "configMapGenerator", "replacements"}
         assert set(kustomization) <= known, (
             "the overlay uses a kustomize feature this renderer does not know; extend it or install kubectl"
         )
@@ -133,11 +133,20 @@ def _render_in_python(directory: Path) -> list[Doc]:
             assert generator["behavior"] == "merge"
             config_map = _one(docs, "ConfigMap", generator["name"])
             config_map["data"].update(dict(item.split("=", 1) for item in generator["literals"]))
-    namespace = yaml.safe_load((BASE / "kustomization.yaml").read_text())["namespace"]
+    base = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     for doc in docs:
         if doc["kind"] != "Namespace":
-            doc["metadata"]["namespace"] = namespace
+            doc["metadata"]["namespace"] = base["namespace"]
+    # The one replacement every kustomization carries: the migration Job's name ends in the image tag.
+    assert yaml.safe_load((directory / "kustomization.yaml").read_text())["replacements"] == _REPLACEMENTS
+    (image,) = base["images"]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    job["metadata"]["name"] = f"opscale-migrate-{image['newTag']}"
     return docs
+
+
+#: What the Python renderer knows of replacements: exactly the base's (the Job name from the image tag).
+_REPLACEMENTS = yaml.safe_load((BASE / "kustomization.yaml").read_text())["replacements"]
 
 
 def _render(directory: Path) -> list[Doc]:
@@ -405,7 +414,7 @@ def test_every_pod_is_non_root_and_unprivileged_and_without_service_links() -> N
 
 def test_services_wait_for_the_schema_the_migration_job_creates(tmp_path: Path) -> None:
     docs = _base_docs()
-    job = _one(docs, "Job", "opscale-migrate")
+    job = _one(docs, "Job", "opscale-migrate-image")
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     marker = "(up to date)"
@@ -421,6 +430,50 @@ def test_services_wait_for_the_schema_the_migration_job_creates(tmp_path: Path) 
     assert CliRunner().invoke(app, ["db", "upgrade", "--database-url", url]).exit_code == 0
     after = CliRunner().invoke(app, ["db", "current", "--database-url", url])
     assert after.exit_code == 0 and marker in after.output, after.output
+
+
+@pytest.mark.parametrize("directory", [BASE, DEV, ROOT / "deploy" / "k8s" / "overlays" / "keda"])
+def test_the_migration_job_is_named_after_the_image_tag(directory: Path) -> None:
+    """A Job's template is immutable: one Job per image tag lets a new image's migration be applied."""
+    assert yaml.safe_load((directory / "kustomization.yaml").read_text())["replacements"] == _REPLACEMENTS
+    docs = _render(directory)
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    image = job["spec"]["template"]["spec"]["containers"][0]["image"]
+    tag = yaml.safe_load((BASE / "kustomization.yaml").read_text())["images"][0]["newTag"]
+    assert job["metadata"]["name"] == f"opscale-migrate-{tag}"
+    if _kustomize_binary() is not None:  # the Python renderer does not apply `images:`
+        assert image.endswith(f"opscale:{tag}")
+
+
+def test_an_overlay_that_sets_its_own_image_gets_a_new_migration_job(tmp_path: Path) -> None:
+    """What deploy/README tells an operator to do: an overlay naming <registry>/opscale:<tag>, here with
+    a registry port (a second ':' in the image) and a tag with a '-'; the Job follows the new tag."""
+    binary = _kustomize_binary()
+    if binary is None:
+        pytest.skip("neither kustomize nor kubectl is installed")
+    overlay = {
+        "resources": [os.path.relpath(DEV, tmp_path)],
+        "images": [{"name": "opscale", "newName": "localhost:5000/team/opscale", "newTag": "0.2.0-rc1"}],
+        "replacements": _REPLACEMENTS,
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    result = subprocess.run([*binary, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["metadata"]["name"] == "opscale-migrate-0.2.0-rc1"
+    assert (
+        job["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost:5000/team/opscale:0.2.0-rc1"
+    )
+    _validate([job], "overlay with its own image")
+
+
+def test_every_workload_keeps_the_images_entrypoint_so_tini_is_pid_1() -> None:
+    """`command:` would replace the image's ENTRYPOINT (tini -- opscale) and make opscale PID 1, with no
+    one to reap the agent's orphaned children: workloads set only `args:`."""
+    for doc, pod in _pod_specs(_base_docs()):
+        for container in pod["containers"]:
+            assert "command" not in container and container["args"], f"{doc['metadata']['name']}"
 
 
 def test_the_agent_runs_on_gpu_nodes_and_owns_their_gpus() -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from clients.cli.main import app
+from opscale.errors import ConfigError
+from opscale.sim.plots import plots_available, pyplot
 
 FIX = Path(__file__).parents[1] / "fixtures" / "traces"
 
@@ -60,3 +65,24 @@ def test_unknown_trace_is_a_clear_error() -> None:
     res = CliRunner().invoke(app, ["simulate", "--trace", "nope"])
     assert res.exit_code != 0
     assert "nope" in res.output
+
+
+def test_evaluate_without_matplotlib_asks_for_the_extra_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """matplotlib is the plots extra (not in the service image): plots requested without it are exit 2
+    naming the extra and --no-plots, before the matrix runs (nothing written)."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails as if absent
+    res = CliRunner().invoke(app, ["evaluate", "--quick", "--out", str(tmp_path / "ev"), "--workers", "1"])
+    assert res.exit_code == 2, res.output
+    assert "pip install 'opscale[plots]'" in res.output and "--no-plots" in res.output
+    assert not (tmp_path / "ev").exists()
+
+
+def test_pyplot_without_matplotlib_is_a_config_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert plots_available() is False
+    with pytest.raises(ConfigError, match=re.escape("pip install 'opscale[plots]'")):
+        pyplot()
