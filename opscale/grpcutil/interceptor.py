@@ -27,7 +27,7 @@ from opentelemetry import propagate, trace
 
 from opscale import errors
 from opscale.grpcutil.auth import ANONYMOUS, Authenticator, Identity, set_identity
-from opscale.grpcutil.errors import status_for
+from opscale.grpcutil.errors import rich_status
 from opscale.telemetry import Telemetry
 from opscale.wire.validate import decode_with
 
@@ -177,8 +177,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def _fail(self, exc: BaseException, context: Context, outcome: _Outcome, method: str) -> None:
         """Record the outcome and turn ``exc`` into a status; always raises."""
         if isinstance(exc, errors.OpscaleError):
-            outcome.code = status_for(exc)
-            await context.abort(outcome.code, exc.message)
+            status = rich_status(exc)
+            outcome.code = status.code
+            await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
         if isinstance(exc, asyncio.CancelledError):
             outcome.code = grpc.StatusCode.CANCELLED
             raise exc
