@@ -106,7 +106,7 @@ async def test_decision_malformed_spec(serve: Serve) -> None:
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "spec.slo.ttft_ms" in (info.value.details() or "")
     # The google.rpc rich error model: BadRequest names the field, ErrorInfo the reason.
-    status = rpc_status.from_call(info.value)
+    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]  # an aio error is a Call too
     assert status is not None and status.message == info.value.details()
     bad_request, error_info = error_details_pb2.BadRequest(), error_details_pb2.ErrorInfo()
     unpacked = [d.Unpack(bad_request) or d.Unpack(error_info) for d in status.details]
