@@ -39,6 +39,7 @@ from opscale.decisions.record import DecisionView, decode, encode, view_of, with
 from opscale.errors import OpscaleError
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
 from opscale.signals.load import read_load, window_for
+from opscale.telemetry import PERIODIC
 from opscale.wire.commands import resizes_of
 from services.decision.lease import Lease
 from services.decision.ledger import DecisionLedger, DeploymentHead
@@ -126,8 +127,9 @@ class DecisionLoop:
     async def tick(self) -> list[DecisionView]:
         """One pass over every deployment; returns the decisions it recorded."""
         started = self._clock.monotonic()
+        # A tick with nothing due leaves no trace (opscale.telemetry.PERIODIC): only its children do.
         with self._tracer.start_as_current_span(
-            "decision.tick", attributes={"replica": self._options.replica_id}
+            "decision.tick", attributes={"replica": self._options.replica_id, PERIODIC: True}
         ):
             async with self._sessions() as session:
                 heads = await DecisionLedger(session).heads()

@@ -33,6 +33,7 @@ from opscale.db.records import ReplicaRecord
 from opscale.db.repo import CommandRepo, NodeRepo, PoolTargetRepo, ReplicaRepo
 from opscale.db.status import CommandStatus, NodeStatus, ReplicaDesired, ReplicaObserved
 from opscale.errors import OpscaleError
+from opscale.telemetry import PERIODIC
 from services.placement.agents import ReplicaRuntime, observe
 from services.placement.metrics import PlacementMetrics
 from services.placement.placer import Placer, PlanResult
@@ -136,9 +137,10 @@ class Reconciler:
 
     async def reconcile_once(self) -> None:
         # One span per pass: the commands it queues carry its context, so an agent's handling of a
-        # re-placement or a drain shows up under the pass that caused it.
+        # re-placement or a drain shows up under the pass that caused it. A pass that queued nothing
+        # is not exported (opscale.telemetry.PERIODIC).
         start = self._clock.monotonic()
-        with self._tracer.start_as_current_span("placement.reconcile"):
+        with self._tracer.start_as_current_span("placement.reconcile", attributes={PERIODIC: True}):
             await self._reconcile_once()
         if self._metrics is not None:
             await self._observe(self._metrics)
