@@ -38,7 +38,8 @@ from opscale.decisions.deployment import Deployment
 from opscale.decisions.record import DecisionView, decode, encode, view_of, with_placement
 from opscale.errors import OpscaleError
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
-from opscale.signals.load import read_load, window_for
+from opscale.signals.load import read_load_and_summary, window_for
+from opscale.signals.summary import WindowSummary
 from opscale.telemetry import PERIODIC
 from opscale.wire.commands import resizes_of
 from services.decision.lease import Lease
@@ -76,6 +77,7 @@ class _Due:
     inp: PolicyInput | None = None
     out: PolicyOutput | None = None
     record: DecisionRecord | None = None
+    summary: WindowSummary | None = None
 
 
 class DecisionLoop:
@@ -137,6 +139,7 @@ class DecisionLoop:
             self._metrics.leases_held.labels(self._options.replica_id).set(len(self.held))
             for name in [n for n in self._last if n not in self.held]:
                 del self._last[name]  # lost or gave up the lease: re-read the ledger if it comes back
+                self._metrics.deployments.forget(name)
             self._setups.forget_except({h.name for h in heads})
             due = await self._due([h for h in heads if h.name in self.held])
             if not due:
@@ -196,7 +199,7 @@ class DecisionLoop:
             try:
                 async with sem:
                     now = self._clock.now()
-                    load = await read_load(
+                    load, due.summary = await read_load_and_summary(
                         self._counters, name, setup.read_pools, now_s=now, window_s=self._window_s
                     )
                 inp = PolicyInput(
@@ -319,6 +322,7 @@ class DecisionLoop:
             view = view_of(record, d.inp, d.out)
             self._last[d.head.name] = view
             self._metrics.decisions.labels(view.policy, view.placement.value).inc()
+            self._metrics.deployments.observe(view, d.inp.load, d.out, d.setup.slo, d.summary, self._clock)
             self._hub.publish(view)
             views.append(view)
         return views
