@@ -65,6 +65,19 @@ async def _run_agent(cfg: Settings) -> None:
     # Built once for the process: its spans continue the traces of the commands placement sends.
     telemetry = build_telemetry("opscale-agent", otlp_endpoint=cfg.otlp_endpoint)
     agent = Agent(config, discovery, on_registered=registered, telemetry=telemetry)
+    if cfg.agent_metrics_port is not None:
+        from clients.agent.metrics import AgentCollector
+
+        telemetry.registry.register(AgentCollector(agent))
+        try:
+            bound = telemetry.serve_metrics(cfg.listen_host, cfg.agent_metrics_port)
+        except OSError as exc:
+            telemetry.shutdown()
+            raise ConfigError(
+                f"the agent cannot serve /metrics on {cfg.listen_host}:{cfg.agent_metrics_port} "
+                f"(agent_metrics_port): {exc.strerror or exc}"
+            ) from None
+        echo(f"opscale agent metrics on http://{cfg.listen_host}:{bound}/metrics")
     stopping = asyncio.Event()
     task = asyncio.create_task(agent.run(stopping))
     waiter = asyncio.create_task(wait_for_signal(stopping))
@@ -108,6 +121,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         max_restarts: Annotated[int | None, Opt("--max-restarts", help="crashes before failed")] = None,
         restart_backoff_s: Annotated[float | None, Opt("--restart-backoff-s")] = None,
+        metrics_port: Annotated[
+            int | None,
+            Opt("--metrics-port", help="serve Prometheus /metrics on this port (0: any free; default: off)"),
+        ] = None,
     ) -> None:
         """Run the node agent until SIGTERM/Ctrl-C: register with placement and run the replicas it places."""
         overrides: dict[str, object] = {
@@ -119,6 +136,7 @@ def register(app: typer.Typer) -> None:
             "agent_state_dir": state_dir,
             "agent_max_restarts": max_restarts,
             "agent_restart_backoff_s": restart_backoff_s,
+            "agent_metrics_port": metrics_port,
         }
         if label:
             overrides["node_labels"] = _labels(label)
