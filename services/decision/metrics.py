@@ -33,46 +33,83 @@ def _nan(value: float | None) -> float:
 
 class DeploymentMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        def gauge(name: str, doc: str, labels: list[str] = _DEPLOYMENT) -> Gauge:
-            return Gauge(name, doc, labels, registry=registry)
-
-        self.arrival_rate = gauge(
-            "opscale_deployment_arrival_rate", "Requests arriving per second over the decision's window"
+        self.arrival_rate = Gauge(
+            "opscale_deployment_arrival_rate",
+            "Requests arriving per second over the decision's window",
+            _DEPLOYMENT,
+            registry=registry,
         )
-        self.decode_tps = gauge(
-            "opscale_deployment_decode_tokens_per_second", "Output tokens generated per second (window)"
+        self.decode_tps = Gauge(
+            "opscale_deployment_decode_tokens_per_second",
+            "Output tokens generated per second (window)",
+            _DEPLOYMENT,
+            registry=registry,
         )
-        self.prefill_tps = gauge(
+        self.prefill_tps = Gauge(
             "opscale_deployment_prefill_tokens_per_second",
             "Prompt tokens computed (cache misses) per second (window)",
+            _DEPLOYMENT,
+            registry=registry,
         )
-        self.ttft_p99 = gauge("opscale_deployment_ttft_p99_seconds", "Observed p99 time to first token")
-        self.tbt_p99 = gauge("opscale_deployment_tbt_p99_seconds", "Observed p99 time between tokens")
-        self.ttft_slo = gauge("opscale_deployment_ttft_slo_seconds", "The SLO's time-to-first-token target")
-        self.tbt_slo = gauge("opscale_deployment_tbt_slo_seconds", "The SLO's time-between-tokens target")
-        self.attainment = gauge(
+        self.ttft_p99 = Gauge(
+            "opscale_deployment_ttft_p99_seconds",
+            "Observed p99 time to first token",
+            _DEPLOYMENT,
+            registry=registry,
+        )
+        self.tbt_p99 = Gauge(
+            "opscale_deployment_tbt_p99_seconds",
+            "Observed p99 time between tokens",
+            _DEPLOYMENT,
+            registry=registry,
+        )
+        self.ttft_slo = Gauge(
+            "opscale_deployment_ttft_slo_seconds",
+            "The SLO's time-to-first-token target",
+            _DEPLOYMENT,
+            registry=registry,
+        )
+        self.tbt_slo = Gauge(
+            "opscale_deployment_tbt_slo_seconds",
+            "The SLO's time-between-tokens target",
+            _DEPLOYMENT,
+            registry=registry,
+        )
+        self.attainment = Gauge(
             "opscale_deployment_slo_attainment_ratio",
             "Share of the window's observations within the SLO target, per signal (ttft, tbt)",
             ["deployment", "signal"],
+            registry=registry,
         )
-        self.attainment_target = gauge(
+        self.attainment_target = Gauge(
             "opscale_deployment_slo_attainment_target_ratio",
             "The share the SLO asks for (its percentile / 100): attainment below it misses the SLO",
+            _DEPLOYMENT,
+            registry=registry,
         )
-        self.lag = gauge(
+        self.lag = Gauge(
             "opscale_deployment_decision_lag_seconds",
             "Seconds since the tick slot of the latest decision (grows when decisions stop)",
+            _DEPLOYMENT,
+            registry=registry,
         )
-        self.replicas = gauge(
-            "opscale_pool_replicas_decided", "Replicas the latest decision asks for, per pool", _POOL
+        self.replicas = Gauge(
+            "opscale_pool_replicas_decided",
+            "Replicas the latest decision asks for, per pool",
+            _POOL,
+            registry=registry,
         )
-        self.draining = gauge(
+        self.draining = Gauge(
             "opscale_pool_replicas_draining_decided",
             "Replicas the latest decision keeps draining (out of routing), per pool",
             _POOL,
+            registry=registry,
         )
-        self.gpus = gauge(
-            "opscale_pool_gpus_decided", "GPUs the latest decision's replicas take, per pool", _POOL
+        self.gpus = Gauge(
+            "opscale_pool_gpus_decided",
+            "GPUs the latest decision's replicas take, per pool",
+            _POOL,
+            registry=registry,
         )
         self._pools: dict[str, set[tuple[str, str]]] = {}
         self._slots: dict[str, float] = {}  # deployment -> latest decision's tick slot, epoch seconds
