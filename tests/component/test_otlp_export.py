@@ -140,8 +140,6 @@ async def test_opscale_up_exports_per_service_names_no_idle_roots_and_only_fault
     assert any(s.name == "decision.tick" for s in periodic)  # the ticks that decided are there
     for s in periodic:
         assert traces[s.trace_id] > 1 or _attrs(s).get(HANDED_ON), f"empty periodic root {s.name}"
-    ticks = sum(s.name == "decision.tick" for s in periodic)
-    assert ticks <= 6, f"{ticks} tick roots in ~3 s of one deployment deciding once a second"
 
     server = [s for _, s in spans if s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
     codes = {s.name: _attrs(s)["rpc.grpc.status_code"] for s in server if not _is_error(s)}
