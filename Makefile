@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo run test test-fast fuzz protos check-protos lint typecheck bench lock clean
+.PHONY: setup demo run test test-fast fuzz protos check-protos lint buf-lint go-check typecheck bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,29 @@ check-protos: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@$(MAKE) --no-print-directory buf-lint
+
+# buf (the npm registry's @bufbuild/buf, pinned) into ./node_modules, when npm exists: `buf lint` holds
+# protos/ to buf's STANDARD rules (buf.yaml), `buf breaking` compares the wire/JSON contract with main.
+BUF_VERSION ?= 1.75.0
+BUF := node_modules/.bin/buf
+$(BUF):
+	npm install --prefix $(CURDIR) --no-save --no-audit --no-fund --loglevel=error @bufbuild/buf@$(BUF_VERSION)
+
+buf-lint:
+	@if ! command -v npm >/dev/null 2>&1 && [ ! -x $(BUF) ]; then \
+		echo "buf lint skipped: npm is not installed (it installs @bufbuild/buf into ./node_modules)"; \
+	else \
+		{ [ -x $(BUF) ] || $(MAKE) --no-print-directory $(BUF); } && $(BUF) lint && \
+		if git rev-parse --verify --quiet main >/dev/null; then \
+			$(BUF) breaking --against '.git#branch=main,subdir=protos'; \
+		else echo "buf breaking skipped: no local branch main to compare with"; fi; \
+	fi
+
+# Go stubs generated from protos/ must compile (go_package options, imports); skipped without Go.
+go-check:
+	@if command -v go >/dev/null 2>&1; then { [ -x $(BUF) ] || $(MAKE) --no-print-directory $(BUF); } && scripts/go_check.sh $(BUF); \
+	else echo "go-check skipped: no Go toolchain on this machine"; fi
 
 typecheck: setup
 	$(BIN)/mypy opscale services clients migrations
@@ -67,4 +90,4 @@ lock: setup
 		| $(UV_LOCK) - -o deploy/build-requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .opscale
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .opscale node_modules

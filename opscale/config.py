@@ -265,6 +265,9 @@ class Settings(BaseSettings):
     agent_restart_backoff_s: float = Field(
         1.0, gt=0, le=600, description="first restart delay; doubles per crash, (0, 600]"
     )
+    agent_metrics_port: Port | None = Field(
+        None, ge=0, le=65535, description="the node agent's Prometheus /metrics port (0: any free; null: off)"
+    )
     scrape_targets: list[ScrapeTarget] = Field(
         default_factory=list,
         description="engine /metrics endpoints metrics-ingest polls (url, deployment, role)",

@@ -5,6 +5,7 @@ and ``OPSCALE_CONFIG`` only; calls ``main``). The services never import the CLI.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
@@ -24,7 +25,8 @@ async def serve(
 ) -> None:
     """Run ``entries`` until SIGTERM/SIGINT, each on its configured port, then stop them cleanly."""
     security = ServerSecurity.of(cfg)  # reads the tokens file: a bad one stops the start here
-    telemetry = build_telemetry(telemetry_name, otlp_endpoint=cfg.otlp_endpoint)
+    # Several services in this process (`opscale up`): each traces under its own service.name.
+    telemetry = build_telemetry(telemetry_name, otlp_endpoint=cfg.otlp_endpoint, per_service=len(entries) > 1)
     runtime = await open_runtime(cfg, telemetry)
     try:
         metrics = ""
@@ -46,7 +48,7 @@ async def serve(
             def build() -> ServiceDef:
                 # Services started before this one in this process: reach them where they listen.
                 runtime.settings = cfg.model_copy(update=addresses)
-                return entry.build(runtime)
+                return entry.build(dataclasses.replace(runtime, telemetry=telemetry.service(entry.name)))
 
             return build
 

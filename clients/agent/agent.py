@@ -11,6 +11,7 @@ heard).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
@@ -23,7 +24,7 @@ import grpc
 from opentelemetry import trace
 
 from clients.agent.backoff import Backoff
-from clients.agent.gpus import GpuDiscovery
+from clients.agent.gpus import GpuDiscovery, GpuSample
 from clients.agent.state import StateLock
 from clients.agent.supervisor import Supervisor
 from clients.agent.templates import Template
@@ -110,6 +111,8 @@ class Agent:
         self.registrations = 0
         self.placement_address = config.placement_address  # where the next stream goes (the leader's)
         self.gpus = discovery.discover()
+        self.gpu_samples: list[GpuSample] = []  # the last heartbeat's, for /metrics
+        self.commands: collections.Counter[tuple[str, str]] = collections.Counter()  # (kind, ack status)
         # Workers serve their control port with the node's certificate when it has one (else plaintext
         # on loopback), and the agent drains them with it.
         worker_tls = config.security.tls if config.security.tls.serves_tls else TlsFiles()
@@ -127,6 +130,11 @@ class Agent:
             worker_env=worker_tls_env(worker_tls),
             worker_security=ClientSecurity(worker_tls),
         )
+
+    @property
+    def connected(self) -> bool:
+        """Registered with placement on a live stream."""
+        return self._outbox is not None
 
     def _emit(self, status: apb.ReplicaStatus) -> None:
         if self._outbox is not None:
@@ -319,6 +327,7 @@ class Agent:
                 span.record_exception(exc)
                 status, message = apb.ACK_STATUS_FAILED, f"agent error: {exc}"
             span.set_attribute("ack_status", apb.AckStatus.Name(status))
+            self.commands[kind, apb.AckStatus.Name(status).removeprefix("ACK_STATUS_").lower()] += 1
             if status != apb.ACK_STATUS_ACCEPTED:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, message))
             return status, message
@@ -327,6 +336,7 @@ class Agent:
         while True:
             self._seq += 1
             samples = await asyncio.to_thread(self.discovery.sample, self.supervisor.busy_gpus())
+            self.gpu_samples = list(samples)
             now_ms = int(self._clock.now() * 1000)
             telemetry = [
                 common_pb2.GpuTelemetry(

@@ -80,6 +80,19 @@ async def _run_agent(cfg: Settings, keep_workers: bool) -> None:
     telemetry = build_telemetry("opscale-agent", otlp_endpoint=cfg.otlp_endpoint)
     backoff = Backoff(max_s=cfg.agent_reconnect_max_s)  # placement's recovery grace counts on this cap
     agent = Agent(config, discovery, backoff=backoff, on_registered=registered, telemetry=telemetry)
+    if cfg.agent_metrics_port is not None:
+        from clients.agent.metrics import AgentCollector
+
+        telemetry.registry.register(AgentCollector(agent))
+        try:
+            bound = telemetry.serve_metrics(cfg.listen_host, cfg.agent_metrics_port)
+        except OSError as exc:
+            telemetry.shutdown()
+            raise ConfigError(
+                f"the agent cannot serve /metrics on {cfg.listen_host}:{cfg.agent_metrics_port} "
+                f"(agent_metrics_port): {exc.strerror or exc}"
+            ) from None
+        echo(f"opscale agent metrics on http://{cfg.listen_host}:{bound}/metrics")
     stopping = asyncio.Event()
     task = asyncio.create_task(agent.run(stopping))
     waiter = asyncio.create_task(wait_for_signal(stopping))
@@ -141,6 +154,10 @@ def agent_cmd(
     ] = None,
     max_restarts: Annotated[int | None, Opt("--max-restarts", help="crashes before failed")] = None,
     restart_backoff_s: Annotated[float | None, Opt("--restart-backoff-s")] = None,
+    metrics_port: Annotated[
+        int | None,
+        Opt("--metrics-port", help="serve Prometheus /metrics on this port (0: any free; default: off)"),
+    ] = None,
     keep_workers: Annotated[
         bool,
         Opt(
@@ -166,6 +183,7 @@ def agent_cmd(
         "agent_state_dir": state_dir,
         "agent_max_restarts": max_restarts,
         "agent_restart_backoff_s": restart_backoff_s,
+        "agent_metrics_port": metrics_port,
     }
     if label:
         overrides["node_labels"] = _labels(label)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import selectors
@@ -68,17 +69,24 @@ class Stack:
     async def start_services(self) -> None:
         cfg = self.settings
         prepare_embedded_database(cfg.database_url)
-        self.telemetry = build_telemetry("opscale-demo", otlp_endpoint=cfg.otlp_endpoint)
+        self.telemetry = build_telemetry("opscale", otlp_endpoint=cfg.otlp_endpoint, per_service=True)
         self.runtime = await open_runtime(cfg, self.telemetry)
         host = cfg.listen_host
         placement = SERVICES["placement"]
-        self.running.append(await start_service(placement.build(self.runtime), host, 0, self.telemetry))
+        self.running.append(
+            await start_service(placement.build(self._runtime_of("placement")), host, 0, self.telemetry)
+        )
         self.addresses["placement"] = f"{host}:{self.running[0].port}"
         self.runtime.settings = cfg.model_copy(update={"placement_address": self.addresses["placement"]})
         for name in ("ingest", "decision"):
-            svc = await start_service(SERVICES[name].build(self.runtime), host, 0, self.telemetry)
+            svc = await start_service(SERVICES[name].build(self._runtime_of(name)), host, 0, self.telemetry)
             self.running.append(svc)
             self.addresses[name] = f"{host}:{svc.port}"
+
+    def _runtime_of(self, service: str) -> Runtime:
+        """The shared runtime, with the telemetry that traces as ``service`` (its own service.name)."""
+        assert self.runtime is not None and self.telemetry is not None
+        return dataclasses.replace(self.runtime, telemetry=self.telemetry.service(service))
 
     def start_agent(self, fake_gpus: str, timeout_s: float = 60.0) -> None:
         state = self.out / "agent"

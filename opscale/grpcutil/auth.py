@@ -129,6 +129,7 @@ ROLE_FOR_METHOD: dict[str, frozenset[Role]] = {
     ),
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": READ,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": READ,
 }
 

@@ -15,11 +15,13 @@ tests need not wait).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from opscale.grpcutil.tls import TlsFiles, channel_credentials, channel_options
@@ -56,6 +58,28 @@ class ClientSecurity:
 PLAINTEXT = ClientSecurity()
 
 
+def parent_context() -> otel_context.Context | None:
+    """What an outgoing call continues: the current span's trace; outside any span, the trace named by
+    the ``TRACEPARENT``/``TRACESTATE`` environment variables (how a script running ``opscale …`` inside
+    its own trace hands that trace to the command); None for neither (the current, empty context)."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier = {k.lower(): v for k in ("TRACEPARENT", "TRACESTATE") if (v := os.environ.get(k))}
+    return propagate.extract(carrier) if "traceparent" in carrier else None
+
+
+def trace_headers(span: trace.Span | None = None) -> dict[str, str]:
+    """W3C ``traceparent``/``tracestate`` for an outgoing call: ``span``'s context when it is a real
+    span, else the caller's (``parent_context``), so a serving framework's trace reaches opscale even
+    when the SDK records no spans of its own."""
+    carrier: dict[str, str] = {}
+    if span is not None and span.get_span_context().is_valid:
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+    else:
+        propagate.inject(carrier, context=parent_context())
+    return carrier
+
+
 class _Tracing:
     """What the four interceptor kinds share: start the span, inject its context and the credentials'
     metadata, end it on status."""
@@ -71,11 +95,11 @@ class _Tracing:
         service, _, name = method.partition("/")
         span = self._tracer.start_span(
             method,
+            context=parent_context(),
             kind=trace.SpanKind.CLIENT,
             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
         )
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        carrier = trace_headers(span)
         metadata = grpc.aio.Metadata(*(tuple(details.metadata) if details.metadata else ()))
         for key, value in (*carrier.items(), *self._extra):
             metadata[key] = value  # replaces a traceparent the caller may have set by hand
@@ -172,8 +196,10 @@ class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[typ
 def client_interceptors(
     telemetry: Telemetry | None, security: ClientSecurity = PLAINTEXT
 ) -> list[grpc.aio.ClientInterceptor]:
-    """One interceptor per call kind (grpc.aio files each interceptor under one kind only)."""
-    tracer = telemetry.tracer(TRACER_NAME) if telemetry is not None else trace.NoOpTracer()
+    """One interceptor per call kind (grpc.aio files each interceptor under one kind only). Without
+    ``telemetry`` spans go to the global tracer provider: the application's, when it set one (a serving
+    framework using the SDK), else nowhere; the caller's trace context is propagated either way."""
+    tracer = telemetry.tracer(TRACER_NAME) if telemetry is not None else trace.get_tracer(TRACER_NAME)
     tracing = _Tracing(tracer, security.metadata())
     kinds = (_UnaryUnary(tracing), _UnaryStream(tracing), _StreamUnary(tracing), _StreamStream(tracing))
     # grpc-stubs leaves ClientInterceptor a placeholder that every interceptor must be cast to.
@@ -188,7 +214,7 @@ def instrumented_channel(
     security: ClientSecurity = PLAINTEXT,
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to ``target`` with ``security``'s TLS and token, every RPC traced with
-    ``telemetry``'s tracer provider (none: spans are not recorded)."""
+    ``telemetry``'s tracer provider (none: the global one, see ``client_interceptors``)."""
     interceptors = client_interceptors(telemetry, security)
     opts = [*(options or ()), *channel_options(security.tls)]
     credentials = channel_credentials(security.tls)
@@ -203,13 +229,14 @@ class _SyncMetadata(
     grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
     grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
 ):
-    """Adds the credentials' metadata to every call of a blocking channel."""
+    """Adds the credentials' metadata and the caller's trace context (``trace_headers``) to every call
+    of a blocking channel."""
 
     def __init__(self, extra: tuple[tuple[str, str], ...]) -> None:
         self._extra = extra
 
     def _details(self, details: Any) -> Any:
-        metadata = [*(details.metadata or ()), *self._extra]
+        metadata = [*(details.metadata or ()), *self._extra, *trace_headers().items()]
         return _CallDetails(
             details.method,
             details.timeout,
@@ -243,7 +270,8 @@ class _CallDetails(grpc.ClientCallDetails):
 def sync_channel(
     target: str, security: ClientSecurity = PLAINTEXT, *, options: Sequence[tuple[str, Any]] | None = None
 ) -> grpc.Channel:
-    """A blocking channel to ``target`` with ``security``'s TLS and token (CLI, sync SDK)."""
+    """A blocking channel to ``target`` with ``security``'s TLS and token (CLI, sync SDK); each call
+    carries the caller's trace context (or ``TRACEPARENT``'s)."""
     opts = [*(options or ()), *channel_options(security.tls)]
     credentials = channel_credentials(security.tls)
     channel = (
@@ -251,5 +279,4 @@ def sync_channel(
         if credentials is not None
         else grpc.insecure_channel(target, options=opts)
     )
-    extra = security.metadata()
-    return grpc.intercept_channel(channel, _SyncMetadata(extra)) if extra else channel
+    return grpc.intercept_channel(channel, _SyncMetadata(security.metadata()))

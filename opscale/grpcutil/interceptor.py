@@ -27,8 +27,8 @@ from opentelemetry import propagate, trace
 
 from opscale import errors
 from opscale.grpcutil.auth import ANONYMOUS, Authenticator, Identity, set_identity
-from opscale.grpcutil.errors import status_for
-from opscale.telemetry import Telemetry
+from opscale.grpcutil.errors import rich_status
+from opscale.telemetry import SERVER_FAULTS, Telemetry
 from opscale.wire.validate import decode_with
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         fast_paths: Collection[str] = (),
     ) -> None:
         self._service = service
+        telemetry = telemetry.service(service)  # its own service.name when it shares a process
         self._telemetry = telemetry
         self._tracer = telemetry.tracer(f"opscale.{service}")
         self._auth = auth
@@ -159,6 +160,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             context=propagate.extract(metadata),
             kind=trace.SpanKind.SERVER,
             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            # The abort that ends a failed RPC is an exception: ``_end`` decides the status instead.
+            record_exception=False,
+            set_status_on_exception=False,
         )
 
     def _begin(self) -> float:
@@ -166,19 +170,23 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return time.perf_counter()
 
     def _end(self, method: str, outcome: _Outcome, start: float, span: trace.Span) -> None:
+        """Metrics and span status as the OpenTelemetry RPC conventions have them: the status code on
+        both; a SERVER span is an error only for a server fault (``SERVER_FAULTS``)."""
         rpc = self._telemetry.rpc
         rpc.in_flight.labels(self._service).dec()
-        rpc.requests.labels(self._service, method, outcome.code.name).inc()
-        rpc.latency.labels(self._service, method).observe(time.perf_counter() - start)
-        span.set_attribute("rpc.grpc.status_code", outcome.code.value[0])
-        if outcome.code is not grpc.StatusCode.OK:
+        service, _, name = method.lstrip("/").partition("/")
+        code = outcome.code.value[0]
+        rpc.duration.labels("grpc", service, name, str(code)).observe((time.perf_counter() - start) * 1000)
+        span.set_attribute("rpc.grpc.status_code", code)
+        if outcome.code in SERVER_FAULTS:
             span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.code.name))
 
     async def _fail(self, exc: BaseException, context: Context, outcome: _Outcome, method: str) -> None:
         """Record the outcome and turn ``exc`` into a status; always raises."""
         if isinstance(exc, errors.OpscaleError):
-            outcome.code = status_for(exc)
-            await context.abort(outcome.code, exc.message)
+            status = rich_status(exc)
+            outcome.code = status.code
+            await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
         if isinstance(exc, asyncio.CancelledError):
             outcome.code = grpc.StatusCode.CANCELLED
             raise exc
@@ -191,6 +199,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             raise exc
         ref = uuid.uuid4().hex[:12]
         outcome.code = grpc.StatusCode.INTERNAL
+        span = trace.get_current_span()  # the RPC's: a bug's traceback belongs in its trace
+        span.record_exception(exc, attributes={"opscale.ref": ref})
         log.error(
             "unhandled error in %s (ref %s)", method, ref, exc_info=exc, extra={"rpc": method, "ref": ref}
         )

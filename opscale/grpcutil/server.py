@@ -20,11 +20,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from opscale.errors import ConfigError
 from opscale.grpcutil.auth import Authenticator
 from opscale.grpcutil.interceptor import ServerInterceptor
+from opscale.grpcutil.reflection import enable_reflection
 from opscale.grpcutil.tls import TlsFiles, is_loopback, server_credentials
 from opscale.outage import Outage
 from opscale.telemetry import Telemetry
@@ -169,7 +169,7 @@ async def start_service(
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*definition.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+    enable_reflection(names, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = _bind(server, address, security, definition.name)

@@ -104,9 +104,32 @@ def to_load_window(summary: WindowSummary, pools_read: bool = True) -> LoadWindo
 async def read_load(
     store: CounterStore, deployment: str, pools: Sequence[PoolKey], *, now_s: float, window_s: float
 ) -> LoadWindow:
+    load, _summary = await read_load_and_summary(store, deployment, pools, now_s=now_s, window_s=window_s)
+    return load
+
+
+async def read_load_and_summary(
+    store: CounterStore, deployment: str, pools: Sequence[PoolKey], *, now_s: float, window_s: float
+) -> tuple[LoadWindow, WindowSummary]:
+    """``read_load``, and the window summary it came from (its histograms give SLO attainment)."""
     refs = [p for p in pools if _known(p)]
     summary = await read_window_summary(store, deployment, now_s=now_s, window_s=window_s, pools=refs)
-    return to_load_window(summary, pools_read=bool(refs))
+    return to_load_window(summary, pools_read=bool(refs)), summary
+
+
+def share_at_most(d: Distribution, limit: float) -> float | None:
+    """The share of the window's observations at or below ``limit`` (SLO attainment of one signal),
+    interpolated linearly inside the bin that straddles it; None with no observations."""
+    total = sum(b.count for b in d.bins)
+    if not total:
+        return None
+    within = 0.0
+    for b in d.bins:
+        if b.upper <= limit:
+            within += b.count
+        elif b.lower < limit and math.isfinite(b.upper):
+            within += b.count * (limit - b.lower) / (b.upper - b.lower)
+    return min(1.0, within / total)
 
 
 # --- ledger JSON ---------------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ from opscale.errors import OpscaleError
 from opscale.lease import Lease, fence
 from opscale.outage import OUTAGE_ERRORS, Outage
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
-from opscale.signals.load import read_load, window_for
+from opscale.signals.load import read_load_and_summary, window_for
+from opscale.signals.summary import WindowSummary
+from opscale.telemetry import PERIODIC
 from opscale.wire.commands import resizes_of
 from services.decision.ledger import DecisionLedger, DeploymentHead
 from services.decision.metrics import LoopMetrics
@@ -76,6 +78,7 @@ class _Due:
     inp: PolicyInput | None = None
     out: PolicyOutput | None = None
     record: DecisionRecord | None = None
+    summary: WindowSummary | None = None
 
 
 class DecisionLoop:
@@ -132,8 +135,9 @@ class DecisionLoop:
     async def tick(self) -> list[DecisionView]:
         """One pass over every deployment; returns the decisions it recorded."""
         started = self._clock.monotonic()
+        # A tick with nothing due leaves no trace (opscale.telemetry.PERIODIC): only its children do.
         with self._tracer.start_as_current_span(
-            "decision.tick", attributes={"replica": self._options.replica_id}
+            "decision.tick", attributes={"replica": self._options.replica_id, PERIODIC: True}
         ):
             async with self._sessions() as session:
                 heads = await DecisionLedger(session).heads()
@@ -141,6 +145,7 @@ class DecisionLoop:
             self._metrics.leases_held.labels(self._options.replica_id).set(len(self.held))
             for name in [n for n in self._last if n not in self.held]:
                 del self._last[name]  # lost or gave up the lease: re-read the ledger if it comes back
+                self._metrics.deployments.forget(name)
             self._setups.forget_except({h.name for h in heads})
             due = await self._due([h for h in heads if h.name in self.held])
             if not due:
@@ -201,7 +206,7 @@ class DecisionLoop:
                 async with sem:
                     now = self._clock.now()
                     try:
-                        load = await read_load(
+                        load, due.summary = await read_load_and_summary(
                             self._counters, name, setup.read_pools, now_s=now, window_s=self._window_s
                         )
                     except OUTAGE_ERRORS as exc:
@@ -360,6 +365,7 @@ class DecisionLoop:
             view = view_of(record, d.inp, d.out)
             self._last[d.head.name] = view
             self._metrics.decisions.labels(view.policy, view.placement.value).inc()
+            self._metrics.deployments.observe(view, d.inp.load, d.out, d.setup.slo, d.summary, self._clock)
             self._hub.publish(view)
             views.append(view)
         return views

@@ -39,6 +39,7 @@ from opscale.db.repo import AuditRepo, CommandRepo, NodeRepo, PoolTargetRepo, Re
 from opscale.db.status import CommandStatus, NodeStatus, ReplicaDesired, ReplicaObserved
 from opscale.errors import OpscaleError, Unavailable
 from opscale.outage import OUTAGE_ERRORS, Outage
+from opscale.telemetry import PERIODIC
 from services.placement.agents import ReplicaRuntime, observe
 from services.placement.metrics import PlacementMetrics
 from services.placement.placer import Placer, PlanResult
@@ -174,9 +175,10 @@ class Reconciler:
 
     async def reconcile_once(self) -> None:
         # One span per pass: the commands it queues carry its context, so an agent's handling of a
-        # re-placement or a drain shows up under the pass that caused it.
+        # re-placement or a drain shows up under the pass that caused it. A pass that queued nothing
+        # is not exported (opscale.telemetry.PERIODIC).
         start = self._clock.monotonic()
-        with self._tracer.start_as_current_span("placement.reconcile"):
+        with self._tracer.start_as_current_span("placement.reconcile", attributes={PERIODIC: True}):
             try:
                 await self._reconcile_once()
                 await self._observe()

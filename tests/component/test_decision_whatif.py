@@ -89,6 +89,22 @@ async def test_tick_telemetry(runtime: Runtime, spans: InMemorySpanExporter) -> 
         await push_load(runtime, "seen", decode_tps=2000)
         advance(runtime, 1)
         await eventually(lambda: _at_least(replica, 2))
+        # Per-deployment and per-pool gauges of the latest decision (push_load: 2,000 decode tokens/s,
+        # TTFT 100 ms and TBT 10 ms against the 1,000/100 ms SLO).
+        value = runtime.telemetry.registry.get_sample_value
+        seen = {"deployment": "seen"}
+        assert value("opscale_deployment_decode_tokens_per_second", seen) == pytest.approx(2000, rel=0.05)
+        assert value("opscale_deployment_ttft_slo_seconds", seen) == pytest.approx(1.0)
+        assert value("opscale_deployment_tbt_slo_seconds", seen) == pytest.approx(0.1)
+        assert value("opscale_deployment_tbt_p99_seconds", seen) == pytest.approx(0.010, rel=0.2)
+        for signal in ("ttft", "tbt"):
+            assert value("opscale_deployment_slo_attainment_ratio", {**seen, "signal": signal}) == 1.0
+        assert value("opscale_deployment_slo_attainment_target_ratio", seen) == pytest.approx(0.99)
+        lag = value("opscale_deployment_decision_lag_seconds", seen)
+        assert lag is not None and 0 <= lag <= 1  # the virtual clock sits at the latest slot
+        decode = {**seen, "stage": "decode", "operator": "model"}
+        assert (value("opscale_pool_replicas_decided", decode) or 0) >= 1
+        assert (value("opscale_pool_gpus_decided", decode) or 0) >= 1
     finally:
         await replica.stop()
     per_deployment = [s for s in spans.get_finished_spans() if s.name == "decision.deployment"]

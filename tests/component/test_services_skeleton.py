@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
 from opscale.api.decision.v1 import decision_pb2, decision_pb2_grpc
 from opscale.api.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -37,7 +40,39 @@ async def test_health_and_reflection(serve: Serve, service: str) -> None:
     )
     listed = {s.name async for reply in call for s in reply.list_services_response.service}
     assert set(SERVICE_NAMES[service]) <= listed
-    assert "grpc.health.v1.Health" in listed
+    assert {"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= listed
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_NAMES))
+async def test_reflection_v1_answers(serve: Serve, service: str) -> None:
+    # v1's messages are v1alpha's under a new package name: the same bytes, on v1's method path.
+    v1 = (await serve(service)).stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    asks = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        *(reflection_pb2.ServerReflectionRequest(file_containing_symbol=s) for s in SERVICE_NAMES[service]),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Symbol"),
+    ]
+    replies = [reply async for reply in v1(iter(asks), timeout=5)]
+    assert len(replies) == len(asks)
+    listed = {s.name for s in replies[0].list_services_response.service}
+    assert set(SERVICE_NAMES[service]) | {"grpc.reflection.v1.ServerReflection"} <= listed
+    for name, reply in zip(SERVICE_NAMES[service], replies[1:-2], strict=True):
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(b)
+            for b in reply.file_descriptor_response.file_descriptor_proto
+        ]
+        assert any(name.rsplit(".", 1)[-1] in {s.name for s in f.service} for f in files), name
+    own = descriptor_pb2.FileDescriptorProto.FromString(
+        replies[-2].file_descriptor_response.file_descriptor_proto[0]
+    )
+    assert (own.package, own.service[0].name) == ("grpc.reflection.v1", "ServerReflection")
+    assert own.service[0].method[0].input_type == ".grpc.reflection.v1.ServerReflectionRequest"
+    assert replies[-1].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 async def _code_and_details(call: object) -> tuple[grpc.StatusCode, str]:
@@ -66,11 +101,20 @@ async def test_decision_malformed_spec(serve: Serve) -> None:
         model=decision_pb2.ModelRef(preset="llama3-70b"),
         slo=decision_pb2.Slo(ttft_ms=-1, tbt_ms=100),
     )
-    code, details = await _code_and_details(
-        stub.CreateDeployment(decision_pb2.CreateDeploymentRequest(spec=bad), timeout=5)
-    )
-    assert code is grpc.StatusCode.INVALID_ARGUMENT
-    assert "spec.slo.ttft_ms" in details
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreateDeployment(decision_pb2.CreateDeploymentRequest(spec=bad), timeout=5)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.slo.ttft_ms" in (info.value.details() or "")
+    # The google.rpc rich error model: BadRequest names the field, ErrorInfo the reason.
+    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]  # an aio error is a Call too
+    assert status is not None and status.message == info.value.details()
+    bad_request, error_info = error_details_pb2.BadRequest(), error_details_pb2.ErrorInfo()
+    unpacked = [d.Unpack(bad_request) or d.Unpack(error_info) for d in status.details]
+    assert unpacked == [True, True]
+    assert [v.field for v in bad_request.field_violations] == ["spec.slo.ttft_ms"]
+    assert bad_request.field_violations[0].description == status.message
+    assert (error_info.reason, error_info.domain) == ("INVALID_ARGUMENT", "opscale")
+    assert error_info.metadata["field"] == "spec.slo.ttft_ms"
     code, details = await _code_and_details(
         stub.CreateDeployment(decision_pb2.CreateDeploymentRequest(), timeout=5)
     )

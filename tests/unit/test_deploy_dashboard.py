@@ -1,9 +1,11 @@
 """deploy/grafana/opscale-dashboard.json: well-formed for Grafana, and never drifting from the code.
 
 Every series a query names must be one the code exports: the metric families are read from the source
-(``Counter("opscale_…"`` and friends) and expanded the way prometheus_client exposes them (a counter as
-``_total``, a histogram as ``_bucket``/``_sum``/``_count``), so a renamed metric, or ``rate()`` over a
-counter without ``_total``, fails here instead of showing an empty panel in production.
+(``Counter("opscale_…"``, ``GaugeMetricFamily("opscale_agent_…"`` and friends) and expanded the way
+prometheus_client exposes them (a counter as ``_total``, a histogram as ``_bucket``/``_sum``/``_count``),
+plus the standard families every registry carries (``process_*``, ``python_*``), so a renamed metric,
+or ``rate()`` over a counter without ``_total``, fails here instead of showing an empty panel in
+production. tests/component/test_dashboard_metrics.py checks the same against a live scrape.
 """
 
 from __future__ import annotations
@@ -16,7 +18,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "opscale-dashboard.json"
 SOURCES = ("opscale", "services", "clients")
-DEFINITION = re.compile(r"\b(Counter|Gauge|Histogram|Summary|Info|Enum)\(\s*[\"'](opscale_[a-z0-9_]+)[\"']")
+DEFINITION = re.compile(
+    r"\b(Counter|Gauge|Histogram|Summary|Info|Enum|CounterMetricFamily|GaugeMetricFamily)"
+    r"\(\s*[\"']((?:opscale|rpc)_[a-z0-9_]+)[\"']"
+)
+#: Names a dashboard query may use: ours, the OpenTelemetry RPC histogram, the standard collectors.
+REFERENCE = re.compile(r"\b(?:opscale|rpc|process|python)_[a-z0-9_]+")
+#: Label matchers and grouping clauses, whose label names (rpc_method, …) are not series.
+LABEL_PARTS = re.compile(r"\{[^}]*\}|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+
+
+def referenced_series(expr: str) -> set[str]:
+    return set(REFERENCE.findall(LABEL_PARTS.sub("", expr)))
+
+
 #: The series each kind of metric family exposes (prometheus_client's exposition).
 SUFFIXES = {
     "Counter": ("_total", "_created"),
@@ -25,6 +40,8 @@ SUFFIXES = {
     "Summary": ("", "_sum", "_count", "_created"),
     "Info": ("_info",),
     "Enum": ("",),
+    "CounterMetricFamily": ("_total",),
+    "GaugeMetricFamily": ("",),
 }
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__all"}
 
@@ -47,8 +64,19 @@ def _exprs() -> list[str]:
     return [t["expr"] for p in _panels() for t in p.get("targets", [])]
 
 
+def standard_series() -> set[str]:
+    """What every opscale registry carries besides its own metrics (process, platform, gc collectors)."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from opscale.telemetry import build_telemetry
+
+    text = generate_latest(build_telemetry("opscale-test").registry).decode()
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def exported_series() -> set[str]:
-    series: set[str] = set()
+    series: set[str] = standard_series()
     for package in SOURCES:
         for path in (ROOT / package).rglob("*.py"):
             if "api" in path.relative_to(ROOT).parts[:2]:
@@ -63,16 +91,20 @@ def test_the_source_scan_finds_the_metrics_we_know_exist() -> None:
     # Guards the regex: if it silently matched nothing, every dashboard check below would be vacuous.
     series = exported_series()
     assert {
-        "opscale_rpc_requests_total",
-        "opscale_rpc_duration_seconds_bucket",
+        "rpc_server_duration_milliseconds_count",
+        "rpc_server_duration_milliseconds_bucket",
         "opscale_rpc_in_flight",
+        "opscale_agent_commands_total",
+        "opscale_deployment_slo_attainment_ratio",
+        "process_cpu_seconds_total",
+        "opscale_build_info",
     } <= series
-    assert "opscale_rpc_requests" not in series  # a counter is only exposed with _total
+    assert "opscale_agent_commands" not in series  # a counter is only exposed with _total
 
 
 def test_every_metric_the_dashboard_queries_is_exported_by_the_code() -> None:
     series = exported_series()
-    referenced = {name for expr in _exprs() for name in re.findall(r"\bopscale_[a-z0-9_]+", expr)}
+    referenced = {name for expr in _exprs() for name in referenced_series(expr)}
     assert referenced, "the dashboard queries no opscale metric"
     missing = sorted(referenced - series)
     assert not missing, f"the dashboard queries series no code exports: {missing}"
@@ -87,7 +119,7 @@ def test_queries_are_balanced_and_use_only_defined_variables() -> None:
         for name in re.findall(r"\$\{?(\w+)", expr):
             assert name in variables, f"${name} is not a dashboard variable: {expr}"
         # Counters are only meaningful as a rate or an increase.
-        for counter in re.findall(r"\bopscale_[a-z0-9_]+_total\b", expr):
+        for counter in re.findall(r"\b(?:opscale|rpc|process)_[a-z0-9_]+_total\b", expr):
             assert re.search(rf"(rate|increase)\({counter}\b", expr), f"raw counter {counter}: {expr}"
 
 
@@ -123,8 +155,15 @@ def test_panel_ids_are_unique_and_the_grid_does_not_overlap() -> None:
 def test_the_sre_questions_each_have_a_panel() -> None:
     exprs = " ".join(_exprs())
     needed = {
-        "RPC rate": "opscale_rpc_requests_total",
-        "RPC latency": "opscale_rpc_duration_seconds_bucket",
+        "RPC rate": "rpc_server_duration_milliseconds_count",
+        "RPC latency": "rpc_server_duration_milliseconds_bucket",
+        "deployment load": "opscale_deployment_arrival_rate",
+        "latency vs SLO": "opscale_deployment_ttft_slo_seconds",
+        "SLO attainment": "opscale_deployment_slo_attainment_ratio",
+        "decided vs placed vs ready": "opscale_pool_replicas_decided",
+        "decision lag": "opscale_deployment_decision_lag_seconds",
+        "agents": "opscale_agent_connected",
+        "process resources": "process_resident_memory_bytes",
         "decisions and outcomes": "opscale_decisions_total",
         "decision tick time": "opscale_decision_tick_seconds_bucket",
         "ingest rejects": "opscale_ingest_batches_rejected_total",

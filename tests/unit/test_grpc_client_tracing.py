@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from opscale.grpcutil.client import instrumented_channel
+from opscale.grpcutil.client import instrumented_channel, sync_channel
 from opscale.telemetry import Telemetry, build_telemetry
 
 SERVICE = "test.v1.Echo"
@@ -168,3 +168,52 @@ async def test_a_call_outside_any_span_starts_a_trace_and_keeps_caller_metadata(
     assert span.parent is None
     assert _ids(seen) == _ids_of(span)
     assert caller == b"me"
+
+
+# --- without opscale telemetry: the SDK and the CLI carry the caller's trace --------------------------
+
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CALLER_TRACEPARENT = f"00-{CALLER_TRACE}-b7ad6b7169203331-01"
+
+
+async def test_the_async_sdk_channel_carries_the_applications_trace(
+    address: str, telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A serving framework's span (its own tracer provider, not the SDK's): no telemetry is given to the
+    # channel, as in AsyncOpscaleClient, yet the call continues the framework's trace.
+    monkeypatch.delenv("TRACEPARENT", raising=False)
+    channel = instrumented_channel(address, None)
+    try:
+        with telemetry.tracer("framework").start_as_current_span("request") as framework:
+            seen = await channel.unary_unary(f"/{SERVICE}/Unary", None, None)(b"x", timeout=5)
+    finally:
+        await channel.close(None)
+    assert _ids(seen)[0] == f"{framework.get_span_context().trace_id:032x}"
+
+
+def _sync_traceparent(address: str) -> bytes:
+    with sync_channel(address) as channel:
+        reply = channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=5)
+    assert isinstance(reply, bytes)
+    return reply
+
+
+async def test_the_blocking_channel_carries_the_current_trace_or_traceparent_from_the_environment(
+    address: str, telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRACEPARENT", raising=False)
+    assert await asyncio.to_thread(_sync_traceparent, address) == b""  # nothing to carry
+    with telemetry.tracer("cli").start_as_current_span("command") as command:
+        seen = await asyncio.to_thread(_sync_traceparent, address)  # to_thread copies the context
+    assert _ids(seen) == _ids_of_span(command)
+    # A script that runs `opscale …` inside its trace exports TRACEPARENT: the command continues it.
+    monkeypatch.setenv("TRACEPARENT", CALLER_TRACEPARENT)
+    seen = await asyncio.to_thread(_sync_traceparent, address)
+    assert _ids(seen) == (CALLER_TRACE, "b7ad6b7169203331")
+    monkeypatch.setenv("TRACEPARENT", "not-a-traceparent")
+    assert await asyncio.to_thread(_sync_traceparent, address) == b""  # ignored, not an error
+
+
+def _ids_of_span(span: trace.Span) -> tuple[str, str]:
+    context = span.get_span_context()
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"

@@ -111,7 +111,8 @@ async def test_async_client_batches_and_flushes(fake: tuple[str, FakeIngest, Fak
         for i in range(1200):
             client.record_arrival(100 + i, 10)
         # Two full batches go at once; the remaining 200 within a flush interval.
-        await eventually(lambda: ingest.samples == 1200)
+        # The server counts a batch before its reply reaches the client: wait for both.
+        await eventually(lambda: ingest.samples == 1200 and client.stats().sent_samples == 1200)
         assert sorted(len(c.samples) for c in ingest.calls) == [200, 500, 500]
         assert client.stats().sent_samples == 1200 and client.stats().buffered == 0
 
@@ -124,7 +125,7 @@ async def test_retries_reuse_the_batch_id(fake: tuple[str, FakeIngest, FakeDecis
     for _ in range(10):
         client.record_ttft(50.0)
     client.start()
-    await eventually(lambda: ingest.samples == 10)
+    await eventually(lambda: ingest.samples == 10 and client.stats().sent_samples == 10)
     assert len(ingest.calls) == 3 and len({c.batch_id for c in ingest.calls}) == 1
     stats = client.stats()
     assert (stats.retries, stats.sent_samples, stats.last_error) == (2, 10, "UNAVAILABLE: injected")
