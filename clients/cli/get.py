@@ -254,7 +254,7 @@ def decisions_cmd(
             when(d.tick_ms),
             d.policy,
             counts_label(d.pools, "\n"),
-            str(gpus_of(d.pools)),
+            number(gpus_of(d.pools)),
             ms(d.prediction.ttft_ms),
             ms(d.prediction.tbt_ms),
             "yes" if d.frozen else "no",
