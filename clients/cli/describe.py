@@ -68,6 +68,8 @@ def placed_label(decision: dpb.Decision, replicas: list[ppb.Replica] | None) -> 
     running = ppb.REPLICA_DESIRED_STATE_RUNNING
     parts = []
     for plan in decision.pools:
+        if not plan.replicas:
+            continue  # a pool the plan leaves empty (e.g. decode/model when decode runs as operators)
         mine = [r for r in replicas if r.pool == plan.pool and r.desired_state == running]
         placed = sum(1 for r in mine if r.node)
         ready = sum(1 for r in mine if r.observed_state == ppb.REPLICA_OBSERVED_STATE_READY)

@@ -18,6 +18,7 @@ from clients.cli import (
     explain,
     get,
     health,
+    load,
     oracle,
     serve,
     simulate,
@@ -51,6 +52,7 @@ control.register(app)
 explain.register(app)
 whatif.register(app)
 top.register(app)
+load.register(app)
 app.add_typer(contexts.app, name="config")
 demo.register(app)
 

@@ -123,7 +123,6 @@ def render(rows: list[Row], address: str) -> RenderableType:
     return Group(header, t if rows else Text("No deployments."), *(Text(line) for line in short))
 
 
-
 def as_data(rows: list[Row]) -> list[dict[str, Any]]:
     return [{"deployment": plain(d), "decision": plain(decision)} for d, decision in rows]
 
