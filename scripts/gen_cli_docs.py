@@ -21,7 +21,7 @@ import typer.main
 
 from clients.cli.client import DEFAULT_ADDRESSES, DEFAULT_TIMEOUT_S
 from clients.cli.exit_codes import EXIT_FOR_STATUS, ExitCode
-from clients.cli.main import app
+from clients.cli.main import app, every_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
@@ -127,7 +127,7 @@ def _exit_codes() -> list[str]:
 
 def generate() -> str:
     root = typer.main.get_command(app)
-    commands: dict[str, Any] = root.commands  # type: ignore[attr-defined]
+    commands: dict[str, Any] = every_command(SRE_COMMANDS)
     out = [
         "# `opscale` CLI reference (SRE commands)",
         "",

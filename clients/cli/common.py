@@ -6,13 +6,15 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
 from clients.cli.exit_codes import ExitCode, exit_for_error
-from opscale.config import Settings, load_settings
 from opscale.errors import OpscaleError
+
+if TYPE_CHECKING:
+    from opscale.config import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -67,6 +69,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def settings(config: Path | None, **overrides: Any) -> Settings:
+    from opscale.config import load_settings  # pydantic-settings: only the commands that read settings
+
     return load_settings(config, **overrides)
 
 

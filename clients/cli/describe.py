@@ -40,7 +40,7 @@ from clients.cli.output import (
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.placement.v1 import placement_pb2 as ppb
 from opscale.wire.enums import NODE_STATUS, OUTCOME
-from opscale.wire.specs import spec_from_pb
+from opscale.wire.spec_document import spec_document
 
 app = typer.Typer(help="Show one deployment or node in detail.", no_args_is_help=True)
 
@@ -49,7 +49,7 @@ NameArg = Annotated[str, typer.Argument(help="its name")]
 
 def spec_yaml(spec: dpb.DeploymentSpec) -> str:
     """The spec as ``apply -f`` takes it (defaults included, so nothing is implicit)."""
-    data = spec_from_pb(spec).model_dump(mode="json", exclude_none=True)
+    data = spec_document(spec)
     return yaml.safe_dump(data, sort_keys=False).rstrip()
 
 

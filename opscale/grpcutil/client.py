@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from opentelemetry import propagate, trace
 
 from opscale.grpcutil.tls import TlsFiles, channel_credentials, channel_options
-from opscale.telemetry import Telemetry
+
+if TYPE_CHECKING:  # the CLI and SDK import this module; telemetry's SDK and Prometheus are for services
+    from opscale.telemetry import Telemetry
 
 TRACER_NAME = "opscale.grpc.client"
 

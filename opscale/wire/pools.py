@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.errors import InvalidArgument
-from opscale.policy.types import PoolPlan
 from opscale.pools import OperatorKind, PoolKey, Stage
 from opscale.wire.enums import OPERATOR, STAGE
+
+if TYPE_CHECKING:  # the CLI reads pools without the policy layer (and numpy): PoolPlan is built lazily
+    from opscale.policy.types import PoolPlan
 
 
 def pool_to_pb(pool: PoolKey) -> cpb.PoolKey:
@@ -77,6 +80,8 @@ def plan_from_pb(msg: cpb.PoolPlan, field: str) -> tuple[PoolKey, PoolPlan, int]
             f"{field}.micro_batches: must be at most 64, got {msg.micro_batches}",
             field=f"{field}.micro_batches",
         )
+    from opscale.policy.types import PoolPlan
+
     plan = PoolPlan(
         replicas=msg.replicas,
         batch_size=msg.batch_size or None,

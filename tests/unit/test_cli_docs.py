@@ -50,3 +50,21 @@ def test_examples_are_valid(tmp_path: Path) -> None:
     config.write_text(gen.CONFIG_EXAMPLE)
     loaded = CliConfig.load(config)
     assert loaded.current == "prod" and loaded.context("local").name == "local"
+
+
+def test_the_lazy_listing_says_what_each_command_says() -> None:
+    """`opscale --help` lists the commands from clients.cli.main.LAZY without importing them; each
+    summary is the first paragraph of the real command's own help."""
+    from clients.cli.main import LAZY, every_command
+
+    for name, command in every_command(list(LAZY)).items():
+        first = " ".join((command.help or "").strip().split("\n\n")[0].split())
+        assert LAZY[name].summary == first, name
+        assert command.name == name
+
+
+def test_an_internal_error_exits_with_the_internal_code() -> None:
+    from clients.cli.exit_codes import ExitCode
+    from clients.cli.main import INTERNAL_EXIT
+
+    assert INTERNAL_EXIT == ExitCode.INTERNAL
