@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from clients.cli.common import ConfigOpt, echo, handle_errors, settings
+from clients.cli.common import ConfigOpt, echo, handle_errors, setting_flags, settings
 from opscale.config import Settings
 from opscale.errors import ConfigError
 
@@ -78,9 +78,23 @@ async def _run_agent(cfg: Settings) -> None:
     echo("opscale agent stopped (its replicas keep running; the next agent adopts them)")
 
 
+# The README's settings an agent uses, as flags (the rest of its settings have flags of their own above).
+AGENT_SETTINGS = (
+    "agent_env_allowlist",
+    "log_level",
+    "log_format",
+    "otlp_endpoint",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
+    "token",
+)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("agent")
     @handle_errors
+    @setting_flags(*AGENT_SETTINGS)
     def agent_cmd(
         config: ConfigOpt = None,
         placement: Annotated[
@@ -108,6 +122,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         max_restarts: Annotated[int | None, Opt("--max-restarts", help="crashes before failed")] = None,
         restart_backoff_s: Annotated[float | None, Opt("--restart-backoff-s")] = None,
+        flags: dict[str, object] | None = None,
     ) -> None:
         """Run the node agent until SIGTERM/Ctrl-C: register with placement and run the replicas it places."""
         overrides: dict[str, object] = {
@@ -119,6 +134,7 @@ def register(app: typer.Typer) -> None:
             "agent_state_dir": state_dir,
             "agent_max_restarts": max_restarts,
             "agent_restart_backoff_s": restart_backoff_s,
+            **(flags or {}),
         }
         if label:
             overrides["node_labels"] = _labels(label)
