@@ -119,3 +119,19 @@ def test_sqlite_lock_timeout_is_unavailable(sqlite_url: str) -> None:
     finally:
         holder.dispose()
         waiter.dispose()
+
+
+def test_a_connection_error_keeps_the_role_name_and_hides_the_password() -> None:
+    from opscale.db.engine import redact_secret
+
+    # The demo's default URL has the password equal to the user: the role name must survive.
+    msg = 'connection failed: FATAL:  role "opscale" does not exist'
+    assert redact_secret(msg, "opscale", "opscale") == msg
+    assert redact_secret("dsn postgresql://opscale:opscale@h/db", "opscale", "opscale") == (
+        "dsn postgresql://opscale:***@h/db"
+    )
+    assert redact_secret("password=opscale user=opscale", "opscale", "opscale") == "password=*** user=opscale"
+    # A password of its own is masked wherever it appears.
+    assert redact_secret('role "alice" auth failed for s3cret', "s3cret", "alice") == (
+        'role "alice" auth failed for ***'
+    )
