@@ -82,7 +82,7 @@ def replay(source: str, rps: float | None, duration_s: float, seed: int) -> Sche
     """A trace's requests on its own clock (scaled to ``rps`` on average when given), cut at duration."""
     import numpy as np
 
-    from opscale.sim.traces import load_trace, scale_time
+    from opscale.sim.traces import load_trace
 
     try:
         trace = load_trace(source, rng=np.random.default_rng(seed))
@@ -90,10 +90,10 @@ def replay(source: str, rps: float | None, duration_s: float, seed: int) -> Sche
         raise InvalidArgument(f"--trace {source}: cannot read it: {' '.join(str(exc).split())}") from None
     if len(trace) == 0:
         raise InvalidArgument(f"--trace {source}: it has no requests", field="trace")
-    mean_rps = trace.stats()["mean_rps"]
-    if rps is not None and mean_rps > 0:
-        trace = scale_time(trace, rps / mean_rps)
-    at = trace.arrival_s - float(trace.arrival_s[0])
+    at = trace.arrival_s - float(trace.arrival_s[0])  # from its first request, wherever its clock began
+    own_s = float(at[-1])
+    if rps is not None and own_s > 0:
+        at = at / (rps / (len(at) / own_s))  # faster or slower, to rps requests per second on average
     keep = at < duration_s
     span = min(duration_s, float(at[-1]))
     return Schedule(at[keep], trace.input_tokens[keep], trace.output_tokens[keep], span)

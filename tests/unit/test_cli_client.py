@@ -158,3 +158,28 @@ def test_describe_says_how_many_of_the_decided_replicas_are_placed() -> None:
     )
     assert placed_label(decision, None) == "unknown (placement unreachable)"
     assert placement_label(decision) == "partial: decode/attention placed 2 of 4: no room"
+
+
+def test_top_says_what_placement_could_not_place() -> None:
+    import io
+
+    from rich.console import Console
+
+    from clients.cli.top import render
+    from opscale.api.decision.v1 import decision_pb2 as dpb
+
+    deployment = dpb.Deployment(spec=dpb.DeploymentSpec(name="chat"))
+    short = dpb.Decision(
+        deployment="chat",
+        placement_outcome=dpb.PLACEMENT_OUTCOME_PARTIAL,
+        placement_message="decode/attention placed 2 of 4: no room on any node",
+    )
+    out = io.StringIO()
+    Console(file=out, width=200).print(render([(deployment, short)], "h:1"))
+    assert "chat: placement partial: decode/attention placed 2 of 4: no room on any node" in out.getvalue()
+    fine = dpb.Decision(
+        deployment="chat", placement_outcome=dpb.PLACEMENT_OUTCOME_APPLIED, placement_message="ok"
+    )
+    out = io.StringIO()
+    Console(file=out, width=200).print(render([(deployment, fine)], "h:1"))
+    assert "placement applied" not in out.getvalue()
