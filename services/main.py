@@ -31,7 +31,13 @@ async def serve(
     try:
         metrics = ""
         if cfg.metrics_port is not None:
-            bound = telemetry.serve_metrics(cfg.listen_host, cfg.metrics_port)
+            try:
+                bound = telemetry.serve_metrics(cfg.listen_host, cfg.metrics_port)
+            except OSError as exc:  # in use (a second `opscale up`), or an address this host lacks
+                raise ConfigError(
+                    f"metrics cannot listen on {cfg.listen_host}:{cfg.metrics_port} (metrics_port): "
+                    f"{exc.strerror or exc}; port 0 picks a free one"
+                ) from None
             metrics = f"; metrics on http://{cfg.listen_host}:{bound}/metrics"
 
         def ready(running: list[RunningService]) -> None:

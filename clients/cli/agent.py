@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from clients.cli.common import ConfigOpt, echo, handle_errors, settings
+from clients.cli.common import ConfigOpt, echo, handle_errors, setting_flags, settings
 from opscale.config import Settings
 from opscale.errors import ConfigError
 
@@ -124,12 +124,26 @@ group = typer.Typer(
 )
 
 
+# The README's settings an agent uses, as flags (the rest of its settings have flags of their own above).
+AGENT_SETTINGS = (
+    "agent_env_allowlist",
+    "log_level",
+    "log_format",
+    "otlp_endpoint",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
+    "token",
+)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(group, name="agent")
 
 
 @group.callback(invoke_without_command=True)
 @handle_errors
+@setting_flags(*AGENT_SETTINGS)
 def agent_cmd(
     ctx: typer.Context,
     config: ConfigOpt = None,
@@ -166,6 +180,7 @@ def agent_cmd(
             "by default stopping the agent stops them",
         ),
     ] = False,
+    flags: dict[str, object] | None = None,
 ) -> None:
     """Run the node agent until SIGTERM/Ctrl-C: register with placement and run the replicas it places.
 
@@ -184,6 +199,7 @@ def agent_cmd(
         "agent_max_restarts": max_restarts,
         "agent_restart_backoff_s": restart_backoff_s,
         "agent_metrics_port": metrics_port,
+        **(flags or {}),
     }
     if label:
         overrides["node_labels"] = _labels(label)

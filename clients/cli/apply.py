@@ -1,8 +1,11 @@
 """``opscale apply -f spec.yaml``: create a deployment, or update it to the file's spec.
 
-The spec is validated here first (``opscale.spec.parse_spec``) so a typo is named before anything is
-sent; the decision service validates again, since it cannot trust any client. An update carries the
-version read just before it, so a change someone made in between is refused (ABORTED), never overwritten.
+It also takes what ``get deployments -o yaml`` or ``describe deployment -o yaml`` printed (a list of
+deployments, proto field and enum names), so ``opscale get deployments -o yaml | opscale apply -f -``
+round-trips. The spec is validated here first (``opscale.spec.parse_spec``) so a typo is named before
+anything is sent; the decision service validates again, since it cannot trust any client. An update
+carries the version read just before it, so a change someone made in between is refused (ABORTED),
+never overwritten.
 
 Example spec::
 
@@ -41,6 +44,7 @@ from clients.cli.output import Format, OutputOpt, emit
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.errors import InvalidArgument
 from opscale.spec import DeploymentSpec, parse_spec
+from opscale.wire.spec_document import printed_spec
 from opscale.wire.specs import spec_from_pb, spec_to_pb
 from opscale.yamlio import YamlError, load_all
 
@@ -61,6 +65,8 @@ def read_specs(path: Path) -> list[DeploymentSpec]:
         documents = [d for d in load_all(text) if d is not None]
     except YamlError as exc:
         raise InvalidArgument(f"{path}: {exc}", field="filename") from None
+    # `get deployments -o yaml` prints one list of deployments: each is a document of its own.
+    documents = [d for doc in documents for d in (doc if isinstance(doc, list) else [doc])]
     if not documents:
         raise InvalidArgument(f"{path}: no spec in the file", field="filename")
     specs = []
@@ -69,9 +75,10 @@ def read_specs(path: Path) -> list[DeploymentSpec]:
         if not isinstance(document, dict):
             raise InvalidArgument(f"{where}: a spec is a mapping (name, model, slo, ...)", field="spec")
         try:
-            specs.append(parse_spec(document))
+            specs.append(parse_spec(printed_spec(document, where) or document))
         except InvalidArgument as exc:
-            raise InvalidArgument(f"{where}: {exc.message}", field=exc.field) from None
+            message = exc.message if exc.message.startswith(where) else f"{where}: {exc.message}"
+            raise InvalidArgument(message, field=exc.field) from None
     return specs
 
 

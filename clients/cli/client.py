@@ -22,6 +22,7 @@ import typer
 import yaml
 
 from clients.cli.common import fail
+from clients.cli.credentials import GIVEN
 from clients.cli.exit_codes import ExitCode, exit_for_status
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.api.placement.v1 import placement_pb2_grpc
@@ -85,17 +86,6 @@ class Context:
     name: str
     addresses: dict[str, str]
     credentials: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Credentials:
-    """``opscale --token/--tls-ca/--tls-cert/--tls-key`` (or OPSCALE_TOKEN, OPSCALE_TLS_*_FILE): given,
-    they win over the context's."""
-
-    values: dict[str, str] = field(default_factory=dict)
-
-
-GIVEN = Credentials()
 
 
 def security_for(context: Context) -> ClientSecurity:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
 from clients.cli.exit_codes import ExitCode, exit_for_error
-from opscale.config import Settings, load_settings
 from opscale.errors import OpscaleError
+
+if TYPE_CHECKING:
+    from opscale.config import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,7 +69,51 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def setting_flags(*names: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Give a command a ``--flag`` for each named setting (``ingest_port`` -> ``--ingest-port``), its help
+    from the setting's description; the command receives the given ones as ``flags`` (a dict of setting
+    name -> value, None when not given) to pass to ``settings``. The values are validated there, so a
+    bad one is the same one-line error naming the setting as from the environment or a file."""
+    from opscale.config import Settings as Model  # only commands that run a process use these
+
+    def options(name: str) -> Any:
+        field = Model.model_fields[name]
+        if str(field.annotation).startswith("list["):
+            kind: Any = list[str] | None
+        elif type(field.default) in (int, float, bool):
+            kind = type(field.default) | None
+        else:  # paths, URLs, enums (validated by the settings, which name the allowed values)
+            kind = str | None
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (env: OPSCALE_{name.upper()})"
+        return Annotated[kind, typer.Option(flag, help=help_text, show_default=False)]
+
+    def wrap(func: Callable[..., R]) -> Callable[..., R]:
+        signature = inspect.signature(func)
+        kept = [p for p in signature.parameters.values() if p.name != "flags"]
+        added = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=options(n))
+            for n in names
+        ]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> R:
+            flags = {n: kwargs.pop(n, None) for n in names}
+            return func(*args, flags=flags, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {
+            **{k: v for k, v in func.__annotations__.items() if k != "flags"},
+            **{p.name: p.annotation for p in added},
+        }
+        return wrapper
+
+    return wrap
+
+
 def settings(config: Path | None, **overrides: Any) -> Settings:
+    from opscale.config import load_settings  # pydantic-settings: only the commands that read settings
+
     return load_settings(config, **overrides)
 
 

@@ -31,6 +31,7 @@ from clients.cli.output import (
     gib,
     gpus_of,
     ms,
+    number,
     plans_label,
     pool_label,
     table,
@@ -39,7 +40,7 @@ from clients.cli.output import (
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.placement.v1 import placement_pb2 as ppb
 from opscale.wire.enums import NODE_STATUS, OUTCOME
-from opscale.wire.specs import spec_from_pb
+from opscale.wire.spec_document import spec_document
 
 app = typer.Typer(help="Show one deployment or node in detail.", no_args_is_help=True)
 
@@ -48,7 +49,7 @@ NameArg = Annotated[str, typer.Argument(help="its name")]
 
 def spec_yaml(spec: dpb.DeploymentSpec) -> str:
     """The spec as ``apply -f`` takes it (defaults included, so nothing is implicit)."""
-    data = spec_from_pb(spec).model_dump(mode="json", exclude_none=True)
+    data = spec_document(spec)
     return yaml.safe_dump(data, sort_keys=False).rstrip()
 
 
@@ -59,7 +60,29 @@ def summary(reasons: list[str], deployment: str) -> str:
     return reasons[0] + more
 
 
-def decision_block(decision: dpb.Decision | None) -> RenderableType:
+def placed_label(decision: dpb.Decision, replicas: list[ppb.Replica] | None) -> str:
+    """Per pool, how many of the decided replicas placement has put on GPUs and how many are ready:
+    ``decode/attention 2 of 4 placed, 1 ready``; a pool short of its count is never hidden."""
+    if replicas is None:
+        return "unknown (placement unreachable)"
+    running = ppb.REPLICA_DESIRED_STATE_RUNNING
+    parts = []
+    for plan in decision.pools:
+        if not plan.replicas:
+            continue  # a pool the plan leaves empty (e.g. decode/model when decode runs as operators)
+        mine = [r for r in replicas if r.pool == plan.pool and r.desired_state == running]
+        placed = sum(1 for r in mine if r.node)
+        ready = sum(1 for r in mine if r.observed_state == ppb.REPLICA_OBSERVED_STATE_READY)
+        parts.append(f"{pool_label(plan.pool)} {placed} of {plan.replicas} placed, {ready} ready")
+    return ", ".join(parts) or "-"
+
+
+def placement_label(decision: dpb.Decision) -> str:
+    outcome = OUTCOME.label(decision.placement_outcome)
+    return f"{outcome}: {decision.placement_message}" if decision.placement_message else outcome
+
+
+def decision_block(decision: dpb.Decision | None, replicas: list[ppb.Replica] | None) -> RenderableType:
     if decision is None:
         return Text("Current decision: none yet")
     p = decision.prediction
@@ -70,9 +93,10 @@ def decision_block(decision: dpb.Decision | None) -> RenderableType:
             ("Policy", f"{decision.policy} {decision.policy_version}".strip()),
             ("Pools", plans_label(decision.pools)),
             ("Previous", plans_label(decision.previous_pools)),
-            ("GPUs", gpus_of(decision.pools)),
+            ("GPUs", f"{number(gpus_of(decision.pools))} decided"),
+            ("Placed", placed_label(decision, replicas)),
             ("Predicted", f"TTFT {ms(p.ttft_ms)}, TBT {ms(p.tbt_ms)}, {p.watts:,.0f} W"),
-            ("Placement", OUTCOME.label(decision.placement_outcome)),
+            ("Placement", placement_label(decision)),
             ("Reasons", summary(list(decision.reasons), decision.deployment)),
         ],
         title="Current decision",
@@ -144,7 +168,9 @@ def deployment_cmd(
     }
     spec = Group(Text("Spec:", style="bold"), Text(spec_yaml(found.spec)))
     blank = Text("")
-    emit(output, data, Group(status, blank, spec, blank, decision_block(current), blank, placed_view))
+    emit(
+        output, data, Group(status, blank, spec, blank, decision_block(current, replicas), blank, placed_view)
+    )
 
 
 @app.command("node")

@@ -26,6 +26,7 @@ from clients.cli.output import (
     emit,
     fields,
     gib,
+    gpus_of,
     ms,
     number,
     plan_label,
@@ -103,8 +104,29 @@ def effects(rows: list[dpb.StabilizerEffect]) -> RenderableType:
 def infeasible(rows: list[cpb.Infeasibility]) -> RenderableType:
     t = table("POOL", "REQUESTED", "SATISFIABLE", "REASON", title="Infeasible")
     for i in rows:
-        t.add_row(pool_label(i.pool), str(i.requested), str(i.satisfiable), i.reason)
+        # Stale signals (and other deployment-wide findings) name no pool and no counts.
+        whole = not i.pool.stage and not i.pool.operator
+        counts = (
+            ("-", "-")
+            if whole and not (i.requested or i.satisfiable)
+            else (str(i.requested), str(i.satisfiable))
+        )
+        t.add_row("(deployment)" if whole else pool_label(i.pool), *counts, i.reason)
     return t
+
+
+def prediction(d: dpb.Decision) -> str:
+    """The policy's prediction, and whether it is for the decided counts: the stabilizer may have held
+    them elsewhere (fail-static, cooldown, frozen), and then the prediction is for a plan not running."""
+    p = d.prediction
+    latency = f"TTFT {ms(p.ttft_ms)}, TBT {ms(p.tbt_ms)} at p{number(p.percentile)}"
+    if not p.gpus:
+        return latency
+    plan = f"{number(p.gpus)} GPUs, {p.watts:,.0f} W"
+    decided = gpus_of(d.pools)
+    if abs(p.gpus - decided) < 1e-6:
+        return f"{latency}; {plan}"
+    return f"{latency} for the policy's plan ({plan}), not for the {number(decided)} GPUs decided"
 
 
 def bullets(title: str, lines: list[str]) -> RenderableType:
@@ -113,7 +135,6 @@ def bullets(title: str, lines: list[str]) -> RenderableType:
 
 def render(reply: dpb.ExplainDecisionResponse) -> RenderableType:
     d = reply.decision
-    p = d.prediction
     head = fields(
         [
             ("Decision", d.id),
@@ -122,11 +143,8 @@ def render(reply: dpb.ExplainDecisionResponse) -> RenderableType:
             ("Policy", f"{d.policy} {d.policy_version}".strip()),
             ("Leader", d.leader_id or "-"),
             ("Frozen", "yes" if d.frozen else "no"),
-            (
-                "Predicted",
-                f"TTFT {ms(p.ttft_ms)}, TBT {ms(p.tbt_ms)} at p{number(p.percentile)}; "
-                f"{number(p.gpus)} GPUs, {p.watts:,.0f} W",
-            ),
+            ("GPUs", f"{number(gpus_of(d.pools))} decided"),
+            ("Predicted", prediction(d)),
         ]
     )
     outcome = OUTCOME.label(d.placement_outcome)

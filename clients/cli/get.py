@@ -40,6 +40,8 @@ from opscale.wire.enums import MODE, NODE_STATUS, OUTCOME, REPLICA_DESIRED, REPL
 app = typer.Typer(help="List nodes, GPUs, deployments, replicas or decisions.", no_args_is_help=True)
 
 PAGE_SIZE = 200
+# Outcomes whose message says what placement could not do (placed N of M, and why).
+UNPLACED = (dpb.PLACEMENT_OUTCOME_PARTIAL, dpb.PLACEMENT_OUTCOME_FAILED)
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="newest decisions to show")]
 
 
@@ -245,7 +247,7 @@ def decisions_cmd(
         request = dpb.ListDecisionsRequest(deployment=deployment, page=cpb.PageRequest(page_size=limit))
         found = list(client.call("decision", client.decision.ListDecisions, request).decisions)[:limit]
     t = table(
-        "ID", "TICK", "POLICY", "POOLS", "GPUS", "PRED TTFT", "PRED TBT", "FROZEN", "PLACEMENT",
+        "ID", "TICK", "POLICY", "POOLS", "GPUS", "PRED TTFT", "PRED TBT", "FROZEN", "PLACEMENT", "WHY",
         no_wrap=["POOLS"],
     )  # fmt: skip
     for d in found:
@@ -254,11 +256,12 @@ def decisions_cmd(
             when(d.tick_ms),
             d.policy,
             counts_label(d.pools, "\n"),
-            str(gpus_of(d.pools)),
+            number(gpus_of(d.pools)),
             ms(d.prediction.ttft_ms),
             ms(d.prediction.tbt_ms),
             "yes" if d.frozen else "no",
             OUTCOME.label(d.placement_outcome),
+            d.placement_message if d.placement_outcome in UNPLACED else "",
         )
     emit(output, found, t if found else f"No decisions for {deployment} yet.")
 

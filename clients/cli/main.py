@@ -2,57 +2,181 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Annotated, Any
 
 import typer
+from typer._click.core import Command, Context  # Typer vendors click from 0.29 on
+from typer.core import TyperCommand, TyperGroup
 
-from clients.cli import (
-    agent,
-    apply,
-    certs,
-    contexts,
-    control,
-    db,
-    demo,
-    describe,
-    explain,
-    get,
-    health,
-    oracle,
-    serve,
-    simulate,
-    top,
-    whatif,
-    worker,
-)
-from clients.cli.client import GIVEN
-from clients.cli.exit_codes import ExitCode
+#: ExitCode.INTERNAL, without importing exit_codes (and grpc) for every command.
+INTERNAL_EXIT = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Lazy:
+    """A command imported only when it runs: ``module.app`` (a group of commands) when ``group``, else
+    what ``module.register(app)`` adds. ``summary`` is what ``opscale --help`` lists, so listing the
+    commands imports none of them (a unit test keeps it equal to the command's own help)."""
+
+    module: str
+    summary: str
+    group: bool = False
+
+
+# In the order ``opscale --help`` lists them. Commands import their heavy dependencies (SQLAlchemy,
+# the services, numpy, the simulator) only when they run: ``opscale get`` must not pay for ``up``.
+LAZY: dict[str, Lazy] = {
+    "serve": Lazy(
+        "clients.cli.serve",
+        "Run one control-plane service until SIGTERM/Ctrl-C (production: one process per service).",
+    ),
+    "up": Lazy(
+        "clients.cli.serve",
+        "Run ingest, decision, placement and the KEDA scaler in one process (embedded default: SQLite + "
+        "in-process counters).",
+    ),
+    "health": Lazy(
+        "clients.cli.health",
+        "Exit 0 if the service answers SERVING (TLS files and token from the settings), else 1 or 6.",
+    ),
+    "agent": Lazy(
+        "clients.cli.agent",
+        "Run the node agent until SIGTERM/Ctrl-C: register with placement and run the replicas it places.",
+    ),
+    "worker": Lazy(
+        "clients.cli.worker",
+        "Run the reference operator worker (normally started by `opscale agent`, not by hand).",
+    ),
+    "simulate": Lazy(
+        "clients.cli.simulate",
+        "Replay one trace through the simulated data plane with one policy in the loop.",
+    ),
+    "evaluate": Lazy(
+        "clients.cli.simulate",
+        "Run the evaluation matrix (traces × models × SLOs × policies) and write the reports.",
+    ),
+    "oracle": Lazy(
+        "clients.cli.oracle",
+        "Search fixed plans in the simulator for the fewest GPUs meeting the SLO (p99 TTFT and p99 "
+        "per-request TBT, nothing rejected, no KV stall) on every seed.",
+    ),
+    "validate": Lazy(
+        "clients.cli.oracle",
+        "Each planner's own plan held fixed in the simulator over the validation grid: predicted vs "
+        "simulated p99 TTFT and per-request TBT, and GPUs vs the oracle's.",
+    ),
+    "apply": Lazy(
+        "clients.cli.apply",
+        "Create or update deployments from a YAML spec (name, model, gpu_type, policy, slo, limits...).",
+    ),
+    "delete": Lazy(
+        "clients.cli.control",
+        "Delete a deployment (its spec and control loop; --expected-version guards against races).",
+    ),
+    "freeze": Lazy(
+        "clients.cli.control",
+        "Hold a deployment's replica counts: decisions are still made and recorded, nothing changes.",
+    ),
+    "unfreeze": Lazy(
+        "clients.cli.control", "Let the control loop change a frozen deployment's replicas again."
+    ),
+    "cordon": Lazy(
+        "clients.cli.control", "Stop placing new replicas on a node; the ones running there stay."
+    ),
+    "uncordon": Lazy("clients.cli.control", "Let placement use a cordoned node again."),
+    "drain": Lazy(
+        "clients.cli.control",
+        "Cordon a node, then move every replica on it elsewhere (start there, drain and stop here).",
+    ),
+    "explain": Lazy(
+        "clients.cli.explain",
+        "Why a decision: inputs, model estimates, reasons, stabilizer effects, what placement did.",
+    ),
+    "what-if": Lazy(
+        "clients.cli.whatif",
+        "Compare the policies' plans for a hypothetical steady load: GPUs, pools, latency vs SLO, watts.",
+    ),
+    "top": Lazy(
+        "clients.cli.top",
+        "Live view of every deployment: pools, GPUs, load (req/s, tokens), TTFT/TBT p99 against the SLO.",
+    ),
+    "load": Lazy(
+        "clients.cli.load",
+        "Push synthetic (Poisson) or trace-driven load at a deployment through the SDK, then stop.",
+    ),
+    "demo": Lazy(
+        "clients.cli.demo",
+        "Run the end-to-end demo and write report.md, PNG plots and timeline.json under --out.",
+    ),
+    "db": Lazy("clients.cli.db", "Database schema: upgrade, downgrade, current revision.", group=True),
+    "certs": Lazy(
+        "clients.cli.certs", "TLS certificates and bearer tokens for a secured deployment.", group=True
+    ),
+    "get": Lazy("clients.cli.get", "List nodes, GPUs, deployments, replicas or decisions.", group=True),
+    "describe": Lazy("clients.cli.describe", "Show one deployment or node in detail.", group=True),
+    "config": Lazy(
+        "clients.cli.contexts",
+        "Named contexts: which decision/placement/ingest addresses to use.",
+        group=True,
+    ),
+}
+
+
+def load_command(name: str) -> Command:
+    """The real command ``name`` (its module imported now)."""
+    entry = LAZY[name]
+    module: Any = import_module(entry.module)
+    if entry.group:
+        command = typer.main.get_command(module.app)
+        command.name = name
+        return command
+    holder = typer.Typer()
+    holder.callback()(lambda: None)  # a group even when the module adds a single command
+    module.register(holder)
+    group = typer.main.get_command(holder)
+    assert isinstance(group, TyperGroup)
+    return group.commands[name]
+
+
+class LazyGroup(TyperGroup):
+    """Lists every command from ``LAZY`` without importing it; imports a command when it is run (or
+    its own ``--help`` is asked for)."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*LAZY, *(n for n in super().list_commands(ctx) if n not in LAZY)]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name in self.commands or cmd_name not in LAZY:
+            return super().get_command(ctx, cmd_name)
+        # For the listing only: a stand-in carrying the summary (resolve_command loads the real one).
+        return TyperCommand(cmd_name, help=LAZY[cmd_name].summary)
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        name = str(args[0]) if args else ""
+        if name in LAZY and name not in self.commands:
+            self.add_command(load_command(name), name)
+        return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
     name="opscale",
+    cls=LazyGroup,
     help="opscale: operator-level autoscaling for large generative-model serving.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(db.app, name="db")
-app.add_typer(certs.app, name="certs")
-serve.register(app)
-health.register(app)
-agent.register(app)
-worker.register(app)
-simulate.register(app)
-oracle.register(app)
-# SRE commands against running services (docs/cli.md is generated from these).
-app.add_typer(get.app, name="get")
-app.add_typer(describe.app, name="describe")
-apply.register(app)
-control.register(app)
-explain.register(app)
-whatif.register(app)
-top.register(app)
-app.add_typer(contexts.app, name="config")
-demo.register(app)
+
+
+def every_command(names: Sequence[str] = ()) -> dict[str, Command]:
+    """The real commands (all of them, or ``names``), for the docs generator and tests."""
+    root = typer.main.get_command(app)
+    assert isinstance(root, TyperGroup)
+    wanted = names or root.list_commands(Context(root))
+    return {n: load_command(n) if n in LAZY else root.commands[n] for n in wanted}
 
 
 @app.callback()
@@ -86,6 +210,8 @@ def credentials(
     ] = None,
 ) -> None:
     """Credentials for the commands that call the services (they win over the context's)."""
+    from clients.cli.credentials import GIVEN
+
     GIVEN.values.update(
         {
             "token": token or "",
@@ -124,7 +250,7 @@ def run(application: typer.Typer) -> None:
         typer.echo(
             f"error: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", err=True
         )
-        raise SystemExit(int(ExitCode.INTERNAL)) from None
+        raise SystemExit(INTERNAL_EXIT) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

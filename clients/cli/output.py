@@ -123,8 +123,11 @@ def counts_label(plans: Iterable[cpb.PoolPlan], sep: str = ", ") -> str:
     return sep.join(f"{pool_label(p.pool)} {p.replicas}" for p in plans) or "-"
 
 
-def gpus_of(plans: Iterable[cpb.PoolPlan]) -> int:
-    return sum(p.replicas * max(p.gpus_per_replica, 1) for p in plans)
+def gpus_of(plans: Iterable[cpb.PoolPlan]) -> float:
+    """GPUs the plans occupy; a replica on a share of one GPU counts as that share."""
+    return sum(
+        p.replicas * max(p.gpus_per_replica, 1) * (p.gpu_share if 0 < p.gpu_share < 1 else 1) for p in plans
+    )
 
 
 def number(value: float, digits: int = 1) -> str:

@@ -17,6 +17,7 @@ from clients.cli.common import (
     MetricsPortOpt,
     echo,
     handle_errors,
+    setting_flags,
     settings,
 )
 from clients.cli.scrape_flags import (
@@ -45,12 +46,32 @@ class ServiceName(enum.StrEnum):
     KEDA = "keda"
 
 
+# The settings README's table documents, as flags of the commands that use them (the ports of `up`
+# per service; `serve` has --port for its one service).
+PROCESS_SETTINGS = (
+    "actuator",
+    "log_level",
+    "log_format",
+    "otlp_endpoint",
+    "shutdown_grace_s",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
+    "allow_insecure",
+    "auth_tokens_file",
+    "token",
+    "whatif_cpu_budget_s",
+    "whatif_workers",
+)
+UP_PORTS = ("ingest_port", "decision_port", "placement_port", "keda_port")
+
 PortOpt = Annotated[int | None, typer.Option("--port", help="gRPC port (0: any free)", show_default=False)]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     @handle_errors
+    @setting_flags(*PROCESS_SETTINGS)
     def serve_cmd(
         service: Annotated[ServiceName, typer.Argument(help="which service to run")],
         config: ConfigOpt = None,
@@ -67,6 +88,7 @@ def register(app: typer.Typer) -> None:
         max_gap: MaxGapOpt = None,
         prometheus_url: PrometheusUrlOpt = None,
         prometheus_source: PrometheusSourceOpt = None,
+        flags: dict[str, object] | None = None,
     ) -> None:
         """Run one control-plane service until SIGTERM/Ctrl-C (production: one process per service)."""
         entry = SERVICES[service.value]
@@ -78,6 +100,7 @@ def register(app: typer.Typer) -> None:
             listen_host=host,
             metrics_port=metrics_port,
             **overrides,
+            **(flags or {}),
         )
         cfg = with_scrape_flags(
             cfg,
@@ -96,12 +119,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("up")
     @handle_errors
+    @setting_flags(*UP_PORTS, *PROCESS_SETTINGS)
     def up_cmd(
         config: ConfigOpt = None,
         database_url: DatabaseOpt = None,
         counters_url: CountersOpt = None,
         host: HostOpt = None,
         metrics_port: MetricsPortOpt = None,
+        flags: dict[str, object] | None = None,
     ) -> None:
         """Run ingest, decision, placement and the KEDA scaler in one process (embedded default: SQLite +
         in-process counters).
@@ -115,6 +140,7 @@ def register(app: typer.Typer) -> None:
             counters_url=counters_url,
             listen_host=host,
             metrics_port=metrics_port,
+            **(flags or {}),
         )
         setup_logging(cfg.log_level, cfg.log_format)
         if prepare_embedded_database(cfg.database_url):

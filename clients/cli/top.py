@@ -31,13 +31,14 @@ from clients.cli.client import (
     connect,
 )
 from clients.cli.common import handle_errors
-from clients.cli.get import list_deployments
+from clients.cli.get import UNPLACED, list_deployments
 from clients.cli.output import (
     Format,
     OutputOpt,
     console,
     counts_label,
     gpus_of,
+    number,
     plain,
     table,
     vs_slo,
@@ -105,7 +106,7 @@ def render(rows: list[Row], address: str) -> RenderableType:
             d.spec.name,
             decision.policy,
             counts_label(decision.pools, "\n"),
-            str(gpus_of(decision.pools)),
+            number(gpus_of(decision.pools)),
             load_label(decision.load),
             vs_slo(decision.load.ttft_ms_p99, slo.ttft_ms),
             vs_slo(decision.load.tbt_ms_p99, slo.tbt_ms),
@@ -113,7 +114,13 @@ def render(rows: list[Row], address: str) -> RenderableType:
             time.strftime("%H:%M:%S", time.gmtime(decision.tick_ms / 1000)),
         )
     header = Text(f"opscale top — decision at {address} — {when(int(time.time() * 1000))}", style="bold")
-    return Group(header, t if rows else Text("No deployments."))
+    # What placement could not do is said under the table, whole (a cell would cut it).
+    short = [
+        f"{d.spec.name}: placement {OUTCOME.label(x.placement_outcome)}: {x.placement_message}"
+        for d, x in rows
+        if x is not None and x.placement_outcome in UNPLACED and x.placement_message
+    ]
+    return Group(header, t if rows else Text("No deployments."), *(Text(line) for line in short))
 
 
 def as_data(rows: list[Row]) -> list[dict[str, Any]]:

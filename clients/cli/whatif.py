@@ -54,7 +54,7 @@ def side_by_side(reply: dpb.WhatIfResponse, slo: dpb.Slo, load: dpb.Hypothetical
         reasons += [f"infeasible {pool_label(i.pool)}: {i.reason}" for i in plan.infeasible]
         t.add_row(
             plan.policy_name,
-            number(p.gpus) if p.gpus else str(gpus_of(plan.pools)),
+            number(p.gpus) if p.gpus else number(gpus_of(plan.pools)),
             plans_label(plan.pools),
             vs_slo(p.ttft_ms, slo.ttft_ms),
             vs_slo(p.tbt_ms, slo.tbt_ms),

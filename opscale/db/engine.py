@@ -109,6 +109,17 @@ def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool, busy_timeout_s:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def redact_secret(text: str, secret: str, username: str | None) -> str:
+    """``text`` without the password. Where the password equals the user name (the demo's
+    opscale:opscale), only its password positions are masked: masking every occurrence would hide the
+    role name that errors like 'role "opscale" does not exist' are about."""
+    if secret != username:
+        return text.replace(secret, "***")
+    for form in (":{}@", "password={}", "password='{}'"):
+        text = text.replace(form.format(secret), form.format("***"))
+    return text
+
+
 def _install_error_mapping(engine: Engine, url: URL) -> None:
     where = _where(url)
     secret = url.password if isinstance(url.password, str) and url.password else None
@@ -130,7 +141,7 @@ def _install_error_mapping(engine: Engine, url: URL) -> None:
             return None
         reason = str(ctx.original_exception).strip().splitlines()[0] if str(ctx.original_exception) else ""
         if secret:
-            reason = reason.replace(secret, "***")
+            reason = redact_secret(reason, secret, url.username)
         verb = "cannot connect to" if connecting else "lost the connection to"
         return Unavailable(f"{verb} {where}: {reason}".rstrip(": "))
 

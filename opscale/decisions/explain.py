@@ -49,14 +49,26 @@ def _inputs(v: DecisionView) -> list[str]:
     return lines
 
 
+def decided_gpus(v: DecisionView) -> float:
+    """GPUs the decided counts occupy (a replica on a share of one GPU counts as that share)."""
+    return sum(p.replicas * p.gpus_per_replica * p.gpu_share for p in v.desired.values())
+
+
 def _model(v: DecisionView) -> str:
     p = v.predicted
+    decided = decided_gpus(v)
+    # The prediction is for the policy's plan; the stabilizer may have held other counts.
+    other = p.gpus is not None and abs(p.gpus - decided) > 1e-6
+    held = f" (the policy's plan; {decided:g} GPUs are decided)" if other else ""
     if p.ttft_ms is None and p.tbt_ms is None:
-        gpus = "" if p.gpus is None else f" The plan occupies {p.gpus:g} GPUs."
+        gpus = "" if p.gpus is None else f" The plan occupies {p.gpus:g} GPUs{held}."
         return f"Model: the {v.policy} policy makes no latency prediction.{gpus}"
     watts = "" if p.watts is None else f", drawing about {p.watts:,.0f} W"
     gpus = "" if p.gpus is None else f" on {p.gpus:g} GPUs"
-    return f"Model: predicted at p{p.percentile:g}: TTFT {_ms(p.ttft_ms)}, TBT {_ms(p.tbt_ms)}{gpus}{watts}."
+    return (
+        f"Model: predicted at p{p.percentile:g}: TTFT {_ms(p.ttft_ms)}, TBT {_ms(p.tbt_ms)}{gpus}{watts}"
+        f"{held}."
+    )
 
 
 def _plan(v: DecisionView) -> str:

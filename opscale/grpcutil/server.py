@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,15 +172,20 @@ async def start_service(
     names = (*definition.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     enable_reflection(names, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    _check_free(host, port, definition.name, port_setting)
     try:
         bound = _bind(server, address, security, definition.name)
     except RuntimeError as exc:
+        # gRPC's own text ends "set GRPC_VERBOSITY=debug ..."; the one line says what to do instead.
+        why = str(exc).split(";", 1)[0]
         raise ConfigError(
-            f"{definition.name} cannot listen on {host}:{port} ({port_setting}): {exc}"
+            f"{definition.name} cannot listen on {host}:{port} ({port_setting}): {why} (in use, or not an "
+            f"address of this host); port 0 picks a free one"
         ) from None
     if bound == 0:
         raise ConfigError(
-            f"{definition.name} cannot listen on {host}:{port} ({port_setting}): address in use?"
+            f"{definition.name} cannot listen on {host}:{port} ({port_setting}): the address is in use or "
+            "not an address of this host; port 0 picks a free one"
         )
     await server.start()
     state = Health(health_servicer, ("", *definition.service_names))
@@ -341,3 +347,20 @@ async def run_until_signal(
     finally:
         for service in reversed(running):
             await stop_service(service, grace_s)
+
+
+def _check_free(host: str, port: int, name: str, port_setting: str) -> None:
+    """Refuse a port in use with one line before gRPC tries it (its C core would log a line of its own
+    first). gRPC's bind stays the authority; this only makes the common case read well."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT port is free to gRPC too
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"{name} cannot listen on {host}:{port} ({port_setting}): {exc.strerror or exc}; port 0 "
+                "picks a free one"
+            ) from None

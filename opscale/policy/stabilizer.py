@@ -65,6 +65,9 @@ from opscale.policy.types import (
     StabilizerState,
 )
 
+STALE_UP = " (no scale-out on stale data)"
+STALE_IN = " (never scaling in on stale data)"
+
 
 def _names(pools: Iterable[PoolKey]) -> str:
     return ", ".join(str(p) for p in pools)
@@ -143,6 +146,16 @@ def _group(run: _Run, g: CoupledGroup) -> _Group:
     return _Group(g, cur, inp.raw[g.leader], lo, hi, lo_why, hi_why, label, coupled)
 
 
+def _held_move(raw: int, held: int, up_note: str = "", in_note: str = "") -> str:
+    """What holding ``held`` kept from happening, in the direction the policy wanted: a held scale-up
+    and a refused scale-in read differently (a scale-up is never described as a scale-in)."""
+    if raw > held:
+        return f" instead of scaling up to {raw} as the policy recommended{up_note}"
+    if raw < held:
+        return f" instead of scaling in to {raw} as the policy recommended{in_note}"
+    return ", as the policy recommended"
+
+
 def _frozen(run: _Run, grp: _Group) -> dict[PoolKey, int]:
     """1. Frozen: hold current, change nothing else."""
     run.held.update(grp.g.members)
@@ -151,7 +164,7 @@ def _frozen(run: _Run, grp: _Group) -> dict[PoolKey, int]:
         Rule.FROZEN,
         grp.raw,
         grp.cur_l,
-        f"{grp.label}: frozen, holding current {_counts(grp.cur)} (the policy recommended {grp.raw}).",
+        f"{grp.label}: frozen, holding current {_counts(grp.cur)}{_held_move(grp.raw, grp.cur_l)}.",
     )
     return dict(grp.cur)
 
@@ -196,8 +209,8 @@ def _fail_static(run: _Run, grp: _Group) -> dict[PoolKey, int]:
             Rule.FAIL_STATIC,
             grp.raw,
             hold[grp.leader],
-            f"{grp.label}: fail-static because {stale}: holding the last good decision {_counts(hold)} "
-            f"(the policy recommended {grp.raw}; never scaling in on stale data).",
+            f"{grp.label}: fail-static because {stale}: holding {_counts(hold)}"
+            f"{_held_move(grp.raw, hold[grp.leader], STALE_UP, STALE_IN)}.",
         )
     return hold
 

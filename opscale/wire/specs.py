@@ -10,23 +10,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
-
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.decisions.deployment import Deployment
 from opscale.errors import InvalidArgument
 from opscale.spec import DeploymentSpec, parse_spec
 from opscale.wire.enums import MODE
-from opscale.wire.pools import pool_from_pb, pool_to_pb
+from opscale.wire.pools import pool_to_pb
+from opscale.wire.spec_document import spec_document
 from opscale.wire.validate import MAX_SPEC_BYTES
-
-
-def _present(msg: Message, names: tuple[str, ...]) -> dict[str, Any]:
-    """The scalar fields of ``msg`` that were set (proto3 ``optional`` presence)."""
-    return {n: getattr(msg, n) for n in names if msg.HasField(n)}
 
 
 def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
@@ -38,63 +30,7 @@ def spec_from_pb(msg: pb.DeploymentSpec) -> DeploymentSpec:
             "preset",
             field="spec",
         )
-    data: dict[str, Any] = {"name": msg.name, "labels": dict(msg.labels)}
-    source = msg.model.WhichOneof("source")
-    model: dict[str, Any] = {"name": msg.model.name or None}
-    if source == "preset":
-        model["preset"] = msg.model.preset
-    elif source == "hf_config_json":
-        try:
-            model["hf_config"] = json.loads(msg.model.hf_config_json)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(
-                f"spec.model.hf_config_json is not JSON: {exc}", field="spec.model"
-            ) from None
-    data["model"] = model
-    if msg.gpu_type:
-        data["gpu_type"] = msg.gpu_type
-    mode = MODE.from_pb_or_none(msg.mode, "spec.mode")
-    if mode is not None:
-        data["mode"] = mode
-    if msg.policy_name:
-        data["policy"] = msg.policy_name
-    if msg.HasField("slo"):
-        data["slo"] = {
-            "ttft_ms": msg.slo.ttft_ms,
-            "tbt_ms": msg.slo.tbt_ms,
-            **_present(msg.slo, ("percentile",)),
-        }
-    data["limits"] = [
-        {
-            "pool": pool_from_pb(lim.pool, f"spec.limits.{i}.pool") if lim.HasField("pool") else None,
-            "gpu_types": list(lim.gpu_types),
-            **_present(lim, ("min_replicas", "max_replicas", "max_step")),
-        }
-        for i, lim in enumerate(msg.limits)
-    ]
-    if msg.HasField("stabilization"):
-        data["stabilization"] = _present(
-            msg.stabilization,
-            (
-                "scale_up_window_s",
-                "scale_down_window_s",
-                "scale_up_cooldown_s",
-                "scale_down_cooldown_s",
-                "max_staleness_s",
-            ),
-        )
-    data["interval_s"] = msg.interval_s
-    if msg.HasField("params"):
-        data["params"] = json_format.MessageToDict(msg.params)
-    data["launch"] = [
-        {
-            "pool": pool_from_pb(ref.pool, f"spec.launch.{i}.pool"),
-            "template": ref.template,
-            "args": dict(ref.args),
-        }
-        for i, ref in enumerate(msg.launch)
-    ]
-    return parse_spec(data)
+    return parse_spec(spec_document(msg))
 
 
 def spec_to_pb(spec: DeploymentSpec) -> pb.DeploymentSpec:

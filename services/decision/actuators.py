@@ -24,6 +24,7 @@ from opscale.config import Settings
 from opscale.grpcutil.client import PLAINTEXT, ClientSecurity, instrumented_channel
 from opscale.telemetry import Telemetry
 from opscale.wire.commands import resizes_to_pb
+from opscale.wire.pools import pool_label
 
 DEFAULT_DEADLINE_S = 1.0
 
@@ -67,8 +68,11 @@ class NodeAgentActuator:
             f"{reply.replicas_unchanged} unchanged"
         )
         if reply.infeasible:
-            why = "; ".join(i.reason for i in reply.infeasible)
-            return Actuation(Outcome.PARTIAL, f"placement applied part: {changes}; infeasible: {why}")
+            short = "; ".join(
+                f"{pool_label(i.pool)} placed {i.satisfiable} of {i.requested}: {i.reason}"
+                for i in reply.infeasible
+            )
+            return Actuation(Outcome.PARTIAL, f"{short} ({changes})")
         return Actuation(Outcome.APPLIED, f"placement applied: {changes}")
 
     async def close(self) -> None:

@@ -233,7 +233,9 @@ class DecisionLoop:
                 log.exception("deployment %s: tick failed; skipped", name, extra={"deployment": name})
                 return
             changed = last is None or _counts(out) != _counts_of(last)
-            retry = last is not None and last.placement in (Outcome.FAILED, Outcome.PENDING)
+            # A partial placement is handed over again every tick (level-triggered): capacity may have
+            # come, and the decision keeps saying what is missing instead of "not needed".
+            retry = last is not None and last.placement in (Outcome.FAILED, Outcome.PENDING, Outcome.PARTIAL)
             needed = changed or retry
             due.inp, due.out = inp, out
             due.record = encode(

@@ -64,6 +64,18 @@ async def test_apply_get_describe_freeze_delete(
             "replicas"
         ] is None
         assert (await cli.yaml("describe", "deployment", "chat"))["deployment"]["version"] == "2"
+        # What get/describe print (proto field and enum names) applies back unchanged.
+        for printed in (("get", "deployments"), ("describe", "deployment", "chat")):
+            for fmt in ("yaml", "json"):
+                dumped = cli.write(f"printed.{fmt}", await cli.ok(*printed, "-o", fmt))
+                assert (
+                    await cli.ok("apply", "-f", dumped)
+                ).strip() == "deployment/chat unchanged (version 2)"
+        # The spec describe prints as a table is one apply takes, too.
+        shown = described.split("Spec:\n", 1)[1].split("\n\n", 1)[0]
+        assert (await cli.ok("apply", "-f", cli.write("shown.yaml", shown))).strip() == (
+            "deployment/chat unchanged (version 2)"
+        )
 
         assert "deployment/chat frozen" in await cli.ok("freeze", "chat", "--reason", "incident 42")
         assert "yes" in (await cli.ok("get", "deployments")).splitlines()[1]

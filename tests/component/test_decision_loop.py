@@ -209,13 +209,17 @@ async def test_placement_failures_are_recorded_not_dropped(runtime: Runtime) -> 
         advance(runtime, 1)
         await eventually(lambda: _newest_has(live.stub, "handed", {DECODE_PB: 2, PREFILL_PB: 1}))
         got = (await live.stub.GetDecision(pb.GetDecisionRequest(deployment="handed"), timeout=5)).decision
-        # Placement's ApplyDesired is still UNIMPLEMENTED in this build; once it lands this is APPLIED.
-        assert got.placement_outcome in (
-            pb.PLACEMENT_OUTCOME_FAILED,
-            pb.PLACEMENT_OUTCOME_APPLIED,
-            pb.PLACEMENT_OUTCOME_PARTIAL,
-        )
-        assert got.placement_message
+        # No node has registered: placement takes the counts and places none of them.
+        assert got.placement_outcome == pb.PLACEMENT_OUTCOME_PARTIAL
+        assert "decode/model placed 0 of 2" in got.placement_message
+        # The next tick, with the same counts, hands over again and still says what is missing (never
+        # "not needed", which would hide the replicas that were never placed).
+        n = len(await decisions(live.stub, "handed"))
+        advance(runtime, 1)
+        await eventually(lambda: _more_than(live.stub, "handed", n))
+        again = (await live.stub.GetDecision(pb.GetDecisionRequest(deployment="handed"), timeout=5)).decision
+        assert again.id != got.id and again.placement_outcome == pb.PLACEMENT_OUTCOME_PARTIAL
+        assert "decode/model placed 0 of 2" in again.placement_message
     finally:
         await live.stop()
         await stop_service(placement, 1.0)

@@ -154,3 +154,32 @@ def test_unreachable_postgres_is_unavailable() -> None:
     result = opscale("db", "upgrade", env={"OPSCALE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
     assert result.returncode == 6, result.stderr
     assert "127.0.0.1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_busy_ports_and_bad_flags_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A second `opscale up` (a port in use, gRPC or metrics) or a bad flag value stops start-up with one
+    line naming the setting, never a traceback."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = str(held.getsockname()[1])
+        env = {
+            **PORTS_ANY,
+            "OPSCALE_DATABASE_URL": f"sqlite:///{tmp_path}/opscale.db",
+            "OPSCALE_LOG_LEVEL": "warning",
+        }
+        for flag, setting in (
+            ("--metrics-port", "metrics_port"),
+            ("--ingest-port", "ingest_port"),
+            ("--keda-port", "keda_port"),
+        ):
+            run = opscale("up", flag, busy, env=env)
+            assert run.returncode == 2, run.stderr
+            assert run.stderr.count("\n") == 1, run.stderr
+            assert f"127.0.0.1:{busy} ({setting}): Address already in use" in run.stderr
+        bad = opscale("up", "--whatif-workers", "99", env=env)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "WHATIF_WORKERS" in bad.stderr, (
+            bad.stderr
+        )

@@ -132,3 +132,54 @@ def test_sre_commands_read_the_environment_only_through_typer(module: str) -> No
     # Addresses come from flags whose envvar= Typer resolves; nothing here reads os.environ directly.
     source = (Path(__file__).resolve().parents[2] / "clients" / "cli" / f"{module}.py").read_text()
     assert "os.environ" not in source and "getenv" not in source
+
+
+def test_describe_says_how_many_of_the_decided_replicas_are_placed() -> None:
+    from clients.cli.describe import placed_label, placement_label
+    from opscale.api.decision.v1 import decision_pb2 as dpb
+
+    attn = cpb.PoolKey(stage=cpb.STAGE_DECODE, operator=cpb.OPERATOR_KIND_ATTENTION)
+    ffn = cpb.PoolKey(stage=cpb.STAGE_DECODE, operator=cpb.OPERATOR_KIND_FFN)
+    decision = dpb.Decision(
+        pools=[cpb.PoolPlan(pool=attn, replicas=4), cpb.PoolPlan(pool=ffn, replicas=1)],
+        placement_outcome=dpb.PLACEMENT_OUTCOME_PARTIAL,
+        placement_message="decode/attention placed 2 of 4: no room",
+    )
+    running, draining = ppb.REPLICA_DESIRED_STATE_RUNNING, ppb.REPLICA_DESIRED_STATE_DRAINING
+    ready = ppb.REPLICA_OBSERVED_STATE_READY
+    replicas = [
+        ppb.Replica(pool=attn, node="gpu-0", desired_state=running, observed_state=ready),
+        ppb.Replica(pool=attn, node="gpu-0", desired_state=running),
+        ppb.Replica(pool=attn, node="gpu-0", desired_state=draining, observed_state=ready),  # leaving
+        ppb.Replica(pool=ffn, node="", desired_state=running),  # recorded, not on a GPU
+    ]
+    assert placed_label(decision, replicas) == (
+        "decode/attention 2 of 4 placed, 1 ready, decode/ffn 0 of 1 placed, 0 ready"
+    )
+    assert placed_label(decision, None) == "unknown (placement unreachable)"
+    assert placement_label(decision) == "partial: decode/attention placed 2 of 4: no room"
+
+
+def test_top_says_what_placement_could_not_place() -> None:
+    import io
+
+    from rich.console import Console
+
+    from clients.cli.top import render
+    from opscale.api.decision.v1 import decision_pb2 as dpb
+
+    deployment = dpb.Deployment(spec=dpb.DeploymentSpec(name="chat"))
+    short = dpb.Decision(
+        deployment="chat",
+        placement_outcome=dpb.PLACEMENT_OUTCOME_PARTIAL,
+        placement_message="decode/attention placed 2 of 4: no room on any node",
+    )
+    out = io.StringIO()
+    Console(file=out, width=200).print(render([(deployment, short)], "h:1"))
+    assert "chat: placement partial: decode/attention placed 2 of 4: no room on any node" in out.getvalue()
+    fine = dpb.Decision(
+        deployment="chat", placement_outcome=dpb.PLACEMENT_OUTCOME_APPLIED, placement_message="ok"
+    )
+    out = io.StringIO()
+    Console(file=out, width=200).print(render([(deployment, fine)], "h:1"))
+    assert "placement applied" not in out.getvalue()

@@ -154,3 +154,19 @@ async def test_plain_aiosqlite_still_hangs_there(tmp_path: Path) -> None:
 
     driver = await aiosqlite.connect(str(tmp_path / "t.db"))
     assert not await _close_while_stopped(driver, 0.5)
+
+
+def test_a_connection_error_keeps_the_role_name_and_hides_the_password() -> None:
+    from opscale.db.engine import redact_secret
+
+    # The demo's default URL has the password equal to the user: the role name must survive.
+    msg = 'connection failed: FATAL:  role "opscale" does not exist'
+    assert redact_secret(msg, "opscale", "opscale") == msg
+    assert redact_secret("dsn postgresql://opscale:opscale@h/db", "opscale", "opscale") == (
+        "dsn postgresql://opscale:***@h/db"
+    )
+    assert redact_secret("password=opscale user=opscale", "opscale", "opscale") == "password=*** user=opscale"
+    # A password of its own is masked wherever it appears.
+    assert redact_secret('role "alice" auth failed for s3cret', "s3cret", "alice") == (
+        'role "alice" auth failed for ***'
+    )

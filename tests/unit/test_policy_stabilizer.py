@@ -169,7 +169,17 @@ def test_frozen_holds_current_and_says_so() -> None:
     res = tick({DEC: 20}, {DEC: 10}, frozen=True, config=StabilizerConfig(max_step_abs=1))
     assert res.replicas[DEC] == 10
     assert res.reasons == [
-        "decode/attention: frozen, holding current decode/attention 10 (the policy recommended 20)."
+        "decode/attention: frozen, holding current decode/attention 10 instead of scaling up to 20 as the "
+        "policy recommended."
+    ]
+    down = tick({DEC: 4}, {DEC: 10}, frozen=True)
+    assert down.reasons == [
+        "decode/attention: frozen, holding current decode/attention 10 instead of scaling in to 4 as the "
+        "policy recommended."
+    ]
+    same = tick({DEC: 10}, {DEC: 10}, frozen=True)
+    assert same.reasons == [
+        "decode/attention: frozen, holding current decode/attention 10, as the policy recommended."
     ]
     assert res.state.last_up_s == {}
 
@@ -178,10 +188,23 @@ def test_fail_static_holds_last_good_and_never_scales_in() -> None:
     state = StabilizerState(last_good={DEC: 12})
     res = tick({DEC: 3}, {DEC: 10}, stale=["decode_tps was never reported"], state=state)
     assert res.replicas[DEC] == 12  # the last good decision, which is above current
-    assert "fail-static" in res.reasons[0] and "never scaling in" in res.reasons[0]
+    assert res.reasons == [
+        "decode/attention: fail-static because decode_tps was never reported: holding decode/attention 12 "
+        "instead of scaling in to 3 as the policy recommended (never scaling in on stale data)."
+    ]
     assert res.infeasible[0].kind is InfeasibilityKind.STALE_SIGNALS
     # Scale-out stays blocked by default, allowed when enabled.
-    assert tick({DEC: 20}, {DEC: 10}, stale=["x"]).replicas[DEC] == 10
+    held_up = tick({DEC: 1}, {DEC: 0}, stale=["x"])
+    assert held_up.replicas[DEC] == 0
+    # A held scale-up reads as one (never as a scale-in).
+    assert held_up.reasons == [
+        "decode/attention: fail-static because x: holding decode/attention 0 instead of scaling up to 1 as "
+        "the policy recommended (no scale-out on stale data)."
+    ]
+    level = tick({DEC: 10}, {DEC: 10}, stale=["x"])
+    assert level.reasons == [
+        "decode/attention: fail-static because x: holding decode/attention 10, as the policy recommended."
+    ]
     cfg = StabilizerConfig(scale_out_when_stale=True, max_step_abs=4)
     assert tick({DEC: 20}, {DEC: 10}, stale=["x"], config=cfg).replicas[DEC] == 14
 
