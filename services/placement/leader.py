@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
 from opscale.db.repo import AuditRepo
+from opscale.outage import OUTAGE_ERRORS, Outage
 from services.runtime import Lease
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Leadership:
         self.leading = False
         self.leader_address = ""  # as last read from the audit log, while following
         self.settled = asyncio.Event()  # set once the first renewal has said whether this replica leads
+        self._outage = Outage("placement lease renewal failed", log)
 
     @property
     def holder_id(self) -> str:
@@ -101,8 +103,11 @@ class Leadership:
             while not stopping.is_set():
                 try:
                     await self.step(on_gain, on_loss)
-                except Exception as exc:  # the database is down: the lease says so (held nothing)
-                    log.warning("placement lease renewal failed: %s", exc)
+                    self._outage.ok()
+                except OUTAGE_ERRORS as exc:  # the database is down: the lease says so (held nothing)
+                    self._outage.failed(exc)
+                except Exception:  # a bug: log it whole, keep renewing
+                    log.exception("placement lease renewal failed")
                 self.settled.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), timeout=self._renew_s)
