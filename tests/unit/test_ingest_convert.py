@@ -46,13 +46,15 @@ payloads = st.one_of(
     st.builds(OperatorBusy, num, num, u32),
     st.builds(GpuTelemetry, num, num),
 )
+# What a caller may send: text without NUL (the edge check refuses it, tested in test_edge_reproducers).
+names = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=20)
 samples = st.builds(
     Sample,
-    deployment=st.text(max_size=20),
+    deployment=names,
     at_s=st.integers(1, 2**42).map(lambda ms: ms / 1000),
     payload=payloads,
     pool=st.none() | st.sampled_from(ALL_POOLS),
-    instance=st.text(max_size=20),
+    instance=names,
 )
 
 
