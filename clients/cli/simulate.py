@@ -94,6 +94,10 @@ def register(app: typer.Typer) -> None:
                 "comparison (repeatable; default 0, 0.25, 0.5, 1; 0 alone: no sweep)"
             ),
         ] = None,
+        sweep_policy: Annotated[
+            list[str] | None,
+            typer.Option(help="sweep only these planners (model, operator; repeatable; default both)"),
+        ] = None,
     ) -> None:
         """Run the evaluation matrix (traces × models × SLOs × policies) and write the reports."""
         from rich.progress import Progress
@@ -107,7 +111,7 @@ def register(app: typer.Typer) -> None:
             scenario_subset,
             write_reports,
         )
-        from opscale.sim.experiment import POLICIES
+        from opscale.sim.experiment import HEADROOM_POLICIES, POLICIES
 
         scenarios = scenario_subset(quick_matrix() if quick else full_matrix(), trace, model)
         policies = tuple(policy) if policy else POLICIES
@@ -116,6 +120,13 @@ def register(app: typer.Typer) -> None:
                 known = ", ".join(POLICIES)
                 raise InvalidArgument(f"--policy {p!r}: known policies: {known}", field="policy")
         sweep = tuple(SWEEP if headroom is None else headroom)
+        swept = tuple(sweep_policy) if sweep_policy else HEADROOM_POLICIES
+        for p in swept:
+            if p not in HEADROOM_POLICIES:
+                known = " and ".join(HEADROOM_POLICIES)
+                raise InvalidArgument(
+                    f"--sweep-policy {p!r}: only {known} have a headroom", field="sweep_policy"
+                )
         for h in sweep:
             if not 0.0 <= h <= 4.0:
                 raise InvalidArgument(f"--headroom must be in [0, 4], got {h:g}", field="headroom")
@@ -123,7 +134,7 @@ def register(app: typer.Typer) -> None:
             " " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
         )
         t0 = time.perf_counter()
-        total = len(scenarios) * sum(len(run_headrooms(p, sweep)) for p in policies)
+        total = len(scenarios) * sum(len(run_headrooms(p, sweep, swept)) for p in policies)
         with Progress(transient=True) as bar:
             task = bar.add_task("simulating", total=None if lower_bound else total)
             rows = run_matrix(
@@ -134,6 +145,7 @@ def register(app: typer.Typer) -> None:
                 bound=lower_bound,
                 cache_file=out / "oracle_cache.json",
                 sweep=sweep,
+                sweep_policies=swept,
             )
         write_reports(rows, out, command, plots=plots)
         echo((out / "results.md").read_text())

@@ -239,6 +239,7 @@ def run_matrix(
     bound: bool = True,
     cache_file: Path | None = None,
     sweep: Sequence[float] = (0.0,),
+    sweep_policies: Sequence[str] = HEADROOM_POLICIES,
 ) -> list[dict[str, Any]]:
     """Every (scenario, policy) at headroom 0, and the ``HEADROOM_POLICIES`` at every other headroom of
     ``sweep``, in worker processes (``workers`` 0: the CPU count), after the oracle's lower bound of
@@ -254,14 +255,17 @@ def run_matrix(
         (_job, (sc, p, lb, h), f"{sc.label} {p}" + (f" headroom {h:g}" if h else ""))
         for sc, lb in zip(scenarios, lbs, strict=True)
         for p in policies
-        for h in run_headrooms(p, sweep)
+        for h in run_headrooms(p, sweep, sweep_policies)
     ]
     return _parallel(calls, workers, on_done)
 
 
-def run_headrooms(policy: str, sweep: Sequence[float]) -> list[float]:
-    """The headrooms ``policy`` runs at: 0 (its default) and, for a planner with the knob, the sweep."""
-    return sorted({0.0, *sweep}) if policy in HEADROOM_POLICIES else [0.0]
+def run_headrooms(
+    policy: str, sweep: Sequence[float], sweep_policies: Sequence[str] = HEADROOM_POLICIES
+) -> list[float]:
+    """The headrooms ``policy`` runs at: 0 (its default) and, for a planner with the knob that is to be
+    swept, the sweep."""
+    return sorted({0.0, *sweep}) if policy in HEADROOM_POLICIES and policy in sweep_policies else [0.0]
 
 
 def _fmt(x: float | None, nd: int = 1) -> str:

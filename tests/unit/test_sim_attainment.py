@@ -80,6 +80,7 @@ def test_headroom_reaches_the_planner_and_only_planners_take_it() -> None:
         build(sc, "pd", trace, headroom=0.25)
     assert evaluate.run_headrooms("pd", evaluate.SWEEP) == [0.0]
     assert evaluate.run_headrooms("model", (0.5, 0.1)) == [0.0, 0.1, 0.5]
+    assert evaluate.run_headrooms("operator", (0.5,), sweep_policies=("model",)) == [0.0]
 
 
 def test_oracle_cache_is_dropped_when_the_physics_changes(tmp_path: Path) -> None:

@@ -68,7 +68,11 @@ def test_evaluate_sweeps_the_headroom_of_planners(tmp_path: Path) -> None:
 
 
 def test_evaluate_bad_arguments_are_named() -> None:
-    for args, named in ((["--headroom", "5"], "--headroom"), (["--policy", "nope"], "--policy 'nope'")):
+    for args, named in (
+        (["--headroom", "5"], "--headroom"),
+        (["--policy", "nope"], "--policy 'nope'"),
+        (["--sweep-policy", "pd"], "--sweep-policy 'pd'"),
+    ):
         res = CliRunner().invoke(app, ["evaluate", "--quick", *args])
         assert res.exit_code == 2, res.output
         assert named in res.output
