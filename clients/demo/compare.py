@@ -69,7 +69,3 @@ class SideBySide:
             f"{100 * op.slo_attainment:.1f}% vs {100 * ml.slo_attainment:.1f}% of requests within the SLO) "
             f"because of how each sized its pools (mean replicas: {pools})."
         )
-
-
-def compare(runs: dict[str, PolicyRun]) -> SideBySide:
-    return SideBySide(operator=runs["operator"], model=runs["model"])
