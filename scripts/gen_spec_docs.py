@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from opscale.model import CATALOG, PRESETS
+from opscale.model.shapes import ESTIMATED
 from opscale.policy import registry
 from opscale.spec import DeploymentSpec
 from opscale.wire.validate import MAX_SPEC_BYTES, MAX_STRING_CHARS
@@ -141,7 +142,8 @@ def render() -> str:
     out += [
         "## Known values",
         "",
-        f"- model presets: {', '.join(f'`{p}`' for p in sorted(PRESETS))}",
+        f"- model presets: {', '.join(f'`{p}`' for p in sorted(PRESETS))}; estimated from the published "
+        f"config, not profiled: {', '.join(f'`{p}`' for p in sorted(ESTIMATED))}",
         f"- GPU types: {', '.join(f'`{g}`' for g in sorted(CATALOG))} (case-insensitive; aliases accepted)",
         "",
     ]

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from clients.cli.common import echo, handle_errors
+from opscale.errors import InvalidArgument
 
 TraceOpt = Annotated[
     str,
@@ -71,7 +72,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def evaluate_cmd(
         quick: Annotated[
-            bool, typer.Option("--quick", help="CI-sized matrix (10 min of Azure conv)")
+            bool,
+            typer.Option("--quick", help="small matrix: 10 min of Azure conv per model, of long prompts"),
         ] = False,
         out: Annotated[Path, typer.Option(help="directory for results.json, results.md, *.png")] = Path(
             "out/evaluate"
@@ -85,6 +87,17 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(help="search the simulated oracle at every load level for the lower-bound column"),
         ] = True,
+        headroom: Annotated[
+            list[float] | None,
+            typer.Option(
+                help="headrooms the model and operator planners are swept over for the equal-attainment "
+                "comparison (repeatable; default 0, 0.25, 0.5, 1; 0 alone: no sweep)"
+            ),
+        ] = None,
+        sweep_policy: Annotated[
+            list[str] | None,
+            typer.Option(help="sweep only these planners (model, operator; repeatable; default both)"),
+        ] = None,
     ) -> None:
         """Run the evaluation matrix (traces × models × SLOs × policies) and write the reports."""
         from rich.progress import Progress
@@ -96,21 +109,38 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"{PLOTS_EXTRA}, or pass --no-plots")
 
         from opscale.sim.evaluate import (
+            SWEEP,
             full_matrix,
             quick_matrix,
+            run_headrooms,
             run_matrix,
             scenario_subset,
             write_reports,
         )
-        from opscale.sim.experiment import POLICIES
+        from opscale.sim.experiment import HEADROOM_POLICIES, POLICIES
 
         scenarios = scenario_subset(quick_matrix() if quick else full_matrix(), trace, model)
         policies = tuple(policy) if policy else POLICIES
+        for p in policies:
+            if p not in POLICIES:
+                known = ", ".join(POLICIES)
+                raise InvalidArgument(f"--policy {p!r}: known policies: {known}", field="policy")
+        sweep = tuple(SWEEP if headroom is None else headroom)
+        swept = tuple(sweep_policy) if sweep_policy else HEADROOM_POLICIES
+        for p in swept:
+            if p not in HEADROOM_POLICIES:
+                known = " and ".join(HEADROOM_POLICIES)
+                raise InvalidArgument(
+                    f"--sweep-policy {p!r}: only {known} have a headroom", field="sweep_policy"
+                )
+        for h in sweep:
+            if not 0.0 <= h <= 4.0:
+                raise InvalidArgument(f"--headroom must be in [0, 4], got {h:g}", field="headroom")
         command = "opscale evaluate" + (
             " " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
         )
         t0 = time.perf_counter()
-        total = len(scenarios) * len(policies)
+        total = len(scenarios) * sum(len(run_headrooms(p, sweep, swept)) for p in policies)
         with Progress(transient=True) as bar:
             task = bar.add_task("simulating", total=None if lower_bound else total)
             rows = run_matrix(
@@ -120,6 +150,8 @@ def register(app: typer.Typer) -> None:
                 on_done=lambda label: bar.update(task, advance=1, description=label[:60]),
                 bound=lower_bound,
                 cache_file=out / "oracle_cache.json",
+                sweep=sweep,
+                sweep_policies=swept,
             )
         write_reports(rows, out, command, plots=plots)
         echo((out / "results.md").read_text())

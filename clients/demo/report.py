@@ -10,19 +10,32 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from clients.demo.compare import SideBySide
 from clients.demo.replay import ReplayState, Second
 from clients.demo.view import pool_order
 from opscale.sim.plots import pyplot
 from opscale.spec import DeploymentSpec
 
 
-def write_timeline(out: Path, state: ReplayState, meta: dict[str, Any]) -> Path:
+def write_timeline(
+    out: Path, state: ReplayState, meta: dict[str, Any], both: SideBySide | None = None
+) -> Path:
     path = out / "timeline.json"
     doc = {
         "meta": meta,
         "seconds": [asdict(r) for r in state.rows],
         "decisions": state.decision_log,
         "notes": state.notes,
+        "simulated": None
+        if both is None
+        else {
+            name: {
+                "metrics": run.metrics.to_json(),
+                "gpus": list(run.gpus),
+                "mean_replicas": run.mean_replicas,
+            }
+            for name, run in (("operator", both.operator), ("model", both.model))
+        },
     }
     path.write_text(json.dumps(doc, indent=1))
     return path
@@ -32,7 +45,7 @@ def _nan(v: float | int | None) -> float:
     return math.nan if v is None else float(v)
 
 
-def plot(out: Path, spec: DeploymentSpec, rows: list[Second]) -> list[Path]:
+def plot(out: Path, spec: DeploymentSpec, rows: list[Second], both: SideBySide | None = None) -> list[Path]:
     plt = pyplot()
     xs = [r.t_s for r in rows]
     paths: list[Path] = []
@@ -90,6 +103,10 @@ def plot(out: Path, spec: DeploymentSpec, rows: list[Second]) -> list[Path]:
             label="operator policy's raw plan (before the stabilizer)")  # fmt: skip
     ax.step(xs, [_nan(r.gpus_model_level) for r in rows], where="post", lw=2,
             label="model-level planner, same load (raw)")  # fmt: skip
+    if both is not None:
+        for name, run, style in (("operator", both.operator, "-."), ("model", both.model, ":")):
+            ax.step(range(1, len(run.gpus) + 1), run.gpus, where="post", ls=style, lw=1.5,
+                    label=f"{name}-level, simulated (opscale evaluate's code)")  # fmt: skip
     ax.set_ylabel("GPUs")
     ax.set_xlabel("demo time (s)")
     ax.set_ylim(bottom=0)
@@ -122,8 +139,38 @@ def _fmt(v: float | None, unit: str = "") -> str:
     return "—" if v is None else f"{v:,.1f}{unit}"
 
 
+def comparison_lines(both: SideBySide | None) -> list[str]:
+    """The report's operator-vs-model section: both policies on the replayed load, as evaluate runs them."""
+    head = ["## Operator vs model on the same load", ""]
+    if both is None:
+        return [*head, "The simulated comparison did not finish (see the notes).", ""]
+    out = [
+        *head,
+        "Both policies replayed on the same window of the trace, at the same speed-up, by "
+        "`opscale.sim.experiment.run_one` — the function behind every row of `opscale evaluate` (its "
+        "fleet ceilings, not the demo's `--max-replicas`, and its data plane instead of the live services).",
+        "",
+        "| policy | GPU-h | mean GPUs | peak GPUs | kWh (released) | SLO attained | p99 TTFT ms | "
+        "p99 TBT ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in (both.operator, both.model):
+        m = run.metrics
+        out.append(
+            f"| {m.policy} | {m.gpu_hours:.3f} | {m.mean_gpus:.1f} | {m.peak_gpus} | "
+            f"{m.energy_kwh_released:.3f} | {100 * m.slo_attainment:.1f}% | {m.ttft_p99_ms:,.0f} | "
+            f"{m.tbt_p99_ms:.1f} |"
+        )
+    return [*out, "", both.sentence(), ""]
+
+
 def write_report(
-    out: Path, spec: DeploymentSpec, state: ReplayState, meta: dict[str, Any], plots: list[Path]
+    out: Path,
+    spec: DeploymentSpec,
+    state: ReplayState,
+    meta: dict[str, Any],
+    plots: list[Path],
+    both: SideBySide | None = None,
 ) -> Path:
     rows = state.rows
     op = _mean([float(r.gpus_operator) for r in rows if r.gpus_operator])
@@ -160,6 +207,7 @@ def write_report(
         "run in-process on the load each decision recorded. Latencies are those the simulated data plane "
         "produced under the live plan.",
         "",
+        *comparison_lines(both),
     ]
     for p in plots:
         lines += [f"![{p.stem}]({p.name})", ""]

@@ -5,6 +5,7 @@ still run."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from clients.demo.compare import POLICIES, SideBySide, run_policy, scenario
 from clients.demo.replay import Replay, ReplayState, Second
 from clients.demo.report import plot, write_report, write_timeline
 from clients.demo.stack import Stack, worker_pids
@@ -71,6 +73,23 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     state = ReplayState()
     header = f"{opts.model} · {opts.trace} x{opts.speedup:g} · policy operator"
+    # Both policies on the same window through evaluate's run_one, in child processes (CPU-bound: a
+    # thread would slow the 1 Hz replay); the live view shows them once they are done.
+    sc = scenario(opts.trace, opts.model, opts.speedup, opts.start_s, opts.duration_s)
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=len(POLICIES))
+    futures = {p: pool.submit(run_policy, sc, p) for p in POLICIES}
+
+    def side_by_side() -> SideBySide | None:
+        if not all(f.done() for f in futures.values()):
+            return None
+        try:
+            runs = {p: f.result() for p, f in futures.items()}
+        except Exception as exc:  # shown in the report; the live demo goes on
+            note = f"the simulated comparison failed: {exc}"
+            if note not in state.notes:
+                state.notes.append(note)
+            return None
+        return SideBySide(operator=runs["operator"], model=runs["model"])
 
     def say(message: str) -> None:
         # After SIGHUP (the terminal closed) writes fail; the teardown must go on regardless.
@@ -99,14 +118,18 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
         t0 = time.monotonic()
         if opts.live:
             with Live(
-                render(spec, [], 0, opts.duration_s, header),
+                render(spec, [], 0, opts.duration_s, header, None),
                 console=console,
                 refresh_per_second=2,
                 screen=False,
             ) as live:
 
                 def show(row: Second) -> None:
-                    live.update(render(spec, state.rows, time.monotonic() - t0, opts.duration_s, header))
+                    live.update(
+                        render(
+                            spec, state.rows, time.monotonic() - t0, opts.duration_s, header, side_by_side()
+                        )
+                    )
 
                 await replay.run(show, stop)
         else:
@@ -114,10 +137,15 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
             def progress(row: Second) -> None:
                 if int(row.t_s) % 10 == 0:
                     decided = sum(row.decided.values())
+                    both = side_by_side()
+                    sim = ""
+                    if both is not None:
+                        op_now, ml_now = both.gpus_at(row.t_s)
+                        sim = f" simulated operator {op_now} model {ml_now}"
                     console.print(
                         f"  t={row.t_s:4.0f}s load {row.arrivals:3d} req/s  replicas decided {decided} "
                         f"running {sum(row.running.values())}  GPUs {row.gpus_operator} "
-                        f"(model-level {row.gpus_model_level})  decisions {row.decisions}",
+                        f"(model-level {row.gpus_model_level}){sim}  decisions {row.decisions}",
                         soft_wrap=True,
                     )
 
@@ -143,14 +171,20 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
             "leftover_workers": stack.killed_leftovers,
             "workers_alive_at_exit": len(worker_pids({stack.node})),
         }
-        write_timeline(opts.out, state, meta)
+        # The comparison finishes even when the replay was cut short (it is what the report explains).
+        if not stop.is_set() or all(f.done() for f in futures.values()):
+            say("waiting for the simulated operator-vs-model comparison …")
+            await asyncio.to_thread(concurrent.futures.wait, list(futures.values()))
+        both = side_by_side()
+        pool.shutdown(wait=False, cancel_futures=True)
+        write_timeline(opts.out, state, meta, both)
         plots: list[Path] = []
         if state.rows and plots_available():
-            plots = plot(opts.out, spec, state.rows)
+            plots = plot(opts.out, spec, state.rows, both)
         elif state.rows:
             state.notes.append(f"no plots: {PLOTS_EXTRA}")
             say(f"no plots: {PLOTS_EXTRA}")
-        report = write_report(opts.out, spec, state, meta, plots)
+        report = write_report(opts.out, spec, state, meta, plots, both)
         say(f"report: {report}  ({len(plots)} plots, timeline.json) in {opts.out}/")
     return stack.killed_leftovers
 

@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from clients.demo.compare import SideBySide
 from clients.demo.replay import Second
 from opscale.spec import DeploymentSpec
 
@@ -46,8 +47,30 @@ def _vs(value: float | None, slo: float) -> Text:
     return Text(f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms", style=style)
 
 
+def simulated_line(both: SideBySide | None, t_s: float) -> Text:
+    """Both policies on this load through evaluate's code: GPUs at this second and over the replay."""
+    if both is None:
+        return Text("same load, both policies through opscale evaluate's simulator: running …", style="dim")
+    op_now, ml_now = both.gpus_at(t_s)
+    op, ml = both.operator.metrics, both.model.metrics
+    return Text.assemble(
+        ("same load, simulated as in opscale evaluate: ", "bold"),
+        ("operator ", "green"),
+        (f"{op_now if op_now is not None else '—'} GPUs", "bold green"),
+        f" ({op.gpu_hours:.2f} GPU-h, {100 * op.slo_attainment:.1f}% in SLO)  ",
+        ("model ", "yellow"),
+        (f"{ml_now if ml_now is not None else '—'} GPUs", "bold yellow"),
+        f" ({ml.gpu_hours:.2f} GPU-h, {100 * ml.slo_attainment:.1f}% in SLO)",
+    )
+
+
 def render(
-    spec: DeploymentSpec, rows: Sequence[Second], elapsed_s: float, duration_s: int, header: str
+    spec: DeploymentSpec,
+    rows: Sequence[Second],
+    elapsed_s: float,
+    duration_s: int,
+    header: str,
+    both: SideBySide | None = None,
 ) -> RenderableType:
     title = Text.assemble(
         ("opscale demo ", "bold"),
@@ -122,4 +145,6 @@ def render(
         "   Ctrl-C stops and still writes the report",
         style="dim",
     )
-    return Panel(Group(trend, tokens, gpus, Text(""), pools, foot), title=title)
+    sim = simulated_line(both, row.t_s)
+    why = Text(both.sentence(), style="dim") if both is not None else Text("")
+    return Panel(Group(trend, tokens, gpus, sim, why, Text(""), pools, foot), title=title)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from opscale.errors import InvalidArgument
+from opscale.model.estimate import estimated_profiles, is_estimated
 from opscale.model.gpus import GpuSpec, get_gpu
 from opscale.model.interp import Curve, Grid, PowerCurve
 from opscale.model.operators import (
@@ -107,12 +108,24 @@ def find_operator_profile(
             f"{have}. Profile this model on a GPU and pass the profile in.",
             field="model",
         )
-    # Prefer this GPU type (no scaling), then our own model's file, then a measured card (not derived).
+    # Prefer a measurement to an estimate, then this GPU type (no scaling), then our own model's file,
+    # then a measured card (not derived).
     matches.sort(
-        key=lambda p: (p.gpu_type != gpu.key, p.model != shape.name, p.provenance.derived is not None)
+        key=lambda p: (
+            is_estimated(p),
+            p.gpu_type != gpu.key,
+            p.model != shape.name,
+            p.provenance.derived is not None,
+        )
     )
     best = matches[0]
     op = best.operator(stage, kind)
+    if is_estimated(best):
+        how = best.provenance.derived
+        if best.gpu_type == gpu.key:
+            return op, str(how)
+        src = get_gpu(best.gpu_type)
+        return scale_operator(op, best.shape, src, gpu), f"{how}, then roofline {src.key} -> {gpu.key}"
     if best.gpu_type == gpu.key:
         return op, f"measured on {gpu.key} ({best.model})"
     src = get_gpu(best.gpu_type)
@@ -198,7 +211,7 @@ def moe_activation_factor(shape: ModelShape, tokens: int, gpu: GpuSpec) -> float
 class PerfModel:
     """Latency and power of one model's operators on one GPU type."""
 
-    __slots__ = ("_cached", "_ops", "gpu", "shape", "sources")
+    __slots__ = ("_cached", "_ops", "estimated", "gpu", "shape", "sources")
 
     def __init__(
         self,
@@ -209,7 +222,7 @@ class PerfModel:
     ) -> None:
         self.shape = shape
         self.gpu = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
-        available = packaged_profiles() if profiles is None else tuple(profiles)
+        available = packaged_profiles() + estimated_profiles() if profiles is None else tuple(profiles)
         ops: dict[tuple[str, str], _Op] = {}
         for stage in Stage:
             for spec in operators_for(shape, stage):
@@ -218,6 +231,8 @@ class PerfModel:
         # Keyed by (str, str): Stage and OperatorKind are StrEnums, so plain strings find the same entries.
         self._ops: Mapping[tuple[str, str], _Op] = ops
         self.sources: Mapping[tuple[str, str], str] = {k: v.source for k, v in ops.items()}
+        # True when some operator is priced from an estimated profile (opscale.model.estimate).
+        self.estimated = any(v.source.startswith("estimated") for v in ops.values())
         self._cached = lru_cache(maxsize=1 << 17)(self._pass_latency)
 
     def _build(self, spec: OperatorSpec, op: OperatorProfile, source: str) -> _Op:

@@ -98,26 +98,34 @@ def scale_watts(watts: float | None, src: GpuSpec, dst: GpuSpec) -> float | None
     return dst.idle_watts + frac * (dst.max_watts - dst.idle_watts)
 
 
-def _scale_point(
-    shape: ModelShape, stage: Stage, kind: OperatorKind, p: ProfilePoint, src: GpuSpec, dst: GpuSpec
+def transfer_point(
+    stage: Stage,
+    kind: OperatorKind,
+    p: ProfilePoint,
+    src: tuple[ModelShape, GpuSpec],
+    dst: tuple[ModelShape, GpuSpec],
 ) -> ProfilePoint:
+    """Point ``p`` measured for the ``src`` (shape, card) carried over to ``dst``: each piece scaled by
+    its roofline time there over here. Same shape, other card: ``scale_operator``; same card, other
+    shape: ``opscale.model.estimate``."""
     batch = float(p.batch if p.batch is not None else p.x)
     length = float(p.seq_len or p.kv_len or 1)
+
+    def t(side: tuple[ModelShape, GpuSpec], name: str) -> float:
+        shape, gpu = side
+        return roofline_time_s(*piece_work(shape, stage, name, tokens=p.x, batch=batch, length=length), gpu)
+
     # Composed points scale piece by piece: their pieces sit on different sides of the ridge (a decode
     # layer's GEMMs turn compute-bound at a few hundred tokens, its attention core never does).
     pieces = p.parts_ms or ((kind.value, p.latency_ms),)
-    scaled = tuple(
-        (name, ms * scale_factor(*piece_work(shape, stage, name, tokens=p.x, batch=batch, length=length),
-                                 src, dst))
-        for name, ms in pieces
-    )  # fmt: skip
+    scaled = tuple((name, ms * (t(dst, name) / t(src, name))) for name, ms in pieces)
     # The measured total scales by its pieces' time-weighted factor (the stored pieces are rounded, so
     # their plain sum can differ from the total in the last digit).
     factor = sum(ms for _, ms in scaled) / sum(ms for _, ms in pieces)
     return ProfilePoint(
         x=p.x,
         latency_ms=p.latency_ms * factor,
-        watts=scale_watts(p.watts, src, dst),
+        watts=scale_watts(p.watts, src[1], dst[1]),
         batch=p.batch,
         seq_len=p.seq_len,
         kv_len=p.kv_len,
@@ -131,7 +139,7 @@ def scale_operator(op: OperatorProfile, shape: ModelShape, src: GpuSpec, dst: Gp
     return OperatorProfile(
         stage=op.stage,
         kind=op.kind,
-        points=tuple(_scale_point(shape, op.stage, op.kind, p, src, dst) for p in op.points),
+        points=tuple(transfer_point(op.stage, op.kind, p, (shape, src), (shape, dst)) for p in op.points),
     )
 
 

@@ -115,13 +115,29 @@ PRESETS: Mapping[str, ModelShape] = {
 }  # fmt: skip
 
 
+# Presets never profiled on a GPU: their operators are estimated (``opscale.model.estimate``) and every
+# result that uses them says so. Mixtral-8x22B: the `config.json` of its model card
+# (mistralai/Mixtral-8x22B-v0.1 on Hugging Face: hidden_size 6144, num_hidden_layers 56,
+# num_attention_heads 48, num_key_value_heads 8, intermediate_size 16384, num_local_experts 8,
+# num_experts_per_tok 2, vocab_size 32768; "141B parameters, 39B active"). Check: per layer
+# attention 6144·(6144 + 2·1024) + 6144² = 88.1M and experts 8·3·6144·16384 = 2,416M, × 56 layers,
+# + 2 · 32768 · 6144 embedding/lm_head = 140.6B parameters.
+ESTIMATED: Mapping[str, ModelShape] = {
+    s.name: s
+    for s in (
+        ModelShape("mixtral-8x22b", layers=56, hidden=6144, heads=48, kv_heads=8, head_dim=128, ffn=16384,
+                   vocab=32768, experts=8, top_k=2),
+    )
+}  # fmt: skip
+
+
 def get_preset(name: str) -> ModelShape:
-    """The built-in shape called ``name`` (case-insensitive)."""
-    shape = PRESETS.get(name.strip().lower())
+    """The built-in shape called ``name`` (case-insensitive): a profiled preset or an estimated one."""
+    key = name.strip().lower()
+    shape = PRESETS.get(key) or ESTIMATED.get(key)
     if shape is None:
-        raise InvalidArgument(
-            f"unknown model preset {name!r}; known presets: {', '.join(sorted(PRESETS))}", field="model"
-        )
+        known = ", ".join(sorted([*PRESETS, *ESTIMATED]))
+        raise InvalidArgument(f"unknown model preset {name!r}; known presets: {known}", field="model")
     return shape
 
 

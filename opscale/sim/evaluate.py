@@ -1,17 +1,32 @@
 """The evaluation matrix (traces × models × SLOs × policies): runs in worker processes, then writes
 ``results.json``, ``results.md`` and PNG plots.
 
-``quick``: the first 10 minutes of Azure conv (×4 rate) for both models, default SLO — CI-sized.
-``full``: Azure conv (×4) and Azure code (×6) hours, and 24 hours of ServeGen m-large at 10% of its
-rate (~20 req/s) with each 10-minute window replayed in 60 s (time compression: the day's rate
+Models: llama3-70b, mixtral-8x7b, the OpScale paper's qwen2-7b and qwen2-57b-a14b (all profiled on an
+H100), and mixtral-8x22b, a large MoE priced from its published config (``opscale.model.estimate``,
+flagged "estimated" in every report). SLO TTFT p99 ≤ 2 s and TBT p99 ≤ 100 ms unless said.
+
+``quick``: the first 10 minutes of Azure conv (×4 rate) for every model, and of the long-prompt
+scenario for llama3-70b (31 min on a shared two-core machine with
+``--sweep-policy model --no-lower-bound``: an operator run of 10 simulated minutes costs minutes).
+``full``: per model, Azure conv (×4) and Azure code (×6) hours; 24 hours of ServeGen m-large at 10% of
+its rate (~20 req/s) with each 10-minute window replayed in 60 s (time compression: the day's rate
 profile in 2.4 simulated hours; autoscalers see load change 10× faster than in the trace, which is
-harder for all of them, not easier); llama3-70b and mixtral-8x7b on H100; SLO TTFT p99 ≤ 2 s and
-TBT p99 ≤ 100 ms, plus a tighter 1 s / 50 ms on Azure conv.
+harder for all of them, not easier); the long-prompt scenario: Azure conv's arrivals (×1) with every
+request's lengths re-drawn from the ``longtail`` mix (``opscale.sim.mixes``: ShareGPT pairs, 8% of
+prompts log-uniform in 16k–128k tokens); and for llama3-70b and mixtral-8x7b a tighter 1 s / 50 ms
+on Azure conv.
+
+Equal attainment (``opscale.sim.attainment``): the planning policies also run at every headroom of
+``SWEEP``; the report reads each one's GPU-hours at the highest attainment both reach.
+
+The oracle's per-level GPUs are cached in a file keyed by ``physics_version()``: a hash of the model,
+policy, placement and simulator sources and data, so a cache written by other physics is never reused.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -23,7 +38,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from opscale.sim.attainment import Comparison, Point, compare
 from opscale.sim.experiment import (
+    HEADROOM_POLICIES,
     POLICIES,
     Scenario,
     build_trace,
@@ -35,21 +52,55 @@ from opscale.sim.experiment import (
 from opscale.sim.run import SimResult
 from opscale.sim.traces import Trace
 
-MODELS = ("llama3-70b", "mixtral-8x7b")
+MODELS = ("llama3-70b", "mixtral-8x7b", "qwen2-7b", "qwen2-57b-a14b", "mixtral-8x22b")
+TIGHT_SLO_MODELS = ("llama3-70b", "mixtral-8x7b")
+# Headroom values of the equal-attainment sweep (0 is the default run).
+SWEEP = (0.0, 0.25, 0.5, 1.0)
+LONG_PROMPTS = "longtail"
+
+
+def long_prompt(model: str, **kw: Any) -> Scenario:
+    """Azure conv's arrivals with every request's lengths re-drawn from the long-tail mix."""
+    return Scenario("azure-conv", model, rate_scale=1.0, lengths=LONG_PROMPTS, **kw)
 
 
 def quick_matrix() -> list[Scenario]:
-    return [Scenario("azure-conv", m, rate_scale=4.0, duration_s=600.0) for m in MODELS]
+    out = [Scenario("azure-conv", m, rate_scale=4.0, duration_s=600.0) for m in MODELS]
+    return [*out, long_prompt("llama3-70b", duration_s=600.0)]
 
 
 def full_matrix() -> list[Scenario]:
     out = []
     for m in MODELS:
         out.append(Scenario("azure-conv", m, rate_scale=4.0))
-        out.append(Scenario("azure-conv", m, rate_scale=4.0, ttft_ms=1000.0, tbt_ms=50.0))
+        if m in TIGHT_SLO_MODELS:
+            out.append(Scenario("azure-conv", m, rate_scale=4.0, ttft_ms=1000.0, tbt_ms=50.0))
         out.append(Scenario("azure-code", m, rate_scale=6.0))
         out.append(Scenario("servegen-m-large", m, rate_scale=0.1, speedup=10.0, seed=1))
+        out.append(long_prompt(m))
     return out
+
+
+# What the oracle's answer depends on besides the scenario: every source and data file of these
+# packages (placement counts the GPUs; the planners give the oracle its starting plans).
+_PHYSICS = ("model", "policy", "placement", "sim")
+_PHYSICS_SUFFIXES = (".py", ".json", ".csv")
+_REPORT_ONLY = frozenset({"sim/evaluate.py", "sim/plots.py", "sim/attainment.py"})  # change no result
+
+
+@functools.lru_cache(maxsize=1)
+def physics_version() -> str:
+    """SHA-256 (first 16 hex digits) over the paths and bytes of the physics sources, in path order."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for pkg in _PHYSICS:
+        for f in sorted((root / pkg).rglob("*")):
+            rel = f.relative_to(root).as_posix()
+            if f.suffix in _PHYSICS_SUFFIXES and f.is_file() and rel not in _REPORT_ONLY:
+                h.update(rel.encode())
+                h.update(b"\0")
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _series(res: SimResult, step: int = 10) -> dict[str, Any]:
@@ -82,8 +133,8 @@ def _series(res: SimResult, step: int = 10) -> dict[str, Any]:
     }
 
 
-def _job(sc: Scenario, policy: str, lb: float) -> dict[str, Any]:
-    m, res = run_one(sc, policy, lb=lb)
+def _job(sc: Scenario, policy: str, lb: float, headroom: float) -> dict[str, Any]:
+    m, res = run_one(sc, policy, lb=lb, headroom=headroom)
     return {"scenario": asdict(sc), "metrics": m.to_json(), "series": _series(res)}
 
 
@@ -127,6 +178,26 @@ def _level_key(sc: Scenario, level: float) -> str:
     )
 
 
+def read_cache(cache_file: Path | None) -> dict[str, float]:
+    """The cached oracle GPUs per level, if ``cache_file`` was written by this physics; else empty."""
+    if cache_file is None or not cache_file.is_file():
+        return {}
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # unreadable: searched again and rewritten
+    if not isinstance(data, dict) or data.get("physics") != physics_version():
+        return {}
+    levels = data.get("levels")
+    return {str(k): float(v) for k, v in levels.items()} if isinstance(levels, dict) else {}
+
+
+def write_cache(cache_file: Path, cache: dict[str, float]) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"physics": physics_version(), "levels": cache}
+    cache_file.write_text(json.dumps(doc, indent=1, sort_keys=True))
+
+
 def lower_bounds(
     scenarios: Sequence[Scenario],
     *,
@@ -136,9 +207,7 @@ def lower_bounds(
 ) -> list[float]:
     """Per scenario, the oracle's GPU-hours (``experiment.lower_bound``): the oracle searched once per load
     level of the trace (minute rates on a 10% grid), cached in ``cache_file`` across runs."""
-    cache: dict[str, float] = (
-        json.loads(cache_file.read_text()) if cache_file and cache_file.is_file() else {}
-    )
+    cache = read_cache(cache_file)
     per: list[tuple[np.ndarray, float]] = []
     todo: dict[str, tuple[Scenario, float]] = {}
     for sc in scenarios:
@@ -154,8 +223,7 @@ def lower_bounds(
     for key, found in zip(todo, _parallel(calls, workers, on_done), strict=True):
         cache[key] = found
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        write_cache(cache_file, cache)
     out = []
     for sc, (levels, horizon) in zip(scenarios, per, strict=True):
         gpus = {float(lv): cache[_level_key(sc, float(lv))] for lv in np.unique(levels[levels > 0])}
@@ -171,10 +239,13 @@ def run_matrix(
     on_done: Callable[[str], None] | None = None,
     bound: bool = True,
     cache_file: Path | None = None,
+    sweep: Sequence[float] = (0.0,),
+    sweep_policies: Sequence[str] = HEADROOM_POLICIES,
 ) -> list[dict[str, Any]]:
-    """Every (scenario, policy), in worker processes (``workers`` 0: the CPU count), after the oracle's
-    lower bound of each scenario (``bound``). Output order is the input order whatever the completion
-    order, so the report is deterministic."""
+    """Every (scenario, policy) at headroom 0, and the ``HEADROOM_POLICIES`` at every other headroom of
+    ``sweep``, in worker processes (``workers`` 0: the CPU count), after the oracle's lower bound of
+    each scenario (``bound``). Output order is the input order whatever the completion order, so the
+    report is deterministic."""
     workers = workers or (os.cpu_count() or 1)
     lbs = (
         lower_bounds(scenarios, workers=workers, cache_file=cache_file, on_done=on_done)
@@ -182,11 +253,20 @@ def run_matrix(
         else [math.nan] * len(scenarios)
     )
     calls = [
-        (_job, (sc, p, lb), f"{sc.label} {p}")
+        (_job, (sc, p, lb, h), f"{sc.label} {p}" + (f" headroom {h:g}" if h else ""))
         for sc, lb in zip(scenarios, lbs, strict=True)
         for p in policies
+        for h in run_headrooms(p, sweep, sweep_policies)
     ]
     return _parallel(calls, workers, on_done)
+
+
+def run_headrooms(
+    policy: str, sweep: Sequence[float], sweep_policies: Sequence[str] = HEADROOM_POLICIES
+) -> list[float]:
+    """The headrooms ``policy`` runs at: 0 (its default) and, for a planner with the knob that is to be
+    swept, the sweep."""
+    return sorted({0.0, *sweep}) if policy in HEADROOM_POLICIES and policy in sweep_policies else [0.0]
 
 
 def _fmt(x: float | None, nd: int = 1) -> str:
@@ -195,10 +275,59 @@ def _fmt(x: float | None, nd: int = 1) -> str:
     return f"{x:,.{nd}f}"
 
 
-def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
+def sweep_points(ms: Sequence[dict[str, Any]]) -> dict[str, list[Point]]:
+    """Per policy, its (headroom, attainment, GPU-hours) points on one scenario."""
+    out: dict[str, list[Point]] = {}
+    for m in ms:
+        out.setdefault(m["policy"], []).append(Point(m["headroom"], m["slo_attainment"], m["gpu_hours"]))
+    return out
+
+
+def equal_attainment(ms: Sequence[dict[str, Any]]) -> Comparison | None:
+    """operator against model on one scenario at the highest attainment both reach (≤ 99%)."""
+    return compare(sweep_points(ms), "operator", "model")
+
+
+def _by_scenario(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["metrics"]["scenario"], []).append(r["metrics"])
+    return by
+
+
+def summary_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per scenario: operator vs model at default settings and at equal attainment, and
+    operator against the oracle."""
+    out = [
+        "| scenario | model GPU-h | operator GPU-h | operator/model | attainment model → operator | "
+        "equal attainment | model GPU-h | operator GPU-h | operator/model | oracle GPU-h | "
+        "operator ×oracle |",
+        "|---|" + "---:|" * 10,
+    ]
+    for scen, ms in _by_scenario(rows).items():
+        default = {m["policy"]: m for m in ms if m["headroom"] == 0.0}
+        op, ref = default.get("operator"), default.get("model")
+        if op is None or ref is None:
+            continue
+        eq = equal_attainment(ms)
+        lb = op["lower_bound_gpu_hours"]
+        tag = " (estimated)" if op["estimated"] else ""
+        eq_cells = (
+            f"{100 * eq.level:.1f}% | {eq.gpu_hours['model']:.2f} | {eq.gpu_hours['operator']:.2f} | "
+            f"{eq.ratio:.2f}"
+            if eq
+            else "– | – | – | –"
+        )
+        out.append(
+            f"| {scen}{tag} | {ref['gpu_hours']:.2f} | {op['gpu_hours']:.2f} | "
+            f"{op['gpu_hours'] / ref['gpu_hours']:.2f} | "
+            f"{100 * ref['slo_attainment']:.1f}% → {100 * op['slo_attainment']:.1f}% | {eq_cells} | "
+            f"{_fmt(lb, 2)} | {_fmt(op['ratio_to_lower_bound'], 2)} |"
+        )
+    return out
+
+
+def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
     out = [
         f"Produced by `{command}`.",
         "",
@@ -206,7 +335,13 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
         "serves them within the SLO — are their own column). p99 TBT: per request (a request's mean token "
         "gap, the wait for its second token included); TTST: time to the second token. ×oracle: GPU-hours "
         "over the oracle's lower bound; † marks a run under 99% attainment, whose GPU-hours are not "
-        "comparable to the bound.",
+        "comparable to the bound. Equal attainment: each planner's headroom swept, GPU-hours read at the "
+        "highest attainment both reach, capped at 99% (opscale.sim.attainment). (estimated): the model's "
+        "operators are priced from its published config, not profiled (opscale.model.estimate).",
+        "",
+        "#### Summary: operator vs model",
+        "",
+        *summary_table(rows),
         "",
     ]
     head = (
@@ -214,25 +349,47 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
         "unservable | p99 TTFT ms | p99 TBT ms | p99 TTST ms | rejected | actions | ×oracle |"
     )
     sep = "|---|" + "---:|" * 13
-    for scen, ms in by.items():
+    for scen, every in _by_scenario(rows).items():
+        ms = [m for m in every if m["headroom"] == 0.0]
         ref = next((m for m in ms if m["policy"] == "model"), None)
-        lb = ms[0]["lower_bound_gpu_hours"]
+        lb = every[0]["lower_bound_gpu_hours"]
         bound = f"oracle lower bound {lb:.2f} GPU-h" if math.isfinite(lb) else "no lower bound computed"
-        out += [f"#### {scen} ({ms[0]['requests']:,} requests; {bound})", "", head, sep]
+        tag = "; operators estimated, not profiled" if every[0]["estimated"] else ""
+        out += [f"#### {scen} ({every[0]['requests']:,} requests; {bound}{tag})", "", head, sep]
         for m in ms:
-            flag = "" if m["slo_attainment"] >= 0.99 else " †"
-            out.append(
-                f"| {m['policy']} | {_fmt(m['gpu_hours'], 2)} | {_fmt(m['mean_gpus'])} | {m['peak_gpus']} | "
-                f"{_fmt(m['energy_kwh_released'], 2)} | {_fmt(m['energy_kwh_idle'], 2)} | "
-                f"{100 * m['slo_attainment']:.1f}% | {m['unservable']} | {_fmt(m['ttft_p99_ms'], 0)} | "
-                f"{_fmt(m['tbt_p99_ms'], 1)} | {_fmt(m['ttst_p99_ms'], 1)} | "
-                f"{m['rejected']} | {m['actions']} | {_fmt(m['ratio_to_lower_bound'], 2)}{flag} |"
-            )
+            out.append(_row(m))
         op = next((m for m in ms if m["policy"] == "operator"), None)
         if ref and op:
             out += ["", headline_sentence(op, ref)]
+        swept = [m for m in every if m["policy"] in HEADROOM_POLICIES]
+        if len(swept) > len([m for m in ms if m["policy"] in HEADROOM_POLICIES]):
+            out += [
+                "",
+                "| policy | headroom | GPU-h | SLO attained | p99 TTFT ms | p99 TBT ms | kWh (released) |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+            ]
+            for m in sorted(swept, key=lambda m: (m["policy"], m["headroom"])):
+                out.append(
+                    f"| {m['policy']} | {m['headroom']:g} | {m['gpu_hours']:.2f} | "
+                    f"{100 * m['slo_attainment']:.1f}% | {_fmt(m['ttft_p99_ms'], 0)} | "
+                    f"{_fmt(m['tbt_p99_ms'], 1)} | {_fmt(m['energy_kwh_released'], 2)} |"
+                )
+            eq = equal_attainment(every)
+            if eq:
+                out += ["", eq.sentence("operator", "model")]
         out.append("")
     return "\n".join(out)
+
+
+def _row(m: dict[str, Any]) -> str:
+    flag = "" if m["slo_attainment"] >= 0.99 else " †"
+    return (
+        f"| {m['policy']} | {_fmt(m['gpu_hours'], 2)} | {_fmt(m['mean_gpus'])} | {m['peak_gpus']} | "
+        f"{_fmt(m['energy_kwh_released'], 2)} | {_fmt(m['energy_kwh_idle'], 2)} | "
+        f"{100 * m['slo_attainment']:.1f}% | {m['unservable']} | {_fmt(m['ttft_p99_ms'], 0)} | "
+        f"{_fmt(m['tbt_p99_ms'], 1)} | {_fmt(m['ttst_p99_ms'], 1)} | "
+        f"{m['rejected']} | {m['actions']} | {_fmt(m['ratio_to_lower_bound'], 2)}{flag} |"
+    )
 
 
 def headline_sentence(op: dict[str, Any], ref: dict[str, Any]) -> str:
@@ -254,9 +411,10 @@ def write_reports(rows: Sequence[dict[str, Any]], out_dir: Path, command: str, *
     (out_dir / "results.json").write_text(json.dumps({"command": command, "runs": list(rows)}, indent=1))
     (out_dir / "results.md").write_text(markdown(rows, command))
     if plots:
-        from opscale.sim.plots import plot_all
+        from opscale.sim.plots import plot_all, plot_attainment
 
-        plot_all(rows, out_dir)
+        plot_all([r for r in rows if r["metrics"]["headroom"] == 0.0], out_dir)
+        plot_attainment(rows, out_dir)
 
 
 def scenario_subset(

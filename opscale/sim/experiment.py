@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from opscale.errors import InvalidArgument
 from opscale.model import get_preset, perf_model
 from opscale.policy.model_level import plan_model
 from opscale.policy.operator import plan_hybrid
@@ -29,7 +30,7 @@ from opscale.policy.planner_core import pass_ms
 from opscale.policy.types import SLO, LoadWindow, PoolKey, PoolPlan
 from opscale.sim.engine import SimConfig
 from opscale.sim.fixed import Steady, unservable
-from opscale.sim.mixes import register_pairs
+from opscale.sim.mixes import get_mix, register_pairs
 from opscale.sim.observe import peak_window, window_of
 from opscale.sim.oracle import LAYOUTS, oracle
 from opscale.sim.run import SimResult, simulate
@@ -51,13 +52,27 @@ class Scenario:
     duration_s: float | None = None  # of the (compressed) replay
     gpu_type: str = "H100"
     seed: int = 0
+    # A length mix (opscale.sim.mixes) that re-draws every request's (prompt, output) pair, keeping the
+    # trace's arrivals: e.g. "longtail" turns a conversation trace into a long-prompt one.
+    lengths: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.trace} {self.model} TTFT≤{self.ttft_ms:g}ms TBT≤{self.tbt_ms:g}ms"
+        lengths = f" lengths={self.lengths}" if self.lengths else ""
+        return f"{self.trace}{lengths} {self.model} TTFT≤{self.ttft_ms:g}ms TBT≤{self.tbt_ms:g}ms"
 
 
 def build_trace(sc: Scenario) -> Trace:
+    t = _arrivals(sc)
+    if sc.lengths is None:
+        return t
+    # Its own stream (seed, 1), so the arrivals are the same with and without re-drawn lengths.
+    inputs, outputs = get_mix(sc.lengths)(len(t), np.random.default_rng((sc.seed, 1)))
+    note = f"{t.note}; lengths re-drawn from the {sc.lengths!r} mix".lstrip("; ")
+    return Trace(f"{t.name}+{sc.lengths}", t.arrival_s, inputs, outputs, note)
+
+
+def _arrivals(sc: Scenario) -> Trace:
     rng = np.random.default_rng(sc.seed)
     if servegen_files(sc.trace) is not None:
         # 600 s windows replayed in 600/speedup s each; rate scaled at generation.
@@ -141,8 +156,21 @@ def _pool(p: str) -> dict[str, str]:
     return {"stage": stage, "operator": op}
 
 
-def build(sc: Scenario, policy: str, trace: Trace) -> tuple[DeploymentSpec, dict[PoolKey, PoolPlan]]:
-    """The spec for ``policy`` on this scenario and the plan in force at t=0."""
+# Policies whose planner takes a ``headroom`` (plan for load × (1 + headroom)): the knob the
+# equal-attainment comparison sweeps (opscale.sim.attainment).
+HEADROOM_POLICIES = ("model", "operator")
+
+
+def build(
+    sc: Scenario, policy: str, trace: Trace, headroom: float = 0.0
+) -> tuple[DeploymentSpec, dict[PoolKey, PoolPlan]]:
+    """The spec for ``policy`` on this scenario and the plan in force at t=0 (``headroom``: the
+    planner's, for ``HEADROOM_POLICIES``; the initial plan is the same whatever it is)."""
+    if headroom and policy not in HEADROOM_POLICIES:
+        raise InvalidArgument(
+            f"headroom applies to the {' and '.join(HEADROOM_POLICIES)} policies, not {policy!r}",
+            field="headroom",
+        )
     perf = perf_model(get_preset(sc.model), sc.gpu_type)
     slo = SLO(sc.ttft_ms, sc.tbt_ms)
     first = window_of(trace, 0.0, 60.0)
@@ -172,7 +200,7 @@ def build(sc: Scenario, policy: str, trace: Trace) -> tuple[DeploymentSpec, dict
         base["limits"] = [{"min_replicas": 0, "max_replicas": 64}]
     if policy == "operator":
         initial = plan_hybrid(perf, first, slo).pools
-        base["operator_params"] = {"floor_fraction": 0.0}
+        base["operator_params"] = {"floor_fraction": 0.0, "headroom": headroom}
     elif policy == "static":
         initial = dict(peak)
         base["static_params"] = {
@@ -213,8 +241,8 @@ def build(sc: Scenario, policy: str, trace: Trace) -> tuple[DeploymentSpec, dict
             "scale_down_window_s": 60.0,
             "max_staleness_s": 30.0,
         }
-    elif policy == "model":
-        pass
+    elif policy == "model" and headroom:
+        base["model_params"] = {"headroom": headroom}
     return parse_spec(base), dict(initial)
 
 
@@ -224,6 +252,8 @@ class RunMetrics:
     trace: str
     model: str
     policy: str
+    headroom: float  # the planner's headroom knob (0: the policy's default)
+    estimated: bool  # the model's operators are priced from an estimated profile (opscale.model.estimate)
     ttft_slo_ms: float
     tbt_slo_ms: float
     requests: int
@@ -259,7 +289,9 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
     return float(v[min(len(v) - 1, int(np.searchsorted(cum, q * cum[-1], side="left")))])
 
 
-def metrics(sc: Scenario, res: SimResult, lb_gpu_hours: float, wall_s: float) -> RunMetrics:
+def metrics(
+    sc: Scenario, res: SimResult, lb_gpu_hours: float, wall_s: float, headroom: float = 0.0
+) -> RunMetrics:
     req = res.requests
     n = len(req.arrival_s)
     perf = perf_model(get_preset(sc.model), sc.gpu_type)
@@ -278,6 +310,8 @@ def metrics(sc: Scenario, res: SimResult, lb_gpu_hours: float, wall_s: float) ->
         trace=sc.trace,
         model=sc.model,
         policy=res.policy,
+        headroom=headroom,
+        estimated=perf.estimated,
         ttft_slo_ms=sc.ttft_ms,
         tbt_slo_ms=sc.tbt_ms,
         requests=n,
@@ -314,15 +348,16 @@ def run_one(
     trace: Trace | None = None,
     lb: float | None = None,
     progress: Callable[[float], None] | None = None,
+    headroom: float = 0.0,
 ) -> tuple[RunMetrics, SimResult]:
     import time
 
     trace = trace if trace is not None else build_trace(sc)
-    spec, initial = build(sc, policy, trace)
+    spec, initial = build(sc, policy, trace, headroom)
     t0 = time.perf_counter()
     res = simulate(spec, trace, initial, config=config, progress=progress)
     wall = time.perf_counter() - t0
-    return metrics(sc, res, math.nan if lb is None else lb, wall), res
+    return metrics(sc, res, math.nan if lb is None else lb, wall, headroom), res
 
 
 def oracle_bound(sc: Scenario, trace: Trace, horizon_s: float) -> float:

@@ -90,3 +90,47 @@ def plot_all(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(p)
     return paths
+
+
+def plot_attainment(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Per scenario, GPU-hours against SLO attainment for every run (the planners at each headroom of
+    the sweep, joined along their frontier), with the oracle's GPU-hours at 99% as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from opscale.sim.attainment import Point, frontier
+
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["metrics"]["scenario"], []).append(r["metrics"])
+    paths = []
+    for scen, ms in by.items():
+        fig, ax = plt.subplots(figsize=(7, 5))
+        pols: dict[str, list[Point]] = {}
+        for m in ms:
+            pols.setdefault(m["policy"], []).append(Point(m["headroom"], m["slo_attainment"], m["gpu_hours"]))
+        for pol, pts in pols.items():
+            line = ax.plot([100 * p.attainment for p in pts], [p.gpu_hours for p in pts], "o", label=pol)
+            f = frontier(pts)
+            if len(f) > 1:
+                ax.plot([100 * p.attainment for p in f], [p.gpu_hours for p in f], "-",
+                        color=line[0].get_color())  # fmt: skip
+            for p in pts:
+                if p.headroom:
+                    ax.annotate(f"+{p.headroom:g}", (100 * p.attainment, p.gpu_hours), fontsize=7)
+        lb = ms[0]["lower_bound_gpu_hours"]
+        if lb == lb and lb > 0:  # not NaN
+            ax.plot([99.0], [lb], "*", markersize=14, color="black", label="oracle (≥ 99%)")
+        ax.axvline(99.0, color="grey", linestyle=":")
+        ax.set_xlabel("SLO attainment (%)")
+        ax.set_ylabel("GPU-hours")
+        ax.set_title(scen + (" (estimated)" if ms[0]["estimated"] else ""), fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"attainment-{_slug(scen)}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -53,12 +53,34 @@ def test_evaluate_writes_json_and_markdown(tmp_path: Path) -> None:
             "--model",
             "mixtral-8x7b",
             "--no-plots",
+            "--no-lower-bound",  # the oracle: minutes on two cores (test_sim_feed_validate)
         ],
     )
     assert res.exit_code == 0, res.output
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [r["metrics"]["policy"] for r in runs] == ["static"]
     assert "| static |" in (tmp_path / "results.md").read_text()
+
+
+def test_evaluate_sweeps_the_headroom_of_planners(tmp_path: Path) -> None:
+    args = ["evaluate", "--quick", "--out", str(tmp_path), "--workers", "1", "--policy", "model"]
+    args += ["--model", "qwen2-7b", "--headroom", "0.5", "--no-lower-bound", "--no-plots"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [r["metrics"]["headroom"] for r in runs] == [0.0, 0.5]
+    assert "| model | 0.5 |" in (tmp_path / "results.md").read_text()
+
+
+def test_evaluate_bad_arguments_are_named() -> None:
+    for args, named in (
+        (["--headroom", "5"], "--headroom"),
+        (["--policy", "nope"], "--policy 'nope'"),
+        (["--sweep-policy", "pd"], "--sweep-policy 'pd'"),
+    ):
+        res = CliRunner().invoke(app, ["evaluate", "--quick", *args])
+        assert res.exit_code == 2, res.output
+        assert named in res.output
 
 
 def test_unknown_trace_is_a_clear_error() -> None:

@@ -1,0 +1,38 @@
+"""The demo's operator-vs-model comparison: the demo's replay as an evaluate scenario, both policies
+through evaluate's run_one, the live line and the report section."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clients.demo.compare import SideBySide, run_policy, scenario
+from clients.demo.report import comparison_lines
+from clients.demo.view import simulated_line
+from opscale.sim.experiment import build_trace
+from opscale.sim.traces import load_trace, scale_time
+
+
+def test_scenario_is_the_window_the_demo_replays() -> None:
+    sc = scenario("azure-conv", "llama3-8b", 20.0, 30.0, 40.0)
+    demo = scale_time(load_trace("azure-conv"), 20.0).window(30.0, 70.0)
+    got = build_trace(sc)
+    assert np.array_equal(got.arrival_s, demo.arrival_s)
+    assert np.array_equal(got.input_tokens, demo.input_tokens)
+
+
+def test_both_policies_side_by_side() -> None:
+    sc = scenario("azure-conv", "llama3-8b", 20.0, 30.0, 15.0)
+    both = SideBySide(operator=run_policy(sc, "operator"), model=run_policy(sc, "model"))
+    op, ml = both.operator.metrics, both.model.metrics
+    assert (op.policy, ml.policy) == ("operator", "model")
+    assert len(both.operator.gpus) >= 15 and both.gpus_at(1.0)[1] == both.model.gpus[0]
+    assert both.gpus_at(10_000.0) == (None, None)
+    text = both.sentence()
+    assert f"{op.mean_gpus:.1f} vs {ml.mean_gpus:.1f} GPUs" in text
+    assert "decode/model" in text  # where model-level's GPUs went
+    assert ("fewer" in text) == (op.gpu_hours < ml.gpu_hours)
+    lines = comparison_lines(both)
+    assert any(line.startswith("| operator |") for line in lines) and text in lines
+    assert "operator" in simulated_line(both, 5.0).plain
+    assert "running" in simulated_line(None, 5.0).plain
+    assert "did not finish" in " ".join(comparison_lines(None))
