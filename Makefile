@@ -74,7 +74,7 @@ go-check:
 	else echo "go-check skipped: no Go toolchain on this machine"; fi
 
 typecheck: setup
-	$(BIN)/mypy opscale services clients migrations
+	$(BIN)/mypy opscale
 
 bench: setup
 	@for script in benchmarks/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(BIN)/python "$$script" || exit 1; done

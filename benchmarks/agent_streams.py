@@ -227,7 +227,7 @@ def main() -> int:
         "OPSCALE_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli.main", "serve", "placement"],
+        [sys.executable, "-m", "opscale.cli.main", "serve", "placement"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -30,16 +30,16 @@ from opscale.clock import VirtualClock
 from opscale.config import Settings
 from opscale.counters import make_counter_store
 from opscale.db.migrate import upgrade
+from opscale.services.decision.deployments import DeploymentsApp
+from opscale.services.decision.lease import make_lease
+from opscale.services.decision.loop import DecisionLoop, LoopOptions
+from opscale.services.decision.metrics import loop_metrics
+from opscale.services.decision.publish import DecisionHub
+from opscale.services.runtime import open_runtime
 from opscale.signals.samples import Sample, Throughput
 from opscale.signals.writes import samples_to_writes
 from opscale.spec import OperatorKind, PoolRef, Stage, parse_spec
 from opscale.telemetry import build_telemetry
-from services.decision.deployments import DeploymentsApp
-from services.decision.lease import make_lease
-from services.decision.loop import DecisionLoop, LoopOptions
-from services.decision.metrics import loop_metrics
-from services.decision.publish import DecisionHub
-from services.runtime import open_runtime
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/15"  # its own database: a million bucket keys would slow every SCAN in db 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from clients.cli.main import app
+from opscale.cli.main import app
 
 if __name__ == "__main__":
     app(["evaluate", "--out", "out/evaluate", *sys.argv[1:]])

@@ -32,13 +32,13 @@ from opscale.clock import VirtualClock
 from opscale.config import Settings
 from opscale.db.migrate import upgrade
 from opscale.grpcutil.server import start_service, stop_service
+from opscale.services.decision.deployments import DeploymentsApp
+from opscale.services.decision.lease import make_lease
+from opscale.services.decision.loop import LoopOptions
+from opscale.services.decision.wiring import build_service
+from opscale.services.runtime import open_runtime
 from opscale.spec import parse_spec
 from opscale.telemetry import build_telemetry
-from services.decision.deployments import DeploymentsApp
-from services.decision.lease import make_lease
-from services.decision.loop import LoopOptions
-from services.decision.wiring import build_service
-from services.runtime import open_runtime
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEPLOYMENTS = 100

@@ -71,10 +71,10 @@ async def _serve(redis_url: str, prefix: str, conn: Connection, python_gc: bool 
     from opscale.db.migrate import upgrade
     from opscale.db.repo import DeploymentRepo
     from opscale.grpcutil.server import start_service, stop_service, tune_gc
+    from opscale.services.ingest.wiring import build
+    from opscale.services.runtime import open_runtime
     from opscale.signals import store_settings
     from opscale.telemetry import build_telemetry
-    from services.ingest.wiring import build
-    from services.runtime import open_runtime
 
     db = f"sqlite:///{tempfile.mkdtemp(prefix='opscale-bench-')}/opscale.db"
     upgrade(db)

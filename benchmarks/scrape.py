@@ -43,12 +43,12 @@ from opscale.counters import make_counter_store
 from opscale.db.migrate import upgrade
 from opscale.db.repo import DeploymentRepo
 from opscale.scrape import derive_samples, detect_engine, parse_exposition, read_models
+from opscale.services.ingest.http_fetch import http_get
+from opscale.services.ingest.wiring import assemble
+from opscale.services.runtime import open_runtime
 from opscale.signals import SampleBatch, store_settings
 from opscale.spec import OperatorKind, PoolRef, Stage
 from opscale.telemetry import build_telemetry
-from services.ingest.http_fetch import http_get
-from services.ingest.wiring import assemble
-from services.runtime import open_runtime
 from tests.fixtures.metrics.enginesim import T0, EngineSim, Workload
 
 LOAD = Workload(rate_per_s=10.0, slots=64, kv_capacity_tokens=250_000)

@@ -4,8 +4,9 @@ The decision loop hands each decision to an ``Actuator`` as ``ResizePool`` comma
 count per pool, level-triggered) and records the ``Actuation`` it gets back. Two implementations:
 
 * **node agents** (bare metal): placement turns the resize into replicas on GPUs and sends the agents
-  typed ``StartReplica`` / ``DrainReplica`` / ``StopReplica`` commands (``services/decision/actuators.py``
-  hands over, ``services/placement`` places and streams);
+  typed ``StartReplica`` / ``DrainReplica`` / ``StopReplica`` commands
+  (``opscale/services/decision/actuators.py`` hands over, ``opscale/services/placement`` places and
+  streams);
 * **Kubernetes through KEDA**: nothing is pushed; the KEDA external scaler (``opscale serve keda``)
   serves each pool's decided count as its metric and the HPA sets the replicas.
 

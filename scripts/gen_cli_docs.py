@@ -19,9 +19,9 @@ from typing import Any
 import typer
 import typer.main
 
-from clients.cli.client import DEFAULT_ADDRESSES, DEFAULT_TIMEOUT_S
-from clients.cli.exit_codes import EXIT_FOR_STATUS, ExitCode
-from clients.cli.main import app, every_command
+from opscale.cli.client import DEFAULT_ADDRESSES, DEFAULT_TIMEOUT_S
+from opscale.cli.exit_codes import EXIT_FOR_STATUS, ExitCode
+from opscale.cli.main import app, every_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
@@ -157,7 +157,7 @@ def generate() -> str:
         "## Errors and exit codes",
         "",
         "A failed command prints one line on stderr, `error: <message>`, and exits with the code for the",
-        "gRPC status (`clients/cli/exit_codes.py`). An unreachable service reads",
+        "gRPC status (`opscale/cli/exit_codes.py`). An unreachable service reads",
         "`error: cannot reach decision at HOST:PORT (<reason>)`; an invalid spec names the field, e.g.",
         "`error: chat.yaml: spec.slo.ttft_ms: Input should be greater than 0 (got -5)`.",
         "",

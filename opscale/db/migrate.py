@@ -23,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
-import migrations
+from opscale import migrations
 from opscale.db.engine import make_sync_engine, public_url
 from opscale.errors import FailedPrecondition, InvalidArgument
 

@@ -30,7 +30,6 @@ count, so a held group is never partially moved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from opscale.policy.stabilizer_config import (
@@ -45,6 +44,7 @@ from opscale.policy.stabilizer_config import (
     push_window,
     stale_signals,
 )
+from opscale.policy.stabilizer_words import STALE_IN, STALE_UP, counts_text, held_move, names_text
 
 __all__ = [
     "CoupledGroup",
@@ -64,17 +64,6 @@ from opscale.policy.types import (
     StabilizerEffect,
     StabilizerState,
 )
-
-STALE_UP = " (no scale-out on stale data)"
-STALE_IN = " (never scaling in on stale data)"
-
-
-def _names(pools: Iterable[PoolKey]) -> str:
-    return ", ".join(str(p) for p in pools)
-
-
-def _counts(counts: Mapping[PoolKey, int]) -> str:
-    return ", ".join(f"{p} {n}" for p, n in counts.items())
 
 
 @dataclass(slots=True)
@@ -129,8 +118,8 @@ def _group(run: _Run, g: CoupledGroup) -> _Group:
     inp = run.inp
     cur = {m: inp.current.get(m, 0) for m in g.members}
     lo, hi, lo_why, hi_why = leader_bounds(g, inp.limits)
-    label = str(g.leader) if not g.ratios else f"{g.leader} (with {_names(g.ratios)})"
-    coupled = f"; holding the coupled group {_names(g.members)}" if g.ratios else ""
+    label = str(g.leader) if not g.ratios else f"{g.leader} (with {names_text(g.ratios)})"
+    coupled = f"; holding the coupled group {names_text(g.members)}" if g.ratios else ""
     if hi is not None and lo > hi:
         run.infeasible.append(
             Infeasibility(
@@ -146,16 +135,6 @@ def _group(run: _Run, g: CoupledGroup) -> _Group:
     return _Group(g, cur, inp.raw[g.leader], lo, hi, lo_why, hi_why, label, coupled)
 
 
-def _held_move(raw: int, held: int, up_note: str = "", in_note: str = "") -> str:
-    """What holding ``held`` kept from happening, in the direction the policy wanted: a held scale-up
-    and a refused scale-in read differently (a scale-up is never described as a scale-in)."""
-    if raw > held:
-        return f" instead of scaling up to {raw} as the policy recommended{up_note}"
-    if raw < held:
-        return f" instead of scaling in to {raw} as the policy recommended{in_note}"
-    return ", as the policy recommended"
-
-
 def _frozen(run: _Run, grp: _Group) -> dict[PoolKey, int]:
     """1. Frozen: hold current, change nothing else."""
     run.held.update(grp.g.members)
@@ -164,7 +143,7 @@ def _frozen(run: _Run, grp: _Group) -> dict[PoolKey, int]:
         Rule.FROZEN,
         grp.raw,
         grp.cur_l,
-        f"{grp.label}: frozen, holding current {_counts(grp.cur)}{_held_move(grp.raw, grp.cur_l)}.",
+        f"{grp.label}: frozen, holding current {counts_text(grp.cur)}{held_move(grp.raw, grp.cur_l)}.",
     )
     return dict(grp.cur)
 
@@ -209,8 +188,8 @@ def _fail_static(run: _Run, grp: _Group) -> dict[PoolKey, int]:
             Rule.FAIL_STATIC,
             grp.raw,
             hold[grp.leader],
-            f"{grp.label}: fail-static because {stale}: holding {_counts(hold)}"
-            f"{_held_move(grp.raw, hold[grp.leader], STALE_UP, STALE_IN)}.",
+            f"{grp.label}: fail-static because {stale}: holding {counts_text(hold)}"
+            f"{held_move(grp.raw, hold[grp.leader], STALE_UP, STALE_IN)}.",
         )
     return hold
 

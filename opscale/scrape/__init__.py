@@ -4,7 +4,7 @@
 engine-neutral ``EngineReading`` per model on the endpoint), ``derive_samples`` (two readings ->
 samples, across restarts and gaps), ``spread`` (engine histogram deltas -> store observations) and
 ``codec`` (a target's state to and from JSON, so scraper replicas can hand a target over). The network loops
-that feed them live in ``services/ingest/``.
+that feed them live in ``opscale/services/ingest/``.
 """
 
 from opscale.scrape.codec import state_from_json, state_to_json

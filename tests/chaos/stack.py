@@ -24,12 +24,12 @@ from pathlib import Path
 
 import grpc
 
-from clients.sdk import OpscaleClient
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.api.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from opscale.api.placement.v1 import placement_pb2 as ppb
 from opscale.api.placement.v1 import placement_pb2_grpc
+from opscale.sdk import OpscaleClient
 from tests.chaos.servers import PrivatePostgres, PrivateRedis, free_port, wait_port
 from tests.e2e.test_agents_processes import workers_of
 
@@ -119,13 +119,13 @@ class Stack:
 
     def add_service(self, name: str, service: str) -> Proc:
         port = self.ports.setdefault(name, free_port())
-        argv = ["clients.cli.main", "serve", service, "--port", str(port)]
+        argv = ["opscale.cli.main", "serve", service, "--port", str(port)]
         self.procs[name] = Proc(name, argv, self.tmp / f"{name}.log")
         return self.start(name)
 
     def add_agent(self, node: str) -> Proc:
         self.nodes.add(node)
-        argv = ["clients.agent", "--node-name", node, "--fake-gpus", "3xH100", "--restart-backoff-s", "0.2",
+        argv = ["opscale.agent", "--node-name", node, "--fake-gpus", "3xH100", "--restart-backoff-s", "0.2",
                 "--label", "zone=z1", "--state-dir", str(self.tmp / f"state-{node}")]  # fmt: skip
         self.procs[node] = Proc(node, argv, self.tmp / f"{node}.log")
         return self.start(node, AGENT_READY)
@@ -241,7 +241,7 @@ def build_stack(tmp: Path) -> Stack:
         spec = tmp / "spec.yaml"
         spec.write_text(SPEC)
         applied = subprocess.run(
-            [sys.executable, "-m", "clients.cli.main", "apply", "-f", str(spec),
+            [sys.executable, "-m", "opscale.cli.main", "apply", "-f", str(spec),
              "--decision", f"127.0.0.1:{stack.ports['decision-a']}"],
             capture_output=True, text=True, timeout=60, cwd=tmp, env=stack.env(),
         )  # fmt: skip

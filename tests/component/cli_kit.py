@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner, Result
 
-from clients.cli.main import app
+from opscale.cli.main import app
 
 PD_SPEC = """\
 name: {name}

@@ -21,11 +21,11 @@ from opscale.counters import CounterStore, InMemoryCounterStore, RedisCounterSto
 from opscale.db.migrate import upgrade
 from opscale.db.repo import DeploymentRepo
 from opscale.grpcutil.server import RunningService, start_service, stop_service
+from opscale.services.catalog import SERVICES
+from opscale.services.ingest.wiring import Ingest, assemble
+from opscale.services.runtime import Runtime, open_runtime
 from opscale.signals import store_settings
 from opscale.telemetry import build_telemetry
-from services.catalog import SERVICES
-from services.ingest.wiring import Ingest, assemble
-from services.runtime import Runtime, open_runtime
 
 Serve = Callable[[str], Awaitable[grpc.aio.Channel]]
 

@@ -17,13 +17,13 @@ from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.clock import VirtualClock
 from opscale.grpcutil.server import RunningService, start_service, stop_service
 from opscale.policy.types import PoolKey
+from opscale.services.decision.lease import Lease
+from opscale.services.decision.loop import LoopOptions
+from opscale.services.decision.wiring import DecisionService, build_service
+from opscale.services.runtime import Runtime
 from opscale.signals.samples import Latency, LatencyKind, Sample, Throughput
 from opscale.signals.writes import samples_to_writes
 from opscale.spec import OperatorKind, PoolRef, Stage
-from services.decision.lease import Lease
-from services.decision.loop import LoopOptions
-from services.decision.wiring import DecisionService, build_service
-from services.runtime import Runtime
 from tests.builders import struct, until
 
 WINDOW_S = 5.0

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from opscale.services.ingest.app import WindowQuery
 from opscale.signals import WindowSummary
-from services.ingest.app import WindowQuery
 from tests.component.conftest import IngestStack
 from tests.fixtures.metrics.check import Observed
 

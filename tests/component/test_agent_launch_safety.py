@@ -18,10 +18,10 @@ from typing import Any
 
 import grpc
 
-from clients.agent.agent import Agent, AgentConfig
-from clients.agent.backoff import Backoff
-from clients.agent.gpus import FakeGpus
-from clients.agent.templates import Template
+from opscale.agent.agent import Agent, AgentConfig
+from opscale.agent.backoff import Backoff
+from opscale.agent.gpus import FakeGpus
+from opscale.agent.templates import Template
 from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.api.agent.v1 import agent_pb2_grpc
 from opscale.api.common.v1 import common_pb2

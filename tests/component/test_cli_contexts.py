@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.runtime import Runtime
+from opscale.services.runtime import Runtime
 from tests.component.cli_kit import OPERATOR_SPEC, Cli
 from tests.component.decision_kit import start_replica
 

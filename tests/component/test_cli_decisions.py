@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.runtime import Runtime
+from opscale.services.runtime import Runtime
 from tests.component.cli_kit import PD_SPEC, Cli
 from tests.component.decision_kit import (
     DECODE_PB,
@@ -97,7 +97,7 @@ async def test_decisions_explain_what_if_top(runtime: Runtime, tmp_path: Path) -
 
 @EMBEDDED
 async def test_top_shows_a_deployment_before_its_first_decision(runtime: Runtime, tmp_path: Path) -> None:
-    from services.decision.lease import Lease  # noqa: F401  (the NoLease double stands in for one)
+    from opscale.services.decision.lease import Lease  # noqa: F401  (the NoLease double stands in for one)
     from tests.component.decision_kit import NoLease
 
     reader = await start_replica(runtime, "reader", lease=NoLease("reader"))  # serves, decides nothing

@@ -12,12 +12,12 @@ import grpc
 import pytest
 import typer
 
-from clients.cli.apply import apply_one, read_specs
-from clients.cli.client import Client
 from opscale.api.decision.v1 import decision_pb2 as dpb
+from opscale.cli.apply import apply_one, read_specs
+from opscale.cli.client import Client
+from opscale.services.runtime import Runtime
 from opscale.spec import parse_spec
 from opscale.wire.specs import spec_to_pb
-from services.runtime import Runtime
 from tests.component.cli_kit import OPERATOR_SPEC, Cli
 from tests.component.conftest import ServeAddress
 from tests.component.decision_kit import start_replica
@@ -169,7 +169,7 @@ async def test_apply_refuses_to_overwrite_a_concurrent_change(
 
 
 def test_status_codes_used_here_are_in_the_table() -> None:
-    from clients.cli.exit_codes import exit_for_status
+    from opscale.cli.exit_codes import exit_for_status
 
     assert exit_for_status(grpc.StatusCode.ABORTED) == 4
     assert exit_for_status(grpc.StatusCode.NOT_FOUND) == 3

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime import Runtime
+from opscale.services.runtime import Runtime
 from tests.component.cli_kit import OPERATOR_SPEC, Cli
 from tests.component.decision_kit import start_replica
 
@@ -24,7 +24,7 @@ FORBIDDEN = (
     "alembic",
     "psycopg",
     "redis",
-    "services",
+    "opscale.services",
     "numpy",
     "matplotlib",
     "pydantic_settings",
@@ -64,7 +64,7 @@ def top_level_us(stderr: str) -> int:
 
 
 # What the `opscale` console script runs.
-ENTRY = "import sys; from clients.cli.main import main; sys.argv[0] = 'opscale'; main()"
+ENTRY = "import sys; from opscale.cli.main import main; sys.argv[0] = 'opscale'; main()"
 
 
 async def run(*args: str) -> tuple[int, str]:
@@ -103,7 +103,7 @@ async def test_everyday_commands_import_no_heavy_layer(runtime: Runtime, tmp_pat
             code, err = await run(*args)
             assert code == 0, err[-2000:]
             modules = imported(err)
-            assert "clients.cli.main" in modules, name
+            assert "opscale.cli.main" in modules, name
             heavy = sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in FORBIDDEN))
             assert not heavy, f"opscale {name} imports {heavy[:10]}"
             print(f"opscale {name}: {top_level_us(err) / 1e6:.3f} s of imports, {len(modules)} modules")

@@ -12,7 +12,7 @@ from opscale.api.placement.v1 import placement_pb2 as ppb
 from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.db.repo import DeploymentRepo, NodeRepo
 from opscale.db.status import NodeStatus
-from services.runtime import Runtime
+from opscale.services.runtime import Runtime
 from tests.component.cli_kit import Cli
 from tests.component.conftest import Serve, ServeAddress
 from tests.component.test_nodes_api import register

@@ -1,5 +1,5 @@
 """The Grafana dashboard against a live scrape: every series its queries name is served by ``opscale up``'s
-/metrics (services.main.serve with every service, a deployment deciding) or by an agent's /metrics.
+/metrics (opscale.services.main.serve with every service, a deployment deciding) or by an agent's /metrics.
 
 A family with labels but no series yet is still announced (``# TYPE``), so a metric that only gets
 values under load (ingest scrapes, replicas placed) counts as exported as soon as the code registers it.
@@ -16,16 +16,16 @@ import grpc
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients.agent.agent import Agent, AgentConfig
-from clients.agent.gpus import FakeGpus
-from clients.agent.metrics import AgentCollector
+from opscale.agent.agent import Agent, AgentConfig
+from opscale.agent.gpus import FakeGpus
+from opscale.agent.metrics import AgentCollector
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.config import Settings
+from opscale.services.catalog import SERVICES
+from opscale.services.main import serve
+from opscale.services.runtime import prepare_embedded_database
 from opscale.telemetry import build_telemetry
-from services.catalog import SERVICES
-from services.main import serve
-from services.runtime import prepare_embedded_database
 from tests.builders import static_spec_pb
 from tests.component.decision_kit import eventually
 from tests.unit.test_deploy_dashboard import _exprs, referenced_series

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from opscale.api.decision.v1 import decision_pb2 as pb
-from services.decision.lease import PostgresAdvisoryLease
-from services.runtime import Runtime
+from opscale.services.decision.lease import PostgresAdvisoryLease
+from opscale.services.runtime import Runtime
 from tests.component.decision_kit import (
     DECODE_PB,
     PREFILL_PB,

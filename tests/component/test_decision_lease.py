@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from opscale.db.engine import make_async_engine, session_factory
 from opscale.db.migrate import upgrade
 from opscale.lease import fence
-from services.decision.lease import InProcessLease, Lease, LockTable, PostgresAdvisoryLease
+from opscale.services.decision.lease import InProcessLease, Lease, LockTable, PostgresAdvisoryLease
 
 MakeLease = Callable[..., Lease]
 

@@ -10,9 +10,9 @@ import pytest
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.db.repo import DeploymentRepo
 from opscale.grpcutil.server import start_service, stop_service
-from services.catalog import SERVICES
-from services.decision.actuators import NodeAgentActuator
-from services.runtime import Runtime
+from opscale.services.catalog import SERVICES
+from opscale.services.decision.actuators import NodeAgentActuator
+from opscale.services.runtime import Runtime
 from tests.component.decision_kit import (
     DECODE_PB,
     PREFILL_PB,

@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opscale.api.decision.v1 import decision_pb2 as pb
-from services.runtime import Runtime
+from opscale.services.runtime import Runtime
 from tests.builders import static_spec_pb
 from tests.component.decision_kit import (
     DECODE_PB,

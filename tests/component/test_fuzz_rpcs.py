@@ -28,7 +28,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clients.worker.service import Worker, WorkerIdentity, register
 from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as dpb
@@ -40,8 +39,9 @@ from opscale.clock import SystemClock
 from opscale.db.records import GpuRecord
 from opscale.db.repo import NodeRepo
 from opscale.grpcutil.server import RunningService, ServiceDef, start_service, stop_service
-from services.catalog import SERVICES
-from services.runtime import Runtime
+from opscale.services.catalog import SERVICES
+from opscale.services.runtime import Runtime
+from opscale.worker.service import Worker, WorkerIdentity, register
 from tests.builders import spec_pb
 from tests.fuzz_budget import examples, report
 from tests.fuzz_protos import raw_frames, requests

@@ -22,10 +22,10 @@ from opscale.db.migrate import upgrade
 from opscale.errors import Unavailable
 from opscale.grpcutil import server as grpc_server
 from opscale.grpcutil.server import LIVENESS, RunningService, ServiceDef, start_service, stop_service
+from opscale.services.catalog import SERVICES
+from opscale.services.runtime import Runtime, open_runtime
 from opscale.signals import store_settings
 from opscale.telemetry import Telemetry, build_telemetry
-from services.catalog import SERVICES
-from services.runtime import Runtime, open_runtime
 from tests.builders import spec_pb, until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -61,7 +61,7 @@ async def _becomes(running: RunningService, name: str, status: int, timeout_s: f
 
 
 def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= level and r.name.startswith(("opscale", "services"))]
+    return [r for r in caplog.records if r.levelno >= level and r.name.startswith("opscale")]
 
 
 async def test_readiness_follows_a_dependency_and_the_outage_is_logged_once(

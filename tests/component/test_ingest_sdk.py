@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clients.sdk import AsyncOpscaleClient
 from opscale.api.ingest.v1 import ingest_pb2 as pb
+from opscale.sdk import AsyncOpscaleClient
 from tests.component.conftest import StartIngest
 
 T = 1_700_000_000.0

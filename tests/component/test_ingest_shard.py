@@ -20,11 +20,11 @@ from opscale.counters import RedisCounterStore
 from opscale.db.migrate import upgrade
 from opscale.db.repo import DeploymentRepo
 from opscale.scrape import state_from_json
+from opscale.services.ingest.shard import owner
+from opscale.services.ingest.wiring import Ingest, assemble, scrape_state_for
+from opscale.services.runtime import Runtime, open_runtime
 from opscale.signals import read_window_summary, store_settings
 from opscale.telemetry import build_telemetry
-from services.ingest.shard import owner
-from services.ingest.wiring import Ingest, assemble, scrape_state_for
-from services.runtime import Runtime, open_runtime
 from tests.component.scrape_kit import Endpoint, serve_endpoint
 from tests.fixtures.metrics.enginesim import T0, EngineSim, Workload
 

@@ -21,9 +21,9 @@ from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.keda import externalscaler_pb2 as kpb
 from opscale.api.keda import externalscaler_pb2_grpc
 from opscale.grpcutil.server import start_service, stop_service
-from services.decision.actuators import KedaActuator
-from services.keda.wiring import build as build_keda
-from services.runtime import Runtime
+from opscale.services.decision.actuators import KedaActuator
+from opscale.services.keda.wiring import build as build_keda
+from opscale.services.runtime import Runtime
 from tests.builders import static_spec_pb, until
 from tests.component.decision_kit import Replica, advance, decisions, start_replica
 

@@ -10,7 +10,7 @@ from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.db.records import GpuRecord
 from opscale.db.repo import NodeRepo
 from opscale.db.status import NodeStatus
-from services.runtime import Runtime
+from opscale.services.runtime import Runtime
 from tests.component.conftest import Serve
 
 H100_BYTES = 80 * 1024**3

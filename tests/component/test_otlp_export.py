@@ -3,8 +3,8 @@
 An in-process OTLP/gRPC trace receiver (opentelemetry-proto's generated ``TraceService``, on a loopback
 port) stands in for the collector; ``OTEL_EXPORTER_OTLP_ENDPOINT`` alone points opscale at it. Then:
 
-- ``opscale up`` (``services.main.serve`` with every service in one process) reports each service under
-  its own ``service.name``;
+- ``opscale up`` (``opscale.services.main.serve`` with every service in one process) reports each
+  service under its own ``service.name``;
 - periodic passes leave no empty root spans (an idle decision tick or reconcile pass exports nothing);
 - server spans follow the OpenTelemetry gRPC conventions: NOT_FOUND and INVALID_ARGUMENT are recorded
   in ``rpc.grpc.status_code`` but are not span errors; a server fault (INTERNAL) is, with the exception.
@@ -30,10 +30,10 @@ from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.config import Settings
 from opscale.grpcutil.server import ServiceDef, start_service, stop_service
+from opscale.services.catalog import SERVICES
+from opscale.services.main import serve
+from opscale.services.runtime import prepare_embedded_database
 from opscale.telemetry import HANDED_ON, PERIODIC, build_telemetry
-from services.catalog import SERVICES
-from services.main import serve
-from services.runtime import prepare_embedded_database
 from tests.builders import static_spec_pb
 from tests.component.decision_kit import eventually
 

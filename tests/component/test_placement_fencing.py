@@ -16,7 +16,7 @@ from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.db.models import Decision
 from opscale.db.repo import DeploymentRepo
 from opscale.lease import DECISION, take_epochs
-from services.runtime import Runtime
+from opscale.services.runtime import Runtime
 from tests.component.conftest import Serve
 
 DECODE = cpb.PoolKey(stage=cpb.STAGE_DECODE, operator=cpb.OPERATOR_KIND_MODEL)

@@ -14,20 +14,20 @@ from pathlib import Path
 import grpc
 import pytest
 
-from clients.agent.agent import Agent, AgentConfig, leader_of
-from clients.agent.backoff import Backoff
-from clients.agent.gpus import FakeGpus
-from clients.agent.templates import Template
+from opscale.agent.agent import Agent, AgentConfig, leader_of
+from opscale.agent.backoff import Backoff
+from opscale.agent.gpus import FakeGpus
+from opscale.agent.templates import Template
 from opscale.api.agent.v1 import agent_pb2_grpc
 from opscale.api.common.v1 import common_pb2
 from opscale.api.placement.v1 import placement_pb2 as pb
 from opscale.api.placement.v1 import placement_pb2_grpc
 from opscale.db.repo import DeploymentRepo
 from opscale.grpcutil.server import RunningService, start_service, stop_service
-from services.placement.app import PlacementApp, PlacementConfig
-from services.placement.leader import Leadership
-from services.placement.wiring import build_for
-from services.runtime import Runtime
+from opscale.services.placement.app import PlacementApp, PlacementConfig
+from opscale.services.placement.leader import Leadership
+from opscale.services.placement.wiring import build_for
+from opscale.services.runtime import Runtime
 from tests.builders import until
 from tests.component.test_placement_stream import SPEC
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.runtime import Runtime
+from opscale.services.runtime import Runtime
 from tests.component.conftest import Serve
 
 

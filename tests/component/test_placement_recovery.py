@@ -21,10 +21,10 @@ from opscale.clock import VirtualClock
 from opscale.db.repo import AuditRepo, DeploymentRepo
 from opscale.errors import Unavailable
 from opscale.grpcutil.server import RunningService, start_service, stop_service
-from services.placement.app import PlacementApp, PlacementConfig
-from services.placement.metrics import placement_metrics
-from services.placement.wiring import build_for
-from services.runtime import Runtime
+from opscale.services.placement.app import PlacementApp, PlacementConfig
+from opscale.services.placement.metrics import placement_metrics
+from opscale.services.placement.wiring import build_for
+from opscale.services.runtime import Runtime
 from tests.component.cli_kit import Cli
 from tests.component.decision_kit import start_replica
 from tests.component.test_placement_stream import SPEC, ScriptedAgent, apply, replicas, settle

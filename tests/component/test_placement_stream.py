@@ -21,9 +21,9 @@ from opscale.clock import VirtualClock
 from opscale.db.repo import DeploymentRepo
 from opscale.db.status import NodeStatus
 from opscale.grpcutil.server import start_service, stop_service
-from services.placement.app import PlacementApp, PlacementConfig
-from services.placement.wiring import build_for
-from services.runtime import Runtime
+from opscale.services.placement.app import PlacementApp, PlacementConfig
+from opscale.services.placement.wiring import build_for
+from opscale.services.runtime import Runtime
 
 H100 = 80 * 2**30  # 80 GiB, as the planner's GPU table has it (a replica fills the usable 90%)
 SPEC = {
@@ -421,7 +421,7 @@ async def _has_stop(agent: ScriptedAgent) -> bool:
 async def test_a_crash_looping_pool_is_replaced_with_back_off(
     placement: tuple[PlacementApp, grpc.aio.Channel], runtime: Runtime
 ) -> None:
-    from services.placement.reconciler import FREE_FAILURES
+    from opscale.services.placement.reconciler import FREE_FAILURES
 
     app, channel = placement
     stub = placement_pb2_grpc.PlacementServiceStub(channel)

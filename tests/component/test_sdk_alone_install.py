@@ -29,14 +29,14 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 #: The packages the wheel installs. At the move of clients/services/migrations under opscale/, this
 #: becomes {"opscale"}: no top-level module another project could collide with.
-TOP_LEVEL = {"opscale", "clients", "services", "migrations"}
+TOP_LEVEL = {"opscale"}
 #: Distributions a plain install must not bring in.
 SERVER_ONLY = ("sqlalchemy", "matplotlib", "numpy", "psycopg", "pydantic-settings", "nvidia-ml-py", "typer")
 T = 1_700_000_000.0
 
 _PUSH = """
 import json, sys
-from clients.sdk import OpscaleClient
+from opscale.sdk import OpscaleClient
 
 address, t = sys.argv[1], float(sys.argv[2])
 with OpscaleClient(address, deployment="llama", instance="sdk-alone", clock=lambda: t, batch_size=40) as ops:

@@ -35,9 +35,9 @@ from opscale.grpcutil.auth import Authenticator, Role, TokenEntry, sha256_hex
 from opscale.grpcutil.client import ClientSecurity, instrumented_channel
 from opscale.grpcutil.server import RunningService, ServerSecurity, start_service, stop_service
 from opscale.grpcutil.tls import TlsFiles
+from opscale.services.catalog import SERVICES
+from opscale.services.runtime import Runtime, open_runtime
 from opscale.telemetry import build_telemetry
-from services.catalog import SERVICES
-from services.runtime import Runtime, open_runtime
 from tests.builders import register_once, spec_pb
 
 TOKENS = {"viewer-secret": ("vera", Role.VIEWER), "operator-secret": ("olga", Role.OPERATOR)}

@@ -14,8 +14,8 @@ from opscale.api.agent.v1 import agent_pb2_grpc
 from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.grpcutil.server import start_service, stop_service
-from services.catalog import SERVICES
-from services.runtime import Runtime
+from opscale.services.catalog import SERVICES
+from opscale.services.runtime import Runtime
 
 GRACE_S = 5.0
 

@@ -21,19 +21,19 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from clients.agent.agent import Agent, AgentConfig
-from clients.agent.backoff import Backoff
-from clients.agent.gpus import FakeGpus
-from clients.agent.templates import Template
+from opscale.agent.agent import Agent, AgentConfig
+from opscale.agent.backoff import Backoff
+from opscale.agent.gpus import FakeGpus
+from opscale.agent.templates import Template
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.grpcutil.server import start_service, stop_service
+from opscale.services.decision.loop import LoopOptions
+from opscale.services.decision.wiring import build_service
+from opscale.services.placement.app import PlacementApp, PlacementConfig
+from opscale.services.placement.wiring import build_for
+from opscale.services.runtime import Runtime
 from opscale.telemetry import build_telemetry
-from services.decision.loop import LoopOptions
-from services.decision.wiring import build_service
-from services.placement.app import PlacementApp, PlacementConfig
-from services.placement.wiring import build_for
-from services.runtime import Runtime
 from tests.builders import static_spec_pb
 from tests.component.decision_kit import eventually
 

@@ -1,4 +1,4 @@
-"""What-if planning runs in a child process under a CPU-time budget (services.decision.planning):
+"""What-if planning runs in a child process under a CPU-time budget (opscale.services.decision.planning):
 over budget it stops and the caller gets DEADLINE_EXCEEDED saying so; a cancelled call kills the work;
 the planning never runs on the service's own process (so the decision leader's loop is never starved);
 and the issue's reproducer (output tokens 1e10) is INVALID_ARGUMENT naming the field."""
@@ -16,9 +16,9 @@ import pytest
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.errors import DeadlineExceeded
 from opscale.policy.whatif import what_if
+from opscale.services.decision.planning import PlanningPool
+from opscale.services.runtime import Runtime
 from opscale.spec import DeploymentSpec, PolicyKind
-from services.decision.planning import PlanningPool
-from services.runtime import Runtime
 from tests.builders import spec, spec_pb
 from tests.component.decision_kit import start_replica
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.shard import MemoryScrapeState, RedisScrapeState, ScrapeState, owner
+from opscale.services.ingest.shard import MemoryScrapeState, RedisScrapeState, ScrapeState, owner
 
 T0 = 1_700_000_000.0
 

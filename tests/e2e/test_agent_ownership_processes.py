@@ -96,7 +96,7 @@ class Host:
         self.nodes.add(node)
         return self.spawn(
             node,
-            "clients.agent",
+            "opscale.agent",
             "--node-name",
             node,
             "--fake-gpus",
@@ -140,12 +140,12 @@ def host(tmp_path: Path) -> Iterator[Host]:
 
 
 def test_agents_on_one_host_own_their_state_and_their_workers(host: Host) -> None:
-    host.spawn("up", "clients.cli.main", "up")
+    host.spawn("up", "opscale.cli.main", "up")
     ready = host.wait_log("up", r"opscale ready: .*")
     ports = {m[0]: int(m[1]) for m in re.findall(r"(\w+) on [\d.]+:(\d+)", ready.group(0))}
     (host.cwd / "spec.yaml").write_text(SPEC)
     applied = host.run(
-        "clients.cli.main", "apply", "-f", "spec.yaml", "--decision", f"127.0.0.1:{ports['decision']}"
+        "opscale.cli.main", "apply", "-f", "spec.yaml", "--decision", f"127.0.0.1:{ports['decision']}"
     )
     assert applied.returncode == 0, applied.stderr
 
@@ -163,7 +163,7 @@ def test_agents_on_one_host_own_their_state_and_their_workers(host: Host) -> Non
 
     # A second agent on a1's directory: one clear line and a non-zero exit, nothing adopted or stopped.
     intruder = host.run(
-        "clients.agent",
+        "opscale.agent",
         "--node-name",
         "intruder",
         "--fake-gpus",
@@ -179,7 +179,7 @@ def test_agents_on_one_host_own_their_state_and_their_workers(host: Host) -> Non
     assert len(lines) == 1
     assert lines[0].startswith(f"error: state directory .opscale/agent/{a1} is in use by {holder}")
     # Cleanup refuses while a1 lives.
-    refused = host.run("clients.cli.main", "agent", "cleanup", "--node-name", a1)
+    refused = host.run("opscale.cli.main", "agent", "cleanup", "--node-name", a1)
     assert refused.returncode == 5 and f"in use by the agent of node {a1}" in refused.stderr
     assert host.workers(a1) == on_a1
 
@@ -197,7 +197,7 @@ def test_agents_on_one_host_own_their_state_and_their_workers(host: Host) -> Non
     assert "--keep-workers: its replicas keep running" in host.log(a1)
     assert host.workers(a1) == on_a1
     # The agent is gone for good: cleanup stops exactly its workers.
-    cleaned = host.run("clients.cli.main", "agent", "cleanup", "--node-name", a1)
+    cleaned = host.run("opscale.cli.main", "agent", "cleanup", "--node-name", a1)
     assert cleaned.returncode == 0, cleaned.stderr
     assert f"stopped {len(on_a1)} worker processes" in cleaned.stdout
     assert host.workers(a1) == set()

@@ -73,7 +73,7 @@ class Procs:
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)
 
-    def spawn(self, name: str, *args: str, module: str = "clients.cli.main") -> subprocess.Popen[str]:
+    def spawn(self, name: str, *args: str, module: str = "opscale.cli.main") -> subprocess.Popen[str]:
         log = (self.tmp / f"{name}.log").open("a")
         proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],
@@ -198,12 +198,12 @@ async def test_two_agents_real_workers(procs: Procs) -> None:
     address = f"127.0.0.1:{port}"
 
     def agent(node: str) -> subprocess.Popen[str]:
-        # `python -m clients.agent` is `opscale agent` without importing the whole CLI: a faster restart.
+        # `python -m opscale.agent` is `opscale agent` without importing the whole CLI: a faster restart.
         return procs.spawn(
             node, "--placement", address, "--node-name", node, "--fake-gpus", "3xH100",
             "--state-dir", str(procs.tmp / node), "--label", "zone=z1", "--label", "s2=a", "--label", "s1=b",
             "--label", f"s0=rack-{node}", "--restart-backoff-s", "0.2", "--max-restarts", "3",
-            module="clients.agent",
+            module="opscale.agent",
         )  # fmt: skip
 
     agents = {n1: agent(n1), n2: agent(n2)}
@@ -304,7 +304,7 @@ async def test_two_agents_real_workers(procs: Procs) -> None:
         # Bad input: a second agent claiming n1 while n1's agent is live is refused, naming the node.
         impostor = procs.spawn(
             "impostor", "--placement", address, "--node-name", n1, "--fake-gpus", "1xH100",
-            "--state-dir", str(procs.tmp / "impostor"), module="clients.agent",
+            "--state-dir", str(procs.tmp / "impostor"), module="opscale.agent",
         )  # fmt: skip
 
         async def refused() -> bool:

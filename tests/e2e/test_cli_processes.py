@@ -24,7 +24,7 @@ def opscale(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clients.cli.main", *args],
+        [sys.executable, "-m", "opscale.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -34,7 +34,7 @@ def opscale(
 
 def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "clients.cli.main", *args],
+        [sys.executable, "-m", "opscale.cli.main", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clients.demo.stack import worker_pids
+from opscale.demo.stack import worker_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def test_demo_runs_to_the_end_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     args = ["demo", "--duration-s", "20", "--no-live", "--out", str(out)]
     proc = subprocess.run(
-        [sys.executable, "-m", "clients.cli.main", *args],
+        [sys.executable, "-m", "opscale.cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

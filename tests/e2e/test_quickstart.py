@@ -40,7 +40,7 @@ def opscale(
     cwd: Path, *args: str, stdin: str | None = None, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clients.cli.main", *args],
+        [sys.executable, "-m", "opscale.cli.main", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -76,7 +76,7 @@ def test_readme_quick_start_scales_under_load_with_every_replica_placed(tmp_path
     procs: list[subprocess.Popen[str]] = []
     try:
         up = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli.main", "up"],
+            [sys.executable, "-m", "opscale.cli.main", "up"],
             stdout=subprocess.PIPE,
             stderr=(tmp_path / "up.log").open("w"),
             text=True,
@@ -91,7 +91,7 @@ def test_readme_quick_start_scales_under_load_with_every_replica_placed(tmp_path
             [
                 sys.executable,
                 "-m",
-                "clients.cli.main",
+                "opscale.cli.main",
                 "agent",
                 "--fake-gpus",
                 "8xH100",

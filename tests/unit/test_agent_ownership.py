@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from clients.agent.cleanup import cleanup
-from clients.agent.state import ReplicaState, StateDirLocked, StateFile, StateLock, proc_start_time
-from clients.agent.supervisor import Supervisor
-from clients.cli.agent import state_dir_of
+from opscale.agent.cleanup import cleanup
+from opscale.agent.state import ReplicaState, StateDirLocked, StateFile, StateLock, proc_start_time
+from opscale.agent.supervisor import Supervisor
+from opscale.cli.agent import state_dir_of
 from opscale.config import load_settings
 from opscale.errors import ConfigError
 from tests.unit.test_agent_supervisor import TEMPLATES, start
@@ -22,7 +22,7 @@ from tests.unit.test_agent_supervisor import TEMPLATES, start
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from clients.agent.state import StateLock
+from opscale.agent.state import StateLock
 lock = StateLock(Path(sys.argv[1]))  # kept referenced: closing the file would drop the lock
 lock.acquire("the agent of node n1")
 print("held", flush=True)

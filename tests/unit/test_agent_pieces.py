@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from clients.agent.backoff import Backoff
-from clients.agent.gpus import FakeGpus, make_discovery, parse_fake_gpus
-from clients.agent.state import ReplicaState, StateFile, proc_start_time, same_process
-from clients.agent.templates import WORKER, load_templates, parse_templates, placeholder_values, sharing_env
+from opscale.agent.backoff import Backoff
+from opscale.agent.gpus import FakeGpus, make_discovery, parse_fake_gpus
+from opscale.agent.state import ReplicaState, StateFile, proc_start_time, same_process
+from opscale.agent.templates import WORKER, load_templates, parse_templates, placeholder_values, sharing_env
 from opscale.errors import ConfigError, InvalidArgument
 
 
@@ -28,7 +28,7 @@ def test_builtin_worker_template_renders_an_argv_list() -> None:
     argv, env = WORKER.render(
         values(model="llama3-8b", gpu_type="H100", gpus_per_replica="2", batch_size="8")
     )
-    assert argv[:3] == [sys.executable, "-m", "clients.worker"]
+    assert argv[:3] == [sys.executable, "-m", "opscale.worker"]
     assert argv[argv.index("--replica-id") + 1] == "r-1" and argv[argv.index("--port") + 1] == "4711"
     assert argv[argv.index("--gpus") + 1] == "2" and env == {}
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from clients.agent.state import proc_start_time
-from clients.agent.supervisor import Phase, Supervisor
-from clients.agent.templates import Template
 from opscale.actuation import ReplicaCommand, StopReplica
+from opscale.agent.state import proc_start_time
+from opscale.agent.supervisor import Phase, Supervisor
+from opscale.agent.templates import Template
 from opscale.api.agent.v1 import agent_pb2 as apb
 from opscale.api.common.v1 import common_pb2
 from opscale.wire.commands import command_from_pb

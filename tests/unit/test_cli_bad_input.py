@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from clients.cli.apply import read_specs
-from clients.cli.main import app, run
+from opscale.cli.apply import read_specs
+from opscale.cli.main import app, run
 from opscale.config import load_settings
 from opscale.errors import ConfigError, InvalidArgument
 from opscale.yamlio import YamlError, load_all

@@ -9,12 +9,12 @@ import grpc
 import pytest
 import typer
 
-from clients.cli.apply import read_specs
-from clients.cli.client import DEFAULT_ADDRESSES, CliConfig, Client, connect, describe_rpc_error
-from clients.cli.exit_codes import ExitCode, exit_for_status
-from clients.cli.output import plan_label, pool_label, vs_slo
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.placement.v1 import placement_pb2 as ppb
+from opscale.cli.apply import read_specs
+from opscale.cli.client import DEFAULT_ADDRESSES, CliConfig, Client, connect, describe_rpc_error
+from opscale.cli.exit_codes import ExitCode, exit_for_status
+from opscale.cli.output import plan_label, pool_label, vs_slo
 from opscale.errors import InvalidArgument
 from opscale.wire.enums import NODE_STATUS
 
@@ -130,13 +130,13 @@ def test_readable_values() -> None:
 )
 def test_sre_commands_read_the_environment_only_through_typer(module: str) -> None:
     # Addresses come from flags whose envvar= Typer resolves; nothing here reads os.environ directly.
-    source = (Path(__file__).resolve().parents[2] / "clients" / "cli" / f"{module}.py").read_text()
+    source = (Path(__file__).resolve().parents[2] / "opscale" / "cli" / f"{module}.py").read_text()
     assert "os.environ" not in source and "getenv" not in source
 
 
 def test_describe_says_how_many_of_the_decided_replicas_are_placed() -> None:
-    from clients.cli.describe import placed_label, placement_label
     from opscale.api.decision.v1 import decision_pb2 as dpb
+    from opscale.cli.describe import placed_label, placement_label
 
     attn = cpb.PoolKey(stage=cpb.STAGE_DECODE, operator=cpb.OPERATOR_KIND_ATTENTION)
     ffn = cpb.PoolKey(stage=cpb.STAGE_DECODE, operator=cpb.OPERATOR_KIND_FFN)
@@ -165,8 +165,8 @@ def test_top_says_what_placement_could_not_place() -> None:
 
     from rich.console import Console
 
-    from clients.cli.top import render
     from opscale.api.decision.v1 import decision_pb2 as dpb
+    from opscale.cli.top import render
 
     deployment = dpb.Deployment(spec=dpb.DeploymentSpec(name="chat"))
     short = dpb.Decision(

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import yaml
 
-from clients.cli.client import CliConfig
+from opscale.cli.client import CliConfig
 from opscale.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,9 +54,9 @@ def test_examples_are_valid(tmp_path: Path) -> None:
 
 
 def test_the_lazy_listing_says_what_each_command_says() -> None:
-    """`opscale --help` lists the commands from clients.cli.main.LAZY without importing them; each
+    """`opscale --help` lists the commands from opscale.cli.main.LAZY without importing them; each
     summary is the first paragraph of the real command's own help."""
-    from clients.cli.main import LAZY, every_command
+    from opscale.cli.main import LAZY, every_command
 
     for name, command in every_command(list(LAZY)).items():
         first = " ".join((command.help or "").strip().split("\n\n")[0].split())
@@ -65,8 +65,8 @@ def test_the_lazy_listing_says_what_each_command_says() -> None:
 
 
 def test_an_internal_error_exits_with_the_internal_code() -> None:
-    from clients.cli.exit_codes import ExitCode
-    from clients.cli.main import INTERNAL_EXIT
+    from opscale.cli.exit_codes import ExitCode
+    from opscale.cli.main import INTERNAL_EXIT
 
     assert INTERNAL_EXIT == ExitCode.INTERNAL
 
@@ -74,7 +74,7 @@ def test_an_internal_error_exits_with_the_internal_code() -> None:
 def test_every_setting_in_the_readme_table_is_a_flag_of_the_commands_that_use_it() -> None:
     import re
 
-    from clients.cli.main import every_command
+    from opscale.cli.main import every_command
 
     text = (ROOT / "README.md").read_text()
     table = text[text.index("| setting | default | meaning |") :].split("\n\n", 1)[0]
@@ -82,9 +82,9 @@ def test_every_setting_in_the_readme_table_is_a_flag_of_the_commands_that_use_it
     assert {"ingest_port", "metrics_port", "tls_ca_file", "whatif_workers"} <= names  # the parse works
     commands = every_command(["up", "serve", "agent"])
     flags = {c: {o for p in cmd.params for o in p.opts} for c, cmd in commands.items()}
-    aliases = {"listen_host": "--host"}
+    aliases = {"listen_host": "--host", "agent_metrics_port": "--metrics-port"}
     no_flag = {"gc_thresholds"}  # a tuple: environment or YAML only (the README says so)
-    where = {"agent_env_allowlist": ("agent",)}
+    where = {"agent_env_allowlist": ("agent",), "agent_metrics_port": ("agent",)}
     for name in names - no_flag:
         flag = aliases.get(name, "--" + name.replace("_", "-"))
         for command in where.get(name, ("up",)):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.cli.load import Progress, Schedule, poisson, push, replay
+from opscale.cli.load import Progress, Schedule, poisson, push, replay
 from opscale.errors import InvalidArgument
 
 

@@ -30,10 +30,10 @@ from opscale.policy.types import (
     Rule,
     Signal,
 )
+from opscale.services.decision.lease import InProcessLease, LockTable, lock_key
+from opscale.services.decision.publish import QUEUE_SIZE, DecisionHub
 from opscale.signals.load import load_from_json, load_to_json, read_load, window_for
 from opscale.wire.decisions import decision_to_pb, explanation_to_pb
-from services.decision.lease import InProcessLease, LockTable, lock_key
-from services.decision.publish import QUEUE_SIZE, DecisionHub
 
 DECODE, PREFILL = PoolKey("decode", "model"), PoolKey("prefill", "model")
 FRESH = {s: 1.0 for s in Signal}

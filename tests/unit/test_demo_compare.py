@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from clients.demo.compare import SideBySide, run_policy, scenario
-from clients.demo.report import comparison_lines
-from clients.demo.view import simulated_line
+from opscale.demo.compare import SideBySide, run_policy, scenario
+from opscale.demo.report import comparison_lines
+from opscale.demo.view import simulated_line
 from opscale.sim.experiment import build_trace
 from opscale.sim.traces import load_trace, scale_time
 

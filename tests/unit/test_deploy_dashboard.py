@@ -17,7 +17,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "opscale-dashboard.json"
-SOURCES = ("opscale", "services", "clients")
+SOURCES = ("opscale",)
 DEFINITION = re.compile(
     r"\b(Counter|Gauge|Histogram|Summary|Info|Enum|CounterMetricFamily|GaugeMetricFamily)"
     r"\(\s*[\"']((?:opscale|rpc)_[a-z0-9_]+)[\"']"

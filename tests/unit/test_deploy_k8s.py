@@ -28,8 +28,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from clients.cli.main import app
-from clients.cli.serve import ServiceName
+from opscale.cli.main import app
+from opscale.cli.serve import ServiceName
 from opscale.config import ENV_PREFIX, Settings, load_settings
 from opscale.grpcutil.server import LIVENESS
 

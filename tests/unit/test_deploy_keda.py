@@ -20,8 +20,8 @@ import yaml
 
 from opscale.config import Settings
 from opscale.policy.spec_adapter import policy_setup
+from opscale.services.keda.app import target_of
 from opscale.spec import parse_spec
-from services.keda.app import target_of
 from tests.unit.test_deploy_k8s import ROOT, _environment, _load, _one, _render, _validate
 
 KEDA = ROOT / "deploy" / "k8s" / "keda"

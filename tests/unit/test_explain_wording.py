@@ -9,9 +9,9 @@ import io
 
 from rich.console import Console
 
-from clients.cli.explain import render
 from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.decision.v1 import decision_pb2 as dpb
+from opscale.cli.explain import render
 
 ATTN = cpb.PoolKey(stage=cpb.STAGE_DECODE, operator=cpb.OPERATOR_KIND_ATTENTION)
 

@@ -12,6 +12,13 @@ from opscale.api.common.v1 import common_pb2 as cpb
 from opscale.api.ingest.v1 import ingest_pb2 as pb
 from opscale.counters import HistogramBin
 from opscale.errors import InvalidArgument
+from opscale.services.ingest.convert import (
+    batch_from_pb,
+    sample_from_pb,
+    sample_to_pb,
+    summary_to_pb,
+    window_query_from_pb,
+)
 from opscale.signals import (
     ALL_POOLS,
     Arrival,
@@ -27,13 +34,6 @@ from opscale.signals import (
     WindowSummary,
 )
 from opscale.spec import OperatorKind, PoolRef, Stage
-from services.ingest.convert import (
-    batch_from_pb,
-    sample_from_pb,
-    sample_to_pb,
-    summary_to_pb,
-    window_query_from_pb,
-)
 
 u32 = st.integers(0, 2**32 - 1)
 count = st.integers(1, 2**32 - 1)

@@ -9,7 +9,7 @@ import pytest
 
 from opscale.errors import InvalidArgument, NotFound
 from opscale.pools import PoolKey
-from services.keda.app import REFRESH_S, Counts, ScalerApp, target_of
+from opscale.services.keda.app import REFRESH_S, Counts, ScalerApp, target_of
 
 DECODE = PoolKey("decode", "model")
 

@@ -1,12 +1,13 @@
 """The layer contract, in one place (CONVENTIONS habits 4, 14, 15): who may import whom.
 
-1. ``opscale/`` (the core) imports neither ``services`` nor ``clients``.
+1. The core (``opscale/`` but its services and clients) imports neither ``opscale.services`` nor a
+   client (``opscale.cli``, ``opscale.agent``, ``opscale.sdk``, ``opscale.worker``, ``opscale.demo``).
 2. Pure cores (``opscale/model``, ``opscale/policy``, ``opscale/placement``, the pool vocabulary, the
    actuation types and the simulator's core) import no network, database, telemetry, clock or
    randomness; they open no files (but the one caller-chosen profile path) and read no environment; the
    model's and placement's values are frozen slotted dataclasses and their files stay readable.
-3. A service (``services/<name>/``) imports no other service and never the CLI; the composition root
-   (``services/catalog.py``, ``main.py``, ``runtime.py``) may import them all.
+3. A service (``opscale/services/<name>/``) imports no other service and never the CLI; the composition root
+   (``opscale/services/catalog.py``, ``main.py``, ``runtime.py``) may import them all.
 4. Clients (CLI, agent, SDK, demo) reach services only through that composition root, never a service's
    modules (their converters live in ``opscale.wire``).
 
@@ -42,7 +43,10 @@ PURE: dict[str, set[str]] = {
 }
 OPEN_ALLOWED = {("opscale/model/profiles.py", "load_profile_file")}  # the caller-supplied path
 FROZEN_VALUES = ("opscale.model", "opscale.placement")
-COMPOSITION_ROOT = {"services.catalog", "services.main", "services.runtime", "services"}
+SERVICES = "opscale.services"
+CLIENTS = ("opscale.cli", "opscale.agent", "opscale.sdk", "opscale.worker", "opscale.demo")
+NOT_CORE = (SERVICES, *CLIENTS, "opscale.migrations")
+COMPOSITION_ROOT = {f"{SERVICES}.catalog", f"{SERVICES}.main", f"{SERVICES}.runtime", SERVICES}
 
 
 def _files(top: str) -> list[Path]:
@@ -73,9 +77,21 @@ def _top(name: str) -> str:
     return name.split(".")[0]
 
 
+def _within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def _core_files() -> list[Path]:
+    return [p for p in _files("opscale") if not _within(_module(p), NOT_CORE)]
+
+
+def _client_files() -> list[Path]:
+    return [p for top in CLIENTS for p in _files(top.replace(".", "/"))]
+
+
 def core_offenders(files: list[Path]) -> list[str]:
     return [
-        f"{p.relative_to(ROOT)}: {m}" for p in files for m in imports(p) if _top(m) in ("services", "clients")
+        f"{p.relative_to(ROOT)}: {m}" for p in files for m in imports(p) if _within(m, (SERVICES, *CLIENTS))
     ]
 
 
@@ -86,7 +102,7 @@ def pure_offenders(files: list[Path], extra: set[str]) -> list[str]:
 
 def service_of(module: str) -> str | None:
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 and parts[0] == "services" else None
+    return parts[2] if len(parts) > 3 and module.startswith(SERVICES + ".") else None
 
 
 def service_offenders(files: list[Path]) -> list[str]:
@@ -95,12 +111,13 @@ def service_offenders(files: list[Path]) -> list[str]:
         own = service_of(_module(path))
         if own is None:
             continue  # the composition root
-        wiring = path.name == "__main__.py"  # `python -m services.x` runs it through the composition root
+        # `python -m opscale.services.x` runs it through the composition root
+        wiring = path.name == "__main__.py"
         for m in imports(path):
-            other = service_of(m) if m.startswith("services.") and m.count(".") >= 2 else None
+            other = service_of(m)
             crossing = other is not None and other != own
-            root = m in {"services.catalog", "services.main"} and not wiring
-            if _top(m) == "clients" or root or crossing:
+            root = m in {f"{SERVICES}.catalog", f"{SERVICES}.main"} and not wiring
+            if _within(m, CLIENTS) or root or crossing:
                 out.append(f"{path.relative_to(ROOT)}: {m}")
     return out
 
@@ -110,7 +127,7 @@ def client_offenders(files: list[Path]) -> list[str]:
         f"{p.relative_to(ROOT)}: {m}"
         for p in files
         for m in imports(p)
-        if _top(m) == "services" and m not in COMPOSITION_ROOT
+        if _within(m, (SERVICES,)) and m not in COMPOSITION_ROOT
     ]
 
 
@@ -118,7 +135,7 @@ def client_offenders(files: list[Path]) -> list[str]:
 
 
 def test_the_core_imports_no_service_or_client() -> None:
-    assert core_offenders(_files("opscale")) == []
+    assert core_offenders(_core_files()) == []
 
 
 # --- 2. pure cores -------------------------------------------------------------------------------------
@@ -175,14 +192,14 @@ def test_traces_generate_only_from_a_passed_generator() -> None:
 
 
 def test_services_import_no_other_service_and_no_cli() -> None:
-    assert service_offenders(_files("services")) == []
+    assert service_offenders(_files("opscale/services")) == []
 
 
 # --- 4. clients use the composition root only ------------------------------------------------------------
 
 
 def test_clients_reach_services_only_through_the_composition_root() -> None:
-    assert client_offenders(_files("clients")) == []
+    assert client_offenders(_client_files()) == []
 
 
 # --- each rule can fail ------------------------------------------------------------------------------------
@@ -202,14 +219,26 @@ def test_every_rule_catches_an_offender(tmp_path: Path) -> None:
         def read_text(self, *args: object, **kwargs: object) -> str:
             return self._text
 
-    assert core_offenders([fake("opscale/x.py", "def f():\n    from services.decision import loop\n")])
+    assert core_offenders(
+        [fake("opscale/x.py", "def f():\n    from opscale.services.decision import loop\n")]
+    )
     assert pure_offenders([fake("opscale/policy/x.py", "import time\n")], set())
     assert pure_offenders([fake("opscale/placement/x.py", "from . import y\nimport numpy\n")], {"numpy"})
-    assert service_offenders([fake("services/keda/x.py", "from services.decision.record import X\n")])
-    assert service_offenders([fake("services/keda/__main__.py", "from clients.cli.main import app\n")])
-    assert not service_offenders([fake("services/keda/__main__.py", "from services.main import main\n")])
-    assert not service_offenders([fake("services/keda/x.py", "from services.keda.app import X\n")])
-    assert client_offenders([fake("clients/cli/x.py", "from services.decision.convert import spec_to_pb\n")])
-    assert not client_offenders([fake("clients/cli/x.py", "from services.main import serve\n")])
+    assert service_offenders(
+        [fake("opscale/services/keda/x.py", "from opscale.services.decision.record import X\n")]
+    )
+    assert service_offenders(
+        [fake("opscale/services/keda/__main__.py", "from opscale.cli.main import app\n")]
+    )
+    assert not service_offenders(
+        [fake("opscale/services/keda/__main__.py", "from opscale.services.main import main\n")]
+    )
+    assert not service_offenders(
+        [fake("opscale/services/keda/x.py", "from opscale.services.keda.app import X\n")]
+    )
+    assert client_offenders(
+        [fake("opscale/cli/x.py", "from opscale.services.decision.convert import spec_to_pb\n")]
+    )
+    assert not client_offenders([fake("opscale/cli/x.py", "from opscale.services.main import serve\n")])
     # relative imports resolve to the package they name
     assert list(imports(fake("opscale/sim/x.py", "from ..wire import specs\n"))) == ["opscale.wire"]

@@ -23,8 +23,8 @@ from opscale.placement import GpuSlot, NodeInfo, PlacementInput, PoolDemand, Top
 from opscale.policy.model_level import plan_model
 from opscale.policy.operator import plan_operator
 from opscale.policy.types import SLO, LoadWindow
+from opscale.services.placement.demand import replica_memory_per_gpu
 from opscale.spec import parse_spec
-from services.placement.demand import replica_memory_per_gpu
 
 H100 = get_gpu("h100")
 LLAMA70 = get_preset("llama3-70b")
@@ -94,7 +94,7 @@ def test_every_planned_replica_fits_placement(
     model: str, gpu: str, rps: float, inp: int, out: int, slo: tuple[float, float], planner: str
 ) -> None:
     """Across models × loads × SLOs × GPU types: each pool's replicas, with placement's demand per GPU
-    (services/placement/demand.py, the same memory model), are placed on that GPU type in full."""
+    (opscale/services/placement/demand.py, the same memory model), are placed on that GPU type in full."""
     from opscale.model import perf_model
 
     perf = perf_model(get_preset(model), gpu)

@@ -10,9 +10,9 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
 
-from clients.agent.agent import Agent, AgentConfig
-from clients.agent.gpus import FakeGpus
-from clients.agent.metrics import AgentCollector
+from opscale.agent.agent import Agent, AgentConfig
+from opscale.agent.gpus import FakeGpus
+from opscale.agent.metrics import AgentCollector
 from opscale.counters import HistogramBin
 from opscale.errors import ConfigError
 from opscale.signals.load import share_at_most

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from opscale.db.records import GpuRecord, NodeRecord, ReplicaRecord
 from opscale.db.status import NodeStatus, ReplicaDesired, ReplicaObserved
-from services.placement.metrics import PlacementMetrics
+from opscale.services.placement.metrics import PlacementMetrics
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 

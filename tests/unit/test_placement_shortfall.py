@@ -8,7 +8,7 @@ from datetime import timedelta
 from opscale.db.records import PoolTargetRecord, ReplicaRecord
 from opscale.db.status import ReplicaDesired, ReplicaObserved
 from opscale.placement import Infeasible
-from services.placement.shortfall import Shortfalls
+from opscale.services.placement.shortfall import Shortfalls
 from tests.unit.test_placement_metrics import T0, replica
 
 POOL = ("chat", "decode", "attention")

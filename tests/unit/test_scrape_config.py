@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clients.cli.main import app
+from opscale.cli.main import app
 from opscale.config import ScrapeEngine, ScrapeRole, load_settings
 from opscale.errors import ConfigError
 

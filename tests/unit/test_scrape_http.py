@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from services.ingest.http_fetch import MAX_BODY_BYTES, FetchError, http_get
+from opscale.services.ingest.http_fetch import MAX_BODY_BYTES, FetchError, http_get
 
 Reply = Callable[[asyncio.StreamWriter], Awaitable[None]]
 

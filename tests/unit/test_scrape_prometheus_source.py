@@ -11,10 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from opscale.clock import VirtualClock
 from opscale.config import PrometheusSource
-from services.ingest.app import IngestApp
-from services.ingest.metrics import IngestMetrics
-from services.ingest.prometheus import PrometheusScraper
-from services.ingest.shard import MemoryScrapeState
+from opscale.services.ingest.app import IngestApp
+from opscale.services.ingest.metrics import IngestMetrics
+from opscale.services.ingest.prometheus import PrometheusScraper
+from opscale.services.ingest.shard import MemoryScrapeState
 
 
 def scraper(answer: dict[str, list[dict[str, Any]]], asked: list[str]) -> PrometheusScraper:

@@ -12,10 +12,10 @@ import pytest
 from opscale.clock import VirtualClock
 from opscale.config import ScrapeEngine, ScrapeRole, ScrapeTarget
 from opscale.errors import ConfigError
-from services.ingest.scrape import EndpointSpec, Route
-from services.ingest.scrapers import Membership, ScrapeManager, Scraper
-from services.ingest.shard import MemoryScrapeState
-from services.ingest.targets import TargetsFile, all_targets, group_targets, parse_file_sd
+from opscale.services.ingest.scrape import EndpointSpec, Route
+from opscale.services.ingest.scrapers import Membership, ScrapeManager, Scraper
+from opscale.services.ingest.shard import MemoryScrapeState
+from opscale.services.ingest.targets import TargetsFile, all_targets, group_targets, parse_file_sd
 
 GROUPS = [
     {

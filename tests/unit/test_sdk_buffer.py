@@ -9,9 +9,9 @@ import threading
 import grpc
 import pytest
 
-from clients.sdk.buffer import Backoff, SampleBuffer
-from clients.sdk.recorder import Recorder
 from opscale.api.ingest.v1 import ingest_pb2 as pb
+from opscale.sdk.buffer import Backoff, SampleBuffer
+from opscale.sdk.recorder import Recorder
 
 
 def recorder(

@@ -13,10 +13,10 @@ from typing import Any
 import grpc
 import pytest
 
-from clients.sdk import AsyncOpscaleClient, OpscaleClient, SdkStats
 from opscale.api.decision.v1 import decision_pb2, decision_pb2_grpc
 from opscale.api.ingest.v1 import ingest_pb2 as pb
 from opscale.api.ingest.v1 import ingest_pb2_grpc
+from opscale.sdk import AsyncOpscaleClient, OpscaleClient, SdkStats
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 

@@ -1,4 +1,4 @@
-"""The client SDK's import closure: what a serving framework loads with ``import clients.sdk``.
+"""The client SDK's import closure: what a serving framework loads with ``import opscale.sdk``.
 
 Run in a fresh interpreter (this one has the services loaded already), so the test sees exactly what the
 SDK imports, and fails naming the module that brought a heavy dependency in.
@@ -33,7 +33,7 @@ HEAVY = (
 
 _PROBE = """
 import json, sys
-import clients.sdk
+import opscale.sdk
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -46,7 +46,7 @@ def _modules_after(code: str) -> list[str]:
 def test_the_sdk_imports_no_server_or_plotting_library() -> None:
     loaded = _modules_after(_PROBE)
     heavy = sorted({m.partition(".")[0] for m in loaded} & set(HEAVY))
-    assert not heavy, f"import clients.sdk loads {heavy}: find the import with python -X importtime"
+    assert not heavy, f"import opscale.sdk loads {heavy}: find the import with python -X importtime"
     # opentelemetry-api is a dependency of the SDK; the OpenTelemetry SDK and exporters are not.
     assert not [m for m in loaded if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))]
 
@@ -57,7 +57,7 @@ def test_the_sdk_imports_no_service_telemetry_or_settings_module() -> None:
         "opscale.telemetry",
         "opscale.config",
         "opscale.policy.types",
-        "services",
+        "opscale.services",
         "opscale.db.repo",
     ):
-        assert module not in loaded, f"import clients.sdk loads {module}"
+        assert module not in loaded, f"import opscale.sdk loads {module}"

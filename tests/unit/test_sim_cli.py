@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clients.cli.main import app
+from opscale.cli.main import app
 from opscale.errors import ConfigError
 from opscale.sim.plots import plots_available, pyplot
 

@@ -72,4 +72,4 @@ def test_a_cancelled_pool_reset_is_dropped_and_every_other_pool_error_kept() -> 
 
     assert not keep(record("sqlalchemy.pool.impl.AsyncAdaptedQueuePool", asyncio.CancelledError()))
     assert keep(record("sqlalchemy.pool.impl.AsyncAdaptedQueuePool", OSError("disk gone")))
-    assert keep(record("services.decision.loop", asyncio.CancelledError()))
+    assert keep(record("opscale.services.decision.loop", asyncio.CancelledError()))

@@ -6,17 +6,17 @@ import asyncio
 
 import pytest
 
-from clients.worker.service import (
+from opscale.api.worker.v1 import worker_pb2 as wpb
+from opscale.clock import SystemClock
+from opscale.errors import FailedPrecondition, InvalidArgument
+from opscale.model import get_preset, perf_model
+from opscale.worker.service import (
     FALLBACK_MS_PER_TOKEN,
     Worker,
     WorkerIdentity,
     parse_visible_devices,
     service_time_fn,
 )
-from opscale.api.worker.v1 import worker_pb2 as wpb
-from opscale.clock import SystemClock
-from opscale.errors import FailedPrecondition, InvalidArgument
-from opscale.model import get_preset, perf_model
 
 IDENTITY = WorkerIdentity("r1", "d", "decode", "attention", (0,))
 

@@ -1,6 +1,0 @@
-"""`python -m services.keda` = `opscale serve keda`, settings from the environment only (wiring)."""
-
-from services.main import main
-
-if __name__ == "__main__":
-    main("keda")
