@@ -79,7 +79,14 @@ async def test_every_dashboard_series_is_served(tmp_path: Path) -> None:
                 return bool(reply.decisions)
 
             await eventually(decided, timeout_s=15)
-        scraped = await asyncio.to_thread(_get, metrics.group(1))
+        scraped = ""
+
+        async def gauges_set() -> bool:  # the loop sets a deployment's gauges just after recording
+            nonlocal scraped
+            scraped = await asyncio.to_thread(_get, metrics.group(1))
+            return 'opscale_deployment_arrival_rate{deployment="watched"}' in scraped
+
+        await eventually(gauges_set, timeout_s=15)
     finally:
         up.cancel()
         await asyncio.gather(up, return_exceptions=True)

@@ -213,9 +213,13 @@ async def test_in_process_lease_excludes_and_releases() -> None:
 
 async def test_hub_filters_dedupes_and_drops_laggards() -> None:
     hub = DecisionHub()
-    chat, every = hub.subscribe(["chat"]), hub.subscribe([])
+    chat, every = hub.subscribe(["chat"], 0), hub.subscribe([], 0)
     hub.publish(_view(id_=1))
     hub.publish(_view(id_=1))  # once only
+    late = hub.subscribe(["chat"], 0)  # a watcher that subscribed since gets the re-published id
+    hub.publish(_view(id_=1))
+    assert (await late.next()).id == 1 and late.queue.empty()
+    hub.unsubscribe(late)
     hub.publish(_view(id_=2, deployment="other"))
     assert (await chat.next()).id == 1 and chat.queue.empty()
     assert [(await every.next()).id for _ in range(2)] == [1, 2]

@@ -93,7 +93,11 @@ class DecisionsApp:
         async with self._sessions() as session:
             for name in names:
                 await self._exists(session, name)
-        sub = self._hub.subscribe(names)
+            floor = await DecisionLedger(session).max_id()
+            # No await between the read and the subscription: whatever is recorded after the read reaches
+            # this watcher, published here or read from the ledger by the tail (which re-reads from the
+            # floor down), each id once.
+            sub = self._hub.subscribe(names, floor)
         sent: dict[str, int] = {}
         try:
             if include_current:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 _TAIL_OUTAGE: tuple[type[Exception], ...] = (SQLAlchemyError, *OUTAGE_ERRORS)
 
 QUEUE_SIZE = 1000
-SEEN_IDS = 100_000
+SEEN_IDS = 4096  # per watcher: well beyond the tail's re-read window
 REWIND_IDS = 256
 PENDING_POLLS = 5
 POLL_LIMIT = 1000
@@ -46,12 +46,19 @@ Pace = Callable[[float], Awaitable[None]]
 class Subscription:
     def __init__(self, deployments: Collection[str]) -> None:
         self.deployments = frozenset(deployments)
+        self.floor = 0  # the newest ledger id when it subscribed: the tail never re-reads from above it
+        self._seen: OrderedDict[int, None] = OrderedDict()  # ids delivered (local publish + tail re-reads)
         self.queue: asyncio.Queue[DecisionView | None] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
         self.closing = False
 
     def wants(self, view: DecisionView) -> bool:
-        return not self.deployments or view.deployment in self.deployments
+        return view.id not in self._seen and (not self.deployments or view.deployment in self.deployments)
+
+    def seen(self, view: DecisionView) -> None:
+        self._seen[view.id] = None
+        if len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
 
     async def next(self) -> DecisionView:
         view = await self.queue.get()
@@ -69,14 +76,18 @@ class Subscription:
 class DecisionHub:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
-        self._seen: OrderedDict[int, None] = OrderedDict()
 
     @property
     def watching(self) -> bool:
         return bool(self._subs)
 
-    def subscribe(self, deployments: Collection[str]) -> Subscription:
+    def floor(self) -> int | None:
+        """The oldest ledger id a watcher subscribed after (None: nobody watches)."""
+        return min((sub.floor for sub in self._subs), default=None)
+
+    def subscribe(self, deployments: Collection[str], floor: int) -> Subscription:
         sub = Subscription(deployments)
+        sub.floor = floor
         self._subs.add(sub)
         return sub
 
@@ -93,15 +104,12 @@ class DecisionHub:
             sub.queue.put_nowait(None)
 
     def publish(self, view: DecisionView) -> None:
-        """Deliver ``view`` once to every matching watcher (a second publish of one id is ignored)."""
-        if view.id in self._seen:
-            return
-        self._seen[view.id] = None
-        if len(self._seen) > SEEN_IDS:
-            self._seen.popitem(last=False)
+        """Deliver ``view`` once to every matching watcher (a second publish of one id to a watcher that
+        has it is ignored; one that subscribed since gets it)."""
         for sub in list(self._subs):
             if not sub.wants(view):
                 continue
+            sub.seen(view)
             try:
                 sub.queue.put_nowait(view)
             except asyncio.QueueFull:
@@ -130,10 +138,15 @@ class LedgerTail:
         subscribed beyond one poll interval."""
         async with self._sessions() as session:
             ledger = DecisionLedger(session)
-            if self._watermark is None or not self._hub.watching:
+            floor = self._hub.floor()
+            if floor is None:
                 self._watermark = self._anchor = await ledger.max_id()
                 return 0
-            since = max(self._anchor, self._watermark - REWIND_IDS)
+            if self._watermark is None:
+                self._watermark = self._anchor = floor
+            # Never past what a watcher has not seen: one may have subscribed (its floor read) before a
+            # poll that moved the anchor to a newer id, or before this tail's first poll.
+            since = min(max(self._anchor, self._watermark - REWIND_IDS), floor)
             rows = await ledger.after(since, POLL_LIMIT)
         published = 0
         for record in rows:
