@@ -90,9 +90,11 @@ async def test_tick_telemetry(runtime: Runtime, spans: InMemorySpanExporter) -> 
         advance(runtime, 1)
         await eventually(lambda: _at_least(replica, 2))
         # Per-deployment and per-pool gauges of the latest decision (push_load: 2,000 decode tokens/s,
-        # TTFT 100 ms and TBT 10 ms against the 1,000/100 ms SLO).
+        # TTFT 100 ms and TBT 10 ms against the 1,000/100 ms SLO); the loop sets them just after
+        # recording the decision waited for above.
         value = runtime.telemetry.registry.get_sample_value
         seen = {"deployment": "seen"}
+        await eventually(lambda: (value("opscale_deployment_decode_tokens_per_second", seen) or 0) > 0)
         assert value("opscale_deployment_decode_tokens_per_second", seen) == pytest.approx(2000, rel=0.05)
         assert value("opscale_deployment_ttft_slo_seconds", seen) == pytest.approx(1.0)
         assert value("opscale_deployment_tbt_slo_seconds", seen) == pytest.approx(0.1)
