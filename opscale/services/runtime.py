@@ -34,10 +34,16 @@ class Runtime:
     counters: CounterStore
     clock: Clock = field(default_factory=SystemClock)
 
-    def lease(self, holder_id: str) -> Lease:
-        """A lease on this runtime's database lock manager (decision's deployments, placement's
-        leadership). Its module lives with decision, its first user; other services reach it here."""
-        return make_lease(self.engine, self.settings.database_url, holder_id)
+    def lease(self, holder_id: str, namespace: str) -> Lease:
+        """A lease on this runtime's database lock manager in ``namespace`` (its own lock keys and
+        epochs: placement's leadership never contends with a deployment that happens to share its name)."""
+        return make_lease(
+            self.engine,
+            self.settings.database_url,
+            holder_id,
+            namespace=namespace,
+            ttl_s=self.settings.lease_ttl_s,
+        )
 
     async def close(self) -> None:
         await self.counters.close()

@@ -28,7 +28,7 @@ from tests.builders import static_spec_pb, until
 from tests.component.decision_kit import Replica, advance, decisions, start_replica
 
 NO_DAMPING = {"scale_down_window_s": 0, "scale_down_cooldown_s": 0, "scale_up_cooldown_s": 0}
-PUSH_DEADLINE_S = 2.0
+PUSH_DEADLINE_S = 10.0
 
 
 def chat(decode: int, prefill: int = 1) -> pb.DeploymentSpec:

@@ -51,7 +51,7 @@ class Replica:
     async def start(self) -> str:
         self.running = await start_service(build_for(self.app), "127.0.0.1", 0, self.runtime.telemetry)
         address = f"127.0.0.1:{self.running.port}"
-        lease = self.runtime.lease(self.name)
+        lease = self.runtime.lease(self.name, "placement")
         self.leadership = Leadership(
             lease, self.runtime.sessions, self.runtime.clock, address=address, renew_s=RENEW_S
         )

@@ -46,7 +46,6 @@ Pace = Callable[[float], Awaitable[None]]
 class Subscription:
     def __init__(self, deployments: Collection[str]) -> None:
         self.deployments = frozenset(deployments)
-        self.floor = 0  # the newest ledger id when it subscribed: the tail never re-reads from above it
         self._seen: OrderedDict[int, None] = OrderedDict()  # ids delivered (local publish + tail re-reads)
         self.queue: asyncio.Queue[DecisionView | None] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
@@ -76,18 +75,23 @@ class Subscription:
 class DecisionHub:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
+        self._rewind: int | None = None  # the lowest floor of watchers the tail has not caught up with
 
     @property
     def watching(self) -> bool:
         return bool(self._subs)
 
-    def floor(self) -> int | None:
-        """The oldest ledger id a watcher subscribed after (None: nobody watches)."""
-        return min((sub.floor for sub in self._subs), default=None)
+    def take_rewind(self) -> int | None:
+        """The newest ledger id as the earliest watcher the tail has not read for yet subscribed (its
+        next poll reads from there once), or None."""
+        rewind, self._rewind = self._rewind, None
+        return rewind
 
     def subscribe(self, deployments: Collection[str], floor: int) -> Subscription:
+        """A watcher; ``floor`` is the ledger's newest id as it subscribed: every later decision reaches
+        it, published here or read by the tail from the floor on."""
         sub = Subscription(deployments)
-        sub.floor = floor
+        self._rewind = floor if self._rewind is None else min(self._rewind, floor)
         self._subs.add(sub)
         return sub
 
@@ -138,15 +142,18 @@ class LedgerTail:
         subscribed beyond one poll interval."""
         async with self._sessions() as session:
             ledger = DecisionLedger(session)
-            floor = self._hub.floor()
-            if floor is None:
+            if not self._hub.watching:
                 self._watermark = self._anchor = await ledger.max_id()
                 return 0
-            if self._watermark is None:
-                self._watermark = self._anchor = floor
-            # Never past what a watcher has not seen: one may have subscribed (its floor read) before a
-            # poll that moved the anchor to a newer id, or before this tail's first poll.
-            since = min(max(self._anchor, self._watermark - REWIND_IDS), floor)
+            # A watcher that subscribed before this tail's first poll, or while a poll above moved the
+            # anchor past its floor, is owed what came after its floor: read from there once.
+            rewind = self._hub.take_rewind()
+            if self._watermark is None or (rewind is not None and rewind < self._anchor):
+                self._anchor = rewind if rewind is not None else await ledger.max_id()
+                self._watermark = max(self._watermark or 0, self._anchor)
+            since = max(self._anchor, self._watermark - REWIND_IDS)
+            if rewind is not None:
+                since = min(since, rewind)
             rows = await ledger.after(since, POLL_LIMIT)
         published = 0
         for record in rows:

@@ -86,14 +86,17 @@ class ScalerApp:
         self._monotonic = monotonic
         self._counts: dict[str, dict[PoolKey, int]] = {}
         self._seen: dict[str, float] = {}  # deployment -> monotonic time its counts last arrived
-        self._changed = asyncio.Condition()
+        # Set (and replaced by a fresh one) on every new decision: a stream waits on the one it holds.
+        # (An asyncio.Condition waited on in a task that is then cancelled can leave its lock released
+        # under the holder's ``async with``, which then raises "Lock is not acquired".)
+        self._changed = asyncio.Event()
 
     async def record(self, deployment: str, counts: Counts) -> None:
         """A new decision for ``deployment``: cache it and wake the streams."""
-        async with self._changed:
-            self._counts[deployment] = dict(counts)
-            self._seen[deployment] = self._monotonic()
-            self._changed.notify_all()
+        self._counts[deployment] = dict(counts)
+        self._seen[deployment] = self._monotonic()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def _pools(self, deployment: str) -> dict[PoolKey, int]:
         cached = self._counts.get(deployment)
@@ -118,19 +121,20 @@ class ScalerApp:
 
     async def changes(self, target: PoolTarget, stopping: asyncio.Event) -> AsyncIterator[int]:
         """The pool's count now, then each time a decision changes it, until ``stopping`` is set."""
+        changed = self._changed  # taken before the read: a decision after it wakes this stream
         last = await self.replicas(target)
         yield last
         while not stopping.is_set():
-            async with self._changed:
-                waiter = asyncio.ensure_future(self._changed.wait())
-                stop = asyncio.ensure_future(stopping.wait())
-                try:
-                    await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for task in (waiter, stop):
-                        task.cancel()
+            waiter = asyncio.ensure_future(changed.wait())
+            stop = asyncio.ensure_future(stopping.wait())
+            try:
+                await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (waiter, stop):
+                    task.cancel()
             if stopping.is_set():
                 return
+            changed = self._changed
             now = await self.replicas(target)
             if now != last:
                 last = now

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opscale.clock import Clock
 from opscale.db.repo import AuditRepo
-from opscale.outage import OUTAGE_ERRORS, Outage
+from opscale.outage import OUTAGE_ERRORS
 from opscale.services.runtime import Lease
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ class Leadership:
         self.leading = False
         self.leader_address = ""  # as last read from the audit log, while following
         self.settled = asyncio.Event()  # set once the first renewal has said whether this replica leads
-        self._outage = Outage("placement lease renewal failed", log)
 
     @property
     def holder_id(self) -> str:
@@ -103,9 +102,8 @@ class Leadership:
             while not stopping.is_set():
                 try:
                     await self.step(on_gain, on_loss)
-                    self._outage.ok()
-                except OUTAGE_ERRORS as exc:  # the database is down: the lease says so (held nothing)
-                    self._outage.failed(exc)
+                except OUTAGE_ERRORS as exc:  # the database is down: the lease reports it, once
+                    log.debug("placement lease renewal failed: %s", exc)
                 except Exception:  # a bug: log it whole, keep renewing
                     log.exception("placement lease renewal failed")
                 self.settled.set()

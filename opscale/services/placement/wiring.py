@@ -40,7 +40,7 @@ def build(runtime: Runtime) -> ServiceDef:
     s = runtime.settings
     holder = s.placement_advertise_address or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     leadership = Leadership(
-        runtime.lease(holder),
+        runtime.lease(holder, "placement"),
         runtime.sessions,
         runtime.clock,
         address=s.placement_advertise_address,
