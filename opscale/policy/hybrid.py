@@ -10,6 +10,14 @@ FFN), it can. Planning both and taking the cheaper means ``operator`` never plan
 ``model`` for the same load under the same model: the form is a per-stage decision, like the pool
 sizes, and ``explain`` says which form each stage runs and what the other would have cost.
 
+Whole GPUs decide. The forms are compared by the GPUs each stage takes on its own, its shared replicas
+packed onto ⌈Σ shares⌉ GPUs (``StagePlan.whole_gpus``), and a tie goes to whole-model replicas. The
+search inside the operator form still counts shares (they decide which pool gets how much of a GPU),
+but operator pools at 0.625 of a GPU against one whole-model replica on 1 GPU save nothing a fleet can
+release, while they add hand-offs, a queue per pool and interference the model prices only
+approximately: in the simulator such a stage (qwen2-7b, Azure conv ×4) held 5–6 GPUs where one
+whole-model replica per stage served the load with 2.
+
 Hysteresis. A stage that runs one form changes to the other only when that saves at least
 ``max(1 GPU, SWITCH_GAIN × current)`` for ``FORM_WINDOW_S`` without a break, or at once when the
 current form cannot meet the SLO and the other can: a switch starts a whole set of new replicas, and
@@ -71,7 +79,7 @@ class FormChoice:
 def _score(sp: StagePlan) -> tuple[int, float]:
     """Meeting the SLO first, then fewest GPUs; among plans that miss, the smaller overshoot."""
     if sp.met:
-        return (0, float(sp.gpus))
+        return (0, float(sp.whole_gpus))
     over = sp.latency_ms / sp.budget_ms if math.isfinite(sp.latency_ms) else math.inf
     return (1, over)
 
@@ -91,30 +99,36 @@ def choose_form(
     b, o = plans[best], plans[other]
     if current is not None and current in plans and current != best:
         cur = plans[current]
-        gain = cur.gpus - b.gpus
-        if cur.met and gain < max(1.0, SWITCH_GAIN * cur.gpus):
+        gain = cur.whole_gpus - b.whole_gpus
+        if cur.met and gain < max(1.0, SWITCH_GAIN * cur.whole_gpus):
             reason = (
-                f"{stage}: keeps the {_name(current)} form ({cur.gpus:g} GPUs); the {_name(best)} form "
-                f"({b.gpus:g} GPUs) would save less than max(1 GPU, {SWITCH_GAIN:.0%}), not worth a switch."
+                f"{stage}: keeps the {_name(current)} form ({_gpus(cur)}); the {_name(best)} form "
+                f"({_gpus(b)}) would save less than max(1 GPU, {SWITCH_GAIN:.0%}), not worth a switch."
             )
             return FormChoice(stage, current, plans, reason)
         if cur.met and now_s is not None:
             since = now_s if better_since is None else better_since
             if now_s - since < FORM_WINDOW_S:
                 reason = (
-                    f"{stage}: keeps the {_name(current)} form ({cur.gpus:g} GPUs) for now; the "
-                    f"{_name(best)} form ({b.gpus:g} GPUs) is cheaper since {now_s - since:.0f} s ago and "
+                    f"{stage}: keeps the {_name(current)} form ({_gpus(cur)}) for now; the "
+                    f"{_name(best)} form ({_gpus(b)}) is cheaper since {now_s - since:.0f} s ago and "
                     f"takes over if it stays cheaper for {FORM_WINDOW_S:.0f} s."
                 )
                 return FormChoice(stage, current, plans, reason, since)
     if b.met and o.met:
-        why = f"{b.gpus:g} GPUs against {o.gpus:g} for {_name(other)}"
+        why = f"{_gpus(b)} against {_gpus(o)} for {_name(other)}"
     elif b.met:
-        why = f"{b.gpus:g} GPUs; the {_name(other)} form cannot meet the SLO"
+        why = f"{_gpus(b)}; the {_name(other)} form cannot meet the SLO"
     else:
         why = "neither form meets the SLO; this one comes closest"
     switched = f" (switching from {_name(current)})" if current in plans and current != best else ""
     return FormChoice(stage, best, plans, f"{stage}: runs as {_name(best)}{switched}: {why}.")
+
+
+def _gpus(sp: StagePlan) -> str:
+    n = sp.whole_gpus
+    shares = f" ({sp.gpus:g} in shares)" if not math.isclose(sp.gpus, n) else ""
+    return f"{n} GPU{'s' if n != 1 else ''}{shares}"
 
 
 def _name(form: str | None) -> str:

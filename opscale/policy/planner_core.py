@@ -236,6 +236,15 @@ class StagePlan:
     def gpus(self) -> float:
         return sum(o.cost for o in self.chosen.values())
 
+    @property
+    def whole_gpus(self) -> int:
+        """GPUs the stage takes on its own: replicas of whole GPUs, and its shared replicas packed onto
+        ⌈Σ shares⌉ GPUs (``plan_gpus``'s count). What a form costs when it is compared with the other:
+        a fraction saved on paper is only a GPU saved when it empties one."""
+        whole = sum(o.cost for o in self.chosen.values() if o.gpus >= 1.0)
+        shared = sum(o.cost for o in self.chosen.values() if o.gpus < 1.0)
+        return round(whole) + math.ceil(shared - 1e-9)
+
 
 def stage_bounds(limits: Limits, floors: Mapping[PoolKey, int], u: Unit) -> tuple[int, int | None]:
     lim = limits.for_pool(u.pool)

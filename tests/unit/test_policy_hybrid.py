@@ -78,14 +78,35 @@ def _stage(gpus: float, met: bool = True) -> StagePlan:
 def test_form_choice_prefers_fewer_gpus_and_holds_against_small_gains() -> None:
     plans = {"model": _stage(8.0), "operator": _stage(6.5)}
     assert choose_form("decode", plans, None).form == "operator"
-    # 7.5 vs 8: less than max(1 GPU, 10%) saved, so a stage running whole-model replicas keeps them
-    held = choose_form("decode", {"model": _stage(8.0), "operator": _stage(7.5)}, "model")
+    # 19 vs 20: less than max(1 GPU, 10%) saved, so a stage running whole-model replicas keeps them
+    held = choose_form("decode", {"model": _stage(20.0), "operator": _stage(19.0)}, "model")
     assert held.form == "model" and "keeps" in held.reason and f"{SWITCH_GAIN:.0%}" in held.reason
     # a form that misses the SLO is left even for more GPUs
     moved = choose_form("decode", {"model": _stage(4.0, met=False), "operator": _stage(6.0)}, "model")
     assert moved.form == "operator" and "cannot meet" in moved.reason
     # ties go to whole-model replicas (fewer processes, no hand-offs)
     assert choose_form("decode", {"model": _stage(4.0), "operator": _stage(4.0)}, None).form == "model"
+
+
+def _shared_stage(shares: tuple[float, ...]) -> StagePlan:
+    chosen = {
+        PoolKey("decode", f"op{i}"): Option(1, s, 1, 1.0, 0.0, 0.5, s, 1.0) for i, s in enumerate(shares)
+    }
+    return StagePlan("decode", chosen, 10.0, 100.0, True)
+
+
+def test_forms_are_compared_in_whole_gpus() -> None:
+    # operator pools on 0.625 of a GPU in shares still take one GPU: a tie with one whole-model replica
+    small = _shared_stage((0.25, 0.125, 0.125, 0.125))
+    assert small.gpus == pytest.approx(0.625) and small.whole_gpus == 1
+    tie = choose_form("decode", {"model": _stage(1.0), "operator": small}, None)
+    assert tie.form == "model" and "1 GPU (0.625 in shares)" in tie.reason
+    # shares that empty a GPU do count: 2 GPUs of whole-model replicas against 1.5 in shares (2 GPUs)
+    # is still a tie, against 3 it is a saving
+    mid = _shared_stage((0.5, 0.5, 0.5))
+    assert mid.whole_gpus == 2
+    assert choose_form("decode", {"model": _stage(2.0), "operator": mid}, None).form == "model"
+    assert choose_form("decode", {"model": _stage(3.0), "operator": mid}, None).form == "operator"
 
 
 def test_policy_keeps_the_form_in_its_state() -> None:
