@@ -2,14 +2,31 @@
 closed-loop correction of their own latency model from what was observed.
 
 **Forecast.** Capacity the planner asks for now serves requests from when it is ready: after a replica's
-start-up, ``horizon_s``. So the planner sizes for the load expected over that horizon, not the window's
-mean: the arrival rates of the last ``HISTORY_S`` seconds of ticks (kept in the policy's state) give a
-trend (least-squares slope, only upward: a falling load is met by the scale-in window) and the spread
-of the rate around it (σ of the residuals, which includes the window's Poisson noise); the plan is for
+start-up, ``horizon_s`` (h). So the planner sizes for the load expected over that horizon, not the
+window's mean. The arrival rates of the last ``HISTORY_S`` seconds of ticks (kept in the policy's state)
+give a trend (least-squares slope) and how far the rate rises within h beyond it; the plan is for
 
-    λ_plan = λ_now + max(0, slope) · horizon_s + Z · σ
+    λ_plan = λ_now + max(0, trend) · h + Z · σ_h
 
-never below λ_now. The horizon is the start-up of the largest replica the plan in force runs, from the
+never below λ_now. Only what the queueing models do not already price gets headroom:
+
+* σ_h is the spread of the rate's change over h seconds (rate at t minus rate at t − h, the trend's
+  part removed) — the burst a replica that starts now may meet — less the part that is the windows'
+  Poisson noise: two windows of T seconds h apart estimate a Poisson rate λ with a difference of
+  variance 2λ·min(h, T)/T², and the planners' queues (M/G/R prefill, Poisson residency in decode)
+  already assume Poisson arrivals at the window's rate. The excess counts only beyond ``SIGNIFICANT``
+  standard errors of the variance estimate (relative error √(2/k), k = span / max(h, T) independent
+  pairs: increments of overlapping windows are correlated), or a quiet history would plan headroom by
+  chance (120 s of history hold ~4 independent 30 s windows). So the headroom shrinks with the
+  start-up: a replica that is ready in a second needs none for a rise that takes ten. With fewer than
+  3 such pairs in the history, the spread around the trend less λ/T is used.
+* the trend counts only when it is significant: above ``SIGNIFICANT`` standard errors, the errors of
+  ticks whose windows overlap counted once per window (n_eff = span / T). The least-squares slope of a
+  flat, noisy rate is as often up as down; taking its upward half plans above the load on every flat
+  stretch. λ_now is the trend's value now (without a trend, the history's mean), never below the last
+  window; only an upward trend adds trend · h (a falling load is met by the scale-in window).
+
+The horizon is the start-up of the largest replica the plan in force runs, from the
 weights it loads (``opscale.model.startup``, the simulator's start-up model); a measured start-up (the
 policy's ``startup_s`` parameter) replaces the estimate.
 
@@ -36,6 +53,7 @@ from opscale.policy.types import SLO, LoadWindow, PoolKey, PoolPlan, Prediction
 
 HISTORY_S = 120.0
 Z = 1.645  # one-sided 95% headroom on the rate's spread
+SIGNIFICANT = 2.0  # a trend, or a spread beyond Poisson, counts above this many standard errors
 C_MIN, C_MAX = 0.85, 2.0
 ALPHA = 0.3  # weight of the newest ratio
 STEADY = 0.2  # the load may differ by at most 20% between prediction and observation
@@ -67,8 +85,8 @@ class Forecast:
     def sentence(self, now_rps: float) -> str:
         return (
             f"forecast: planned for {self.rate_rps:.3g} req/s over the next {self.horizon_s:.0f} s of "
-            f"replica start-up (now {now_rps:.3g}, trend {self.slope_rps_per_s:+.3g} req/s², spread σ "
-            f"{self.sigma_rps:.2g} req/s × {Z:g})."
+            f"replica start-up (now {now_rps:.3g}, trend {self.slope_rps_per_s:+.3g} req/s², rise within "
+            f"the start-up beyond Poisson noise σ {self.sigma_rps:.2g} req/s × {Z:g})."
         )
 
 
@@ -86,7 +104,9 @@ def history_of(data: Mapping[str, JSONValue], now_s: float, rate: float) -> list
     return out
 
 
-def forecast(history: Sequence[tuple[float, float]], horizon_s: float) -> Forecast:
+def forecast(history: Sequence[tuple[float, float]], horizon_s: float, window_s: float = 0.0) -> Forecast:
+    """The load to plan for (module docstring); ``window_s``: the length of the windows the rates were
+    measured over (0: treat every rate as exact, no Poisson noise to discount)."""
     now_t, now_r = history[-1]
     if len(history) < 3:
         return Forecast(now_r, 0.0, 0.0, horizon_s)
@@ -98,9 +118,41 @@ def forecast(history: Sequence[tuple[float, float]], horizon_s: float) -> Foreca
     slope = sum((t - mt) * (r - mr) for t, r in zip(ts, rs, strict=True)) / var_t if var_t > 0 else 0.0
     resid = [r - (mr + slope * (t - mt)) for t, r in zip(ts, rs, strict=True)]
     sigma = math.sqrt(sum(e * e for e in resid) / max(1, n - 2))
-    level = mr + slope * (0.0 - mt)  # the trend's value now, less noisy than the last window alone
-    rate = max(now_r, max(level, now_r) + max(0.0, slope) * horizon_s + Z * sigma)
-    return Forecast(rate, slope, sigma, horizon_s)
+    span = ts[-1] - ts[0]
+    n_eff = min(float(n), max(3.0, span / window_s)) if window_s > 0.0 else float(n)
+    se = sigma / math.sqrt(var_t) * math.sqrt(n / n_eff) if var_t > 0 else math.inf
+    fit = slope if abs(slope) > SIGNIFICANT * se else 0.0  # a trend either way, or none
+    level = max(now_r, mr + fit * (0.0 - mt))  # the trend's value now, less noisy than the last window
+    burst = _rise_sigma(ts, rs, fit, horizon_s, window_s, level)
+    if burst is None:
+        poisson = level / window_s if window_s > 0.0 else 0.0
+        burst = math.sqrt(max(0.0, sigma * sigma - poisson))
+    trend = max(0.0, fit)
+    return Forecast(max(now_r, level + trend * horizon_s + Z * burst), trend, burst, horizon_s)
+
+
+def _rise_sigma(
+    ts: Sequence[float], rs: Sequence[float], trend: float, h: float, window_s: float, rate: float
+) -> float | None:
+    """σ of the rate's change over ``h`` seconds beyond the trend and the windows' Poisson noise; None
+    with fewer than 3 pairs of ticks that far apart."""
+    sq, noise, pairs, j = 0.0, 0.0, 0, 0
+    for i in range(len(ts)):
+        while j + 1 < i and ts[i] - ts[j + 1] >= h:
+            j += 1
+        if j >= i or ts[i] - ts[j] < h:  # h shorter than a tick: adjacent ticks (j = i - 1)
+            continue
+        gap = ts[i] - ts[j]
+        d = rs[i] - rs[j] - trend * gap
+        sq += d * d
+        if window_s > 0.0:
+            noise += 2.0 * rate * min(gap, window_s) / (window_s * window_s)
+        pairs += 1
+    if pairs < 3:
+        return None
+    k = max(2.0, (ts[-1] - ts[0]) / max(h, window_s, 1e-9))
+    allowed = noise * (1.0 + SIGNIFICANT * math.sqrt(2.0 / k)) if noise > 0.0 else 0.0
+    return math.sqrt(max(0.0, (sq - allowed) / pairs))
 
 
 def forecast_load(load: LoadWindow, fc: Forecast) -> LoadWindow:
@@ -122,26 +174,51 @@ def scaled(load: LoadWindow, k: float) -> LoadWindow:
 # --- closed-loop correction ------------------------------------------------------------------------
 
 
+FORM_NAMES = ("model", "operator")
+WHOLE = {"prefill": "model", "decode": "model"}
+
+
 @dataclass(frozen=True, slots=True)
 class Correction:
+    """Per stage and form (``model``: whole-model replicas, ``operator``: operator pools) — a form is
+    corrected by what was observed while it ran, so a form the model mis-predicts pays for it alone and
+    the hybrid can leave it for the other."""
+
     prefill: float = 1.0
     decode: float = 1.0
+    prefill_operator: float = 1.0
+    decode_operator: float = 1.0
 
-    def slo(self, slo: SLO) -> SLO:
-        return SLO(slo.ttft_ms / self.prefill, slo.tbt_ms / self.decode, slo.percentile)
+    def factor(self, stage: str, form: str) -> float:
+        return float(getattr(self, stage if form == "model" else f"{stage}_operator"))
+
+    def slo(self, slo: SLO, forms: Mapping[str, str] = WHOLE) -> SLO:
+        """The SLO the stages plan against when they run ``forms``."""
+        return SLO(
+            slo.ttft_ms / self.factor("prefill", forms.get("prefill", "model")),
+            slo.tbt_ms / self.factor("decode", forms.get("decode", "model")),
+            slo.percentile,
+        )
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {"prefill": self.prefill, "decode": self.decode}
+        return {
+            "prefill": self.prefill,
+            "decode": self.decode,
+            "prefill_operator": self.prefill_operator,
+            "decode_operator": self.decode_operator,
+        }
 
     @classmethod
     def from_json(cls, raw: JSONValue) -> Correction:
         data = raw if isinstance(raw, dict) else {}
 
-        def get(key: str) -> float:
+        def get(key: str, default: float = 1.0) -> float:
             value = _num(data.get(key))
-            return 1.0 if value is None else min(C_MAX, max(C_MIN, value))
+            return default if value is None else min(C_MAX, max(C_MIN, value))
 
-        return cls(get("prefill"), get("decode"))
+        pre, dec = get("prefill"), get("decode")
+        # a state written before the forms were told apart: its factor stood for both forms
+        return cls(pre, dec, get("prefill_operator", pre), get("decode_operator", dec))
 
 
 def _num(value: JSONValue) -> float | None:
@@ -162,7 +239,8 @@ def _step(c: float, observed: float | None, predicted: JSONValue) -> float:
 def corrected(data: Mapping[str, JSONValue], load: LoadWindow, now_s: float, settle_s: float) -> Correction:
     """The factors after this window's observation against the prediction of the plan in force, taken
     only once that plan has been in force for ``settle_s`` (its replicas started and a whole window
-    observed them alone): before, the window mixes the previous plan, or replicas still loading."""
+    observed them alone): before, the window mixes the previous plan, or replicas still loading. Each
+    stage's observation updates the factor of the form that stage ran (both, for a record without forms)."""
     c = Correction.from_json(data.get("correction", {}))
     last = data.get("predicted")
     if not isinstance(last, dict):
@@ -172,10 +250,19 @@ def corrected(data: Mapping[str, JSONValue], load: LoadWindow, now_s: float, set
         return c
     if since is None or now_s - since < settle_s:
         return c
-    return Correction(
-        _step(c.prefill, load.ttft_p99_ms, last.get("ttft_ms")),
-        _step(c.decode, load.tbt_p99_ms, last.get("tbt_ms")),
-    )
+    raw = last.get("forms")
+    forms = raw if isinstance(raw, dict) else {}
+    out = {}
+    for stage, observed, key in (
+        ("prefill", load.ttft_p99_ms, "ttft_ms"),
+        ("decode", load.tbt_p99_ms, "tbt_ms"),
+    ):
+        ran = forms.get(stage)
+        for form in FORM_NAMES:
+            name = stage if form == "model" else f"{stage}_operator"
+            value = c.factor(stage, form)
+            out[name] = _step(value, observed, last.get(key)) if ran in (form, None) else value
+    return Correction(**out)
 
 
 def prediction_record(
@@ -184,6 +271,7 @@ def prediction_record(
     load: LoadWindow,
     pred: Prediction,
     now_s: float,
+    forms: Mapping[str, str] = WHOLE,
 ) -> dict[str, JSONValue]:
     """What the next ticks judge: this plan's prediction, and since when its replica counts are in force."""
     counts: dict[str, JSONValue] = {str(k): v.replicas for k, v in sorted(desired.items())}
@@ -197,15 +285,33 @@ def prediction_record(
         "tbt_ms": pred.tbt_ms,
         "counts": counts,
         "since": since,
+        "forms": dict(forms),
     }
 
 
-def correction_sentence(c: Correction, slo: SLO) -> str | None:
-    if abs(c.prefill - 1.0) < 0.02 and abs(c.decode - 1.0) < 0.02:
+def correction_sentence(c: Correction, slo: SLO, forms: Mapping[str, str] = WHOLE) -> str | None:
+    """What the correction of the forms in force does to the SLO planned for (None: nothing to say)."""
+    pre, dec = (
+        c.factor("prefill", forms.get("prefill", "model")),
+        c.factor("decode", forms.get("decode", "model")),
+    )
+    others = [
+        f"{stage} {_FORM_WORDS[form]} ×{c.factor(stage, form):.2f}"
+        for stage in ("prefill", "decode")
+        for form in FORM_NAMES
+        if form != forms.get(stage, "model") and abs(c.factor(stage, form) - 1.0) >= 0.02
+    ]
+    if abs(pre - 1.0) < 0.02 and abs(dec - 1.0) < 0.02 and not others:
         return None
-    planned = c.slo(slo)
-    return (
-        f"closed-loop correction: observed p99 / predicted is ×{c.prefill:.2f} for TTFT and ×{c.decode:.2f} "
+    planned = c.slo(slo, forms)
+    said = (
+        f"closed-loop correction: observed p99 / predicted is ×{pre:.2f} for TTFT and ×{dec:.2f} "
         f"for TBT over recent windows; planning to TTFT {planned.ttft_ms:.0f} ms and TBT "
         f"{planned.tbt_ms:.1f} ms so the observed p99 meets the SLO."
     )
+    if others:
+        said += f" Forms not running keep theirs: {', '.join(others)}."
+    return said
+
+
+_FORM_WORDS = {"model": "whole-model replicas", "operator": "operator pools"}

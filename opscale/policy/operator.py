@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from opscale.model import PerfModel
+from opscale.policy.adaptive import Correction
 from opscale.policy.hybrid import (
     FORMS,
     FormChoice,
@@ -80,12 +81,15 @@ def plan_hybrid(
     decode_overlap: str = "pingpong",
     better_since: Mapping[str, float] | None = None,
     now_s: float | None = None,
+    correction: Correction | None = None,
 ) -> Plan:
     """The ``operator`` policy's raw plan (before the stabilizer); pure, exposed for tests and what-if.
     ``current``, ``better_since``, ``now_s``: the form each stage runs now, when the other became
-    cheaper, and this tick's time (hysteresis, ``opscale.policy.hybrid``)."""
+    cheaper, and this tick's time (hysteresis, ``opscale.policy.hybrid``); ``correction``: the closed-loop
+    factors, per stage and form (each form is planned against the SLO its own factor gives)."""
     batches = batch_candidates(max_batch_size)
-    loads = stage_loads(perf, load, slo)
+    corr = correction or Correction()
+    loads = stage_loads(perf, load, corr.slo(slo, current or {}))
     tried = FORMS if forms == "hybrid" else ("operator",)
     micro = MICRO_BATCHES if decode_overlap == "pingpong" else (1,)
     choices: dict[str, FormChoice] = {}
@@ -94,7 +98,8 @@ def plan_hybrid(
         plans: dict[str, StagePlan] = {}
         floors: dict[PoolKey, int] = {}
         if "model" in tried or floor_fraction > 0.0:
-            whole = plan_stage(perf, loads, slo, st, form_units(perf, st, "model"), limits, batches)
+            whole_slo = corr.slo(slo, {st: "model"})
+            whole = plan_stage(perf, loads, whole_slo, st, form_units(perf, st, "model"), limits, batches)
             plans["model"] = whole
             if floor_fraction > 0.0:
                 n = whole.chosen[PoolKey(st, "model")].replicas
@@ -104,8 +109,9 @@ def plan_hybrid(
                     f"{st}: floor keeps {keep} replicas per operator pool (⌈{floor_fraction:g} × {n} "
                     f"whole-model replicas⌉)."
                 )
+        op_slo = corr.slo(slo, {st: "operator"})
         plans["operator"] = plan_stage(
-            perf, loads, slo, st, operator_units(perf, st), limits, batches, floors, search, micro
+            perf, loads, op_slo, st, operator_units(perf, st), limits, batches, floors, search, micro
         )
         if forms == "hybrid":
             since = (better_since or {}).get(st)
@@ -119,7 +125,8 @@ def plan_hybrid(
         f"{load.output_tokens_mean:.0f} out tokens (means) on {perf.gpu.key}: per stage, whole-model "
         f"replicas or operator pools, whichever meets the SLO with fewer GPUs."
     )
-    plan = assemble(perf, loads, [choices[st].plan for st in STAGES], units, slo, header)
+    planned_slo = corr.slo(slo, {st: ch.form for st, ch in choices.items()})
+    plan = assemble(perf, loads, [choices[st].plan for st in STAGES], units, planned_slo, header)
     plan.reasons[1:1] = [c.reason for c in choices.values()]
     plan.reasons.extend(notes)
     for pool, n in idle_pools(perf, choices, limits).items():
@@ -197,6 +204,7 @@ class OperatorPolicy(PlannerPolicy):
         current: Mapping[str, str],
         better_since: Mapping[str, float] | None = None,
         now_s: float | None = None,
+        correction: Correction | None = None,
     ) -> Plan:
         p = self.params
         assert isinstance(p, OperatorParams)
@@ -205,6 +213,7 @@ class OperatorPolicy(PlannerPolicy):
             load,
             slo,
             limits,
+            correction=correction,
             max_batch_size=p.max_batch_size,
             floor_fraction=p.floor_fraction,
             search=p.search,
@@ -219,10 +228,15 @@ class OperatorPolicy(PlannerPolicy):
         return self._plan(load, slo, limits, {})
 
     def plan_tick(
-        self, inp: PolicyInput, load: LoadWindow, slo: SLO, data: Mapping[str, JSONValue]
+        self,
+        inp: PolicyInput,
+        load: LoadWindow,
+        slo: SLO,
+        data: Mapping[str, JSONValue],
+        correction: Correction,
     ) -> tuple[Plan, dict[str, JSONValue]]:
         before = _forms_of(data) or forms_in_force(inp.current)
-        plan = self._plan(load, slo, inp.limits, before, _since_of(data), inp.now_s)
+        plan = self._plan(load, slo, inp.limits, before, _since_of(data), inp.now_s, correction)
         switched = hold_old_form(self.perf, plan, before, _switched_of(data), inp.current, inp.now_s)
         own: dict[str, JSONValue] = {
             "forms": dict(plan.forms),

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from opscale.errors import InvalidArgument
 from opscale.model import PerfModel, get_preset, perf_model
 from opscale.policy.adaptive import (
+    WHOLE,
     Correction,
     corrected,
     correction_sentence,
@@ -123,11 +124,16 @@ class PlannerPolicy(ABC):
         )
 
     def plan_tick(
-        self, inp: PolicyInput, load: LoadWindow, slo: SLO, data: Mapping[str, JSONValue]
+        self,
+        inp: PolicyInput,
+        load: LoadWindow,
+        slo: SLO,
+        data: Mapping[str, JSONValue],
+        correction: Correction,
     ) -> tuple[Plan, dict[str, JSONValue]]:
-        """This tick's raw plan for ``load`` and ``slo`` (the tick's, after forecast and correction) and
-        the policy's own state to keep (subclasses add theirs)."""
-        return self.plan(load, slo, inp.limits), {}
+        """This tick's raw plan for ``load`` (after the forecast) against ``slo`` corrected by
+        ``correction`` for the forms it plans, and the policy's own state to keep (subclasses add theirs)."""
+        return self.plan(load, correction.slo(slo), inp.limits), {}
 
     def decide(self, inp: PolicyInput) -> PolicyOutput:
         plan: Plan | CoPlan
@@ -141,7 +147,7 @@ class PlannerPolicy(ABC):
             notes.append(f"headroom: planned for {1.0 + p.headroom:g} × the observed load.")
         if p.forecast and load.arrival_rate_rps > 0.0:
             hist = history_of(data, inp.now_s, load.arrival_rate_rps)
-            fc = forecast(hist, p.startup_s or horizon_s(self.perf, inp.current))
+            fc = forecast(hist, p.startup_s or horizon_s(self.perf, inp.current), inp.load.window_s)
             load = forecast_load(load, fc)
             keep["rates"] = [[t, r] for t, r in hist]
             if fc.rate_rps > inp.load.arrival_rate_rps * 1.005:
@@ -150,18 +156,19 @@ class PlannerPolicy(ABC):
         if p.correction:
             settle = inp.load.window_s + horizon_s(self.perf, inp.current)
             c = corrected(data, inp.load, inp.now_s, settle)
-            slo = c.slo(slo)
             keep["correction"] = c.to_json()
-            said = correction_sentence(c, inp.slo)
+        plan, own = self.plan_tick(inp, load, slo, data, c)
+        keep.update(own)
+        forms = plan.forms or WHOLE
+        if p.correction:
+            said = correction_sentence(c, inp.slo, forms)
             if said:
                 notes.append(said)
-        plan, own = self.plan_tick(inp, load, slo, data)
-        keep.update(own)
         pred = plan.prediction
         out = self._finish(inp, plan.pools, [*plan.reasons, *notes], plan.infeasible, pred, keep)
         if p.correction and all(out.desired[k].replicas == v.replicas for k, v in plan.pools.items()):
             # the plan goes in force as planned: a later window that saw only it judges this prediction
-            keep["predicted"] = prediction_record(data, out.desired, load, pred, inp.now_s)
+            keep["predicted"] = prediction_record(data, out.desired, load, pred, inp.now_s, forms)
             out = replace(out, state=replace(out.state, data=keep))
         return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from opscale.model import get_preset, perf_model
@@ -52,11 +53,34 @@ def test_a_rising_load_is_planned_for_where_it_will_be_when_replicas_are_ready()
 
 
 def test_spread_adds_headroom_and_a_falling_load_never_plans_below_now() -> None:
-    noisy = [(float(t), 10.0 + (1.0 if t % 2 else -1.0)) for t in range(20)]
-    fc = forecast(noisy, horizon_s=10.0)
-    assert fc.sigma_rps > 0.9 and fc.rate_rps >= 10.0 + Z * 0.9
+    # the rate swings by 2 req/s within a start-up of 10 s: that rise is planned for
+    swing = [(float(t), 10.0 + (1.0 if t % 20 < 10 else -1.0)) for t in range(40)]
+    fc = forecast(swing, horizon_s=10.0)
+    assert fc.sigma_rps > 1.5 and fc.rate_rps >= 9.0 + Z * 1.5
+    # a flicker faster than the start-up averages out before a replica is ready: no headroom
+    flicker = [(float(t), 10.0 + (1.0 if t % 2 else -1.0)) for t in range(40)]
+    assert forecast(flicker, horizon_s=10.0).sigma_rps == pytest.approx(0.0)
     falling = [(float(t), 30.0 - t) for t in range(20)]
     assert forecast(falling, horizon_s=10.0).rate_rps == pytest.approx(11.0)
+
+
+def test_poisson_noise_of_the_window_gets_no_headroom_bursts_do() -> None:
+    # A flat 20 req/s as the decision service sees it: every second, the rate over the last 30 s.
+    rng = np.random.default_rng(7)
+    per_s = rng.poisson(20.0, 150)
+    flat = [(float(t), float(per_s[t - 30 : t].sum()) / 30.0) for t in range(30, 150)]
+    raw = forecast(flat, horizon_s=15.0)
+    assert raw.sigma_rps > 0.5  # as exact rates, the noise reads as a rise
+    fc = forecast(flat, horizon_s=15.0, window_s=30.0)
+    assert fc.slope_rps_per_s == 0.0  # no significant trend in a flat load
+    assert fc.sigma_rps < 0.5 * raw.sigma_rps and fc.rate_rps < min(raw.rate_rps, 20.0 * 1.05)
+    # A rise far beyond Poisson (10 → 30 req/s within the start-up) is a burst and keeps its headroom.
+    bursty = [(float(t), 10.0 if t % 40 < 20 else 30.0) for t in range(120)]
+    b = forecast(bursty, horizon_s=15.0, window_s=30.0)
+    assert b.sigma_rps > 9.0 and b.rate_rps > 20.0 + Z * 9.0
+    # A real ramp is still a trend with overlapping windows.
+    ramp = [(float(t), 10.0 + 0.1 * t + (0.5 if t % 2 else -0.5)) for t in range(120)]
+    assert forecast(ramp, horizon_s=10.0, window_s=30.0).slope_rps_per_s == pytest.approx(0.1, rel=0.05)
 
 
 def test_history_keeps_recent_finite_entries_and_survives_damaged_state() -> None:
@@ -142,3 +166,42 @@ def test_headroom_scales_the_planned_load() -> None:
     assert out.predicted is not None and plain.predicted is not None
     assert (out.predicted.gpus or 0) >= (plain.predicted.gpus or 0)
     assert not math.isnan(out.predicted.watts or 0.0)
+
+
+def test_correction_is_kept_per_form_and_charges_the_form_that_ran() -> None:
+    last = {
+        "predicted": {
+            "rps": 10.0,
+            "ttft_ms": 500.0,
+            "tbt_ms": 40.0,
+            "since": 0.0,
+            "forms": {"prefill": "operator", "decode": "model"},
+        }
+    }
+    c = corrected(last, window(10.0, ttft=1000.0, tbt=80.0), 60.0, 45.0)
+    assert c.factor("prefill", "operator") == pytest.approx(1.3) and c.factor("prefill", "model") == 1.0
+    assert c.factor("decode", "model") == pytest.approx(1.3) and c.factor("decode", "operator") == 1.0
+    tight = c.slo(SLO(2000.0, 100.0), {"prefill": "operator", "decode": "model"})
+    assert (tight.ttft_ms, tight.tbt_ms) == pytest.approx((2000.0 / 1.3, 100.0 / 1.3))
+    assert c.slo(SLO(2000.0, 100.0), {"prefill": "model", "decode": "operator"}) == SLO(2000.0, 100.0)
+    assert Correction.from_json(c.to_json()) == c
+    # a state written before the forms were told apart: its factor stands for both forms
+    old = Correction.from_json({"prefill": 1.5, "decode": 1.2})
+    assert old.factor("prefill", "operator") == 1.5 and old.factor("decode", "operator") == 1.2
+
+
+def test_a_mispredicted_operator_form_loses_to_whole_model_replicas() -> None:
+    from opscale.policy.operator import plan_hybrid
+    from opscale.sim.fixed import Steady, steady_trace
+    from opscale.sim.observe import window_of
+
+    load = Steady("llama3-70b", 8.0, "fixed", seconds=200.0)
+    w = window_of(steady_trace(load, 0), 0.0, 200.0)
+    plain = plan_hybrid(load.perf(), w, load.slo)
+    assert plain.forms["prefill"] == "operator"  # 3 GPUs in operator pools against 4 whole
+    # operator pools observed at twice their predicted TTFT: prefill goes back to whole-model replicas
+    hurt = plan_hybrid(load.perf(), w, load.slo, correction=Correction(prefill_operator=2.0))
+    assert hurt.forms["prefill"] == "model"
+    # the same factor on whole-model replicas (not running) leaves the operator pools' plan as it was
+    other = plan_hybrid(load.perf(), w, load.slo, correction=Correction(prefill=2.0))
+    assert other.forms == plain.forms and other.prediction.gpus == plain.prediction.gpus
