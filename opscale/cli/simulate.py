@@ -112,8 +112,8 @@ def register(app: typer.Typer) -> None:
             SWEEP,
             full_matrix,
             quick_matrix,
-            run_headrooms,
             run_matrix,
+            run_settings,
             scenario_subset,
             write_reports,
         )
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
             " " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
         )
         t0 = time.perf_counter()
-        total = len(scenarios) * sum(len(run_headrooms(p, sweep, swept)) for p in policies)
+        total = len(scenarios) * sum(len(run_settings(p, sweep, swept)) for p in policies)
         with Progress(transient=True) as bar:
             task = bar.add_task("simulating", total=None if lower_bound else total)
             rows = run_matrix(

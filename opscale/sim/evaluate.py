@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -133,8 +133,8 @@ def _series(res: SimResult, step: int = 10) -> dict[str, Any]:
     }
 
 
-def _job(sc: Scenario, policy: str, lb: float, headroom: float) -> dict[str, Any]:
-    m, res = run_one(sc, policy, lb=lb, headroom=headroom)
+def _job(sc: Scenario, policy: str, lb: float, headroom: float, forecast: bool = True) -> dict[str, Any]:
+    m, res = run_one(sc, policy, lb=lb, headroom=headroom, forecast=forecast)
     return {"scenario": asdict(sc), "metrics": m.to_json(), "series": _series(res)}
 
 
@@ -253,10 +253,10 @@ def run_matrix(
         else [math.nan] * len(scenarios)
     )
     calls = [
-        (_job, (sc, p, lb, h), f"{sc.label} {p}" + (f" headroom {h:g}" if h else ""))
+        (_job, (sc, p, lb, h, fc), f"{sc.label} {p}{setting_label(h, fc)}")
         for sc, lb in zip(scenarios, lbs, strict=True)
         for p in policies
-        for h in run_headrooms(p, sweep, sweep_policies)
+        for h, fc in run_settings(p, sweep, sweep_policies)
     ]
     return _parallel(calls, workers, on_done)
 
@@ -267,6 +267,29 @@ def run_headrooms(
     """The headrooms ``policy`` runs at: 0 (its default) and, for a planner with the knob that is to be
     swept, the sweep."""
     return sorted({0.0, *sweep}) if policy in HEADROOM_POLICIES and policy in sweep_policies else [0.0]
+
+
+def run_settings(
+    policy: str, sweep: Sequence[float], sweep_policies: Sequence[str] = HEADROOM_POLICIES
+) -> list[tuple[float, bool]]:
+    """(headroom, forecast) of every run of ``policy``: its headrooms with its defaults, and — when the
+    operator policy is swept — also without its forecast over start-up, the cheapest setting it has (the
+    forecast buys attainment on bursty load and costs GPU-hours on smooth load; the sweep is to show both
+    ends of its cost curve, as headroom 0 is the model planner's cheapest)."""
+    hs = run_headrooms(policy, sweep, sweep_policies)
+    off = [(0.0, False)] if policy == "operator" and len(hs) > 1 else []
+    return [*off, *((h, True) for h in hs)]
+
+
+def setting_label(headroom: float, forecast: bool | None) -> str:
+    """How a run's setting is named in progress lines and tables ("" for the default)."""
+    parts = ([f"headroom {headroom:g}"] if headroom else []) + (["forecast off"] if forecast is False else [])
+    return (" " + ", ".join(parts)) if parts else ""
+
+
+def is_default(m: Mapping[str, Any]) -> bool:
+    """The run at the policy's default settings (not a point of the sweep)."""
+    return m["headroom"] == 0.0 and m.get("forecast") is not False
 
 
 def _fmt(x: float | None, nd: int = 1) -> str:
@@ -305,7 +328,7 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         "|---|" + "---:|" * 10,
     ]
     for scen, ms in _by_scenario(rows).items():
-        default = {m["policy"]: m for m in ms if m["headroom"] == 0.0}
+        default = {m["policy"]: m for m in ms if is_default(m)}
         op, ref = default.get("operator"), default.get("model")
         if op is None or ref is None:
             continue
@@ -350,7 +373,7 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
     )
     sep = "|---|" + "---:|" * 13
     for scen, every in _by_scenario(rows).items():
-        ms = [m for m in every if m["headroom"] == 0.0]
+        ms = [m for m in every if is_default(m)]
         ref = next((m for m in ms if m["policy"] == "model"), None)
         lb = every[0]["lower_bound_gpu_hours"]
         bound = f"oracle lower bound {lb:.2f} GPU-h" if math.isfinite(lb) else "no lower bound computed"
@@ -365,12 +388,15 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
         if len(swept) > len([m for m in ms if m["policy"] in HEADROOM_POLICIES]):
             out += [
                 "",
-                "| policy | headroom | GPU-h | SLO attained | p99 TTFT ms | p99 TBT ms | kWh (released) |",
-                "|---|---:|---:|---:|---:|---:|---:|",
+                "| policy | setting | GPU-h | SLO attained | p99 TTFT ms | p99 TBT ms | kWh (released) |",
+                "|---|---|---:|---:|---:|---:|---:|",
             ]
-            for m in sorted(swept, key=lambda m: (m["policy"], m["headroom"])):
+            for m in sorted(
+                swept, key=lambda m: (m["policy"], m.get("forecast") is not False, m["headroom"])
+            ):
+                setting = setting_label(m["headroom"], m.get("forecast")).strip() or "default"
                 out.append(
-                    f"| {m['policy']} | {m['headroom']:g} | {m['gpu_hours']:.2f} | "
+                    f"| {m['policy']} | {setting} | {m['gpu_hours']:.2f} | "
                     f"{100 * m['slo_attainment']:.1f}% | {_fmt(m['ttft_p99_ms'], 0)} | "
                     f"{_fmt(m['tbt_p99_ms'], 1)} | {_fmt(m['energy_kwh_released'], 2)} |"
                 )
@@ -413,7 +439,7 @@ def write_reports(rows: Sequence[dict[str, Any]], out_dir: Path, command: str, *
     if plots:
         from opscale.sim.plots import plot_all, plot_attainment
 
-        plot_all([r for r in rows if r["metrics"]["headroom"] == 0.0], out_dir)
+        plot_all([r for r in rows if is_default(r["metrics"])], out_dir)
         plot_attainment(rows, out_dir)
 
 

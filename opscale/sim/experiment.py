@@ -162,15 +162,18 @@ HEADROOM_POLICIES = ("model", "operator")
 
 
 def build(
-    sc: Scenario, policy: str, trace: Trace, headroom: float = 0.0
+    sc: Scenario, policy: str, trace: Trace, headroom: float = 0.0, forecast: bool = True
 ) -> tuple[DeploymentSpec, dict[PoolKey, PoolPlan]]:
     """The spec for ``policy`` on this scenario and the plan in force at t=0 (``headroom``: the
-    planner's, for ``HEADROOM_POLICIES``; the initial plan is the same whatever it is)."""
+    planner's, for ``HEADROOM_POLICIES``; ``forecast``: the operator policy's forecast over start-up, on
+    by default; the initial plan is the same whatever they are)."""
     if headroom and policy not in HEADROOM_POLICIES:
         raise InvalidArgument(
             f"headroom applies to the {' and '.join(HEADROOM_POLICIES)} policies, not {policy!r}",
             field="headroom",
         )
+    if not forecast and policy != "operator":
+        raise InvalidArgument(f"only the operator policy forecasts, not {policy!r}", field="forecast")
     perf = perf_model(get_preset(sc.model), sc.gpu_type)
     slo = SLO(sc.ttft_ms, sc.tbt_ms)
     first = window_of(trace, 0.0, 60.0)
@@ -200,7 +203,7 @@ def build(
         base["limits"] = [{"min_replicas": 0, "max_replicas": 64}]
     if policy == "operator":
         initial = plan_hybrid(perf, first, slo).pools
-        base["operator_params"] = {"floor_fraction": 0.0, "headroom": headroom}
+        base["operator_params"] = {"floor_fraction": 0.0, "headroom": headroom, "forecast": forecast}
     elif policy == "static":
         initial = dict(peak)
         base["static_params"] = {
@@ -253,6 +256,7 @@ class RunMetrics:
     model: str
     policy: str
     headroom: float  # the planner's headroom knob (0: the policy's default)
+    forecast: bool | None  # the operator policy's forecast over start-up (None: a policy without one)
     estimated: bool  # the model's operators are priced from an estimated profile (opscale.model.estimate)
     ttft_slo_ms: float
     tbt_slo_ms: float
@@ -290,7 +294,12 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
 
 
 def metrics(
-    sc: Scenario, res: SimResult, lb_gpu_hours: float, wall_s: float, headroom: float = 0.0
+    sc: Scenario,
+    res: SimResult,
+    lb_gpu_hours: float,
+    wall_s: float,
+    headroom: float = 0.0,
+    forecast: bool | None = None,
 ) -> RunMetrics:
     req = res.requests
     n = len(req.arrival_s)
@@ -311,6 +320,7 @@ def metrics(
         model=sc.model,
         policy=res.policy,
         headroom=headroom,
+        forecast=forecast,
         estimated=perf.estimated,
         ttft_slo_ms=sc.ttft_ms,
         tbt_slo_ms=sc.tbt_ms,
@@ -349,15 +359,17 @@ def run_one(
     lb: float | None = None,
     progress: Callable[[float], None] | None = None,
     headroom: float = 0.0,
+    forecast: bool = True,
 ) -> tuple[RunMetrics, SimResult]:
     import time
 
     trace = trace if trace is not None else build_trace(sc)
-    spec, initial = build(sc, policy, trace, headroom)
+    spec, initial = build(sc, policy, trace, headroom, forecast)
     t0 = time.perf_counter()
     res = simulate(spec, trace, initial, config=config, progress=progress)
     wall = time.perf_counter() - t0
-    return metrics(sc, res, math.nan if lb is None else lb, wall, headroom), res
+    fc = forecast if policy == "operator" else None
+    return metrics(sc, res, math.nan if lb is None else lb, wall, headroom, fc), res
 
 
 def oracle_bound(sc: Scenario, trace: Trace, horizon_s: float) -> float:

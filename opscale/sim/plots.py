@@ -117,9 +117,14 @@ def plot_attainment(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]
             if len(f) > 1:
                 ax.plot([100 * p.attainment for p in f], [p.gpu_hours for p in f], "-",
                         color=line[0].get_color())  # fmt: skip
-            for p in pts:
-                if p.headroom:
-                    ax.annotate(f"+{p.headroom:g}", (100 * p.attainment, p.gpu_hours), fontsize=7)
+        for m in ms:
+            tag = (
+                f"+{m['headroom']:g}"
+                if m["headroom"]
+                else ("no forecast" if m.get("forecast") is False else "")
+            )
+            if tag:
+                ax.annotate(tag, (100 * m["slo_attainment"], m["gpu_hours"]), fontsize=7)
         lb = ms[0]["lower_bound_gpu_hours"]
         if lb == lb and lb > 0:  # not NaN
             ax.plot([99.0], [lb], "*", markersize=14, color="black", label="oracle (≥ 99%)")

@@ -83,6 +83,21 @@ def test_headroom_reaches_the_planner_and_only_planners_take_it() -> None:
     assert evaluate.run_headrooms("operator", (0.5,), sweep_policies=("model",)) == [0.0]
 
 
+def test_the_operator_sweep_includes_its_forecast_off_and_only_it_forecasts() -> None:
+    assert evaluate.run_settings("operator", (0.5,)) == [(0.0, False), (0.0, True), (0.5, True)]
+    assert evaluate.run_settings("operator", (0.0,)) == [(0.0, True)]  # no sweep: defaults only
+    assert evaluate.run_settings("model", (0.5,)) == [(0.0, True), (0.5, True)]
+    sc = Scenario("azure-conv", duration_s=120.0)
+    trace = build_trace(sc)
+    spec, _ = build(sc, "operator", trace, forecast=False)
+    assert spec.params["forecast"] is False
+    with pytest.raises(InvalidArgument, match="forecast"):
+        build(sc, "model", trace, forecast=False)
+    off = {"headroom": 0.0, "forecast": False}
+    assert not evaluate.is_default(off) and evaluate.is_default({"headroom": 0.0, "forecast": None})
+    assert evaluate.setting_label(0.0, False) == " forecast off" and evaluate.setting_label(0.0, True) == ""
+
+
 def test_oracle_cache_is_dropped_when_the_physics_changes(tmp_path: Path) -> None:
     f = tmp_path / "cache.json"
     evaluate.write_cache(f, {"k": 3.0})

@@ -69,7 +69,7 @@ def test_evaluate_sweeps_the_headroom_of_planners(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [r["metrics"]["headroom"] for r in runs] == [0.0, 0.5]
-    assert "| model | 0.5 |" in (tmp_path / "results.md").read_text()
+    assert "| model | headroom 0.5 |" in (tmp_path / "results.md").read_text()
 
 
 def test_evaluate_bad_arguments_are_named() -> None:
