@@ -53,8 +53,10 @@ def demo_spec(model: str, max_replicas: int) -> DeploymentSpec:
             "mode": "disaggregated",
             "policy": "operator",
             "slo": {"ttft_ms": 2000, "tbt_ms": 100, "percentile": 99},
-            # Each replica is a real worker process on this host: cap the pools so a laptop copes.
-            "limits": [{"min_replicas": 1, "max_replicas": max_replicas}],
+            # Each replica is a real worker process on this host: cap the pools so a laptop copes. No
+            # floor: the pools of the form a stage does not run (opscale.policy.hybrid) keep no replica,
+            # and the planner keeps at least one in every pool of the form it runs.
+            "limits": [{"min_replicas": 0, "max_replicas": max_replicas}],
         }
     )
 
