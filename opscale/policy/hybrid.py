@@ -31,13 +31,13 @@ form in force and when the other became cheaper are kept in the policy's state (
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opscale.model import PerfModel
 from opscale.policy.adaptive import horizon_s
-from opscale.policy.planner_core import StagePlan, Unit
+from opscale.policy.planner_core import Shape, StagePlan, Unit
 from opscale.policy.types import Limits, PoolKey, PoolPlan
 
 if TYPE_CHECKING:
@@ -123,6 +123,44 @@ def choose_form(
         why = "neither form meets the SLO; this one comes closest"
     switched = f" (switching from {_name(current)})" if current in plans and current != best else ""
     return FormChoice(stage, best, plans, f"{stage}: runs as {_name(best)}{switched}: {why}.")
+
+
+def shapes_in_force(
+    units: Sequence[Unit], in_force: Mapping[PoolKey, PoolPlan]
+) -> dict[PoolKey, Shape] | None:
+    """The replica shapes of a form's pools in force (None: the form does not run in full now)."""
+    out: dict[PoolKey, Shape] = {}
+    for u in units:
+        p = in_force.get(u.pool)
+        if p is None or p.replicas <= 0 or not p.batch_size:
+            return None
+        out[u.pool] = Shape(p.gpus, p.batch_size, p.micro_batches)
+    return out
+
+
+def same_shapes(sp: StagePlan, shapes: Mapping[PoolKey, Shape]) -> bool:
+    return all(
+        (o := sp.chosen.get(k)) is not None and o.gpus == s.gpus and o.batch == s.batch
+        for k, s in shapes.items()
+    ) and (sp.stage != "decode" or len(shapes) == 1 or sp.micro == next(iter(shapes.values())).micro)
+
+
+def hold_shapes(stage: str, form: str, new: StagePlan, held: StagePlan) -> tuple[StagePlan, str | None]:
+    """The stage's plan with the replica shapes in force (``held``, only replica counts re-planned), or
+    ``new`` when its shapes are needed (``held`` misses the SLO) or save at least max(1 GPU, 10%).
+    Without this a stage's shape flips between near-equal optima from one tick to the next (attention
+    3 × 1 GPU with experts on 4, then 1 × 2 GPUs with experts on 8), every flip a new set of replicas
+    started while the old ones drain, and the stabilizer's hold on replica counts mixes the two
+    shapes: on mixtral-8x22b the fleet held ~28 GPUs where either plan needed ~16."""
+    if not held.met:
+        return new, None
+    gain = held.whole_gpus - new.whole_gpus
+    if new.met and gain >= max(1.0, SWITCH_GAIN * held.whole_gpus):
+        return new, None
+    return held, (
+        f"{stage}: the {_name(form)} keep their replica shapes ({_gpus(held)}); new shapes "
+        f"({_gpus(new)}) would save less than max(1 GPU, {SWITCH_GAIN:.0%})."
+    )
 
 
 def _gpus(sp: StagePlan) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,12 +39,15 @@ from opscale.policy.hybrid import (
     form_units,
     forms_in_force,
     hold_old_form,
+    hold_shapes,
     idle_pools,
     operator_units,
+    same_shapes,
+    shapes_in_force,
 )
 from opscale.policy.jsonval import JSONValue
 from opscale.policy.planner_core import StagePlan, batch_candidates
-from opscale.policy.planner_loads import stage_loads
+from opscale.policy.planner_loads import StageLoads, stage_loads
 from opscale.policy.planner_policy import REQUIRED, STAGES, PlannerParams, PlannerPolicy, planner_params
 from opscale.policy.planner_stage import NO_LIMITS, Plan, assemble, plan_stage
 from opscale.policy.registry import Built, PolicyDescriptor, stages_of
@@ -82,24 +86,27 @@ def plan_hybrid(
     better_since: Mapping[str, float] | None = None,
     now_s: float | None = None,
     correction: Correction | None = None,
+    in_force: Mapping[PoolKey, PoolPlan] | None = None,
 ) -> Plan:
     """The ``operator`` policy's raw plan (before the stabilizer); pure, exposed for tests and what-if.
     ``current``, ``better_since``, ``now_s``: the form each stage runs now, when the other became
     cheaper, and this tick's time (hysteresis, ``opscale.policy.hybrid``); ``correction``: the closed-loop
-    factors, per stage and form (each form is planned against the SLO its own factor gives)."""
+    factors, per stage and form (each form is planned against the SLO its own factor gives);
+    ``in_force``: the pools in force, whose replica shapes a form keeps unless new ones save enough
+    (``hold_shapes``)."""
     batches = batch_candidates(max_batch_size)
     corr = correction or Correction()
     loads = stage_loads(perf, load, corr.slo(slo, current or {}))
     tried = FORMS if forms == "hybrid" else ("operator",)
-    micro = MICRO_BATCHES if decode_overlap == "pingpong" else (1,)
+    micro: tuple[int, ...] = MICRO_BATCHES if decode_overlap == "pingpong" else (1,)
     choices: dict[str, FormChoice] = {}
     notes: list[str] = []
+    ctx = _Ctx(perf, loads, slo, corr, limits, batches, search, in_force or {})
     for st in STAGES:
         plans: dict[str, StagePlan] = {}
         floors: dict[PoolKey, int] = {}
         if "model" in tried or floor_fraction > 0.0:
-            whole_slo = corr.slo(slo, {st: "model"})
-            whole = plan_stage(perf, loads, whole_slo, st, form_units(perf, st, "model"), limits, batches)
+            whole = _form_plan(ctx, st, "model", {}, (1,), notes)
             plans["model"] = whole
             if floor_fraction > 0.0:
                 n = whole.chosen[PoolKey(st, "model")].replicas
@@ -109,10 +116,7 @@ def plan_hybrid(
                     f"{st}: floor keeps {keep} replicas per operator pool (⌈{floor_fraction:g} × {n} "
                     f"whole-model replicas⌉)."
                 )
-        op_slo = corr.slo(slo, {st: "operator"})
-        plans["operator"] = plan_stage(
-            perf, loads, op_slo, st, operator_units(perf, st), limits, batches, floors, search, micro
-        )
+        plans["operator"] = _form_plan(ctx, st, "operator", floors, micro, notes)
         if forms == "hybrid":
             since = (better_since or {}).get(st)
             choices[st] = choose_form(st, plans, (current or {}).get(st), since, now_s)
@@ -134,6 +138,37 @@ def plan_hybrid(
     plan.forms.update({st: c.form for st, c in choices.items()})
     plan.better_since.update({st: c.better_since for st, c in choices.items() if c.better_since is not None})
     return plan
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    """What every stage and form of one plan_hybrid call is planned with."""
+
+    perf: PerfModel
+    loads: StageLoads
+    slo: SLO
+    corr: Correction
+    limits: Limits
+    batches: tuple[int, ...]
+    search: str
+    in_force: Mapping[PoolKey, PoolPlan]
+
+
+def _form_plan(
+    c: _Ctx, st: str, form: str, floors: Mapping[PoolKey, int], micro: tuple[int, ...], notes: list[str]
+) -> StagePlan:
+    """One form of one stage, against the SLO its correction gives, keeping the replica shapes in force
+    unless new ones save enough (``hold_shapes``)."""
+    units, slo = form_units(c.perf, st, form), c.corr.slo(c.slo, {st: form})
+    args = (c.perf, c.loads, slo, st, units, c.limits, c.batches, floors, c.search, micro)
+    new = plan_stage(*args)
+    shapes = shapes_in_force(units, c.in_force)
+    if shapes is None or same_shapes(new, shapes):
+        return new
+    sp, note = hold_shapes(st, form, new, plan_stage(*args, shapes))
+    if note:
+        notes.append(note)
+    return sp
 
 
 def plan_operator(
@@ -205,6 +240,7 @@ class OperatorPolicy(PlannerPolicy):
         better_since: Mapping[str, float] | None = None,
         now_s: float | None = None,
         correction: Correction | None = None,
+        in_force: Mapping[PoolKey, PoolPlan] | None = None,
     ) -> Plan:
         p = self.params
         assert isinstance(p, OperatorParams)
@@ -214,6 +250,7 @@ class OperatorPolicy(PlannerPolicy):
             slo,
             limits,
             correction=correction,
+            in_force=in_force,
             max_batch_size=p.max_batch_size,
             floor_fraction=p.floor_fraction,
             search=p.search,
@@ -236,7 +273,7 @@ class OperatorPolicy(PlannerPolicy):
         correction: Correction,
     ) -> tuple[Plan, dict[str, JSONValue]]:
         before = _forms_of(data) or forms_in_force(inp.current)
-        plan = self._plan(load, slo, inp.limits, before, _since_of(data), inp.now_s, correction)
+        plan = self._plan(load, slo, inp.limits, before, _since_of(data), inp.now_s, correction, inp.current)
         switched = hold_old_form(self.perf, plan, before, _switched_of(data), inp.current, inp.now_s)
         own: dict[str, JSONValue] = {
             "forms": dict(plan.forms),

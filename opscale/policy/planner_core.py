@@ -63,6 +63,22 @@ def option(batch: int, gpus: float, replicas: int, pass_ms: float, wait_ms: floa
     return Option(batch, gpus, replicas, pass_ms, wait_ms, rho, replicas * gpus, wait_ms + pass_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A pool's replica shape: GPUs per replica (a share below 1), pass size, decode micro-batches."""
+
+    gpus: float
+    batch: int
+    micro: int = 1
+
+
+def pinned(front: list[Option], shape: Shape | None) -> list[Option]:
+    """The options of a frontier with this replica shape (all of them without one)."""
+    if shape is None:
+        return front
+    return [o for o in front if o.gpus == shape.gpus and o.batch == shape.batch]
+
+
 def batch_candidates(max_batch: int) -> tuple[int, ...]:
     out = [1 << k for k in range(max_batch.bit_length()) if 1 << k <= max_batch]
     if out[-1] != max_batch:

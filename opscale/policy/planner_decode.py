@@ -48,12 +48,14 @@ from opscale.model import PerfModel
 from opscale.policy.planner_core import (
     EPSILON,
     Option,
+    Shape,
     StagePlan,
     Unit,
     hop_model,
     memory,
     pareto,
     pass_ms,
+    pinned,
     replica_sizes,
     slo_miss,
     solve_stage,
@@ -250,10 +252,15 @@ def plan_decode(
     search: str = "exact",
     stage_gpus: int = 0,
     micro: Sequence[int] = (1,),
+    shapes: Mapping[PoolKey, Shape] | None = None,
 ) -> StagePlan:
     """The stage's fewest-GPU plan; ``micro``: the micro-batch counts to try (ping-pong, operator pools
-    only: a whole-model replica has nothing to overlap)."""
+    only: a whole-model replica has nothing to overlap); ``shapes``: keep each pool's replica shape, only
+    its replica count free (``opscale.policy.hybrid``)."""
     floors = floors or {}
+    shapes = shapes or {}
+    if shapes and units[0].pool in shapes:
+        micro = (shapes[units[0].pool].micro,)
     hop = hop_model(perf, units, stage_gpus)
     bounds = [stage_bounds(limits, floors, u) for u in units]
     solver = solve_stage_greedy if search == "greedy" else solve_stage
@@ -269,19 +276,22 @@ def plan_decode(
             if knap <= 0:
                 continue
             fronts = [
-                decode_frontier(
-                    perf,
-                    u,
-                    load,
-                    n_q,
-                    kv_q,
-                    tau_t,
-                    batches,
-                    r_min=lo,
-                    r_max=hi,
-                    budget_ms=knap,
-                    busy_ms=tau_t,
-                    micro=mu,
+                pinned(
+                    decode_frontier(
+                        perf,
+                        u,
+                        load,
+                        n_q,
+                        kv_q,
+                        tau_t,
+                        batches,
+                        r_min=lo,
+                        r_max=hi,
+                        budget_ms=knap,
+                        busy_ms=tau_t,
+                        micro=mu,
+                    ),
+                    shapes.get(u.pool),
                 )
                 for u, (lo, hi) in zip(units, bounds, strict=True)
             ]

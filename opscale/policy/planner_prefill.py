@@ -30,12 +30,14 @@ from opscale.model import PerfModel
 from opscale.model.memory import PREFILL_CHUNK_TOKENS
 from opscale.policy.planner_core import (
     Option,
+    Shape,
     StagePlan,
     Unit,
     hop_model,
     memory,
     pareto,
     pass_ms,
+    pinned,
     replica_sizes,
     slo_miss,
     solve_stage,
@@ -268,19 +270,25 @@ def plan_prefill(
     floors: Mapping[PoolKey, int] | None = None,
     search: str = "exact",
     stage_gpus: int = 0,
+    shapes: Mapping[PoolKey, Shape] | None = None,
 ) -> StagePlan:
+    """``shapes``: keep each pool's replica shape (GPUs per replica, pass size), only its replica count
+    free (the hybrid's hysteresis on shapes, ``opscale.policy.hybrid``)."""
     floors = floors or {}
+    shapes = shapes or {}
     hop = hop_model(perf, units, stage_gpus)
     bounds = [stage_bounds(limits, floors, u) for u in units]
     proxy_budget = budget_ms - hop(load.length_q)
     fronts = [
-        prefill_frontier(perf, u, load, r_min=lo, r_max=hi, budget_ms=proxy_budget)
+        pinned(
+            prefill_frontier(perf, u, load, r_min=lo, r_max=hi, budget_ms=proxy_budget), shapes.get(u.pool)
+        )
         for u, (lo, hi) in zip(units, bounds, strict=True)
     ]
     sol = (solve_stage_greedy if search == "greedy" else solve_stage)(fronts, proxy_budget)
     if sol is None:  # the proxy is conservative: start from each pool's fastest point and let repair judge
         full = [
-            prefill_frontier(perf, u, load, r_min=lo, r_max=hi)
+            pinned(prefill_frontier(perf, u, load, r_min=lo, r_max=hi), shapes.get(u.pool))
             for u, (lo, hi) in zip(units, bounds, strict=True)
         ]
         if all(full):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from opscale.model import PerfModel
 from opscale.model.fabric import NODE_GPUS
-from opscale.policy.planner_core import StagePlan, Unit, describe, option_watts
+from opscale.policy.planner_core import Shape, StagePlan, Unit, describe, option_watts
 from opscale.policy.planner_decode import plan_decode
 from opscale.policy.planner_loads import StageLoads, stage_loads
 from opscale.policy.planner_prefill import plan_prefill
@@ -74,17 +74,22 @@ def plan_stage(
     floors: Mapping[PoolKey, int] | None = None,
     search: str = "exact",
     micro: Sequence[int] = (1,),
+    shapes: Mapping[PoolKey, Shape] | None = None,
 ) -> StagePlan:
     """One stage's fewest-GPU plan for its pools ``units``, settled for where its replicas can sit;
-    ``micro``: decode micro-batch counts to try (``planner_decode``)."""
+    ``micro``: decode micro-batch counts to try (``planner_decode``); ``shapes``: the replica shapes to
+    keep (only the replica counts free)."""
     if stage == "prefill":
         sp = _settle(
-            lambda g: plan_prefill(perf, units, loads.prefill, slo.ttft_ms, limits, floors, search, g), units
+            lambda g: plan_prefill(
+                perf, units, loads.prefill, slo.ttft_ms, limits, floors, search, g, shapes
+            ),
+            units,
         )
     else:
         sp = _settle(
             lambda g: plan_decode(
-                perf, units, loads.decode, slo.tbt_ms, batches, limits, floors, search, g, micro
+                perf, units, loads.decode, slo.tbt_ms, batches, limits, floors, search, g, micro, shapes
             ),
             units,
         )

@@ -14,11 +14,19 @@ from opscale.errors import InvalidArgument
 from opscale.model import get_preset, perf_model
 from opscale.model.memory import replica_memory, usable_bytes
 from opscale.model.sharing import SHARES
-from opscale.policy.hybrid import FORM_WINDOW_S, SWITCH_GAIN, choose_form, operator_units
+from opscale.policy.hybrid import (
+    FORM_WINDOW_S,
+    SWITCH_GAIN,
+    choose_form,
+    hold_shapes,
+    operator_units,
+    same_shapes,
+    shapes_in_force,
+)
 from opscale.policy.jsonval import JSONValue
 from opscale.policy.model_level import plan_model
 from opscale.policy.operator import OperatorPolicy, plan_hybrid, plan_operator
-from opscale.policy.planner_core import Option, StagePlan, Unit, pass_ms
+from opscale.policy.planner_core import Option, Shape, StagePlan, Unit, pass_ms
 from opscale.policy.planner_decode import step_ms
 from opscale.policy.types import (
     SLO,
@@ -238,3 +246,48 @@ def test_a_form_switch_keeps_the_old_form_until_the_new_one_has_started() -> Non
         )
     )
     assert all(later.desired[k].replicas == 0 for k in units)  # released after the start-up
+
+
+def test_a_stage_keeps_its_replica_shapes_unless_new_ones_save_a_gpu() -> None:
+    key = PoolKey("decode", "x")
+
+    def plan(gpus: float, replicas: int, met: bool = True) -> StagePlan:
+        opt = Option(64, gpus, replicas, 1.0, 0.0, 0.5, gpus * replicas, 1.0)
+        return StagePlan("decode", {key: opt}, 10.0 if met else 200.0, 100.0, met)
+
+    held, new = plan(4.0, 2), plan(8.0, 1)  # 8 GPUs either way: the shape in force stays
+    sp, note = hold_shapes("decode", "operator", new, held)
+    assert sp is held and note is not None and "keep their replica shapes" in note
+    assert same_shapes(held, {key: Shape(4.0, 64)}) and not same_shapes(new, {key: Shape(4.0, 64)})
+    # new shapes that save at least max(1 GPU, 10%) are taken; so are they when the old ones miss the SLO
+    assert hold_shapes("decode", "operator", plan(1.0, 6), plan(4.0, 2))[0].whole_gpus == 6
+    assert hold_shapes("decode", "operator", new, plan(4.0, 2, met=False))[0] is new
+    # the shapes in force: only a form whose every pool runs has them
+    in_force = {key: PoolPlan(2, 64, 4)}
+    units = [Unit(key, "decode", ("attention",))]
+    assert shapes_in_force(units, in_force) == {key: Shape(4.0, 64, 1)}
+    assert shapes_in_force(units, {key: PoolPlan(0, 64, 4)}) is None
+
+
+def test_the_policy_does_not_flip_shapes_tick_to_tick() -> None:
+    pol = OperatorPolicy.from_params({"model": "llama3-70b"})
+    slo = SLO(2000.0, 100.0)
+    out = pol.decide(PolicyInput(now_s=0.0, deployment="d", load=load(22.0, 1000, 280), current={}, slo=slo))
+    current = dict(out.desired)
+    # at 25 req/s a fresh plan would reshape the decode replicas (measured: decode/model changes its GPUs
+    # or pass size); the shapes in force still meet the SLO within a GPU, so they stay
+    fresh = plan_hybrid(pol.perf, load(25.0, 1000, 280), slo)
+    dec = PoolKey("decode", "model")
+    assert (fresh.pools[dec].gpus, fresh.pools[dec].batch_size) != (
+        current[dec].gpus,
+        current[dec].batch_size,
+    )
+    again = pol.decide(
+        PolicyInput(
+            now_s=1.0, deployment="d", load=load(25.0, 1000, 280), current=current, slo=slo, state=out.state
+        )
+    )
+    assert any("keep their replica shapes" in r for r in again.reasons)
+    for k, v in again.desired.items():
+        if v.replicas and current.get(k) and current[k].replicas:
+            assert (v.gpus, v.batch_size) == (current[k].gpus, current[k].batch_size), k
