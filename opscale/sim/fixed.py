@@ -143,7 +143,13 @@ def run_plan(load: Steady, pools: Mapping[PoolKey, PoolPlan], seed: int = 0) -> 
 
 
 def _p99(values: np.ndarray) -> float:
-    return float(np.percentile(values, 99)) if len(values) else 0.0
+    """The p99, infinite when it falls among the infinite values of rejected or unfinished requests
+    (numpy's interpolation between two infinities gives NaN, with a warning)."""
+    if not len(values):
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        p = float(np.percentile(values, 99))
+    return math.inf if math.isnan(p) else p
 
 
 def measure(load: Steady, res: SimResult, trace: Trace, gpus: int) -> Outcome:

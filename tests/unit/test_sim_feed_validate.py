@@ -47,3 +47,16 @@ def test_validation_point_measures_the_plan_it_predicts() -> None:
     # The queue and residency models predict the simulation they plan for, within the validation's band.
     assert abs(point.ttft_error) < 0.3 and abs(point.tbt_error) < 0.3
     assert point.meets_slo
+
+
+def test_p99_among_rejected_requests_is_infinite_not_nan() -> None:
+    import math
+    import warnings
+
+    from opscale.sim.fixed import _p99
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning on the user's terminal either
+        assert _p99(np.array([1.0] * 98 + [math.inf] * 2)) == math.inf
+        assert _p99(np.array([1.0] * 100)) == 1.0
+    assert _p99(np.array([])) == 0.0
