@@ -73,7 +73,16 @@ async def update(decision: Replica, spec: pb.DeploymentSpec, runtime: Runtime) -
     got = await decision.stub.GetDeployment(pb.GetDeploymentRequest(name="chat"), timeout=5)
     request = pb.UpdateDeploymentRequest(spec=spec, expected_version=got.deployment.version)
     await decision.stub.UpdateDeployment(request, timeout=5)
-    advance(runtime, 1.0)  # the next 1 s control tick
+    version = got.deployment.version + 1
+    # The control loop runs on the virtual clock: tick it as real time would (1 s per 0.2 s here) until a
+    # decision of the new version exists. A single tick can read the spec before the update reached the
+    # loop (seen on a loaded CI machine), and then, with the clock stopped, nothing would tick again.
+    for _ in range(50):
+        advance(runtime, 1.0)
+        latest = await decisions(decision.stub, "chat")
+        if any(d.spec_version == version for d in latest):
+            return
+        await asyncio.sleep(0.2)
 
 
 async def test_metric_is_the_decided_count_and_follows_the_spec(
