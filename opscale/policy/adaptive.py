@@ -174,8 +174,12 @@ def scaled(load: LoadWindow, k: float) -> LoadWindow:
 # --- closed-loop correction ------------------------------------------------------------------------
 
 
-FORM_NAMES = ("model", "operator")
+FORMS = ("model", "operator")  # a stage's forms: whole-model replicas, operator pools (policy.hybrid)
 WHOLE = {"prefill": "model", "decode": "model"}
+
+
+def form_name(form: str | None) -> str:
+    return "whole-model replicas" if form == "model" else "operator pools"
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +262,7 @@ def corrected(data: Mapping[str, JSONValue], load: LoadWindow, now_s: float, set
         ("decode", load.tbt_p99_ms, "tbt_ms"),
     ):
         ran = forms.get(stage)
-        for form in FORM_NAMES:
+        for form in FORMS:
             name = stage if form == "model" else f"{stage}_operator"
             value = c.factor(stage, form)
             out[name] = _step(value, observed, last.get(key)) if ran in (form, None) else value
@@ -296,9 +300,9 @@ def correction_sentence(c: Correction, slo: SLO, forms: Mapping[str, str] = WHOL
         c.factor("decode", forms.get("decode", "model")),
     )
     others = [
-        f"{stage} {_FORM_WORDS[form]} ×{c.factor(stage, form):.2f}"
+        f"{stage} {form_name(form)} ×{c.factor(stage, form):.2f}"
         for stage in ("prefill", "decode")
-        for form in FORM_NAMES
+        for form in FORMS
         if form != forms.get(stage, "model") and abs(c.factor(stage, form) - 1.0) >= 0.02
     ]
     if abs(pre - 1.0) < 0.02 and abs(dec - 1.0) < 0.02 and not others:
@@ -312,6 +316,3 @@ def correction_sentence(c: Correction, slo: SLO, forms: Mapping[str, str] = WHOL
     if others:
         said += f" Forms not running keep theirs: {', '.join(others)}."
     return said
-
-
-_FORM_WORDS = {"model": "whole-model replicas", "operator": "operator pools"}

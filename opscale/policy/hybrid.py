@@ -36,14 +36,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opscale.model import PerfModel
-from opscale.policy.adaptive import horizon_s
+from opscale.policy.adaptive import FORMS, form_name, horizon_s
 from opscale.policy.planner_core import Shape, StagePlan, Unit
 from opscale.policy.types import Limits, PoolKey, PoolPlan
 
 if TYPE_CHECKING:
     from opscale.policy.planner_stage import Plan
 
-FORMS = ("model", "operator")
 SWITCH_GAIN = 0.1
 FORM_WINDOW_S = 60.0
 HOLD_MARGIN_S = 5.0
@@ -102,7 +101,7 @@ def choose_form(
         gain = cur.whole_gpus - b.whole_gpus
         if cur.met and gain < max(1.0, SWITCH_GAIN * cur.whole_gpus):
             reason = (
-                f"{stage}: keeps the {_name(current)} form ({_gpus(cur)}); the {_name(best)} form "
+                f"{stage}: keeps the {form_name(current)} form ({_gpus(cur)}); the {form_name(best)} form "
                 f"({_gpus(b)}) would save less than max(1 GPU, {SWITCH_GAIN:.0%}), not worth a switch."
             )
             return FormChoice(stage, current, plans, reason)
@@ -110,19 +109,19 @@ def choose_form(
             since = now_s if better_since is None else better_since
             if now_s - since < FORM_WINDOW_S:
                 reason = (
-                    f"{stage}: keeps the {_name(current)} form ({_gpus(cur)}) for now; the "
-                    f"{_name(best)} form ({_gpus(b)}) is cheaper since {now_s - since:.0f} s ago and "
+                    f"{stage}: keeps the {form_name(current)} form ({_gpus(cur)}) for now; the "
+                    f"{form_name(best)} form ({_gpus(b)}) is cheaper since {now_s - since:.0f} s ago and "
                     f"takes over if it stays cheaper for {FORM_WINDOW_S:.0f} s."
                 )
                 return FormChoice(stage, current, plans, reason, since)
     if b.met and o.met:
-        why = f"{_gpus(b)} against {_gpus(o)} for {_name(other)}"
+        why = f"{_gpus(b)} against {_gpus(o)} for {form_name(other)}"
     elif b.met:
-        why = f"{_gpus(b)}; the {_name(other)} form cannot meet the SLO"
+        why = f"{_gpus(b)}; the {form_name(other)} form cannot meet the SLO"
     else:
         why = "neither form meets the SLO; this one comes closest"
-    switched = f" (switching from {_name(current)})" if current in plans and current != best else ""
-    return FormChoice(stage, best, plans, f"{stage}: runs as {_name(best)}{switched}: {why}.")
+    switched = f" (switching from {form_name(current)})" if current in plans and current != best else ""
+    return FormChoice(stage, best, plans, f"{stage}: runs as {form_name(best)}{switched}: {why}.")
 
 
 def shapes_in_force(
@@ -158,7 +157,7 @@ def hold_shapes(stage: str, form: str, new: StagePlan, held: StagePlan) -> tuple
     if new.met and gain >= max(1.0, SWITCH_GAIN * held.whole_gpus):
         return new, None
     return held, (
-        f"{stage}: the {_name(form)} keep their replica shapes ({_gpus(held)}); new shapes "
+        f"{stage}: the {form_name(form)} keep their replica shapes ({_gpus(held)}); new shapes "
         f"({_gpus(new)}) would save less than max(1 GPU, {SWITCH_GAIN:.0%})."
     )
 
@@ -167,10 +166,6 @@ def _gpus(sp: StagePlan) -> str:
     n = sp.whole_gpus
     shares = f" ({sp.gpus:g} in shares)" if not math.isclose(sp.gpus, n) else ""
     return f"{n} GPU{'s' if n != 1 else ''}{shares}"
-
-
-def _name(form: str | None) -> str:
-    return "whole-model replicas" if form == "model" else "operator pools"
 
 
 def idle_pools(perf: PerfModel, choices: Mapping[str, FormChoice], limits: Limits) -> dict[PoolKey, int]:
@@ -225,7 +220,7 @@ def hold_old_form(
                 kept.append(f"{u.pool} ×{cur.replicas}")
         if kept:
             plan.reasons.append(
-                f"{st}: keeps {', '.join(kept)} of the {_name(entry[1])} form until the new form's replicas "
-                f"have started (make before break)."
+                f"{st}: keeps {', '.join(kept)} of the {form_name(entry[1])} form until the new form's "
+                f"replicas have started (make before break)."
             )
     return held

@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from opscale.model import PerfModel
-from opscale.policy.adaptive import Correction
+from opscale.policy.adaptive import FORMS, Correction
 from opscale.policy.hybrid import (
-    FORMS,
     FormChoice,
     choose_form,
     form_units,

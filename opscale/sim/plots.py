@@ -121,7 +121,7 @@ def plot_attainment(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]
             tag = (
                 f"+{m['headroom']:g}"
                 if m["headroom"]
-                else ("no forecast" if m.get("forecast") is False else "")
+                else ("forecast off" if m.get("forecast") is False else "")
             )
             if tag:
                 ax.annotate(tag, (100 * m["slo_attainment"], m["gpu_hours"]), fontsize=7)
