@@ -72,13 +72,6 @@ class Shape:
     micro: int = 1
 
 
-def pinned(front: list[Option], shape: Shape | None) -> list[Option]:
-    """The options of a frontier with this replica shape (all of them without one)."""
-    if shape is None:
-        return front
-    return [o for o in front if o.gpus == shape.gpus and o.batch == shape.batch]
-
-
 def batch_candidates(max_batch: int) -> tuple[int, ...]:
     out = [1 << k for k in range(max_batch.bit_length()) if 1 << k <= max_batch]
     if out[-1] != max_batch:

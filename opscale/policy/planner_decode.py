@@ -55,7 +55,6 @@ from opscale.policy.planner_core import (
     memory,
     pareto,
     pass_ms,
-    pinned,
     replica_sizes,
     slo_miss,
     solve_stage,
@@ -152,15 +151,20 @@ def decode_frontier(
     budget_ms: float = math.inf,
     busy_ms: float = math.inf,
     micro: int = 1,
+    shape: Shape | None = None,
 ) -> list[Option]:
     """Pareto options (GPUs, chain contribution s ≤ ``budget_ms``) sized for ``n_q`` residents holding
-    ``kv_q`` tokens, whose passes per round take at most ``busy_ms`` (k·μ·s)."""
+    ``kv_q`` tokens, whose passes per round take at most ``busy_ms`` (k·μ·s); ``shape``: only replicas of
+    that shape (filtered before the Pareto cut, which may otherwise drop the shape: 2 × 2 GPUs at pass 256
+    ties 1 × 4 GPUs at 128 in GPUs and loses in latency)."""
     cap = r_max if r_max is not None else 1 << 30
     n = max(1.0, n_q)
     ctx = load.context_q(tau_ms)
     found: list[Option] = []
     for b in decode_batches(batches):
         for g in decode_gpus(perf, unit, load, b):
+            if shape is not None and (g != shape.gpus or b != shape.batch):
+                continue
             lo = max(1, r_min)
             if holder(unit):
                 per_replica_tokens = memory(perf, unit, b, g).kv_tokens()
@@ -276,22 +280,20 @@ def plan_decode(
             if knap <= 0:
                 continue
             fronts = [
-                pinned(
-                    decode_frontier(
-                        perf,
-                        u,
-                        load,
-                        n_q,
-                        kv_q,
-                        tau_t,
-                        batches,
-                        r_min=lo,
-                        r_max=hi,
-                        budget_ms=knap,
-                        busy_ms=tau_t,
-                        micro=mu,
-                    ),
-                    shapes.get(u.pool),
+                decode_frontier(
+                    perf,
+                    u,
+                    load,
+                    n_q,
+                    kv_q,
+                    tau_t,
+                    batches,
+                    r_min=lo,
+                    r_max=hi,
+                    budget_ms=knap,
+                    busy_ms=tau_t,
+                    micro=mu,
+                    shape=shapes.get(u.pool),
                 )
                 for u, (lo, hi) in zip(units, bounds, strict=True)
             ]

@@ -37,7 +37,6 @@ from opscale.policy.planner_core import (
     memory,
     pareto,
     pass_ms,
-    pinned,
     replica_sizes,
     slo_miss,
     solve_stage,
@@ -92,13 +91,18 @@ def prefill_frontier(
     r_min: int = 1,
     r_max: int | None = None,
     budget_ms: float = math.inf,
+    shape: Shape | None = None,
 ) -> list[Option]:
-    """Pareto options (GPUs, proxy latency) over GPUs per replica and replicas; see the module docstring."""
+    """Pareto options (GPUs, proxy latency) over GPUs per replica and replicas; see the module docstring.
+    ``shape``: only replicas of its GPUs (the pass size follows from the prompts' lengths), filtered before
+    the Pareto cut."""
     cap = r_max if r_max is not None else 1 << 30
     iq = _index_of(load, load.length_q)
     batch = prefill_batch(perf, unit, load.median_length)
     found: list[Option] = []
     for g in prefill_gpus(perf, unit, load):
+        if shape is not None and g != shape.gpus:
+            continue
         sv = service(perf, unit, load.lengths, g)
         s_q = sv.ms[iq]
         if s_q > budget_ms:
@@ -280,15 +284,13 @@ def plan_prefill(
     bounds = [stage_bounds(limits, floors, u) for u in units]
     proxy_budget = budget_ms - hop(load.length_q)
     fronts = [
-        pinned(
-            prefill_frontier(perf, u, load, r_min=lo, r_max=hi, budget_ms=proxy_budget), shapes.get(u.pool)
-        )
+        prefill_frontier(perf, u, load, r_min=lo, r_max=hi, budget_ms=proxy_budget, shape=shapes.get(u.pool))
         for u, (lo, hi) in zip(units, bounds, strict=True)
     ]
     sol = (solve_stage_greedy if search == "greedy" else solve_stage)(fronts, proxy_budget)
     if sol is None:  # the proxy is conservative: start from each pool's fastest point and let repair judge
         full = [
-            pinned(prefill_frontier(perf, u, load, r_min=lo, r_max=hi), shapes.get(u.pool))
+            prefill_frontier(perf, u, load, r_min=lo, r_max=hi, shape=shapes.get(u.pool))
             for u, (lo, hi) in zip(units, bounds, strict=True)
         ]
         if all(full):

@@ -291,3 +291,18 @@ def test_the_policy_does_not_flip_shapes_tick_to_tick() -> None:
     for k, v in again.desired.items():
         if v.replicas and current.get(k) and current[k].replicas:
             assert (v.gpus, v.batch_size) == (current[k].gpus, current[k].batch_size), k
+
+
+def test_a_shape_in_force_is_kept_when_the_fresh_optimum_dominates_it() -> None:
+    # mixtral-8x7b decode at 24 req/s: the fresh optimum is one 4-GPU replica at pass 128; the shape in
+    # force (2 GPUs at pass 256) serves the load with two replicas, the same 4 GPUs. That shape is not on
+    # the fresh Pareto frontier (same GPUs, slower), so the shape is filtered before the cut: filtered
+    # after it, no option was left, the held plan fell back to 60 × 8 GPUs and "missed" the SLO, and the
+    # stage flipped between the two shapes every tick (measured in the simulator: 28 actions in 10 min).
+    perf = perf_model(get_preset("mixtral-8x7b"), "H100")
+    slo, dec = SLO(2000.0, 100.0), PoolKey("decode", "model")
+    fresh = plan_hybrid(perf, load(24.0, 955, 267), slo).pools[dec]
+    assert (fresh.replicas, fresh.gpus_per_replica) == (1, 4)
+    in_force = {dec: PoolPlan(1, 256, 2), PoolKey("prefill", "model"): PoolPlan(1, 2, 2)}
+    held = plan_hybrid(perf, load(24.0, 955, 267), slo, in_force=in_force).pools[dec]
+    assert (held.replicas, held.gpus_per_replica, held.batch_size) == (2, 2, 256)
