@@ -26,9 +26,10 @@ never below λ_now. Only what the queueing models do not already price gets head
   stretch. λ_now is the trend's value now (without a trend, the history's mean), never below the last
   window; only an upward trend adds trend · h (a falling load is met by the scale-in window).
 
-The horizon is the start-up of the largest replica the plan in force runs, from the
-weights it loads (``opscale.model.startup``, the simulator's start-up model); a measured start-up (the
-policy's ``startup_s`` parameter) replaces the estimate.
+The horizon is the start-up of the largest replica the plan in force runs, on the fewest GPUs
+that hold its weights (so it does not move with the replicas' shapes), from the weights it loads
+(``opscale.model.startup``, the simulator's start-up model); a measured start-up (the policy's
+``startup_s`` parameter) replaces the estimate.
 
 **Correction** (as NVIDIA Dynamo's planner corrects its interpolated latency with the observed one). Per
 stage, the ratio of the observed p99 (TTFT for prefill, TBT for decode) to the p99 the planner predicted
@@ -60,18 +61,23 @@ STEADY = 0.2  # the load may differ by at most 20% between prediction and observ
 
 
 def horizon_s(perf: PerfModel, current: Mapping[PoolKey, PoolPlan]) -> float:
-    """Start-up of the largest replica the plan in force runs (a whole-model replica on the fewest GPUs
-    that hold it when nothing runs yet)."""
+    """Start-up of the largest replica the plan in force runs, each on the fewest GPUs that hold its
+    weights (a whole-model replica when nothing runs yet). The fewest GPUs, not the replica's own: more
+    GPUs load the weights faster, so the start-up of the shape in force would make the horizon (and the
+    forecast) depend on that shape, and the shape on the forecast: llama3-70b's decode FFN on 2 GPUs
+    starts in 14 s and on 4 in 9 s, and a stage alternated between the two every tick."""
     every = tuple(sorted({spec.kind.value for st in ("prefill", "decode") for spec in perf.operators(st)}))
+    running = [
+        every if pool.operator == "model" else (pool.operator,)
+        for pool, plan in current.items()
+        if plan.replicas
+    ]
     best = 0.0
-    for pool, plan in current.items():
-        if plan.replicas:
-            ops = every if pool.operator == "model" else (pool.operator,)
-            weights = sum(perf.weights_bytes(op) for op in ops)
-            best = max(best, startup_s(perf.gpu.key, weights, plan.gpus))
-    if best == 0.0:
-        weights = sum(perf.weights_bytes(op) for op in every)
-        best = startup_s(perf.gpu.key, weights, math.ceil(weights / usable_bytes(perf.gpu.memory_bytes)))
+    for ops in running or [every]:
+        weights = sum(perf.weights_bytes(op) for op in ops)
+        best = max(
+            best, startup_s(perf.gpu.key, weights, math.ceil(weights / usable_bytes(perf.gpu.memory_bytes)))
+        )
     return best
 
 

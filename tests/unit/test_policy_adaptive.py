@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from opscale.model import get_preset, perf_model
+from opscale.model.memory import usable_bytes
 from opscale.model.startup import startup_s
 from opscale.policy.adaptive import (
     C_MAX,
@@ -91,12 +92,22 @@ def test_history_keeps_recent_finite_entries_and_survives_damaged_state() -> Non
     assert history_of({"rates": "garbage"}, 1.0, 2.0) == [(1.0, 2.0)]
 
 
-def test_horizon_is_the_start_up_of_the_largest_replica_in_force() -> None:
+def test_horizon_is_the_start_up_of_the_largest_replica_in_force_on_its_fewest_gpus() -> None:
     perf = perf_model(get_preset("llama3-70b"), "H100")
-    big = {PoolKey("decode", "model"): PoolPlan(2, 64, 4), PoolKey("prefill", "attention"): PoolPlan(1, 8, 1)}
+    usable = usable_bytes(perf.gpu.memory_bytes)
     every = sum(perf.weights_bytes(op) for op in {"embedding", "attention", "ffn", "lm_head"})
-    assert horizon_s(perf, big) == pytest.approx(startup_s("h100", every, 4))
-    assert horizon_s(perf, {}) > horizon_s(perf, big)  # nothing runs: a replica on the fewest GPUs
+    whole = startup_s("h100", every, math.ceil(every / usable))
+    for gpus in (2, 4, 8):  # the shape in force does not move the horizon (nor the forecast with it)
+        big = {
+            PoolKey("decode", "model"): PoolPlan(2, 64, gpus),
+            PoolKey("prefill", "attention"): PoolPlan(1, 8),
+        }
+        assert horizon_s(perf, big) == pytest.approx(whole)
+    assert horizon_s(perf, {}) == pytest.approx(whole)  # nothing runs yet: a whole-model replica
+    ffn = perf.weights_bytes("ffn")
+    pools = {PoolKey("decode", "ffn"): PoolPlan(1, 64, 4), PoolKey("decode", "attention"): PoolPlan(3, 64, 2)}
+    assert horizon_s(perf, pools) == pytest.approx(startup_s("h100", ffn, math.ceil(ffn / usable)))
+    assert horizon_s(perf, pools) < whole  # operator replicas start sooner than a whole model
 
 
 def test_correction_follows_observation_within_bounds_and_only_for_the_same_load() -> None:
