@@ -44,7 +44,7 @@ class GpuLedger:
         )
         self.deployment = deployment
         self.placed: tuple[PlacedReplica, ...] = ()
-        self.signature: tuple[tuple[PoolKey, int, float, float], ...] = ()
+        self.signature: tuple[tuple[str, float, int], ...] = ()
         self.unplaced_gpus = 0
         self.infeasible_events = 0
         self.calls = 0
@@ -54,31 +54,40 @@ class GpuLedger:
         perf = self.dp.perf
         return replica_memory(perf.shape, perf.gpu, key.stage, pool.unit.ops, pool.batch, gpus).per_gpu_bytes
 
+    def _shapes(self) -> dict[tuple[PoolKey, float], int]:
+        """Alive replicas per pool and GPUs per replica: while a pool changes shape, replicas of the old
+        shape serve until the new ones are ready (``DataPlane._roll``), each on its own GPUs; shapes that
+        were placed before and have no replica left are kept at 0, so placement stops theirs."""
+        out: dict[tuple[PoolKey, float], int] = {}
+        for r in self.placed:
+            out[(PoolKey(r.stage, _pool_operator(r.operator)), _shape_gpus(r.operator))] = 0
+        for key, pool in self.dp.pools.items():
+            out.setdefault((key, pool.gpus), 0)
+            for rep in pool.replicas:
+                out[(key, rep.gpus)] = out.get((key, rep.gpus), 0) + 1
+        return out
+
     def reconcile(self, busy: Mapping[PoolKey, float]) -> None:
         """Re-place when the alive replica counts (or their GPUs) changed since the last call."""
-        sig = tuple(
-            (k, len(p.replicas), p.gpus, max((r.gpus for r in p.replicas), default=0.0))
-            for k, p in self.dp.pools.items()
-        )
+        shapes = self._shapes()
+        sig = tuple(sorted((str(k), g, n) for (k, g), n in shapes.items()))
         if sig == self.signature:
             return
         self.signature = sig
-        demands = []
-        for key, pool in self.dp.pools.items():
-            gpus = max((r.gpus for r in pool.replicas), default=pool.gpus)
-            demands.append(
-                PoolDemand(
-                    self.deployment,
-                    key.stage,
-                    key.operator,
-                    len(pool.replicas),
-                    max(1, int(gpus)),
-                    self._memory_per_gpu(key, gpus),
-                    min(1.0, gpus),
-                    group=self.deployment,
-                    exchange_bytes_per_token=self._exchange(key),
-                )
+        demands = [
+            PoolDemand(
+                self.deployment,
+                key.stage,
+                _shape_name(key.operator, gpus),
+                n,
+                max(1, int(gpus)),
+                self._memory_per_gpu(key, gpus),
+                min(1.0, gpus),
+                group=self.deployment,
+                exchange_bytes_per_token=self._exchange(key, shapes),
             )
+            for (key, gpus), n in shapes.items()
+        ]
         self.calls += 1
         out = place(PlacementInput(nodes=self.nodes, current=self.placed, demands=tuple(demands)))
         stopped = {r.id for r in out.stop}
@@ -87,39 +96,42 @@ class GpuLedger:
         for r in self.placed:
             counts[(r.stage, r.operator)] = counts.get((r.stage, r.operator), 0) + 1
         self.unplaced_gpus = 0
-        for key, pool in self.dp.pools.items():
-            missing = len(pool.replicas) - counts.get((key.stage, key.operator), 0)
+        for (key, gpus), n in shapes.items():
+            missing = n - counts.get((key.stage, _shape_name(key.operator, gpus)), 0)
             if missing > 0:
-                per = max((r.gpus for r in pool.replicas), default=pool.gpus)
-                self.unplaced_gpus += missing * max(1, int(per))
+                self.unplaced_gpus += missing * max(1, int(gpus))
         self.infeasible_events += bool(out.infeasible)
         self.dp.same_node = self._same_node()
 
-    def _exchange(self, key: PoolKey) -> dict[tuple[str, str], float]:
+    def _exchange(
+        self, key: PoolKey, shapes: Mapping[tuple[PoolKey, float], int]
+    ) -> dict[tuple[str, str], float]:
         """Bytes per token this pool hands to its stage's neighbours (what placement weighs locality by):
-        attention ↔ FFN/experts twice per layer, embedding → attention and FFN → lm_head once."""
+        attention ↔ FFN/experts twice per layer, embedding → attention and FFN → lm_head once; to every
+        shape of a neighbour that runs."""
         if key.operator in ("model",):
             return {}
         per = float(self.dp.act_bpt)
         layers = self.dp.perf.shape.layers
         mid = ("ffn", "experts")
         out: dict[tuple[str, str], float] = {}
-        for other in self.dp.pools:
+        for other, gpus in shapes:
             if other.stage != key.stage or other == key:
                 continue
-            pair = {key.operator, other.operator}
+            pair, name = {key.operator, other.operator}, (other.stage, _shape_name(other.operator, gpus))
             if "attention" in pair and pair & set(mid):
-                out[(other.stage, other.operator)] = 2 * layers * per
+                out[name] = 2 * layers * per
             elif pair in ({"embedding", "attention"}, {"lm_head", "ffn"}, {"lm_head", "experts"}):
-                out[(other.stage, other.operator)] = per
+                out[name] = per
         return out
 
     def _same_node(self) -> dict[str, float]:
         """Per stage, the share of (attention, FFN/experts) replica pairs placed on one node."""
         out: dict[str, float] = {}
         for stage in ("prefill", "decode"):
-            att = [r.node for r in self.placed if r.stage == stage and r.operator == "attention"]
-            mid = [r.node for r in self.placed if r.stage == stage and r.operator in ("ffn", "experts")]
+            ops = [(r.node, _pool_operator(r.operator)) for r in self.placed if r.stage == stage]
+            att = [n for n, op in ops if op == "attention"]
+            mid = [n for n, op in ops if op in ("ffn", "experts")]
             if att and mid:
                 out[stage] = sum(a == m for a in att for m in mid) / (len(att) * len(mid))
         return out
@@ -130,7 +142,7 @@ class GpuLedger:
     def placed_counts(self) -> dict[PoolKey, int]:
         out: dict[PoolKey, int] = {}
         for r in self.placed:
-            k = PoolKey(r.stage, r.operator)
+            k = PoolKey(r.stage, _pool_operator(r.operator))
             out[k] = out.get(k, 0) + 1
         return out
 
@@ -140,12 +152,28 @@ class GpuLedger:
         gpu = self.dp.gpu
         loads: dict[tuple[str, int], list[OperatorLoad]] = {}
         for r in self.placed:
-            key = PoolKey(r.stage, r.operator)
+            key = PoolKey(r.stage, _pool_operator(r.operator))
             pool = self.dp.pools[key]
             frac = min(1.0, max(0.0, busy.get(key, 0.0)))
-            share = min(1.0, pool.gpus)
+            share = min(1.0, _shape_gpus(r.operator))
             w = gpu.idle_watts + share * (pool.busy_watts - gpu.idle_watts)
             for i in r.gpu_indices:
                 loads.setdefault((r.node, i), []).append(OperatorLoad(w, frac))
         total = sum(gpu_watts(gpu, ls) for ls in loads.values())
         return total + self.unplaced_gpus * gpu.idle_watts
+
+
+# Placement names a pool by (stage, operator); the ledger places each shape of a pool as its own
+# "operator" named ``<operator>@<GPUs per replica>``, so a shape roll places both shapes as they are.
+
+
+def _shape_name(operator: str, gpus: float) -> str:
+    return f"{operator}@{gpus:g}"
+
+
+def _pool_operator(name: str) -> str:
+    return name.partition("@")[0]
+
+
+def _shape_gpus(name: str) -> float:
+    return float(name.partition("@")[2])

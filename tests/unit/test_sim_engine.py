@@ -9,6 +9,7 @@ import pytest
 from opscale.model import get_preset, perf_model
 from opscale.policy.operator import plan_operator
 from opscale.policy.types import PoolKey, PoolPlan, plan_gpus
+from opscale.sim.accounting import GpuLedger
 from opscale.sim.engine import DataPlane, Requests, SimConfig, TickStats
 from opscale.sim.experiment import Scenario, build, metrics, run_one
 from opscale.sim.fixed import Steady, static_spec, steady_trace
@@ -75,6 +76,30 @@ def test_placement_packs_shared_replicas_as_the_plan_counts_them() -> None:
     assert placed.max_gpus_check == 0
     assert np.all(placed.gpus == plan_gpus(plan.pools.values()))
     assert plan_gpus(plan.pools.values()) < alone
+
+
+def test_a_shape_roll_is_placed_with_each_replica_on_its_own_gpus() -> None:
+    """While a pool changes shape (4 → 8 GPUs per replica), the old replicas serve until the new ones are
+    ready: the ledger places each on its own GPUs (4 + 8 = 12); it used to place every replica of the pool
+    at one shape (8 GPUs in this case; on a long-prompt run, ~30% above the replicas' own GPUs), and
+    once the old shape has drained, only the new one is left."""
+    perf = perf_model(get_preset("llama3-70b"), "H100")
+    trace = steady(1.0, 10.0)
+    req = Requests(trace.arrival_s, trace.input_tokens, trace.output_tokens)
+    key, dec = PoolKey("prefill", "model"), PoolKey("decode", "model")
+    dp = DataPlane(perf, units_for(perf, (key, dec)), req)
+    ledger = GpuLedger(dp)
+    dp.apply({key: PoolPlan(replicas=2, batch_size=1, gpus_per_replica=4)}, 0.0, ready=True)
+    ledger.reconcile({})
+    assert ledger.gpus_allocated() == 8
+    dp.apply({key: PoolPlan(replicas=1, batch_size=1, gpus_per_replica=8)}, 1.0)  # starting: old ones serve
+    assert sorted(r.gpus for r in dp.pools[key].replicas) == [4, 8]
+    ledger.reconcile({})
+    assert ledger.gpus_allocated() == 12 and ledger.unplaced_gpus == 0
+    assert ledger.placed_counts() == {key: 2}
+    dp.apply({key: PoolPlan(replicas=1, batch_size=1, gpus_per_replica=8)}, 60.0)  # ready: the old drain
+    ledger.reconcile({})
+    assert ledger.gpus_allocated() == 8 and ledger.placed_counts() == {key: 1}
 
 
 def test_no_replica_is_planned_below_the_gpus_its_weights_need() -> None:
