@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from opscale.errors import InvalidArgument
 from opscale.sim.traces import (
     PACKAGED,
+    Trace,
     TraceError,
     load_trace,
     read_azure_csv,
@@ -142,6 +143,22 @@ def test_rate_scaling_keeps_the_span_and_scales_the_count(factor: float, seed: i
     # Binomial count: mean factor × n; 6 standard deviations of slack.
     n = len(base)
     assert abs(len(out) - factor * n) <= 6 * np.sqrt(n) + 1
+
+
+def test_rate_scaling_adds_users_not_clumps() -> None:
+    """× 4 on a Poisson trace stays Poisson-like (index of dispersion of 1-s counts ≈ 1, where copies in
+    the gap to the next arrival gave ≈ 4) and keeps the rate profile: a 2-minute step stays a step."""
+    rng = np.random.default_rng(7)
+    rate = np.where(np.arange(600) < 300, 2.0, 6.0)  # req/s per second of the trace
+    t = np.sort(np.concatenate([s + rng.random(rng.poisson(r)) for s, r in enumerate(rate)]))
+    base = Trace("poisson", t, np.full(len(t), 100, dtype=np.int64), np.full(len(t), 10, dtype=np.int64))
+    four = scale_rate(base, 4.0, rng)
+    counts = np.bincount(four.arrival_s.astype(int), minlength=600)[:600]
+    for part in (counts[30:270], counts[330:570]):
+        assert part.var() / part.mean() < 1.4
+    assert counts[30:270].mean() == pytest.approx(8.0, rel=0.1)
+    assert counts[330:570].mean() == pytest.approx(24.0, rel=0.1)
+    assert four.arrival_s.min() >= base.arrival_s[0] and four.arrival_s.max() <= base.arrival_s[-1]
 
 
 @settings(max_examples=40, deadline=None)
