@@ -21,10 +21,8 @@ from opscale.policy.adaptive import (
     forecast,
     history_of,
     horizon_s,
-    pooled_lengths,
     scaled,
 )
-from opscale.policy.lengths import LengthDist
 from opscale.policy.model_level import ModelPolicy
 from opscale.policy.operator import OperatorPolicy
 from opscale.policy.types import SLO, LoadWindow, PolicyInput, PolicyState, PoolKey, PoolPlan, Signal
@@ -218,56 +216,3 @@ def test_a_mispredicted_operator_form_loses_to_whole_model_replicas() -> None:
     # the same factor on whole-model replicas (not running) leaves the operator pools' plan as it was
     other = plan_hybrid(load.perf(), w, load.slo, correction=Correction(prefill=2.0))
     assert other.forms == plain.forms and other.prediction.gpus == plain.prediction.gpus
-
-
-def test_lengths_are_pooled_over_the_recent_past_and_survive_damaged_state() -> None:
-    short, long = LengthDist.fixed(1000.0), LengthDist.from_weighted([1000.0, 60_000.0], [0.98, 0.02])
-
-    def window(d: LengthDist, rps: float = 5.0) -> LoadWindow:
-        return LoadWindow(window_s=30.0, arrival_rate_rps=rps, input_tokens_mean=d.mean, input_tokens_dist=d)
-
-    load, kept = pooled_lengths({}, window(long), 0.0, 300.0)
-    assert load.inputs() == long  # the first window is the pool
-    # 30 s later a window without a long prompt: the pool keeps the long tail at ~e^(-0.1) of its share
-    load, kept = pooled_lengths({"lengths": kept}, window(short), 30.0, 300.0)
-    share = load.inputs().share_above(10_000.0)
-    assert share == pytest.approx(0.02 * math.exp(-0.1), rel=1e-3)
-    assert load.arrival_rate_rps == 5.0 and load.input_tokens_mean == pytest.approx(load.inputs().mean)
-    # a window without requests leaves the pool as it was; memory 0 is the window's own
-    idle, again = pooled_lengths({"lengths": kept}, window(short, 0.0), 40.0, 300.0)
-    assert again == kept and idle.inputs().share_above(10_000.0) == pytest.approx(share)
-    assert pooled_lengths({"lengths": kept}, window(short), 60.0, 0.0)[0].inputs() == short
-    for bad in ({"t": "x"}, {"t": 10.0, "in": [["a", 1]]}, {"t": 99.0, "in": [], "out": []}, 3):
-        assert pooled_lengths({"lengths": bad}, window(short), 50.0)[0].inputs() == short
-
-
-def test_both_planners_plan_with_the_pooled_lengths() -> None:
-    slo = SLO(2000.0, 100.0)
-    long = LengthDist.from_weighted([1000.0, 60_000.0], [0.97, 0.03])
-    for pol in (
-        ModelPolicy.from_params({"model": "llama3-70b"}),
-        OperatorPolicy.from_params({"model": "llama3-70b"}),
-    ):
-        first = LoadWindow(
-            window_s=30.0,
-            arrival_rate_rps=2.0,
-            input_tokens_mean=long.mean,
-            input_tokens_dist=long,
-            output_tokens_mean=200.0,
-            staleness_s={s: 0.0 for s in Signal},
-        )
-        out = pol.decide(PolicyInput(now_s=0.0, deployment="d", load=first, current={}, slo=slo))
-        short = LoadWindow(
-            window_s=30.0,
-            arrival_rate_rps=2.0,
-            input_tokens_mean=1000.0,
-            output_tokens_mean=200.0,
-            staleness_s={s: 0.0 for s in Signal},
-        )
-        after = pol.decide(
-            PolicyInput(
-                now_s=20.0, deployment="d", load=short, current=dict(out.desired), slo=slo, state=out.state
-            )
-        )
-        pooled = after.state.data["lengths"]
-        assert isinstance(pooled, dict) and LengthDist.from_json(pooled["in"]).max == pytest.approx(60_000.0)
