@@ -11,6 +11,10 @@ Each replica's demand:
   weights + one pass's activations, split over its GPUs;
 * compute fraction: its share of one GPU, or 1.
 
+While a pool changes GPUs per replica, its old replicas serve until the new ones are ready (make before
+break): each shape is placed as a demand of its own (``<operator>@<GPUs>``), so every replica is charged
+its own GPUs.
+
 The ledger is level-triggered like the placement service: on every change of the alive replica counts,
 ``place`` gets the previous placement as ``current`` and the counts as demands; which replica of a pool
 it stops is placement's choice (replicas of a pool are interchangeable in the fluid decode model).

@@ -6,8 +6,8 @@ H100), and mixtral-8x22b, a large MoE priced from its published config (``opscal
 flagged "estimated" in every report). SLO TTFT p99 ≤ 2 s and TBT p99 ≤ 100 ms unless said.
 
 ``quick``: the first 10 minutes of Azure conv (×4 rate) for every model, and of the long-prompt
-scenario for llama3-70b (31 min on a shared two-core machine with
-``--sweep-policy model --no-lower-bound``: an operator run of 10 simulated minutes costs minutes).
+scenario for llama3-70b (23 min on two cores with both planners swept and the oracle column: an
+operator run of 10 simulated minutes costs ~1 CPU-minute, a model run seconds).
 ``full``: per model, Azure conv (×4) and Azure code (×6) hours; 24 hours of ServeGen m-large at 10% of
 its rate (~20 req/s) with each 10-minute window replayed in 60 s (time compression: the day's rate
 profile in 2.4 simulated hours; autoscalers see load change 10× faster than in the trace, which is
