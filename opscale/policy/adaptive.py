@@ -72,12 +72,10 @@ def horizon_s(perf: PerfModel, current: Mapping[PoolKey, PoolPlan]) -> float:
         for pool, plan in current.items()
         if plan.replicas
     ]
-    best = 0.0
+    usable, best = usable_bytes(perf.gpu.memory_bytes), 0.0
     for ops in running or [every]:
         weights = sum(perf.weights_bytes(op) for op in ops)
-        best = max(
-            best, startup_s(perf.gpu.key, weights, math.ceil(weights / usable_bytes(perf.gpu.memory_bytes)))
-        )
+        best = max(best, startup_s(perf.gpu.key, weights, math.ceil(weights / usable)))
     return best
 
 

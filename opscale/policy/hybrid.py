@@ -138,8 +138,12 @@ def shapes_in_force(
 
 
 def same_shapes(sp: StagePlan, shapes: Mapping[PoolKey, Shape]) -> bool:
+    """Whether ``sp`` runs the shapes in force: GPUs per replica, and the pass size in decode (a prefill
+    pass size follows from the prompts' lengths, so the pin in ``planner_prefill`` keeps GPUs only)."""
     return all(
-        (o := sp.chosen.get(k)) is not None and o.gpus == s.gpus and o.batch == s.batch
+        (o := sp.chosen.get(k)) is not None
+        and o.gpus == s.gpus
+        and (sp.stage == "prefill" or o.batch == s.batch)
         for k, s in shapes.items()
     ) and (sp.stage != "decode" or len(shapes) == 1 or sp.micro == next(iter(shapes.values())).micro)
 
