@@ -43,7 +43,7 @@ from opscale.sim.prefill_plane import Queue, reject_old
 
 if TYPE_CHECKING:
     from opscale.policy.types import PoolKey
-    from opscale.sim.engine import DataPlane, Path, Replica, TickStats
+    from opscale.sim.engine import DataPlane, Path, Pool, Replica, TickStats
 
 
 class DecodeState:
@@ -70,6 +70,19 @@ class DecodeState:
 
     def reserved_on(self, path: int) -> float:
         return float(self.reserved[self.path == path].sum())
+
+    def resident_on(self, path: int) -> bool:
+        return bool((self.path == path).any())
+
+
+def stepping(pool: Pool, t_end: float) -> list[Replica]:
+    """The replicas that step a pool's passes: every ready one of a KV holder (draining ones hold
+    sequences); of a stateless pool, the serving ones, or — when only draining ones are left — those,
+    which stay while their path still runs sequences (``engine``)."""
+    ready = [r for r in pool.replicas if r.ready_s <= t_end]
+    if pool.holder:
+        return ready
+    return [r for r in ready if not r.draining] or ready
 
 
 def holder_replicas(path: Path, t_end: float) -> list[Replica]:
@@ -141,7 +154,7 @@ def step_time(
     work: dict[PoolKey, float] = {}
     micro = max(p.micro for p in path.pools)
     for pool in path.pools:
-        reps = [r for r in pool.replicas if r.ready_s <= t_end and (pool.holder or not r.draining)]
+        reps = stepping(pool, t_end)
         if not reps:
             return math.inf, {}
         R, b = len(reps), pool.batch
@@ -200,7 +213,7 @@ def _advance(
         return step
     dt = t_end - t
     for pool in path.pools:
-        reps = sum(1 for r in pool.replicas if r.ready_s <= t_end and (pool.holder or not r.draining))
+        reps = len(stepping(pool, t_end))
         pool.busy_s += busy.get(pool.key, 0.0) * reps * dt
         pool.batch_sum += min(pool.batch, math.ceil(n / max(reps, 1)))
         pool.passes += 1

@@ -14,7 +14,8 @@ they arrive, sequences to a decode path as they are admitted.
 **Replicas.** A new replica is ready after weights / (GPUs × load bandwidth) + overhead. Scale-in
 drains: a prefill replica stops after its current pass; decode replicas holding KV stop once the
 running sequences of their path fit the remaining replicas (fluid migration); stateless decode pools stop
-at once.
+at once, except the last replicas of a pool whose path still runs sequences (a stage moving to the other
+form), which serve until those sequences finish.
 """
 
 from __future__ import annotations
@@ -334,7 +335,15 @@ class DataPlane:
                     r for r in pool.replicas if not (r.draining and (r.free_s <= now_s or r.ready_s > now_s))
                 ]
             elif not pool.holder:
-                pool.replicas = [r for r in pool.replicas if not r.draining]
+                # Stateless: drained at once, unless they are the last of their path while its holder
+                # still runs sequences (a stage moving to the other form): those need every pool of the
+                # path to finish, so the draining replicas serve until the path is empty.
+                k = next(i for i, p in enumerate(self.decode_paths) if pool in p.pools)
+                last = not any(not r.draining for r in pool.replicas)
+                if not (last and self.decode_state.resident_on(k)):
+                    pool.replicas = [r for r in pool.replicas if not r.draining]
+                else:
+                    pool.replicas = [r for r in pool.replicas if not (r.draining and r.ready_s > now_s)]
             else:
                 k = next(i for i, p in enumerate(self.decode_paths) if p.holder is pool)
                 keep = [r for r in pool.replicas if not r.draining]

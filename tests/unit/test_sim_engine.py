@@ -190,6 +190,36 @@ def test_drain_keeps_in_flight_work() -> None:
     assert not dp.req.rejected.any() and n_before > 0
 
 
+def test_a_decode_stage_moving_to_whole_replicas_finishes_the_operator_paths_sequences() -> None:
+    """Decode moves from operator pools to whole-model replicas while sequences run on the pools: the
+    stateless pools (embedding, FFN, lm_head) keep serving until the attention pool's sequences finish,
+    then every operator replica is gone. Before, they stopped at once and stranded those sequences
+    (never finished, their attention replicas held to the end)."""
+    perf = perf_model(get_preset("llama3-70b"), "H100")
+    trace = steady(20.0, 3.0, inp=1000, out=200)
+    req = Requests(trace.arrival_s, trace.input_tokens, trace.output_tokens)
+    ops = [PoolKey("decode", op) for op in ("embedding", "attention", "ffn", "lm_head")]
+    whole = [PoolKey("prefill", "model"), PoolKey("decode", "model")]
+    dp = DataPlane(perf, units_for(perf, (*whole, *ops)), req)
+    gpus = {"embedding": 1, "attention": 2, "ffn": 4, "lm_head": 1}
+    plan = {k: PoolPlan(1, 64, gpus[k.operator]) for k in ops}
+    dp.apply({whole[0]: PoolPlan(2, 4, 4), whole[1]: PoolPlan(0, 64, 4), **plan}, 0.0, ready=True)
+    dp.enqueue(np.arange(len(trace)))
+    stats, t = TickStats(), 0.0
+    while t < 4.0:
+        dp.tick(t, t + 0.05, stats)
+        t += 0.05
+    assert len(dp.decode_state.id) > 0  # sequences running on the operator path
+    dp.apply({whole[1]: PoolPlan(1, 64, 4), **{k: PoolPlan(0, 64, gpus[k.operator]) for k in ops}}, t, ready=True)
+    assert all(len(dp.pools[k].replicas) == 1 for k in ops)  # draining, not stopped
+    while t < 60.0 and len(dp.decode_state.id):
+        dp.tick(t, t + 0.05, stats)
+        t += 0.05
+    assert len(dp.decode_state.id) == 0, "sequences stranded on the operator path"
+    assert not np.isnan(req.finish_s).any() and not req.rejected.any()
+    assert all(not dp.pools[k].replicas for k in ops)
+
+
 def test_runs_are_deterministic_for_a_seed() -> None:
     sc = Scenario(
         trace="servegen-m-large",
