@@ -119,6 +119,23 @@ class LengthDist:
         """P(L > tokens)."""
         return sum(p for t, p in zip(self.tokens, self.probs, strict=True) if t > tokens)
 
+    def upper(self, other: LengthDist) -> LengthDist:
+        """The upper envelope: at every quantile the longer of the two lengths (so P(L ≤ x) is the
+        smaller of the two CDFs); either one itself when it is longer everywhere, else compressed."""
+        ca, cb = np.cumsum(self.probs), np.cumsum(other.probs)
+        edges = np.unique(np.concatenate([ca, cb, [1.0]]).clip(0.0, 1.0))
+        lo = np.concatenate([[0.0], edges[:-1]])
+        width = edges - lo
+        mid = (lo + edges)[width > 1e-12] / 2.0
+        ta, tb = np.asarray(self.tokens), np.asarray(other.tokens)
+        at = ta[np.minimum(np.searchsorted(ca, mid - 1e-12), len(ta) - 1)]
+        bt = tb[np.minimum(np.searchsorted(cb, mid - 1e-12), len(tb) - 1)]
+        if (at >= bt).all():
+            return self
+        if (bt >= at).all():
+            return other
+        return LengthDist.from_weighted(np.maximum(at, bt).tolist(), width[width > 1e-12].tolist())
+
     def scaled(self, factor: float) -> LengthDist:
         return LengthDist(tuple(max(1.0, t * factor) for t in self.tokens), self.probs)
 

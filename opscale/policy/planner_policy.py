@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from opscale.errors import InvalidArgument
 from opscale.model import PerfModel, get_preset, perf_model
 from opscale.policy.adaptive import (
+    LENGTH_MEMORY_S,
     WHOLE,
     Correction,
     corrected,
@@ -30,6 +31,7 @@ from opscale.policy.adaptive import (
     forecast_load,
     history_of,
     horizon_s,
+    pooled_lengths,
     prediction_record,
     scaled,
 )
@@ -75,6 +77,9 @@ class PlannerParams(BaseModel):
     correction: bool = False
     startup_s: float | None = Field(None, gt=0, le=3600, description="measured replica start-up, seconds")
     headroom: float = Field(0.0, ge=0.0, le=4.0)  # plan for the load × (1 + headroom)
+    # opscale.policy.adaptive: the time constant over which length distributions are pooled (0: the
+    # window's own). On in the base: both planners see the same lengths.
+    length_memory_s: float = Field(LENGTH_MEMORY_S, ge=0.0, le=86_400.0)
 
 
 class PlannerPolicy(ABC):
@@ -142,6 +147,10 @@ class PlannerPolicy(ABC):
             return self._finish(inp, plan.pools, plan.reasons, plan.infeasible, plan.prediction, {})
         p, data = self.params, own_data(inp, self.name)
         load, slo, notes, keep = inp.load, inp.slo, [], dict[str, JSONValue]()
+        if p.length_memory_s > 0.0:
+            load, pooled = pooled_lengths(data, load, inp.now_s, p.length_memory_s)
+            if pooled:
+                keep["lengths"] = pooled
         if p.headroom > 0.0:
             load = scaled(load, 1.0 + p.headroom)
             notes.append(f"headroom: planned for {1.0 + p.headroom:g} × the observed load.")

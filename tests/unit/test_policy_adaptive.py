@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from opscale.model import get_preset, perf_model
 from opscale.model.memory import usable_bytes
@@ -21,8 +23,10 @@ from opscale.policy.adaptive import (
     forecast,
     history_of,
     horizon_s,
+    pooled_lengths,
     scaled,
 )
+from opscale.policy.lengths import LengthDist
 from opscale.policy.model_level import ModelPolicy
 from opscale.policy.operator import OperatorPolicy
 from opscale.policy.types import SLO, LoadWindow, PolicyInput, PolicyState, PoolKey, PoolPlan, Signal
@@ -216,3 +220,90 @@ def test_a_mispredicted_operator_form_loses_to_whole_model_replicas() -> None:
     # the same factor on whole-model replicas (not running) leaves the operator pools' plan as it was
     other = plan_hybrid(load.perf(), w, load.slo, correction=Correction(prefill=2.0))
     assert other.forms == plain.forms and other.prediction.gpus == plain.prediction.gpus
+
+
+def test_lengths_are_pooled_over_the_recent_past_and_survive_damaged_state() -> None:
+    short, long = LengthDist.fixed(1000.0), LengthDist.from_weighted([1000.0, 60_000.0], [0.98, 0.02])
+
+    def window(d: LengthDist, rps: float = 5.0) -> LoadWindow:
+        return LoadWindow(window_s=30.0, arrival_rate_rps=rps, input_tokens_mean=d.mean, input_tokens_dist=d)
+
+    load, kept = pooled_lengths({}, window(long), 0.0, 300.0)
+    assert load.inputs() == long  # the first window is the pool
+    # 30 s later a window without a long prompt: the pool keeps the long tail at ~e^(-0.1) of its share
+    load, kept = pooled_lengths({"lengths": kept}, window(short), 30.0, 300.0)
+    share = load.inputs().share_above(10_000.0)
+    assert share == pytest.approx(0.02 * math.exp(-0.1), rel=1e-3)
+    assert load.arrival_rate_rps == 5.0 and load.input_tokens_mean == pytest.approx(load.inputs().mean)
+    # a window without requests leaves the pool as it was; memory 0 is the window's own
+    idle, again = pooled_lengths({"lengths": kept}, window(short, 0.0), 40.0, 300.0)
+    assert again == kept and idle.inputs().share_above(10_000.0) == pytest.approx(share)
+    assert pooled_lengths({"lengths": kept}, window(short), 60.0, 0.0)[0].inputs() == short
+    for bad in ({"t": "x"}, {"t": 10.0, "in": [["a", 1]]}, {"t": 99.0, "in": [], "out": []}, 3):
+        assert pooled_lengths({"lengths": bad}, window(short), 50.0)[0].inputs() == short
+
+
+def test_lengths_that_grow_count_at_once_and_the_pool_only_holds_them_up() -> None:
+    """Fast up: a window longer than the pool is planned as the window (the pool alone lagged Azure conv's
+    growing outputs and starved decode of KV); slow down: a shorter one keeps the pool's tail."""
+    short, longer = LengthDist.fixed(120.0), LengthDist.from_weighted([200.0, 400.0], [0.5, 0.5])
+
+    def window(d: LengthDist) -> LoadWindow:
+        return LoadWindow(
+            window_s=30.0, arrival_rate_rps=5.0, output_tokens_mean=d.mean, output_tokens_dist=d
+        )
+
+    _, kept = pooled_lengths({}, window(short), 0.0, 300.0)
+    load, kept = pooled_lengths({"lengths": kept}, window(longer), 30.0, 300.0)
+    assert load.outputs().mean == pytest.approx(longer.mean)  # not the pool's ~130
+    assert LengthDist.from_json(kept["out"]).mean < 140.0  # the pool itself moves slowly
+    load, _ = pooled_lengths({"lengths": kept}, window(short), 60.0, 300.0)
+    assert load.outputs().mean > short.mean and load.outputs().max == pytest.approx(400.0)
+
+
+def test_both_planners_plan_with_the_pooled_lengths() -> None:
+    slo = SLO(2000.0, 100.0)
+    long = LengthDist.from_weighted([1000.0, 60_000.0], [0.97, 0.03])
+    for pol in (
+        ModelPolicy.from_params({"model": "llama3-70b"}),
+        OperatorPolicy.from_params({"model": "llama3-70b"}),
+    ):
+        first = LoadWindow(
+            window_s=30.0,
+            arrival_rate_rps=2.0,
+            input_tokens_mean=long.mean,
+            input_tokens_dist=long,
+            output_tokens_mean=200.0,
+            staleness_s={s: 0.0 for s in Signal},
+        )
+        out = pol.decide(PolicyInput(now_s=0.0, deployment="d", load=first, current={}, slo=slo))
+        short = LoadWindow(
+            window_s=30.0,
+            arrival_rate_rps=2.0,
+            input_tokens_mean=1000.0,
+            output_tokens_mean=200.0,
+            staleness_s={s: 0.0 for s in Signal},
+        )
+        after = pol.decide(
+            PolicyInput(
+                now_s=20.0, deployment="d", load=short, current=dict(out.desired), slo=slo, state=out.state
+            )
+        )
+        pooled = after.state.data["lengths"]
+        assert isinstance(pooled, dict) and LengthDist.from_json(pooled["in"]).max == pytest.approx(60_000.0)
+
+
+_dists = st.lists(st.tuples(st.integers(1, 200_000), st.floats(0.01, 1.0)), min_size=1, max_size=12).map(
+    lambda pts: LengthDist.from_weighted([float(t) for t, _ in pts], [w for _, w in pts])
+)
+
+
+@given(_dists, _dists, st.floats(0.001, 0.999))
+def test_the_upper_envelope_takes_the_longer_length_at_every_quantile(
+    a: LengthDist, b: LengthDist, q: float
+) -> None:
+    u = a.upper(b)
+    # the compression merges lengths within 19% (SLICE_RATIO) into their mean: allow that much
+    assert u.quantile(q) >= max(a.quantile(q), b.quantile(q)) / 1.19 - 1e-9
+    assert u.mean >= max(a.mean, b.mean) * (1 - 1e-9)
+    assert u.max == pytest.approx(max(a.max, b.max), rel=0.19)

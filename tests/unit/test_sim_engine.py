@@ -210,7 +210,9 @@ def test_a_decode_stage_moving_to_whole_replicas_finishes_the_operator_paths_seq
         dp.tick(t, t + 0.05, stats)
         t += 0.05
     assert len(dp.decode_state.id) > 0  # sequences running on the operator path
-    dp.apply({whole[1]: PoolPlan(1, 64, 4), **{k: PoolPlan(0, 64, gpus[k.operator]) for k in ops}}, t, ready=True)
+    dp.apply(
+        {whole[1]: PoolPlan(1, 64, 4), **{k: PoolPlan(0, 64, gpus[k.operator]) for k in ops}}, t, ready=True
+    )
     assert all(len(dp.pools[k].replicas) == 1 for k in ops)  # draining, not stopped
     while t < 60.0 and len(dp.decode_state.id):
         dp.tick(t, t + 0.05, stats)
