@@ -177,7 +177,9 @@ class PlannerPolicy(ABC):
         out = self._finish(inp, plan.pools, [*plan.reasons, *notes], plan.infeasible, pred, keep)
         if p.correction and all(out.desired[k].replicas == v.replicas for k, v in plan.pools.items()):
             # the plan goes in force as planned: a later window that saw only it judges this prediction
-            keep["predicted"] = prediction_record(data, out.desired, load, pred, inp.now_s, forms)
+            keep["predicted"] = prediction_record(
+                data, out.desired, load, pred, inp.now_s, forms, inp.slo.quantile
+            )
             out = replace(out, state=replace(out.state, data=keep))
         return out
 

@@ -130,6 +130,19 @@ def test_correction_follows_observation_within_bounds_and_only_for_the_same_load
     assert Correction.from_json("garbage") == Correction()
 
 
+def test_ttft_is_not_corrected_by_prompts_the_prediction_leaves_out() -> None:
+    """The observed p99 TTFT covers every prompt; with 5% of prompts too long for the SLO on any
+    configuration it is theirs, not the servable ones' the planner predicted: no TTFT update (TBT still)."""
+    last = {"predicted": {"rps": 10.0, "ttft_ms": 500.0, "tbt_ms": 40.0, "since": 0.0}}
+    seen = window(10.0, ttft=6000.0, tbt=60.0)
+    many = corrected({"predicted": {**last["predicted"], "unservable": 0.05, "tail": 0.01}}, seen, 60.0, 45.0)
+    assert many.prefill == 1.0 and many.decode == pytest.approx(0.7 + 0.3 * 1.5)
+    few = corrected(
+        {"predicted": {**last["predicted"], "unservable": 0.0005, "tail": 0.01}}, seen, 60.0, 45.0
+    )
+    assert few.prefill > 1.0  # a handful among 1,000 prompts cannot move the p99 far: compared
+
+
 def test_operator_policy_forecasts_corrects_and_says_so() -> None:
     pol = OperatorPolicy.from_params({"model": "llama3-70b"})
     slo = SLO(2000.0, 100.0)
