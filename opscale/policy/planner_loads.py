@@ -86,6 +86,7 @@ def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
     # Decode moments over the requests that fit (prompt and output independent), o = out − 1, weights o.
     e_in = sum(n * p for n, p in lengths)
     e_in2 = sum(n * n * p for n, p in lengths)
+    e_in3 = sum(n**3 * p for n, p in lengths)
     os_ = [(max(0.0, o - 1.0), o, p) for o, p in out_pts]
     e_o = sum(d * p for d, _, p in os_)
     if e_o > 0:
@@ -98,8 +99,11 @@ def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
         ctx_m2 = e_in2 + e_in * e_o2 / e_o + e_o3 / (3 * e_o)
         res_mean = e_in + e_o_out / e_o
         res_m2 = e_in2 + 2 * e_in * e_o_out / e_o + e_o_out2 / e_o
+        e_o_out3 = sum(d * o**3 * p for d, o, p in os_)
+        res_m3 = e_in3 + 3 * e_in2 * e_o_out / e_o + 3 * e_in * e_o_out2 / e_o + e_o_out3 / e_o
     else:
         kv_len, res_mean, res_m2, ctx_m2 = e_in, e_in + 1.0, (e_in + 1.0) ** 2, e_in2
+        res_m3 = (e_in + 1.0) ** 3
     req_max = max((n + o for n, _ in lengths for o, _ in out_pts if n + o <= kv_max), default=1.0)
     # The KV hand-off left after prefill (the last layer's share) delays a request's second token, and
     # counts once among its o token gaps: X = KV(in)/(layers · bandwidth)/o. Its mean and q-quantile over
@@ -114,5 +118,7 @@ def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
         x_q = x
         if cum >= q:
             break
-    dec = DecodeLoad(lam, e_o, _bucket(kv_len), ctx_m2, res_mean, res_m2, math.ceil(req_max), x_mean, x_q, q)
+    dec = DecodeLoad(
+        lam, e_o, _bucket(kv_len), ctx_m2, res_mean, res_m2, math.ceil(req_max), x_mean, x_q, q, res_m3
+    )
     return StageLoads(pre, dec, unservable, inputs, outputs)

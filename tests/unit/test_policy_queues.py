@@ -101,6 +101,22 @@ def test_residency_is_littles_law_and_kv_is_compound_poisson() -> None:
     assert d.kv_tokens_q(20.0) == pytest.approx(40 * 1251 + z * math.sqrt(40 * 1251.0**2))
 
 
+def test_kv_quantile_of_few_long_residents_follows_the_skewed_compound_poisson() -> None:
+    """~24 residents, 8% of them holding 60k tokens: the reserved total is skewed; its 0.99-quantile
+    (Monte Carlo) is above the normal approximation's and the Cornish–Fisher one lands near it."""
+    x, px = np.array([2000.0, 60_000.0]), np.array([0.92, 0.08])
+    m1, m2, m3 = (float((px * x**k).sum()) for k in (1, 2, 3))
+    # residents(tau) = rate · E[o] · tau = 1 · 24 · 1 s
+    d = DecodeLoad(1.0, 24.0, 2000, 2000.0**2, m1, m2, 60_000, 0.0, 0.0, 0.99, m3)
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(24.0, size=200_000)
+    long = rng.binomial(counts, 0.08)
+    mc = float(np.quantile(long * 60_000.0 + (counts - long) * 2000.0, 0.99))
+    normal = 24 * m1 + z_of(0.99) * math.sqrt(24 * m2)
+    assert normal < 0.9 * mc
+    assert d.kv_tokens_q(1000.0) == pytest.approx(mc, rel=0.08)
+
+
 def test_fixed_point_is_a_step_at_its_own_residency() -> None:
     unit = whole_model_unit(P70, "decode")
     d = _decode_load(8.0)
