@@ -41,9 +41,8 @@ is the window's own. Why both:
   trace holds ~150 prompts, so its p99 is its second-longest prompt, and whether a 16k+ prompt fell in
   it flipped prefill between 8- and 4-GPU replicas from one tick to the next (each flip starts a new set
   of replicas). The pool keeps a tail seen in the last minutes;
-* a pool alone lags a drift: Azure conv's output lengths grow from ~120 to ~290 tokens over its first
-  minutes, and planning with the pooled (shorter) lengths sized decode KV for too few resident tokens
-  (p99 time to second token 20 s). The window's own lengths, where longer, count at once.
+* a pool alone lags a drift: Azure conv's outputs grow from ~120 to ~290 tokens in its first minutes,
+  and the pooled lengths sized decode KV short (p99 time to second token 20 s). Longer ones count at once.
 
 **Correction** (as NVIDIA Dynamo's planner corrects its interpolated latency with the observed one). Per
 stage, the ratio of the observed p99 (TTFT for prefill, TBT for decode) to the p99 the planner predicted
