@@ -14,8 +14,9 @@ they arrive, sequences to a decode path as they are admitted.
 **Replicas.** A new replica is ready after weights / (GPUs × load bandwidth) + overhead. Scale-in
 drains: a prefill replica stops after its current pass; decode replicas holding KV stop once the
 running sequences of their path fit the remaining replicas (fluid migration); stateless decode pools stop
-at once, except the last replicas of a pool whose path still runs sequences (a stage moving to the other
-form), which serve until those sequences finish.
+at once. When a stage leaves a form, the last replicas of each of its pools finish their path's work:
+a prefill pool's serve the prompts still queued on the path, a stateless decode pool's step until the
+path's sequences are done.
 """
 
 from __future__ import annotations
@@ -331,8 +332,16 @@ class DataPlane:
             if not any(r.draining for r in pool.replicas):
                 continue
             if pool.key.stage == "prefill":
+                # A drained replica stops after its pass, unless it is the last of its pool while prompts
+                # still queue on its path (a stage leaving a form): it serves them first, as an engine
+                # finishes its waiting requests on a graceful shutdown.
+                path = next(p for p in self.prefill_paths if pool in p.pools)
+                last = not any(not r.draining for r in pool.replicas)
+                queued = last and any(p.queue for p in path.pools)
                 pool.replicas = [
-                    r for r in pool.replicas if not (r.draining and (r.free_s <= now_s or r.ready_s > now_s))
+                    r
+                    for r in pool.replicas
+                    if not (r.draining and (r.ready_s > now_s or (r.free_s <= now_s and not queued)))
                 ]
             elif not pool.holder:
                 # Stateless: drained at once, unless they are the last of their path while its holder

@@ -79,7 +79,8 @@ def _run_path(dp: DataPlane, path: Path, t: float, t_end: float, out: TickStats)
     for idx, pool in enumerate(path.pools):
         q = pool.queue
         reject_old(dp, q, t)
-        reps = [r for r in pool.replicas if not r.draining and r.ready_s < t_end]
+        ready = [r for r in pool.replicas if r.ready_s < t_end]
+        reps = [r for r in ready if not r.draining] or ready  # the last, draining, finish the queue
         if not reps or not q:
             continue
         nxt = path.pools[idx + 1] if idx < last else None

@@ -222,6 +222,31 @@ def test_a_decode_stage_moving_to_whole_replicas_finishes_the_operator_paths_seq
     assert all(not dp.pools[k].replicas for k in ops)
 
 
+def test_prompts_queued_on_a_prefill_form_being_left_are_served_not_stranded() -> None:
+    """Prefill moves from whole-model replicas to operator pools while prompts queue at the whole-model
+    replicas: those replicas serve their queue before they stop. Before, they stopped after their pass
+    and the prompts waited out the queue timeout and were rejected."""
+    perf = perf_model(get_preset("mixtral-8x7b"), "H100")
+    trace = steady(200.0, 1.0, inp=4000, out=20)
+    req = Requests(trace.arrival_s, trace.input_tokens, trace.output_tokens)
+    whole = PoolKey("prefill", "model")
+    ops = [PoolKey("prefill", op) for op in ("embedding", "attention", "experts", "lm_head")]
+    dec = PoolKey("decode", "model")
+    dp = DataPlane(perf, units_for(perf, (whole, *ops, dec)), req)
+    dp.apply({whole: PoolPlan(1, 16, 2), dec: PoolPlan(2, 64, 2)}, 0.0, ready=True)
+    dp.enqueue(np.arange(len(trace)))
+    stats, t = TickStats(), 0.0
+    dp.tick(t, t + 0.05, stats)
+    t += 0.05
+    assert dp.pools[whole].queue  # prompts wait at the whole-model replica
+    dp.apply({whole: PoolPlan(0, 16, 2), **{k: PoolPlan(1, 16, 2) for k in ops}}, t, ready=True)
+    while t < 200.0 and np.isnan(req.finish_s).any():
+        dp.tick(t, t + 0.05, stats)
+        t += 0.05
+    assert not req.rejected.any(), "prompts stranded on the prefill form being left"
+    assert not np.isnan(req.finish_s).any() and not dp.pools[whole].replicas
+
+
 def test_runs_are_deterministic_for_a_seed() -> None:
     sc = Scenario(
         trace="servegen-m-large",
