@@ -73,6 +73,7 @@ def run_stabilizer(
     defaults: StabilizerConfig,
     required: Iterable[Signal],
     groups: Sequence[CoupledGroup] = (),
+    retired: frozenset[PoolKey] = frozenset(),
 ) -> StabilizerResult:
     config = defaults.resolve(inp.limits)
     stale = stale_signals(inp.load, required, config.max_staleness_s)
@@ -87,6 +88,7 @@ def run_stabilizer(
             stale=stale,
             frozen=inp.frozen,
             groups=groups,
+            retired=retired,
         )
     )
 
@@ -125,10 +127,12 @@ def finish(
     data: Mapping[str, JSONValue] | None = None,
     infeasible: Sequence[Infeasibility] = (),
     predicted: Prediction | None = None,
+    retired: frozenset[PoolKey] = frozenset(),
 ) -> PolicyOutput:
-    """Stabilize ``raw_plans`` and assemble the output; ``data`` is the policy's next own state."""
+    """Stabilize ``raw_plans`` and assemble the output; ``data`` is the policy's next own state;
+    ``retired``: pools of a form the policy no longer runs (``StabilizerInput.retired``)."""
     raw = {p: plan.replicas for p, plan in raw_plans.items()}
-    res = run_stabilizer(inp, raw, defaults, required, groups)
+    res = run_stabilizer(inp, raw, defaults, required, groups, retired)
     return PolicyOutput(
         desired=plans_for(inp, raw_plans, res.replicas),
         reasons=[*reasons, *res.reasons],

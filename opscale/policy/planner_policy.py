@@ -174,7 +174,9 @@ class PlannerPolicy(ABC):
             if said:
                 notes.append(said)
         pred = plan.prediction
-        out = self._finish(inp, plan.pools, [*plan.reasons, *notes], plan.infeasible, pred, keep)
+        out = self._finish(
+            inp, plan.pools, [*plan.reasons, *notes], plan.infeasible, pred, keep, frozenset(plan.retired)
+        )
         if p.correction and all(out.desired[k].replicas == v.replicas for k, v in plan.pools.items()):
             # the plan goes in force as planned: a later window that saw only it judges this prediction
             keep["predicted"] = prediction_record(
@@ -191,6 +193,7 @@ class PlannerPolicy(ABC):
         infeasible: Sequence[Infeasibility],
         predicted: Prediction,
         data: Mapping[str, JSONValue],
+        retired: frozenset[PoolKey] = frozenset(),
     ) -> PolicyOutput:
         return finish(
             inp,
@@ -202,6 +205,7 @@ class PlannerPolicy(ABC):
             infeasible=infeasible,
             predicted=predicted,
             data=data,
+            retired=retired,
         )
 
 

@@ -61,6 +61,7 @@ class Plan:
     loads: StageLoads | None = None
     forms: dict[str, str] = field(default_factory=dict)  # stage -> "model" | "operator" (hybrid plans)
     better_since: dict[str, float] = field(default_factory=dict)  # hybrid: the other form cheaper since
+    retired: set[PoolKey] = field(default_factory=set)  # hybrid: pools of a form left (no scale-in window)
 
 
 def plan_stage(

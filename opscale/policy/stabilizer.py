@@ -10,7 +10,9 @@ Effects, in order, for each pool — or for each coupled group, through its lead
 3. **bounds**: clamp to [min_replicas, max_replicas].
 4. **stabilization windows** (Kubernetes HPA semantics): the clamped recommendation joins the history;
    a scale-up goes no higher than the *min* recommendation of the last ``scale_up_window_s``, a
-   scale-down no lower than the *max* recommendation of the last ``scale_down_window_s``.
+   scale-down no lower than the *max* recommendation of the last ``scale_down_window_s``. A *retired*
+   pool (a form its stage left, ``StabilizerInput.retired``) skips 4–6: the form's own dwell and
+   make-before-break already held it, and a window more pays for both forms at once.
 5. **cooldowns**: no scale-up within ``scale_up_cooldown_s`` of the last scale-up; no scale-down within
    ``scale_down_cooldown_s`` of the last scale action of either direction (shrinking right after growing
    is the flap cooldowns exist to stop; growing stays quick).
@@ -56,14 +58,8 @@ __all__ = [
     "stale_signals",
 ]
 
-from opscale.policy.types import (
-    Infeasibility,
-    InfeasibilityKind,
-    PoolKey,
-    Rule,
-    StabilizerEffect,
-    StabilizerState,
-)
+from opscale.policy.effects import Rule, StabilizerEffect
+from opscale.policy.types import Infeasibility, InfeasibilityKind, PoolKey, StabilizerState
 
 
 @dataclass(slots=True)
@@ -342,11 +338,23 @@ def _commit(run: _Run, grp: _Group, final: int, hold_group: bool) -> dict[PoolKe
     return new
 
 
+def _retire(run: _Run, grp: _Group) -> dict[PoolKey, int]:
+    """A retired pool: its bounded recommendation at once, windows restarted (module docstring, 4)."""
+    cfg, now, leader, rec = run.inp.config, run.inp.now_s, grp.leader, _bound(run, grp)
+    run.max_w[leader] = push_window((), now, rec, cfg.scale_down_window_s, keep_max=True)
+    run.min_w[leader] = push_window((), now, rec, cfg.scale_up_window_s, keep_max=False)
+    if rec < grp.cur_l:
+        run.reasons.append(f"{grp.label}: {grp.cur_l} → {rec} at once, a form its stage left (no window).")
+    return _commit(run, grp, rec, False)
+
+
 def _decide_group(run: _Run, grp: _Group) -> dict[PoolKey, int]:
     if run.inp.frozen:
         return _frozen(run, grp)
     if run.inp.stale:
         return _fail_static(run, grp)
+    if grp.leader in run.inp.retired and not grp.g.ratios:
+        return _retire(run, grp)
     rec = _bound(run, grp)
     want, hold_group = _windows(run, grp, rec)
     held_at = _cooldowns(run, grp, want)

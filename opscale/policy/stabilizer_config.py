@@ -108,6 +108,9 @@ class StabilizerInput:
     stale: Sequence[str] = ()
     frozen: bool = False
     groups: Sequence[CoupledGroup] = ()
+    # Pools of a form the policy no longer runs (opscale.policy.hybrid): they go to their (bounded)
+    # recommendation at once — no window, cooldown or step limit; frozen and fail-static still hold.
+    retired: frozenset[PoolKey] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

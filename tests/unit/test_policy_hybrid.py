@@ -240,6 +240,13 @@ def test_a_form_switch_keeps_the_old_form_until_the_new_one_has_started() -> Non
     assert any("make before break" in r for r in out.reasons)
     switched = out.state.data["switched"]
     assert isinstance(switched, dict) and stage in switched
+    # past the new form's start-up (~19 s with the margin), inside the 30 s scale-down window: at once
+    soon = pol.decide(
+        PolicyInput(
+            now_s=125.0, deployment="d", load=load(8.0), current=dict(out.desired), slo=slo, state=out.state
+        )
+    )
+    assert all(soon.desired[k].replicas == 0 for k in units)
     later = pol.decide(
         PolicyInput(
             now_s=400.0, deployment="d", load=load(8.0), current=dict(out.desired), slo=slo, state=out.state

@@ -112,6 +112,27 @@ def test_scale_down_window_uses_max_of_recent_recommendations() -> None:
     assert run(script, 10, cfg) == [10, 10, 10, 8, 8, 5]
 
 
+def test_a_retired_pool_skips_windows_cooldowns_and_steps_but_not_bounds_or_fail_static() -> None:
+    """A form its stage left goes to its recommendation at once; min_replicas and fail-static hold."""
+    cfg = StabilizerConfig(scale_down_window_s=300.0, scale_down_cooldown_s=60.0, max_step_abs=1)
+    first = tick({DEC: 4}, {DEC: 4}, now_s=0.0, config=cfg)
+    kept = tick({DEC: 0}, {DEC: 4}, now_s=10.0, config=cfg, state=first.state)
+    assert kept.replicas[DEC] == 4  # not retired: the window (and cooldown, and step) hold it
+    gone = stabilize(
+        StabilizerInput(10.0, {DEC: 0}, {DEC: 4}, Limits(), cfg, first.state, retired=frozenset({DEC}))
+    )
+    assert gone.replicas[DEC] == 0 and any("at once" in r for r in gone.reasons)
+    floor = Limits(pools={DEC: PoolLimits(min_replicas=1)})
+    floored = stabilize(
+        StabilizerInput(10.0, {DEC: 0}, {DEC: 4}, floor, cfg, first.state, retired=frozenset({DEC}))
+    )
+    assert floored.replicas[DEC] == 1
+    stale = stabilize(
+        StabilizerInput(10.0, {DEC: 0}, {DEC: 4}, Limits(), cfg, first.state, ["x"], retired=frozenset({DEC}))
+    )
+    assert stale.replicas[DEC] == 4  # never scale in on stale data
+
+
 def test_scale_up_window_uses_min_of_recent_recommendations() -> None:
     # Window 60 s, current 4: t=0 raw 4 → 4; t=30 raw 8 → min(4, 8) = 4; t=45 raw 9 → 4;
     # t=61 raw 9 → window (1, 61]: min(8, 9, 9) = 8; t=70 raw 9 → (10, 70]: min(8, 9, 9, 9) = 8;
