@@ -21,11 +21,11 @@ whole-model replica per stage served the load with 2.
 Hysteresis. A stage that runs one form changes to the other only when that saves at least
 ``max(1 GPU, SWITCH_GAIN × current)`` for ``FORM_WINDOW_S`` without a break, or at once when the
 current form cannot meet the SLO and the other can: a switch starts a whole set of new replicas, and
-the old form's pools drain through the stabilizer's scale-in window, so both run while the new one
-starts (make before break). Near a whole replica's step (4 → 8 GPUs) the cheaper form changes with
-every wobble of the load; without the window the stage would flap between forms and pay for both. The
-form in force and when the other became cheaper are kept in the policy's state (``forms``,
-``better_since``).
+the old form's pools keep theirs until the new ones have started (make before break, ``hold_old_form``);
+then they are retired at once (the stabilizer skips its scale-in window for them). Near a whole
+replica's step (4 → 8 GPUs) the cheaper form changes with every wobble of the load; without the dwell
+the stage would flap between forms and pay for both. The form in force and when the other became
+cheaper are kept in the policy's state (``forms``, ``better_since``).
 """
 
 from __future__ import annotations
