@@ -106,7 +106,12 @@ class DecodeLoad:
         if n <= 0.0:
             return 0.0
         z, sigma = z_of(self.q), math.sqrt(n * self.res_m2)
-        skew = n * self.res_m3 / sigma**3 if self.res_m3 > 0.0 and sigma > 0.0 else 0.0
+        # γ = N̄·m3 / (N̄·m2)^{3/2}, written so that a tiny N̄ cannot underflow the denominator to 0
+        skew = (
+            self.res_m3 / (math.sqrt(n) * self.res_m2**1.5)
+            if self.res_m3 > 0.0 and self.res_m2 > 0.0
+            else 0.0
+        )
         return n * self.res_mean + sigma * (z + (z * z - 1.0) * skew / 6.0)
 
     def context_q(self, tau_ms: float) -> int:

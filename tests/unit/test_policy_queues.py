@@ -115,6 +115,9 @@ def test_kv_quantile_of_few_long_residents_follows_the_skewed_compound_poisson()
     normal = 24 * m1 + z_of(0.99) * math.sqrt(24 * m2)
     assert normal < 0.9 * mc
     assert d.kv_tokens_q(1000.0) == pytest.approx(mc, rel=0.08)
+    # A vanishing rate: (N̄·m2)^{3/2} underflows to 0 where γ must not (hypothesis found 1e-300 req/s).
+    tiny = DecodeLoad(1e-300, 1.0, 1, 2.0, 3.0, 9.0, 3, 0.0, 0.0, 0.99, 27.0)
+    assert 0.0 < tiny.kv_tokens_q(1.0) < 3.0
 
 
 def test_fixed_point_is_a_step_at_its_own_residency() -> None:
