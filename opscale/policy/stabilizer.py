@@ -9,10 +9,11 @@ Effects, in order, for each pool — or for each coupled group, through its lead
    (a new deployment before its first load signal) is raised to it.
 3. **bounds**: clamp to [min_replicas, max_replicas].
 4. **stabilization windows** (Kubernetes HPA semantics): the clamped recommendation joins the history;
-   a scale-up goes no higher than the *min* recommendation of the last ``scale_up_window_s``, a
-   scale-down no lower than the *max* recommendation of the last ``scale_down_window_s``. A *retired*
-   pool (a form its stage left, ``StabilizerInput.retired``) skips 4–6: the form's own dwell and
-   make-before-break already held it, and a window more pays for both forms at once.
+   a scale-up goes no higher than the *min* recommendation of the last ``scale_up_window_s``, a scale-down
+   no lower than the *max* of the last ``scale_down_window_s``, where a pool seen first (no state: a new
+   control plane, lost state) counts its current replicas, as HPA's ``recordInitialRecommendation`` does.
+   A *retired* pool (a form its stage left, ``StabilizerInput.retired``) skips 4–6: the form's own dwell
+   and make-before-break already held it, and a window more pays for both forms at once.
 5. **cooldowns**: no scale-up within ``scale_up_cooldown_s`` of the last scale-up; no scale-down within
    ``scale_down_cooldown_s`` of the last scale action of either direction (shrinking right after growing
    is the flap cooldowns exist to stop; growing stays quick).
@@ -217,9 +218,8 @@ def _windows(run: _Run, grp: _Group, rec: int) -> tuple[int, bool]:
     """4. Stabilization windows (the history includes this tick). Returns (want, whether that holds the
     group at current)."""
     cfg, now, leader, cur_l = run.inp.config, run.inp.now_s, grp.leader, grp.cur_l
-    run.max_w[leader] = push_window(
-        run.max_w.get(leader, ()), now, rec, cfg.scale_down_window_s, keep_max=True
-    )
+    seed = run.max_w.get(leader, ((now, cur_l),))  # first sight: what runs counts (module docstring, 4)
+    run.max_w[leader] = push_window(seed, now, rec, cfg.scale_down_window_s, keep_max=True)
     run.min_w[leader] = push_window(
         run.min_w.get(leader, ()), now, rec, cfg.scale_up_window_s, keep_max=False
     )

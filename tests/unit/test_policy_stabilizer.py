@@ -112,6 +112,14 @@ def test_scale_down_window_uses_max_of_recent_recommendations() -> None:
     assert run(script, 10, cfg) == [10, 10, 10, 8, 8, 5]
 
 
+def test_a_fresh_stabilizer_counts_what_runs_before_scaling_in() -> None:
+    # No state (a control plane just started, or its state was lost): the 10 replicas running count as
+    # a recommendation at t=0 (HPA's recordInitialRecommendation), so raw 6 waits for the window.
+    cfg = StabilizerConfig(scale_down_window_s=60.0)
+    assert run([(0.0, 6), (30.0, 6), (61.0, 6)], 10, cfg) == [10, 10, 6]
+    assert run([(0.0, 12)], 10, cfg) == [12]  # scale-up is not held
+
+
 def test_a_retired_pool_skips_windows_cooldowns_and_steps_but_not_bounds_or_fail_static() -> None:
     """A form its stage left goes to its recommendation at once; min_replicas and fail-static hold."""
     cfg = StabilizerConfig(scale_down_window_s=300.0, scale_down_cooldown_s=60.0, max_step_abs=1)
@@ -153,16 +161,20 @@ def test_monotonic_queues_equal_full_history(
     recs: list[tuple[float, int]], up_w: float, down_w: float, cur: int
 ) -> None:
     # The state keeps monotonic queues instead of every tick; the answers must equal the brute force
-    # over the full history: scale-up to min over (t−up_w, t], scale-down to max over (t−down_w, t].
+    # over the full history: scale-up to min over (t−up_w, t], scale-down to max over (t−down_w, t] of
+    # the recommendations and (with a window) the count found at the first tick.
     cfg = StabilizerConfig(scale_up_window_s=up_w, scale_down_window_s=down_w)
-    state, t, history = StabilizerState(), 0.0, []
+    state, t, history, seen = StabilizerState(), 0.0, [], []
     for dt, raw in recs:
         t += dt
         history.append((t, raw))
+        seen = seen or [(t, cur)]
         res = tick({DEC: raw}, {DEC: cur}, now_s=t, config=cfg, state=state)
         state = res.state
         up = min(v for ts, v in history if ts > t - up_w or ts == t)
-        down = max(v for ts, v in history if ts > t - down_w or ts == t)
+        down = max(
+            [v for ts, v in history if ts > t - down_w or ts == t] + [v for ts, v in seen if ts > t - down_w]
+        )
         assert res.replicas[DEC] == min(max(cur, up), down)
     assert StabilizerState.from_json(json.loads(json.dumps(state.to_json()))) == state
 

@@ -52,7 +52,8 @@ def test_hpa_formula() -> None:
 
 def test_tolerance_holds() -> None:
     # 0.65 / 0.6 = 1.083: |1.083 − 1| ≤ 0.1, no change; 0.54 / 0.6 = 0.9: exactly at the edge, no change.
-    pol = UtilizationPolicy.from_params({"target": 0.6})
+    # No scale-down window: a fresh one would hold the 4 running replicas (the stabilizer's first sight).
+    pol = UtilizationPolicy.from_params({"target": 0.6, "scale_down_window_s": 0.0})
     for util in (0.65, 0.54):
         out = pol.decide(inp(util, {S: 4}))
         assert out.desired[S].replicas == 4
