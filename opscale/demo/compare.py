@@ -5,6 +5,10 @@ also run through ``opscale.sim.experiment.run_one`` — the function behind ever
 ``opscale evaluate`` — on the same window of the same trace at the same speed-up (``scenario``), in
 child processes while the live replay goes on. The live view shows both runs' GPUs second by second;
 the report shows their metrics and one sentence that says where the difference comes from.
+
+Two policies rarely attain the same share of requests, and GPU-hours at different attainment do not
+compare. So the model policy also runs at evaluate's headroom sweep (``SWEEP``: its cost curve, each
+run ~1 s) and both are read at equal attainment with evaluate's ``opscale.sim.attainment.compare``.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from opscale.sim.attainment import Comparison, Point, compare
+from opscale.sim.evaluate import SWEEP
 from opscale.sim.experiment import RunMetrics, Scenario, run_one
 
-POLICIES = ("operator", "model")
+# (policy, headroom) of every simulated run: the operator policy at its defaults, the model policy at
+# evaluate's sweep (its default first).
+JOBS: tuple[tuple[str, float], ...] = (("operator", 0.0), *(("model", h) for h in sorted(SWEEP)))
 
 
 def scenario(trace: str, model: str, speedup: float, start_s: float, duration_s: float) -> Scenario:
@@ -31,8 +39,8 @@ class PolicyRun:
     mean_replicas: dict[str, float]  # per pool that ever ran a replica
 
 
-def run_policy(sc: Scenario, policy: str) -> PolicyRun:
-    m, res = run_one(sc, policy)
+def run_policy(sc: Scenario, policy: str, headroom: float = 0.0) -> PolicyRun:
+    m, res = run_one(sc, policy, headroom=headroom)
     return PolicyRun(
         metrics=m,
         gpus=tuple(int(g) for g in res.gpus),
@@ -43,7 +51,21 @@ def run_policy(sc: Scenario, policy: str) -> PolicyRun:
 @dataclass(frozen=True, slots=True)
 class SideBySide:
     operator: PolicyRun
-    model: PolicyRun
+    model: PolicyRun  # at its defaults
+    model_sweep: tuple[PolicyRun, ...] = ()  # at the sweep's other headrooms
+
+    def equal(self) -> Comparison | None:
+        """Operator vs model read at equal attainment (None without the model's sweep)."""
+        if not self.model_sweep:
+            return None
+        points = {
+            name: [Point(r.metrics.headroom, r.metrics.slo_attainment, r.metrics.gpu_hours) for r in runs]
+            for name, runs in (
+                ("operator-level", (self.operator,)),
+                ("model-level", (self.model, *self.model_sweep)),
+            )
+        }
+        return compare(points, "operator-level", "model-level")
 
     def gpus_at(self, t_s: float) -> tuple[int | None, int | None]:
         """(operator, model) GPUs at second ``t_s`` of the replay."""
@@ -63,9 +85,21 @@ class SideBySide:
             f"{name} ran {', '.join(f'{k} {v:.1f}' for k, v in run.mean_replicas.items())}"
             for name, run in (("operator-level", self.operator), ("model-level", self.model))
         )
-        return (
+        text = (
             f"On the same load operator-level used {abs(100 * d):.0f}% {verb} GPU-hours than model-level "
             f"({op.mean_gpus:.1f} vs {ml.mean_gpus:.1f} GPUs on average, "
             f"{100 * op.slo_attainment:.1f}% vs {100 * ml.slo_attainment:.1f}% of requests within the SLO) "
             f"because of how each sized its pools (mean replicas: {pools})."
         )
+        if all(k.endswith("/model") for k in self.operator.mean_replicas):
+            text += (
+                " Operator-level ran whole-model replicas in both stages (its hybrid found them no larger "
+                "than the operator pools), so the difference is how the two sized them, not granularity."
+            )
+        eq = self.equal()
+        if eq is not None:
+            text += (
+                f" With model-level's headroom swept ({', '.join(f'{h:g}' for h in sorted(SWEEP))}), "
+                + eq.sentence("operator-level", "model-level")
+            )
+        return text

@@ -35,6 +35,12 @@ def write_timeline(
                 "mean_replicas": run.mean_replicas,
             }
             for name, run in (("operator", both.operator), ("model", both.model))
+        }
+        | {
+            "model_sweep": [
+                {"headroom": r.metrics.headroom, "metrics": r.metrics.to_json(), "gpus": list(r.gpus)}
+                for r in both.model_sweep
+            ]
         },
     }
     path.write_text(json.dumps(doc, indent=1))
@@ -154,10 +160,11 @@ def comparison_lines(both: SideBySide | None) -> list[str]:
         "p99 TBT ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for run in (both.operator, both.model):
+    for run in (both.operator, both.model, *both.model_sweep):
         m = run.metrics
+        label = m.policy + (f" (headroom {m.headroom:g})" if m.headroom else "")
         out.append(
-            f"| {m.policy} | {m.gpu_hours:.3f} | {m.mean_gpus:.1f} | {m.peak_gpus} | "
+            f"| {label} | {m.gpu_hours:.3f} | {m.mean_gpus:.1f} | {m.peak_gpus} | "
             f"{m.energy_kwh_released:.3f} | {100 * m.slo_attainment:.1f}% | {m.ttft_p99_ms:,.0f} | "
             f"{m.tbt_p99_ms:.1f} |"
         )

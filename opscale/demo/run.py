@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 
 from opscale.config import Settings
-from opscale.demo.compare import POLICIES, SideBySide, run_policy, scenario
+from opscale.demo.compare import JOBS, SideBySide, run_policy, scenario
 from opscale.demo.replay import Replay, ReplayState, Second
 from opscale.demo.report import plot, write_report, write_timeline
 from opscale.demo.stack import Stack, worker_pids
@@ -78,8 +78,8 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
     # Both policies on the same window through evaluate's run_one, in child processes (CPU-bound: a
     # thread would slow the 1 Hz replay); the live view shows them once they are done.
     sc = scenario(opts.trace, opts.model, opts.speedup, opts.start_s, opts.duration_s)
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=len(POLICIES))
-    futures = {p: pool.submit(run_policy, sc, p) for p in POLICIES}
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=2)
+    futures = {job: pool.submit(run_policy, sc, *job) for job in JOBS}
 
     def side_by_side() -> SideBySide | None:
         if not all(f.done() for f in futures.values()):
@@ -91,7 +91,8 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
             if note not in state.notes:
                 state.notes.append(note)
             return None
-        return SideBySide(operator=runs["operator"], model=runs["model"])
+        sweep = tuple(r for (p, h), r in runs.items() if p == "model" and h)
+        return SideBySide(operator=runs["operator", 0.0], model=runs["model", 0.0], model_sweep=sweep)
 
     def say(message: str) -> None:
         # After SIGHUP (the terminal closed) writes fail; the teardown must go on regardless.

@@ -1,9 +1,9 @@
 """`opscale demo` as a user runs it: a subprocess, 20 s of replay without the live view.
 
-Checks the exit status, the report and its four plots, the simulated operator-vs-model comparison, that
-the timeline saw decisions arrive over WatchDecisions and nonzero load, and that no worker process the
-demo's agent started is left behind (the demo kills leftovers itself and exits non-zero when it had to;
-this checks /proc independently).
+Checks the exit status, the report and its four plots, the simulated operator-vs-model comparison (also
+at equal attainment), that the timeline saw decisions arrive over WatchDecisions and nonzero load, and
+that no worker process the demo's agent started is left behind (the demo kills leftovers itself and
+exits non-zero when it had to; this checks /proc independently).
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def test_demo_runs_to_the_end_and_writes_the_report(tmp_path: Path) -> None:
     assert sim is not None, timeline["notes"]
     assert {sim[p]["metrics"]["policy"] for p in ("operator", "model")} == {"operator", "model"}
     assert all(len(sim[p]["gpus"]) >= 20 for p in ("operator", "model"))
+    assert sorted(r["headroom"] for r in sim["model_sweep"]) == [0.25, 0.5, 1.0]  # evaluate's sweep
     report = (out / "report.md").read_text()
     assert "## Operator vs model on the same load" in report and "On the same load operator-level" in report
+    assert "at equal attainment" in report
     assert timeline["meta"]["leftover_workers"] == 0
     assert not worker_pids({timeline["meta"]["node"]})

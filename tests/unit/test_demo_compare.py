@@ -22,7 +22,9 @@ def test_scenario_is_the_window_the_demo_replays() -> None:
 
 def test_both_policies_side_by_side() -> None:
     sc = scenario("azure-conv", "llama3-8b", 20.0, 30.0, 15.0)
-    both = SideBySide(operator=run_policy(sc, "operator"), model=run_policy(sc, "model"))
+    alone = SideBySide(operator=run_policy(sc, "operator"), model=run_policy(sc, "model"))
+    assert alone.equal() is None and "equal attainment" not in alone.sentence()
+    both = SideBySide(alone.operator, alone.model, model_sweep=(run_policy(sc, "model", 0.5),))
     op, ml = both.operator.metrics, both.model.metrics
     assert (op.policy, ml.policy) == ("operator", "model")
     assert len(both.operator.gpus) >= 15 and both.gpus_at(1.0)[1] == both.model.gpus[0]
@@ -30,9 +32,17 @@ def test_both_policies_side_by_side() -> None:
     text = both.sentence()
     assert f"{op.mean_gpus:.1f} vs {ml.mean_gpus:.1f} GPUs" in text
     assert "decode/model" in text  # where model-level's GPUs went
+    whole = all(k.endswith("/model") for k in both.operator.mean_replicas)
+    assert ("not granularity" in text) == whole  # llama3-8b: one GPU whole, the hybrid keeps it
     assert ("fewer" in text) == (op.gpu_hours < ml.gpu_hours)
+    eq = both.equal()  # read on the model's cost curve (two headrooms) at the attainment both reach
+    assert eq is not None and f"at equal attainment ({100 * eq.level:.1f}%)" in text
+    assert eq.level == min(
+        0.99, op.slo_attainment, max(r.metrics.slo_attainment for r in (*both.model_sweep, both.model))
+    )
     lines = comparison_lines(both)
     assert any(line.startswith("| operator |") for line in lines) and text in lines
+    assert any(line.startswith("| model (headroom 0.5) |") for line in lines)
     assert "operator" in simulated_line(both, 5.0).plain
     assert "running" in simulated_line(None, 5.0).plain
     assert "did not finish" in " ".join(comparison_lines(None))
