@@ -33,18 +33,16 @@ that hold its weights (so it does not move with the replicas' shapes), from the 
 
 **Lengths** are pooled over the recent past, fast up and slow down. Each tick mixes the window's prompt
 and output length distributions into those kept in the state, with exponential memory
-``LENGTH_MEMORY_S`` (weight 1 − e^(−Δt/τ) for the new window), and plans with the pool — or, when the
-window's mean length is above the pool's by more than ``SIGNIFICANT`` standard errors (σ_pool/√n, n
-requests in the window), with their upper envelope: at every quantile the longer (``LengthDist.upper``).
-The rate is the window's own. Why:
+``LENGTH_MEMORY_S`` (weight 1 − e^(−Δt/τ) for the new window), and plans with the upper envelope of the
+pool and the window: at every quantile the longer of the two lengths (``LengthDist.upper``). The rate
+is the window's own. Why both:
 
 * the tail that decides a TTFT percentile cannot be read from one window: a 30 s window of a long-prompt
-  trace holds ~150 prompts, its p99 is its second-longest, and whether a 16k+ prompt fell in it flipped
-  prefill between 8- and 4-GPU replicas from tick to tick. The pool keeps the tail of the last minutes;
+  trace holds ~150 prompts, so its p99 is its second-longest prompt, and whether a 16k+ prompt fell in
+  it flipped prefill between 8- and 4-GPU replicas from one tick to the next (each flip starts a new set
+  of replicas). The pool keeps a tail seen in the last minutes;
 * a pool alone lags a drift: Azure conv's outputs grow from ~120 to ~290 tokens in its first minutes,
-  and the pool sized decode KV short (p99 time to second token 20 s). A drift counts at once;
-* the envelope on every tick took each window's noise above the pool for a drift (long prompts, model
-  policy: 9.54 GPU-h and 34 actions; with the test 8.96 and 11).
+  and the pooled lengths sized decode KV short (p99 time to second token 20 s). Longer ones count at once.
 
 **Correction** (as NVIDIA Dynamo's planner corrects its interpolated latency with the observed one). Per
 stage, the ratio of the observed p99 (TTFT for prefill, TBT for decode) to the p99 the planner predicted
@@ -64,7 +62,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from opscale.errors import InvalidArgument
 from opscale.model import PerfModel
@@ -153,7 +151,8 @@ def forecast(history: Sequence[tuple[float, float]], horizon_s: float, window_s:
     level = max(now_r, mr + fit * (0.0 - mt))  # the trend's value now, less noisy than the last window
     burst = _rise_sigma(ts, rs, fit, horizon_s, window_s, level)
     if burst is None:
-        burst = math.sqrt(max(0.0, sigma * sigma - (level / window_s if window_s > 0.0 else 0.0)))
+        poisson = level / window_s if window_s > 0.0 else 0.0
+        burst = math.sqrt(max(0.0, sigma * sigma - poisson))
     trend = max(0.0, fit)
     return Forecast(max(now_r, level + trend * horizon_s + Z * burst), trend, burst, horizon_s)
 
@@ -185,8 +184,8 @@ def _rise_sigma(
 def pooled_lengths(
     data: Mapping[str, JSONValue], load: LoadWindow, now_s: float, memory_s: float = LENGTH_MEMORY_S
 ) -> tuple[LoadWindow, dict[str, JSONValue]]:
-    """The window with the pooled length distributions (module docstring: fast up, slow down), and the
-    pool to keep. A window without requests leaves the pool as it was."""
+    """The window with the upper envelope of its length distributions and the pooled ones of the state
+    (module docstring), and the pool to keep. A window without requests leaves the pool as it was."""
     kept = data.get("lengths")
     old: tuple[float, LengthDist, LengthDist] | None = None
     if isinstance(kept, dict):
@@ -206,9 +205,8 @@ def pooled_lengths(
         a = 1.0 - math.exp(-(now_s - old[0]) / memory_s) if memory_s > 0.0 else 1.0
         t, p_in, p_out = now_s, _mix(old[1], load.inputs(), a), _mix(old[2], load.outputs(), a)
     keep: dict[str, JSONValue] = {"t": t, "in": _points(p_in), "out": _points(p_out)}
-    n = load.arrival_rate_rps * load.window_s
-    if n > 0.0:
-        p_in, p_out = _drift(p_in, load.inputs(), n), _drift(p_out, load.outputs(), n)
+    if load.arrival_rate_rps > 0.0:
+        p_in, p_out = p_in.upper(load.inputs()), p_out.upper(load.outputs())
     pooled = replace(
         load,
         input_tokens_dist=p_in,
@@ -217,12 +215,6 @@ def pooled_lengths(
         output_tokens_mean=p_out.mean,
     )
     return pooled, keep
-
-
-def _drift(pool: LengthDist, window: LengthDist, n: float) -> LengthDist:
-    """The pool, or its envelope with a window of ``n`` requests whose mean is significantly longer."""
-    sd = math.sqrt(max(0.0, pool.moment(2) - pool.mean**2))
-    return pool.upper(window) if window.mean - pool.mean > SIGNIFICANT * sd / math.sqrt(n) else pool
 
 
 def _points(d: LengthDist) -> list[JSONValue]:
@@ -287,7 +279,12 @@ class Correction:
         )
 
     def to_json(self) -> dict[str, JSONValue]:
-        return dict(asdict(self))
+        return {
+            "prefill": self.prefill,
+            "decode": self.decode,
+            "prefill_operator": self.prefill_operator,
+            "decode_operator": self.decode_operator,
+        }
 
     @classmethod
     def from_json(cls, raw: JSONValue) -> Correction:
@@ -313,7 +310,8 @@ def _step(c: float, observed: float | None, predicted: JSONValue) -> float:
     pred = _num(predicted)
     if observed is None or pred is None or pred <= 0.0:
         return c
-    return min(C_MAX, max(C_MIN, (1.0 - ALPHA) * c + ALPHA * observed / pred))
+    ratio = observed / pred
+    return min(C_MAX, max(C_MIN, (1.0 - ALPHA) * c + ALPHA * ratio))
 
 
 def corrected(data: Mapping[str, JSONValue], load: LoadWindow, now_s: float, settle_s: float) -> Correction:
@@ -379,7 +377,10 @@ def prediction_record(
 
 def correction_sentence(c: Correction, slo: SLO, forms: Mapping[str, str] = WHOLE) -> str | None:
     """What the correction of the forms in force does to the SLO planned for (None: nothing to say)."""
-    pre, dec = (c.factor(st, forms.get(st, "model")) for st in ("prefill", "decode"))
+    pre, dec = (
+        c.factor("prefill", forms.get("prefill", "model")),
+        c.factor("decode", forms.get("decode", "model")),
+    )
     others = [
         f"{stage} {form_name(form)} ×{c.factor(stage, form):.2f}"
         for stage in ("prefill", "decode")

@@ -274,22 +274,6 @@ def test_lengths_that_grow_count_at_once_and_the_pool_only_holds_them_up() -> No
     assert load.outputs().mean > short.mean and load.outputs().max == pytest.approx(400.0)
 
 
-def test_a_window_counts_over_the_pool_only_when_its_lengths_drifted_beyond_noise() -> None:
-    """150 prompts of a 2%-long-tail mix hold 3% long ones often enough: within two standard errors of
-    the pool's mean that is the tail's noise, and the plan keeps the pool; twice the share is a drift."""
-
-    def window(long_share: float) -> LoadWindow:
-        d = LengthDist.from_weighted([1000.0, 60_000.0], [1.0 - long_share, long_share])
-        return LoadWindow(window_s=30.0, arrival_rate_rps=5.0, input_tokens_mean=d.mean, input_tokens_dist=d)
-
-    _, kept = pooled_lengths({}, window(0.02), 0.0, 300.0)
-    noise, kept = pooled_lengths({"lengths": kept}, window(0.03), 30.0, 300.0)
-    assert noise.inputs() == LengthDist.from_json(kept["in"])  # the pool, ~2.1% long
-    assert noise.inputs().share_above(10_000.0) < 0.022
-    drift, _ = pooled_lengths({"lengths": kept}, window(0.06), 60.0, 300.0)
-    assert drift.inputs().share_above(10_000.0) == pytest.approx(0.06)  # the window's own tail, at once
-
-
 def test_both_planners_plan_with_the_pooled_lengths() -> None:
     slo = SLO(2000.0, 100.0)
     long = LengthDist.from_weighted([1000.0, 60_000.0], [0.97, 0.03])
