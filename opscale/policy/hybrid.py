@@ -205,7 +205,9 @@ def hold_old_form(
 ) -> dict[str, tuple[float, str]]:
     """Make before break: for ``HOLD_MARGIN_S`` past the start-up of the new form's largest replica after
     a stage switched form, its old form's pools keep the replicas in force, so requests have somewhere to
-    go while the new replicas load. Updates ``plan`` in place; returns the switches still held."""
+    go while the new replicas load. Past that, the pools of a form a stage does not run are retired
+    (``plan.retired``: the stabilizer releases them without its scale-in window). Updates ``plan`` in
+    place; returns the switches still held."""
     held: dict[str, tuple[float, str]] = {}
     for st, form in plan.forms.items():
         prev = before.get(st)
@@ -227,4 +229,10 @@ def hold_old_form(
                 f"{st}: keeps {', '.join(kept)} of the {form_name(entry[1])} form until the new form's "
                 f"replicas have started (make before break)."
             )
+    plan.retired.update(
+        u.pool
+        for st, form in plan.forms.items()
+        if st not in held
+        for u in form_units(perf, st, "model" if form == "operator" else "operator")
+    )
     return held

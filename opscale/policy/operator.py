@@ -274,14 +274,6 @@ class OperatorPolicy(PlannerPolicy):
         before = _forms_of(data) or forms_in_force(inp.current)
         plan = self._plan(load, slo, inp.limits, before, _since_of(data), inp.now_s, correction, inp.current)
         switched = hold_old_form(self.perf, plan, before, _switched_of(data), inp.current, inp.now_s)
-        plan.retired.update(
-            u.pool
-            for st, form in plan.forms.items()
-            if st not in switched
-            for other in FORMS
-            if other != form
-            for u in form_units(self.perf, st, other)
-        )
         own: dict[str, JSONValue] = {
             "forms": dict(plan.forms),
             "better_since": dict(plan.better_since),

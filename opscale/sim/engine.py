@@ -331,13 +331,14 @@ class DataPlane:
         for pool in self.pools.values():
             if not any(r.draining for r in pool.replicas):
                 continue
+            last = all(r.draining for r in pool.replicas)  # nothing left in the pool to take over
             if pool.key.stage == "prefill":
                 # A drained replica stops after its pass, unless it is the last of its pool while prompts
                 # still queue on its path (a stage leaving a form): it serves them first, as an engine
                 # finishes its waiting requests on a graceful shutdown.
-                path = next(p for p in self.prefill_paths if pool in p.pools)
-                last = not any(not r.draining for r in pool.replicas)
-                queued = last and any(p.queue for p in path.pools)
+                queued = last and any(
+                    q.queue for path in self.prefill_paths if pool in path.pools for q in path.pools
+                )
                 pool.replicas = [
                     r
                     for r in pool.replicas
@@ -348,7 +349,6 @@ class DataPlane:
                 # still runs sequences (a stage moving to the other form): those need every pool of the
                 # path to finish, so the draining replicas serve until the path is empty.
                 k = next(i for i, p in enumerate(self.decode_paths) if pool in p.pools)
-                last = not any(not r.draining for r in pool.replicas)
                 if not (last and self.decode_state.resident_on(k)):
                     pool.replicas = [r for r in pool.replicas if not r.draining]
                 else:
