@@ -59,7 +59,10 @@ class SideBySide:
         if not self.model_sweep:
             return None
         points = {
-            name: [Point(r.metrics.headroom, r.metrics.slo_attainment, r.metrics.gpu_hours) for r in runs]
+            name: [
+                Point(m.headroom, m.slo_attainment, m.gpu_hours, m.energy_kwh_released)
+                for m in (r.metrics for r in runs)
+            ]
             for name, runs in (
                 ("operator-level", (self.operator,)),
                 ("model-level", (self.model, *self.model_sweep)),

@@ -302,7 +302,8 @@ def sweep_points(ms: Sequence[dict[str, Any]]) -> dict[str, list[Point]]:
     """Per policy, its (headroom, attainment, GPU-hours) points on one scenario."""
     out: dict[str, list[Point]] = {}
     for m in ms:
-        out.setdefault(m["policy"], []).append(Point(m["headroom"], m["slo_attainment"], m["gpu_hours"]))
+        point = Point(m["headroom"], m["slo_attainment"], m["gpu_hours"], m["energy_kwh_released"])
+        out.setdefault(m["policy"], []).append(point)
     return out
 
 
@@ -324,8 +325,8 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     out = [
         "| scenario | model GPU-h | operator GPU-h | operator/model | attainment model → operator | "
         "equal attainment | model GPU-h | operator GPU-h | operator/model | oracle GPU-h | "
-        "operator ×oracle |",
-        "|---|" + "---:|" * 10,
+        "operator ×oracle | kWh model → operator (default) | kWh model → operator (equal attainment) |",
+        "|---|" + "---:|" * 12,
     ]
     for scen, ms in _by_scenario(rows).items():
         default = {m["policy"]: m for m in ms if is_default(m)}
@@ -345,9 +346,16 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"| {scen}{tag} | {ref['gpu_hours']:.2f} | {op['gpu_hours']:.2f} | "
             f"{op['gpu_hours'] / ref['gpu_hours']:.2f} | "
             f"{100 * ref['slo_attainment']:.1f}% → {100 * op['slo_attainment']:.1f}% | {eq_cells} | "
-            f"{_fmt(lb, 2)} | {_fmt(op['ratio_to_lower_bound'], 2)} |"
+            f"{_fmt(lb, 2)} | {_fmt(op['ratio_to_lower_bound'], 2)} | "
+            f"{ref['energy_kwh_released']:.2f} → {op['energy_kwh_released']:.2f} | {_kwh_cell(eq)} |"
         )
     return out
+
+
+def _kwh_cell(eq: Comparison | None) -> str:
+    if eq is None or eq.kwh is None:
+        return "–"
+    return f"{eq.kwh['model']:.2f} → {eq.kwh['operator']:.2f}"
 
 
 def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:

@@ -47,6 +47,21 @@ def test_compare_reads_both_at_the_highest_common_attainment() -> None:
     both = {"operator": [Point(0.0, 1.0, 9.0)], "model": [Point(0.0, 1.0, 10.0)]}
     assert compare(both, "operator", "model").level == 0.99  # type: ignore[union-attr]
     assert compare({"operator": points["operator"]}, "operator", "model") is None
+    assert c.kwh is None  # no point carries energy
+
+
+def test_energy_is_read_on_its_own_curve_at_the_same_level() -> None:
+    # Model: headroom 0.5 attains 98% at 12 GPU-h and 6 kWh, headroom 1 also 98% at 14 GPU-h but 5 kWh
+    # (busy less): energy at 98% is the least a setting spends, 5 kWh, read on the kWh frontier.
+    points = {
+        "operator": [Point(0.0, 0.995, 9.0, 4.0)],
+        "model": [Point(0.0, 0.90, 8.0, 4.5), Point(0.5, 0.98, 12.0, 6.0), Point(1.0, 0.98, 14.0, 5.0)],
+    }
+    c = compare(points, "operator", "model")
+    assert c is not None and c.kwh == {"operator": 4.0, "model": 5.0}
+    assert "energy 4.00 vs 5.00 kWh, 20.0% less" in c.sentence("operator", "model")
+    partial = {**points, "model": [*points["model"], Point(2.0, 0.99, 20.0)]}  # one run without energy
+    assert compare(partial, "operator", "model").kwh is None  # type: ignore[union-attr]
 
 
 def test_long_prompt_scenario_keeps_arrivals_and_redraws_lengths() -> None:
