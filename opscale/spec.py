@@ -127,10 +127,6 @@ class Stabilization(_Spec):
 
     scale_up_window_s: float = Field(0.0, ge=0, le=3600, description="in [0, 3600]")
     scale_down_window_s: float = Field(60.0, ge=0, le=3600, description="in [0, 3600]")
-    # HPA's default sync period (kube-controller-manager --horizontal-pod-autoscaler-sync-period, 15 s).
-    scale_down_evidence_s: float = Field(
-        15.0, ge=0, le=3600, description="in [0, 3600]; scale-down window: each bucket of s by its median"
-    )
     scale_up_cooldown_s: float = Field(0.0, ge=0, le=3600, description="in [0, 3600]")
     scale_down_cooldown_s: float = Field(30.0, ge=0, le=3600, description="in [0, 3600]")
     max_staleness_s: float = Field(10.0, gt=0, le=3600, description="in (0, 3600]")

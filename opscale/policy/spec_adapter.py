@@ -45,7 +45,6 @@ def spec_limits(spec: DeploymentSpec) -> Limits:
         max_step_abs=min(steps) if steps else None,
         scale_up_window_s=st.scale_up_window_s,
         scale_down_window_s=st.scale_down_window_s,
-        scale_down_evidence_s=st.scale_down_evidence_s,
         scale_up_cooldown_s=st.scale_up_cooldown_s,
         scale_down_cooldown_s=st.scale_down_cooldown_s,
         max_staleness_s=st.max_staleness_s,

@@ -12,8 +12,6 @@ Effects, in order, for each pool — or for each coupled group, through its lead
    a scale-up goes no higher than the *min* recommendation of the last ``scale_up_window_s``, a scale-down
    no lower than the *max* of the last ``scale_down_window_s``, where a pool seen first (no state: a new
    control plane, lost state) counts its current replicas, as HPA's ``recordInitialRecommendation`` does.
-   With ``scale_down_evidence_s`` the scale-down window counts each bucket of ticks by its median
-   (``push_evidence``), so what it holds does not grow with the tick rate.
    A *retired* pool (a form its stage left, ``StabilizerInput.retired``) skips 4–6: the form's own dwell
    and make-before-break already held it, and a window more pays for both forms at once.
 5. **cooldowns**: no scale-up within ``scale_up_cooldown_s`` of the last scale-up; no scale-down within
@@ -46,11 +44,10 @@ from opscale.policy.stabilizer_config import (
     follower_count,
     groups_for,
     leader_bounds,
-    push_evidence,
     push_window,
     stale_signals,
 )
-from opscale.policy.stabilizer_words import STALE_IN, STALE_UP, counts_text, held_move, names_text, window_why
+from opscale.policy.stabilizer_words import STALE_IN, STALE_UP, counts_text, held_move, names_text
 
 __all__ = [
     "CoupledGroup",
@@ -100,7 +97,6 @@ class _Run:
     inp: StabilizerInput
     max_w: dict[PoolKey, History]
     min_w: dict[PoolKey, History]
-    bucket: dict[PoolKey, History]
     last_up: dict[PoolKey, float]
     last_down: dict[PoolKey, float]
     last_good: dict[PoolKey, int]
@@ -223,18 +219,26 @@ def _windows(run: _Run, grp: _Group, rec: int) -> tuple[int, bool]:
     group at current)."""
     cfg, now, leader, cur_l = run.inp.config, run.inp.now_s, grp.leader, grp.cur_l
     seed = run.max_w.get(leader, ((now, cur_l),))  # first sight: what runs counts (module docstring, 4)
-    run.max_w[leader], run.bucket[leader], down_rec = push_evidence(
-        seed, run.bucket.get(leader, ()), now, rec, cfg.scale_down_window_s, cfg.scale_down_evidence_s
-    )
+    run.max_w[leader] = push_window(seed, now, rec, cfg.scale_down_window_s, keep_max=True)
     run.min_w[leader] = push_window(
         run.min_w.get(leader, ()), now, rec, cfg.scale_up_window_s, keep_max=False
     )
-    up_rec = run.min_w[leader][0][1]
+    down_rec, up_rec = run.max_w[leader][0][1], run.min_w[leader][0][1]
     want = min(max(cur_l, up_rec), down_rec)
     if want == rec:
         return want, False
-    rule = Rule.SCALE_UP_WINDOW if rec > cur_l else Rule.SCALE_DOWN_WINDOW
-    why = window_why(cfg, rec > cur_l, up_rec, down_rec)
+    if rec > cur_l:
+        rule = Rule.SCALE_UP_WINDOW
+        why = (
+            f"scale-up stabilization: the lowest recommendation in the last {cfg.scale_up_window_s:g} s "
+            f"was {up_rec}"
+        )
+    else:
+        rule = Rule.SCALE_DOWN_WINDOW
+        why = (
+            f"scale-down stabilization: the highest recommendation in the last {cfg.scale_down_window_s:g} s "
+            f"was {down_rec}"
+        )
     held = want == cur_l
     run.note(grp, rule, rec, want, f"{grp.label}: {rec} → {want}, {why}{grp.coupled if held else ''}.")
     return want, held
@@ -339,7 +343,6 @@ def _retire(run: _Run, grp: _Group) -> dict[PoolKey, int]:
     cfg, now, leader, rec = run.inp.config, run.inp.now_s, grp.leader, _bound(run, grp)
     run.max_w[leader] = push_window((), now, rec, cfg.scale_down_window_s, keep_max=True)
     run.min_w[leader] = push_window((), now, rec, cfg.scale_up_window_s, keep_max=False)
-    run.bucket.pop(leader, None)
     if rec < grp.cur_l:
         run.reasons.append(f"{grp.label}: {grp.cur_l} → {rec} at once, a form its stage left (no window).")
     return _commit(run, grp, rec, False)
@@ -372,7 +375,6 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
         inp,
         dict(st.max_window),
         dict(st.min_window),
-        dict(st.down_bucket),
         dict(st.last_up_s),
         dict(st.last_down_s),
         dict(st.last_good),
@@ -391,7 +393,6 @@ def stabilize(inp: StabilizerInput) -> StabilizerResult:
     state = StabilizerState(
         max_window={k: v for k, v in run.max_w.items() if k in leaders},
         min_window={k: v for k, v in run.min_w.items() if k in leaders},
-        down_bucket={k: v for k, v in run.bucket.items() if k in leaders and v},
         last_up_s=run.last_up,
         last_down_s=run.last_down,
         last_good=run.last_good,

@@ -34,9 +34,6 @@ class StabilizerConfig:
 
     scale_up_window_s: float = 0.0
     scale_down_window_s: float = 0.0
-    # The scale-down window's evidence: each bucket of this many seconds counts by its median
-    # recommendation (``push_evidence``); 0 = every tick on its own, as Kubernetes HPA.
-    scale_down_evidence_s: float = 0.0
     scale_up_cooldown_s: float = 0.0
     scale_down_cooldown_s: float = 0.0
     max_step_abs: int | None = None
@@ -48,7 +45,6 @@ class StabilizerConfig:
         return StabilizerConfig(
             scale_up_window_s=_pick(limits.scale_up_window_s, self.scale_up_window_s),
             scale_down_window_s=_pick(limits.scale_down_window_s, self.scale_down_window_s),
-            scale_down_evidence_s=_pick(limits.scale_down_evidence_s, self.scale_down_evidence_s),
             scale_up_cooldown_s=_pick(limits.scale_up_cooldown_s, self.scale_up_cooldown_s),
             scale_down_cooldown_s=_pick(limits.scale_down_cooldown_s, self.scale_down_cooldown_s),
             max_step_abs=_pick(limits.max_step_abs, self.max_step_abs),
@@ -184,39 +180,3 @@ def push_window(hist: History, now_s: float, value: int, window_s: float, keep_m
         kept.pop()
     kept.append((now_s, value))
     return tuple(kept)
-
-
-MIN_BUCKET_S = 1e-3  # a shorter evidence bucket is per tick (no decision loop ticks faster)
-
-
-def upper_median(hist: History) -> int:
-    """The median recommendation of a bucket's ticks (the larger of the middle two)."""
-    vals = sorted(v for _, v in hist)
-    return vals[len(vals) // 2]
-
-
-def push_evidence(
-    queue: History, bucket: History, now_s: float, value: int, window_s: float, evidence_s: float
-) -> tuple[History, History, int]:
-    """The scale-down window after a tick: ``(queue, open bucket, the highest recommendation)``.
-
-    With ``evidence_s`` 0 (or a window under ``MIN_BUCKET_S``) every tick is evidence on its own, as in
-    Kubernetes HPA. Else ticks fall in buckets of ``min(evidence_s, window_s)`` seconds aligned on its
-    multiples; a closed bucket joins the monotonic queue as its ``upper_median`` at its last tick's time,
-    and counts while that time is within the window; the open bucket counts by its median too, and this
-    tick's own value always counts. Why: a recommendation computed every second from a sliding load window
-    scans every alignment of that window, and the highest of 60 such is higher than the highest of 3 a
-    20 s loop sees on the same load, so a window's maximum would grow with the tick rate. A bucket's median
-    keeps a rise that lasts half the bucket and drops one that only a few alignments saw.
-    """
-    size = min(evidence_s, window_s)
-    if size < MIN_BUCKET_S:
-        for t, v in (*bucket, (now_s, value)):  # a bucket left open by an earlier setting: its ticks count
-            queue = push_window(queue, t, v, window_s, keep_max=True)
-        return queue, (), queue[0][1]
-    if bucket and math.floor(bucket[-1][0] / size) != math.floor(now_s / size):
-        queue = push_window(queue, bucket[-1][0], upper_median(bucket), window_s, keep_max=True)
-        bucket = ()
-    bucket = (*bucket, (now_s, value))
-    queue = tuple((t, v) for t, v in queue if now_s - window_s < t <= now_s)
-    return queue, bucket, max(value, upper_median(bucket), *(v for _, v in queue[:1]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from opscale.policy.stabilizer_config import MIN_BUCKET_S, StabilizerConfig
 from opscale.policy.types import PoolKey
 
 STALE_UP = " (no scale-out on stale data)"
@@ -27,13 +26,3 @@ def held_move(raw: int, held: int, up_note: str = "", in_note: str = "") -> str:
     if raw < held:
         return f" instead of scaling in to {raw} as the policy recommended{in_note}"
     return ", as the policy recommended"
-
-
-def window_why(cfg: StabilizerConfig, scale_up: bool, up_rec: int, down_rec: int) -> str:
-    """What a stabilization window held the recommendation to, and why."""
-    if scale_up:
-        w = cfg.scale_up_window_s
-        return f"scale-up stabilization: the lowest recommendation in the last {w:g} s was {up_rec}"
-    w, bucket = cfg.scale_down_window_s, min(cfg.scale_down_evidence_s, cfg.scale_down_window_s)
-    by = f" (each {bucket:g} s by its median)" if bucket >= MIN_BUCKET_S else ""
-    return f"scale-down stabilization: the highest recommendation in the last {w:g} s{by} was {down_rec}"

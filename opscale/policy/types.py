@@ -90,7 +90,6 @@ class Limits:
     max_step_frac: float | None = None
     scale_up_window_s: float | None = None
     scale_down_window_s: float | None = None
-    scale_down_evidence_s: float | None = None
     scale_up_cooldown_s: float | None = None
     scale_down_cooldown_s: float | None = None
     max_staleness_s: float | None = None  # older required signals trigger fail-static
@@ -102,7 +101,6 @@ class Limits:
             max_step_frac=self.max_step_frac,
             scale_up_window_s=self.scale_up_window_s,
             scale_down_window_s=self.scale_down_window_s,
-            scale_down_evidence_s=self.scale_down_evidence_s,
             scale_up_cooldown_s=self.scale_up_cooldown_s,
             scale_down_cooldown_s=self.scale_down_cooldown_s,
             max_staleness_s=self.max_staleness_s,
@@ -256,14 +254,11 @@ class StabilizerState:
     scale-down window only the *max* over the window matters, so an entry that a later, larger-or-equal
     recommendation dominates can never be the answer again and is dropped (likewise for the min). The
     answers equal those over the full history, at O(window distinct values) state instead of one entry per
-    tick. Entries are ``(t_s, replicas)``, oldest first, pruned by ``now_s``. With a scale-down evidence
-    bucket (``StabilizerConfig.scale_down_evidence_s``) ``max_window`` holds closed buckets' medians and
-    ``down_bucket`` the open bucket's ticks.
+    tick. Entries are ``(t_s, replicas)``, oldest first, pruned by ``now_s``.
     """
 
     max_window: Mapping[PoolKey, tuple[tuple[float, int], ...]] = field(default_factory=dict)
     min_window: Mapping[PoolKey, tuple[tuple[float, int], ...]] = field(default_factory=dict)
-    down_bucket: Mapping[PoolKey, tuple[tuple[float, int], ...]] = field(default_factory=dict)
     last_up_s: Mapping[PoolKey, float] = field(default_factory=dict)
     last_down_s: Mapping[PoolKey, float] = field(default_factory=dict)
     last_good: Mapping[PoolKey, int] = field(default_factory=dict)  # last decision made on fresh data
@@ -275,7 +270,6 @@ class StabilizerState:
         return {
             "max_window": hist(self.max_window),
             "min_window": hist(self.min_window),
-            "down_bucket": hist(self.down_bucket),
             "last_up_s": {str(k): v for k, v in sorted(self.last_up_s.items())},
             "last_down_s": {str(k): v for k, v in sorted(self.last_down_s.items())},
             "last_good": {str(k): v for k, v in sorted(self.last_good.items())},
@@ -295,7 +289,6 @@ class StabilizerState:
         return cls(
             max_window=hist(data.get("max_window", {})),
             min_window=hist(data.get("min_window", {})),
-            down_bucket=hist(data.get("down_bucket", {})),
             last_up_s=stamps(data.get("last_up_s", {})),
             last_down_s=stamps(data.get("last_down_s", {})),
             last_good={PoolKey.parse(k): json_int(v) for k, v in json_obj(data.get("last_good", {})).items()},

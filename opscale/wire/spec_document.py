@@ -72,7 +72,6 @@ def spec_document(msg: pb.DeploymentSpec) -> dict[str, Any]:
                 "scale_up_cooldown_s",
                 "scale_down_cooldown_s",
                 "max_staleness_s",
-                "scale_down_evidence_s",
             ),
         )
     data["interval_s"] = msg.interval_s

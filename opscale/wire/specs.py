@@ -63,7 +63,6 @@ def spec_to_pb(spec: DeploymentSpec) -> pb.DeploymentSpec:
             scale_up_cooldown_s=st.scale_up_cooldown_s,
             scale_down_cooldown_s=st.scale_down_cooldown_s,
             max_staleness_s=st.max_staleness_s,
-            scale_down_evidence_s=st.scale_down_evidence_s,
         ),
         interval_s=spec.interval_s,
         launch=[

@@ -54,7 +54,6 @@ def full_spec() -> pb.DeploymentSpec:
             scale_up_cooldown_s=5,
             scale_down_cooldown_s=60,
             max_staleness_s=8,
-            scale_down_evidence_s=10,
         ),
         interval_s=2,
         launch=[

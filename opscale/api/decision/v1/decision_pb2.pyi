@@ -68,20 +68,18 @@ class PoolLimits(_message.Message):
     def __init__(self, pool: _Optional[_Union[_common_pb2.PoolKey, _Mapping]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., max_step: _Optional[int] = ..., gpu_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Stabilization(_message.Message):
-    __slots__ = ("scale_up_window_s", "scale_down_window_s", "scale_up_cooldown_s", "scale_down_cooldown_s", "max_staleness_s", "scale_down_evidence_s")
+    __slots__ = ("scale_up_window_s", "scale_down_window_s", "scale_up_cooldown_s", "scale_down_cooldown_s", "max_staleness_s")
     SCALE_UP_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     SCALE_DOWN_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     SCALE_UP_COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
     SCALE_DOWN_COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
     MAX_STALENESS_S_FIELD_NUMBER: _ClassVar[int]
-    SCALE_DOWN_EVIDENCE_S_FIELD_NUMBER: _ClassVar[int]
     scale_up_window_s: float
     scale_down_window_s: float
     scale_up_cooldown_s: float
     scale_down_cooldown_s: float
     max_staleness_s: float
-    scale_down_evidence_s: float
-    def __init__(self, scale_up_window_s: _Optional[float] = ..., scale_down_window_s: _Optional[float] = ..., scale_up_cooldown_s: _Optional[float] = ..., scale_down_cooldown_s: _Optional[float] = ..., max_staleness_s: _Optional[float] = ..., scale_down_evidence_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, scale_up_window_s: _Optional[float] = ..., scale_down_window_s: _Optional[float] = ..., scale_up_cooldown_s: _Optional[float] = ..., scale_down_cooldown_s: _Optional[float] = ..., max_staleness_s: _Optional[float] = ...) -> None: ...
 
 class LaunchTemplateRef(_message.Message):
     __slots__ = ("pool", "template", "args")
