@@ -74,6 +74,7 @@ def cost_at(points: Sequence[Point], attainment: float, cost: Cost = _gpu_hours)
 
 
 def gpu_hours_at(points: Sequence[Point], attainment: float) -> float | None:
+    """``cost_at`` in GPU-hours."""
     return cost_at(points, attainment)
 
 

@@ -299,7 +299,7 @@ def _fmt(x: float | None, nd: int = 1) -> str:
 
 
 def sweep_points(ms: Sequence[dict[str, Any]]) -> dict[str, list[Point]]:
-    """Per policy, its (headroom, attainment, GPU-hours) points on one scenario."""
+    """Per policy, its (headroom, attainment, GPU-hours, kWh released) points on one scenario."""
     out: dict[str, list[Point]] = {}
     for m in ms:
         point = Point(m["headroom"], m["slo_attainment"], m["gpu_hours"], m["energy_kwh_released"])
