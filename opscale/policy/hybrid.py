@@ -233,6 +233,8 @@ def hold_old_form(
         u.pool
         for st, form in plan.forms.items()
         if st not in held
-        for u in form_units(perf, st, "model" if form == "operator" else "operator")
+        for other in FORMS
+        if other != form
+        for u in form_units(perf, st, other)
     )
     return held
