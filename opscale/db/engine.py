@@ -18,7 +18,10 @@ pysqlite's implicit, deferred, statement-dependent BEGIN: reads then belong to t
 the writes that follow (the app layer owns the transaction, so it must be a real one), SAVEPOINTs work,
 DDL is transactional, and a writer waits for the lock up front instead of failing later with
 SQLITE_BUSY when it upgrades a read snapshot. That serialises writers, which is the price of the
-embedded default; production runs on PostgreSQL.
+embedded default; production runs on PostgreSQL. Periodic readers that never write (the decision
+loop's scan, the ledger tail) use :func:`read_session_factory`: a deferred BEGIN, which in WAL mode
+neither takes nor waits for the write lock, so a reader the event loop is slow to resume cannot keep
+a writer waiting.
 
 Connection failures (refused, unknown host, bad credentials, unopenable file) and disconnects surface
 as :class:`opscale.errors.Unavailable` naming the host or file, never the password.
@@ -41,6 +44,8 @@ from opscale.db import sqlite_async
 from opscale.errors import InvalidArgument, Unavailable
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
+# Execution option of read_session_factory's engine: on SQLite its transactions BEGIN deferred.
+READ_ONLY = "opscale_read_only"
 
 _PG_SCHEMES = {"postgres", "postgresql"}
 
@@ -106,7 +111,8 @@ def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool, busy_timeout_s:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def redact_secret(text: str, secret: str, username: str | None) -> str:
@@ -209,3 +215,9 @@ def session_factory(engine: AsyncEngine | Engine) -> async_sessionmaker[AsyncSes
     if isinstance(engine, AsyncEngine):
         return async_sessionmaker(engine, expire_on_commit=False)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for code that only reads: on SQLite they never hold the write lock (module docstring).
+    A write through one fails fast with ``Unavailable`` when another writer holds the lock, so don't."""
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)

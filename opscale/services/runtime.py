@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from opscale.clock import Clock, SystemClock
 from opscale.config import Settings
 from opscale.counters import CounterStore, make_counter_store
-from opscale.db.engine import make_async_engine, session_factory
+from opscale.db.engine import make_async_engine, read_session_factory, session_factory
 from opscale.db.migrate import ensure_at_head, upgrade
 from opscale.grpcutil.server import Check
 from opscale.services.decision.lease import Lease as Lease
@@ -31,6 +31,7 @@ class Runtime:
     telemetry: Telemetry
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    read_sessions: async_sessionmaker[AsyncSession]  # for code that never writes (db.engine)
     counters: CounterStore
     clock: Clock = field(default_factory=SystemClock)
 
@@ -103,6 +104,7 @@ async def open_runtime(
         telemetry=telemetry,
         engine=engine,
         sessions=session_factory(engine),
+        read_sessions=read_session_factory(engine),
         counters=counters,
         clock=clock or SystemClock(),
     )

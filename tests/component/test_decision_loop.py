@@ -4,6 +4,9 @@ across a restart; the placement hand-off's outcome on the decision."""
 
 from __future__ import annotations
 
+import sqlite3
+from typing import Any
+
 import grpc
 import pytest
 
@@ -11,6 +14,7 @@ from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.db.repo import DeploymentRepo
 from opscale.grpcutil.server import start_service, stop_service
 from opscale.services.catalog import SERVICES
+from opscale.services.decision import loop as loop_module
 from opscale.services.decision.actuators import NodeAgentActuator
 from opscale.services.runtime import Runtime
 from tests.component.decision_kit import (
@@ -291,5 +295,39 @@ async def test_a_broken_deployment_is_skipped_and_the_rest_decided(runtime: Runt
             "opscale_decision_deployment_errors_total", {"stage": "spec"}
         )
         assert errors == 1  # said once, not every tick
+    finally:
+        await replica.stop()
+
+
+@pytest.mark.parametrize("runtime", ["embedded"], indirect=True)
+async def test_policies_are_built_after_the_read_lets_go_of_the_sqlite_lock(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop's scan must not hold SQLite's write lock while it builds policies (CPU work): with 48 new
+    # specs at once a CreateDeployment waited past the busy timeout (UNAVAILABLE on CI). Each build
+    # here checks that a writer could start right now.
+    path = runtime.settings.database_url.removeprefix("sqlite:///")
+    locked: list[str] = []
+    real = loop_module.setup_for
+
+    def building(spec: Any) -> Any:
+        probe = sqlite3.connect(path, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+        except sqlite3.OperationalError as exc:
+            locked.append(f"{spec.name}: {exc}")
+        finally:
+            probe.close()
+        return real(spec)
+
+    monkeypatch.setattr(loop_module, "setup_for", building)
+    replica = await start_replica(runtime, "r1")
+    try:
+        for name in ("a", "b", "c"):
+            await replica.stub.CreateDeployment(pb.CreateDeploymentRequest(spec=pd_spec(name)), timeout=5)
+        for name in ("a", "b", "c"):
+            await eventually(lambda n=name: decisions(replica.stub, n))  # type: ignore[misc]
+        assert locked == []
     finally:
         await replica.stop()

@@ -17,7 +17,7 @@ from opscale.api.decision.v1 import decision_pb2 as dpb
 from opscale.api.decision.v1 import decision_pb2_grpc
 from opscale.config import Settings
 from opscale.counters import InMemoryCounterStore
-from opscale.db.engine import make_async_engine, session_factory
+from opscale.db.engine import make_async_engine, read_session_factory, session_factory
 from opscale.db.migrate import upgrade
 from opscale.errors import Unavailable
 from opscale.grpcutil import server as grpc_server
@@ -113,7 +113,12 @@ async def test_a_dead_background_task_fails_readiness_and_liveness(telemetry: Te
 def _unreachable_pg_runtime(settings: Settings, telemetry: Telemetry) -> Runtime:
     engine = make_async_engine(f"postgresql://opscale@{UNREACHABLE}/opscale")
     return Runtime(
-        settings, telemetry, engine, session_factory(engine), InMemoryCounterStore(store_settings())
+        settings,
+        telemetry,
+        engine,
+        session_factory(engine),
+        read_session_factory(engine),
+        InMemoryCounterStore(store_settings()),
     )
 
 

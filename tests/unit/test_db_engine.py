@@ -12,7 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from opscale.db.coltypes import UtcDateTime
-from opscale.db.engine import make_async_engine, make_sync_engine, normalize_url, public_url
+from opscale.db.engine import (
+    make_async_engine,
+    make_sync_engine,
+    normalize_url,
+    public_url,
+    read_session_factory,
+    session_factory,
+)
 from opscale.errors import InvalidArgument, Unavailable
 
 
@@ -121,6 +128,30 @@ def test_sqlite_lock_timeout_is_unavailable(sqlite_url: str) -> None:
     finally:
         holder.dispose()
         waiter.dispose()
+
+
+async def test_sqlite_read_sessions_neither_hold_nor_wait_for_the_write_lock(sqlite_url: str) -> None:
+    # A read session's open transaction (one the event loop is slow to finish, say) lets a writer in,
+    # and a read starts while a writer holds the lock; a plain session's transaction is a writer.
+    writer = make_sync_engine(sqlite_url, sqlite_busy_timeout_s=0.05)
+    engine = make_async_engine(sqlite_url, sqlite_busy_timeout_s=0.05)
+    try:
+        with writer.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        async with read_session_factory(engine)() as reading:
+            assert (await reading.execute(sa.text("SELECT count(*) FROM t"))).scalar_one() == 0
+            with writer.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        with writer.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+            async with read_session_factory(engine)() as reading:
+                assert (await reading.execute(sa.text("SELECT count(*) FROM t"))).scalar_one() == 1
+            async with session_factory(engine)() as plain:
+                with pytest.raises(Unavailable, match="locked"):
+                    await plain.execute(sa.text("SELECT count(*) FROM t"))
+    finally:
+        writer.dispose()
+        await engine.dispose()
 
 
 async def _close_while_stopped(driver: Any, wait_s: float) -> bool:

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from opscale.actuation import Actuator, Outcome
 from opscale.clock import Clock
 from opscale.counters import CounterStore
-from opscale.db.records import DecisionRecord
+from opscale.db.records import DecisionRecord, DeploymentRecord
 from opscale.db.repo import DeploymentRepo
 from opscale.decisions.deployment import Deployment
 from opscale.decisions.record import DecisionView, decode, encode, view_of, with_placement
@@ -86,6 +86,7 @@ class DecisionLoop:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
+        read_sessions: async_sessionmaker[AsyncSession],
         counters: CounterStore,
         clock: Clock,
         lease: Lease,
@@ -97,6 +98,7 @@ class DecisionLoop:
         pace: Pace | None = None,
     ) -> None:
         self._sessions = sessions
+        self._read_sessions = read_sessions  # the scan each wake: never holds SQLite's write lock
         self._counters = counters
         self._clock = clock
         self._lease = lease
@@ -139,7 +141,7 @@ class DecisionLoop:
         with self._tracer.start_as_current_span(
             "decision.tick", attributes={"replica": self._options.replica_id, PERIODIC: True}
         ):
-            async with self._sessions() as session:
+            async with self._read_sessions() as session:
                 heads = await DecisionLedger(session).heads()
             self.held = await self._lease.sync([h.name for h in heads])
             self._metrics.leases_held.labels(self._options.replica_id).set(len(self.held))
@@ -158,40 +160,53 @@ class DecisionLoop:
         return views
 
     async def _due(self, heads: list[DeploymentHead]) -> list[_Due]:
+        # Read first, then build policies (CPU work) after the session closes.
         now = self._clock.now()
-        out: list[_Due] = []
-        async with self._sessions() as session:
-            for head in heads:
-                if self._broken.get(head.name) == head.version:
-                    continue  # this spec version cannot be built; said so once, wait for a new version
-                try:
-                    setup = await self._setup(session, head)
-                except Exception:
-                    self._metrics.deployment_errors.labels("spec").inc()
-                    self._broken[head.name] = head.version
-                    log.exception(
-                        "deployment %s: cannot build the policy of spec version %d; skipped until the "
-                        "spec changes",
-                        head.name,
-                        head.version,
-                        extra={"deployment": head.name},
-                    )
-                    continue
-                slot = math.floor(now / setup.interval_s) * setup.interval_s
-                if head.name not in self._last:
+        live = [h for h in heads if self._broken.get(h.name) != h.version]
+        records: dict[str, DeploymentRecord | Exception] = {}
+        unread = [h for h in live if h.name not in self._last]
+        if unread or any(self._setups.get(h.name, h.version) is None for h in live):
+            async with self._read_sessions() as session:
+                for head in live:
+                    if self._setups.get(head.name, head.version) is None:
+                        try:
+                            records[head.name] = await DeploymentRepo(session).get(head.name, head.version)
+                        except OUTAGE_ERRORS:
+                            raise
+                        except Exception as exc:  # counted and logged below, with the spec errors
+                            records[head.name] = exc
+                for head in unread:
                     latest = await DecisionLedger(session).latest(head.name)
                     self._last[head.name] = decode(latest) if latest is not None else None
-                last = self._last[head.name]
-                if last is not None and last.tick_at.timestamp() >= slot - 1e-6:
-                    continue
-                out.append(_Due(head, setup, slot, last))
+        out: list[_Due] = []
+        for head in live:
+            try:
+                setup = self._setup(head, records.get(head.name))
+            except Exception:
+                self._metrics.deployment_errors.labels("spec").inc()
+                self._broken[head.name] = head.version
+                log.exception(
+                    "deployment %s: cannot build the policy of spec version %d; skipped until the "
+                    "spec changes",
+                    head.name,
+                    head.version,
+                    extra={"deployment": head.name},
+                )
+                continue
+            slot = math.floor(now / setup.interval_s) * setup.interval_s
+            last = self._last[head.name]
+            if last is not None and last.tick_at.timestamp() >= slot - 1e-6:
+                continue
+            out.append(_Due(head, setup, slot, last))
         return out
 
-    async def _setup(self, session: AsyncSession, head: DeploymentHead) -> Setup:
+    def _setup(self, head: DeploymentHead, record: DeploymentRecord | Exception | None) -> Setup:
         hit = self._setups.get(head.name, head.version)
         if hit is not None:
             return hit[1]
-        record = await DeploymentRepo(session).get(head.name, head.version)
+        if isinstance(record, Exception):
+            raise record
+        assert record is not None, "_due reads every spec version missing from the cache"
         deployment = Deployment.from_record(record)
         setup = setup_for(deployment.spec)
         self._setups.put(head.name, head.version, deployment.spec, setup)

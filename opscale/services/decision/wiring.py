@@ -64,6 +64,7 @@ def build_service(
     pace = pace or runtime.clock.sleep
     loop = DecisionLoop(
         sessions=runtime.sessions,
+        read_sessions=runtime.read_sessions,
         counters=runtime.counters,
         clock=runtime.clock,
         lease=lease,
@@ -74,7 +75,7 @@ def build_service(
         options=options,
         pace=pace,
     )
-    tail = LedgerTail(runtime.sessions, hub, pace, tail_poll_s)
+    tail = LedgerTail(runtime.read_sessions, hub, pace, tail_poll_s)
     planning = PlanningPool(runtime.settings.whatif_workers, runtime.settings.whatif_cpu_budget_s)
     servicer = DecisionServicer(
         DeploymentsApp(runtime.sessions, runtime.clock),
