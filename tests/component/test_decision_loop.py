@@ -322,10 +322,15 @@ async def test_policies_are_built_after_the_read_lets_go_of_the_sqlite_lock(
         return real(spec)
 
     monkeypatch.setattr(loop_module, "setup_for", building)
-    replica = await start_replica(runtime, "r1")
+    # The specs go in first, through a replica that never leads: no writer but the loop's own is left.
+    writer = await start_replica(runtime, "r0", lease=NoLease("r0"))
     try:
         for name in ("a", "b", "c"):
-            await replica.stub.CreateDeployment(pb.CreateDeploymentRequest(spec=pd_spec(name)), timeout=5)
+            await writer.stub.CreateDeployment(pb.CreateDeploymentRequest(spec=pd_spec(name)), timeout=5)
+    finally:
+        await writer.stop()
+    replica = await start_replica(runtime, "r1")
+    try:
         for name in ("a", "b", "c"):
             await eventually(lambda n=name: decisions(replica.stub, n))  # type: ignore[misc]
         assert locked == []
