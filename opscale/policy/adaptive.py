@@ -26,23 +26,11 @@ never below λ_now. Only what the queueing models do not already price gets head
   stretch. λ_now is the trend's value now (without a trend, the history's mean), never below the last
   window; only an upward trend adds trend · h (a falling load is met by the scale-in window).
 
-The horizon is the start-up of the largest replica the plan in force runs, on the fewest GPUs
-that hold its weights (so it does not move with the replicas' shapes), from the weights it loads
-(``opscale.model.startup``, the simulator's start-up model); a measured start-up (the policy's
-``startup_s`` parameter) replaces the estimate.
+The horizon is the start-up of the largest replica the plan in force runs, on the fewest GPUs that hold
+its weights (so it does not move with the replicas' shapes), from the weights it loads (the simulator's
+``opscale.model.startup``); a measured start-up (parameter ``startup_s``) replaces the estimate.
 
-**Lengths** are pooled over the recent past, fast up and slow down. Each tick mixes the window's prompt
-and output length distributions into those kept in the state, with exponential memory
-``LENGTH_MEMORY_S`` (weight 1 − e^(−Δt/τ) for the new window), and plans with the upper envelope of the
-pool and the window: at every quantile the longer of the two lengths (``LengthDist.upper``). The rate
-is the window's own. Why both:
-
-* the tail that decides a TTFT percentile cannot be read from one window: a 30 s window of a long-prompt
-  trace holds ~150 prompts, so its p99 is its second-longest prompt, and whether a 16k+ prompt fell in
-  it flipped prefill between 8- and 4-GPU replicas from one tick to the next (each flip starts a new set
-  of replicas). The pool keeps a tail seen in the last minutes;
-* a pool alone lags a drift: Azure conv's outputs grow from ~120 to ~290 tokens in its first minutes,
-  and the pooled lengths sized decode KV short (p99 time to second token 20 s). Longer ones count at once.
+**Lengths** are pooled over the recent past, fast up and slow down: ``opscale.policy.length_pool``.
 
 **Correction** (as NVIDIA Dynamo's planner corrects its interpolated latency with the observed one). Per
 stage, the ratio of the observed p99 (TTFT for prefill, TBT for decode) to the p99 the planner predicted
@@ -64,16 +52,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from opscale.errors import InvalidArgument
 from opscale.model import PerfModel
 from opscale.model.memory import usable_bytes
 from opscale.model.startup import startup_s
-from opscale.policy.jsonval import JSONValue
-from opscale.policy.lengths import LengthDist
+from opscale.policy.jsonval import JSONValue, finite_or_none
 from opscale.policy.types import SLO, LoadWindow, PoolKey, PoolPlan, Prediction
 
 HISTORY_S = 120.0
-LENGTH_MEMORY_S = 300.0  # time constant of the pooled length distributions
 Z = 1.645  # one-sided 95% headroom on the rate's spread
 SIGNIFICANT = 2.0  # a trend, or a spread beyond Poisson, counts above this many standard errors
 C_MIN, C_MAX = 0.85, 2.0
@@ -123,7 +108,7 @@ def history_of(data: Mapping[str, JSONValue], now_s: float, rate: float) -> list
     if isinstance(raw, list):
         for item in raw:
             if isinstance(item, list) and len(item) == 2:
-                t, r = _num(item[0]), _num(item[1])
+                t, r = finite_or_none(item[0]), finite_or_none(item[1])
                 if t is not None and r is not None and now_s - HISTORY_S <= t < now_s and r >= 0.0:
                     out.append((t, r))
     out.append((now_s, rate))
@@ -179,54 +164,6 @@ def _rise_sigma(
     k = max(2.0, (ts[-1] - ts[0]) / max(h, window_s, 1e-9))
     allowed = noise * (1.0 + SIGNIFICANT * math.sqrt(2.0 / k)) if noise > 0.0 else 0.0
     return math.sqrt(max(0.0, (sq - allowed) / pairs))
-
-
-def pooled_lengths(
-    data: Mapping[str, JSONValue], load: LoadWindow, now_s: float, memory_s: float = LENGTH_MEMORY_S
-) -> tuple[LoadWindow, dict[str, JSONValue]]:
-    """The window with the upper envelope of its length distributions and the pooled ones of the state
-    (module docstring), and the pool to keep. A window without requests leaves the pool as it was."""
-    kept = data.get("lengths")
-    old: tuple[float, LengthDist, LengthDist] | None = None
-    if isinstance(kept, dict):
-        t = _num(kept.get("t"))
-        try:
-            if t is not None and t <= now_s:
-                old = (t, LengthDist.from_json(kept.get("in")), LengthDist.from_json(kept.get("out")))
-        except InvalidArgument:
-            old = None  # state written by another version, or damaged: start over from this window
-    if load.arrival_rate_rps <= 0.0:
-        if old is None:
-            return load, {}
-        t, p_in, p_out = old
-    elif old is None:
-        t, p_in, p_out = now_s, load.inputs(), load.outputs()
-    else:
-        a = 1.0 - math.exp(-(now_s - old[0]) / memory_s) if memory_s > 0.0 else 1.0
-        t, p_in, p_out = now_s, _mix(old[1], load.inputs(), a), _mix(old[2], load.outputs(), a)
-    keep: dict[str, JSONValue] = {"t": t, "in": _points(p_in), "out": _points(p_out)}
-    if load.arrival_rate_rps > 0.0:
-        p_in, p_out = p_in.upper(load.inputs()), p_out.upper(load.outputs())
-    pooled = replace(
-        load,
-        input_tokens_dist=p_in,
-        output_tokens_dist=p_out,
-        input_tokens_mean=p_in.mean,
-        output_tokens_mean=p_out.mean,
-    )
-    return pooled, keep
-
-
-def _points(d: LengthDist) -> list[JSONValue]:
-    return [[t, p] for t, p in d.points()]
-
-
-def _mix(old: LengthDist, new: LengthDist, a: float) -> LengthDist:
-    """(1 − a) × old + a × new."""
-    if a >= 1.0:
-        return new
-    weights = [p * (1.0 - a) for p in old.probs] + [p * a for p in new.probs]
-    return LengthDist.from_weighted([*old.tokens, *new.tokens], weights)
 
 
 def forecast_load(load: LoadWindow, fc: Forecast) -> LoadWindow:
@@ -291,7 +228,7 @@ class Correction:
         data = raw if isinstance(raw, dict) else {}
 
         def get(key: str, default: float = 1.0) -> float:
-            value = _num(data.get(key))
+            value = finite_or_none(data.get(key))
             return default if value is None else min(C_MAX, max(C_MIN, value))
 
         pre, dec = get("prefill"), get("decode")
@@ -299,15 +236,8 @@ class Correction:
         return cls(pre, dec, get("prefill_operator", pre), get("decode_operator", dec))
 
 
-def _num(value: JSONValue) -> float | None:
-    """A finite number from the stored state, or None (state written by another version, or damaged)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _step(c: float, observed: float | None, predicted: JSONValue) -> float:
-    pred = _num(predicted)
+    pred = finite_or_none(predicted)
     if observed is None or pred is None or pred <= 0.0:
         return c
     ratio = observed / pred
@@ -323,7 +253,7 @@ def corrected(data: Mapping[str, JSONValue], load: LoadWindow, now_s: float, set
     last = data.get("predicted")
     if not isinstance(last, dict):
         return c
-    rate, since = _num(last.get("rps")), _num(last.get("since"))
+    rate, since = finite_or_none(last.get("rps")), finite_or_none(last.get("since"))
     if rate is None or rate <= 0.0 or abs(load.arrival_rate_rps - rate) > STEADY * rate:
         return c
     if since is None or now_s - since < settle_s:
@@ -331,7 +261,7 @@ def corrected(data: Mapping[str, JSONValue], load: LoadWindow, now_s: float, set
     raw = last.get("forms")
     forms = raw if isinstance(raw, dict) else {}
     ttft = load.ttft_p99_ms
-    unservable, tail = _num(last.get("unservable")) or 0.0, _num(last.get("tail")) or 0.01
+    unservable, tail = finite_or_none(last.get("unservable")) or 0.0, finite_or_none(last.get("tail")) or 0.01
     if unservable > UNSERVABLE_TAIL * tail:
         ttft = None  # the observed p99 falls among prompts the prediction leaves out (module docstring)
     out = {}
@@ -362,7 +292,7 @@ def prediction_record(
     last = data.get("predicted")
     since = now_s
     if isinstance(last, dict) and last.get("counts") == counts:
-        since = _num(last.get("since")) or now_s
+        since = finite_or_none(last.get("since")) or now_s
     return {
         "rps": load.arrival_rate_rps,
         "unservable": pred.unservable_fraction,

@@ -6,6 +6,8 @@ is a corrupt or foreign row, so it raises ``InvalidArgument`` naming what was ex
 
 from __future__ import annotations
 
+import math
+
 from opscale.errors import InvalidArgument
 
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
@@ -46,3 +48,10 @@ def json_opt_int(value: JSONValue) -> int | None:
 
 def json_opt_float(value: JSONValue) -> float | None:
     return None if value is None else json_float(value)
+
+
+def finite_or_none(value: JSONValue) -> float | None:
+    """A finite number from stored state, or None (state written by another version, or damaged)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)

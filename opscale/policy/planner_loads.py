@@ -57,14 +57,11 @@ def largest_kv_tokens(perf: PerfModel) -> float:
     return replica_memory(perf.shape, perf.gpu, "decode", ops, 1, MAX_NODE_GPUS).kv_tokens()
 
 
-def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
-    """What each stage must carry. Every request loads the stages it reaches (an unservable prompt still
-    occupies a prefill replica, and decodes afterwards); the percentile is planned over the servable
-    ones. A request whose KV fits no replica at all is rejected by any engine and loads nothing."""
-    inputs, outputs = load.inputs(), load.outputs()
-    kv_max = largest_kv_tokens(perf)
-    out_pts = outputs.points()
-    points: dict[int, list[float]] = {}  # bucketed prompt length -> [P(arrives, fits), P(servable)]
+def _servable(
+    perf: PerfModel, inputs: LengthDist, out_pts: list[tuple[float, float]], kv_max: float, slo: SLO
+) -> tuple[dict[int, list[float]], float]:
+    """Per bucketed prompt length [P(arrives, fits), P(servable)], and the unservable share."""
+    points: dict[int, list[float]] = {}
     unservable = 0.0
     for n, p in inputs.points():
         fits = sum(po for o, po in out_pts if n + o <= kv_max)
@@ -75,14 +72,33 @@ def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
         acc = points.setdefault(_bucket(n), [0.0, 0.0])
         acc[0] += p * fits
         acc[1] += 0.0 if slow else p * fits
+    return points, unservable
+
+
+def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
+    """What each stage must carry. Every request loads the stages it reaches (an unservable prompt still
+    occupies a prefill replica, and decodes afterwards); the percentile is planned over the servable
+    ones. A request whose KV fits no replica at all is rejected by any engine and loads nothing."""
+    inputs, outputs = load.inputs(), load.outputs()
+    kv_max = largest_kv_tokens(perf)
+    out_pts = outputs.points()
+    points, unservable = _servable(perf, inputs, out_pts, kv_max, slo)
     if not points:  # nothing fits anywhere: plan for the shortest prompt so a plan still exists
         points = {_bucket(inputs.tokens[0]): [1.0, 1.0]}
+    # Other estimates of the prompts (LoadWindow.input_tokens_also) add only percentile weightings: the
+    # load is priced on ``inputs``, and their lengths join the grid with no load of their own.
+    alts = [_servable(perf, d, out_pts, kv_max, slo)[0] for d in load.input_tokens_also if d != inputs]
+    for alt in alts:
+        for n in alt:
+            points.setdefault(n, [0.0, 0.0])
     share = sum(a for a, _ in points.values())
     lam = load.arrival_rate_rps * share
-    lengths = tuple((n, a / share) for n, (a, _) in sorted(points.items()))
-    target = tuple(s_ / a if a > 0 else 0.0 for _, (a, s_) in sorted(points.items()))
+    keys = sorted(points)
+    lengths = tuple((n, points[n][0] / share) for n in keys)
+    target = tuple(points[n][1] / points[n][0] if points[n][0] > 0 else 0.0 for n in keys)
+    also = tuple(tuple(alt.get(n, [0.0, 0.0])[1] for n in keys) for alt in alts)
     q = slo.quantile
-    pre = PrefillLoad(lam, lengths, target, q)
+    pre = PrefillLoad(lam, lengths, target, q, also)
     # Decode moments over the requests that fit (prompt and output independent), o = out − 1, weights o.
     e_in = sum(n * p for n, p in lengths)
     e_in2 = sum(n * n * p for n, p in lengths)
@@ -104,7 +120,7 @@ def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
     else:
         kv_len, res_mean, res_m2, ctx_m2 = e_in, e_in + 1.0, (e_in + 1.0) ** 2, e_in2
         res_m3 = (e_in + 1.0) ** 3
-    req_max = max((n + o for n, _ in lengths for o, _ in out_pts if n + o <= kv_max), default=1.0)
+    req_max = max((n + o for n, p in lengths for o, _ in out_pts if p > 0 and n + o <= kv_max), default=1.0)
     # The KV hand-off left after prefill (the last layer's share) delays a request's second token, and
     # counts once among its o token gaps: X = KV(in)/(layers · bandwidth)/o. Its mean and q-quantile over
     # requests (prompt and output independent) enter the per-request TBT prediction.

@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from opscale.errors import InvalidArgument
 from opscale.model import PerfModel, get_preset, perf_model
 from opscale.policy.adaptive import (
-    LENGTH_MEMORY_S,
     WHOLE,
     Correction,
     corrected,
@@ -31,11 +30,11 @@ from opscale.policy.adaptive import (
     forecast_load,
     history_of,
     horizon_s,
-    pooled_lengths,
     prediction_record,
     scaled,
 )
 from opscale.policy.jsonval import JSONValue
+from opscale.policy.length_pool import LENGTH_MEMORY_S, pooled_lengths
 from opscale.policy.pipeline import finish, own_data, parse_params
 from opscale.policy.planner_colocated import CoPlan, plan_colocated, stage_work
 from opscale.policy.planner_stage import Plan

@@ -176,19 +176,16 @@ def ttft_quantile_ms(
             parts.append((st.p_wait, st.wait_ms))
             ca2 = departure_scv(opt.replicas, st.rho, ca2, st.scv)
     vals, exceed = _combine(parts)
-    weights = np.asarray([p * t for (_, p), t in zip(load.lengths, load.target, strict=True)])
-    if weights.sum() <= 0.0:  # nothing servable within the SLO: the percentile of every prompt, then
-        weights = np.asarray([p for _, p in load.lengths])
-    probs = weights / weights.sum()
-    keep = probs > 0
-    total, probs = total[keep], probs[keep]
+    probs = load.percentile_weights()  # the percentile must hold under every weighting
+    keep = probs.max(axis=0) > 0
+    total, probs = total[keep], probs[:, keep]
     target = 1.0 - load.q
 
     def over(t: float) -> float:
         x = t - total
         idx = np.searchsorted(vals, x, side="right") - 1  # P(W > x) = exceed at the last support <= x
         tail = np.where(x < 0.0, 1.0, exceed[np.maximum(idx, 0)])
-        return float((probs * tail).sum())
+        return float((probs @ tail).max())
 
     lo, hi = 0.0, float(total.max() + vals.max())
     for _ in range(60):

@@ -36,27 +36,30 @@ PREFILL_MAX_BATCH = 16  # prompts per pass at most (and at most PREFILL_CHUNK_TO
 class PrefillLoad:
     """Prompts the stage must serve: rate, length points (tokens, probability) of every prompt that
     arrives (all of them load the queue), the share of each point the percentile is planned over (0 for
-    prompts no configuration serves within the SLO), and the quantile."""
+    prompts no configuration serves within the SLO), and the quantile. ``also``: other weightings of the
+    points (absolute, one per estimate of the prompt lengths: ``LoadWindow.input_tokens_also``) that the
+    percentile must hold under as well."""
 
     rate_rps: float
     lengths: tuple[tuple[int, float], ...]
     target: tuple[float, ...]  # per point: P(a prompt of that length counts toward the percentile)
     q: float
+    also: tuple[tuple[float, ...], ...] = ()
 
-    def target_points(self) -> list[tuple[int, float]]:
-        w = [p * t for (_, p), t in zip(self.lengths, self.target, strict=True)]
-        total = sum(w) or 1.0
-        return [(n, x / total) for (n, _), x in zip(self.lengths, w, strict=True) if x > 0]
+    def percentile_weights(self) -> np.ndarray:
+        """One row per weighting the percentile is planned over, each summing to 1 (every prompt when
+        none is servable)."""
+        rows = [[p * t for (_, p), t in zip(self.lengths, self.target, strict=True)], *self.also]
+        w = np.asarray([r for r in rows if sum(r) > 0.0] or [[p for _, p in self.lengths]], dtype=float)
+        out: np.ndarray = w / w.sum(axis=1, keepdims=True)
+        return out
 
     @property
     def length_q(self) -> int:
-        acc = 0.0
-        pts = self.target_points() or list(self.lengths)
-        for n, p in pts:
-            acc += p
-            if acc >= self.q - 1e-12:
-                return n
-        return pts[-1][0]
+        """The longest of the weightings' q-quantile lengths."""
+        cum = np.cumsum(self.percentile_weights(), axis=1)
+        idx = int((cum < self.q - 1e-12).sum(axis=1).max())
+        return self.lengths[min(idx, len(self.lengths) - 1)][0]
 
     @property
     def median_length(self) -> int:

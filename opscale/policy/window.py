@@ -70,12 +70,21 @@ class LoadWindow:
     # known, and the planners treat every request as a mean one.
     input_tokens_dist: LengthDist | None = None
     output_tokens_dist: LengthDist | None = None
+    # Other estimates of the prompt lengths that the TTFT percentile must also hold under. When
+    # input_tokens_dist is the upper envelope of several estimates (length_pool.pooled_lengths), it prices
+    # the load safely but can move a band of prompts past the longest servable one, out of the
+    # percentile; planner_loads checks the percentile under each of these as well.
+    input_tokens_also: tuple[LengthDist, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("input_tokens_dist", "output_tokens_dist"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, LengthDist):
                 raise InvalidArgument(f"LoadWindow.{name} must be a LengthDist or None", field=name)
+        if not all(isinstance(d, LengthDist) for d in self.input_tokens_also):
+            raise InvalidArgument(
+                "LoadWindow.input_tokens_also must hold LengthDists", field="input_tokens_also"
+            )
         if not (self.window_s > 0 and math.isfinite(self.window_s)):
             raise InvalidArgument(f"LoadWindow.window_s must be > 0, got {self.window_s}", field="window_s")
         check_nonneg(

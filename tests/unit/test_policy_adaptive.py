@@ -1,9 +1,10 @@
-"""Forecast over replica start-up and the closed-loop correction (opscale.policy.adaptive), and how the
-planner policies use them tick to tick."""
+"""Forecast over replica start-up, the closed-loop correction (opscale.policy.adaptive) and pooled lengths
+(opscale.policy.length_pool), and how the planner policies use them tick to tick."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,12 +24,13 @@ from opscale.policy.adaptive import (
     forecast,
     history_of,
     horizon_s,
-    pooled_lengths,
     scaled,
 )
+from opscale.policy.length_pool import pooled_lengths
 from opscale.policy.lengths import LengthDist
-from opscale.policy.model_level import ModelPolicy
+from opscale.policy.model_level import ModelPolicy, plan_model
 from opscale.policy.operator import OperatorPolicy
+from opscale.policy.planner_loads import stage_loads
 from opscale.policy.types import SLO, LoadWindow, PolicyInput, PolicyState, PoolKey, PoolPlan, Signal
 
 
@@ -320,3 +322,34 @@ def test_the_upper_envelope_takes_the_longer_length_at_every_quantile(
     assert u.quantile(q) >= max(a.quantile(q), b.quantile(q)) / 1.19 - 1e-9
     assert u.mean >= max(a.mean, b.mean) * (1 - 1e-9)
     assert u.max == pytest.approx(max(a.max, b.max), rel=0.19)
+
+
+def test_the_ttft_percentile_holds_under_each_estimate_the_envelope_merges() -> None:
+    """The pool holds 2% of 30k-token prompts (servable only on 8 GPUs at a 2 s TTFT) and 0.5% of 60k
+    (servable nowhere); the window holds 5% of 60k. Their envelope moves the 30k band past the longest
+    servable prompt, so over the servable prompts of the envelope the p99 is a 1k prompt and 4-GPU
+    prefill replicas look enough. Under the pool's own estimate 2% of servable prompts are 30k: the
+    percentile must hold there too."""
+    p, slo = perf_model(get_preset("llama3-70b"), "H100"), SLO(2000.0, 100.0)
+    pool = LengthDist.from_weighted([1000.0, 30_000.0, 60_000.0], [0.975, 0.02, 0.005])
+    now = LengthDist.from_weighted([1000.0, 60_000.0], [0.95, 0.05])
+    out = LengthDist.fixed(200.0)
+    window = LoadWindow(
+        window_s=30.0,
+        arrival_rate_rps=2.0,
+        input_tokens_mean=now.mean,
+        input_tokens_dist=now,
+        output_tokens_mean=out.mean,
+        output_tokens_dist=out,
+        staleness_s={s: 0.0 for s in Signal},
+    )
+    state = {"lengths": {"t": 0.0, "in": pool.to_json(), "out": out.to_json()}}
+    load, _ = pooled_lengths(state, window, 1.0, 300.0)  # type: ignore[arg-type]
+    assert load.inputs().share_above(40_000.0) == pytest.approx(0.05) and len(load.input_tokens_also) == 2
+    envelope = replace(load, input_tokens_also=())
+    checked, envelope_only = stage_loads(p, load, slo), stage_loads(p, envelope, slo)
+    assert envelope_only.prefill.length_q < 2000 < 25_000 < checked.prefill.length_q
+    assert checked.prefill.rate_rps == envelope_only.prefill.rate_rps  # the load is the envelope's alone
+    prefill = PoolKey("prefill", "model")
+    assert plan_model(p, envelope, slo).pools[prefill].gpus_per_replica == 4
+    assert plan_model(p, load, slo).pools[prefill].gpus_per_replica == 8
