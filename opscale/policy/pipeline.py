@@ -8,9 +8,7 @@ counts before answering.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -34,7 +32,6 @@ from opscale.policy.types import (
     PoolPlan,
     Prediction,
     Signal,
-    StabilizerState,
 )
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -96,29 +93,6 @@ def run_stabilizer(
     )
 
 
-def reshaped_windows(inp: PolicyInput, raw_plans: Mapping[PoolKey, PoolPlan]) -> StabilizerState:
-    """The stabilizer's state with the windows of every pool whose replica size changes (GPUs × share)
-    restarted at the capacity in force, counted in replicas of the new size. Its windows count replicas
-    of the old size, and a count held from them sized the new replicas: 14 four-GPU replicas became 14
-    eight-GPU ones where 7 held the same GPUs (llama3-70b long-prompt prefill, 104–112 GPUs for the
-    60 s of the window). Seeded so, a change of size never scales in by itself, and the window holds
-    that capacity for its length, as it would have without the change."""
-    st = inp.state.stabilizer
-    seeds: dict[PoolKey, tuple[tuple[float, int], ...]] = {}
-    for pool, plan in raw_plans.items():
-        cur = inp.current.get(pool)
-        new = plan.gpus_per_replica * plan.gpu_share
-        if cur is None or cur.replicas <= 0 or plan.replicas <= 0 or new <= 0:
-            continue
-        old = cur.gpus_per_replica * cur.gpu_share
-        if not math.isclose(old, new):
-            seeds[pool] = ((inp.now_s, math.ceil(cur.replicas * old / new - 1e-9)),)
-    if not seeds:
-        return st
-    rest = {k: v for k, v in st.min_window.items() if k not in seeds}
-    return replace(st, max_window={**st.max_window, **seeds}, min_window=rest)
-
-
 def plans_for(
     inp: PolicyInput, raw_plans: Mapping[PoolKey, PoolPlan], replicas: Mapping[PoolKey, int]
 ) -> dict[PoolKey, PoolPlan]:
@@ -158,8 +132,7 @@ def finish(
     """Stabilize ``raw_plans`` and assemble the output; ``data`` is the policy's next own state;
     ``retired``: pools of a form the policy no longer runs (``StabilizerInput.retired``)."""
     raw = {p: plan.replicas for p, plan in raw_plans.items()}
-    seeded = replace(inp, state=replace(inp.state, stabilizer=reshaped_windows(inp, raw_plans)))
-    res = run_stabilizer(seeded, raw, defaults, required, groups, retired)
+    res = run_stabilizer(inp, raw, defaults, required, groups, retired)
     return PolicyOutput(
         desired=plans_for(inp, raw_plans, res.replicas),
         reasons=[*reasons, *res.reasons],

@@ -10,7 +10,6 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opscale.policy.pipeline import finish
 from opscale.policy.stabilizer import (
     CoupledGroup,
     StabilizerConfig,
@@ -21,15 +20,11 @@ from opscale.policy.stabilizer import (
     stale_signals,
 )
 from opscale.policy.types import (
-    SLO,
     InfeasibilityKind,
     Limits,
     LoadWindow,
-    PolicyInput,
-    PolicyState,
     PoolKey,
     PoolLimits,
-    PoolPlan,
     Signal,
     StabilizerState,
 )
@@ -418,26 +413,3 @@ def test_min_replicas_holds_from_the_first_tick_without_load() -> None:
     # Still never a scale-in: above the floor, fail-static holds what runs.
     held = tick({DEC: 0}, {DEC: 7}, stale=["x"], limits=limits)
     assert held.replicas[DEC] == 7 and DEC in held.held
-
-
-def test_a_window_held_over_a_change_of_replica_size_holds_gpus_not_replicas() -> None:
-    """Prefill went from 4-GPU to 8-GPU replicas after 60 s of 14 × 4 GPUs. The window held 14 and sized
-    the new replicas with it (14 × 8 = 112 GPUs where 7 × 8 held the same 56); restarted at the capacity
-    in force in replicas of the new size, it holds 7, and from there it counts 8-GPU replicas."""
-    pool = PoolKey("prefill", "model")
-    cfg = StabilizerConfig(scale_down_window_s=60.0)
-    load = LoadWindow(window_s=30.0, arrival_rate_rps=1.0, staleness_s={s: 0.0 for s in Signal})
-
-    def tick(t: float, current: PoolPlan, raw: PoolPlan, state: PolicyState) -> tuple[PoolPlan, PolicyState]:
-        inp = PolicyInput(t, "d", load, {pool: current}, SLO(2000.0, 100.0), state=state)
-        out = finish(inp, policy="p", raw_plans={pool: raw}, reasons=[], defaults=cfg, required=())
-        return out.desired[pool], out.state
-
-    small, state = PoolPlan(14, 1, 4), PolicyState()
-    for t in range(0, 60, 10):  # 60 s of 14 × 4 GPUs
-        _, state = tick(float(t), small, small, state)
-    big, state = tick(60.0, small, PoolPlan(6, 1, 8), state)
-    assert (big.replicas, big.gpus_per_replica) == (7, 8)  # the 56 GPUs in force, not 14 × 8
-    held, state = tick(90.0, big, PoolPlan(6, 1, 8), state)  # the window counts 8-GPU replicas now
-    assert held.replicas == 7
-    assert tick(125.0, held, PoolPlan(6, 1, 8), state)[0].replicas == 6
