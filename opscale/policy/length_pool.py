@@ -1,10 +1,10 @@
 """Prompt and output lengths pooled over the recent past, fast up and slow down.
 
-Each tick mixes the window's prompt
-and output length distributions into those kept in the state, with exponential memory
-``LENGTH_MEMORY_S`` (weight 1 − e^(−Δt/τ) for the new window), and plans with the upper envelope of the
-pool and the window (at every quantile the longer length, ``LengthDist.upper``); the TTFT percentile
-must also hold under each of the two (``LoadWindow.input_tokens_also``). The rate is the window's. Why both:
+Each tick mixes the window's prompt and output length distributions into those kept in the state, with
+exponential memory ``LENGTH_MEMORY_S`` (weight 1 − e^(−Δt/τ) for the new window), and plans with the
+upper envelope of the pool and the window (at every quantile the longer length, ``LengthDist.upper``);
+the TTFT percentile must also hold under each of the two (``LoadWindow.input_tokens_also``). The rate
+is the window's. Why both:
 
 * the tail that decides a TTFT percentile cannot be read from one window: a 30 s window of a long-prompt
   trace holds ~150 prompts, so its p99 is its second-longest prompt, and whether a 16k+ prompt fell in
