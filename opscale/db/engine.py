@@ -220,4 +220,4 @@ def session_factory(engine: AsyncEngine | Engine) -> async_sessionmaker[AsyncSes
 def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for code that only reads: on SQLite they never hold the write lock (module docstring).
     A write through one fails fast with ``Unavailable`` when another writer holds the lock, so don't."""
-    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    return session_factory(engine.execution_options(**{READ_ONLY: True}))

@@ -165,16 +165,16 @@ class DecisionLoop:
         live = [h for h in heads if self._broken.get(h.name) != h.version]
         records: dict[str, DeploymentRecord | Exception] = {}
         unread = [h for h in live if h.name not in self._last]
-        if unread or any(self._setups.get(h.name, h.version) is None for h in live):
+        unbuilt = [h for h in live if self._setups.get(h.name, h.version) is None]
+        if unread or unbuilt:
             async with self._read_sessions() as session:
-                for head in live:
-                    if self._setups.get(head.name, head.version) is None:
-                        try:
-                            records[head.name] = await DeploymentRepo(session).get(head.name, head.version)
-                        except OUTAGE_ERRORS:
-                            raise
-                        except Exception as exc:  # counted and logged below, with the spec errors
-                            records[head.name] = exc
+                for head in unbuilt:
+                    try:
+                        records[head.name] = await DeploymentRepo(session).get(head.name, head.version)
+                    except OUTAGE_ERRORS:
+                        raise
+                    except Exception as exc:  # counted and logged below, with the spec errors
+                        records[head.name] = exc
                 for head in unread:
                     latest = await DecisionLedger(session).latest(head.name)
                     self._last[head.name] = decode(latest) if latest is not None else None
