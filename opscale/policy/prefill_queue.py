@@ -94,7 +94,7 @@ def service(perf: PerfModel, unit: Unit, lengths: tuple[tuple[int, float], ...],
     return Service(ms, mean)
 
 
-WAIT_POINTS = 64
+WAIT_POINTS = 64  # a conditional wait is carried as this many equal-probability points
 _U = (np.arange(WAIT_POINTS) + 0.5) / WAIT_POINTS
 
 

@@ -240,7 +240,8 @@ def mgr_wait_tail(
     return c, theta
 
 
-RESIDUAL_GRID = 2048  # support points of ``geometric_residual_quantiles``
+RESIDUAL_GRID = 2048  # support cells of ``geometric_residual_quantiles``
+QUANTILE_POINTS = 4096  # … and the quantiles it keeps per service and load
 
 
 def geometric_residual_quantiles(
@@ -249,18 +250,17 @@ def geometric_residual_quantiles(
     """Quantiles ``u`` of Σ_{k=1..N} Rₖ: N ≥ 1 equilibrium residuals of the service ``service`` =
     ((seconds, probability), ...), N geometric with P(N > n) = ρⁿ (0 ≤ ρ < 1). Seconds.
 
-    This is the M/G/1 wait given that it is positive: the Beneš (Pollaczek–Khinchine) form
+    This is the M/G/1 wait given that it is positive: the Beneš form of the Pollaczek–Khinchine formula,
     P(W ≤ t) = (1 − ρ)·Σₙ ρⁿ·F_e^{*n}(t), F_e(t) = ∫₀ᵗ P(S > x) dx / E[S] (Asmussen, *Applied Probability
-    and Queues*, 2003, VIII.5). Its tail decays at the Cramér–Lundberg rate η of λ(E[e^{ηS}] − 1) = η,
-    and unlike an exponential at that rate it keeps the tail's prefactor: for the ShareGPT prompt mix on
-    one replica (qwen2-7b, ρ = 0.44) its p97.7 is 309 ms against 313 ms from a FIFO replay of 400,000
-    requests, where the exponential at the Cramér–Lundberg rate gave 257 ms. For exponential service it
-    is Exp(μ − λ).
+    and Queues*, 2003). Its tail decays at the Cramér–Lundberg rate η of λ(E[e^{ηS}] − 1) = η and, unlike
+    an exponential at that rate, keeps the tail's prefactor: for the ShareGPT prompt mix on one replica
+    (qwen2-7b, ρ = 0.44) its p97.7 is 309 ms against 313 ms from a FIFO replay of 400,000 requests, where
+    the exponential gave 257 ms. For exponential service it is Exp(μ − λ).
 
-    Numerics: F_e on ``RESIDUAL_GRID`` points spanning the longest service and 16 means of the sum
-    (the mass beyond is below e⁻¹⁰ for any service), the geometric sum as (1 − ρ)φ/(1 − ρφ) of the
-    residual's FFT on a zero-padded grid; each point's mass sits at the right end of its cell, so a
-    sum of n residuals is high by at most n cells."""
+    Numerics: F_e on ``RESIDUAL_GRID`` cells spanning the longest service and 16 means of the sum (for
+    an exponential sum the mass beyond is e⁻¹⁶), the geometric sum as (1 − ρ)φ/(1 − ρφ) of the
+    residual's FFT on a zero-padded grid, read at ``QUANTILE_POINTS`` quantiles; a sum of n residuals
+    lands within n cells of its value."""
     points = _geometric_residual(service, min(max(rho, 0.0), 0.999))
     out: np.ndarray = points[np.clip((u * len(points)).astype(int), 0, len(points) - 1)]
     return out
@@ -268,7 +268,7 @@ def geometric_residual_quantiles(
 
 @lru_cache(maxsize=1 << 12)
 def _geometric_residual(service: tuple[tuple[float, float], ...], rho: float) -> np.ndarray:
-    """4,096 quantile points (at (i + ½)/4096) of ``geometric_residual_quantiles``' sum."""
+    """``QUANTILE_POINTS`` quantiles (at (i + ½)/n) of ``geometric_residual_quantiles``' sum."""
     sec = np.asarray([x for x, p in service if p > 0.0], dtype=float)
     prob = np.asarray([p for x, p in service if p > 0.0], dtype=float)
     prob = prob / prob.sum()
@@ -283,7 +283,7 @@ def _geometric_residual(service: tuple[tuple[float, float], ...], rho: float) ->
     mass = np.fft.irfft((1.0 - rho) * phi / (1.0 - rho * phi), 2 * RESIDUAL_GRID)[:RESIDUAL_GRID]
     cum = np.cumsum(np.clip(mass, 0.0, None))
     cum /= cum[-1]
-    qs = (np.arange(4096) + 0.5) / 4096
+    qs = (np.arange(QUANTILE_POINTS) + 0.5) / QUANTILE_POINTS
     out: np.ndarray = edges[1:][np.minimum(np.searchsorted(cum, qs), RESIDUAL_GRID - 1)]
     return out
 
