@@ -218,28 +218,6 @@ def min_servers_for(arrival_rate: float, service_rate: float, target_wait_quanti
 # --- M/G/R: general service times, approximations with a stated source -------------------------------
 
 
-def mgr_wait_tail(
-    servers: int, arrival_rate: float, mean_service_s: float, ca2: float, cs2: float
-) -> tuple[float, float]:
-    """(P(W > 0), θ) with P(W > t) ≈ P(W > 0)·exp(−θ·t) for a GI/G/R queue.
-
-    Allen–Cunneen (Allen, *Probability, Statistics and Queueing Theory*, 1990; Whitt, "Approximations for
-    the GI/G/m queue", 1993): the M/M/R wait scaled by (c_a² + c_s²)/2, where c_a² and c_s² are the squared
-    coefficients of variation of inter-arrival and service times. The probability of waiting keeps
-    Erlang C; the conditional wait stays exponential with its mean scaled, i.e. θ = 2(Rμ − λ)/(c_a² + c_s²).
-    Exact for M/M/R (c² = 1, 1); for M/D/R (c_s² = 0) it halves the mean wait, as the M/D/c
-    approximations in the same sources do. Unstable (R μ ≤ λ): (1, 0).
-    """
-    if arrival_rate <= 0.0:
-        return 0.0, math.inf
-    a = arrival_rate * mean_service_s
-    if servers <= a:
-        return 1.0, 0.0
-    c = erlang_c(servers, a)
-    theta = 2.0 * (servers / mean_service_s - arrival_rate) / max(ca2 + cs2, 1e-9)
-    return c, theta
-
-
 RESIDUAL_GRID = 2048  # support cells of ``geometric_residual_quantiles``
 QUANTILE_POINTS = 4096  # … and the quantiles it keeps per service and load
 
@@ -294,22 +272,3 @@ def departure_scv(servers: int, rho: float, ca2: float, cs2: float) -> float:
     ρ²(c_s² − 1)/√R. A busy pool of near-deterministic passes smooths the stream the next pool sees."""
     rho = min(max(rho, 0.0), 1.0)
     return max(0.0, 1.0 + (1.0 - rho * rho) * (ca2 - 1.0) + rho * rho * (cs2 - 1.0) / math.sqrt(servers))
-
-
-def exp_mixture_sum(parts: list[tuple[float, float]]) -> tuple[float, float]:
-    """Independent waits W_i, each 0 with probability 1 − p_i and Exp(θ_i) otherwise, summed and matched to
-    one such mixture: P(ΣW > 0) = 1 − Π(1 − p_i), with the conditional mean matched (Σ p_i/θ_i over
-    P(ΣW > 0)). Returns (p, θ) of the match. Used for the TTFT of a path of several prefill pools."""
-    p_none = 1.0
-    mean = 0.0
-    for p, theta in parts:
-        if p <= 0.0:
-            continue
-        if theta <= 0.0:
-            return 1.0, 0.0
-        p_none *= 1.0 - p
-        mean += p / theta
-    p_any = 1.0 - p_none
-    if p_any <= 0.0 or mean <= 0.0:
-        return 0.0, math.inf
-    return p_any, p_any / mean

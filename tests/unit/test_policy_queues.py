@@ -15,7 +15,7 @@ from opscale.policy.planner_core import Option
 from opscale.policy.planner_decode import DecodeLoad, fixed_point_ms, step_ms, z_of
 from opscale.policy.planner_prefill import ttft_quantile_ms
 from opscale.policy.prefill_queue import WAIT_POINTS, PrefillLoad, _residual_min, pool_queue, service
-from opscale.policy.queueing import erlang_c, exp_mixture_sum, geometric_residual_quantiles
+from opscale.policy.queueing import erlang_c, geometric_residual_quantiles
 
 P70 = perf_model(get_preset("llama3-70b"), "H100")
 
@@ -110,12 +110,6 @@ def test_unservable_prompts_load_the_queue_but_not_the_percentile() -> None:
         P70, [(unit, opt)], PrefillLoad(2.0, ((1024, 1.0),), (1.0,), 0.99), lambda n: 0.0
     )
     assert short > alone  # … but they hold replicas the short ones wait for
-
-
-def test_mixture_sum_keeps_the_mean() -> None:
-    p, theta = exp_mixture_sum([(0.5, 2.0), (0.2, 1.0)])
-    assert p == pytest.approx(1 - 0.5 * 0.8)
-    assert p / theta == pytest.approx(0.5 / 2.0 + 0.2 / 1.0)
 
 
 def _decode_load(rate: float) -> DecodeLoad:
