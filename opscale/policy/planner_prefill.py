@@ -43,14 +43,8 @@ from opscale.policy.planner_core import (
     solve_stage_greedy,
     stage_bounds,
 )
-from opscale.policy.prefill_queue import (
-    PREFILL_MAX_BATCH,
-    WAIT_POINTS,
-    PrefillLoad,
-    batched,
-    pool_queue,
-    service,
-)
+from opscale.policy.prefill_batches import WAIT_POINTS
+from opscale.policy.prefill_queue import PREFILL_MAX_BATCH, PrefillLoad, batched, pool_queue, service
 from opscale.policy.queueing import departure_scv
 from opscale.policy.types import Infeasibility, InfeasibilityKind, Limits, PoolKey
 

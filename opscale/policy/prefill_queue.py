@@ -27,6 +27,18 @@ import numpy as np
 from opscale.model import PerfModel
 from opscale.model.memory import PREFILL_CHUNK_TOKENS
 from opscale.policy.planner_core import Unit, pass_ms
+from opscale.policy.prefill_batches import (
+    EXTRA_POINTS,
+    WAIT_POINTS,
+    BatchSizes,
+    Law,
+    Point,
+    U,
+    batched_wait,
+    chain,
+    points,
+    residual_min,
+)
 from opscale.policy.queueing import erlang_c, geometric_residual_quantiles
 
 PREFILL_MAX_BATCH = 16  # prompts per pass at most (and at most PREFILL_CHUNK_TOKENS tokens)
@@ -94,10 +106,6 @@ def service(perf: PerfModel, unit: Unit, lengths: tuple[tuple[int, float], ...],
     return Service(ms, mean)
 
 
-WAIT_POINTS = 64  # a conditional wait is carried as this many equal-probability points
-_U = (np.arange(WAIT_POINTS) + 0.5) / WAIT_POINTS
-
-
 @dataclass(frozen=True, slots=True)
 class QueueState:
     """A pool of some replicas at one load: whether it keeps up, and its wait (see ``pool_queue``)."""
@@ -136,20 +144,6 @@ def batched_at(
     return tuple(share), tuple(whole)
 
 
-def _residual_min(passes: list[float], probs: list[float], replicas: int) -> np.ndarray:
-    """Quantile points of the time until the first of ``replicas`` busy replicas frees: each is in the
-    middle of a pass drawn length-biased (renewal theory: P(residual > t) = E[(T − t)⁺]/E[T]), and the
-    soonest of them ends first: P(min > t) = P(residual > t)^R."""
-    t = np.asarray(passes)
-    p = np.asarray(probs)
-    mean = float((t * p).sum())
-    grid = np.linspace(0.0, float(t.max()), 257)
-    surv = np.clip((np.maximum(t[None, :] - grid[:, None], 0.0) * p[None, :]).sum(axis=1) / mean, 0.0, 1.0)
-    surv_min = surv**replicas  # decreasing from 1 to 0
-    # invert: the u-quantile is where P(min > t) = 1 − u
-    return np.interp(1.0 - _U, surv_min[::-1], grid[::-1])
-
-
 # A prompt whose pass is this many times the median's is "long" (see ``pool_queue``). At 4 the ShareGPT
 # mix's longest prompts (7k tokens against a 1.7k median) were split out too, and the worse-of-both view
 # doubled a 4-replica pool's p99 wait (934 ms vs 539 ms from the sum of residuals, 494 ms simulated).
@@ -164,18 +158,19 @@ def pool_queue(
     """The GI/G/R state of one prefill pool, batching included.
 
     Load. A replica that finds prompts waiting passes up to ``batch`` of them together (and at most the
-    chunk budget); a prompt that did not wait runs alone. So the per-prompt service is a mix: alone
-    (S₁(L)) with probability 1 − P(wait), else its share of a pass of k prompts (S_k(L)/k), k the queue a
-    waiting prompt finds (geometric as in M/M/R: ≈ 1/(1 − ρ), capped). P(wait) is Erlang C of the
-    resulting load; the two are solved together (a few fixed-point steps).
+    chunk budget: kmax prompts of the mean length); a prompt that did not wait runs alone. So the
+    per-prompt service is a mix: alone (S₁(L)) with probability 1 − P(wait), else its share of a pass of
+    k prompts (S_k(L)/k), k the mean size of a waiting prompt's own pass (``prefill_batches.chain``).
+    P(wait) is Erlang C of the resulting load (a few fixed-point steps).
 
-    Wait, given that a prompt waits: (1) until the first busy replica frees — each is in the middle of a
-    length-biased pass, and the soonest of R ends first (``_residual_min``); (2) if more than batch − 1
-    prompts are ahead (probability ρ^b for the geometric queue, b the prompts a pass holds: ``batch``,
-    or fewer where their tokens fill the chunk budget first), a further wait for whole passes: the sum
-    of residuals of the module docstring (a later pool of an operator path, fed smoother departures,
-    waits less by the heavy-traffic factor (1 + c_a²)/2); (3) the prompt leaves with its whole batch,
-    not after its own share of the pass. For batch 1, (1) + (2) is exact for M/G/1 and for M/M/R.
+    Wait, given that a prompt waits. Batch 1 (kmax = 1): (1) until the first busy replica frees — each
+    is in the middle of a length-biased pass, and the soonest of R ends first (``residual_min``); (2)
+    with probability ρ, a further wait for whole passes: the sum of residuals of the module docstring (a
+    later pool of an operator path, fed smoother departures, waits less by the heavy-traffic factor
+    (1 + c_a²)/2). (1) + (2) is exact for M/G/1 and for M/M/R. Batches (kmax > 1): the bulk-service
+    queue's chain (``prefill_batches.batched_wait``): the pass it waits for, the full passes ahead of it,
+    and its own pass, whose size is random — a per-prompt sum of residuals ignores that a pass clears
+    kmax prompts at once, and one mean-size pass that its size varies.
 
     Long prompts. Erlang C assumes every replica frees at a similar pace; a tail of prompts whose pass
     is many times the median's (``HEAVY``) breaks that: while n replicas are held by long prompts, the
@@ -190,88 +185,94 @@ def pool_queue(
     probs = [p for _, p in load.lengths]
     if lam <= 0.0:
         return QueueState(True, 0.0, np.zeros(WAIT_POINTS), sv.mean_s, 0.0, 0.0, 0.0)
+    # a pass holds ``batch`` prompts at most, and fewer when their tokens fill the chunk budget first
+    fill = max(1.0, min(float(batch), PREFILL_CHUNK_TOKENS / load.mean_length))
+    kmax = max(1, min(batch, round(fill)))
+    passes_k = [batched_at(perf, unit, load.lengths, g, j)[1] for j in range(1, kmax + 1)]
+    by_size = list(zip(*passes_k, strict=True))  # per length: the passes of 1 … kmax prompts
+    zipped = [(p, s1, s1, ts, n) for (n, p), s1, ts in zip(load.lengths, sv.ms, by_size, strict=True)]
+    laws_sizes = chain(lam / replicas, zipped, probs)
+    share, _ = batched(perf, unit, load.lengths, g, laws_sizes[1].own_mean, batch)
     pi, rho = 0.0, 0.0
-    share, whole = sv.ms, sv.ms
     mean = sv.mean_s
     for _ in range(8):
-        k = batch if rho >= 1.0 else min(batch, 1.0 / (1.0 - rho))
-        share, whole = batched(perf, unit, load.lengths, g, k, batch)
         mean = sum(p * ((1 - pi) * s1 + pi * sb) for p, s1, sb in zip(probs, sv.ms, share, strict=True)) / 1e3
         a = lam * mean
-        new_rho = a / replicas
+        rho = a / replicas
         new_pi = erlang_c(replicas, a) if a < replicas else 1.0
-        done = abs(new_pi - pi) < 1e-4 and abs(new_rho - rho) < 1e-4
-        pi, rho = new_pi, new_rho
+        done = abs(new_pi - pi) < 1e-4
+        pi = new_pi
         if done:
             break
     if rho >= 1.0:
         return QueueState.unstable()
-    zipped = list(zip(probs, sv.ms, share, whole, strict=True))
-    second = sum(p * ((1 - pi) * s1**2 + pi * sb**2) for p, s1, sb, _ in zipped) / 1e6
+    zipped = [(p, s1, sb, ts, n) for (p, s1, _, ts, n), sb in zip(zipped, share, strict=True)]
+    second = sum(p * ((1 - pi) * s1**2 + pi * sb**2) for p, s1, sb, _, _ in zipped) / 1e6
     scv = max(0.0, second / (mean * mean) - 1.0)
-    median = next(s1 for acc, (_, s1, _, _) in zip(np.cumsum(probs), zipped, strict=True) if acc >= 0.5)
+    median = next(s1 for acc, (_, s1, _, _, _) in zip(np.cumsum(probs), zipped, strict=True) if acc >= 0.5)
     long = [z for z in zipped if z[1] > HEAVY * median]
     short = [z for z in zipped if z[1] <= HEAVY * median]
-    a_long = lam * sum(p * s1 for p, s1, _, _ in long) / 1e3
-    # a pass holds ``batch`` prompts at most, and fewer when their tokens fill the chunk budget first
-    fill = max(1.0, min(float(batch), PREFILL_CHUNK_TOKENS / load.mean_length))
-    got = _queue_on(lam, zipped, pi, rho, replicas, fill, ca2)
+    a_long = lam * sum(p * s1 for p, s1, _, _, _ in long) / 1e3
+    got = _queue_on(lam, zipped, pi, rho, replicas, ca2, laws_sizes)
     if got is None:
         return QueueState.unstable()
     p_wait, wait = got
     if long and short and HEAVY_LOAD * replicas <= a_long < replicas:
         # Both views hold: long prompts holding replicas, and the whole queue's load; the worse of each.
-        p_long, wait_long = _with_long_prompts(lam, short, long, a_long, pi, replicas, fill, ca2)
+        p_long, wait_long = _with_long_prompts(lam, short, long, a_long, pi, replicas, ca2, laws_sizes[1])
         if not math.isfinite(p_long):
             return QueueState.unstable()
         p_wait, wait = max(p_wait, p_long), np.maximum(wait, wait_long)
     tail = 1.0 - load.q
-    wait_q = 0.0 if p_wait <= tail else float(np.interp(1.0 - tail / p_wait, _U, wait))
+    wait_q = 0.0 if p_wait <= tail else float(np.interp(1.0 - tail / p_wait, U, wait))
     return QueueState(True, p_wait, wait, mean, scv, rho, wait_q)
 
 
-_Point = tuple[float, float, float, float]  # probability, alone ms, batched share ms, batched pass ms
-
-
 def _queue_on(
-    lam: float, pts: list[_Point], pi: float, rho: float, servers: int, fill: float, ca2: float
+    lam: float,
+    pts: list[Point],
+    pi: float,
+    rho: float,
+    servers: int,
+    ca2: float,
+    known: tuple[list[Law], BatchSizes] | None = None,
 ) -> tuple[float, np.ndarray] | None:
     """(P(wait), conditional wait points) of one class of prompts on ``servers`` replicas; None when they
-    cannot keep up."""
-    total = sum(p for p, _, _, _ in pts)
-    probs = [p / total for p, _, _, _ in pts]
-    mix = [(s1 / 1e3, p * (1 - pi)) for p, (_, s1, _, _) in zip(probs, pts, strict=True)]
-    mix += [(sb / 1e3, p * pi) for p, (_, _, sb, _) in zip(probs, pts, strict=True)]
+    cannot keep up. ``known``: ``chain`` of this class, when already known."""
+    total = sum(pt[0] for pt in pts)
+    probs = [pt[0] / total for pt in pts]
+    mix = [(pt[1] / 1e3, p * (1 - pi)) for p, pt in zip(probs, pts, strict=True)]
+    mix += [(pt[2] / 1e3, p * pi) for p, pt in zip(probs, pts, strict=True)]
     mean = sum(sec * p for sec, p in mix)
     a = lam * mean
     if a >= servers:
         return None
     p_wait = erlang_c(servers, a)
-    per_server = tuple((sec / servers, p) for sec, p in mix if p > 0.0)
-    passes = [(1 - pi) * s1 + pi * w for _, s1, _, w in pts]
-    residual = _residual_min(passes, probs, servers)
-    extra = sum(p * (w - s1) for p, (_, s1, _, w) in zip(probs, pts, strict=True))
-    beyond = max(min(rho, a / servers) ** fill, 1e-300)  # > 0: the ratio below stays finite
+    if len(pts[0][3]) > 1:
+        return p_wait, batched_wait(lam, pts, probs, servers, ca2, known or chain(lam / servers, pts, probs))
+    residual = residual_min([pt[3][0] for pt in pts], probs, servers)
+    beyond = max(min(rho, a / servers), 1e-300)  # > 0: the ratio below stays finite
     # beyond the first pass to end (probability ``beyond``): the M/G/1 sum of residuals of S/R, shorter by
     # the heavy-traffic factor (1 + c_a²)/2 when the arrivals are smoother than Poisson
-    later = (1.0 - beyond) < _U
+    later = (1.0 - beyond) < U
     queue = np.zeros(WAIT_POINTS)
     if later.any():
-        u = (_U[later] - (1.0 - beyond)) / beyond
+        per_server = tuple((sec / servers, p) for sec, p in mix if p > 0.0)
+        u = (U[later] - (1.0 - beyond)) / beyond
         queue[later] = geometric_residual_quantiles(per_server, a / servers, u) * 1e3 * (1.0 + ca2) / 2.0
-    wait = np.sort((residual[:, None] + queue[None, :]).ravel())[WAIT_POINTS // 2 :: WAIT_POINTS] + extra
+    wait = np.sort((residual[:, None] + queue[None, :]).ravel())[WAIT_POINTS // 2 :: WAIT_POINTS]
     return p_wait, wait
 
 
 def _with_long_prompts(
     lam: float,
-    short: list[_Point],
-    long: list[_Point],
+    short: list[Point],
+    long: list[Point],
     a_long: float,
     pi: float,
     replicas: int,
-    fill: float,
     ca2: float,
+    sizes: BatchSizes,
 ) -> tuple[float, np.ndarray]:
     """P(wait) and conditional wait points when long prompts hold some replicas (``pool_queue``).
 
@@ -279,14 +280,14 @@ def _with_long_prompts(
     busy and some queued). With n < R the rest queue on R − n replicas; with all R held, a prompt waits
     for the first long pass to end and, FIFO, for the long prompts queued ahead of it (geometric in
     number, each a long pass over R replicas)."""
-    p_short = sum(p for p, _, _, _ in short)
-    lam_s = lam * p_short / (p_short + sum(p for p, _, _, _ in long))
+    p_short = sum(pt[0] for pt in short)
+    lam_s = lam * p_short / (p_short + sum(pt[0] for pt in long))
     rho_long = a_long / replicas
     terms = [a_long**n / math.factorial(n) for n in range(replicas)]
     terms.append(a_long**replicas / math.factorial(replicas) / (1.0 - rho_long))
     occupancy = np.asarray(terms) / sum(terms)
-    long_probs = [p for p, _, _, _ in long]
-    long_pass = [s1 for _, s1, _, _ in long]
+    long_probs = [pt[0] for pt in long]
+    long_pass = [pt[1] for pt in long]
     mean_long = sum(p * s for p, s in zip(long_probs, long_pass, strict=True)) / sum(long_probs)
     vals: list[np.ndarray] = []
     wts: list[float] = []
@@ -295,31 +296,31 @@ def _with_long_prompts(
         if p_n < 1e-5:
             continue
         c = replicas - n
-        got = _queue_on(lam_s, short, pi, 0.999, c, fill, ca2) if c >= 1 else None
+        got = _queue_on(lam_s, short, pi, 0.999, c, ca2) if c >= 1 else None
         if got is not None:
             pw, waits = got
         else:
             # every replica held (or the rest cannot keep up): the first long pass to end, then the
             # long prompts queued ahead (P(any) = ρ_long, each ~ a long pass shared by R replicas)
             held = max(n, 1)
-            residual = _residual_min(long_pass, long_probs, held)
+            residual = residual_min(long_pass, long_probs, held)
             queue = np.where(
-                1.0 - rho_long > _U,
+                1.0 - rho_long > U,
                 0.0,
-                -np.log(np.clip((1.0 - _U) / rho_long, 1e-12, 1.0)) * mean_long / replicas,
+                -np.log(np.clip((1.0 - U) / rho_long, 1e-12, 1.0)) * mean_long / replicas,
             )
             pw = 1.0
             waits = np.sort((residual[:, None] + queue[None, :]).ravel())[WAIT_POINTS // 2 :: WAIT_POINTS]
+            own = sizes.seen @ sizes.given  # the own pass's size, whatever the pass waited for
+            waits = points(
+                np.add.outer(waits, sizes.extra).ravel(),
+                np.repeat(np.outer(np.full(WAIT_POINTS, 1.0), own).ravel(), EXTRA_POINTS),
+            )
         if pw > 0.0:
             vals.append(waits)
             wts.append(float(p_n) * pw)
             p_wait += float(p_n) * pw
     if p_wait <= 0.0:
         return 0.0, np.zeros(WAIT_POINTS)
-    allv = np.concatenate(vals)
     allw = np.concatenate([np.full(len(v), w / len(v)) for v, w in zip(vals, wts, strict=True)])
-    order = np.argsort(allv)
-    allv, allw = allv[order], allw[order]
-    cum = np.cumsum(allw) / allw.sum()
-    idx = np.minimum(np.searchsorted(cum, _U), len(allv) - 1)
-    return min(1.0, p_wait), allv[idx]
+    return min(1.0, p_wait), points(np.concatenate(vals), allw)

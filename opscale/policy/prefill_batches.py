@@ -1,0 +1,213 @@
+"""What a prompt that waits in a prefill pool sees: the pass it waits for, and the passes batching makes.
+
+Waits are carried as ``WAIT_POINTS`` equal-probability points (``U``). ``residual_min``: the time until
+the first of R busy replicas frees. ``chain`` and ``batched_wait``: a pool whose passes hold several
+prompts (``prefill_queue.pool_queue``), as the bulk-service queue's embedded chain.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from opscale.model.memory import PREFILL_CHUNK_TOKENS
+
+WAIT_POINTS = 64  # a conditional wait is carried as this many equal-probability points
+U = (np.arange(WAIT_POINTS) + 0.5) / WAIT_POINTS
+EQUAL = np.full(WAIT_POINTS, 1.0 / WAIT_POINTS)
+EXTRA_POINTS = 8  # a batched pass's time beyond a prompt's own pass alone is carried as this many points
+
+
+Law = tuple[np.ndarray, np.ndarray]  # points (ms) and their probabilities
+# probability, alone ms, batched share ms, passes of 1 … kmax prompts ms, prompt tokens
+Point = tuple[float, float, float, tuple[float, ...], int]
+
+
+def residual_min(passes: list[float], probs: list[float], replicas: int) -> np.ndarray:
+    """Quantile points of the time until the first of ``replicas`` busy replicas frees: each is in the
+    middle of a pass drawn length-biased (renewal theory: P(residual > t) = E[(T − t)⁺]/E[T]), and the
+    soonest of them ends first: P(min > t) = P(residual > t)^R."""
+    t = np.asarray(passes)
+    p = np.asarray(probs)
+    mean = float((t * p).sum())
+    grid = np.linspace(0.0, float(t.max()), 257)
+    surv = np.clip((np.maximum(t[None, :] - grid[:, None], 0.0) * p[None, :]).sum(axis=1) / mean, 0.0, 1.0)
+    surv_min = surv**replicas  # decreasing from 1 to 0
+    # invert: the u-quantile is where P(min > t) = 1 − u
+    return np.interp(1.0 - U, surv_min[::-1], grid[::-1])
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSizes:
+    """How many prompts share a pass (``_batch_sizes``): per state of the queue a pass starts with."""
+
+    seen: np.ndarray  # [Q − 1]: P(a waiting prompt finds a pass running that started with Q queued)
+    size: np.ndarray  # [Q − 1]: prompts in that pass, min(Q, kmax)
+    given: np.ndarray  # [Q − 1, j − 1]: P(the prompt's own pass holds j prompts | that Q)
+    extra: np.ndarray  # [j − 1, ·]: ms a pass of j prompts takes beyond the prompt's pass alone (points)
+    own_mean: float  # prompts in its own pass, on average
+
+
+# the chain of ``_batch_sizes`` follows queues of this many full passes, at least MIN_STATES prompts, and
+# further (doubling, up to MAX_STATES prompts) while its stationary law still reaches its end
+QUEUE_STATES = 8
+MIN_STATES = 32
+MAX_STATES = 512
+
+
+def _batch_sizes(rate: float, laws: list[Law], extra_ms: np.ndarray) -> BatchSizes:
+    """The sizes of passes: ``rate`` prompts/s per replica, ``laws[j − 1]`` the law of a pass of j prompts
+    (ms, probabilities: ``_pass_laws``).
+
+    A free replica takes the prompts queued (up to kmax); the rest, and those arriving during its pass,
+    are the queue the next pass starts with — with R replicas, the next to free: Q' = Q − min(Q, kmax) +
+    A, A ~ Poisson(λ/R · T), and Q' = 0 is an idle replica that the next prompt finds (it runs alone).
+    A is mixed over the pass's law: a long prompt's pass gathers more. This embedded chain (the
+    bulk-service queue's, exact for one replica) is
+    solved for its stationary law π(Q); a random instant falls in a pass length-biased, π(Q)·T. A prompt
+    that waits arrives during such a pass and shares its own with the queue left behind and the other
+    arrivals of that pass: min(kmax, Q − min(Q, kmax) + 1 + A). So its own pass is a distribution, tied
+    to the pass it waits for (a long pass gathers a large batch), not one size: the mean-size pass
+    under-priced a one-replica pool's p99 by a third against a replay at ρ = 0.5, where batches are
+    small and random; and under heavy load the queue left behind fills the passes, which a chain
+    without it (the next pass holds only the last one's arrivals) missed, pricing the pool near
+    saturation at 3× the replay's p99."""
+    kmax = len(laws)
+    mean_s = np.asarray([float((v * w).sum()) for v, w in laws]) / 1e3
+    states = max(QUEUE_STATES * kmax, MIN_STATES)
+    while True:
+        q = np.arange(1, states + 1)
+        size = np.minimum(q, kmax)
+        t = mean_s[size - 1]
+        per_size = np.stack([w @ _poisson_rows(rate * v / 1e3, states) for v, w in laws])
+        arrivals = per_size[size - 1]  # [Q − 1, A]: P(A = 0 … n − 1, ≥ n)
+        left = q - size
+        after = np.minimum(left[:, None] + np.arange(states + 1)[None, :], states)  # Q' per A
+        nxt = np.zeros((states, states))
+        np.add.at(nxt, (np.broadcast_to(q[:, None] - 1, after.shape), np.maximum(after, 1) - 1), arrivals)
+        # the stationary law: π (P − I) = 0, Σ π = 1 (one balance equation replaced by the normalisation)
+        lhs = nxt.T - np.eye(states)
+        lhs[-1] = 1.0
+        rhs = np.zeros(states)
+        rhs[-1] = 1.0
+        pi = np.clip(np.linalg.solve(lhs, rhs), 0.0, None)
+        if pi[-states // 4 :].sum() < 1e-5 * pi.sum() or states >= MAX_STATES:
+            break
+        states *= 2  # the queue reaches the chain's end: follow it further
+    seen = pi * t / float((pi * t).sum())
+    own = np.minimum(left[:, None] + 1 + np.arange(states + 1)[None, :], kmax)
+    given = np.zeros((states, kmax))
+    np.add.at(given, (np.broadcast_to(q[:, None] - 1, own.shape), own - 1), arrivals)
+    own_law = seen @ given
+    return BatchSizes(seen, size, given, extra_ms, float((own_law * np.arange(1, kmax + 1)).sum()))
+
+
+def _poisson_rows(means: np.ndarray, n: int) -> np.ndarray:
+    """Per mean, one row: P(A = 0), …, P(A = n − 1), P(A ≥ n) of a Poisson count A."""
+    out = np.empty((len(means), n + 1))
+    out[:, 0] = np.exp(-means)
+    for i in range(1, n):
+        out[:, i] = out[:, i - 1] * means / i
+    out[:, n] = np.clip(1.0 - out[:, :n].sum(axis=1), 0.0, None)
+    return out
+
+
+def batched_wait(
+    lam: float,
+    pts: list[Point],
+    probs: list[float],
+    servers: int,
+    ca2: float,
+    chain: tuple[list[Law], BatchSizes],
+) -> np.ndarray:
+    """Points of a waiting prompt's wait (its own pass beyond its pass alone included) in a pool whose
+    passes hold up to kmax > 1 prompts, from the chain of ``_batch_sizes``. In each state Q of the pass
+    it waits for: the soonest of the busy replicas' passes to end (``residual_min``); the prompts ahead
+    of it, the Q − min(Q, kmax) left behind and Poisson(λ·elapsed) since (elapsed: the time between two
+    replicas freeing, T/R, less that residual); ⌊ahead / kmax⌋ full passes (T_kmax / R each, shorter by
+    the heavy-traffic factor (1 + c_a²)/2 for smoother arrivals) before its own; and its own pass, full
+    when it waited for others, else as ``BatchSizes.given``. A queue is cleared kmax prompts a pass: the
+    per-prompt M/G/1 sum of residuals (batch 1) priced a one-replica pool near saturation at 3× the p99
+    of a replay, because batching makes a long queue cheaper per prompt."""
+    kmax = len(pts[0][3])
+    laws, sizes = chain
+    extra = sizes.extra
+    full_v, full_w = laws[-1]
+    full_mean = float((full_v * full_w).sum())
+    full_sd = math.sqrt(max(0.0, float((full_v**2 * full_w).sum()) - full_mean**2))
+    scale = (1.0 + ca2) / 2.0 / servers
+    states = len(sizes.seen)
+    most = states // kmax + 1  # full passes ahead, at most
+    n = np.arange(1, most + 1)[:, None]
+    # n full passes: their sum's quantiles (normal, its mean and spread n and √n times one pass's)
+    later_ms = np.maximum(n * full_mean + np.sqrt(n) * full_sd * _SPREAD[None, :], 0.0) * scale + float(
+        extra[-1].mean()
+    )
+    vals, wts = [], []
+    for i in np.flatnonzero(sizes.seen > 1e-6):
+        k = int(sizes.size[i])
+        residual = residual_min([pt[3][k - 1] for pt in pts], probs, servers)[2::4]
+        # the time since the last replica freed is distributed as the time to the next (stationary
+        # renewal); reversed, the two sum to one pass for deterministic passes on one replica
+        elapsed = residual[::-1] / 1e3
+        came = _poisson_rows(lam * elapsed, states)  # [u, A]: arrivals ahead since
+        passes = np.minimum((i + 1 - k + np.arange(states + 1)) // kmax, most)  # full passes ahead per A
+        ahead = np.zeros((len(residual), most + 1))
+        for m in range(most + 1):
+            ahead[:, m] = came[:, passes == m].sum(axis=1)
+        w = sizes.seen[i] / len(residual)
+        vals.append(np.add.outer(residual, extra).ravel())  # its own pass is the next
+        wts.append(np.repeat(w * ahead[:, :1] * sizes.given[i][None, :] / EXTRA_POINTS, EXTRA_POINTS))
+        vals.append((residual[:, None, None] + later_ms[None, :, :]).ravel())
+        wts.append(np.repeat(w * ahead[:, 1:] / len(_SPREAD), len(_SPREAD)))
+    return points(np.concatenate(vals), np.concatenate(wts))
+
+
+_SPREAD = np.asarray([-1.2816, -0.5244, 0.0, 0.5244, 1.2816])  # standard normal at 0.1, 0.3, … 0.9
+
+
+def chain(rate: float, pts: list[Point], probs: list[float]) -> tuple[list[Law], BatchSizes]:
+    """The pass laws and the batch sizes of one class of prompts at ``rate`` per replica; one pass size
+    (batch 1, or prompts long enough to fill the chunk budget alone) needs no chain."""
+    laws, extra = _pass_laws(pts, probs)
+    if len(laws) == 1:
+        one = np.ones(1)
+        return laws, BatchSizes(one, one.astype(int), np.ones((1, 1)), extra, 1.0)
+    return laws, _batch_sizes(rate, laws, extra)
+
+
+def _pass_laws(pts: list[Point], probs: list[float]) -> tuple[list[Law], np.ndarray]:
+    """Per size j = 1 … kmax: the law of a pass of j prompts drawn from the lengths — the sum of j
+    per-prompt shares of a pass of that size, as ``WAIT_POINTS`` equal-probability points (ms) — and
+    ``EXTRA_POINTS`` equal-probability points of what such a pass takes beyond one of its prompts' pass
+    alone: the other j − 1 prompts' shares, and the prompt's own share less its pass alone (its mean)."""
+    kmax = len(pts[0][3])
+    p = np.asarray(probs)
+    alone = np.asarray([pt[1] for pt in pts])
+    laws: list[Law] = []
+    extra = np.zeros((kmax, EXTRA_POINTS))
+    for j in range(1, kmax + 1):
+        whole = np.asarray([pt[3][j - 1] for pt in pts])
+        share = whole / np.asarray([max(1, min(PREFILL_CHUNK_TOKENS // pt[4], j)) for pt in pts])
+        own = float((p * (share - alone)).sum())
+        others: tuple[np.ndarray, np.ndarray] = (np.zeros(1), np.ones(1))
+        for _ in range(j - 1):
+            others = (points(np.add.outer(others[0], share).ravel(), np.outer(others[1], p).ravel()), EQUAL)
+        law = (points(np.add.outer(others[0], share).ravel(), np.outer(others[1], p).ravel()), EQUAL)
+        laws.append(law)
+        extra[j - 1] = np.maximum(
+            points(others[0], others[1])[WAIT_POINTS // EXTRA_POINTS // 2 :: WAIT_POINTS // EXTRA_POINTS]
+            + own,
+            0.0,
+        )
+    return laws, extra
+
+
+def points(vals: np.ndarray, wts: np.ndarray) -> np.ndarray:
+    """``WAIT_POINTS`` equal-probability points of a weighted sample."""
+    order = np.argsort(vals)
+    cum = np.cumsum(wts[order])
+    out: np.ndarray = vals[order][np.minimum(np.searchsorted(cum, U * cum[-1]), len(vals) - 1)]
+    return out
