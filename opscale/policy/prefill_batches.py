@@ -145,10 +145,16 @@ def batched_wait(
     later_ms = np.maximum(n * full_mean + np.sqrt(n) * full_sd * _SPREAD[None, :], 0.0) * scale + float(
         extra[-1].mean()
     )
+    common = None
+    if servers > 1:  # the other busy replicas run passes of any size: the soonest to end, over all sizes
+        freq = np.bincount(sizes.size - 1, weights=sizes.seen, minlength=kmax)
+        freq = freq / np.asarray([float((v * w).sum()) for v, w in laws])  # passes, not time, per size
+        passes_all = [pt[3][j] for j in range(kmax) for pt in pts]
+        common = residual_min(passes_all, [f * p for f in freq / freq.sum() for p in probs], servers)[2::4]
     vals, wts = [], []
     for i in np.flatnonzero(sizes.seen > 1e-6):
         k = int(sizes.size[i])
-        residual = residual_min([pt[3][k - 1] for pt in pts], probs, servers)[2::4]
+        residual = residual_min([pt[3][k - 1] for pt in pts], probs, 1)[2::4] if common is None else common
         # the time since the last replica freed is distributed as the time to the next (stationary
         # renewal); reversed, the two sum to one pass for deterministic passes on one replica
         elapsed = residual[::-1] / 1e3
