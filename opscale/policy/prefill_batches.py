@@ -63,17 +63,17 @@ def _batch_sizes(rate: float, laws: list[Law], extra_ms: np.ndarray) -> BatchSiz
 
     A free replica takes the prompts queued (up to kmax); the rest, and those arriving during its pass,
     are the queue the next pass starts with — with R replicas, the next to free: Q' = Q − min(Q, kmax) +
-    A, A ~ Poisson(λ/R · T), and Q' = 0 is an idle replica that the next prompt finds (it runs alone).
-    A is mixed over the pass's law: a long prompt's pass gathers more. This embedded chain (the
-    bulk-service queue's, exact for one replica) is
-    solved for its stationary law π(Q); a random instant falls in a pass length-biased, π(Q)·T. A prompt
-    that waits arrives during such a pass and shares its own with the queue left behind and the other
-    arrivals of that pass: min(kmax, Q − min(Q, kmax) + 1 + A). So its own pass is a distribution, tied
-    to the pass it waits for (a long pass gathers a large batch), not one size: the mean-size pass
-    under-priced a one-replica pool's p99 by a third against a replay at ρ = 0.5, where batches are
-    small and random; and under heavy load the queue left behind fills the passes, which a chain
-    without it (the next pass holds only the last one's arrivals) missed, pricing the pool near
-    saturation at 3× the replay's p99."""
+    A, A ~ Poisson(λ/R · T) mixed over the pass's law T (a long prompt's pass gathers more), and Q' = 0
+    is an idle replica that the next prompt finds (it runs alone). This is the bulk-service queue's
+    embedded chain (Bailey, "On queueing processes with bulk service", JRSS B 16, 1954), exact for one
+    replica; its stationary law π(Q) is solved on a truncated state space, and a random instant falls in
+    a pass length-biased, π(Q)·E[T]. A prompt that waits arrives during such a pass and shares its own
+    with the queue left behind and the other arrivals of that pass: min(kmax, Q − min(Q, kmax) + 1 + A).
+
+    So its own pass is a distribution, tied to the pass it waits for, not one size: one mean-size pass
+    under-priced a one-replica llama3-70b pool's p99 by a third against a replay at half load, where
+    batches are small and random; and under heavy load the queue left behind fills the passes — without
+    it a one-replica pool near saturation was priced at 3× the replay's p99."""
     kmax = len(laws)
     mean_s = np.asarray([float((v * w).sum()) for v, w in laws]) / 1e3
     states = max(QUEUE_STATES * kmax, MIN_STATES)
@@ -123,14 +123,16 @@ def batched_wait(
     chain: tuple[list[Law], BatchSizes],
 ) -> np.ndarray:
     """Points of a waiting prompt's wait (its own pass beyond its pass alone included) in a pool whose
-    passes hold up to kmax > 1 prompts, from the chain of ``_batch_sizes``. In each state Q of the pass
-    it waits for: the soonest of the busy replicas' passes to end (``residual_min``); the prompts ahead
-    of it, the Q − min(Q, kmax) left behind and Poisson(λ·elapsed) since (elapsed: the time between two
-    replicas freeing, T/R, less that residual); ⌊ahead / kmax⌋ full passes (T_kmax / R each, shorter by
-    the heavy-traffic factor (1 + c_a²)/2 for smoother arrivals) before its own; and its own pass, full
-    when it waited for others, else as ``BatchSizes.given``. A queue is cleared kmax prompts a pass: the
-    per-prompt M/G/1 sum of residuals (batch 1) priced a one-replica pool near saturation at 3× the p99
-    of a replay, because batching makes a long queue cheaper per prompt."""
+    passes hold up to kmax > 1 prompts, from the chain of ``_batch_sizes``. Per state Q of the pass it
+    waits for: the time until the soonest busy replica frees (``residual_min``: on one replica that very
+    pass; on several, the soonest of passes of every size, weighted by how often each size runs); the
+    prompts ahead of it, the Q − min(Q, kmax) left behind and Poisson(λ·elapsed) since the last replica
+    freed (elapsed is distributed as the residual, a stationary renewal's backward and forward times;
+    reversed, the two sum to one pass for deterministic passes on one replica); ⌊ahead / kmax⌋ full
+    passes before its own (T_kmax / R each; their sum normal, shorter by the heavy-traffic factor
+    (1 + c_a²)/2 for smoother arrivals); and its own pass, full when it waited for others, else as
+    ``BatchSizes.given``. A queue is cleared kmax prompts a pass, which the per-prompt M/G/1 sum of
+    residuals of batch 1 does not know."""
     kmax = len(pts[0][3])
     laws, sizes = chain
     extra = sizes.extra

@@ -104,8 +104,9 @@ def test_batched_pool_against_its_replay(
 ) -> None:
     """1024-token prompts, up to ``batch`` per pass, at ``load`` × what the replicas serve one prompt at a
     time (above 1 they keep up only in batches): the p99 of wait + pass against a replay of 100,000
-    prompts. The model of one mean-size batch was +51% and +66% at qwen2-57b-a14b's two heavy loads, −35%
-    at llama3-70b's light one, and +22% on three llama3-70b replicas."""
+    prompts. The model of one mean-size batch was +51% and +66% at qwen2-57b-a14b's two heavy loads and
+    −35% at llama3-70b's light one; a chain that gave every busy replica the size of the pass waited for
+    was +22% on three llama3-70b replicas."""
     perf = perf_model(get_preset(model), "H100")
     unit = whole_model_unit(perf, "prefill")
     passes = [pass_ms(perf, unit, k, 1024, gpus) / 1e3 for k in range(1, batch + 1)]
