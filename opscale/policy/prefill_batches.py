@@ -153,23 +153,34 @@ def batched_wait(
         freq = freq / np.asarray([float((v * w).sum()) for v, w in laws])  # passes, not time, per size
         passes_all = [pt[3][j] for j in range(kmax) for pt in pts]
         common = residual_min(passes_all, [f * p for f in freq / freq.sum() for p in probs], servers)[2::4]
+    live = np.flatnonzero(sizes.seen > 1e-6)
+    # the states share their residual (several replicas), or those of one pass size do (one replica):
+    # their weights are summed first, so the points are sorted once per residual, not once per state
+    groups = [live] if common is not None else [live[sizes.size[live] == k] for k in range(1, kmax + 1)]
     vals, wts = [], []
-    for i in np.flatnonzero(sizes.seen > 1e-6):
-        k = int(sizes.size[i])
+    for idx in groups:
+        if not len(idx):
+            continue
+        k = int(sizes.size[idx[0]])
         residual = residual_min([pt[3][k - 1] for pt in pts], probs, 1)[2::4] if common is None else common
         # the time since the last replica freed is distributed as the time to the next (stationary
         # renewal); reversed, the two sum to one pass for deterministic passes on one replica
         elapsed = residual[::-1] / 1e3
-        came = _poisson_rows(lam * elapsed, states)  # [u, A]: arrivals ahead since
-        passes = np.minimum((i + 1 - k + np.arange(states + 1)) // kmax, most)  # full passes ahead per A
-        ahead = np.zeros((len(residual), most + 1))
-        for m in range(most + 1):
-            ahead[:, m] = came[:, passes == m].sum(axis=1)
-        w = sizes.seen[i] / len(residual)
-        vals.append(np.add.outer(residual, extra).ravel())  # its own pass is the next
-        wts.append(np.repeat(w * ahead[:, :1] * sizes.given[i][None, :] / EXTRA_POINTS, EXTRA_POINTS))
+        at_most = np.concatenate(
+            [np.zeros((len(elapsed), 1)), np.cumsum(_poisson_rows(lam * elapsed, states), 1)], 1
+        )
+        # P(≥ m full passes ahead) = P(left + A ≥ m·kmax), A the arrivals since the last free: [u, state, m]
+        left = (idx + 1 - sizes.size[idx])[:, None]
+        cut = np.clip(np.arange(most + 1)[None, :] * kmax - left, 0, states + 1)
+        at_least = 1.0 - at_most[:, cut]
+        at_least[:, :, 0] = 1.0
+        ahead = at_least - np.concatenate([at_least[:, :, 1:], np.zeros((*at_least.shape[:2], 1))], 2)
+        w = sizes.seen[idx] / len(residual)
+        own = np.einsum("i,ui,ij->uj", w, ahead[:, :, 0], sizes.given[idx])  # its own pass is the next
+        vals.append(np.add.outer(residual, extra).ravel())
+        wts.append(np.repeat(own / EXTRA_POINTS, EXTRA_POINTS))
         vals.append((residual[:, None, None] + later_ms[None, :, :]).ravel())
-        wts.append(np.repeat(w * ahead[:, 1:] / len(_SPREAD), len(_SPREAD)))
+        wts.append(np.repeat(np.einsum("i,uim->um", w, ahead[:, :, 1:]) / len(_SPREAD), len(_SPREAD)))
     return points(np.concatenate(vals), np.concatenate(wts))
 
 

@@ -188,6 +188,9 @@ def pool_queue(
     # a pass holds ``batch`` prompts at most, and fewer when their tokens fill the chunk budget first
     fill = max(1.0, min(float(batch), PREFILL_CHUNK_TOKENS / load.mean_length))
     kmax = max(1, min(batch, round(fill)))
+    fullest = batched_at(perf, unit, load.lengths, g, kmax)[0]
+    if lam * sum(p * t for p, t in zip(probs, fullest, strict=True)) / 1e3 >= replicas:
+        return QueueState.unstable()  # not even full passes keep up (and the chain would run to its end)
     passes_k = [batched_at(perf, unit, load.lengths, g, j)[1] for j in range(1, kmax + 1)]
     by_size = list(zip(*passes_k, strict=True))  # per length: the passes of 1 … kmax prompts
     zipped = [(p, s1, s1, ts, n) for (n, p), s1, ts in zip(load.lengths, sv.ms, by_size, strict=True)]
