@@ -186,8 +186,7 @@ def pool_queue(
     if lam <= 0.0:
         return QueueState(True, 0.0, np.zeros(WAIT_POINTS), sv.mean_s, 0.0, 0.0, 0.0)
     # a pass holds ``batch`` prompts at most, and fewer when their tokens fill the chunk budget first
-    fill = max(1.0, min(float(batch), PREFILL_CHUNK_TOKENS / load.mean_length))
-    kmax = max(1, min(batch, round(fill)))
+    kmax = max(1, min(batch, round(PREFILL_CHUNK_TOKENS / load.mean_length)))
     fullest = batched_at(perf, unit, load.lengths, g, kmax)[0]
     if lam * sum(p * t for p, t in zip(probs, fullest, strict=True)) / 1e3 >= replicas:
         return QueueState.unstable()  # not even full passes keep up (and the chain would run to its end)
