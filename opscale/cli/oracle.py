@@ -107,7 +107,9 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[Path | None, typer.Option("--json", help="write every point as JSON")] = None,
         workers: Annotated[int, typer.Option(help="worker processes (0: one per CPU)")] = 0,
         model: Annotated[list[str] | None, typer.Option(help="only these models (repeatable)")] = None,
-        seeds: Annotated[int, typer.Option(help="traces per point (default: 1 quick, 3 full)")] = 0,
+        seeds: Annotated[
+            int, typer.Option(help="traces per point (default: 1 quick, 8 full; the oracle uses the first 3)")
+        ] = 0,
     ) -> None:
         """Each planner's own plan held fixed in the simulator over the validation grid: predicted vs
         simulated p99 TTFT and per-request TBT, and GPUs vs the oracle's."""

@@ -19,7 +19,7 @@ definition the planners use, so prediction and measurement cover the same reques
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -137,9 +137,26 @@ def static_spec(load: Steady, pools: Mapping[PoolKey, PoolPlan]) -> Any:
 
 
 def run_plan(load: Steady, pools: Mapping[PoolKey, PoolPlan], seed: int = 0) -> Outcome:
+    return run_sampled(load, pools, seed)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Samples:
+    """The measured requests' own values (ms), for percentiles over several traces pooled."""
+
+    ttft_ms: np.ndarray  # every measured request
+    tbt_ms: np.ndarray  # those that decode (per-request TBT)
+
+
+def run_sampled(load: Steady, pools: Mapping[PoolKey, PoolPlan], seed: int = 0) -> tuple[Outcome, Samples]:
     trace = steady_trace(load, seed)
     res = simulate(static_spec(load, pools), trace, dict(pools))
     return measure(load, res, trace, plan_gpus(pools.values()))
+
+
+def pooled_p99(samples: Sequence[np.ndarray]) -> float:
+    """The p99 over the requests of several traces together (``_p99``)."""
+    return _p99(np.concatenate(list(samples))) if samples else 0.0
 
 
 def _p99(values: np.ndarray) -> float:
@@ -152,7 +169,7 @@ def _p99(values: np.ndarray) -> float:
     return math.inf if math.isnan(p) else p
 
 
-def measure(load: Steady, res: SimResult, trace: Trace, gpus: int) -> Outcome:
+def measure(load: Steady, res: SimResult, trace: Trace, gpus: int) -> tuple[Outcome, Samples]:
     req = res.requests
     slo = load.slo
     bad = unservable(load.perf(), trace.input_tokens, trace.output_tokens, slo)
@@ -169,7 +186,7 @@ def measure(load: Steady, res: SimResult, trace: Trace, gpus: int) -> Outcome:
     ttft_ok = ttft <= slo.ttft_ms
     tbt_all = tpot[sel]
     tbt_ok = tbt_all <= slo.tbt_ms
-    return Outcome(
+    out = Outcome(
         requests=n,
         unservable=int(bad.sum()),
         ttft_p99_ms=_p99(ttft),
@@ -184,3 +201,4 @@ def measure(load: Steady, res: SimResult, trace: Trace, gpus: int) -> Outcome:
         gpus_placed=float(res.gpus.mean()) if len(res.gpus) else 0.0,
         memory_violations=res.memory_violations,
     )
+    return out, Samples(ttft, tpot[decoding])

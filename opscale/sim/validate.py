@@ -6,8 +6,13 @@ size) × three length mixes (``fixed``, ``sharegpt``, ``longtail``: ``opscale.si
 planners: ``model``, ``operator`` (operator pools in every stage) and ``hybrid`` (what the operator
 policy runs: either form per stage, ``opscale.policy.hybrid``). Per point the planner sees the load as a
 perfect observer would (rate and length distributions of the trace it will be run on); the plan then runs
-on ``seeds`` independent traces of that load and the measured p99s are averaged over them (the p99 of a
-long-tailed mix moves by tens of per cent from one trace to the next).
+on ``seeds`` independent traces of that load (``SEEDS`` on the full grid), and the measured p99 is the
+p99 of their requests together: the long-run percentile the planner predicts. The p99 of one trace of a
+long-tailed mix moves by tens of per cent from one trace to the next, because a few overlapping long
+prompts block every replica now and then: llama3-70b at 8 req/s on the ``longtail`` mix measured 1.8–3.7
+s over eight traces of 240 s, and the mean of the first three traces' p99s (2.9 s) stood 35% above the
+eight traces' pooled p99 (2.1 s). Each trace's own p99 is kept (``ttft_sim_seeds_ms``), and a plan meets
+the SLO only if it does on every trace.
 
 The error is (predicted − measured) / measured: positive means the planner over-provisions, negative
 that it would miss the SLO. Predicted and measured cover the same requests: those a configuration can
@@ -26,7 +31,7 @@ from typing import Any
 
 from opscale.policy.model_level import plan_model
 from opscale.policy.operator import plan_hybrid, plan_operator
-from opscale.sim.fixed import Steady, run_plan, steady_trace
+from opscale.sim.fixed import Steady, pooled_p99, run_sampled, steady_trace
 from opscale.sim.observe import window_of
 from opscale.sim.oracle import gpus_of, oracle
 
@@ -41,6 +46,8 @@ RATES: dict[str, tuple[float, ...]] = {
 PLANNERS = ("model", "operator", "hybrid")
 PLAN = {"model": plan_model, "operator": plan_operator, "hybrid": plan_hybrid}
 MIN_REQUESTS = 3000  # per seed: a p99 needs ~30 requests above it
+SEEDS = 8  # traces per point on the full grid (module docstring)
+ORACLE_SEEDS = 3  # the oracle's search confirms its plan on the first this many
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +57,7 @@ class Point:
     rps: float
     mix: str
     ttft_pred_ms: float
-    ttft_sim_ms: float
+    ttft_sim_ms: float  # p99 over the measured requests of every seed together
     tbt_pred_ms: float
     tbt_sim_ms: float
     ttst_sim_ms: float
@@ -63,6 +70,7 @@ class Point:
     unservable: float  # share of requests no configuration can serve within the SLO
     predicted_unservable: float
     seeds: int
+    ttft_sim_seeds_ms: tuple[float, ...] = ()  # each seed's own p99 TTFT: the trace-to-trace spread
 
     @property
     def ttft_error(self) -> float:
@@ -107,11 +115,13 @@ def grid(quick: bool) -> list[tuple[Steady, str]]:
 
 
 def validate_point(load: Steady, planner: str, seeds: Sequence[int]) -> Point:
-    """Plan, run on every seed, search the oracle of the planner's layout."""
+    """Plan, run on every seed, search the oracle of the planner's layout (on the first
+    ``ORACLE_SEEDS`` seeds)."""
     trace = steady_trace(load, seeds[0])
     plan = PLAN[planner](load.perf(), window_of(trace, 0.0, load.seconds), load.slo)
-    outs = [run_plan(load, plan.pools, s) for s in seeds]
-    orc = oracle(load, planner, seeds=seeds, start=plan.pools)
+    runs = [run_sampled(load, plan.pools, s) for s in seeds]
+    outs = [o for o, _ in runs]
+    orc = oracle(load, planner, seeds=seeds[:ORACLE_SEEDS], start=plan.pools)
     pred = plan.prediction
     n = len(outs)
     return Point(
@@ -120,9 +130,10 @@ def validate_point(load: Steady, planner: str, seeds: Sequence[int]) -> Point:
         rps=load.rate_rps,
         mix=load.mix,
         ttft_pred_ms=pred.ttft_ms if pred.ttft_ms is not None else math.inf,
-        ttft_sim_ms=sum(o.ttft_p99_ms for o in outs) / n,
+        ttft_sim_ms=pooled_p99([s.ttft_ms for _, s in runs]),
         tbt_pred_ms=pred.tbt_ms if pred.tbt_ms is not None else math.inf,
-        tbt_sim_ms=sum(o.tbt_p99_ms for o in outs) / n,
+        tbt_sim_ms=pooled_p99([s.tbt_ms for _, s in runs]),
+        ttft_sim_seeds_ms=tuple(o.ttft_p99_ms for o in outs),
         ttst_sim_ms=max(o.ttst_p99_ms for o in outs),
         gpus=gpus_of(plan.pools),
         oracle_gpus=orc.gpus if orc.feasible else None,
@@ -149,7 +160,7 @@ def run_validation(
     on_done: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Every grid point (in grid order whatever the completion order), as JSON objects."""
-    use = tuple(seeds) if seeds else ((0,) if quick else (0, 1, 2))
+    use = tuple(seeds) if seeds else ((0,) if quick else tuple(range(SEEDS)))
     jobs = [(ld, p) for ld, p in grid(quick) if not models or ld.model in models]
     results: dict[int, dict[str, Any]] = {}
     if workers <= 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from opscale.policy.types import Signal
@@ -41,7 +43,9 @@ def test_per_pool_series_do_not_change_the_decisions() -> None:
 
 def test_validation_point_measures_the_plan_it_predicts() -> None:
     load = Steady("mixtral-8x7b", 4.0, "fixed:512/64", seconds=120.0, warmup_s=30.0)
-    point = validate_point(load, "model", seeds=(0,))
+    point = validate_point(load, "model", seeds=(0, 1))
+    low, high = min(point.ttft_sim_seeds_ms), max(point.ttft_sim_seeds_ms)
+    assert len(point.ttft_sim_seeds_ms) == 2 and low <= point.ttft_sim_ms <= high
     assert point.gpus > 0 and point.oracle_gpus is not None and point.oracle_gpus <= point.gpus
     assert point.ttft_sim_ms > 0 and point.tbt_sim_ms > 0
     # The queue and residency models predict the simulation they plan for, within the validation's band.
@@ -49,8 +53,18 @@ def test_validation_point_measures_the_plan_it_predicts() -> None:
     assert point.meets_slo
 
 
+def test_measured_p99_pools_the_requests_of_every_trace() -> None:
+    from opscale.sim.fixed import pooled_p99
+
+    quiet, bursty = np.full(990, 100.0), np.concatenate([np.full(900, 100.0), np.full(100, 5000.0)])
+    # one bursty trace in two: the pooled p99 is the bursty trace's tail, not the mean of the two p99s
+    assert pooled_p99([quiet, bursty]) == 5000.0
+    assert np.mean([np.percentile(quiet, 99), np.percentile(bursty, 99)]) == 2550.0
+    assert pooled_p99([quiet, np.array([math.inf] * 30)]) == math.inf
+    assert pooled_p99([]) == 0.0
+
+
 def test_p99_among_rejected_requests_is_infinite_not_nan() -> None:
-    import math
     import warnings
 
     from opscale.sim.fixed import _p99
