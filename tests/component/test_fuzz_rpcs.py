@@ -301,13 +301,11 @@ def still_serving(addresses: dict[str, str]) -> dict[str, int]:
     alive = dict(health(addresses, LIVENESS))
     assert alive == dict.fromkeys(addresses, health_pb2.HealthCheckResponse.SERVING), alive
     deadline = time.monotonic() + 5 * HEALTH_INTERVAL_S
-    while True:
-        ready = dict(health(addresses))
-        if all(v == health_pb2.HealthCheckResponse.SERVING for v in ready.values()):
-            return ready
-        if time.monotonic() > deadline:
-            return ready
+    ready = dict(health(addresses))
+    while set(ready.values()) != {health_pb2.HealthCheckResponse.SERVING} and time.monotonic() < deadline:
         time.sleep(HEALTH_INTERVAL_S / 4)
+        ready = dict(health(addresses))
+    return ready
 
 
 async def test_every_rpc_answers_caller_errors_never_internal(
