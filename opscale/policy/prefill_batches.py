@@ -174,7 +174,7 @@ def batched_wait(
         cut = np.clip(np.arange(most + 1)[None, :] * kmax - left, 0, states + 1)
         at_least = 1.0 - at_most[:, cut]
         at_least[:, :, 0] = 1.0
-        ahead = at_least - np.concatenate([at_least[:, :, 1:], np.zeros((*at_least.shape[:2], 1))], 2)
+        ahead = -np.diff(at_least, axis=2, append=0.0)  # P(exactly m) = P(≥ m) − P(≥ m + 1)
         w = sizes.seen[idx] / len(residual)
         own = np.einsum("i,ui,ij->uj", w, ahead[:, :, 0], sizes.given[idx])  # its own pass is the next
         vals.append(np.add.outer(residual, extra).ravel())
