@@ -45,10 +45,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from statistics import NormalDist
 
 from opscale.model import PerfModel
+from opscale.policy.decode_load import DecodeLoad
 from opscale.policy.planner_core import (
     EPSILON,
     Option,
@@ -70,59 +69,6 @@ from opscale.policy.types import Infeasibility, InfeasibilityKind, Limits, PoolK
 TINY = 0.01  # a pool whose cheapest option takes at most this share of a token round needs no search
 # Step targets tried, as fractions of the TBT budget.
 TARGETS = (1.0, 0.8, 0.62, 0.47, 0.35, 0.25, 0.17)
-
-
-def z_of(q: float) -> float:
-    return NormalDist().inv_cdf(q)
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeLoad:
-    """What the decode stage must carry (servable requests only)."""
-
-    rate_rps: float
-    steps_mean: float  # E[o], o = output − 1 decode tokens per request
-    kv_len: int  # mean context length of resident sequences (what a step's attention reads)
-    ctx_m2: float  # E_r[context²] of resident sequences (the spread of what attention reads)
-    res_mean: float  # E_r[in + out]: tokens reserved per resident sequence
-    res_m2: float  # E_r[(in + out)²]
-    req_max: int  # tokens the longest request reserves (it must fit one replica)
-    transfer_mean_ms: float  # the KV hand-off left after prefill, spread over a request's gaps: mean
-    transfer_q_ms: float  # … and its q-quantile over requests
-    q: float
-    res_m3: float = 0.0  # E_r[(in + out)³] (0: unknown, the normal approximation alone)
-
-    def residents(self, tau_ms: float) -> float:
-        return self.rate_rps * self.steps_mean * tau_ms / 1e3
-
-    def residents_q(self, tau_ms: float) -> float:
-        n = self.residents(tau_ms)
-        return n + z_of(self.q) * math.sqrt(n)
-
-    def kv_tokens_q(self, tau_ms: float) -> float:
-        """The q-quantile of the reserved KV (module docstring): Cornish–Fisher on the compound Poisson's
-        first three cumulants (κ_j = N̄·E_r[X^j])."""
-        n = self.residents(tau_ms)
-        if n <= 0.0:
-            return 0.0
-        z, sigma = z_of(self.q), math.sqrt(n * self.res_m2)
-        # γ = N̄·m3 / (N̄·m2)^{3/2}, written so that a tiny N̄ cannot underflow the denominator to 0
-        skew = (
-            self.res_m3 / (math.sqrt(n) * self.res_m2**1.5)
-            if self.res_m3 > 0.0 and self.res_m2 > 0.0
-            else 0.0
-        )
-        return n * self.res_mean + sigma * (z + (z * z - 1.0) * skew / 6.0)
-
-    def context_q(self, tau_ms: float) -> int:
-        """Mean context a step reads at the quantile: the residents' total context is compound Poisson
-        (mean N̄·E_r[c], variance N̄·E_r[c²]); a few long sequences resident at once make attention
-        slower than the mean length says, and the quantile of per-request TBT is taken there."""
-        n = self.residents(tau_ms)
-        if n <= 0.0:
-            return self.kv_len
-        total = n * self.kv_len + z_of(self.q) * math.sqrt(n * self.ctx_m2)
-        return max(self.kv_len, round(total / self.residents_q(tau_ms)))
 
 
 def holder(unit: Unit) -> bool:
@@ -168,11 +114,12 @@ def decode_frontier(
     busy_ms: float = math.inf,
     micro: int = 1,
     shape: Shape | None = None,
+    max_cost: float = math.inf,
 ) -> list[Option]:
     """Pareto options (GPUs, chain contribution s ≤ ``budget_ms``) sized for ``n_q`` residents holding
     ``kv_q`` tokens, whose passes per round take at most ``busy_ms`` (k·μ·s); ``shape``: only replicas of
     that shape (filtered before the Pareto cut, which may otherwise drop the shape: 2 × 2 GPUs at pass 256
-    ties 1 × 4 GPUs at 128 in GPUs and loses in latency)."""
+    ties 1 × 4 GPUs at 128 in GPUs and loses in latency); ``max_cost``: none of more GPUs."""
     cap = r_max if r_max is not None else 1 << 30
     n = max(1.0, n_q)
     ctx = load.context_q(tau_ms)
@@ -186,9 +133,14 @@ def decode_frontier(
                 per_replica_tokens = memory(perf, unit, b, g).kv_tokens()
                 lo = max(lo, math.ceil(kv_q / per_replica_tokens - 1e-9))
             # More replicas stop helping once one sequence per replica is as fast as it gets.
-            floor = pass_ms(perf, unit, 1, ctx, g) * (1.0 + EPSILON)
+            single = pass_ms(perf, unit, 1, ctx, g)
+            floor = single * (1.0 + EPSILON)
+            # Past max_cost the options are of no use, unless a tiny pool's early return below could
+            # still come (it ends the whole search): not once a pass of one sequence is over the line,
+            # as no pass is faster than that one.
+            most = max_cost if holder(unit) or single > TINY * tau_ms else math.inf
             r = lo
-            while r <= cap:
+            while r <= cap and r * g <= most:
                 per, k = _per_replica(n, r, b)
                 m, passes = micro_split(per, k, micro)
                 s = pass_ms(perf, unit, m, ctx, g)
@@ -200,9 +152,20 @@ def decode_frontier(
                 per_rep = math.ceil(n / r - 1e-9)
                 if per_rep <= 1 or (k == 1 and s <= floor):
                     break
-                # The next replica count that lowers the per-replica residents (same latency otherwise).
-                r = max(r + 1, math.ceil(n / (per_rep - 1) - 1e-9))
+                r = max(r + 1, math.ceil(n / _fewer(per_rep, b, micro) - 1e-9))
     return pareto(found)
+
+
+def _fewer(per_rep: int, batch: int, micro: int) -> int:
+    """The most residents per replica that change a replica's passes (``_per_replica``, ``micro_split``)
+    from those of ``per_rep``: the replica counts in between give the same pass and busy time at more
+    GPUs, an option the Pareto cut drops, so the search steps over them. Above ``batch`` only the number
+    of passes changes, at each multiple of it; below, the micro-batch size, at each multiple of
+    ``micro`` (every count under ``micro``, where the micro-batches themselves get fewer)."""
+    if per_rep > batch:
+        return (math.ceil(per_rep / batch) - 1) * batch
+    m = math.ceil(per_rep / max(1, min(micro, per_rep)))
+    return (m - 1) * micro if m >= 2 else per_rep - 1
 
 
 def step_ms(
@@ -310,6 +273,9 @@ def plan_decode(
                     busy_ms=tau_t,
                     micro=mu,
                     shape=shapes.get(u.pool),
+                    # an option dearer than the best plan so far can only be part of a dearer plan (the
+                    # exact search; the greedy walks the whole frontier)
+                    max_cost=best[0] if best is not None and search != "greedy" else math.inf,
                 )
                 for u, (lo, hi) in zip(units, bounds, strict=True)
             ]

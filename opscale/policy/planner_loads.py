@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from opscale.model import PerfModel
 from opscale.model.fabric import KV_LINK_BYTES_S
 from opscale.model.memory import replica_memory
+from opscale.policy.decode_load import DecodeLoad
 from opscale.policy.lengths import LengthDist
 from opscale.policy.planner_core import MAX_NODE_GPUS
-from opscale.policy.planner_decode import DecodeLoad
 from opscale.policy.prefill_queue import PrefillLoad
 from opscale.policy.types import SLO, LoadWindow
 

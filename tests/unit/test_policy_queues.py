@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from opscale.model import get_preset, perf_model
+from opscale.policy.decode_load import DecodeLoad, z_of
 from opscale.policy.hybrid import whole_model_unit
 from opscale.policy.lengths import LengthDist
 from opscale.policy.planner_core import Option, pass_ms
-from opscale.policy.planner_decode import DecodeLoad, fixed_point_ms, step_ms, z_of
+from opscale.policy.planner_decode import fixed_point_ms, step_ms
 from opscale.policy.planner_prefill import ttft_quantile_ms
 from opscale.policy.prefill_batches import WAIT_POINTS, _batch_sizes, residual_min
 from opscale.policy.prefill_queue import PrefillLoad, pool_queue, service

@@ -1,0 +1,101 @@
+"""The planners' search shortcuts change no plan: each is checked against the long way round."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+import opscale.policy.planner_decode as planner_decode
+from opscale.model import get_preset, perf_model
+from opscale.policy.decode_load import DecodeLoad
+from opscale.policy.hybrid import operator_units
+from opscale.policy.operator import plan_operator
+from opscale.policy.planner_decode import _fewer, _per_replica, decode_frontier, holder, micro_split
+from opscale.sim.fixed import Steady, steady_trace
+from opscale.sim.observe import window_of
+
+P70 = perf_model(get_preset("llama3-70b"), "H100")
+
+
+def _passes(per_rep: int, batch: int, micro: int) -> tuple[int, int]:
+    per, k = _per_replica(float(per_rep), 1, batch)
+    return micro_split(per, k, micro)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 16, 128, 256])
+@pytest.mark.parametrize("micro", [1, 2, 4])
+def test_the_replica_step_skips_only_counts_with_the_same_passes(batch: int, micro: int) -> None:
+    """Between ``per_rep`` and ``_fewer(per_rep)`` residents per replica every count gives the same pass
+    size and number of passes; at ``_fewer`` they change."""
+    for per_rep in range(2, 700):
+        nxt = _fewer(per_rep, batch, micro)
+        assert 1 <= nxt < per_rep
+        here = _passes(per_rep, batch, micro)
+        assert all(_passes(p, batch, micro) == here for p in range(nxt + 1, per_rep))
+        assert _passes(nxt, batch, micro) != here
+
+
+def _decode_load(rate: float) -> DecodeLoad:
+    return DecodeLoad(rate, 250.0, 1125, 1125.0**2, 1251.0, 1251.0**2, 1251, 0.0, 0.0, 0.99)
+
+
+@pytest.mark.parametrize("rate", [2.0, 40.0, 200.0])
+def test_a_cost_cap_cuts_the_frontier_and_nothing_else(rate: float) -> None:
+    """The KV-holding pool's options within ``max_cost`` GPUs are the full frontier's, to the option."""
+    load = _decode_load(rate)
+    tau = 40.0
+    n_q, kv_q = load.residents_q(tau), load.kv_tokens_q(tau)
+    for unit in operator_units(P70, "decode"):
+        if not holder(unit):
+            continue
+        full = decode_frontier(P70, unit, load, n_q, kv_q, tau, (128, 256), budget_ms=tau, busy_ms=tau)
+        assert len(full) > 3
+        for cap in (full[0].cost, full[len(full) // 2].cost, full[-1].cost - 1):
+            cut = decode_frontier(
+                P70, unit, load, n_q, kv_q, tau, (128, 256), budget_ms=tau, busy_ms=tau, max_cost=cap
+            )
+            assert cut == [o for o in full if o.cost <= cap]
+
+
+def test_the_frontier_is_that_of_a_step_of_one_resident(monkeypatch: Any) -> None:
+    """Stepping over the replica counts that change nothing keeps the frontier of a search that lowers
+    the residents per replica one at a time."""
+    load = _decode_load(40.0)
+    tau = 40.0
+    n_q, kv_q = load.residents_q(tau), load.kv_tokens_q(tau)
+    cases = [(u, micro) for u in operator_units(P70, "decode") for micro in (1, 2, 4)]
+
+    def frontiers() -> list[list[Any]]:
+        return [
+            decode_frontier(P70, u, load, n_q, kv_q, tau, (128, 256), budget_ms=tau, busy_ms=tau, micro=m)
+            for u, m in cases
+        ]
+
+    fast = frontiers()
+    monkeypatch.setattr(planner_decode, "_fewer", lambda per_rep, batch, micro: per_rep - 1)
+    assert fast == frontiers()
+    assert sum(map(len, fast)) > 30
+
+
+_CASES = [("llama3-70b", 8.0, "sharegpt"), ("qwen2-7b", 32.0, "sharegpt"), ("mixtral-8x7b", 16.0, "fixed")]
+
+
+@pytest.mark.parametrize(("model", "rps", "mix"), _CASES)
+def test_the_incumbent_cut_keeps_the_plan(model: str, rps: float, mix: str, monkeypatch: Any) -> None:
+    """The exact search drops options dearer than the best plan found so far: the plan is the one found
+    without the cut (qwen2-7b at 32 req/s is where a cut on a tiny pool once changed it)."""
+    load = Steady(model, rps, mix, seconds=240.0)
+    window = window_of(steady_trace(load, 0), 0.0, load.seconds)
+    fast = plan_operator(load.perf(), window, load.slo)
+    frontier = planner_decode.decode_frontier
+
+    def uncut(*args: Any, **kwargs: Any) -> Any:
+        kwargs["max_cost"] = math.inf
+        return frontier(*args, **kwargs)
+
+    monkeypatch.setattr(planner_decode, "decode_frontier", uncut)
+    slow = plan_operator(load.perf(), window, load.slo)
+    assert fast.pools == slow.pools
+    assert fast.prediction == slow.prediction
