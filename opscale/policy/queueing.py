@@ -255,7 +255,13 @@ def _geometric_residual(service: tuple[tuple[float, float], ...], rho: float) ->
     span = max(float(sec.max()), 16.0 * residual_mean / (1.0 - rho))
     h = span / RESIDUAL_GRID
     edges = np.arange(RESIDUAL_GRID + 1) * h
-    cdf = (np.minimum(edges[:, None], sec[None, :]) * prob[None, :]).sum(axis=1) / mean
+    # ∫₀ᵗ P(S > x) dx = E[min(t, S)] = Σ_{s ≤ t} p·s + t·P(S > t), over the services sorted once
+    order = np.argsort(sec, kind="stable")
+    sec, prob = sec[order], prob[order]
+    below = np.searchsorted(sec, edges, side="right")
+    done = np.concatenate(([0.0], np.cumsum(sec * prob)))[below]
+    left = np.concatenate(([1.0], 1.0 - np.cumsum(prob)))[below]
+    cdf = (done + edges * np.clip(left, 0.0, None)) / mean
     cdf[-1] = 1.0
     phi = np.fft.rfft(np.diff(cdf), 2 * RESIDUAL_GRID)
     mass = np.fft.irfft((1.0 - rho) * phi / (1.0 - rho * phi), 2 * RESIDUAL_GRID)[:RESIDUAL_GRID]
