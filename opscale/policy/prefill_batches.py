@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -108,8 +109,8 @@ def _poisson_rows(means: np.ndarray, n: int) -> np.ndarray:
     """Per mean, one row: P(A = 0), …, P(A = n − 1), P(A ≥ n) of a Poisson count A."""
     out = np.empty((len(means), n + 1))
     out[:, 0] = np.exp(-means)
-    for i in range(1, n):
-        out[:, i] = out[:, i - 1] * means / i
+    # P(A = i) = P(A = i − 1)·m/i, all i at once
+    out[:, 1:n] = out[:, :1] * np.cumprod(means[:, None] / np.arange(1, n)[None, :], axis=1)
     out[:, n] = np.clip(1.0 - out[:, :n].sum(axis=1), 0.0, None)
     return out
 
@@ -190,14 +191,16 @@ _SPREAD = np.asarray([-1.2816, -0.5244, 0.0, 0.5244, 1.2816])  # standard normal
 def chain(rate: float, pts: list[Point], probs: list[float]) -> tuple[list[Law], BatchSizes]:
     """The pass laws and the batch sizes of one class of prompts at ``rate`` per replica; one pass size
     (batch 1, or prompts long enough to fill the chunk budget alone) needs no chain."""
-    laws, extra = _pass_laws(pts, probs)
+    cached, extra = _pass_laws(tuple(pts), tuple(probs))
+    laws = list(cached)
     if len(laws) == 1:
         one = np.ones(1)
         return laws, BatchSizes(one, one.astype(int), np.ones((1, 1)), extra, 1.0)
     return laws, _batch_sizes(rate, laws, extra)
 
 
-def _pass_laws(pts: list[Point], probs: list[float]) -> tuple[list[Law], np.ndarray]:
+@lru_cache(maxsize=1 << 10)  # the same lengths, priced on the same replica, recur across replica counts
+def _pass_laws(pts: tuple[Point, ...], probs: tuple[float, ...]) -> tuple[tuple[Law, ...], np.ndarray]:
     """Per size j = 1 … kmax: the law of a pass of j prompts drawn from the lengths — the sum of j
     per-prompt shares of a pass of that size, as ``WAIT_POINTS`` equal-probability points (ms) — and
     ``EXTRA_POINTS`` equal-probability points of what such a pass takes beyond one of its prompts' pass
@@ -221,7 +224,9 @@ def _pass_laws(pts: list[Point], probs: list[float]) -> tuple[list[Law], np.ndar
             + own,
             0.0,
         )
-    return laws, extra
+    for arr in (extra, *(v for v, _ in laws)):
+        arr.flags.writeable = False  # shared by every caller of the cache
+    return tuple(laws), extra
 
 
 def points(vals: np.ndarray, wts: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 import opscale.policy.planner_decode as planner_decode
@@ -13,6 +14,7 @@ from opscale.policy.decode_load import DecodeLoad
 from opscale.policy.hybrid import operator_units
 from opscale.policy.operator import plan_operator
 from opscale.policy.planner_decode import _fewer, _per_replica, decode_frontier, holder, micro_split
+from opscale.policy.prefill_batches import _poisson_rows, chain
 from opscale.sim.fixed import Steady, steady_trace
 from opscale.sim.observe import window_of
 
@@ -99,3 +101,22 @@ def test_the_incumbent_cut_keeps_the_plan(model: str, rps: float, mix: str, monk
     slow = plan_operator(load.perf(), window, load.slo)
     assert fast.pools == slow.pools
     assert fast.prediction == slow.prediction
+
+
+def test_poisson_rows_are_the_poisson_law() -> None:
+    means = np.array([0.0, 0.3, 4.0, 60.0])
+    rows = _poisson_rows(means, 40)
+    for m, row in zip(means, rows, strict=True):
+        pmf = [math.exp(-m) * m**i / math.factorial(i) for i in range(40)]
+        assert row[:40] == pytest.approx(pmf, rel=1e-12, abs=1e-300)
+        assert row[40] == pytest.approx(max(0.0, 1.0 - sum(pmf)), abs=1e-12)
+
+
+def test_cached_pass_laws_are_shared_read_only() -> None:
+    pts = [(0.6, 100.0, 120.0, (100.0, 150.0, 190.0), 1024), (0.4, 300.0, 330.0, (300.0, 420.0, 520.0), 3000)]
+    laws_a, sizes_a = chain(2.0, pts, [0.6, 0.4])
+    laws_b, sizes_b = chain(2.0, list(pts), [0.6, 0.4])
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(laws_a, laws_b, strict=True))
+    assert np.array_equal(sizes_a.seen, sizes_b.seen)
+    with pytest.raises(ValueError):
+        laws_a[0][0][0] = 1.0
