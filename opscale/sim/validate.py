@@ -71,6 +71,7 @@ class Point:
     predicted_unservable: float
     seeds: int
     ttft_sim_seeds_ms: tuple[float, ...] = ()  # each seed's own p99 TTFT: the trace-to-trace spread
+    oracle_searched: bool = True  # False: run without the oracle (``oracle_gpus`` None, ratios NaN)
 
     @property
     def ttft_error(self) -> float:
@@ -114,14 +115,14 @@ def grid(quick: bool) -> list[tuple[Steady, str]]:
     return out
 
 
-def validate_point(load: Steady, planner: str, seeds: Sequence[int]) -> Point:
+def validate_point(load: Steady, planner: str, seeds: Sequence[int], *, with_oracle: bool = True) -> Point:
     """Plan, run on every seed, search the oracle of the planner's layout (on the first
-    ``ORACLE_SEEDS`` seeds)."""
+    ``ORACLE_SEEDS`` seeds; ``with_oracle`` False: skip it, the model's accuracy alone)."""
     trace = steady_trace(load, seeds[0])
     plan = PLAN[planner](load.perf(), window_of(trace, 0.0, load.seconds), load.slo)
     runs = [run_sampled(load, plan.pools, s) for s in seeds]
     outs = [o for o, _ in runs]
-    orc = oracle(load, planner, seeds=seeds[:ORACLE_SEEDS], start=plan.pools)
+    orc = oracle(load, planner, seeds=seeds[:ORACLE_SEEDS], start=plan.pools) if with_oracle else None
     pred = plan.prediction
     n = len(outs)
     return Point(
@@ -136,19 +137,20 @@ def validate_point(load: Steady, planner: str, seeds: Sequence[int]) -> Point:
         ttft_sim_seeds_ms=tuple(o.ttft_p99_ms for o in outs),
         ttst_sim_ms=max(o.ttst_p99_ms for o in outs),
         gpus=gpus_of(plan.pools),
-        oracle_gpus=orc.gpus if orc.feasible else None,
+        oracle_gpus=orc.gpus if orc is not None and orc.feasible else None,
         gpus_placed=sum(o.gpus_placed for o in outs) / n,
-        oracle_gpus_placed=orc.gpus_placed,
+        oracle_gpus_placed=orc.gpus_placed if orc is not None else math.nan,
         meets_slo=all(o.meets(load.slo) and o.ttst_p99_ms <= load.tbt_ms for o in outs),
         attainment=min(o.attainment for o in outs),
         unservable=sum(o.unservable for o in outs) / max(1, sum(o.requests + o.unservable for o in outs)),
         predicted_unservable=pred.unservable_fraction,
         seeds=n,
+        oracle_searched=orc is not None,
     )
 
 
-def _job(load: Steady, planner: str, seeds: tuple[int, ...]) -> dict[str, Any]:
-    return validate_point(load, planner, seeds).to_json()
+def _job(load: Steady, planner: str, seeds: tuple[int, ...], with_oracle: bool) -> dict[str, Any]:
+    return validate_point(load, planner, seeds, with_oracle=with_oracle).to_json()
 
 
 def run_validation(
@@ -158,6 +160,7 @@ def run_validation(
     workers: int = 1,
     models: Sequence[str] | None = None,
     on_done: Callable[[str], None] | None = None,
+    with_oracle: bool = True,
 ) -> list[dict[str, Any]]:
     """Every grid point (in grid order whatever the completion order), as JSON objects."""
     use = tuple(seeds) if seeds else ((0,) if quick else tuple(range(SEEDS)))
@@ -165,12 +168,12 @@ def run_validation(
     results: dict[int, dict[str, Any]] = {}
     if workers <= 1:
         for i, (ld, p) in enumerate(jobs):
-            results[i] = _job(ld, p, use)
+            results[i] = _job(ld, p, use, with_oracle)
             if on_done:
                 on_done(_label(ld, p))
     else:
         with ProcessPoolExecutor(max_workers=workers) as ex:
-            futs = {ex.submit(_job, ld, p, use): i for i, (ld, p) in enumerate(jobs)}
+            futs = {ex.submit(_job, ld, p, use, with_oracle): i for i, (ld, p) in enumerate(jobs)}
             for f in as_completed(futs):
                 i = futs[f]
                 results[i] = f.result()
@@ -216,7 +219,8 @@ def summary(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "tbt_worst": worst("tbt_error"),
         "meets_slo": sum(bool(p["meets_slo"]) for p in points),
         "oracle_ratio_max": _max_ratio(points),
-        "oracle_infeasible": sum(p["oracle_gpus"] is None for p in points),
+        "oracle_infeasible": sum(p["oracle_gpus"] is None and p["oracle_searched"] for p in points),
+        "oracle_searched": sum(bool(p["oracle_searched"]) for p in points),
         "per_planner": {
             pl: {
                 "ttft_within_15": share_within_of(ps, "ttft_error"),
@@ -242,6 +246,12 @@ def share_within_of(points: Sequence[dict[str, Any]], key: str, bound: float = 0
     return sum(v <= bound for v in vals) / len(vals) if vals else math.nan
 
 
+def _oracle_cell(p: dict[str, Any]) -> str:
+    if not p["oracle_searched"]:
+        return "not searched"
+    return str(p["oracle_gpus"]) if p["oracle_gpus"] is not None else "none"
+
+
 def markdown(points: Sequence[dict[str, Any]]) -> str:
     head = (
         "| model | planner | req/s | mix | GPUs | oracle | ×oracle | best oracle | ×best | TTFT p99 pred | "
@@ -251,7 +261,7 @@ def markdown(points: Sequence[dict[str, Any]]) -> str:
     for p in with_best_oracle(points):
         rows.append(
             f"| {p['model']} | {p['planner']} | {p['rps']:g} | {p['mix']} | {p['gpus']} | "
-            f"{p['oracle_gpus'] if p['oracle_gpus'] is not None else 'none'} | "
+            f"{_oracle_cell(p)} | "
             f"{p['oracle_ratio']:.2f} | {p['best_oracle_gpus'] or 'none'} | {p['best_oracle_ratio']:.2f} | "
             f"{p['ttft_pred_ms']:.0f} | {p['ttft_sim_ms']:.0f} | "
             f"{100 * p['ttft_error']:+.0f}% | {p['tbt_pred_ms']:.1f} | {p['tbt_sim_ms']:.1f} | "

@@ -74,3 +74,29 @@ def test_p99_among_rejected_requests_is_infinite_not_nan() -> None:
         assert _p99(np.array([1.0] * 98 + [math.inf] * 2)) == math.inf
         assert _p99(np.array([1.0] * 100)) == 1.0
     assert _p99(np.array([])) == 0.0
+
+
+def test_validation_without_the_oracle_says_so() -> None:
+    from opscale.sim.validate import markdown, summary
+
+    load = Steady("mixtral-8x7b", 4.0, "fixed:512/64", seconds=120.0, warmup_s=30.0)
+    point = validate_point(load, "model", seeds=(0,), with_oracle=False)
+    assert not point.oracle_searched and point.oracle_gpus is None and math.isnan(point.oracle_ratio)
+    assert point.gpus > 0 and point.ttft_sim_ms > 0
+    rows = [point.to_json()]
+    assert "not searched" in markdown(rows)
+    s = summary(rows)
+    assert s["oracle_searched"] == 0 and s["oracle_infeasible"] == 0 and s["meets_slo"] == 1
+
+
+def test_validate_command_runs_without_the_oracle() -> None:
+    from typer.testing import CliRunner
+
+    from opscale.cli.main import app
+
+    out = CliRunner().invoke(
+        app, ["validate", "--quick", "--model", "qwen2-57b-a14b", "--no-oracle", "--workers", "1"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "oracle not searched (--no-oracle)" in out.output
+    assert "not searched" in out.output.split("p99 TTFT within")[0]
