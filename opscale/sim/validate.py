@@ -252,6 +252,10 @@ def _oracle_cell(p: dict[str, Any]) -> str:
     return str(p["oracle_gpus"]) if p["oracle_gpus"] is not None else "none"
 
 
+def _ratio_cell(p: dict[str, Any], key: str) -> str:
+    return f"{p[key]:.2f}" if p["oracle_searched"] else "–"
+
+
 def markdown(points: Sequence[dict[str, Any]]) -> str:
     head = (
         "| model | planner | req/s | mix | GPUs | oracle | ×oracle | best oracle | ×best | TTFT p99 pred | "
@@ -261,8 +265,8 @@ def markdown(points: Sequence[dict[str, Any]]) -> str:
     for p in with_best_oracle(points):
         rows.append(
             f"| {p['model']} | {p['planner']} | {p['rps']:g} | {p['mix']} | {p['gpus']} | "
-            f"{_oracle_cell(p)} | "
-            f"{p['oracle_ratio']:.2f} | {p['best_oracle_gpus'] or 'none'} | {p['best_oracle_ratio']:.2f} | "
+            f"{_oracle_cell(p)} | {_ratio_cell(p, 'oracle_ratio')} | {p['best_oracle_gpus'] or 'none'} | "
+            f"{_ratio_cell(p, 'best_oracle_ratio')} | "
             f"{p['ttft_pred_ms']:.0f} | {p['ttft_sim_ms']:.0f} | "
             f"{100 * p['ttft_error']:+.0f}% | {p['tbt_pred_ms']:.1f} | {p['tbt_sim_ms']:.1f} | "
             f"{100 * p['tbt_error']:+.0f}% | {p['ttst_sim_ms']:.0f} | {'yes' if p['meets_slo'] else 'NO'} | "

@@ -84,7 +84,8 @@ def test_validation_without_the_oracle_says_so() -> None:
     assert not point.oracle_searched and point.oracle_gpus is None and math.isnan(point.oracle_ratio)
     assert point.gpus > 0 and point.ttft_sim_ms > 0
     rows = [point.to_json()]
-    assert "not searched" in markdown(rows)
+    table = markdown(rows)
+    assert "not searched" in table and "nan" not in table
     s = summary(rows)
     assert s["oracle_searched"] == 0 and s["oracle_infeasible"] == 0 and s["meets_slo"] == 1
 
