@@ -456,3 +456,21 @@ async def test_a_crash_looping_pool_is_replaced_with_back_off(
     await crashy.beat()
     await settle(app, lambda: failed_and_replaced(held + 1))
     await crashy.close()
+
+
+async def test_a_stopping_placement_takes_no_new_agent(
+    placement: tuple[PlacementApp, grpc.aio.Channel],
+) -> None:
+    """Once its streams are ended for shutdown, a placement still serving out its grace refuses a new
+    registration (UNAVAILABLE, saying why) instead of acking a stream it is about to cut: the agent goes
+    back through the placement address to whoever serves next, and no node row is written."""
+    app, channel = placement
+    app.registry.close_all()
+    agent = ScriptedAgent("n1", 1, agent_pb2_grpc.AgentServiceStub(channel))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await agent.connect()
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "stopping" in (refused.value.details() or "")
+    assert app.registry.get("n1") is None
+    assert not (await placement_pb2_grpc.PlacementServiceStub(channel).ListNodes(pb.ListNodesRequest())).nodes
+    await agent.close()

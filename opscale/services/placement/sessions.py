@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from opscale.api.common.v1 import common_pb2
-from opscale.errors import FailedPrecondition
+from opscale.errors import FailedPrecondition, Unavailable
 
 
 @dataclass
@@ -36,6 +36,7 @@ class SessionRegistry:
     def __init__(self) -> None:
         self._by_node: dict[str, AgentSession] = {}
         self._dirty: dict[str, tuple[str, float]] = {}  # node -> (session id, beat time) not yet written
+        self.closing = False  # set by close_all: this process is stopping and takes no new session
 
     def claim(self, session: AgentSession) -> AgentSession | None:
         """Register ``session`` for its node; returns the session it replaces (the same agent resuming).
@@ -43,6 +44,10 @@ class SessionRegistry:
         A different live session holding the node means two agents claim one identity: refused, naming
         the node, so the second agent's operator sees which host is misconfigured.
         """
+        if self.closing:
+            # Still serving through its grace period, but the agent would lose this stream at once: it
+            # backs off and reconnects through the placement address, to whoever leads next.
+            raise Unavailable("this placement replica is stopping; reconnect through the placement address")
         held = self._by_node.get(session.node)
         if held is not None and not held.closed.is_set() and held.session_id != session.session_id:
             # The live session's id is never told: with it, a caller could resume as that agent.
@@ -64,7 +69,9 @@ class SessionRegistry:
             del self._by_node[session.node]
 
     def close_all(self) -> None:
-        """End every agent stream of this process (it is stopping); each agent reconnects."""
+        """End every agent stream of this process (it is stopping) and take no new one; each agent
+        reconnects."""
+        self.closing = True
         for session in list(self._by_node.values()):
             session.closed.set()
             session.wake.set()
