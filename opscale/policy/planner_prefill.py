@@ -294,6 +294,7 @@ def plan_prefill(
     free (the hybrid's hysteresis on shapes, ``opscale.policy.hybrid``)."""
     floors = floors or {}
     shapes = shapes or {}
+    measured, load = load, load.sizing  # sized for the estimate's upper bound, predicted as measured
     hop = hop_model(perf, units, stage_gpus)
     bounds = [stage_bounds(limits, floors, u) for u in units]
     proxy_budget = budget_ms - hop(load.length_q)
@@ -325,11 +326,20 @@ def plan_prefill(
         plan, lat = list(sol), ttft_quantile_ms(perf, list(zip(units, sol, strict=True)), load, hop)
     else:
         plan, lat = repair(perf, units, list(sol), load, hop, budget_ms, caps, lows)
-    plan = _with_waits(perf, units, plan, load)
-    chosen = {u.pool: o for u, o in zip(units, plan, strict=True)}
     met = lat <= budget_ms
     infeasible = [] if met else [slo_miss("prefill", "TTFT", lat, budget_ms)]
-    return StagePlan("prefill", chosen, lat, budget_ms, met, infeasible)
+    notes = []
+    if load is not measured:
+        seen = ttft_quantile_ms(perf, list(zip(units, plan, strict=True)), measured, hop)
+        notes.append(
+            f"prefill: sized for {load.rate_rps:.4g} prompts/s, the upper 95% bound of the "
+            f"{measured.rate_rps:.4g} measured (p{100 * load.q:g} TTFT {lat:.1f} ms there); "
+            f"predicted {seen:.1f} ms at the measured rate."
+        )
+        lat = seen
+    plan = _with_waits(perf, units, plan, measured)
+    chosen = {u.pool: o for u, o in zip(units, plan, strict=True)}
+    return StagePlan("prefill", chosen, lat, budget_ms, met, infeasible, notes)
 
 
 def _with_waits(

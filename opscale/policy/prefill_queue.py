@@ -19,7 +19,7 @@ equation (``queueing.departure_scv``), and waits less by the heavy-traffic facto
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -57,6 +57,16 @@ class PrefillLoad:
     target: tuple[float, ...]  # per point: P(a prompt of that length counts toward the percentile)
     q: float
     also: tuple[tuple[float, ...], ...] = ()
+    # The rate the pools are sized for: ``rate_rps`` plus the estimate's error (``planner_loads``), at
+    # least ``rate_rps``; None: the rate is known exactly, sized as it is.
+    sized_rps: float | None = None
+
+    @property
+    def sizing(self) -> PrefillLoad:
+        """This load at the rate its pools are sized for."""
+        if self.sized_rps is None or self.sized_rps <= self.rate_rps:
+            return self
+        return replace(self, rate_rps=self.sized_rps, sized_rps=None)
 
     def percentile_weights(self) -> np.ndarray:
         """One row per weighting the percentile is planned over, each summing to 1 (every prompt when
