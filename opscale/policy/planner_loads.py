@@ -22,7 +22,8 @@ estimate's one-sided 95% upper bound, λ(1 + ``ESTIMATE_Z``·√((1 + c²)/N)) (
 the TTFT is predicted at the measured λ. Measured: llama3-70b at 20 req/s of the ShareGPT mix, planned
 from one 240 s trace (4,709 prompts, 19.6 req/s): six 2-GPU replicas at ρ 0.90, predicted p99 TTFT 1.97
 s; eight traces of that load ran those replicas at ρ 0.90–0.97, pooled p99 4.5 s, and one trace attained
-58%. Sized at the bound (+3.1%), seven replicas: 1.12 s predicted, 1.13 s measured, every trace in SLO.
+58%. Sized at the bound (+3.1%), seven replicas: 1.06 s predicted at the measured rate, 1.13 s
+measured, every trace in SLO.
 """
 
 from __future__ import annotations

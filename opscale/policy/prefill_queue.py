@@ -357,8 +357,8 @@ def _transient(
     hold the others, for a state whose age has the points ``age_ms`` (``_with_long_prompts``)."""
     total = sum(pt[0] for pt in short)
     a = lam * sum(pt[0] / total * ((1 - pi) * pt[1] + pi * pt[2]) for pt in short) / 1e3
-    steady = _queue_on(lam * min(1.0, EDGE * servers / a), short, pi, 0.999, servers, ca2)
-    assert steady is not None  # at most EDGE busy
+    steady = _queue_on(lam * min(1.0, EDGE * servers / a) if a > 0.0 else lam, short, pi, 0.999, servers, ca2)
+    assert steady is not None  # at most EDGE busy: it keeps up
     p_wait, waits = steady
     beyond = a / servers - EDGE
     if beyond <= 0.0:
