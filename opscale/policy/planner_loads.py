@@ -101,7 +101,8 @@ def _servable(
         acc = points.setdefault(_bucket(n), [0.0, 0.0])
         acc[0] += p * fits
         acc[1] += 0.0 if slow else p * fits
-    return points, unservable
+    # 1 − Σ p of outputs that all fit leaves rounding (1e-16): not a share of requests to report
+    return points, unservable if unservable > 1e-12 else 0.0
 
 
 def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:

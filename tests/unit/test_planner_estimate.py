@@ -10,10 +10,13 @@ import pytest
 
 from opscale.model import get_preset, perf_model
 from opscale.policy.hybrid import whole_model_unit
+from opscale.policy.model_level import plan_model
 from opscale.policy.planner_loads import ESTIMATE_Z, fastest_prefill_ms, sized_rate, stage_loads
 from opscale.policy.planner_prefill import plan_prefill, ttft_quantile_ms
 from opscale.policy.prefill_queue import PrefillLoad
 from opscale.policy.types import SLO, Limits, LoadWindow
+from opscale.sim.fixed import Steady, steady_trace
+from opscale.sim.observe import window_of
 
 P70 = perf_model(get_preset("llama3-70b"), "H100")
 
@@ -58,3 +61,11 @@ def test_prefill_is_sized_at_the_bound_and_predicted_at_the_measured_rate() -> N
     assert bounded.latency_ms == pytest.approx(ttft_quantile_ms(P70, path, measured, lambda n: 0.0))  # …
     assert bounded.latency_ms < exact.latency_ms  # predicted at the rate measured
     assert any("upper 95% bound" in n for n in bounded.notes) and not exact.notes
+
+
+def test_requests_that_all_fit_leave_no_unservable_share() -> None:
+    """Every request fits and is fast enough: no share is reported unservable, not even a rounding's."""
+    load = Steady("llama3-70b", 20.0, "sharegpt", seconds=240.0)
+    plan = plan_model(load.perf(), window_of(steady_trace(load, 0), 0.0, 240.0), load.slo)
+    assert plan.prediction.unservable_fraction == 0.0
+    assert not any("cannot meet the SLO on any configuration" in r for r in plan.reasons)
