@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from opscale.model import PerfModel
 from opscale.model.fabric import KV_LINK_BYTES_S
@@ -73,6 +74,7 @@ class StageLoads:
     outputs: LengthDist
 
 
+@lru_cache(maxsize=1 << 12)
 def fastest_prefill_ms(perf: PerfModel, tokens: int) -> float:
     """One prompt alone on the whole model over one 8-GPU node: the fastest prefill there is."""
     return sum(

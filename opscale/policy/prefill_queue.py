@@ -244,6 +244,14 @@ def pool_queue(
     return QueueState(True, p_wait, wait, mean, scv, rho, wait_q)
 
 
+def _service_mix(pts: list[Point], pi: float) -> list[tuple[float, float]]:
+    """A class's per-prompt service (s, probability): alone with probability 1 − π, else its share of a
+    pass."""
+    total = sum(pt[0] for pt in pts)
+    mix = [(pt[1] / 1e3, pt[0] / total * (1 - pi)) for pt in pts]
+    return mix + [(pt[2] / 1e3, pt[0] / total * pi) for pt in pts]
+
+
 def _queue_on(
     lam: float,
     pts: list[Point],
@@ -257,8 +265,7 @@ def _queue_on(
     cannot keep up. ``known``: ``chain`` of this class, when already known."""
     total = sum(pt[0] for pt in pts)
     probs = [pt[0] / total for pt in pts]
-    mix = [(pt[1] / 1e3, p * (1 - pi)) for p, pt in zip(probs, pts, strict=True)]
-    mix += [(pt[2] / 1e3, p * pi) for p, pt in zip(probs, pts, strict=True)]
+    mix = _service_mix(pts, pi)
     mean = sum(sec * p for sec, p in mix)
     a = lam * mean
     if a >= servers:
@@ -355,8 +362,7 @@ def _transient(
 ) -> tuple[float, np.ndarray]:
     """(P(wait), conditional wait points) of the short prompts on ``servers`` replicas while long prompts
     hold the others, for a state whose age has the points ``age_ms`` (``_with_long_prompts``)."""
-    total = sum(pt[0] for pt in short)
-    a = lam * sum(pt[0] / total * ((1 - pi) * pt[1] + pi * pt[2]) for pt in short) / 1e3
+    a = lam * sum(sec * p for sec, p in _service_mix(short, pi))
     steady = _queue_on(lam * min(1.0, EDGE * servers / a) if a > 0.0 else lam, short, pi, 0.999, servers, ca2)
     assert steady is not None  # at most EDGE busy: it keeps up
     p_wait, waits = steady
