@@ -9,7 +9,8 @@ File format::
 
     templates:
       vllm:
-        argv: ["vllm", "serve", "{model}", "--port", "{port}", "--tensor-parallel-size", "{gpus_per_replica}"]
+        argv: ["vllm", "serve", "{model}", "--port", "{port}", "--tensor-parallel-size", "{gpus_per_replica}",
+               "--max-num-seqs", "{batch_size}"]   # the plan's batch is the replica's running cap
         readiness: {http: "http://127.0.0.1:{port}/health"}   # or {tcp: true}, or omitted (alive = ready)
         drain: none                                           # or worker (gRPC Drain), or {http: url}
         env: {VLLM_LOGGING_LEVEL: INFO}

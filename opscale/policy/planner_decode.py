@@ -2,17 +2,47 @@
 
 Residency (Little's law). A request with o = out − 1 decode tokens stays resident for o token rounds of
 τ each, so with λ requests/s the mean number of resident sequences is N̄ = λ·E[o]·τ. Admissions are
-Poisson and residence times independent, so N is Poisson (M/G/∞) and its q-quantile is ≈ N̄ + z_q·√N̄.
+Poisson and, were residence times independent of N, N would be Poisson (M/G/∞), its q-quantile
+≈ N̄ + z_q·√N̄. But τ grows with N (each resident adds its KV read and its share of the pass), so a
+surplus of residents is served more slowly and stays longer: departures run at N/(E[o]·τ(N)), whose
+slope at N̄ is (1 − ε)/(E[o]·τ) with ε = d ln τ / d ln N, and the linear-noise (Ornstein–Uhlenbeck)
+approximation of this birth–death process (van Kampen's system-size expansion, Stochastic Processes in
+Physics and Chemistry) gives Var N = (births + deaths)/(2 × the deaths' slope) = N̄/(1 − ε). The
+quantile is N̄ + z_q·√(N̄/(1 − ε)) (``decode_step.dispersion``: ε from the plan's own step at its fixed
+point, capped at 0.9). mixtral-8x7b at 40 req/s of ShareGPT on one 8-GPU replica: ε ≈ 0.32, the
+residents' p99 stands 39 above their mean where the simulator measures 40 and Poisson says 32. The
+step also follows the residents' mean context L, elasticity a = d ln τ / d ln L; over N residents L has
+relative variance c²/N (c² the SCV of one resident's context), and N follows τ (Little, quasi-static:
+ΔN/N = (ε·ΔN/N + a·ΔL/L)), adding N̄·a²·c²/(1 − ε)² to Var N — large on a long-tailed mix (mixtral-8x7b,
+40 req/s of the long tail, two 8-GPU replicas: a ≈ 0.32, c² ≈ 6, Var N/N̄ 1.9 → 4.1; the simulator
+measured about 7: the first-order terms still fall short there). A plan sized at the step target's
+Poisson quantile whose holder cannot take this one at its own τ* is sized again for it.
 
-Step time (the simulator's continuous batching, ``opscale.sim.engine``). With N resident sequences, pool
-p (R_p replicas, pass size b_p) runs k_p = ⌈N/(R_p·b_p)⌉ passes of min(b_p, ⌈N/R_p⌉) sequences per token
-round, at the mean KV length of the resident sequences; one round is
+Slots are a cliff. A sequence that finds a whole-model replica's slots full waits for a running one to
+finish — seconds, not a token's milliseconds — so a p99 time to the second token within the TBT SLO
+needs well under 1 − q of arrivals to find them full, on every trace. The terms above leave out that decode's
+arrivals are prefill's departures, burstier than Poisson when prompts' service varies: on the
+validation grid the residents' spread measured up to 1.35× the modelled standard deviation
+(qwen2-57b-a14b at 40 req/s of ShareGPT, one 8-GPU replica: 21 against 17). So the slots take the
+residents' 1 − (1 − q)/10 quantile (z 3.09 against 2.33 for q = 0.99: 1.33× the spread), a
+calibration from those measurements, not a derivation; KV memory, whose quantile already carries the
+reserved tokens' skew, takes the q-quantile.
+
+Step time (the simulator's continuous batching, ``opscale.sim.decode_plane``). With N resident sequences,
+a stateless pool p (R_p replicas, pass size b_p) runs k_p = ⌈N/(R_p·b_p)⌉ passes of ⌈N/(R_p·k_p)⌉
+sequences per token round, at the mean KV length of the resident sequences; one round is
 
     τ(N) = max( Σ_p s_p + hops,  max_p k_p·s_p )
 
-— latency-bound (a token traverses every pool) or throughput-bound (the slowest pool's passes). There
-is no queue wait: a new sequence joins the next round. The plan's batch is a pass size, not a cap on
-residents (KV memory is).
+— latency-bound (a token traverses every pool) or throughput-bound (the slowest pool's passes). The
+attention pool of an operator path runs its residents the same way, as passes (micro-batches, as
+MegaScale-Infer's attention nodes do) of its pass size. A whole-model replica is an engine (vLLM,
+SGLang) whose batch caps its running sequences (max_num_seqs): R·b run at once, and the surplus waits
+for a running one to finish. That wait stretches a resident's mean time per token by N/(R·b), so its k
+is that ratio, fluid, where it is above 1 — the mean, continuous in N. (Charged as ⌈N/b⌉ whole passes,
+one sequence past the batch doubled every step, each pass re-reading the whole model's weights;
+residence doubled with it and the simulator could settle in that slow state.) The plan keeps the
+surplus rare: those slots, like the KV, take a quantile of the residents (below).
 
 Fixed point. τ depends on N and N on τ. A configuration meets a step target τ_t iff τ(N̄(τ_t)) ≤ τ_t:
 for τ(N) ≈ α + βN (flat, then linear in the batch) the fixed point τ* = α/(1 − λE[o]β) is ≤ τ_t exactly
@@ -31,7 +61,8 @@ wait for memory at most 1 − q of the time at the planned load. The quantile is
 expansion to the skewness γ = N̄·E_r[X³]/(N̄·E_r[X²])^{3/2}: μ + σ·(z + (z² − 1)·γ/6). The normal
 approximation alone (γ = 0) is right when many similar sequences are resident; with few residents and a
 long-prompt tail (llama3-70b at 2 req/s, 8% of prompts 16k–128k: ~24 residents) the sum is skewed, the
-normal quantile fell short and 1.5% of requests waited seconds for KV before their second token.
+normal quantile fell short and 1.5% of requests waited seconds for KV before their second token. Its
+spread is widened by the same 1/(1 − ε) as the residents'.
 
 Per-request TBT (what SLO attainment counts): the mean gap between a request's tokens, the gap before
 its second token included. That gap adds the KV hand-off from prefill, streamed layer by layer while
@@ -48,6 +79,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 from opscale.model import PerfModel
 from opscale.policy.decode_load import DecodeLoad
+from opscale.policy.decode_step import (
+    capped,
+    dispersion,
+    holder,
+    holds_residents,
+    micro_split,
+    per_replica,
+    tbt_quantile_ms,
+)
 from opscale.policy.planner_core import (
     EPSILON,
     Option,
@@ -66,23 +106,14 @@ from opscale.policy.planner_core import (
 )
 from opscale.policy.types import Infeasibility, InfeasibilityKind, Limits, PoolKey
 
+RESIZES = 3  # frontier searches per step target: the Poisson quantile, then up to two for the spread
 TINY = 0.01  # a pool whose cheapest option takes at most this share of a token round needs no search
 # Step targets tried, as fractions of the TBT budget.
 TARGETS = (1.0, 0.8, 0.62, 0.47, 0.35, 0.25, 0.17)
 
 
-def holder(unit: Unit) -> bool:
-    return "attention" in unit.ops
-
-
 def decode_gpus(perf: PerfModel, unit: Unit, load: DecodeLoad, batch: int) -> tuple[float, ...]:
     return replica_sizes(perf, unit, batch, load.req_max if holder(unit) else 0.0)
-
-
-def _per_replica(n: float, replicas: int, batch: int) -> tuple[int, int]:
-    """(sequences per pass, passes per round) for ``n`` residents over ``replicas`` at pass size ``batch``."""
-    per_rep = max(1, math.ceil(n / replicas - 1e-9))
-    return min(batch, per_rep), math.ceil(per_rep / batch)
 
 
 def decode_batches(batches: Sequence[int]) -> tuple[int, ...]:
@@ -90,13 +121,6 @@ def decode_batches(batches: Sequence[int]) -> tuple[int, ...]:
     a smaller pass only splits a round into more passes, each paying the weights' read again, so it is
     never faster; the second largest is kept for memory (a pass's activations)."""
     return tuple(sorted(batches)[-2:])
-
-
-def micro_split(per: int, passes: int, micro: int) -> tuple[int, int]:
-    """(micro-batch size, passes per round) when each pass of ``per`` sequences is split into ``micro``
-    micro-batches (never more micro-batches than sequences)."""
-    mu = max(1, min(micro, per))
-    return math.ceil(per / mu), passes * mu
 
 
 def decode_frontier(
@@ -141,7 +165,7 @@ def decode_frontier(
             most = max_cost if holder(unit) or single > TINY * tau_ms else math.inf
             r = lo
             while r <= cap and r * g <= most:
-                per, k = _per_replica(n, r, b)
+                per, k = per_replica(n, r, b, capped(unit))
                 m, passes = micro_split(per, k, micro)
                 s = pass_ms(perf, unit, m, ctx, g)
                 busy = passes * s
@@ -152,76 +176,20 @@ def decode_frontier(
                 per_rep = math.ceil(n / r - 1e-9)
                 if per_rep <= 1 or (k == 1 and s <= floor):
                     break
-                r = max(r + 1, math.ceil(n / _fewer(per_rep, b, micro) - 1e-9))
+                # Past the batch every replica count changes the passes (split evenly, or the fluid wait
+                # for a whole-model slot); within it the search steps over the counts that change nothing.
+                r = r + 1 if per_rep > b else max(r + 1, math.ceil(n / _fewer(per_rep, micro) - 1e-9))
     return pareto(found)
 
 
-def _fewer(per_rep: int, batch: int, micro: int) -> int:
-    """The most residents per replica that change a replica's passes (``_per_replica``, ``micro_split``)
-    from those of ``per_rep``: the replica counts in between give the same pass and busy time at more
-    GPUs, an option the Pareto cut drops, so the search steps over them. Above ``batch`` only the number
-    of passes changes, at each multiple of it; below, the micro-batch size, at each multiple of
-    ``micro`` (every count under ``micro``, where the micro-batches themselves get fewer)."""
-    if per_rep > batch:
-        return (math.ceil(per_rep / batch) - 1) * batch
+def _fewer(per_rep: int, micro: int) -> int:
+    """The most residents per replica (at most the pass size) that change a replica's micro-batch from
+    that of ``per_rep`` (``micro_split``): the replica counts in between give the same pass and busy time
+    at more GPUs, an option the Pareto cut drops, so the search steps over them. The micro-batch size
+    changes at each multiple of ``micro`` (every count under ``micro``, where the micro-batches themselves
+    get fewer)."""
     m = math.ceil(per_rep / max(1, min(micro, per_rep)))
     return (m - 1) * micro if m >= 2 else per_rep - 1
-
-
-def step_ms(
-    perf: PerfModel,
-    path: Sequence[tuple[Unit, Option]],
-    n: float,
-    kv_len: int,
-    hop_ms: Callable[[int], float],
-    micro: int = 1,
-) -> float:
-    """One token round for ``n`` residents: the simulator's formula (module docstring)."""
-    lat, worst, hop_tokens = 0.0, 0.0, 0
-    for unit, o in path:
-        per, k = _per_replica(max(n, 1.0), o.replicas, o.batch)
-        m, passes = micro_split(per, k, micro)
-        s = pass_ms(perf, unit, m, kv_len, o.gpus)
-        lat += s
-        worst = max(worst, passes * s)
-        hop_tokens = max(hop_tokens, m)
-    return max(lat + hop_ms(hop_tokens), worst)
-
-
-def fixed_point_ms(
-    perf: PerfModel,
-    path: Sequence[tuple[Unit, Option]],
-    load: DecodeLoad,
-    hop_ms: Callable[[int], float],
-    micro: int = 1,
-) -> float:
-    """τ* = τ(N̄(τ*)); ``inf`` when none exists (the pools cannot keep up with the load)."""
-    tau = step_ms(perf, path, 1.0, load.kv_len, hop_ms, micro)
-    for _ in range(200):
-        nxt = step_ms(perf, path, load.residents(tau), load.kv_len, hop_ms, micro)
-        if nxt > 1e7:
-            return math.inf
-        if abs(nxt - tau) <= 1e-6 * tau:
-            return nxt
-        tau = nxt
-    return tau if tau < 1e7 else math.inf
-
-
-def tbt_quantile_ms(
-    perf: PerfModel,
-    path: Sequence[tuple[Unit, Option]],
-    load: DecodeLoad,
-    hop_ms: Callable[[int], float],
-    micro: int = 1,
-) -> tuple[float, float]:
-    """(per-request TBT at the quantile, the mean step τ*), in ms."""
-    tau = fixed_point_ms(perf, path, load, hop_ms, micro)
-    if not math.isfinite(tau):
-        return math.inf, math.inf
-    at_q = step_ms(perf, path, load.residents_q(tau), load.context_q(tau), hop_ms, micro)
-    # The step's quantile and the hand-off's are not reached by the same requests: each with the other's
-    # typical value, the larger.
-    return max(at_q + load.transfer_mean_ms, tau + load.transfer_q_ms), tau
 
 
 def plan_decode(
@@ -247,7 +215,7 @@ def plan_decode(
     hop = hop_model(perf, units, stage_gpus)
     bounds = [stage_bounds(limits, floors, u) for u in units]
     solver = solve_stage_greedy if search == "greedy" else solve_stage
-    best: tuple[float, float, list[Option], float, int] | None = None
+    best: tuple[float, float, list[Option], float, int, float] | None = None
     for mu in micro if len(units) > 1 else (1,):
         for frac in TARGETS:
             tau_t = budget_ms * frac - load.transfer_mean_ms
@@ -258,39 +226,50 @@ def plan_decode(
             knap = tau_t - hop(math.ceil(min(batches[-1], max(1, math.ceil(n_q))) / mu))
             if knap <= 0:
                 continue
-            fronts = [
-                decode_frontier(
-                    perf,
-                    u,
-                    load,
-                    n_q,
-                    kv_q,
-                    tau_t,
-                    batches,
-                    r_min=lo,
-                    r_max=hi,
-                    budget_ms=knap,
-                    busy_ms=tau_t,
-                    micro=mu,
-                    shape=shapes.get(u.pool),
-                    # an option dearer than the best plan so far can only be part of a dearer plan (the
-                    # exact search; the greedy walks the whole frontier)
-                    max_cost=best[0] if best is not None and search != "greedy" else math.inf,
-                )
-                for u, (lo, hi) in zip(units, bounds, strict=True)
-            ]
-            sol = solver(fronts, knap)
-            if sol is None:
+            # Sized at the target's Poisson quantile; when the residents at the plan's own τ* spread wider
+            # than the holder takes (``dispersion``), sized again for that spread.
+            for _ in range(RESIZES):
+                fronts = [
+                    decode_frontier(
+                        perf,
+                        u,
+                        load,
+                        n_q,
+                        kv_q,
+                        tau_t,
+                        batches,
+                        r_min=lo,
+                        r_max=hi,
+                        budget_ms=knap,
+                        busy_ms=tau_t,
+                        micro=mu,
+                        shape=shapes.get(u.pool),
+                        # an option dearer than the best plan so far can only be part of a dearer plan
+                        # (the exact search; the greedy walks the whole frontier)
+                        max_cost=best[0] if best is not None and search != "greedy" else math.inf,
+                    )
+                    for u, (lo, hi) in zip(units, bounds, strict=True)
+                ]
+                sol = solver(fronts, knap)
+                if sol is None:
+                    break
+                path = list(zip(units, sol, strict=True))
+                tbt, tau = tbt_quantile_ms(perf, path, load, hop, mu)
+                disp = dispersion(perf, path, load, hop, mu, tau)
+                if not math.isfinite(tau) or holds_residents(perf, path, load, tau, disp):
+                    break
+                n_q = max(n_q, load.residents_q(tau, disp))
+                kv_q = max(kv_q, load.kv_tokens_q(tau, disp))
+            else:
                 continue
-            tbt, tau = tbt_quantile_ms(perf, list(zip(units, sol, strict=True)), load, hop, mu)
-            if tbt > budget_ms:
+            if sol is None or tbt > budget_ms:
                 continue
             cost = sum(o.cost for o in sol)
             if best is None or (cost, tbt) < (best[0], best[1]):
-                best = (cost, tbt, sol, tau, mu)
+                best = (cost, tbt, sol, tau, mu, disp)
     if best is None:
         return _decode_fallback(perf, units, load, budget_ms, batches, bounds, hop)
-    cost, tbt, sol, tau, mu = best
+    cost, tbt, sol, tau, mu, disp = best
     chosen = {
         u.pool: Option(
             o.batch, o.gpus, o.replicas, o.pass_ms, 0.0, min(1.0, o.pass_ms / tau), o.cost, o.latency_ms
@@ -301,8 +280,14 @@ def plan_decode(
     notes = [
         f"decode: {n:.0f} resident sequences on average (Little: {load.rate_rps:.3g} req/s × "
         f"{load.steps_mean:.0f} tokens × {tau:.1f} ms), planned for the p{100 * load.q:g} of "
-        f"{load.residents_q(tau):.0f}; KV for {load.kv_tokens_q(tau):,.0f} tokens at that quantile."
+        f"{load.residents_q(tau, disp):.0f}; KV for {load.kv_tokens_q(tau, disp):,.0f} tokens at that "
+        "quantile."
     ]
+    if disp > 1.05:
+        notes.append(
+            f"decode: the residents spread {math.sqrt(disp):.2f}× wider than Poisson's: a step that grows "
+            "with the batch keeps the extra sequences resident longer."
+        )
     if mu > 1:
         notes.append(
             f"decode: each pass runs as {mu} micro-batches in a ping-pong pipeline (attention of one while "

@@ -24,6 +24,10 @@ from one 240 s trace (4,709 prompts, 19.6 req/s): six 2-GPU replicas at ρ 0.90,
 s; eight traces of that load ran those replicas at ρ 0.90–0.97, pooled p99 4.5 s, and one trace attained
 58%. Sized at the bound (+3.1%), seven replicas: 1.06 s predicted at the measured rate, 1.13 s
 measured, every trace in SLO.
+
+Decode's residents are sized the same way, one request's work the o tokens it decodes
+(``DecodeLoad.sized_rps``): the KV holder's slots and KV take the residents' quantiles at the bound, and
+the mean step is predicted at the measured λ.
 """
 
 from __future__ import annotations
@@ -50,10 +54,15 @@ def sized_rate(
 ) -> float:
     """The prompt rate prefill is sized for (module docstring): the window's ``rate_rps`` over
     ``window_s`` seconds, raised by the error of the prefill work it estimates."""
+    return rate_bound(rate_rps, window_s, [(fastest_prefill_ms(perf, n), p) for n, p in lengths])
+
+
+def rate_bound(rate_rps: float, window_s: float, work: list[tuple[float, float]]) -> float:
+    """``rate_rps`` raised to the one-sided 95% upper bound of the work it carries over ``window_s``
+    seconds, ``work`` the (work of one request, probability) pairs (module docstring)."""
     seen = rate_rps * window_s
     if seen <= 0.0:
         return rate_rps
-    work = [(fastest_prefill_ms(perf, n), p) for n, p in lengths]
     mean = sum(w * p for w, p in work)
     scv = sum(w * w * p for w, p in work) / (mean * mean) - 1.0 if mean > 0.0 else 0.0
     return rate_rps * (1.0 + min(ESTIMATE_MAX, ESTIMATE_Z * math.sqrt((1.0 + max(0.0, scv)) / seen)))
@@ -167,6 +176,17 @@ def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
         if cum >= q:
             break
     dec = DecodeLoad(
-        lam, e_o, _bucket(kv_len), ctx_m2, res_mean, res_m2, math.ceil(req_max), x_mean, x_q, q, res_m3
+        lam,
+        e_o,
+        _bucket(kv_len),
+        ctx_m2,
+        res_mean,
+        res_m2,
+        math.ceil(req_max),
+        x_mean,
+        x_q,
+        q,
+        res_m3,
+        rate_bound(lam, load.window_s, [(d, p) for d, _, p in os_]),
     )
     return StageLoads(pre, dec, unservable, inputs, outputs)

@@ -2,7 +2,8 @@
 
 **Fluid continuous batching.** The running sequences of a decode path share its pools. With N running
 sequences at mean KV length L, pool p (R_p ready replicas, batch limit b_p) runs k_p = ⌈N / (R_p·b_p)⌉
-passes of n_p = min(b_p, ⌈N / R_p⌉) sequences per token round, so one token of every sequence takes
+passes of n_p = ⌈N / (R_p·k_p)⌉ sequences per token round (the fewest passes, split evenly), so one
+token of every sequence takes
 
     step = max( Σ_p s_p(n_p, L) + hops(n_p),   max_p k_p · s_p(n_p, L) )
 
@@ -26,9 +27,18 @@ layers`` hops (+ embedding and lm_head) of ``tokens × activation_bytes_per_toke
 **KV cache.** A sequence reserves prompt + output tokens of KV in the pool of its path that holds KV
 (``decode/attention`` or ``decode/model``) when admitted — on the path with the most free KV that holds
 it; admission waits while no path has room (FIFO), and a request that fits no replica is rejected.
-Waiting longer than ``queue_timeout_s`` also rejects. The plan's batch size is the batch of one pass,
-not a cap on resident sequences: a replica holding more than ``batch`` sequences runs them as
-⌈N/batch⌉ micro-batches per token round.
+Waiting longer than ``queue_timeout_s`` also rejects.
+
+**Running cap.** A whole-model decode replica is an engine, and its batch is how many sequences it runs
+at once, as vLLM's max_num_seqs or SGLang's max_running_requests is: of the path's resident sequences at
+most R·b step in a round, the first admitted; the rest hold their KV and wait for a running one to
+finish, the wait counted in the gap before their next token (as the wait for KV is). Before this cap
+such a replica past its batch ran ⌈N/b⌉ full passes per round, each re-reading the model's weights:
+one sequence over the batch doubled every sequence's step, residence doubled, and the path could settle
+in that slow state (one trace in eight of mixtral-8x7b at 40 req/s ShareGPT ran at 24 ms per token
+against 12 ms on the others); an engine's cap keeps its throughput at its most and queues the surplus.
+An operator path's pools, the attention pool included, run their sequences as passes of their pass
+size (micro-batches, as MegaScale-Infer's attention nodes do), split evenly.
 """
 
 from __future__ import annotations
@@ -83,6 +93,14 @@ def stepping(pool: Pool, t_end: float) -> list[Replica]:
     if pool.holder:
         return ready
     return [r for r in ready if not r.draining] or ready
+
+
+def running_cap(path: Path, t_end: float) -> int:
+    """How many of a path's sequences step this round: of a whole-model path, ``batch`` per stepping
+    replica (an engine's max_num_seqs); of an operator path, all of them (module docstring)."""
+    pool = path.holder
+    reps = stepping(pool, t_end) if pool is not None and pool.key.operator == "model" else []
+    return len(reps) * pool.batch if pool is not None and reps else 1 << 62
 
 
 def holder_replicas(path: Path, t_end: float) -> list[Replica]:
@@ -146,6 +164,13 @@ def admit(dp: DataPlane, t: float, t_end: float) -> np.ndarray:
     return adm
 
 
+def pass_split(n: int, replicas: int, batch: int) -> tuple[int, int]:
+    """(passes per round, sequences per pass) for ``n`` sequences spread evenly over ``replicas`` of
+    pass size ``batch``: the fewest passes, split evenly (never a full pass and a nearly empty one)."""
+    passes = max(1, math.ceil(n / (replicas * batch)))
+    return passes, max(1, math.ceil(n / (replicas * passes)))
+
+
 def step_time(
     dp: DataPlane, path: Path, n: int, length: float, t_end: float
 ) -> tuple[float, dict[PoolKey, float]]:
@@ -158,10 +183,10 @@ def step_time(
         if not reps:
             return math.inf, {}
         R, b = len(reps), pool.batch
-        per = min(b, math.ceil(n / R))
+        passes, per = pass_split(n, R, b)
         mu = max(1, min(micro, per))
         m = math.ceil(per / mu)
-        k = math.ceil(n / (R * b)) * mu
+        k = passes * mu
         s = dp.pass_s(pool, m, length, reps[0].gpus)
         lat += s
         worst = max(worst, k * s)
@@ -206,6 +231,10 @@ def _advance(
 ) -> float:
     """One tick of the sequences ``on`` (indices into the state) of one path; marks the finished ones."""
     st, req = dp.decode_state, dp.req
+    cap = running_cap(path, t_end)
+    if len(on) > cap:  # the rest wait, first admitted first, for a running sequence to finish
+        st.wait[on[cap:]] += avail[cap:]
+        on, avail = on[:cap], avail[:cap]
     n = len(on)
     step, busy = step_time(dp, path, n, float(st.kv[on].mean()), t_end)
     if not math.isfinite(step):
@@ -215,7 +244,7 @@ def _advance(
     for pool in path.pools:
         reps = len(stepping(pool, t_end))
         pool.busy_s += busy.get(pool.key, 0.0) * reps * dt
-        pool.batch_sum += min(pool.batch, math.ceil(n / max(reps, 1)))
+        pool.batch_sum += pass_split(n, max(reps, 1), pool.batch)[1]
         pool.passes += 1
     x = st.prog[on] + avail / step
     ntok = np.floor(x).astype(np.int64)

@@ -11,9 +11,10 @@ import pytest
 import opscale.policy.planner_decode as planner_decode
 from opscale.model import get_preset, perf_model
 from opscale.policy.decode_load import DecodeLoad
+from opscale.policy.decode_step import holder, micro_split, per_replica
 from opscale.policy.hybrid import operator_units
 from opscale.policy.operator import plan_operator
-from opscale.policy.planner_decode import _fewer, _per_replica, decode_frontier, holder, micro_split
+from opscale.policy.planner_decode import _fewer, decode_frontier
 from opscale.policy.prefill_batches import _poisson_rows, chain
 from opscale.sim.fixed import Steady, steady_trace
 from opscale.sim.observe import window_of
@@ -21,18 +22,19 @@ from opscale.sim.observe import window_of
 P70 = perf_model(get_preset("llama3-70b"), "H100")
 
 
-def _passes(per_rep: int, batch: int, micro: int) -> tuple[int, int]:
-    per, k = _per_replica(float(per_rep), 1, batch)
+def _passes(per_rep: int, batch: int, micro: int) -> tuple[int, float]:
+    per, k = per_replica(float(per_rep), 1, batch)
     return micro_split(per, k, micro)
 
 
 @pytest.mark.parametrize("batch", [1, 3, 16, 128, 256])
 @pytest.mark.parametrize("micro", [1, 2, 4])
 def test_the_replica_step_skips_only_counts_with_the_same_passes(batch: int, micro: int) -> None:
-    """Between ``per_rep`` and ``_fewer(per_rep)`` residents per replica every count gives the same pass
-    size and number of passes; at ``_fewer`` they change."""
-    for per_rep in range(2, 700):
-        nxt = _fewer(per_rep, batch, micro)
+    """Between ``per_rep`` and ``_fewer(per_rep)`` residents per replica (at most the pass size: past it
+    the search takes every count) every count gives the same pass size and number of passes; at
+    ``_fewer`` they change."""
+    for per_rep in range(2, batch + 1):
+        nxt = _fewer(per_rep, micro)
         assert 1 <= nxt < per_rep
         here = _passes(per_rep, batch, micro)
         assert all(_passes(p, batch, micro) == here for p in range(nxt + 1, per_rep))
@@ -76,7 +78,7 @@ def test_the_frontier_is_that_of_a_step_of_one_resident(monkeypatch: Any) -> Non
         ]
 
     fast = frontiers()
-    monkeypatch.setattr(planner_decode, "_fewer", lambda per_rep, batch, micro: per_rep - 1)
+    monkeypatch.setattr(planner_decode, "_fewer", lambda per_rep, micro: per_rep - 1)
     assert fast == frontiers()
     assert sum(map(len, fast)) > 30
 

@@ -14,6 +14,7 @@ from opscale.errors import InvalidArgument
 from opscale.model import get_preset, perf_model
 from opscale.model.memory import replica_memory, usable_bytes
 from opscale.model.sharing import SHARES
+from opscale.policy.decode_step import step_ms
 from opscale.policy.hybrid import (
     FORM_WINDOW_S,
     SWITCH_GAIN,
@@ -27,7 +28,6 @@ from opscale.policy.jsonval import JSONValue
 from opscale.policy.model_level import plan_model
 from opscale.policy.operator import OperatorPolicy, plan_hybrid, plan_operator
 from opscale.policy.planner_core import Option, Shape, StagePlan, Unit, pass_ms
-from opscale.policy.planner_decode import step_ms
 from opscale.policy.types import (
     SLO,
     LoadWindow,
@@ -281,9 +281,9 @@ def test_the_policy_does_not_flip_shapes_tick_to_tick() -> None:
     slo = SLO(2000.0, 100.0)
     out = pol.decide(PolicyInput(now_s=0.0, deployment="d", load=load(22.0, 1000, 280), current={}, slo=slo))
     current = dict(out.desired)
-    # at 25 req/s a fresh plan would reshape the decode replicas (measured: decode/model changes its GPUs
+    # at 26 req/s a fresh plan would reshape the decode replicas (measured: decode/model changes its GPUs
     # or pass size); the shapes in force still meet the SLO within a GPU, so they stay
-    fresh = plan_hybrid(pol.perf, load(25.0, 1000, 280), slo)
+    fresh = plan_hybrid(pol.perf, load(26.0, 1000, 280), slo)
     dec = PoolKey("decode", "model")
     assert (fresh.pools[dec].gpus, fresh.pools[dec].batch_size) != (
         current[dec].gpus,
@@ -291,7 +291,7 @@ def test_the_policy_does_not_flip_shapes_tick_to_tick() -> None:
     )
     again = pol.decide(
         PolicyInput(
-            now_s=1.0, deployment="d", load=load(25.0, 1000, 280), current=current, slo=slo, state=out.state
+            now_s=1.0, deployment="d", load=load(26.0, 1000, 280), current=current, slo=slo, state=out.state
         )
     )
     assert any("keep their replica shapes" in r for r in again.reasons)
@@ -301,15 +301,15 @@ def test_the_policy_does_not_flip_shapes_tick_to_tick() -> None:
 
 
 def test_a_shape_in_force_is_kept_when_the_fresh_optimum_dominates_it() -> None:
-    # mixtral-8x7b decode at 24 req/s: the fresh optimum is one 4-GPU replica at pass 128; the shape in
+    # mixtral-8x7b decode at 32 req/s: the fresh optimum is one 4-GPU replica at pass 256; the shape in
     # force (2 GPUs at pass 256) serves the load with two replicas, the same 4 GPUs. That shape is not on
     # the fresh Pareto frontier (same GPUs, slower), so the shape is filtered before the cut: filtered
     # after it, no option was left, the held plan fell back to 60 × 8 GPUs and "missed" the SLO, and the
     # stage flipped between the two shapes every tick (measured in the simulator: 28 actions in 10 min).
     perf = perf_model(get_preset("mixtral-8x7b"), "H100")
     slo, dec = SLO(2000.0, 100.0), PoolKey("decode", "model")
-    fresh = plan_hybrid(perf, load(24.0, 955, 267), slo).pools[dec]
+    fresh = plan_hybrid(perf, load(32.0, 955, 267), slo).pools[dec]
     assert (fresh.replicas, fresh.gpus_per_replica) == (1, 4)
     in_force = {dec: PoolPlan(1, 256, 2), PoolKey("prefill", "model"): PoolPlan(1, 2, 2)}
-    held = plan_hybrid(perf, load(24.0, 955, 267), slo, in_force=in_force).pools[dec]
+    held = plan_hybrid(perf, load(32.0, 955, 267), slo, in_force=in_force).pools[dec]
     assert (held.replicas, held.gpus_per_replica, held.batch_size) == (2, 2, 256)

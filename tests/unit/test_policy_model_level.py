@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from opscale.model import PerfModel, get_preset, perf_model
+from opscale.policy.decode_step import tbt_quantile_ms
 from opscale.policy.hybrid import whole_model_unit
 from opscale.policy.model_level import ModelPolicy, plan_model
 from opscale.policy.planner_core import Option, hop_model, memory, pass_ms
-from opscale.policy.planner_decode import decode_gpus, tbt_quantile_ms
+from opscale.policy.planner_decode import decode_gpus
 from opscale.policy.planner_loads import stage_loads
 from opscale.policy.planner_prefill import prefill_batch, prefill_gpus, ttft_quantile_ms
 from opscale.policy.types import SLO, InfeasibilityKind, LoadWindow, PolicyInput, PoolKey, Signal

@@ -34,7 +34,7 @@ def test_steady_load_is_fresh_and_consistent() -> None:
 
 def test_first_plan_is_not_held_back_by_step_limits_or_windows() -> None:
     s = spec(limits=[{"max_replicas": 64, "max_step": 1}], stabilization={"scale_up_window_s": 600})
-    (op,) = what_if(s, 40.0, 1000, 250, [PolicyKind.OPERATOR])
+    (op,) = what_if(s, 60.0, 1000, 250, [PolicyKind.OPERATOR])
     decode = [p for k, p in op.pools.items() if k.stage == "decode" and p.replicas]
     assert any(p.replicas > 1 for p in decode)
 

@@ -294,3 +294,34 @@ def test_a_new_replica_shape_replaces_the_old_one_only_once_it_is_ready() -> Non
     ready_at = max(r.ready_s for r in decode.replicas)
     dp.apply({p: PoolPlan(1, 64, 8) for p in pools}, ready_at + 0.1)
     assert [r.gpus for r in decode.replicas if not r.draining] == [8]
+
+
+def _decode_burst(n: int) -> Requests:
+    """``n`` requests at once on one whole-model decode replica of batch 8 (KV for all of them)."""
+    perf = perf_model(get_preset("mixtral-8x7b"), "H100")
+    arrivals = np.linspace(0.0, 0.01, n)
+    req = Requests(arrivals, np.full(n, 256, dtype=np.int64), np.full(n, 100, dtype=np.int64))
+    pools = (PoolKey("prefill", "model"), PoolKey("decode", "model"))
+    dp = DataPlane(perf, units_for(perf, pools), req)
+    dp.apply({pools[0]: PoolPlan(4, 8, 2), pools[1]: PoolPlan(1, 8, 2)}, 0.0, ready=True)
+    dp.enqueue(np.arange(n))
+    stats, t = TickStats(), 0.0
+    while np.isnan(req.finish_s).any() and t < 60.0:
+        dp.tick(t, t + 0.05, stats)
+        t += 0.05
+    assert not np.isnan(req.finish_s).any() and not req.rejected.any()
+    return req
+
+
+def test_a_decode_replica_runs_at_most_its_batch_and_the_rest_wait_for_a_slot() -> None:
+    """A replica holding 16 sequences at batch 8 steps the first 8 admitted as fast as it steps 8 alone
+    (an engine's max_num_seqs: not two passes per round, each sequence's step doubled); the other 8
+    wait for their second token until the first ones finish."""
+    alone, burst = _decode_burst(8), _decode_burst(16)
+    gaps_alone = alone.tbt_sum_s / alone.tbt_n
+    order = np.argsort(burst.ttst_s)
+    first, rest = order[:8], order[8:]
+    steps = (burst.tbt_sum_s[first] - burst.ttst_s[first]) / (burst.tbt_n[first] - 1)
+    assert np.median(steps) == pytest.approx(np.median(gaps_alone), rel=0.05)
+    decode_s = float(np.median(burst.finish_s[first] - burst.prefill_done_s[first]))
+    assert burst.ttst_s[rest].min() > 0.8 * decode_s
