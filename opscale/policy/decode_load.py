@@ -27,7 +27,7 @@ class DecodeLoad:
     transfer_q_ms: float  # … and its q-quantile over requests
     q: float
     res_m3: float = 0.0  # E_r[(in + out)³] (0: unknown, the normal approximation alone)
-    sized_rps: float = 0.0  # the rate the quantiles are taken at (``planner_loads.sized_rate``; 0: rate_rps)
+    sized_rps: float = 0.0  # the rate the quantiles are taken at (``planner_loads.rate_bound``; 0: rate_rps)
 
     def residents(self, tau_ms: float) -> float:
         return self.rate_rps * self.steps_mean * tau_ms / 1e3
