@@ -134,13 +134,13 @@ def tbt_quantile_ms(
     load: DecodeLoad,
     hop_ms: Callable[[int], float],
     micro: int = 1,
-) -> tuple[float, float]:
-    """(per-request TBT at the quantile, the mean step τ*), in ms."""
+) -> tuple[float, float, float]:
+    """(per-request TBT at the quantile, the mean step τ*) in ms, and the residents' ``dispersion`` there."""
     tau = fixed_point_ms(perf, path, load, hop_ms, micro)
     if not math.isfinite(tau):
-        return math.inf, math.inf
+        return math.inf, math.inf, 1.0
     disp = dispersion(perf, path, load, hop_ms, micro, tau)
     at_q = step_ms(perf, path, load.residents_q(tau, disp), load.context_q(tau), hop_ms, micro)
     # The step's quantile and the hand-off's are not reached by the same requests: each with the other's
     # typical value, the larger.
-    return max(at_q + load.transfer_mean_ms, tau + load.transfer_q_ms), tau
+    return max(at_q + load.transfer_mean_ms, tau + load.transfer_q_ms), tau, disp

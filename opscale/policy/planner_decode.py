@@ -20,13 +20,14 @@ Poisson quantile whose holder cannot take this one at its own τ* is sized again
 
 Slots are a cliff. A sequence that finds a whole-model replica's slots full waits for a running one to
 finish — seconds, not a token's milliseconds — so a p99 time to the second token within the TBT SLO
-needs well under 1 − q of arrivals to find them full, on every trace. The terms above leave out that decode's
-arrivals are prefill's departures, burstier than Poisson when prompts' service varies: on the
-validation grid the residents' spread measured up to 1.35× the modelled standard deviation
-(qwen2-57b-a14b at 40 req/s of ShareGPT, one 8-GPU replica: 21 against 17). So the slots take the
-residents' 1 − (1 − q)/10 quantile (z 3.09 against 2.33 for q = 0.99: 1.33× the spread), a
-calibration from those measurements, not a derivation; KV memory, whose quantile already carries the
-reserved tokens' skew, takes the q-quantile.
+needs well under 1 − q of arrivals to find them full, on every trace. The terms above still fall short:
+the residents' standard deviation measured in the simulator ran up to 1.36× the modelled one
+(mixtral-8x7b, 40 req/s of the long tail, two 8-GPU replicas: 39 against 28; qwen2-57b-a14b, 40 req/s
+of ShareGPT, one 8-GPU replica: 21 against 16.5 on one trace of three). Terms left out, not measured
+apart: decode's arrivals are prefill's departures, burstier than Poisson when prompts' service varies,
+and the linearisation itself. So the slots take the residents' 1 − (1 − q)/10 quantile (z 3.09 against
+2.33 for q = 0.99: 1.33× the spread), a calibration from those measurements, not a derivation; KV
+memory, whose quantile already carries the reserved tokens' skew, takes the q-quantile.
 
 Step time (the simulator's continuous batching, ``opscale.sim.decode_plane``). With N resident sequences,
 a stateless pool p (R_p replicas, pass size b_p) runs k_p = ⌈N/(R_p·b_p)⌉ passes of ⌈N/(R_p·k_p)⌉
@@ -81,7 +82,6 @@ from opscale.model import PerfModel
 from opscale.policy.decode_load import DecodeLoad
 from opscale.policy.decode_step import (
     capped,
-    dispersion,
     holder,
     holds_residents,
     micro_split,
@@ -254,8 +254,7 @@ def plan_decode(
                 if sol is None:
                     break
                 path = list(zip(units, sol, strict=True))
-                tbt, tau = tbt_quantile_ms(perf, path, load, hop, mu)
-                disp = dispersion(perf, path, load, hop, mu, tau)
+                tbt, tau, disp = tbt_quantile_ms(perf, path, load, hop, mu)
                 if not math.isfinite(tau) or holds_residents(perf, path, load, tau, disp):
                     break
                 n_q = max(n_q, load.residents_q(tau, disp))
@@ -345,7 +344,7 @@ def _decode_fallback(
         for u, (lo, _) in zip(units, bounds, strict=True):
             chosen.setdefault(u.pool, Option(1, 1, lo, math.inf, 0.0, 1.0, lo, math.inf))
         return StagePlan("decode", chosen, math.inf, budget_ms, False, problems)
-    tbt, _ = tbt_quantile_ms(perf, [(u, chosen[u.pool]) for u in units], load, hop)
+    tbt, _, _ = tbt_quantile_ms(perf, [(u, chosen[u.pool]) for u in units], load, hop)
     if not problems:
         problems.append(slo_miss("decode", "TBT", tbt, budget_ms))
     return StagePlan("decode", chosen, tbt, budget_ms, False, problems)

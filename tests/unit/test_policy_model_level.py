@@ -90,7 +90,7 @@ def test_no_cheaper_single_pool_plan_meets_the_slo(name: str, rps: float, slo: S
                 if r * g >= chosen_dec.replicas * chosen_dec.gpus_per_replica:
                     break
                 opt = Option(b, g, r, 0.0, 0.0, 0.0, r * g, 0.0)
-                tbt, tau = tbt_quantile_ms(p, [(dec_unit, opt)], loads.decode, no_hops)
+                tbt, tau, _ = tbt_quantile_ms(p, [(dec_unit, opt)], loads.decode, no_hops)
                 kv = memory(p, dec_unit, b, g).kv_tokens() * r
                 assert tbt > slo.tbt_ms or kv < loads.decode.kv_tokens_q(tau)
 
