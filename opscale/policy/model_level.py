@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from opscale.model import PerfModel
+from opscale.policy.cadence import WHOLE_MODEL_INTERVAL_S
 from opscale.policy.hybrid import whole_model_unit
 from opscale.policy.planner_core import batch_candidates
 from opscale.policy.planner_policy import REQUIRED, STAGES, PlannerParams, PlannerPolicy, planner_params
@@ -55,7 +56,8 @@ def plan_model(
 
 
 class ModelParams(PlannerParams):
-    interval_s: float = Field(20.0, gt=0)  # the model-level baselines' control interval in the paper
+    # the model-level baselines' control interval in the paper
+    interval_s: float = Field(WHOLE_MODEL_INTERVAL_S, gt=0)
 
 
 class ModelPolicy(PlannerPolicy):

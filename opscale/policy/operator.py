@@ -13,6 +13,9 @@ form of a stage is planned exactly as the ``model`` policy plans it.
 ``forms``: ``hybrid`` (default) chooses per stage; ``operator`` plans operator pools only (for
 comparison, and what ``plan_operator`` returns).
 
+Cadence: the policy ticks every second, but while every stage runs whole-model replicas it keeps each
+decision for the model-level policy's 20 s slot (``opscale.policy.cadence``, with the measurement).
+
 Floor: ``floor_fraction`` f keeps, in every operator pool of a stage, at least ⌈f × N⌉ replicas, where
 N is the number of whole-model replicas the whole-model form needs for that stage at this load — a
 base of whole-model capacity, as OpScale keeps, so a burst never finds a pool at its bare minimum.
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from opscale.model import PerfModel
 from opscale.policy.adaptive import FORMS, Correction
+from opscale.policy.cadence import WHOLE_MODEL_INTERVAL_S, hold_whole_stages
 from opscale.policy.hybrid import (
     FormChoice,
     choose_form,
@@ -45,12 +49,13 @@ from opscale.policy.hybrid import (
     shapes_in_force,
 )
 from opscale.policy.jsonval import JSONValue
+from opscale.policy.pipeline import own_data
 from opscale.policy.planner_core import StagePlan, batch_candidates
 from opscale.policy.planner_loads import StageLoads, stage_loads
 from opscale.policy.planner_policy import REQUIRED, STAGES, PlannerParams, PlannerPolicy, planner_params
 from opscale.policy.planner_stage import NO_LIMITS, Plan, assemble, plan_stage
 from opscale.policy.registry import Built, PolicyDescriptor, stages_of
-from opscale.policy.types import SLO, Limits, LoadWindow, PolicyInput, PoolKey, PoolPlan
+from opscale.policy.types import SLO, Limits, LoadWindow, PolicyInput, PolicyOutput, PoolKey, PoolPlan
 
 if TYPE_CHECKING:
     from opscale.spec import DeploymentSpec
@@ -262,6 +267,15 @@ class OperatorPolicy(PlannerPolicy):
 
     def plan(self, load: LoadWindow, slo: SLO, limits: Limits) -> Plan:
         return self._plan(load, slo, limits, {})
+
+    def decide(self, inp: PolicyInput) -> PolicyOutput:
+        """Every tick; whole-model stages keep the model-level cadence (``opscale.policy.cadence``)."""
+        out = super().decide(inp)
+        if self.params.mode == "colocated":
+            return out
+        staleness = self.stabilizer_defaults.resolve(inp.limits).max_staleness_s
+        interval = max(WHOLE_MODEL_INTERVAL_S, self.params.interval_s)
+        return hold_whole_stages(inp, out, own_data(inp, self.name), REQUIRED, staleness, interval)
 
     def plan_tick(
         self,

@@ -163,7 +163,7 @@ class PlannerPolicy(ABC):
         c = Correction()
         if p.correction:
             settle = inp.load.window_s + horizon_s(self.perf, inp.current)
-            c = corrected(data, inp.load, inp.now_s, settle)
+            c = corrected(data, inp.load, inp.now_s, settle, inp.slo)
             keep["correction"] = c.to_json()
         plan, own = self.plan_tick(inp, load, slo, data, c)
         keep.update(own)
