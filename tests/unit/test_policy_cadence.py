@@ -1,0 +1,158 @@
+"""Whole-model stages keep the model-level cadence inside the operator policy's 1 s ticks
+(opscale.policy.cadence), and the correction takes no ratio far below the budget (opscale.policy.adaptive)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from opscale.policy.adaptive import corrected
+from opscale.policy.cadence import WHOLE_MODEL_INTERVAL_S
+from opscale.policy.jsonval import JSONValue
+from opscale.policy.model_level import ModelParams
+from opscale.policy.operator import OperatorPolicy
+from opscale.policy.types import (
+    SLO,
+    Limits,
+    LoadWindow,
+    PolicyInput,
+    PolicyOutput,
+    PolicyState,
+    PoolKey,
+    PoolLimits,
+    Signal,
+)
+
+SLO_ = SLO(2000.0, 100.0)
+PREFILL, DECODE = PoolKey("prefill", "model"), PoolKey("decode", "model")
+
+
+def window(rps: float, stale: bool = False, tbt: float | None = None) -> LoadWindow:
+    return LoadWindow(
+        window_s=30.0,
+        arrival_rate_rps=rps,
+        input_tokens_mean=1000.0,
+        output_tokens_mean=250.0,
+        decode_tps=rps * 250.0,
+        tbt_p99_ms=tbt,
+        staleness_s={s: (60.0 if stale else 0.0) for s in Signal},
+    )
+
+
+def policy() -> OperatorPolicy:
+    # forecast and correction off: the counts follow the window's rate alone
+    return OperatorPolicy.from_params({"model": "llama3-70b", "forecast": False, "correction": False})
+
+
+def tick(pol: OperatorPolicy, t: float, rps: float, prev: PolicyOutput | None, **kw: object) -> PolicyOutput:
+    inp = PolicyInput(
+        now_s=t,
+        deployment="d",
+        load=window(rps, bool(kw.pop("stale", False))),
+        current=dict(prev.desired) if prev else {},
+        slo=SLO_,
+        state=prev.state if prev else PolicyState(),
+        **kw,  # type: ignore[arg-type]
+    )
+    return pol.decide(inp)
+
+
+def whole(out: PolicyOutput) -> dict[PoolKey, int]:
+    return {k: p.replicas for k, p in out.desired.items() if p.replicas}
+
+
+def settled(pol: OperatorPolicy, rps: float = 4.0) -> PolicyOutput:
+    """Ticks every second up to t=40 (slot 2 starts) at a steady load, whole-model in both stages."""
+    out = None
+    for t in range(0, 41):
+        out = tick(pol, float(t), rps, out)
+    assert out is not None and set(whole(out)) == {PREFILL, DECODE}
+    return out
+
+
+def test_the_model_level_interval_is_the_cadence() -> None:
+    assert ModelParams().interval_s == WHOLE_MODEL_INTERVAL_S == 20.0
+
+
+def test_whole_model_stages_keep_their_counts_until_the_next_slot() -> None:
+    pol = policy()
+    out = settled(pol)
+    before = whole(out)
+    for t in range(41, 60):  # the load triples inside the slot: counts and stabilizer history stay
+        prev = out
+        out = tick(pol, float(t), 12.0, prev)
+        assert whole(out) == before
+        assert out.state.stabilizer.max_window.get(PREFILL) == prev.state.stabilizer.max_window.get(PREFILL)
+        assert any("keeps" in r and "re-planned every 20 s" in r for r in out.reasons)
+    out = tick(pol, 60.0, 12.0, out)  # the next slot: re-planned for the new load
+    assert whole(out)[PREFILL] > before[PREFILL]
+
+
+def test_a_held_stage_scales_down_no_later_than_model_level_would() -> None:
+    """The held ticks push nothing into the scale-in window, so the window sees one entry per slot."""
+    pol = policy()
+    out = None
+    for t in range(0, 41):
+        out = tick(pol, float(t), 12.0, out)
+    assert out is not None
+    high = whole(out)[PREFILL]
+    for t in range(41, 200):
+        out = tick(pol, float(t), 2.0, out)
+        if whole(out)[PREFILL] < high:
+            break
+    # last high recommendation at t=40, scale-in window 30 s: the first slot tick past t=70 lowers it
+    assert whole(out)[PREFILL] < high and t == 80
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["stale", "frozen", "outside limits"],
+)
+def test_a_held_stage_is_replanned_at_once_when_the_hold_would_hide_something(why: str) -> None:
+    pol = policy()
+    out = settled(pol)
+    kw: dict[str, object] = {}
+    if why == "stale":
+        kw["stale"] = True
+    elif why == "frozen":
+        kw["frozen"] = True
+    else:
+        n = whole(out)[PREFILL]
+        kw["limits"] = Limits({PREFILL: PoolLimits(min_replicas=n + 1, max_replicas=n + 4)})
+    nxt = tick(pol, 41.0, 4.0, out, **kw)
+    assert not any(r.startswith("prefill") and "re-planned every 20 s" in r for r in nxt.reasons)
+    if why == "outside limits":
+        assert whole(nxt)[PREFILL] == whole(out)[PREFILL] + 1
+
+
+def test_operator_pools_are_not_held() -> None:
+    """A stage running operator pools follows every tick."""
+    pol = OperatorPolicy.from_params(
+        {"model": "llama3-70b", "forecast": False, "correction": False, "forms": "operator"}
+    )
+    out = None
+    for t in range(0, 42):
+        out = tick(pol, float(t), 4.0 if t < 41 else 12.0, out)
+    assert out is not None and not any("re-planned every 20 s" in r for r in out.reasons)
+    assert sum(p.replicas for k, p in out.desired.items() if k.stage == "prefill") > 0
+
+
+def test_a_ratio_far_below_the_budget_is_not_taken() -> None:
+    rec: dict[str, JSONValue] = {"rps": 10.0, "ttft_ms": 500.0, "tbt_ms": 12.0, "since": 0.0, "forms": {}}
+    last: dict[str, JSONValue] = {"predicted": rec}
+    far = corrected(last, window(10.0, tbt=20.0), 60.0, 45.0, SLO_)  # 12 → 20 ms against 100 ms
+    assert far.decode == 1.0
+    at = corrected(last, window(10.0, tbt=60.0), 60.0, 45.0, SLO_)  # observed past half the budget
+    assert at.decode > 1.0
+    near: dict[str, JSONValue] = {"predicted": {**rec, "tbt_ms": 55.0}}
+    assert corrected(near, window(10.0, tbt=45.0), 60.0, 45.0, SLO_).decode < 1.0  # over-predicted
+    assert corrected(last, window(10.0, tbt=20.0), 60.0, 45.0).decode > 1.0  # without an SLO: as before
+
+
+def test_the_cadence_survives_a_state_round_trip() -> None:
+    pol = policy()
+    out = settled(pol)
+    state = PolicyState.from_json(out.state.to_json())
+    nxt = tick(pol, 41.0, 12.0, replace(out, state=state))
+    assert whole(nxt) == whole(out)
