@@ -17,7 +17,7 @@ from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.counters import make_counter_store
 from opscale.decisions.explain import explain
 from opscale.decisions.record import DecisionView, decode, encode, view_of, with_placement
-from opscale.errors import ResourceExhausted
+from opscale.errors import ResourceExhausted, Unavailable
 from opscale.policy.pd import PdPolicy
 from opscale.policy.types import (
     SLO,
@@ -231,6 +231,18 @@ async def test_hub_filters_dedupes_and_drops_laggards() -> None:
             await asyncio.wait_for(every.next(), 1)
     hub.unsubscribe(chat)
     assert not hub.watching
+
+
+async def test_a_watch_that_subscribes_after_close_ends_at_once() -> None:
+    """A WatchDecisions call accepted just before the server stopped taking calls reaches the handler after
+    close(): it must end with UNAVAILABLE too, not hold the shutdown for the whole grace period."""
+    hub = DecisionHub()
+    early = hub.subscribe([], 0)
+    hub.close()
+    late = hub.subscribe([], 0)
+    for sub in (early, late):
+        with pytest.raises(Unavailable, match="shutting down"):
+            await asyncio.wait_for(sub.next(), 1)
 
 
 def test_infinite_inputs_never_reach_the_wire() -> None:

@@ -76,6 +76,7 @@ class DecisionHub:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
         self._rewind: int | None = None  # the lowest floor of watchers the tail has not caught up with
+        self._closed = False
 
     @property
     def watching(self) -> bool:
@@ -91,6 +92,10 @@ class DecisionHub:
         """A watcher; ``floor`` is the ledger's newest id as it subscribed: every later decision reaches
         it, published here or read by the tail from the floor on."""
         sub = Subscription(deployments)
+        if self._closed:  # a watch that reached the handler after close(): ends at once, like the others
+            sub.closing = True
+            sub.queue.put_nowait(None)
+            return sub
         self._rewind = floor if self._rewind is None else min(self._rewind, floor)
         self._subs.add(sub)
         return sub
@@ -100,7 +105,9 @@ class DecisionHub:
 
     def close(self) -> None:
         """End every watch now (the service is stopping): each gets UNAVAILABLE instead of holding the
-        server's shutdown for its whole grace period."""
+        server's shutdown for its whole grace period. A watch that subscribes later ends at once too: its
+        call may have been accepted before the server stopped taking calls."""
+        self._closed = True
         for sub in list(self._subs):
             sub.closing = True
             if sub.queue.full():
