@@ -133,10 +133,13 @@ def hold_whole_stages(
         if "predicted" in before:
             data["predicted"] = before["predicted"]
     stab = _restore(out.state.stabilizer, inp.state.stabilizer, set(kept)) if kept else out.state.stabilizer
+    # the stabilizer's steps on a held pool were not taken: neither its effects nor their sentences stand
+    dropped = {e.reason for e in out.effects if e.pool in kept}
     return replace(
         out,
         desired=desired,
         raw=raw,
-        reasons=[*said, *out.reasons],
+        effects=tuple(e for e in out.effects if e.pool not in kept),
+        reasons=[*said, *(r for r in out.reasons if r not in dropped)],
         state=replace(out.state, stabilizer=stab, data=data),
     )

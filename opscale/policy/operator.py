@@ -13,8 +13,8 @@ form of a stage is planned exactly as the ``model`` policy plans it.
 ``forms``: ``hybrid`` (default) chooses per stage; ``operator`` plans operator pools only (for
 comparison, and what ``plan_operator`` returns).
 
-Cadence: the policy ticks every second, but while every stage runs whole-model replicas it keeps each
-decision for the model-level policy's 20 s slot (``opscale.policy.cadence``, with the measurement).
+Cadence: the policy ticks every second, but a stage that runs whole-model replicas keeps each decision
+for the model-level policy's 20 s slot (``opscale.policy.cadence``, with the measurement).
 
 Floor: ``floor_fraction`` f keeps, in every operator pool of a stage, at least ⌈f × N⌉ replicas, where
 N is the number of whole-model replicas the whole-model form needs for that stage at this load — a

@@ -101,6 +101,8 @@ def test_a_held_stage_scales_down_no_later_than_model_level_would() -> None:
         out = tick(pol, float(t), 2.0, out)
         if whole(out)[PREFILL] < high:
             break
+        if t % 20:  # a held tick: the stabilizer's step on the pool was not taken, nor is it reported
+            assert not any(e.pool == PREFILL for e in out.effects)
     # last high recommendation at t=40, scale-in window 30 s: the first slot tick past t=70 lowers it
     assert whole(out)[PREFILL] < high and t == 80
 
