@@ -23,21 +23,15 @@ from opscale.policy.types import (
     PoolLimits,
     Signal,
 )
+from tests.unit.test_policy_adaptive import window as steady_window
 
 SLO_ = SLO(2000.0, 100.0)
 PREFILL, DECODE = PoolKey("prefill", "model"), PoolKey("decode", "model")
 
 
 def window(rps: float, stale: bool = False, tbt: float | None = None) -> LoadWindow:
-    return LoadWindow(
-        window_s=30.0,
-        arrival_rate_rps=rps,
-        input_tokens_mean=1000.0,
-        output_tokens_mean=250.0,
-        decode_tps=rps * 250.0,
-        tbt_p99_ms=tbt,
-        staleness_s={s: (60.0 if stale else 0.0) for s in Signal},
-    )
+    fresh = steady_window(rps, tbt=tbt)
+    return replace(fresh, staleness_s={s: 60.0 for s in Signal}) if stale else fresh
 
 
 def policy() -> OperatorPolicy:
