@@ -152,6 +152,8 @@ def register(app: typer.Typer) -> None:
         echo(
             f"p99 TTFT within ±15%: {100 * s['ttft_within_15']:.0f}% (worst {100 * s['ttft_worst']:.0f}%); "
             f"p99 TBT within ±15%: {100 * s['tbt_within_15']:.0f}% (worst {100 * s['tbt_worst']:.0f}%); "
+            f"the plans' own predictions, from the one trace each planner saw: TTFT "
+            f"{100 * s['ttft_plan_within_15']:.0f}%, TBT {100 * s['tbt_plan_within_15']:.0f}%; "
             f"plans meeting the SLO: {s['meets_slo']}/{s['points']}; "
             + (
                 f"GPUs ≤ {s['oracle_ratio_max']:.2f}× the oracle's ({s['oracle_infeasible']} points with no "

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field, replace
 
 from opscale.model import PerfModel
 from opscale.model.fabric import NODE_GPUS
-from opscale.policy.planner_core import Shape, StagePlan, Unit, describe, option_watts
+from opscale.policy.decode_step import tbt_quantile_ms
+from opscale.policy.planner_core import Shape, StagePlan, Unit, describe, hop_model, option_watts
 from opscale.policy.planner_decode import plan_decode
 from opscale.policy.planner_loads import StageLoads, stage_loads
-from opscale.policy.planner_prefill import plan_prefill
+from opscale.policy.planner_prefill import plan_prefill, ttft_quantile_ms
 from opscale.policy.types import (
     SLO,
     Infeasibility,
@@ -192,6 +193,24 @@ def assemble(
         unservable_fraction=loads.unservable,
     )
     return Plan(pools, pred, reasons, infeasible, tuple(stages), dict(units), loads)
+
+
+def predict(perf: PerfModel, plan: Plan, load: LoadWindow, slo: SLO) -> tuple[float, float]:
+    """(p TTFT, p per-request TBT) in ms that the planner's model gives ``plan``'s pools, held as they are,
+    at ``load`` — the prediction the plan carries, for another window (``inf``: a pool cannot keep up).
+    The prefill stage is priced at the measured rate, as the plan's own prediction is."""
+    loads = stage_loads(perf, load, slo)
+    out = {"prefill": math.inf, "decode": math.inf}
+    for sp in plan.stages:
+        units = [plan.units[pool] for pool in sp.chosen]
+        path = [(u, sp.chosen[u.pool]) for u in units]
+        # where ``_settle`` left the stage: one node, or spread over as many GPUs as it takes
+        hop = hop_model(perf, units, math.ceil(sp.gpus) if len(units) > 1 and sp.gpus > NODE_GPUS else 0)
+        if sp.stage == "prefill":
+            out["prefill"] = ttft_quantile_ms(perf, path, loads.prefill, hop)
+        else:
+            out["decode"] = tbt_quantile_ms(perf, path, loads.decode, hop, sp.micro)[0]
+    return out["prefill"], out["decode"]
 
 
 def _finite(x: float | None) -> float | None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
+from opscale.policy.model_level import plan_model
+from opscale.policy.planner_stage import predict
 from opscale.policy.types import Signal
 from opscale.sim.experiment import Scenario, build
 from opscale.sim.feed import SignalFeed
 from opscale.sim.fixed import Steady, steady_trace
+from opscale.sim.observe import window_of
 from opscale.sim.run import simulate
-from opscale.sim.validate import validate_point
+from opscale.sim.validate import PLAN, _measured_load, validate_point
 
 
 def test_window_reports_the_pushed_rate_and_lengths() -> None:
@@ -101,3 +105,32 @@ def test_validate_command_runs_without_the_oracle() -> None:
     assert out.exit_code == 0, out.output
     assert "oracle not searched (--no-oracle)" in out.output
     assert "not searched" in out.output.split("p99 TTFT within")[0]
+
+
+def test_a_plan_predicted_again_on_its_own_window_gives_its_own_prediction() -> None:
+    """``predict`` prices a fixed plan with the planner's own model: on the window the plan was made
+    from it reproduces the plan's prediction (every planner, operator paths and hybrids included), and
+    at a heavier load of the same lengths it predicts a slower TTFT."""
+    for model, rate, mix in (("llama3-70b", 8.0, "fixed"), ("qwen2-57b-a14b", 16.0, "sharegpt")):
+        load = Steady(model, rate, mix, seconds=120.0)
+        perf = load.perf()
+        window = window_of(steady_trace(load, 0), 0.0, load.seconds)
+        for planner, plan_of in PLAN.items():
+            plan = plan_of(perf, window, load.slo)
+            ttft, tbt = predict(perf, plan, window, load.slo)
+            assert math.isclose(ttft, plan.prediction.ttft_ms or math.inf, rel_tol=1e-12), planner
+            assert math.isclose(tbt, plan.prediction.tbt_ms or math.inf, rel_tol=1e-12), planner
+            heavier = replace(window, arrival_rate_rps=window.arrival_rate_rps * 1.05)
+            assert predict(perf, plan, heavier, load.slo)[0] > ttft, planner
+
+
+def test_the_prediction_judged_is_at_the_load_the_traces_carried() -> None:
+    load = Steady("mixtral-8x7b", 4.0, "fixed:512/64", seconds=120.0, warmup_s=30.0)
+    measured = [steady_trace(load, s).window(30.0, 120.0) for s in (0, 1)]
+    window = _measured_load(load, (0, 1))
+    assert window.arrival_rate_rps == sum(len(t) for t in measured) / 180.0
+    point = validate_point(load, "model", seeds=(0, 1), with_oracle=False)
+    plan = plan_model(load.perf(), window_of(steady_trace(load, 0), 0.0, 120.0), load.slo)
+    assert point.ttft_plan_ms == plan.prediction.ttft_ms
+    assert point.ttft_pred_ms == predict(load.perf(), plan, window, load.slo)[0]
+    assert point.ttft_pred_ms != point.ttft_plan_ms  # two windows, two loads
