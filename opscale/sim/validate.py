@@ -14,7 +14,7 @@ own prediction, from the one trace it saw, is kept too (``ttft_plan_ms``, ``tbt_
 differ by the error of estimating a load from one 240 s window, which the planner's sizing for the
 estimate's upper bound covers (``planner_loads.sized_rate``), not its model. llama3-70b at 20 req/s of
 1,024-token prompts: the first trace's prompts came at 19.6 req/s, eight traces' at 20.0, and at ρ 0.76
-that moves the p99 TTFT by 9%.
+that moves the predicted p99 TTFT by 7% (410 → 439 ms).
 
 The p99 of one trace of a long-tailed mix moves by tens of per cent from one trace to the next, because
 a few overlapping long prompts block every replica now and then: llama3-70b at 8 req/s on the
