@@ -120,8 +120,10 @@ def register(app: typer.Typer) -> None:
         ] = True,
     ) -> None:
         """Each planner's own plan held fixed in the simulator over the validation grid: predicted vs
-        simulated p99 TTFT and per-request TBT, and GPUs vs the oracle's. The plan is made from the first
-        trace; its prediction is judged at the load of every trace it ran on."""
+        simulated p99 TTFT and per-request TBT, and GPUs vs the oracle's.
+
+        The plan is made from the first trace; its prediction is judged at the load of every trace it ran
+        on."""
         import os
 
         from rich.progress import Progress
