@@ -10,10 +10,11 @@ for minutes (37% of it after τ = 300 s), and a policy ticking every second star
 prompts: on the long-prompt scenario of evaluate's quick matrix the operator policy's pool held mean
 prompts 7–13% longer than the model-level policy's (20 s ticks) from 40 s to 320 s into the same replay,
 while both read the same windows, and both kept prefill replicas for a tail the first seconds had
-shown. Then it plans with the
-upper envelope of the pool and the window (at every quantile the longer length, ``LengthDist.upper``);
-the TTFT percentile must also hold under each of the two (``LoadWindow.input_tokens_also``). The rate
-is the window's. Why both:
+shown.
+
+Each tick then plans with the upper envelope of the pool and the window (at every quantile the longer
+length, ``LengthDist.upper``); the TTFT percentile must also hold under each of the two
+(``LoadWindow.input_tokens_also``). The rate is the window's. Why both:
 
 * the tail that decides a TTFT percentile cannot be read from one window: a 30 s window of a long-prompt
   trace holds ~150 prompts, so its p99 is its second-longest prompt, and whether a 16k+ prompt fell in
@@ -45,12 +46,11 @@ def pooled_lengths(
     """The window with the upper envelope of its length distributions and the pooled ones of the state
     (module docstring), and the pool to keep. A window without requests leaves the pool as it was."""
     kept = data.get("lengths")
-    old: tuple[float, LengthDist, LengthDist, float] | None = None
+    old: tuple[float, LengthDist, LengthDist, float | None] | None = None
     if isinstance(kept, dict):
-        # a pool kept without its weight (an earlier version) is taken at full weight: a rate × τ
-        t, w = finite_or_none(kept.get("t")), finite_or_none(kept.get("w", load.arrival_rate_rps * memory_s))
+        t, w = finite_or_none(kept.get("t")), finite_or_none(kept.get("w"))
         try:
-            if t is not None and t <= now_s and w is not None and w > 0.0:
+            if t is not None and t <= now_s and (w is None or w > 0.0):
                 old = (t, LengthDist.from_json(kept.get("in")), LengthDist.from_json(kept.get("out")), w)
         except InvalidArgument:
             old = None  # state written by another version, or damaged: start over from this window
@@ -63,11 +63,15 @@ def pooled_lengths(
         t, p_in, p_out = now_s, load.inputs(), load.outputs()
     else:
         dt = now_s - old[0]
+        # a pool kept without its weight (an earlier version) is taken at full weight: rate × τ prompts
+        kept_w = old[3] if old[3] is not None else load.arrival_rate_rps * memory_s
         fresh = load.arrival_rate_rps * min(dt, load.window_s)  # prompts that arrived since the last tick
-        w = math.exp(-dt / memory_s) * old[3] + fresh
-        share = fresh / w if w > 0.0 else 1.0
+        w = math.exp(-dt / memory_s) * kept_w + fresh
+        share = fresh / w
         t, p_in, p_out = now_s, _mix(old[1], load.inputs(), share), _mix(old[2], load.outputs(), share)
-    keep: dict[str, JSONValue] = {"t": t, "w": w, "in": _points(p_in), "out": _points(p_out)}
+    keep: dict[str, JSONValue] = {"t": t, "in": _points(p_in), "out": _points(p_out)}
+    if w is not None:
+        keep["w"] = w
     also: tuple[LengthDist, ...] = ()
     if load.arrival_rate_rps > 0.0:
         also = (p_in, load.inputs())

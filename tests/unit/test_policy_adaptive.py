@@ -283,6 +283,7 @@ def test_the_pool_weighs_its_first_window_by_its_data_whatever_the_tick() -> Non
     # a pool kept by a version without the weight is taken as it was: at full weight
     _, kept = pooled_lengths({}, window(long), 0.0, 300.0)
     old = {k: v for k, v in kept.items() if k != "w"}
+    assert pooled_lengths({"lengths": old}, window(short, 0.0), 10.0, 300.0)[1] == old  # idle: kept as it was
     load, _ = pooled_lengths({"lengths": old}, window(short), 30.0, 300.0)
     assert load.inputs().share_above(10_000.0) == pytest.approx(
         0.02 * math.exp(-0.1) / (math.exp(-0.1) + 0.1), rel=1e-3
