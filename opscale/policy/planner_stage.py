@@ -205,7 +205,7 @@ def predict(perf: PerfModel, plan: Plan, load: LoadWindow, slo: SLO) -> tuple[fl
         units = [plan.units[pool] for pool in sp.chosen]
         path = [(u, sp.chosen[u.pool]) for u in units]
         # where ``_settle`` left the stage: one node, or spread over as many GPUs as it takes
-        hop = hop_model(perf, units, math.ceil(sp.gpus) if len(units) > 1 and sp.gpus > NODE_GPUS else 0)
+        hop = hop_model(perf, units, math.ceil(sp.gpus) if sp.gpus > NODE_GPUS else 0)
         if sp.stage == "prefill":
             out["prefill"] = ttft_quantile_ms(perf, path, loads.prefill, hop)
         else:
