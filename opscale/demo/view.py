@@ -53,7 +53,7 @@ def simulated_line(both: SideBySide | None, t_s: float) -> Text:
         return Text("same load, both policies through opscale evaluate's simulator: running …", style="dim")
     op_now, ml_now = both.gpus_at(t_s)
     op, ml = both.operator.metrics, both.model.metrics
-    return Text.assemble(
+    line = Text.assemble(
         ("same load, simulated as in opscale evaluate: ", "bold"),
         ("operator ", "green"),
         (f"{op_now if op_now is not None else '—'} GPUs", "bold green"),
@@ -62,6 +62,15 @@ def simulated_line(both: SideBySide | None, t_s: float) -> Text:
         (f"{ml_now if ml_now is not None else '—'} GPUs", "bold yellow"),
         f" ({ml.gpu_hours:.2f} GPU-h, {100 * ml.slo_attainment:.1f}% in SLO)",
     )
+    eq = both.equal()
+    if eq is not None:  # GPU-hours at different attainment do not compare; at the same they do
+        line.append(
+            f"; at {100 * eq.level:.1f}% in SLO (model-level's headroom swept): operator "
+            f"{eq.gpu_hours['operator-level']:.2f} vs model {eq.gpu_hours['model-level']:.2f} GPU-h, "
+            f"×{eq.ratio:.2f}",
+            style="bold",
+        )
+    return line
 
 
 def render(

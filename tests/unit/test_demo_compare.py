@@ -44,5 +44,7 @@ def test_both_policies_side_by_side() -> None:
     assert any(line.startswith("| operator |") for line in lines) and text in lines
     assert any(line.startswith("| model (headroom 0.5) |") for line in lines)
     assert "operator" in simulated_line(both, 5.0).plain
+    assert f"×{eq.ratio:.2f}" in simulated_line(both, 5.0).plain
+    assert "×" not in simulated_line(alone, 5.0).plain  # without the sweep: no reading at equal attainment
     assert "running" in simulated_line(None, 5.0).plain
     assert "did not finish" in " ".join(comparison_lines(None))
