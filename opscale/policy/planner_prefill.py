@@ -7,17 +7,23 @@ TTFT of a path (one pool for a whole model; embedding → attention → FFN → 
     TTFT = Σ_pools W_p + Σ_pools S_p(L) + hops(L)
 
 The services are comonotone (one L for every pool), so their sum is priced per length exactly; the pools'
-waits are independent, summed by numerical convolution (``_combine``). A later pool is fed the departures
-of the one before, smoother than Poisson by QNA's linking equation (``departure_scv``) — except the
-path's bottleneck, its most heavily loaded pool, which waits as if fed the prompts' own arrivals when
-those are more variable: a heavily loaded queue's wait is set by its input's variability over long
-stretches, where the pools before it pass the arrivals' fluctuations through unsmoothed (the
-heavy-traffic bottleneck phenomenon: S. Suresh and W. Whitt, "The heavy-traffic bottleneck phenomenon in
-open queueing networks", Operations Research Letters, 1990; the departures' index of dispersion tends to
-the arrivals' over long times: W. Whitt and W. You, "A robust queueing network analyzer based on indices
-of dispersion"). Measured: llama3-70b at 20 req/s of 1,024 tokens, attention (one replica, ρ 0.78) then
-FFN (two, ρ 0.89): a FIFO replay of the pair gave a p99 FFN wait of 904 ms against 656 ms priced with
-QNA's c_a² = 0.39 and 1,063 ms with Poisson input.
+waits are summed as independent, by numerical convolution (``prefill_batches.combine_waits``), each
+priced with its input's pacing (below). A later pool is fed the departures of the one before, smoother
+than Poisson by QNA's linking equation (``departure_scv``) — except the path's bottleneck, its most
+heavily loaded pool, which waits as if fed the prompts' own arrivals when those are more variable: a
+heavily loaded queue's wait is set by its input's variability over long stretches, where the pools before
+it pass the arrivals' fluctuations through unsmoothed (the heavy-traffic bottleneck phenomenon: S. Suresh
+and W. Whitt, "The heavy-traffic bottleneck phenomenon in open queueing networks", Operations Research
+Letters, 1990; the departures' index of dispersion tends to the arrivals' over long times: W. Whitt and
+W. You, "A robust queueing network analyzer based on indices of dispersion"). Measured: llama3-70b at 20
+req/s of 1,024 tokens, attention (one replica, ρ 0.78) then FFN (two, ρ 0.89): a FIFO replay of the pair
+gave a p99 FFN wait of 904 ms against 656 ms priced with QNA's c_a² = 0.39 and 1,063 ms with Poisson
+input.
+
+Paced input. The same prompt is long at every pool, so a long service at a later pool follows a long
+gap in its input (the pool before spent that prompt's long pass on it): the covariance shortens the wait
+and its probability (``queueing.tandem_covariance``, with the measurement).
+
 The percentile is then solved on the mixture over L: Σ_L p(L)·P(W > t − S(L)) = 1 − q — not a sum of
 per-pool quantiles.
 
@@ -53,7 +59,7 @@ from opscale.policy.planner_core import (
     solve_stage_greedy,
     stage_bounds,
 )
-from opscale.policy.prefill_batches import WAIT_POINTS
+from opscale.policy.prefill_batches import combine_waits
 from opscale.policy.prefill_queue import (
     PREFILL_MAX_BATCH,
     PrefillLoad,
@@ -62,7 +68,7 @@ from opscale.policy.prefill_queue import (
     pool_queue,
     service,
 )
-from opscale.policy.queueing import departure_scv
+from opscale.policy.queueing import departure_scv, paced_scv, tandem_covariance
 from opscale.policy.types import Infeasibility, InfeasibilityKind, Limits, PoolKey
 
 TINY = 0.01  # a pool whose cheapest option takes at most this share of the TTFT budget needs no search
@@ -138,35 +144,6 @@ def _index_of(load: PrefillLoad, n: int) -> int:
     return next(i for i, (m, _) in enumerate(load.lengths) if m == n)
 
 
-def _combine(parts: list[tuple[float, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """The sum of independent pool waits, each 0 with probability 1 − p and else ``points`` (equal
-    probability), as (support ascending, P(W > support)) — convolved numerically, resampled to keep the
-    support short."""
-    vals = np.zeros(1)
-    wts = np.ones(1)
-    for p, pts in parts:
-        if p <= 0.0:
-            continue
-        v2 = np.concatenate([[0.0], pts])
-        w2 = np.concatenate([[1.0 - p], np.full(len(pts), p / len(pts))])
-        vals = (vals[:, None] + v2[None, :]).ravel()
-        wts = (wts[:, None] * w2[None, :]).ravel()
-        if len(vals) > 4 * WAIT_POINTS:
-            order = np.argsort(vals)
-            vals, wts = vals[order], wts[order]
-            cum = np.cumsum(wts)
-            # keep the atom at 0 and resample the rest at quantiles of the positive part
-            zero = float(wts[vals <= 0.0].sum())
-            qs = zero + (1.0 - zero) * (np.arange(2 * WAIT_POINTS) + 0.5) / (2 * WAIT_POINTS)
-            idx = np.minimum(np.searchsorted(cum, qs), len(vals) - 1)
-            vals = np.concatenate([[0.0], vals[idx]])
-            wts = np.concatenate([[zero], np.full(2 * WAIT_POINTS, (1.0 - zero) / (2 * WAIT_POINTS))])
-    order = np.argsort(vals)
-    vals, wts = vals[order], wts[order]
-    exceed = 1.0 - np.cumsum(wts)  # P(W > vals[i])
-    return vals, np.clip(exceed, 0.0, 1.0)
-
-
 def ttft_quantile_ms(
     perf: PerfModel,
     path: Sequence[tuple[Unit, Option]],
@@ -175,24 +152,38 @@ def ttft_quantile_ms(
 ) -> float:
     """The load's q-quantile of TTFT through ``path`` (ms; ``inf`` when a pool is unstable)."""
     total = np.asarray([hop_ms(n) for n, _ in load.lengths])
-    queues: list[tuple[QueueState, float]] = []  # each pool's queue, and the c_a² it was priced at
+    # each pool's queue, the c_a² it was priced at, and its input's covariance (``tandem_covariance``)
+    queues: list[tuple[QueueState, float, float]] = []
     ca2 = 1.0
+    p_len = np.asarray([p for _, p in load.lengths])
+    before: tuple[np.ndarray, float] | None = None  # the previous pool's services and ρ
     for unit, opt in path:
         sv = service(perf, unit, load.lengths, opt.gpus)
-        total = total + np.asarray(sv.ms)
+        ms = np.asarray(sv.ms)
+        total = total + ms
         if load.rate_rps > 0.0:
             st = pool_queue(perf, unit, load, opt.gpus, opt.batch, opt.replicas, ca2)
             if not st.stable:
                 return math.inf
-            queues.append((st, ca2))
+            cov = 0.0
+            if before is not None and before[1] >= st.rho:  # paced while the pool before stays busy
+                cov = tandem_covariance(p_len, before[0], before[1], ms, st.rho)
+            if cov > 0.0:
+                st = pool_queue(
+                    perf, unit, load, opt.gpus, opt.batch, opt.replicas, paced_scv(ca2, cov, st.rho, st.scv)
+                )
+            queues.append((st, ca2, cov))
             ca2 = departure_scv(opt.replicas, st.rho, ca2, st.scv)
+            before = (ms, st.rho)
     if queues:
         # the bottleneck: the most heavily loaded pool waits at least as with the prompts' own arrivals
         b = max(range(len(queues)), key=lambda i: queues[i][0].rho)
-        if queues[b][1] < 1.0:
+        st, ca2_b, cov = queues[b]
+        if ca2_b < 1.0:
             unit, opt = path[b]
-            queues[b] = (pool_queue(perf, unit, load, opt.gpus, opt.batch, opt.replicas, 1.0), 1.0)
-    vals, exceed = _combine([(st.p_wait, st.wait_ms) for st, _ in queues])
+            paced = paced_scv(1.0, cov, st.rho, st.scv)
+            queues[b] = (pool_queue(perf, unit, load, opt.gpus, opt.batch, opt.replicas, paced), 1.0, cov)
+    vals, exceed = combine_waits([(st.p_wait, st.wait_ms) for st, _, _ in queues])
     probs = load.percentile_weights()  # the percentile must hold under every weighting
     keep = probs.max(axis=0) > 0
     total, probs = total[keep], probs[:, keep]

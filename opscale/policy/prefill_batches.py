@@ -235,3 +235,32 @@ def points(vals: np.ndarray, wts: np.ndarray) -> np.ndarray:
     cum = np.cumsum(wts[order])
     out: np.ndarray = vals[order][np.minimum(np.searchsorted(cum, U * cum[-1]), len(vals) - 1)]
     return out
+
+
+def combine_waits(parts: list[tuple[float, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The sum of independent pool waits, each 0 with probability 1 − p and else ``points`` (equal
+    probability), as (support ascending, P(W > support)) — convolved numerically, resampled to keep the
+    support short."""
+    vals = np.zeros(1)
+    wts = np.ones(1)
+    for p, pts in parts:
+        if p <= 0.0:
+            continue
+        v2 = np.concatenate([[0.0], pts])
+        w2 = np.concatenate([[1.0 - p], np.full(len(pts), p / len(pts))])
+        vals = (vals[:, None] + v2[None, :]).ravel()
+        wts = (wts[:, None] * w2[None, :]).ravel()
+        if len(vals) > 4 * WAIT_POINTS:
+            order = np.argsort(vals)
+            vals, wts = vals[order], wts[order]
+            cum = np.cumsum(wts)
+            # keep the atom at 0 and resample the rest at quantiles of the positive part
+            zero = float(wts[vals <= 0.0].sum())
+            qs = zero + (1.0 - zero) * (np.arange(2 * WAIT_POINTS) + 0.5) / (2 * WAIT_POINTS)
+            idx = np.minimum(np.searchsorted(cum, qs), len(vals) - 1)
+            vals = np.concatenate([[0.0], vals[idx]])
+            wts = np.concatenate([[zero], np.full(2 * WAIT_POINTS, (1.0 - zero) / (2 * WAIT_POINTS))])
+    order = np.argsort(vals)
+    vals, wts = vals[order], wts[order]
+    exceed = 1.0 - np.cumsum(wts)  # P(W > vals[i])
+    return vals, np.clip(exceed, 0.0, 1.0)

@@ -12,7 +12,8 @@ The wait: Erlang C for P(W > 0), and beyond it the M/G/1 form of the wait, a geo
 equilibrium residuals of S/R (Beneš; ``queueing.geometric_residual_quantiles``): exact for M/G/1 and
 M/M/R, and it keeps the tail's prefactor, which an exponential at the tail's decay rate loses. A later
 pool of an operator path sees the previous pool's departures, whose c_a² follows Whitt's QNA linking
-equation (``queueing.departure_scv``), and waits less by the heavy-traffic factor 2/(1 + c_a²).
+equation (``queueing.departure_scv``) and is paced by its services (``queueing.tandem_covariance``): it
+waits less by the heavy-traffic factor (1 + c_a²)/2, and less often (``queueing.delay_ratio``).
 ``pool_queue`` says how batching and long prompts enter.
 """
 
@@ -39,7 +40,7 @@ from opscale.policy.prefill_batches import (
     points,
     residual_min,
 )
-from opscale.policy.queueing import erlang_c, geometric_residual_quantiles
+from opscale.policy.queueing import delay_ratio, erlang_c, geometric_residual_quantiles
 
 PREFILL_MAX_BATCH = 16  # prompts per pass at most (and at most PREFILL_CHUNK_TOKENS tokens)
 
@@ -181,7 +182,8 @@ def pool_queue(
     is in the middle of a length-biased pass, and the soonest of R ends first (``residual_min``); (2)
     with probability ρ, a further wait for whole passes: the sum of residuals of the module docstring (a
     later pool of an operator path, fed smoother departures, waits less by the heavy-traffic factor
-    (1 + c_a²)/2). (1) + (2) is exact for M/G/1 and for M/M/R. Batches (kmax > 1): the bulk-service
+    (1 + c_a²)/2; ``ca2`` is the c_a² of that factor, below 0 when the pool's services pace its input,
+    ``queueing.paced_scv``). (1) + (2) is exact for M/G/1 and for M/M/R. Batches (kmax > 1): the bulk-service
     queue's chain (``prefill_batches.batched_wait``): the pass it waits for, the full passes ahead of it,
     and its own pass, whose size is random — a per-prompt sum of residuals ignores that a pass clears
     kmax prompts at once, and one mean-size pass that its size varies.
@@ -270,7 +272,7 @@ def _queue_on(
     a = lam * mean
     if a >= servers:
         return None
-    p_wait = erlang_c(servers, a)
+    p_wait = erlang_c(servers, a) * delay_ratio(servers, a / servers, ca2)
     if len(pts[0][3]) > 1:
         return p_wait, batched_wait(lam, pts, probs, servers, ca2, known or chain(lam / servers, pts, probs))
     residual = residual_min([pt[3][0] for pt in pts], probs, servers)

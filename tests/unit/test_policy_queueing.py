@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opscale.errors import InvalidArgument
 from opscale.policy.queueing import (
+    delay_ratio,
     erlang_b,
     erlang_c,
     mean_response_s,
     mean_wait_s,
     min_servers_for,
+    paced_scv,
     response_quantile_s,
     response_tail,
+    tandem_covariance,
     utilization,
     wait_quantile_s,
 )
@@ -179,3 +183,39 @@ def test_wait_quantile_solves_the_tail_equation(servers: int, rho: float, p: flo
         assert t == 0.0
     else:
         assert c * math.exp(-(servers * mu - lam) * t) == pytest.approx(1 - p, rel=1e-9)
+
+
+def _alpha(x: float) -> float:
+    """[1 + x·Φ(x)/φ(x)]⁻¹."""
+    cdf = 0.5 * math.erfc(-x / math.sqrt(2.0))
+    return 1.0 / (1.0 + x * cdf * math.sqrt(2.0 * math.pi) * math.exp(x * x / 2.0))
+
+
+def test_delay_ratio_is_one_for_poisson_and_falls_with_smoother_arrivals() -> None:
+    assert delay_ratio(3, 0.8, 1.0) == 1.0
+    assert delay_ratio(3, 1.0, 0.0) == 1.0  # saturated: every arrival waits
+    ratios = [delay_ratio(3, 0.8, c) for c in (0.9, 0.5, 0.0, -0.5)]
+    assert all(0.0 < r < 1.0 for r in ratios) and ratios == sorted(ratios, reverse=True)
+    assert delay_ratio(3, 0.8, -1.0) == 0.0  # nothing left to wait for (Boxma's identical services)
+    # Halfin and Whitt's α at β = (1 − ρ)√R, here 0.2·√4 = 0.4, and at β/√z with z = 0.5
+    assert delay_ratio(4, 0.8, 0.0) == pytest.approx(_alpha(0.4 / math.sqrt(0.5)) / _alpha(0.4))
+
+
+def test_tandem_covariance_of_services_that_vary_together() -> None:
+    probs = np.array([0.5, 0.5])
+    # E S_prev = 2, E S = 4, E[S_prev·S] = 10: Cov/(E·E) = 10/8 − 1 = 0.25, times ρ_prev·ρ
+    assert tandem_covariance(probs, np.array([1.0, 3.0]), 0.8, np.array([2.0, 6.0]), 0.5) == pytest.approx(
+        0.1
+    )
+    assert tandem_covariance(probs, np.array([1.0, 3.0]), 0.8, np.array([4.0, 4.0]), 0.5) == 0.0  # constant
+    assert tandem_covariance(probs, np.array([1.0, 3.0]), 0.8, np.array([6.0, 2.0]), 0.5) == 0.0  # opposed
+    assert tandem_covariance(np.array([1.0]), np.array([3.0]), 0.9, np.array([5.0]), 0.9) == 0.0  # one length
+
+
+def test_paced_scv_takes_the_covariance_off_the_heavy_traffic_factor() -> None:
+    assert paced_scv(0.8, 0.0, 0.7, 0.5) == 0.8
+    k = 0.8 + 0.49 * 0.5
+    # the factor (1 + c)/2 shrinks by (k − 2C)/k
+    assert (1.0 + paced_scv(0.8, 0.1, 0.7, 0.5)) / 2 == pytest.approx((1.8 / 2) * (k - 0.2) / k)
+    assert paced_scv(0.8, k / 2, 0.7, 0.5) == -1.0  # all of it: the factor is 0
+    assert paced_scv(0.8, k, 0.7, 0.5) == -1.0

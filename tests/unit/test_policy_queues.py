@@ -349,6 +349,57 @@ def test_the_bottleneck_of_an_operator_path_waits_as_fed_by_the_arrivals() -> No
     )
 
 
+def _paced_replay(rate: float, stages: list[tuple[np.ndarray, int]], probs: np.ndarray, n: int) -> np.ndarray:
+    """``_tandem_replay`` with prompts of several lengths: each prompt's length is drawn once, and its pass
+    at every pool is that pool's pass for that length (ms per length)."""
+    rng = np.random.default_rng(7)
+    ready = np.cumsum(rng.exponential(1.0 / rate, n))
+    arrive = ready.copy()
+    which = rng.choice(len(probs), size=n, p=probs)
+    for ms, replicas in stages:
+        free = [0.0] * replicas
+        done = np.empty(n)
+        for i in np.argsort(ready, kind="stable"):
+            done[i] = max(heapq.heappop(free), ready[i]) + ms[which[i]] / 1e3
+            heapq.heappush(free, done[i])
+        ready = done
+    return ready - arrive
+
+
+@pytest.mark.parametrize(
+    ("attention", "ffn", "within"),
+    [
+        # attention the busier (ρ 0.85 on one GPU, FFN 0.83 on two 2-GPU replicas): priced as independent,
+        # the FFN's wait put the path's p99 28% over the replay's
+        ((1, 1), (2, 2), 0.2),
+        # FFN the busier (attention ρ 0.47): its stretches of waiting follow the arrivals' bursts, which the
+        # pool before passes through unpaced; pricing its input as paced put the p99 53% under
+        ((2, 1), (4, 1), 0.1),
+    ],
+)
+def test_a_pool_after_a_busier_one_is_paced_by_the_prompts_lengths(
+    attention: tuple[int, int], ffn: tuple[int, int], within: float
+) -> None:
+    """llama3-70b, prompts of 256–8,192 tokens: the longer a prompt, the longer its pass at both pools, so
+    a long FFN pass follows a long gap in the FFN's input (``queueing.tandem_covariance``); the path's
+    p99 TTFT against a FIFO replay of the pair at 85% of the tighter pool's capacity."""
+    units = {u.pool.operator: u for u in operator_units(P70, "prefill")}
+    lengths = ((256, 0.3), (1024, 0.35), (2048, 0.2), (4096, 0.1), (8192, 0.05))
+    probs = np.array([p for _, p in lengths])
+    path = [
+        (units[op], Option(1, g, r, 0.0, 0.0, 0.0, g * r, 0.0))
+        for op, (g, r) in (("attention", attention), ("ffn", ffn))
+    ]
+    ms = [np.asarray(service(P70, u, lengths, o.gpus).ms) for u, o in path]
+    rate = 0.85 * min(o.replicas / float(m @ probs / 1e3) for (_, o), m in zip(path, ms, strict=True))
+    load = PrefillLoad(rate, lengths, (1.0,) * len(lengths), 0.99)
+    stages = [(m, o.replicas) for (_, o), m in zip(path, ms, strict=True)]
+    replay = _paced_replay(rate, stages, probs, 200_000)[20_000:]
+    assert ttft_quantile_ms(P70, path, load, lambda n: 0.0) == pytest.approx(
+        float(np.quantile(replay, 0.99)) * 1e3, rel=within
+    )
+
+
 def test_a_pool_with_long_prompts_waits_continuously_in_the_rate() -> None:
     """While long prompts hold some replicas, the others' queue is transient: a few per cent more prompts
     add a few per cent of wait, not the wait for a long pass to end (qwen2-57b-a14b, long-tail mix, four
