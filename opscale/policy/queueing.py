@@ -97,8 +97,8 @@ def delay_ratio(servers: int, rho: float, ca2: float) -> float:
     at busy fraction ``rho``: α(β/√z)/α(β) with β = (1 − ρ)√R, z = (1 + c_a²)/2 and
     α(x) = [1 + x·Φ(x)/φ(x)]⁻¹, the delay probability of many exponential servers in heavy traffic
     (S. Halfin and W. Whitt, "Heavy-traffic limits for queues with many exponential servers", Operations
-    Research 29(3), 1981, GI/M/s). 1 for Poisson arrivals; smoother arrivals wait less often, and none
-    as z → 0."""
+    Research 29(3), 1981, GI/M/s). 1 for Poisson arrivals, and for burstier ones (Erlang C is kept);
+    smoother arrivals wait less often, and none as z → 0."""
     if ca2 >= 1.0 or rho >= 1.0:
         return 1.0
     z = (1.0 + ca2) / 2.0

@@ -193,6 +193,7 @@ def _alpha(x: float) -> float:
 
 def test_delay_ratio_is_one_for_poisson_and_falls_with_smoother_arrivals() -> None:
     assert delay_ratio(3, 0.8, 1.0) == 1.0
+    assert delay_ratio(3, 0.8, 2.5) == 1.0  # burstier: Erlang C is kept
     assert delay_ratio(3, 1.0, 0.0) == 1.0  # saturated: every arrival waits
     ratios = [delay_ratio(3, 0.8, c) for c in (0.9, 0.5, 0.0, -0.5)]
     assert all(0.0 < r < 1.0 for r in ratios) and ratios == sorted(ratios, reverse=True)
