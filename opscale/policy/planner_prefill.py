@@ -152,8 +152,7 @@ def ttft_quantile_ms(
 ) -> float:
     """The load's q-quantile of TTFT through ``path`` (ms; ``inf`` when a pool is unstable)."""
     total = np.asarray([hop_ms(n) for n, _ in load.lengths])
-    # each pool's queue, the c_a² it was priced at, and its input's covariance (``tandem_covariance``)
-    queues: list[tuple[QueueState, float, float]] = []
+    queues: list[tuple[QueueState, float]] = []  # each pool's queue, and the c_a² it was priced at
     ca2 = 1.0
     p_len = np.asarray([p for _, p in load.lengths])
     before: tuple[np.ndarray, float] | None = None  # the previous pool's services and ρ
@@ -172,18 +171,17 @@ def ttft_quantile_ms(
                 st = pool_queue(
                     perf, unit, load, opt.gpus, opt.batch, opt.replicas, paced_scv(ca2, cov, st.rho, st.scv)
                 )
-            queues.append((st, ca2, cov))
+            queues.append((st, ca2))
             ca2 = departure_scv(opt.replicas, st.rho, ca2, st.scv)
             before = (ms, st.rho)
     if queues:
         # the bottleneck: the most heavily loaded pool waits at least as with the prompts' own arrivals
+        # (never paced: the first of the busiest pools has none as busy before it)
         b = max(range(len(queues)), key=lambda i: queues[i][0].rho)
-        st, ca2_b, cov = queues[b]
-        if ca2_b < 1.0:
+        if queues[b][1] < 1.0:
             unit, opt = path[b]
-            paced = paced_scv(1.0, cov, st.rho, st.scv)
-            queues[b] = (pool_queue(perf, unit, load, opt.gpus, opt.batch, opt.replicas, paced), 1.0, cov)
-    vals, exceed = combine_waits([(st.p_wait, st.wait_ms) for st, _, _ in queues])
+            queues[b] = (pool_queue(perf, unit, load, opt.gpus, opt.batch, opt.replicas, 1.0), 1.0)
+    vals, exceed = combine_waits([(st.p_wait, st.wait_ms) for st, _ in queues])
     probs = load.percentile_weights()  # the percentile must hold under every weighting
     keep = probs.max(axis=0) > 0
     total, probs = total[keep], probs[:, keep]
