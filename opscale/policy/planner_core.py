@@ -269,15 +269,27 @@ def slo_miss(stage: str, label: str, latency: float, budget: float) -> Infeasibi
     )
 
 
-def hop_model(perf: PerfModel, units: Sequence[Unit], stage_gpus: int = 0) -> Callable[[int], float]:
+def hop_model(perf: PerfModel, units: Sequence[Unit], same_node: float = 1.0) -> Callable[[int], float]:
     """Activation hand-offs per pass of a stage's operator pools (none for a whole-model replica):
     2 per layer (attention → FFN → attention) plus embedding → attention and FFN → lm_head, each a fixed
-    latency plus the tokens' residual stream over NVLink, or the network for the share of replica pairs
-    a stage of ``stage_gpus`` GPUs cannot keep on one node (``opscale.model.fabric``)."""
+    latency plus the tokens' residual stream over NVLink for the ``same_node`` share of attention↔FFN
+    replica pairs, and over the network for the rest (``opscale.model.fabric``, ``node_share``)."""
     if len(units) <= 1:
         return lambda tokens: 0.0
     hops = 2 * perf.shape.layers + 2
-    per_byte = seconds_per_byte(perf.gpu.link_bytes_s, same_node_share(stage_gpus))
+    per_byte = seconds_per_byte(perf.gpu.link_bytes_s, same_node)
     per_token_ms = perf.shape.activation_bytes_per_token * per_byte * 1e3
     fixed = HOP_LATENCY_S * 1e3
     return lambda tokens: hops * (fixed + tokens * per_token_ms)
+
+
+def node_share(units: Sequence[Unit], chosen: Mapping[PoolKey, Option]) -> float:
+    """The share of a stage's attention↔FFN replica pairs placement can keep on one node, for the chosen
+    options (``fabric.same_node_share``: the stage's size, and the room the replicas' sizes leave)."""
+    att = [chosen[u.pool] for u in units if "attention" in u.ops and u.pool in chosen]
+    mid = [chosen[u.pool] for u in units if {"ffn", "experts"} & set(u.ops) and u.pool in chosen]
+    stage_gpus = sum(o.cost for o in chosen.values())
+    if len(att) != 1 or len(mid) != 1:  # a whole-model replica hands nothing off
+        return same_node_share(stage_gpus)
+    (a,), (f,) = att, mid
+    return same_node_share(stage_gpus, ((a.gpus, a.replicas), (f.gpus, f.replicas)))

@@ -201,7 +201,7 @@ def plan_decode(
     limits: Limits,
     floors: Mapping[PoolKey, int] | None = None,
     search: str = "exact",
-    stage_gpus: int = 0,
+    same_node: float = 1.0,
     micro: Sequence[int] = (1,),
     shapes: Mapping[PoolKey, Shape] | None = None,
 ) -> StagePlan:
@@ -212,7 +212,7 @@ def plan_decode(
     shapes = shapes or {}
     if shapes and units[0].pool in shapes:
         micro = (shapes[units[0].pool].micro,)
-    hop = hop_model(perf, units, stage_gpus)
+    hop = hop_model(perf, units, same_node)
     bounds = [stage_bounds(limits, floors, u) for u in units]
     solver = solve_stage_greedy if search == "greedy" else solve_stage
     best: tuple[float, float, list[Option], float, int, float] | None = None

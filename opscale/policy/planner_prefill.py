@@ -276,7 +276,7 @@ def plan_prefill(
     limits: Limits,
     floors: Mapping[PoolKey, int] | None = None,
     search: str = "exact",
-    stage_gpus: int = 0,
+    same_node: float = 1.0,
     shapes: Mapping[PoolKey, Shape] | None = None,
 ) -> StagePlan:
     """``shapes``: keep each pool's replica shape (GPUs per replica, pass size), only its replica count
@@ -284,7 +284,7 @@ def plan_prefill(
     floors = floors or {}
     shapes = shapes or {}
     measured, load = load, load.sizing  # sized for the estimate's upper bound, predicted as measured
-    hop = hop_model(perf, units, stage_gpus)
+    hop = hop_model(perf, units, same_node)
     bounds = [stage_bounds(limits, floors, u) for u in units]
     proxy_budget = budget_ms - hop(load.length_q)
     fronts = [

@@ -10,9 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from opscale.model import PerfModel
-from opscale.model.fabric import NODE_GPUS
 from opscale.policy.decode_step import tbt_quantile_ms
-from opscale.policy.planner_core import Shape, StagePlan, Unit, describe, hop_model, option_watts
+from opscale.policy.planner_core import Shape, StagePlan, Unit, describe, hop_model, node_share, option_watts
 from opscale.policy.planner_decode import plan_decode
 from opscale.policy.planner_loads import StageLoads, stage_loads
 from opscale.policy.planner_prefill import plan_prefill, ttft_quantile_ms
@@ -31,19 +30,27 @@ from opscale.policy.types import (
 NO_LIMITS = Limits()
 
 
-def _settle(plan: Callable[[int], StagePlan], units: Sequence[Unit]) -> StagePlan:
-    """Plan assuming the stage fits one node; if it does not, re-plan with the hand-offs its size implies
-    (at most a few rounds: more GPUs only ever lower the same-node share)."""
-    sp = plan(0)
+def _settle(plan: Callable[[float], StagePlan], units: Sequence[Unit]) -> StagePlan:
+    """Plan assuming every attention↔FFN pair shares a node; if the plan's own pairs cannot
+    (``node_share``: the stage spans nodes, or its replicas are too big to sit side by side), re-plan
+    with the hand-offs that share implies — at most a few rounds, each assuming a smaller share; a plan
+    whose pairs sit at least as well as it assumed is priced no better than it will run, and is kept."""
+    sp = plan(1.0)
     if len(units) <= 1:
         return sp
+    assumed = 1.0
     for _ in range(3):
-        if sp.gpus <= NODE_GPUS:
-            return sp
-        nxt = plan(math.ceil(sp.gpus))
-        if nxt.gpus == sp.gpus:
-            return nxt
-        sp = nxt
+        share = node_share(units, sp.chosen)
+        if share >= assumed - 1e-9:
+            break
+        assumed = share
+        sp = plan(share)
+    if assumed < 1.0:
+        said = (
+            f"{sp.stage}: {100 * assumed:.0f}% of the attention↔FFN replica pairs can share a node (for the "
+            f"stage's size and its replicas' sizes); the others hand off over the network, priced so."
+        )
+        sp = replace(sp, notes=[*sp.notes, said])
     return sp
 
 
@@ -204,8 +211,7 @@ def predict(perf: PerfModel, plan: Plan, load: LoadWindow, slo: SLO) -> tuple[fl
     for sp in plan.stages:
         units = [plan.units[pool] for pool in sp.chosen]
         path = [(u, sp.chosen[u.pool]) for u in units]
-        # where ``_settle`` left the stage: one node, or spread over as many GPUs as it takes
-        hop = hop_model(perf, units, math.ceil(sp.gpus) if sp.gpus > NODE_GPUS else 0)
+        hop = hop_model(perf, units, node_share(units, sp.chosen))  # as placement will keep its pairs
         if sp.stage == "prefill":
             out["prefill"] = ttft_quantile_ms(perf, path, loads.prefill, hop)
         else:
