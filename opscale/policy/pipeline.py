@@ -4,11 +4,23 @@ parameter validation that turns pydantic's errors into one ``InvalidArgument`` n
 A policy computes raw replica counts (and, if it chooses them, batch size and GPUs per replica), then
 calls ``finish`` — or ``run_stabilizer`` + ``plans_for`` when, like ``pd``, it acts on the stabilized
 counts before answering.
+
+A change of replica size. The stabilizer compares counts, and a plan may change a pool's GPUs per
+replica: 3 × 1 GPU → 2 × 2 GPUs is fewer replicas but more GPUs, and 1 × 8 → 1 × 4 the same count on
+half the GPUs. Compared as counts, the first was held back as a scale-in and the second went through at
+once, with no scale-down window. So ``finish`` weighs such a change in GPUs: the running replicas count
+as ⌈their GPUs / the new size⌉ replicas of the new size, so a move to more GPUs is never a smaller count
+and one to fewer always is; a move to as many GPUs counts as a scale-in too (the running count as one
+more than the plan's): a roll that saves nothing waits out the scale-down window as one that saves GPUs
+does. The pool's stabilizer history is rescaled into replicas of the size the plan asks for, and
+``StabilizerState.sizes`` records that size while the old one stays in force.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -23,6 +35,7 @@ from opscale.policy.stabilizer import (
     stabilize,
     stale_signals,
 )
+from opscale.policy.stabilizer_config import History
 from opscale.policy.types import (
     Infeasibility,
     PolicyInput,
@@ -32,6 +45,7 @@ from opscale.policy.types import (
     PoolPlan,
     Prediction,
     Signal,
+    StabilizerState,
 )
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -74,17 +88,21 @@ def run_stabilizer(
     required: Iterable[Signal],
     groups: Sequence[CoupledGroup] = (),
     retired: frozenset[PoolKey] = frozenset(),
+    current: Mapping[PoolKey, int] | None = None,
+    state: StabilizerState | None = None,
 ) -> StabilizerResult:
+    """``current``/``state``: the running counts and the history in the units the stabilizer is to
+    compare (``finish``, a change of replica size); by default the plan in force's counts and state."""
     config = defaults.resolve(inp.limits)
     stale = stale_signals(inp.load, required, config.max_staleness_s)
     return stabilize(
         StabilizerInput(
             now_s=inp.now_s,
             raw=raw,
-            current={p: plan.replicas for p, plan in inp.current.items()},
+            current=current if current is not None else {p: plan.replicas for p, plan in inp.current.items()},
             limits=inp.limits,
             config=config,
-            state=inp.state.stabilizer,
+            state=state if state is not None else inp.state.stabilizer,
             stale=stale,
             frozen=inp.frozen,
             groups=groups,
@@ -94,18 +112,23 @@ def run_stabilizer(
 
 
 def plans_for(
-    inp: PolicyInput, raw_plans: Mapping[PoolKey, PoolPlan], replicas: Mapping[PoolKey, int]
+    inp: PolicyInput,
+    raw_plans: Mapping[PoolKey, PoolPlan],
+    replicas: Mapping[PoolKey, int],
+    running: Mapping[PoolKey, int] | None = None,
 ) -> dict[PoolKey, PoolPlan]:
     """The plan per pool for the stabilized counts. A count the policy itself chose keeps the policy's
     plan; a count held at current keeps the current plan (its batch size and GPUs fit that count); any
     other count — a step limit or window cut the move short — keeps the policy's batch size and GPUs per
-    replica but drops the predicted latency and watts, which were computed for another count."""
+    replica but drops the predicted latency and watts, which were computed for another count.
+    ``running``: what the current plan counted as where it is not its replica count (a change of size)."""
     out: dict[PoolKey, PoolPlan] = {}
+    running = running or {}
     for pool, n in replicas.items():
         raw, cur = raw_plans.get(pool), inp.current.get(pool)
         if raw is not None and raw.replicas == n:
             out[pool] = raw
-        elif cur is not None and cur.replicas == n:
+        elif cur is not None and running.get(pool, cur.replicas) == n:
             out[pool] = cur
         else:
             base = raw or cur or PoolPlan(replicas=n)
@@ -113,6 +136,31 @@ def plans_for(
                 replicas=n, batch_size=base.batch_size, gpus_per_replica=base.gpus_per_replica
             )
     return out
+
+
+def _size(plan: PoolPlan) -> float:
+    return plan.gpus_per_replica * plan.gpu_share
+
+
+def _units(n: int, factor: float) -> int:
+    return math.ceil(n * factor - 1e-9)
+
+
+def _running(cur: PoolPlan, raw: PoolPlan, factor: float) -> int:
+    """What the running replicas count as in replicas of the new size (module docstring)."""
+    n = _units(cur.replicas, factor)
+    more = raw.replicas * _size(raw) > cur.replicas * _size(cur) * (1.0 + 1e-9)
+    return n if more else max(n, raw.replicas + 1)
+
+
+def _rescaled(st: StabilizerState, factors: Mapping[PoolKey, float]) -> StabilizerState:
+    """The pools' history and last good count in other units (rounded up: never a smaller max)."""
+
+    def hist(h: Mapping[PoolKey, History]) -> dict[PoolKey, History]:
+        return {k: tuple((t, _units(v, factors.get(k, 1.0))) for t, v in e) for k, e in h.items()}
+
+    good = {k: _units(v, factors.get(k, 1.0)) for k, v in st.last_good.items()}
+    return replace(st, max_window=hist(st.max_window), min_window=hist(st.min_window), last_good=good)
 
 
 def finish(
@@ -132,11 +180,39 @@ def finish(
     """Stabilize ``raw_plans`` and assemble the output; ``data`` is the policy's next own state;
     ``retired``: pools of a form the policy no longer runs (``StabilizerInput.retired``)."""
     raw = {p: plan.replicas for p, plan in raw_plans.items()}
-    res = run_stabilizer(inp, raw, defaults, required, groups, retired)
+    st = inp.state.stabilizer
+    grouped = {m for g in groups for m in g.members}
+    resize = {  # pools sized anew (a coupled group's members keep their ratio's counts)
+        p: plan
+        for p, plan in raw_plans.items()
+        if p in inp.current and p not in grouped and plan.replicas and inp.current[p].replicas
+    }
+    factors = {p: st.sizes.get(p, _size(inp.current[p])) / _size(plan) for p, plan in resize.items()}
+    running = {
+        p: _running(inp.current[p], plan, _size(inp.current[p]) / _size(plan))
+        for p, plan in resize.items()
+        if not math.isclose(_size(plan), _size(inp.current[p]))
+    }
+    said = [
+        f"{p}: {inp.current[p].replicas} × {_size(inp.current[p]):g} GPU → {raw[p]} × "
+        f"{_size(raw_plans[p]):g} GPU changes the replicas' size; weighed in GPUs, the running "
+        f"{inp.current[p].replicas} count as {n}."
+        for p, n in running.items()
+        if n != inp.current[p].replicas
+    ]
+    counts = {p: plan.replicas for p, plan in inp.current.items()} | running
+    scaled = {p: f for p, f in factors.items() if not math.isclose(f, 1.0)}
+    res = run_stabilizer(inp, raw, defaults, required, groups, retired, counts, _rescaled(st, scaled))
+    desired = plans_for(inp, raw_plans, res.replicas, running)
+    # the history is now in the new size's units; where the old size stays in force, say so
+    sizes = {
+        p: _size(raw_plans[p]) for p in resize if not math.isclose(_size(desired[p]), _size(raw_plans[p]))
+    }
+    sizes |= {p: v for p, v in st.sizes.items() if p not in resize and p in res.state.max_window}
     return PolicyOutput(
-        desired=plans_for(inp, raw_plans, res.replicas),
-        reasons=[*reasons, *res.reasons],
-        state=PolicyState(policy=policy, stabilizer=res.state, data=dict(data or {})),
+        desired=desired,
+        reasons=[*reasons, *said, *res.reasons],
+        state=PolicyState(policy=policy, stabilizer=replace(res.state, sizes=sizes), data=dict(data or {})),
         infeasible=[*infeasible, *res.infeasible],
         predicted=predicted,
         raw=raw,

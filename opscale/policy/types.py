@@ -255,6 +255,9 @@ class StabilizerState:
     recommendation dominates can never be the answer again and is dropped (likewise for the min). The
     answers equal those over the full history, at O(window distinct values) state instead of one entry per
     tick. Entries are ``(t_s, replicas)``, oldest first, pruned by ``now_s``.
+
+    ``sizes``: the GPUs per replica a pool's windows and last good count are in, where that is not the
+    size of the plan in force (a change of replica size the stabilizer held, ``pipeline.finish``).
     """
 
     max_window: Mapping[PoolKey, tuple[tuple[float, int], ...]] = field(default_factory=dict)
@@ -262,18 +265,22 @@ class StabilizerState:
     last_up_s: Mapping[PoolKey, float] = field(default_factory=dict)
     last_down_s: Mapping[PoolKey, float] = field(default_factory=dict)
     last_good: Mapping[PoolKey, int] = field(default_factory=dict)  # last decision made on fresh data
+    sizes: Mapping[PoolKey, float] = field(default_factory=dict)
 
     def to_json(self) -> JSONObject:
         def hist(h: Mapping[PoolKey, tuple[tuple[float, int], ...]]) -> JSONValue:
             return {str(k): [[t, v] for t, v in entries] for k, entries in sorted(h.items())}
 
-        return {
+        out: JSONObject = {
             "max_window": hist(self.max_window),
             "min_window": hist(self.min_window),
             "last_up_s": {str(k): v for k, v in sorted(self.last_up_s.items())},
             "last_down_s": {str(k): v for k, v in sorted(self.last_down_s.items())},
             "last_good": {str(k): v for k, v in sorted(self.last_good.items())},
         }
+        if self.sizes:
+            out["sizes"] = {str(k): v for k, v in sorted(self.sizes.items())}
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSONValue]) -> StabilizerState:
@@ -292,6 +299,7 @@ class StabilizerState:
             last_up_s=stamps(data.get("last_up_s", {})),
             last_down_s=stamps(data.get("last_down_s", {})),
             last_good={PoolKey.parse(k): json_int(v) for k, v in json_obj(data.get("last_good", {})).items()},
+            sizes=stamps(data.get("sizes", {})),
         )
 
 

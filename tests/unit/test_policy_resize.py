@@ -1,0 +1,89 @@
+"""A plan that changes a pool's replica size is weighed in GPUs by the stabilizer (``pipeline.finish``)."""
+
+from __future__ import annotations
+
+from opscale.policy.pipeline import finish
+from opscale.policy.stabilizer import StabilizerConfig
+from opscale.policy.types import (
+    SLO,
+    LoadWindow,
+    PolicyInput,
+    PolicyOutput,
+    PolicyState,
+    PoolKey,
+    PoolPlan,
+    Signal,
+)
+
+POOL = PoolKey("decode", "model")
+CONFIG = StabilizerConfig(scale_down_window_s=30.0)
+LOAD = LoadWindow(
+    window_s=10.0,
+    arrival_rate_rps=5.0,
+    input_tokens_mean=1000.0,
+    output_tokens_mean=200.0,
+    staleness_s={s: 0.0 for s in Signal},
+)
+
+
+def tick(now: float, current: PoolPlan, raw: PoolPlan, state: PolicyState | None = None) -> PolicyOutput:
+    inp = PolicyInput(now, "d", LOAD, {POOL: current}, SLO(2000.0, 100.0), state=state or PolicyState())
+    return finish(inp, policy="p", raw_plans={POOL: raw}, reasons=[], defaults=CONFIG, required=())
+
+
+def run(ticks: list[tuple[float, PoolPlan]], start: PoolPlan) -> list[PoolPlan]:
+    """Each tick's raw plan through ``finish``, the output in force at the next tick."""
+    cur, state, out = start, PolicyState(), []
+    for now, raw in ticks:
+        res = tick(now, cur, raw, state)
+        cur, state = res.desired[POOL], res.state
+        out.append(cur)
+    return out
+
+
+def test_fewer_but_bigger_replicas_with_more_gpus_is_a_scale_up() -> None:
+    """3 × 1 GPU → 2 × 2 GPUs: fewer replicas, one GPU more. Compared as counts it was held back by
+    the scale-down window; it goes through at once."""
+    out = tick(100.0, PoolPlan(3, gpus_per_replica=1), PoolPlan(2, gpus_per_replica=2))
+    assert out.desired[POOL] == PoolPlan(2, gpus_per_replica=2)
+    assert "weighed in GPUs, the running 3 count as 2." in " ".join(out.reasons)
+
+
+def test_the_same_count_on_half_the_gpus_waits_out_the_scale_down_window() -> None:
+    """1 × 8 GPUs → 1 × 4 GPUs: the same count on half the GPUs went through at once as counts; it is a
+    scale-in, held until the window has seen no larger recommendation, then taken."""
+    big, small = PoolPlan(1, gpus_per_replica=8), PoolPlan(1, gpus_per_replica=4)
+    out = run([(0.0, big), (10.0, small), (20.0, small), (30.0, small)], big)
+    assert [p.gpus_per_replica for p in out] == [8, 8, 8, 4]  # the t = 0 recommendation leaves at 30 s
+    # held, the history is kept in replicas of the size that runs: back to 8 GPUs, no extra replica
+    assert all(p.replicas == 1 for p in out)
+
+
+def test_more_smaller_replicas_on_fewer_gpus_is_a_scale_in() -> None:
+    """2 × 2 GPUs → 3 × 1 GPU: more replicas, one GPU fewer — a scale-in, not the scale-up its count
+    suggests."""
+    two, one = PoolPlan(2, gpus_per_replica=2), PoolPlan(3, gpus_per_replica=1)
+    out = run([(0.0, two), (10.0, one), (41.0, one)], two)
+    assert out == [two, two, one]
+
+
+def test_a_roll_to_as_many_gpus_waits_like_a_scale_in() -> None:
+    """1 × 4 → 2 × 2 GPUs: more replicas, the same GPUs — a roll that saves nothing, held by the window
+    (as counts it was a scale-up, taken at once)."""
+    res = tick(100.0, PoolPlan(1, gpus_per_replica=4), PoolPlan(2, gpus_per_replica=2))
+    assert res.desired[POOL] == PoolPlan(1, gpus_per_replica=4)  # first sight: the window holds
+
+
+def test_a_bigger_size_then_a_burst_is_not_cut_by_old_units() -> None:
+    """After 1 × 4 → 1 × 8, the history is in 8-GPU replicas: a drop back to 1 × 4 ten seconds later
+    is held (as counts, 1 → 1, it went through at once)."""
+    big, small = PoolPlan(1, gpus_per_replica=8), PoolPlan(1, gpus_per_replica=4)
+    out = run([(0.0, small), (10.0, big), (20.0, small), (45.0, small)], small)
+    assert [p.gpus_per_replica for p in out] == [4, 8, 8, 4]
+
+
+def test_the_size_a_held_history_counts_in_survives_the_state_store() -> None:
+    res = tick(100.0, PoolPlan(1, gpus_per_replica=8), PoolPlan(1, gpus_per_replica=4))
+    st = res.state.stabilizer
+    assert st.sizes == {POOL: 4.0}
+    assert type(st).from_json(st.to_json()) == st
