@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TypeVar
 
 from opscale.policy.jsonval import JSONValue, finite_or_none
@@ -66,15 +66,10 @@ def _back(new: Mapping[PoolKey, V], old: Mapping[PoolKey, V], held: set[PoolKey]
 
 
 def _restore(state: StabilizerState, before: StabilizerState, held: set[PoolKey]) -> StabilizerState:
-    """``state`` with the ``held`` pools' entries as they were ``before`` this tick (the tick did not
-    happen for them)."""
-    return StabilizerState(
-        max_window=_back(state.max_window, before.max_window, held),
-        min_window=_back(state.min_window, before.min_window, held),
-        last_up_s=_back(state.last_up_s, before.last_up_s, held),
-        last_down_s=_back(state.last_down_s, before.last_down_s, held),
-        last_good=_back(state.last_good, before.last_good, held),
-    )
+    """``state`` with the ``held`` pools' entries — in every part of the state — as they were ``before``
+    this tick (the tick did not happen for them)."""
+    parts = {f.name: _back(getattr(state, f.name), getattr(before, f.name), held) for f in fields(state)}
+    return StabilizerState(**parts)
 
 
 def hold_whole_stages(

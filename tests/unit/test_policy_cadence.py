@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
 from opscale.policy.adaptive import corrected
-from opscale.policy.cadence import WHOLE_MODEL_INTERVAL_S
+from opscale.policy.cadence import WHOLE_MODEL_INTERVAL_S, _restore
 from opscale.policy.jsonval import JSONValue
 from opscale.policy.model_level import ModelParams
 from opscale.policy.operator import OperatorPolicy
@@ -22,6 +22,7 @@ from opscale.policy.types import (
     PoolKey,
     PoolLimits,
     Signal,
+    StabilizerState,
 )
 from tests.unit.test_policy_adaptive import window as steady_window
 
@@ -152,3 +153,24 @@ def test_the_cadence_survives_a_state_round_trip() -> None:
     state = PolicyState.from_json(out.state.to_json())
     nxt = tick(pol, 41.0, 12.0, replace(out, state=state))
     assert whole(nxt) == whole(out)
+
+
+def test_a_held_tick_restores_every_part_of_the_pools_stabilizer_state() -> None:
+    """Whatever the state holds per pool (windows, stamps, last good count, the size its history counts
+    in), a held pool gets it back as it was before the tick; another pool keeps the tick's."""
+    other = PoolKey("decode", "attention")
+
+    def state(v: int) -> StabilizerState:
+        parts: dict[str, object] = {}
+        for f in fields(StabilizerState):
+            if f.name.endswith("window"):
+                parts[f.name] = {DECODE: ((float(v), v),), other: ((float(v), v),)}
+            else:
+                parts[f.name] = {DECODE: v, other: v}
+        return StabilizerState(**parts)  # type: ignore[arg-type]
+
+    before, after = state(1), state(2)
+    got = _restore(after, before, {DECODE})
+    for f in fields(StabilizerState):
+        assert getattr(got, f.name)[DECODE] == getattr(before, f.name)[DECODE], f.name
+        assert getattr(got, f.name)[other] == getattr(after, f.name)[other], f.name
