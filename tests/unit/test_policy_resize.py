@@ -6,24 +6,17 @@ from opscale.policy.pipeline import finish
 from opscale.policy.stabilizer import StabilizerConfig
 from opscale.policy.types import (
     SLO,
-    LoadWindow,
     PolicyInput,
     PolicyOutput,
     PolicyState,
     PoolKey,
     PoolPlan,
-    Signal,
 )
+from tests.unit.test_policy_adaptive import window
 
 POOL = PoolKey("decode", "model")
 CONFIG = StabilizerConfig(scale_down_window_s=30.0)
-LOAD = LoadWindow(
-    window_s=10.0,
-    arrival_rate_rps=5.0,
-    input_tokens_mean=1000.0,
-    output_tokens_mean=200.0,
-    staleness_s={s: 0.0 for s in Signal},
-)
+LOAD = window(5.0)  # fresh signals: the stabilizer decides (the load itself is not read)
 
 
 def tick(now: float, current: PoolPlan, raw: PoolPlan, state: PolicyState | None = None) -> PolicyOutput:
