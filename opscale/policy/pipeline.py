@@ -138,10 +138,6 @@ def plans_for(
     return out
 
 
-def _size(plan: PoolPlan) -> float:
-    return plan.gpus_per_replica * plan.gpu_share
-
-
 def _units(n: int, factor: float) -> int:
     return math.ceil(n * factor - 1e-9)
 
@@ -149,7 +145,7 @@ def _units(n: int, factor: float) -> int:
 def _running(cur: PoolPlan, raw: PoolPlan, factor: float) -> int:
     """What the running replicas count as in replicas of the new size (module docstring)."""
     n = _units(cur.replicas, factor)
-    more = raw.replicas * _size(raw) > cur.replicas * _size(cur) * (1.0 + 1e-9)
+    more = raw.replicas * raw.gpus > cur.replicas * cur.gpus * (1.0 + 1e-9)
     return n if more else max(n, raw.replicas + 1)
 
 
@@ -187,27 +183,28 @@ def finish(
         for p, plan in raw_plans.items()
         if p in inp.current and p not in grouped and plan.replicas and inp.current[p].replicas
     }
-    factors = {p: st.sizes.get(p, _size(inp.current[p])) / _size(plan) for p, plan in resize.items()}
-    running = {
-        p: _running(inp.current[p], plan, _size(inp.current[p]) / _size(plan))
+    scaled = {  # the history's units → the new size's, where they differ
+        p: f
         for p, plan in resize.items()
-        if not math.isclose(_size(plan), _size(inp.current[p]))
+        if not math.isclose(f := st.sizes.get(p, inp.current[p].gpus) / plan.gpus, 1.0)
+    }
+    running = {
+        p: _running(inp.current[p], plan, inp.current[p].gpus / plan.gpus)
+        for p, plan in resize.items()
+        if not math.isclose(plan.gpus, inp.current[p].gpus)
     }
     said = [
-        f"{p}: {inp.current[p].replicas} × {_size(inp.current[p]):g} GPU → {raw[p]} × "
-        f"{_size(raw_plans[p]):g} GPU changes the replicas' size; weighed in GPUs, the running "
+        f"{p}: {inp.current[p].replicas} × {inp.current[p].gpus:g} GPU → {raw[p]} × "
+        f"{raw_plans[p].gpus:g} GPU changes the replicas' size; weighed in GPUs, the running "
         f"{inp.current[p].replicas} count as {n}."
         for p, n in running.items()
         if n != inp.current[p].replicas
     ]
     counts = {p: plan.replicas for p, plan in inp.current.items()} | running
-    scaled = {p: f for p, f in factors.items() if not math.isclose(f, 1.0)}
     res = run_stabilizer(inp, raw, defaults, required, groups, retired, counts, _rescaled(st, scaled))
     desired = plans_for(inp, raw_plans, res.replicas, running)
     # the history is now in the new size's units; where the old size stays in force, say so
-    sizes = {
-        p: _size(raw_plans[p]) for p in resize if not math.isclose(_size(desired[p]), _size(raw_plans[p]))
-    }
+    sizes = {p: raw_plans[p].gpus for p in resize if not math.isclose(desired[p].gpus, raw_plans[p].gpus)}
     sizes |= {p: v for p, v in st.sizes.items() if p not in resize and p in res.state.max_window}
     return PolicyOutput(
         desired=desired,

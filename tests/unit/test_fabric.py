@@ -50,12 +50,7 @@ def test_a_lone_long_prompt_costs_in_the_planner_what_the_placed_simulator_charg
     trace = Trace("one", np.array([1.0]), np.array([n]), np.array([2]))
     res = simulate(static_spec(load, pools), trace, pools)
     units = [u for u in units_for(perf, tuple(pools)) if u.stage == "prefill"]
-    chosen = {
-        u.pool: Option(1, pools[u.pool].gpus_per_replica * pools[u.pool].gpu_share, 1, 0, 0, 0, 0, 0)
-        for u in units
-    }
-    chosen[att] = replace(chosen[att], cost=4.0)
-    chosen[ffn] = replace(chosen[ffn], cost=8.0)
+    chosen = {u.pool: Option(1, pools[u.pool].gpus, 1, 0, 0, 0, pools[u.pool].gpus, 0) for u in units}
     share = node_share(units, chosen)
     assert share == 0.0
     service = sum(pass_ms(perf, u, 1, n, chosen[u.pool].gpus) for u in units)
@@ -69,11 +64,10 @@ def test_the_plan_says_which_share_of_its_pairs_it_priced_on_one_node() -> None:
     its reasons say so with the share it priced."""
     load = Steady("qwen2-7b", 8.0, "longtail", seconds=120.0)
     plan = plan_operator(load.perf(), window_of(steady_trace(load, 0), 0.0, 120.0), load.slo)
-    split = [sp for sp in plan.stages if node_share([plan.units[p] for p in sp.chosen], sp.chosen) < 1.0]
+    shares = {sp.stage: node_share([plan.units[p] for p in sp.chosen], sp.chosen) for sp in plan.stages}
+    split = {stage: share for stage, share in shares.items() if share < 1.0}
     assert split, "no stage split over nodes: the case this test is about did not arise"
-    for sp in split:
-        share = node_share([plan.units[p] for p in sp.chosen], sp.chosen)
-        assert (
-            f"{sp.stage}: {100 * share:.0f}% of the attention↔FFN replica pairs can share a node"
-            in " ".join(plan.reasons)
+    for stage, share in split.items():
+        assert f"{stage}: {100 * share:.0f}% of the attention↔FFN replica pairs can share a node" in " ".join(
+            plan.reasons
         )
