@@ -24,7 +24,11 @@ never below λ_now. Only what the queueing models do not already price gets head
   ticks whose windows overlap counted once per window (n_eff = span / T). The least-squares slope of a
   flat, noisy rate is as often up as down; taking its upward half plans above the load on every flat
   stretch. λ_now is the trend's value now (without a trend, the history's mean), never below the last
-  window; only an upward trend adds trend · h (a falling load is met by the scale-in window).
+  window and never above it by more than ``SIGNIFICANT`` of its Poisson standard errors (√(λ/T)): the
+  mean is less noisy than one window only where the history is flat. Past a peak it is the peak's
+  (the demo at t = 120 s: a mean of 127 req/s against 104 in the last window, and prefill planned for
+  the load that had gone). Only an upward trend adds trend · h (a falling load is met by the scale-in
+  window).
 
 The horizon is the start-up of the largest replica the plan in force runs, on the fewest GPUs that hold
 its weights (so it does not move with the replicas' shapes), from the weights it loads (the simulator's
@@ -143,7 +147,8 @@ def forecast(history: Sequence[tuple[float, float]], horizon_s: float, window_s:
     n_eff = min(float(n), max(3.0, span / window_s)) if window_s > 0.0 else float(n)
     se = sigma / math.sqrt(var_t) * math.sqrt(n / n_eff) if var_t > 0 else math.inf
     fit = slope if abs(slope) > SIGNIFICANT * se else 0.0  # a trend either way, or none
-    level = max(now_r, mr + fit * (0.0 - mt))  # the trend's value now, less noisy than the last window
+    noise = SIGNIFICANT * math.sqrt(now_r / window_s) if window_s > 0.0 else 0.0
+    level = max(now_r, min(mr + fit * (0.0 - mt), now_r + noise))  # the trend's value now, within noise
     burst = _rise_sigma(ts, rs, fit, horizon_s, window_s, level)
     if burst is None:
         poisson = level / window_s if window_s > 0.0 else 0.0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -69,6 +70,22 @@ def test_spread_adds_headroom_and_a_falling_load_never_plans_below_now() -> None
     assert forecast(flicker, horizon_s=10.0).sigma_rps == pytest.approx(0.0)
     falling = [(float(t), 30.0 - t) for t in range(20)]
     assert forecast(falling, horizon_s=10.0).rate_rps == pytest.approx(11.0)
+
+
+def _windows(rate: Callable[[float], float], ticks: range) -> list[tuple[float, float]]:
+    """What the decision service reads each second: the mean rate over the last 30 s."""
+    return [(float(t), float(np.mean([rate(x) for x in np.linspace(t - 30.0, t, 301)]))) for t in ticks]
+
+
+def test_past_a_peak_the_level_is_the_last_window_not_the_historys_mean() -> None:
+    def hump(t: float) -> float:  # 100 → 150 req/s in a minute, then down to 104
+        return 100.0 + 50.0 * t / 60.0 if t < 60.0 else 150.0 - 46.0 * (t - 60.0) / 60.0
+
+    hist = _windows(hump, range(31, 151))
+    now, mean = hist[-1][1], float(np.mean([r for _, r in hist]))
+    fc = forecast(hist, horizon_s=6.0, window_s=30.0)
+    assert mean > now + 25.0 and fc.slope_rps_per_s == 0.0
+    assert fc.rate_rps <= now + 2.0 * math.sqrt(now / 30.0) + Z * fc.sigma_rps + 1e-9
 
 
 def test_poisson_noise_of_the_window_gets_no_headroom_bursts_do() -> None:
