@@ -160,6 +160,7 @@ class PlannerPolicy(ABC):
             keep["rates"] = [[t, r] for t, r in hist]
             if fc.rate_rps > inp.load.arrival_rate_rps * 1.005:
                 notes.append(fc.sentence(inp.load.arrival_rate_rps))
+        keep["planned_rps"] = load.arrival_rate_rps  # the rate this tick plans for (opscale.policy.cadence)
         c = Correction()
         if p.correction:
             settle = inp.load.window_s + horizon_s(self.perf, inp.current)

@@ -72,16 +72,31 @@ def test_the_model_level_interval_is_the_cadence() -> None:
 
 def test_whole_model_stages_keep_their_counts_until_the_next_slot() -> None:
     pol = policy()
-    out = settled(pol)
+    out = None
+    for t in range(0, 41):
+        out = tick(pol, float(t), 12.0, out)
+    assert out is not None
     before = whole(out)
-    for t in range(41, 60):  # the load triples inside the slot: counts and stabilizer history stay
+    for t in range(41, 60):  # the load falls to a third inside the slot: counts and stabilizer history stay
         prev = out
-        out = tick(pol, float(t), 12.0, prev)
+        out = tick(pol, float(t), 4.0, prev)
         assert whole(out) == before
         assert out.state.stabilizer.max_window.get(PREFILL) == prev.state.stabilizer.max_window.get(PREFILL)
         assert any("keeps" in r and "re-planned every 20 s" in r for r in out.reasons)
-    out = tick(pol, 60.0, 12.0, out)  # the next slot: re-planned for the new load
-    assert whole(out)[PREFILL] > before[PREFILL]
+
+
+def test_a_load_past_what_the_slots_plan_covers_scales_up_at_once() -> None:
+    pol = policy()
+    out = settled(pol)  # planned for 4 req/s at t=40 (the forecast off: the window's rate)
+    before = whole(out)
+    nxt = tick(pol, 41.0, 12.0, out)
+    assert whole(nxt)[PREFILL] > before[PREFILL]
+    said = "prefill: scales up inside its 20 s slot: the load (12 req/s) has passed the 4 req/s"
+    assert any(r.startswith(said) for r in nxt.reasons)
+    # the new slot's plan covers 12 req/s: a load below it is held again
+    held = tick(pol, 42.0, 11.0, nxt)
+    assert whole(held) == whole(nxt)
+    assert any(r.startswith("prefill: keeps") for r in held.reasons)
 
 
 def test_a_held_stage_scales_down_no_later_than_model_level_would() -> None:
@@ -151,8 +166,11 @@ def test_the_cadence_survives_a_state_round_trip() -> None:
     pol = policy()
     out = settled(pol)
     state = PolicyState.from_json(out.state.to_json())
-    nxt = tick(pol, 41.0, 12.0, replace(out, state=state))
+    nxt = tick(pol, 41.0, 2.0, replace(out, state=state))
     assert whole(nxt) == whole(out)
+    assert any(r.startswith("prefill: keeps") for r in nxt.reasons)
+    up = tick(pol, 41.0, 12.0, replace(out, state=state))  # and the rate the slot's plan covers with it
+    assert whole(up)[PREFILL] > whole(out)[PREFILL]
 
 
 def test_a_held_tick_restores_every_part_of_the_pools_stabilizer_state() -> None:
