@@ -147,14 +147,19 @@ def forecast(history: Sequence[tuple[float, float]], horizon_s: float, window_s:
     n_eff = min(float(n), max(3.0, span / window_s)) if window_s > 0.0 else float(n)
     se = sigma / math.sqrt(var_t) * math.sqrt(n / n_eff) if var_t > 0 else math.inf
     fit = slope if abs(slope) > SIGNIFICANT * se else 0.0  # a trend either way, or none
-    noise = SIGNIFICANT * math.sqrt(now_r / window_s) if window_s > 0.0 else 0.0
-    level = max(now_r, min(mr + fit * (0.0 - mt), now_r + noise))  # the trend's value now, within noise
+    level = max(now_r, min(mr + fit * (0.0 - mt), now_r + window_noise(now_r, window_s)))  # within noise
     burst = _rise_sigma(ts, rs, fit, horizon_s, window_s, level)
     if burst is None:
         poisson = level / window_s if window_s > 0.0 else 0.0
         burst = math.sqrt(max(0.0, sigma * sigma - poisson))
     trend = max(0.0, fit)
     return Forecast(max(now_r, level + trend * horizon_s + Z * burst), trend, burst, horizon_s)
+
+
+def window_noise(rate: float, window_s: float) -> float:
+    """``SIGNIFICANT`` standard errors of a Poisson rate measured over a window of ``window_s`` (0: the
+    rate is exact)."""
+    return SIGNIFICANT * math.sqrt(rate / window_s) if window_s > 0.0 else 0.0
 
 
 def _rise_sigma(
