@@ -275,7 +275,8 @@ class OperatorPolicy(PlannerPolicy):
             return out
         staleness = self.stabilizer_defaults.resolve(inp.limits).max_staleness_s
         interval = max(WHOLE_MODEL_INTERVAL_S, self.params.interval_s)
-        return hold_whole_stages(inp, out, own_data(inp, self.name), REQUIRED, staleness, interval)
+        data = own_data(inp, self.name)
+        return hold_whole_stages(inp, out, data, REQUIRED, staleness, interval, self.params.forecast)
 
     def plan_tick(
         self,

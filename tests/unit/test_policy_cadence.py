@@ -35,9 +35,9 @@ def window(rps: float, stale: bool = False, tbt: float | None = None) -> LoadWin
     return replace(fresh, staleness_s={s: 60.0 for s in Signal}) if stale else fresh
 
 
-def policy() -> OperatorPolicy:
-    # forecast and correction off: the counts follow the window's rate alone
-    return OperatorPolicy.from_params({"model": "llama3-70b", "forecast": False, "correction": False})
+def policy(forecast: bool = False) -> OperatorPolicy:
+    # correction off, and by default the forecast: the counts follow the window's rate alone
+    return OperatorPolicy.from_params({"model": "llama3-70b", "forecast": forecast, "correction": False})
 
 
 def tick(pol: OperatorPolicy, t: float, rps: float, prev: PolicyOutput | None, **kw: object) -> PolicyOutput:
@@ -86,17 +86,28 @@ def test_whole_model_stages_keep_their_counts_until_the_next_slot() -> None:
 
 
 def test_a_load_past_what_the_slots_plan_covers_scales_up_at_once() -> None:
-    pol = policy()
-    out = settled(pol)  # planned for 4 req/s at t=40 (the forecast off: the window's rate)
+    pol = policy(forecast=True)
+    out = settled(pol)  # planned for 4 req/s at t=40 (a steady history: the forecast adds nothing)
     before = whole(out)
     nxt = tick(pol, 41.0, 12.0, out)
     assert whole(nxt)[PREFILL] > before[PREFILL]
     said = "prefill: scales up inside its 20 s slot: the load (12 req/s) has passed the 4 req/s"
     assert any(r.startswith(said) for r in nxt.reasons)
-    # the new slot's plan covers 12 req/s: a load below it is held again
+    # the new slot's plan covers what the forecast made of 12 req/s: a load below it is held again
     held = tick(pol, 42.0, 11.0, nxt)
     assert whole(held) == whole(nxt)
     assert any(r.startswith("prefill: keeps") for r in held.reasons)
+
+
+def test_without_the_forecast_a_held_stage_waits_for_its_slot_as_model_level_does() -> None:
+    pol = policy()
+    out = settled(pol)
+    before = whole(out)
+    for t in range(41, 60):
+        out = tick(pol, float(t), 12.0, out)
+        assert whole(out) == before
+        assert not any("scales up inside" in r for r in out.reasons)
+    assert whole(tick(pol, 60.0, 12.0, out))[PREFILL] > before[PREFILL]  # the next slot
 
 
 def test_a_held_stage_scales_down_no_later_than_model_level_would() -> None:
@@ -163,7 +174,7 @@ def test_a_ratio_far_below_the_budget_is_not_taken() -> None:
 
 
 def test_the_cadence_survives_a_state_round_trip() -> None:
-    pol = policy()
+    pol = policy(forecast=True)
     out = settled(pol)
     state = PolicyState.from_json(out.state.to_json())
     nxt = tick(pol, 41.0, 2.0, replace(out, state=state))
