@@ -20,7 +20,7 @@ import pytest
 from opscale.api.decision.v1 import decision_pb2 as pb
 from opscale.api.keda import externalscaler_pb2 as kpb
 from opscale.api.keda import externalscaler_pb2_grpc
-from opscale.grpcutil.server import start_service, stop_service
+from opscale.grpcutil.server import RunningService, start_service, stop_service
 from opscale.services.decision.actuators import KedaActuator
 from opscale.services.keda.wiring import build as build_keda
 from opscale.services.runtime import Runtime
@@ -46,13 +46,17 @@ def ref(pool: str = "decode/model", deployment: str = "chat") -> kpb.ScaledObjec
     )
 
 
+async def start_scaler(runtime: Runtime, decision: Replica) -> RunningService:
+    settings = runtime.settings.model_copy(update={"decision_address": f"127.0.0.1:{decision.running.port}"})
+    return await start_service(
+        build_keda(dataclasses.replace(runtime, settings=settings)), "127.0.0.1", 0, runtime.telemetry
+    )
+
+
 @pytest.fixture
 async def keda(runtime: Runtime) -> AsyncIterator[tuple[Replica, externalscaler_pb2_grpc.ExternalScalerStub]]:
     decision = await start_replica(runtime, "r1", actuator=KedaActuator())
-    settings = runtime.settings.model_copy(update={"decision_address": f"127.0.0.1:{decision.running.port}"})
-    scaler = await start_service(
-        build_keda(dataclasses.replace(runtime, settings=settings)), "127.0.0.1", 0, runtime.telemetry
-    )
+    scaler = await start_scaler(runtime, decision)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{scaler.port}")
     try:
         yield decision, externalscaler_pb2_grpc.ExternalScalerStub(channel)
@@ -153,3 +157,29 @@ async def test_bad_references_get_clear_errors(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
         assert info.value.code() == code and text in str(info.value.details())
+
+
+async def test_the_scaler_stops_without_waiting_out_its_grace(runtime: Runtime) -> None:
+    """SIGTERM's path: the follower waits on a watch whose next message may never come, and a KEDA stream
+    is open. Stopping ends both at once; it used to hold every shutdown for the whole grace."""
+    decision = await start_replica(runtime, "r1", actuator=KedaActuator())
+    try:
+        await decision.stub.CreateDeployment(pb.CreateDeploymentRequest(spec=chat(decode=2)), timeout=5)
+        await until(lambda: decisions(decision.stub, "chat"), what="the first decision")
+        scaler = await start_scaler(runtime, decision)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{scaler.port}") as channel:
+            stub = externalscaler_pb2_grpc.ExternalScalerStub(channel)
+
+            async def active() -> bool:
+                return bool((await stub.IsActive(ref(), timeout=5)).result)
+
+            await until(active, what="the scaler follows the decisions")
+            stream = stub.StreamIsActive(ref())
+            assert (await stream.read()).result is True
+            grace_s = 30.0
+            started = time.monotonic()
+            await asyncio.wait_for(stop_service(scaler, grace_s), grace_s)  # a hang fails here
+            assert time.monotonic() - started < grace_s / 2
+            stream.cancel()
+    finally:
+        await decision.stop()

@@ -4,6 +4,7 @@ follows the decision service's watch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 
@@ -32,7 +33,11 @@ def build(runtime: Runtime) -> ServiceDef:
         follower = asyncio.create_task(app.follow(stopping))
         await service_stopping.wait()
         stopping.set()  # ends the open streams too
-        await follower
+        # The follower waits on the decision service's watch, whose next message may be minutes away:
+        # left to see ``stopping`` on its own, it held every shutdown for the whole grace.
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
 
     async def close() -> None:
         await channel.close(None)
