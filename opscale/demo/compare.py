@@ -70,14 +70,26 @@ class SideBySide:
         }
         return compare(points, "operator-level", "model-level")
 
-    def gpus_at(self, t_s: float) -> tuple[int | None, int | None]:
-        """(operator, model) GPUs at second ``t_s`` of the replay."""
+    def gpus_at(self, t_s: float, model: PolicyRun | None = None) -> tuple[int | None, int | None]:
+        """(operator, model) GPUs at second ``t_s`` of the replay; ``model``: that model-level run (its
+        default run unless given)."""
         i = int(t_s) - 1
 
         def at(run: PolicyRun) -> int | None:
             return run.gpus[i] if 0 <= i < len(run.gpus) else None
 
-        return at(self.operator), at(self.model)
+        return at(self.operator), at(model or self.model)
+
+    def matched(self) -> PolicyRun:
+        """The model-level run to set beside operator-level's: the fewest GPU-hours among those that
+        attain at least operator-level's share of requests in SLO (GPUs at lower attainment do not
+        compare), or the one that attains most where none does."""
+        runs = (self.model, *self.model_sweep)
+        level = self.operator.metrics.slo_attainment
+        enough = [r for r in runs if r.metrics.slo_attainment >= level]
+        if enough:
+            return min(enough, key=lambda r: r.metrics.gpu_hours)
+        return max(runs, key=lambda r: (r.metrics.slo_attainment, -r.metrics.gpu_hours))
 
     def sentence(self) -> str:
         """The difference in one sentence, from the two runs' numbers."""

@@ -145,10 +145,14 @@ async def run_demo(opts: DemoOptions, cfg: Settings, console: Console) -> int:
                     if both is not None:
                         op_now, ml_now = both.gpus_at(row.t_s)
                         sim = f" simulated operator {op_now} model {ml_now}"
+                        matched = both.matched()
+                        if matched is not both.model:
+                            at = both.gpus_at(row.t_s, matched)[1]
+                            sim += f" (at headroom {matched.metrics.headroom:g}: {at})"
                     console.print(
                         f"  t={row.t_s:4.0f}s load {row.arrivals:3d} req/s  replicas decided {decided} "
                         f"running {sum(row.running.values())}  GPUs {row.gpus_operator} "
-                        f"(model-level {row.gpus_model_level}){sim}  decisions {row.decisions}",
+                        f"(model planner, raw: {row.gpus_model_level}){sim}  decisions {row.decisions}",
                         soft_wrap=True,
                     )
 

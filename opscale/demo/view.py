@@ -4,7 +4,7 @@ the timeline each second."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -73,6 +73,22 @@ def simulated_line(both: SideBySide | None, t_s: float) -> Text:
     return line
 
 
+def model_level(both: SideBySide | None) -> tuple[Callable[[Second], int | None], str]:
+    """The model-level GPUs set beside operator-level's each second, and what they are. Once the
+    simulated runs are in: model-level's run at no less than operator-level's attainment
+    (``SideBySide.matched``), through evaluate's code. Until then: the model planner's raw plan for the
+    load each decision saw (no stabilizer, no start-up), said so."""
+    if both is None:
+        return (lambda r: r.gpus_model_level), "model-level planner, same load (raw, until the runs are in)"
+    run = both.matched()
+    m = run.metrics
+    label = (
+        f"model-level simulated at ≥ operator-level's attainment (headroom {m.headroom:g}, "
+        f"{100 * m.slo_attainment:.1f}% in SLO)"
+    )
+    return (lambda r: both.gpus_at(r.t_s, run)[1]), label
+
+
 def render(
     spec: DeploymentSpec,
     rows: Sequence[Second],
@@ -91,7 +107,8 @@ def render(
     row = rows[-1]
     recent = rows[-TREND_S:]
     slo = spec.slo
-    model = row.gpus_model_level
+    model_gpus, model_label = model_level(both)
+    model = model_gpus(row)
     trend = Table.grid(padding=(0, 2))
     trend.add_column(style="bold", min_width=34)
     trend.add_column(style="cyan")
@@ -99,14 +116,14 @@ def render(
         f"load {row.arrivals:>4} req/s  in flight {row.in_system:>4}",
         spark([float(r.arrivals) for r in recent]),
     )
-    gpu_top = float(max([r.gpus_operator for r in recent] + [r.gpus_model_level or 0 for r in recent]))
+    gpu_top = float(max([r.gpus_operator for r in recent] + [model_gpus(r) or 0 for r in recent]))
     trend.add_row(
         Text.assemble("GPUs operator-level ", (f"{row.gpus_operator:>3}", "bold green")),
         Text(spark([float(r.gpus_operator) for r in recent], gpu_top), style="green"),
     )
     trend.add_row(
         Text.assemble("GPUs model-level    ", ("  —" if model is None else f"{model:>3}", "bold yellow")),
-        Text(spark([_f(r.gpus_model_level) for r in recent], gpu_top), style="yellow"),
+        Text(spark([_f(model_gpus(r)) for r in recent], gpu_top), style="yellow"),
     )
     trend.add_row(
         Text.assemble(
@@ -132,7 +149,7 @@ def render(
         (f"{row.gpus_operator}", "bold green"),
         " (fake GPUs holding the operator replicas placement placed)   raw plan ",
         f"{row.gpus_plan_operator}",
-        "   model-level autoscaler, same load: ",
+        f"   {model_label}: ",
         ("—" if model is None else str(model), "bold yellow"),
         f"   ({diff})" if diff else "",
     )
