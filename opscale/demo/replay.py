@@ -9,7 +9,8 @@ applied to the data plane (``DataPlane.apply``: new replicas pay the modelled st
 drain), so the latencies the demo reports are those of the plan the live control plane chose.
 
 Beside it, the ``model`` policy's raw planner (``plan_model``) is run in-process on the same load the
-decision recorded for its tick: the GPUs a model-level autoscaler would hold for that window.
+decision recorded for its tick: no stabilizer, no start-up. The live view shows it, labelled raw, until
+the simulated model-level runs (``opscale.demo.compare``) are in.
 """
 
 from __future__ import annotations
