@@ -78,7 +78,7 @@ class SideBySide:
         def at(run: PolicyRun) -> int | None:
             return run.gpus[i] if 0 <= i < len(run.gpus) else None
 
-        return at(self.operator), at(model or self.model)
+        return at(self.operator), at(model if model is not None else self.model)
 
     def matched(self) -> PolicyRun:
         """The model-level run to set beside operator-level's: the fewest GPU-hours among those that
