@@ -269,6 +269,19 @@ async def _beat_seen(app: PlacementApp, node: str) -> bool:
     return session is not None and session.seq >= 1
 
 
+async def beat_in(app: PlacementApp, agent: ScriptedAgent, now_s: float) -> None:
+    """``agent`` beats and placement has the beat (stamped ``now_s``) before the caller reconciles:
+    ``beat`` only queues it on the stream, and a pass that ran first judged a live node lost (seen on a
+    loaded machine)."""
+    await agent.beat()
+
+    async def received() -> bool:
+        session = app.registry.get(agent.name)
+        return session is not None and session.last_beat_s >= now_s
+
+    await settle(app, received)
+
+
 async def test_malformed_stream_and_requests(placement: tuple[PlacementApp, grpc.aio.Channel]) -> None:
     _app, channel = placement
     stub = placement_pb2_grpc.PlacementServiceStub(channel)
@@ -391,8 +404,7 @@ async def test_unacked_commands_are_resent_and_drains_end_by_grace(
 
     await slow.beat()
     runtime.clock.advance(11)  # n1 stops beating (it is gone): lost after 10 s, its replica moves to n2
-    await slow.beat()
-    await settle(app, lambda: _beat_seen(app, "n2"))
+    await beat_in(app, slow, runtime.clock.now())
     await settle(app, running_on_n2)
     await stub.ApplyDesired(apply(0))
 
@@ -404,7 +416,7 @@ async def test_unacked_commands_are_resent_and_drains_end_by_grace(
     await app.reconciler.reconcile_once()
     assert not any(c.WhichOneof("action") == "stop" for c in slow.commands)
     runtime.clock.advance(31)
-    await slow.beat()
+    await beat_in(app, slow, runtime.clock.now())
     await app.reconciler.reconcile_once()
     await settle(app, lambda: _has_stop(slow))
     await slow.close()
