@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from opscale.demo.compare import scenario as demo_scenario
 from opscale.model import get_preset, perf_model
 from opscale.policy.operator import plan_operator
 from opscale.policy.types import PoolKey, PoolPlan, plan_gpus
@@ -259,8 +260,8 @@ def test_prompts_queued_on_a_prefill_form_being_left_are_served_not_stranded() -
             duration_s=60.0,
             seed=11,
         ),
-        # the demo's window of Azure conv: a climb the policy scales through (start-ups, drains)
-        Scenario("azure-conv", "llama3-8b", 2000.0, 100.0, speedup=20.0, start_s=30.0, duration_s=40.0),
+        # the demo's window of Azure conv, built as the demo builds it: a climb the policy scales through
+        demo_scenario("azure-conv", "llama3-8b", 20.0, 30.0, 40.0),
     ],
     ids=["servegen-seeded", "azure-conv-scaling"],
 )
