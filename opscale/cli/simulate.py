@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         tbt_ms: Annotated[float, typer.Option(help="TBT p99 SLO, ms")] = 100.0,
         rate_scale: Annotated[float, typer.Option(help="multiply the trace's request rate")] = 1.0,
         speedup: Annotated[float, typer.Option(help="replay this many times faster")] = 1.0,
-        start_s: Annotated[float, typer.Option(help="start this far into the trace")] = 0.0,
+        start_s: Annotated[float, typer.Option(help="start this far into the compressed trace (s)")] = 0.0,
         duration_s: Annotated[float | None, typer.Option(help="replay this long (default: all)")] = None,
         gpu_type: Annotated[str, typer.Option(help="GPU type")] = "H100",
         seed: Annotated[int, typer.Option(help="seed for generated arrivals and rate scaling")] = 0,

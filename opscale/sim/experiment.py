@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ class Scenario:
     tbt_ms: float = 100.0
     rate_scale: float = 1.0
     speedup: float = 1.0  # replay time compression (request traces); ServeGen: window compression
-    start_s: float = 0.0
+    start_s: float = 0.0  # of the (compressed) replay; ServeGen: from the first window starting there
     duration_s: float | None = None  # of the (compressed) replay
     gpu_type: str = "H100"
     seed: int = 0
@@ -64,6 +64,15 @@ class Scenario:
 
 def build_trace(sc: Scenario) -> Trace:
     t = _arrivals(sc)
+    if not len(t):
+        end = f" to {sc.start_s + sc.duration_s:g} s" if sc.duration_s else " on"
+        span = f"{sc.start_s:g} s{end}"
+        whole = _arrivals(replace(sc, start_s=0.0, duration_s=None)).duration_s
+        raise InvalidArgument(
+            f"start_s/duration_s: no request of {sc.trace!r} arrives {span} of its replay "
+            f"(at speedup {sc.speedup:g} its last request arrives at {whole:.0f} s)",
+            field="start_s",
+        )
     if sc.lengths is None:
         return t
     # Its own stream (seed, 1), so the arrivals are the same with and without re-drawn lengths.
@@ -76,11 +85,12 @@ def _arrivals(sc: Scenario) -> Trace:
     rng = np.random.default_rng(sc.seed)
     if servegen_files(sc.trace) is not None:
         # 600 s windows replayed in 600/speedup s each; rate scaled at generation.
+        # start and duration are of the replay, as for request traces: the file's seconds are ×speedup
         dur = None if sc.duration_s is None else sc.duration_s * sc.speedup
         t = load_trace(
             sc.trace,
             rng=rng,
-            start_s=sc.start_s,
+            start_s=sc.start_s * sc.speedup,
             duration_s=dur or 86400.0,
             rate_scale=sc.rate_scale,
             window_s=600.0 / sc.speedup,

@@ -89,6 +89,14 @@ def test_unknown_trace_is_a_clear_error() -> None:
     assert "nope" in res.output
 
 
+def test_a_start_past_the_trace_is_exit_2_naming_start_s() -> None:
+    res = CliRunner().invoke(
+        app, ["simulate", "--trace", "azure-conv", "--start-s", "99999", "--duration-s", "30"]
+    )
+    assert res.exit_code == 2, res.output
+    assert "start_s/duration_s: no request of 'azure-conv' arrives 99999 s" in res.output
+
+
 def test_evaluate_without_matplotlib_asks_for_the_extra_before_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -174,3 +174,27 @@ def test_garbage_rows_raise_trace_errors_not_crashes(
         assert err.line >= 2
     else:
         assert np.all(t.input_tokens >= 1)
+
+
+SERVEGEN_PAIR = f"{FIX / 'rate_small.csv'},{FIX / 'pmf_small.csv'}"
+
+
+def test_a_scenario_starts_in_replay_seconds_for_servegen_as_for_request_traces() -> None:
+    from opscale.sim.experiment import Scenario, build_trace
+
+    # 600 s windows replayed 10x faster: the replay's second 60 is the file's second window (4 rps)
+    whole = build_trace(Scenario(SERVEGEN_PAIR, speedup=10.0))
+    later = build_trace(Scenario(SERVEGEN_PAIR, speedup=10.0, start_s=60.0))
+    assert whole.arrival_s.max() < 120.0 and later.arrival_s.max() < 60.0
+    assert 180 < len(later) < 300 < len(whole)
+    # the replay's second 100 is in the third window, whose rate is 0 (the file's second 100 is not)
+    with pytest.raises(InvalidArgument, match="start_s"):
+        build_trace(Scenario(SERVEGEN_PAIR, speedup=10.0, start_s=100.0))
+
+
+@pytest.mark.parametrize("trace", [str(FIX / "plain_small.csv"), SERVEGEN_PAIR])
+def test_a_window_past_the_trace_names_start_s_instead_of_failing_later(trace: str) -> None:
+    from opscale.sim.experiment import Scenario, build_trace
+
+    with pytest.raises(InvalidArgument, match=r"start_s/duration_s: no request .* arrives 5000 s to 5030 s"):
+        build_trace(Scenario(trace, start_s=5000.0, duration_s=30.0))
