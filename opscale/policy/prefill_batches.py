@@ -86,8 +86,7 @@ def _batch_sizes(rate: float, laws: list[Law], extra_ms: np.ndarray) -> BatchSiz
         arrivals = per_size[size - 1]  # [Q − 1, A]: P(A = 0 … n − 1, ≥ n)
         left = q - size
         after = np.minimum(left[:, None] + np.arange(states + 1)[None, :], states)  # Q' per A
-        nxt = np.zeros((states, states))
-        np.add.at(nxt, (np.broadcast_to(q[:, None] - 1, after.shape), np.maximum(after, 1) - 1), arrivals)
+        nxt = _accumulate(q, np.maximum(after, 1), arrivals, states, states)
         # the stationary law: π (P − I) = 0, Σ π = 1 (one balance equation replaced by the normalisation)
         lhs = nxt.T - np.eye(states)
         lhs[-1] = 1.0
@@ -99,10 +98,18 @@ def _batch_sizes(rate: float, laws: list[Law], extra_ms: np.ndarray) -> BatchSiz
         states *= 2  # the queue reaches the chain's end: follow it further
     seen = pi * t / float((pi * t).sum())
     own = np.minimum(left[:, None] + 1 + np.arange(states + 1)[None, :], kmax)
-    given = np.zeros((states, kmax))
-    np.add.at(given, (np.broadcast_to(q[:, None] - 1, own.shape), own - 1), arrivals)
+    given = _accumulate(q, own, arrivals, states, kmax)
     own_law = seen @ given
     return BatchSizes(seen, size, given, extra_ms, float((own_law * np.arange(1, kmax + 1)).sum()))
+
+
+def _accumulate(
+    rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, n_rows: int, n_cols: int
+) -> np.ndarray:
+    """An [n_rows, n_cols] matrix whose cell (r, c) sums the weights[i, a] with rows[i] = r and
+    cols[i, a] = c (1-based), added in the same order as ``np.add.at`` would, by one ``np.bincount``."""
+    flat = ((rows[:, None] - 1) * n_cols + cols - 1).ravel()
+    return np.bincount(flat, weights=weights.ravel(), minlength=n_rows * n_cols).reshape(n_rows, n_cols)
 
 
 def _poisson_rows(means: np.ndarray, n: int) -> np.ndarray:
@@ -231,9 +238,18 @@ def _pass_laws(pts: tuple[Point, ...], probs: tuple[float, ...]) -> tuple[tuple[
 
 def points(vals: np.ndarray, wts: np.ndarray) -> np.ndarray:
     """``WAIT_POINTS`` equal-probability points of a weighted sample."""
-    order = np.argsort(vals)
+    # stable: merges the sorted runs that sums of points come in (equal values pick the same points anyway)
+    order = np.argsort(vals, kind="stable")
     cum = np.cumsum(wts[order])
     out: np.ndarray = vals[order][np.minimum(np.searchsorted(cum, U * cum[-1]), len(vals) - 1)]
+    return out
+
+
+def sum_points(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``WAIT_POINTS`` equal-probability points of A + B, A and B independent, each given as
+    ``WAIT_POINTS`` equal-probability points: the middle of each 1/``WAIT_POINTS`` of the sorted sums. (A
+    stable sort merges the sums' runs, which are sorted when ``b`` is: several times faster here.)"""
+    out: np.ndarray = np.sort(np.add.outer(a, b).ravel(), kind="stable")[WAIT_POINTS // 2 :: WAIT_POINTS]
     return out
 
 

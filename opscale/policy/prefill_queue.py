@@ -39,6 +39,7 @@ from opscale.policy.prefill_batches import (
     chain,
     points,
     residual_min,
+    sum_points,
 )
 from opscale.policy.queueing import delay_ratio, erlang_c, geometric_residual_quantiles
 
@@ -285,7 +286,7 @@ def _queue_on(
         per_server = tuple((sec / servers, p) for sec, p in mix if p > 0.0)
         u = (U[later] - (1.0 - beyond)) / beyond
         queue[later] = geometric_residual_quantiles(per_server, a / servers, u) * 1e3 * (1.0 + ca2) / 2.0
-    wait = np.sort((residual[:, None] + queue[None, :]).ravel())[WAIT_POINTS // 2 :: WAIT_POINTS]
+    wait = sum_points(residual, queue)
     return p_wait, wait
 
 
@@ -343,7 +344,7 @@ def _with_long_prompts(
                 -np.log(np.clip((1.0 - U) / rho_long, 1e-12, 1.0)) * mean_long / replicas,
             )
             pw = 1.0
-            waits = np.sort((residual[:, None] + queue[None, :]).ravel())[WAIT_POINTS // 2 :: WAIT_POINTS]
+            waits = sum_points(residual, queue)
             own = sizes.seen @ sizes.given  # the own pass's size, whatever the pass waited for
             waits = points(
                 np.add.outer(waits, sizes.extra).ravel(),
