@@ -68,9 +68,14 @@ def build_trace(sc: Scenario) -> Trace:
         end = f" to {sc.start_s + sc.duration_s:g} s" if sc.duration_s else " on"
         span = f"{sc.start_s:g} s{end}"
         whole = _arrivals(replace(sc, start_s=0.0, duration_s=None)).duration_s
+        windows = ""
+        if servegen_files(sc.trace) is not None:
+            windows = (
+                f"; a ServeGen replay takes whole {600.0 / sc.speedup:g} s windows that start in the span"
+            )
         raise InvalidArgument(
             f"start_s/duration_s: no request of {sc.trace!r} arrives {span} of its replay "
-            f"(at speedup {sc.speedup:g} its last request arrives at {whole:.0f} s)",
+            f"(at speedup {sc.speedup:g} its last request arrives at {whole:.0f} s{windows})",
             field="start_s",
         )
     if sc.lengths is None:

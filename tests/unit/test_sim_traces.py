@@ -190,6 +190,9 @@ def test_a_scenario_starts_in_replay_seconds_for_servegen_as_for_request_traces(
     # the replay's second 100 is in the third window, whose rate is 0 (the file's second 100 is not)
     with pytest.raises(InvalidArgument, match="start_s"):
         build_trace(Scenario(SERVEGEN_PAIR, speedup=10.0, start_s=100.0))
+    # a span shorter than a window, with no window starting in it, says that windows are whole
+    with pytest.raises(InvalidArgument, match="takes whole 60 s windows that start in the span"):
+        build_trace(Scenario(SERVEGEN_PAIR, speedup=10.0, start_s=10.0, duration_s=30.0))
 
 
 @pytest.mark.parametrize("trace", [str(FIX / "plain_small.csv"), SERVEGEN_PAIR])
