@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from opscale.sim.attainment import Comparison, Point, compare
+from opscale.sim.difference import breakdown, sentence
 from opscale.sim.experiment import (
     HEADROOM_POLICIES,
     POLICIES,
@@ -135,7 +136,12 @@ def _series(res: SimResult, step: int = 10) -> dict[str, Any]:
 
 def _job(sc: Scenario, policy: str, lb: float, headroom: float, forecast: bool = True) -> dict[str, Any]:
     m, res = run_one(sc, policy, lb=lb, headroom=headroom, forecast=forecast)
-    return {"scenario": asdict(sc), "metrics": m.to_json(), "series": _series(res)}
+    return {
+        "scenario": asdict(sc),
+        "metrics": m.to_json(),
+        "series": _series(res),
+        "breakdown": breakdown(res),
+    }
 
 
 @functools.lru_cache(maxsize=8)
@@ -380,6 +386,8 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
         "unservable | p99 TTFT ms | p99 TBT ms | p99 TTST ms | rejected | actions | ×oracle |"
     )
     sep = "|---|" + "---:|" * 13
+    # the default runs' whole rows (their breakdown, their scenario's GPU type), by scenario and policy
+    full = {(r["metrics"]["scenario"], r["metrics"]["policy"]): r for r in rows if is_default(r["metrics"])}
     for scen, every in _by_scenario(rows).items():
         ms = [m for m in every if is_default(m)]
         ref = next((m for m in ms if m["policy"] == "model"), None)
@@ -392,6 +400,11 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
         op = next((m for m in ms if m["policy"] == "operator"), None)
         if ref and op:
             out += ["", headline_sentence(op, ref)]
+            r_op, r_ref = full[(scen, "operator")], full[(scen, "model")]
+            if "breakdown" in r_op and "breakdown" in r_ref:  # results written before it have none
+                out[-1] += " " + sentence(
+                    op, r_op["breakdown"], ref, r_ref["breakdown"], r_op["scenario"]["gpu_type"]
+                )
         swept = [m for m in every if m["policy"] in HEADROOM_POLICIES]
         if len(swept) > len([m for m in ms if m["policy"] in HEADROOM_POLICIES]):
             out += [
