@@ -14,10 +14,13 @@ run ~1 s) and both are read at equal attainment with evaluate's ``opscale.sim.at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from opscale.sim.attainment import Comparison, Point, compare
+from opscale.sim.difference import breakdown
+from opscale.sim.difference import sentence as difference
 from opscale.sim.evaluate import SWEEP
 from opscale.sim.experiment import RunMetrics, Scenario, run_one
 
@@ -37,6 +40,7 @@ class PolicyRun:
     metrics: RunMetrics
     gpus: tuple[int, ...]  # GPUs allocated at the end of each second
     mean_replicas: dict[str, float]  # per pool that ever ran a replica
+    breakdown: dict[str, Any]  # where its GPUs and energy went (opscale.sim.difference)
 
 
 def run_policy(sc: Scenario, policy: str, headroom: float = 0.0) -> PolicyRun:
@@ -45,6 +49,7 @@ def run_policy(sc: Scenario, policy: str, headroom: float = 0.0) -> PolicyRun:
         metrics=m,
         gpus=tuple(int(g) for g in res.gpus),
         mean_replicas={k: float(np.mean(v)) for k, v in sorted(res.replicas.items()) if v.any()},
+        breakdown=breakdown(res),
     )
 
 
@@ -102,15 +107,10 @@ class SideBySide:
         )
         text = (
             f"On the same load operator-level used {abs(100 * d):.0f}% {verb} GPU-hours than model-level "
-            f"({op.mean_gpus:.1f} vs {ml.mean_gpus:.1f} GPUs on average, "
-            f"{100 * op.slo_attainment:.1f}% vs {100 * ml.slo_attainment:.1f}% of requests within the SLO) "
+            f"({100 * op.slo_attainment:.1f}% vs {100 * ml.slo_attainment:.1f}% of requests within the SLO) "
             f"because of how each sized its pools (mean replicas: {pools})."
         )
-        if all(k.endswith("/model") for k in self.operator.mean_replicas):
-            text += (
-                " Operator-level ran whole-model replicas in both stages (its hybrid found them no larger "
-                "than the operator pools), so the difference is how the two sized them, not granularity."
-            )
+        text += " " + difference(op.to_json(), self.operator.breakdown, ml.to_json(), self.model.breakdown)
         eq = self.equal()
         if eq is not None:
             text += (

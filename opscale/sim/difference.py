@@ -26,6 +26,7 @@ import numpy as np
 
 from opscale.model import get_preset, perf_model
 from opscale.model.memory import min_gpus
+from opscale.model.operators import OperatorKind, weights_bytes
 from opscale.sim.run import SimResult
 
 STAGES = ("prefill", "decode")
@@ -49,6 +50,7 @@ def breakdown(res: SimResult) -> dict[str, Any]:
         "watts_per_gpu": float(res.watts.sum()) / gpu_s if gpu_s else 0.0,
         "idle_watts_per_gpu": float(res.idle_watts_per_gpu),
         "gpus_per_replica": gpu_s / replica_s if replica_s else 0.0,
+        "gpu_type": res.gpu_type,
     }
 
 
@@ -58,16 +60,13 @@ def sizes(model: str, gpu_type: str) -> tuple[int | None, str, int | None]:
     perf = perf_model(get_preset(model), gpu_type)
     ops = tuple(spec.kind.value for spec in perf.operators("decode"))
     each = {op: min_gpus(perf.shape, perf.gpu, "decode", (op,), 1) for op in ops}
-    largest = max(ops, key=lambda op: each[op] or 1 << 30)
+    # the most GPUs alone, and of those the most weights
+    largest = max(ops, key=lambda op: (each[op] or 1 << 30, weights_bytes(perf.shape, OperatorKind(op))))
     return min_gpus(perf.shape, perf.gpu, "decode", ops, 1), largest, each[largest]
 
 
 def sentence(
-    op: Mapping[str, Any],
-    op_b: Mapping[str, Any],
-    ref: Mapping[str, Any],
-    ref_b: Mapping[str, Any],
-    gpu_type: str,
+    op: Mapping[str, Any], op_b: Mapping[str, Any], ref: Mapping[str, Any], ref_b: Mapping[str, Any]
 ) -> str:
     """Where operator-level's GPU-hours and energy differ from model-level's (``op``/``ref``: the runs'
     metrics; ``op_b``/``ref_b``: their ``breakdown``)."""
@@ -75,7 +74,7 @@ def sentence(
     saved_op = op["energy_kwh_idle"] - op["energy_kwh_released"]
     saved_ref = ref["energy_kwh_idle"] - ref["energy_kwh_released"]
     text = (
-        f"Where it comes from: GPUs allocated {op['mean_gpus']:.1f} vs {ref['mean_gpus']:.1f} on average, "
+        f"Where it comes from: {op['mean_gpus']:.1f} vs {ref['mean_gpus']:.1f} GPUs allocated on average, "
         f"{op_b['gpus_per_replica']:.2f} vs {ref_b['gpus_per_replica']:.2f} GPUs per replica; busy fraction: "
         f"an allocated GPU drew {op_b['watts_per_gpu']:.0f} W vs {ref_b['watts_per_gpu']:.0f} W on average "
         f"(idle {op_b['idle_watts_per_gpu']:.0f} W; higher is busier); GPUs released: giving back GPUs saved "
@@ -84,7 +83,7 @@ def sentence(
         + "."
     )
     if share and all(v < WHOLE_THROUGHOUT for v in share.values()):
-        whole, largest, alone = sizes(op["model"], gpu_type)
+        whole, largest, alone = sizes(op["model"], op_b["gpu_type"])
         text += (
             f" Operator-level ran whole-model replicas throughout: its hybrid never found operator pools "
             f"with fewer GPUs. A whole {op['model']} replica fits on {whole} GPU(s) and its largest "

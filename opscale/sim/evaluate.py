@@ -386,7 +386,7 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
         "unservable | p99 TTFT ms | p99 TBT ms | p99 TTST ms | rejected | actions | ×oracle |"
     )
     sep = "|---|" + "---:|" * 13
-    # the default runs' whole rows (their breakdown, their scenario's GPU type), by scenario and policy
+    # the default runs' whole rows (with their breakdown), by scenario and policy
     full = {(r["metrics"]["scenario"], r["metrics"]["policy"]): r for r in rows if is_default(r["metrics"])}
     for scen, every in _by_scenario(rows).items():
         ms = [m for m in every if is_default(m)]
@@ -402,9 +402,7 @@ def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
             out += ["", headline_sentence(op, ref)]
             r_op, r_ref = full[(scen, "operator")], full[(scen, "model")]
             if "breakdown" in r_op and "breakdown" in r_ref:  # results written before it have none
-                out[-1] += " " + sentence(
-                    op, r_op["breakdown"], ref, r_ref["breakdown"], r_op["scenario"]["gpu_type"]
-                )
+                out[-1] += " " + sentence(op, r_op["breakdown"], ref, r_ref["breakdown"])
         swept = [m for m in every if m["policy"] in HEADROOM_POLICIES]
         if len(swept) > len([m for m in ms if m["policy"] in HEADROOM_POLICIES]):
             out += [

@@ -11,6 +11,7 @@ import numpy as np
 from opscale.demo.compare import PolicyRun, SideBySide, run_policy, scenario
 from opscale.demo.report import comparison_lines, matched_row
 from opscale.demo.view import model_level, simulated_line
+from opscale.sim.difference import WHOLE_THROUGHOUT
 from opscale.sim.experiment import build_trace
 from opscale.sim.traces import load_trace, scale_time
 
@@ -35,8 +36,9 @@ def test_both_policies_side_by_side() -> None:
     text = both.sentence()
     assert f"{op.mean_gpus:.1f} vs {ml.mean_gpus:.1f} GPUs" in text
     assert "decode/model" in text  # where model-level's GPUs went
-    whole = all(k.endswith("/model") for k in both.operator.mean_replicas)
+    whole = all(v < WHOLE_THROUGHOUT for v in both.operator.breakdown["operator_share"].values())
     assert ("not granularity" in text) == whole  # llama3-8b: one GPU whole, the hybrid keeps it
+    assert "Where it comes from: " in text  # the sentence evaluate's report gives
     assert ("fewer" in text) == (op.gpu_hours < ml.gpu_hours)
     eq = both.equal()  # read on the model's cost curve (two headrooms) at the attainment both reach
     assert eq is not None and f"at equal attainment ({100 * eq.level:.1f}%)" in text
@@ -61,7 +63,7 @@ def test_model_level_is_set_beside_operator_level_at_no_less_attainment() -> Non
 
     def run(headroom: float, attainment: float, gpu_hours: float, gpus: int) -> PolicyRun:
         m = replace(real.metrics, headroom=headroom, slo_attainment=attainment, gpu_hours=gpu_hours)
-        return PolicyRun(m, (gpus,) * 15, real.mean_replicas)
+        return PolicyRun(m, (gpus,) * 15, real.mean_replicas, real.breakdown)
 
     op = run(0.0, 1.0, 0.30, 7)
     default, low, high, best = (
