@@ -84,15 +84,13 @@ def sentence(
     )
     if share and all(v < WHOLE_THROUGHOUT for v in share.values()):
         whole, largest, alone = sizes(op["model"], op_b["gpu_type"])
+        same = (
+            ", so splitting frees at most the other operators' share of a replica" if whole == alone else ""
+        )
         text += (
             f" Operator-level ran whole-model replicas throughout: its hybrid never found operator pools "
             f"with fewer GPUs. A whole {op['model']} replica fits on {whole} GPU(s) and its largest "
-            f"operator, {largest}, alone needs {alone}"
-            + (
-                ", so splitting frees at most the other operators' share of a replica; the difference "
-                "is how the two sized and timed whole replicas, not granularity."
-                if whole == alone
-                else "; the difference is how the two sized and timed whole replicas, not granularity."
-            )
+            f"operator, {largest}, alone needs {alone}{same}; the difference is how the two sized and "
+            f"timed whole replicas, not granularity."
         )
     return text
