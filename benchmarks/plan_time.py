@@ -77,9 +77,10 @@ def jitter(i: int, case: str) -> float:
     return 1.0 + 0.01 * ((i % 3) - 1)
 
 
-def run_case(policy: OperatorPolicy, rps: float, plans: int, case: str) -> list[float]:
+def run_case(
+    policy: OperatorPolicy, rps: float, plans: int, case: str, mix: tuple[LengthDist, LengthDist] | None
+) -> list[float]:
     slo = SLO(2000.0, 100.0)
-    mix = servegen_mix() if case == "servegen mix" else None
     times = []
     for i in range(plans):
         n_in = 500 + 17 * (i % 97) if case == "lengths vary" else 1000.0
@@ -118,12 +119,14 @@ def main() -> None:
         f"{'model':<14}{'case':<14}{'req/s':>7}{'median ms':>11}{'p99 ms':>9}{'/2.6 ms':>9}{'/4.4 ms':>9}"
         f"{'GPUs':>6}"
     )
+    servegen = servegen_mix()
     for name in ("llama3-70b", "mixtral-8x7b"):
         for case in args.case or CASES:
             for rps in (2.0, 10.0, 40.0, 100.0):
                 perf = PerfModel(get_preset(name), "H100")  # a fresh pass-time cache per case
                 policy = OperatorPolicy.from_params({"model": name}, perf)
-                times = run_case(policy, rps, plans, case)
+                mix = servegen if case == "servegen mix" else None
+                times = run_case(policy, rps, plans, case, mix)
                 med = statistics.median(times)
                 gpus = policy.decide(
                     PolicyInput(
@@ -131,7 +134,7 @@ def main() -> None:
                         deployment="b",
                         current={},
                         slo=SLO(2000, 100),
-                        load=window(rps, 1000, 250, servegen_mix() if case == "servegen mix" else None),
+                        load=window(rps, 1000, 250, mix),
                     )
                 ).predicted
                 print(

@@ -62,6 +62,9 @@ class Scenario:
         return f"{self.trace}{lengths} {self.model} TTFT≤{self.ttft_ms:g}ms TBT≤{self.tbt_ms:g}ms"
 
 
+SERVEGEN_WINDOW_S = 600.0  # a ServeGen rate file's window, replayed in SERVEGEN_WINDOW_S / speedup
+
+
 def build_trace(sc: Scenario) -> Trace:
     t = _arrivals(sc)
     if not len(t):
@@ -70,9 +73,8 @@ def build_trace(sc: Scenario) -> Trace:
         whole = _arrivals(replace(sc, start_s=0.0, duration_s=None)).duration_s
         windows = ""
         if servegen_files(sc.trace) is not None:
-            windows = (
-                f"; a ServeGen replay takes whole {600.0 / sc.speedup:g} s windows that start in the span"
-            )
+            play = SERVEGEN_WINDOW_S / sc.speedup
+            windows = f"; a ServeGen replay takes whole {play:g} s windows that start in the span"
         raise InvalidArgument(
             f"start_s/duration_s: no request of {sc.trace!r} arrives {span} of its replay "
             f"(at speedup {sc.speedup:g} its last request arrives at {whole:.0f} s{windows})",
@@ -98,7 +100,7 @@ def _arrivals(sc: Scenario) -> Trace:
             start_s=sc.start_s * sc.speedup,
             duration_s=dur or 86400.0,
             rate_scale=sc.rate_scale,
-            window_s=600.0 / sc.speedup,
+            window_s=SERVEGEN_WINDOW_S / sc.speedup,
         )
         return t
     t = load_trace(sc.trace)
