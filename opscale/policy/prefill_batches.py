@@ -30,14 +30,24 @@ def residual_min(passes: list[float], probs: list[float], replicas: int) -> np.n
     """Quantile points of the time until the first of ``replicas`` busy replicas frees: each is in the
     middle of a pass drawn length-biased (renewal theory: P(residual > t) = E[(T − t)⁺]/E[T]), and the
     soonest of them ends first: P(min > t) = P(residual > t)^R."""
+    grid, surv = _residual_survival(tuple(passes), tuple(probs))
+    surv_min = surv**replicas  # decreasing from 1 to 0
+    # invert: the u-quantile is where P(min > t) = 1 − u
+    out: np.ndarray = np.interp(1.0 - U, surv_min[::-1], grid[::-1])
+    return out
+
+
+@lru_cache(maxsize=1 << 12)
+def _residual_survival(passes: tuple[float, ...], probs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """One busy replica's residual pass: (grid, P(residual > t) on it). The same passes recur for every
+    replica count a pool is tried at, and for every occupancy state of its long prompts."""
     t = np.asarray(passes)
     p = np.asarray(probs)
     mean = float((t * p).sum())
     grid = np.linspace(0.0, float(t.max()), 257)
     surv = np.clip((np.maximum(t[None, :] - grid[:, None], 0.0) * p[None, :]).sum(axis=1) / mean, 0.0, 1.0)
-    surv_min = surv**replicas  # decreasing from 1 to 0
-    # invert: the u-quantile is where P(min > t) = 1 − u
-    return np.interp(1.0 - U, surv_min[::-1], grid[::-1])
+    grid.flags.writeable = surv.flags.writeable = False  # shared by every caller
+    return grid, surv
 
 
 @dataclass(frozen=True, slots=True)
