@@ -157,7 +157,10 @@ def register(app: typer.Typer) -> None:
             f"p99 TBT within ±15%: {100 * s['tbt_within_15']:.0f}% (worst {100 * s['tbt_worst']:.0f}%); "
             f"the plans' own predictions, from the one trace each planner saw: TTFT "
             f"{100 * s['ttft_plan_within_15']:.0f}%, TBT {100 * s['tbt_plan_within_15']:.0f}%; "
-            f"plans meeting the SLO: {s['meets_slo']}/{s['points']}; "
+            f"plans meeting the SLO: {s['meets_slo']}/{s['points']} on every trace, "
+            f"{s['meets_slo_pooled']}/{s['points']} over the traces pooled "
+            f"({s['meets_slo_pooled_as_planned']}/{s['points'] - s['planned_past_slo']} of the plans "
+            f"predicted within it; {s['planned_past_slo']} predicted past it by their own planner); "
             + (
                 f"GPUs ≤ {s['oracle_ratio_max']:.2f}× the oracle's ({s['oracle_infeasible']} points with no "
                 "oracle plan)"

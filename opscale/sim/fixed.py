@@ -146,6 +146,7 @@ class Samples:
 
     ttft_ms: np.ndarray  # every measured request
     tbt_ms: np.ndarray  # those that decode (per-request TBT)
+    ttst_ms: np.ndarray  # those that decode (time from the first token to the second)
 
 
 def run_sampled(load: Steady, pools: Mapping[PoolKey, PoolPlan], seed: int = 0) -> tuple[Outcome, Samples]:
@@ -201,4 +202,4 @@ def measure(load: Steady, res: SimResult, trace: Trace, gpus: int) -> tuple[Outc
         gpus_placed=float(res.gpus.mean()) if len(res.gpus) else 0.0,
         memory_violations=res.memory_violations,
     )
-    return out, Samples(ttft, tpot[decoding])
+    return out, Samples(ttft, tpot[decoding], ttst[decoding])

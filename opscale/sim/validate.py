@@ -20,7 +20,17 @@ The p99 of one trace of a long-tailed mix moves by tens of per cent from one tra
 a few overlapping long prompts block every replica now and then: llama3-70b at 8 req/s on the
 ``longtail`` mix measured 1.8–3.7 s over eight traces of 240 s, and the mean of the first three traces'
 p99s (2.9 s) stood 35% above the eight traces' pooled p99 (2.1 s). Each trace's own p99 is kept
-(``ttft_sim_seeds_ms``), and a plan meets the SLO only if it does on every trace.
+(``ttft_sim_seeds_ms``), and a plan meets the SLO only if it does on every trace (``meets_slo``). That is
+stricter than the SLO the planners size for, a long-run p99: at one 240 s trace per seed, a KV-holding
+pool whose residents' spread crosses its slots once in the trace can hold more than 1% of that trace's
+requests before their second token (mixtral-8x7b at 16 req/s of 1,024/256 tokens, one 2-GPU decode
+replica: 24 ms on seven traces, 265 ms on the eighth). So the long-run criterion is reported beside it:
+the same SLO over the requests of every trace together (``meets_slo_pooled``, with the time to the second
+token pooled too). A plan whose own planner predicts it past the SLO (``planned_within_slo`` False) is that
+planner's best for a load no plan of its layout it can find serves within the SLO (the pure operator
+layout on the long tail: its longest servable prompts need 8-GPU attention and FFN replicas, which
+cannot share a node, so every layer's hand-off of a prompt's activations crosses the network); the
+summary counts those apart.
 
 The error is (predicted − measured) / measured: positive means the planner over-provisions, negative
 that it would miss the SLO. Predicted and measured cover the same requests: those a configuration can
@@ -87,6 +97,12 @@ class Point:
     oracle_searched: bool = True  # False: run without the oracle (``oracle_gpus`` None, ratios NaN)
     ttft_plan_ms: float = math.nan  # the plan's own prediction, from the one trace the planner saw
     tbt_plan_ms: float = math.nan
+    # the seeds' requests together (the long-run p99s the planner sizes for): p99 TTFT, per-request TBT
+    # and time to the second token within the SLO, none rejected or unfinished
+    meets_slo_pooled: bool = True
+    # the plan's own prediction is within the SLO; False: its planner found no plan of its layout that
+    # it predicts to meet the SLO, and planned its best (module docstring)
+    planned_within_slo: bool = True
 
     @property
     def ttft_error(self) -> float:
@@ -149,6 +165,8 @@ def validate_point(load: Steady, planner: str, seeds: Sequence[int], *, with_ora
     outs = [o for o, _ in runs]
     orc = oracle(load, planner, seeds=seeds[:ORACLE_SEEDS], start=plan.pools) if with_oracle else None
     pred = plan.prediction
+    plan_ttft = pred.ttft_ms if pred.ttft_ms is not None else math.inf
+    plan_tbt = pred.tbt_ms if pred.tbt_ms is not None else math.inf
     ttft_ms, tbt_ms = predict(perf, plan, _measured_load(load, seeds), load.slo)
     n = len(outs)
     return Point(
@@ -172,8 +190,15 @@ def validate_point(load: Steady, planner: str, seeds: Sequence[int], *, with_ora
         predicted_unservable=pred.unservable_fraction,
         seeds=n,
         oracle_searched=orc is not None,
-        ttft_plan_ms=pred.ttft_ms if pred.ttft_ms is not None else math.inf,
-        tbt_plan_ms=pred.tbt_ms if pred.tbt_ms is not None else math.inf,
+        ttft_plan_ms=plan_ttft,
+        tbt_plan_ms=plan_tbt,
+        meets_slo_pooled=(
+            pooled_p99([s.ttft_ms for _, s in runs]) <= load.ttft_ms
+            and pooled_p99([s.tbt_ms for _, s in runs]) <= load.tbt_ms
+            and pooled_p99([s.ttst_ms for _, s in runs]) <= load.tbt_ms
+            and not any(o.rejected or o.unfinished for o in outs)
+        ),
+        planned_within_slo=plan_ttft <= load.ttft_ms and plan_tbt <= load.tbt_ms,
     )
 
 
@@ -258,6 +283,7 @@ def summary(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "ttft_worst": worst("ttft_error"),
         "tbt_worst": worst("tbt_error"),
         "meets_slo": sum(bool(p["meets_slo"]) for p in points),
+        **_pooled_counts(points),
         "oracle_ratio_max": _max_ratio(points),
         "oracle_infeasible": sum(p["oracle_gpus"] is None and p["oracle_searched"] for p in points),
         "oracle_searched": sum(bool(p["oracle_searched"]) for p in points),
@@ -268,11 +294,23 @@ def summary(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "oracle_ratio_max": _max_ratio(ps),
                 "best_oracle_ratio_max": _max_ratio(ps, "best_oracle_ratio"),
                 "meets_slo": sum(bool(p["meets_slo"]) for p in ps),
+                **_pooled_counts(ps),
                 "points": len(ps),
             }
             for pl, ps in by.items()
             if ps
         },
+    }
+
+
+def _pooled_counts(points: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Plans meeting the SLO over their traces pooled; plans their own planner predicted past the SLO;
+    and of the others, those meeting it pooled."""
+    within = [p for p in points if p["planned_within_slo"]]
+    return {
+        "meets_slo_pooled": sum(bool(p["meets_slo_pooled"]) for p in points),
+        "planned_past_slo": len(points) - len(within),
+        "meets_slo_pooled_as_planned": sum(bool(p["meets_slo_pooled"]) for p in within),
     }
 
 
@@ -296,6 +334,13 @@ def _ratio_cell(p: dict[str, Any], key: str) -> str:
     return f"{p[key]:.2f}" if p["oracle_searched"] else "–"
 
 
+def _met_cell(p: dict[str, Any]) -> str:
+    """yes: on every trace; pooled: over the traces together only; NO; "planned past" where the plan's
+    own prediction already missed."""
+    met = "yes" if p["meets_slo"] else "pooled" if p["meets_slo_pooled"] else "NO"
+    return met if p["planned_within_slo"] else f"{met} (planned past)"
+
+
 def markdown(points: Sequence[dict[str, Any]]) -> str:
     head = (
         "| model | planner | req/s | mix | GPUs | oracle | ×oracle | best oracle | ×best | TTFT p99 pred | "
@@ -309,7 +354,7 @@ def markdown(points: Sequence[dict[str, Any]]) -> str:
             f"{_ratio_cell(p, 'best_oracle_ratio')} | "
             f"{p['ttft_pred_ms']:.0f} | {p['ttft_sim_ms']:.0f} | "
             f"{100 * p['ttft_error']:+.0f}% | {p['tbt_pred_ms']:.1f} | {p['tbt_sim_ms']:.1f} | "
-            f"{100 * p['tbt_error']:+.0f}% | {p['ttst_sim_ms']:.0f} | {'yes' if p['meets_slo'] else 'NO'} | "
+            f"{100 * p['tbt_error']:+.0f}% | {p['ttst_sim_ms']:.0f} | {_met_cell(p)} | "
             f"{100 * p['unservable']:.1f}% |"
         )
     return "\n".join(rows)

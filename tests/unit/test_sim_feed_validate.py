@@ -92,6 +92,43 @@ def test_validation_without_the_oracle_says_so() -> None:
     assert "not searched" in table and "nan" not in table
     s = summary(rows)
     assert s["oracle_searched"] == 0 and s["oracle_infeasible"] == 0 and s["meets_slo"] == 1
+    assert point.meets_slo_pooled and point.planned_within_slo
+    assert s["meets_slo_pooled"] == 1 and s["planned_past_slo"] == 0 and s["meets_slo_pooled_as_planned"] == 1
+
+
+def test_the_slo_is_counted_on_every_trace_over_the_traces_pooled_and_apart_where_planned_past() -> None:
+    from opscale.sim.validate import markdown, summary
+
+    load = Steady("mixtral-8x7b", 4.0, "fixed:512/64", seconds=120.0, warmup_s=30.0)
+    base = validate_point(load, "model", seeds=(0,), with_oracle=False).to_json()
+    rows = [
+        base,  # met on every trace
+        {**base, "meets_slo": False},  # one trace's p99 past the SLO, the traces pooled within it
+        {**base, "meets_slo": False, "meets_slo_pooled": False},
+        {**base, "meets_slo": False, "meets_slo_pooled": False, "planned_within_slo": False},
+    ]
+    s = summary(rows)
+    assert (s["meets_slo"], s["meets_slo_pooled"]) == (1, 2)
+    assert (s["planned_past_slo"], s["meets_slo_pooled_as_planned"]) == (1, 2)
+    assert s["per_planner"]["model"]["meets_slo_pooled"] == 2
+    cells = [line.split(" | ")[-2] for line in markdown(rows).splitlines()[2:]]
+    assert cells == ["yes", "pooled", "NO", "NO (planned past)"]
+
+
+def test_a_plan_its_planner_predicts_past_the_slo_is_marked_so() -> None:
+    from opscale.policy.planner_loads import fastest_prefill_ms
+
+    # A 64k-token prompt within 10% of its prefill alone on a whole 8-GPU replica: servable, but not by
+    # operator pools, whose 8-GPU attention and FFN replicas share no node and hand off over the network.
+    probe = Steady("llama3-70b", 0.2, "fixed:65536/16")
+    slo = 1.1 * fastest_prefill_ms(probe.perf(), 65536)
+    load = replace(probe, ttft_ms=slo, seconds=60.0, warmup_s=10.0)
+    point = validate_point(load, "operator", seeds=(0,), with_oracle=False)
+    assert point.unservable == 0.0
+    assert not point.planned_within_slo and point.ttft_plan_ms > slo
+    assert not point.meets_slo and not point.meets_slo_pooled
+    whole = validate_point(load, "model", seeds=(0,), with_oracle=False)
+    assert whole.planned_within_slo
 
 
 def test_validate_command_runs_without_the_oracle() -> None:
