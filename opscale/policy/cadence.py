@@ -26,9 +26,11 @@ start-up (``opscale.policy.adaptive``) is.
 Except when the load outruns the slot's plan, where the policy forecasts (``scale_up_in_slot``). Each
 full decision keeps the rate it planned for (after the forecast: ``planned_rps``, kept per stage as
 ``covered``). A held tick whose measured rate has passed it by more than the window's Poisson noise
-(``window_noise``: 2 standard errors of λ), and whose plan asks for more replicas than are in force,
-scales up at once and starts a new slot; scale-in still waits. Past that rate the slot's plan no longer
-covers the load, and holding it only delays capacity the load already needs. The demo's replay
+(``window_noise``: 2 standard errors of λ), and whose plan asks for more GPUs than are in force, scales
+up at once and starts a new slot; scale-in still waits. Past that rate the slot's plan no longer covers
+the load, and holding it only delays capacity the load already needs. So does a plan that changes the
+decode replicas' size because those in force cannot hold the resident KV it sizes for (``upsized`` in
+the policy's state; ``opscale.policy.pipeline``), whatever the rate and the GPUs. The demo's replay
 (llama3-8b, Azure conv ×20, ~110 → 150 req/s in 40 s) planned a 6th and a 7th prefill replica at t = 48
 and 54 s and got both at t = 60 s plus start-up; each prompt that arrived within those 4 s waited past
 the 2 s TTFT, 3.3% of the replay (the model-level policy, on its own 20 s ticks, missed the same). With
@@ -125,6 +127,8 @@ def hold_whole_stages(
     noise = window_noise(inp.load.arrival_rate_rps, inp.load.window_s)
     covered = before.get("covered")
     covered = covered if isinstance(covered, dict) else {}
+    upsized = data.get("upsized")
+    upsized = upsized if isinstance(upsized, list) else []
     stamps: dict[str, JSONValue] = {}
     cover: dict[str, JSONValue] = {}
     desired, raw, kept, said = dict(out.desired), dict(out.raw), [], []
@@ -133,14 +137,10 @@ def hold_whole_stages(
             continue
         pool, t = PoolKey(str(stage), "model"), finite_or_none(last.get(stage))
         upto, cur, new = finite_or_none(covered.get(stage)), inp.current.get(pool), out.desired.get(pool)
-        outrun = (  # the load has passed what the slot's plan covers, and the plan asks for more
-            scale_up_in_slot
-            and upto is not None
-            and inp.load.arrival_rate_rps > upto + noise
-            and cur is not None
-            and new is not None
-            and new.replicas > cur.replicas
-        )
+        grows = cur is not None and new is not None and new.replicas * new.gpus > cur.replicas * cur.gpus
+        passed = upto is not None and inp.load.arrival_rate_rps > upto + noise
+        short = str(pool) in upsized and new != cur  # the replicas in force cannot hold the KV
+        outrun = scale_up_in_slot and ((passed and grows) or short)
         if (
             steady
             and was.get(stage) == "model"
@@ -165,7 +165,12 @@ def hold_whole_stages(
             stamps[stage] = inp.now_s
             if planned is not None:
                 cover[stage] = planned
-            if outrun and upto is not None:
+            if outrun and short:
+                said.append(
+                    f"{stage}: changes its replicas' size inside its {interval_s:g} s slot: those in force "
+                    "cannot hold the KV the plan sizes for."
+                )
+            elif outrun and upto is not None:
                 said.append(
                     f"{stage}: scales up inside its {interval_s:g} s slot: the load "
                     f"({inp.load.arrival_rate_rps:.3g} req/s) has passed the {upto:.3g} req/s the slot's "

@@ -14,6 +14,14 @@ and one to fewer always is; a move to as many GPUs counts as a scale-in too (the
 more than the plan's): a roll that saves nothing waits out the scale-down window as one that saves GPUs
 does. The pool's stabilizer history is rescaled into replicas of the size the plan asks for, and
 ``StabilizerState.sizes`` records that size while the old one stays in force.
+
+GPUs are not always what binds. A pool the policy names ``upsized`` holds what the plan sizes for (the
+planners: KV memory, ``opscale.policy.planner_policy``) only at the new size, which the running
+replicas cannot: its change of size is a scale-up whatever the GPUs, and the running replicas count as
+no more than the plan's. On llama3-70b's Azure code replay, decode ran 2 × 2 GPUs, which hold 2 × 38.9k
+tokens of KV, when a ramp's plan asked for 1 × 4 GPUs, which hold 508.7k, for 147k–160k tokens
+resident. As many GPUs, it weighed as a scale-in and waited out the scale-down cooldown while requests
+waited for KV memory.
 """
 
 from __future__ import annotations
@@ -142,9 +150,11 @@ def _units(n: int, factor: float) -> int:
     return math.ceil(n * factor - 1e-9)
 
 
-def _running(cur: PoolPlan, raw: PoolPlan, factor: float) -> int:
+def _running(cur: PoolPlan, raw: PoolPlan, factor: float, upsized: bool) -> int:
     """What the running replicas count as in replicas of the new size (module docstring)."""
     n = _units(cur.replicas, factor)
+    if upsized:
+        return min(n, raw.replicas)
     more = raw.replicas * raw.gpus > cur.replicas * cur.gpus * (1.0 + 1e-9)
     return n if more else max(n, raw.replicas + 1)
 
@@ -172,9 +182,11 @@ def finish(
     infeasible: Sequence[Infeasibility] = (),
     predicted: Prediction | None = None,
     retired: frozenset[PoolKey] = frozenset(),
+    upsized: frozenset[PoolKey] = frozenset(),
 ) -> PolicyOutput:
     """Stabilize ``raw_plans`` and assemble the output; ``data`` is the policy's next own state;
-    ``retired``: pools of a form the policy no longer runs (``StabilizerInput.retired``)."""
+    ``retired``: pools of a form the policy no longer runs (``StabilizerInput.retired``); ``upsized``:
+    pools whose change of size is a scale-up whatever the GPUs (module docstring; the policy says why)."""
     raw = {p: plan.replicas for p, plan in raw_plans.items()}
     st = inp.state.stabilizer
     grouped = {m for g in groups for m in g.members}
@@ -189,7 +201,7 @@ def finish(
         if not math.isclose(f := st.sizes.get(p, inp.current[p].gpus) / plan.gpus, 1.0)
     }
     running = {
-        p: _running(inp.current[p], plan, inp.current[p].gpus / plan.gpus)
+        p: _running(inp.current[p], plan, inp.current[p].gpus / plan.gpus, p in upsized)
         for p, plan in resize.items()
         if not math.isclose(plan.gpus, inp.current[p].gpus)
     }
@@ -198,7 +210,7 @@ def finish(
         f"{raw_plans[p].gpus:g} GPU changes the replicas' size; weighed in GPUs, the running "
         f"{inp.current[p].replicas} count as {n}."
         for p, n in running.items()
-        if n != inp.current[p].replicas
+        if n != inp.current[p].replicas and p not in upsized
     ]
     counts = {p: plan.replicas for p, plan in inp.current.items()} | running
     res = run_stabilizer(inp, raw, defaults, required, groups, retired, counts, _rescaled(st, scaled))

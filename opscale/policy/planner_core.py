@@ -240,6 +240,7 @@ class StagePlan:
     infeasible: list[Infeasibility] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     micro: int = 1  # decode: micro-batches per pass (ping-pong between the stage's pools)
+    kv_tokens: float = 0.0  # decode: the resident KV (tokens) its holder pool is sized for, at the quantile
 
     @property
     def gpus(self) -> float:

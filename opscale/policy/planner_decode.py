@@ -275,11 +275,11 @@ def plan_decode(
         )
         for u, o in zip(units, sol, strict=True)
     }
-    n = load.residents(tau)
+    n, kv = load.residents(tau), load.kv_tokens_q(tau, disp)
     notes = [
         f"decode: {n:.0f} resident sequences on average (Little: {load.rate_rps:.3g} req/s × "
         f"{load.steps_mean:.0f} tokens × {tau:.1f} ms), planned for the p{100 * load.q:g} of "
-        f"{load.residents_q(tau, disp):.0f}; KV for {load.kv_tokens_q(tau, disp):,.0f} tokens at that "
+        f"{load.residents_q(tau, disp):.0f}; KV for {kv:,.0f} tokens at that "
         "quantile."
     ]
     if disp > 1.05:
@@ -292,7 +292,7 @@ def plan_decode(
             f"decode: each pass runs as {mu} micro-batches in a ping-pong pipeline (attention of one while "
             f"the FFN runs another), a token round of {tau:.1f} ms."
         )
-    return StagePlan("decode", chosen, tbt, budget_ms, True, [], notes, mu)
+    return StagePlan("decode", chosen, tbt, budget_ms, True, [], notes, mu, kv)
 
 
 def _decode_fallback(
@@ -347,4 +347,4 @@ def _decode_fallback(
     tbt, _, _ = tbt_quantile_ms(perf, [(u, chosen[u.pool]) for u in units], load, hop)
     if not problems:
         problems.append(slo_miss("decode", "TBT", tbt, budget_ms))
-    return StagePlan("decode", chosen, tbt, budget_ms, False, problems)
+    return StagePlan("decode", chosen, tbt, budget_ms, False, problems, kv_tokens=kv_q)

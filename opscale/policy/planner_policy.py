@@ -12,6 +12,7 @@ subclass says which pools and operators with ``colocated_pools``.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -33,10 +34,12 @@ from opscale.policy.adaptive import (
     prediction_record,
     scaled,
 )
+from opscale.policy.decode_step import holder
 from opscale.policy.jsonval import JSONValue
 from opscale.policy.length_pool import LENGTH_MEMORY_S, pooled_lengths
 from opscale.policy.pipeline import finish, own_data, parse_params
 from opscale.policy.planner_colocated import CoPlan, plan_colocated, stage_work
+from opscale.policy.planner_core import memory
 from opscale.policy.planner_stage import Plan
 from opscale.policy.registry import base_params
 from opscale.policy.stabilizer import StabilizerConfig
@@ -174,8 +177,18 @@ class PlannerPolicy(ABC):
             if said:
                 notes.append(said)
         pred = plan.prediction
+        short = kv_short(self.perf, plan, inp.current)
+        if short:
+            keep["upsized"] = [str(pool) for pool in sorted(short)]
         out = self._finish(
-            inp, plan.pools, [*plan.reasons, *notes], plan.infeasible, pred, keep, frozenset(plan.retired)
+            inp,
+            plan.pools,
+            [*plan.reasons, *notes, *short.values()],
+            plan.infeasible,
+            pred,
+            keep,
+            frozenset(plan.retired),
+            frozenset(short),
         )
         if p.correction and all(out.desired[k].replicas == v.replicas for k, v in plan.pools.items()):
             # the plan goes in force as planned: a later window that saw only it judges this prediction
@@ -194,6 +207,7 @@ class PlannerPolicy(ABC):
         predicted: Prediction,
         data: Mapping[str, JSONValue],
         retired: frozenset[PoolKey] = frozenset(),
+        upsized: frozenset[PoolKey] = frozenset(),
     ) -> PolicyOutput:
         return finish(
             inp,
@@ -206,7 +220,33 @@ class PlannerPolicy(ABC):
             predicted=predicted,
             data=data,
             retired=retired,
+            upsized=upsized,
         )
+
+
+def kv_short(perf: PerfModel, plan: Plan, current: Mapping[PoolKey, PoolPlan]) -> dict[PoolKey, str]:
+    """The KV-holding pools whose change of replica size the plan makes for KV memory: the replicas in
+    force hold less than the resident KV the plan sizes the stage for, and the planned replicas hold it.
+    The stabilizer weighs such a change as a scale-up whatever the GPUs (``opscale.policy.pipeline``).
+    Per pool, the sentence that says so."""
+    out: dict[PoolKey, str] = {}
+    for sp in plan.stages:
+        for pool in sp.chosen:
+            unit, cur, new = plan.units.get(pool), current.get(pool), plan.pools.get(pool)
+            if unit is None or cur is None or new is None or not holder(unit) or not cur.replicas:
+                continue
+            if math.isclose(cur.gpus, new.gpus):
+                continue
+            batch = new.batch_size or 1
+            have = cur.replicas * memory(perf, unit, cur.batch_size or batch, cur.gpus).kv_tokens()
+            hold = new.replicas * memory(perf, unit, batch, new.gpus).kv_tokens()
+            if have < sp.kv_tokens <= hold:
+                out[pool] = (
+                    f"{pool}: the {cur.replicas} × {cur.gpus:g} GPU in force hold {have:,.0f} tokens of KV, "
+                    f"the planned {new.replicas} × {new.gpus:g} GPU {hold:,.0f}, for {sp.kv_tokens:,.0f} "
+                    "resident at the quantile: the change of size is a scale-up, whatever the GPUs."
+                )
+    return out
 
 
 # --- registration (shared by the operator and model descriptors) ------------------------------------

@@ -21,6 +21,7 @@ from opscale.policy.types import (
     PolicyState,
     PoolKey,
     PoolLimits,
+    PoolPlan,
     Signal,
     StabilizerState,
 )
@@ -97,6 +98,26 @@ def test_a_load_past_what_the_slots_plan_covers_scales_up_at_once() -> None:
     held = tick(pol, 42.0, 11.0, nxt)
     assert whole(held) == whole(nxt)
     assert any(r.startswith("prefill: keeps") for r in held.reasons)
+
+
+@pytest.mark.parametrize("forecast", [True, False])
+def test_a_decode_stage_whose_replicas_cannot_hold_the_kv_changes_size_in_its_slot(forecast: bool) -> None:
+    """At a steady 10 req/s the slot's plan runs decode on 1 × 4 GPUs (~98k tokens resident). Put
+    2 × 2 GPUs in force (78k): the plan's 1 × 4, as many GPUs, is a scale-up for the KV, taken inside the
+    slot with the forecast; without it the stage waits for its slot, as the model-level policy does."""
+    pol = policy(forecast=forecast)
+    out = settled(pol, 10.0)
+    assert (out.desired[DECODE].replicas, out.desired[DECODE].gpus_per_replica) == (1, 4)
+    small = PoolPlan(2, batch_size=out.desired[DECODE].batch_size, gpus_per_replica=2)
+    out = replace(out, desired={**out.desired, DECODE: small})
+    nxt = tick(pol, 41.0, 10.0, out)
+    if forecast:
+        assert (nxt.desired[DECODE].replicas, nxt.desired[DECODE].gpus_per_replica) == (1, 4)
+        said = "decode: changes its replicas' size inside its 20 s slot"
+        assert any(r.startswith(said) for r in nxt.reasons)
+        assert any("the change of size is a scale-up, whatever the GPUs" in r for r in nxt.reasons)
+    else:
+        assert nxt.desired[DECODE] == small
 
 
 def test_without_the_forecast_a_held_stage_waits_for_its_slot_as_model_level_does() -> None:

@@ -1,8 +1,15 @@
-"""A plan that changes a pool's replica size is weighed in GPUs by the stabilizer (``pipeline.finish``)."""
+"""A plan that changes a pool's replica size is weighed in GPUs by the stabilizer (``pipeline.finish``),
+or as a scale-up where the running replicas cannot hold the KV the plan sizes for
+(``planner_policy.kv_short``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from opscale.model import get_preset, perf_model
+from opscale.policy.model_level import plan_model
 from opscale.policy.pipeline import finish
+from opscale.policy.planner_policy import kv_short
 from opscale.policy.stabilizer import StabilizerConfig
 from opscale.policy.types import (
     SLO,
@@ -19,9 +26,14 @@ CONFIG = StabilizerConfig(scale_down_window_s=30.0)
 LOAD = window(5.0)  # fresh signals: the stabilizer decides (the load itself is not read)
 
 
-def tick(now: float, current: PoolPlan, raw: PoolPlan, state: PolicyState | None = None) -> PolicyOutput:
+def tick(
+    now: float, current: PoolPlan, raw: PoolPlan, state: PolicyState | None = None, upsized: bool = False
+) -> PolicyOutput:
     inp = PolicyInput(now, "d", LOAD, {POOL: current}, SLO(2000.0, 100.0), state=state or PolicyState())
-    return finish(inp, policy="p", raw_plans={POOL: raw}, reasons=[], defaults=CONFIG, required=())
+    up = frozenset({POOL}) if upsized else frozenset()
+    return finish(
+        inp, policy="p", raw_plans={POOL: raw}, reasons=[], defaults=CONFIG, required=(), upsized=up
+    )
 
 
 def run(ticks: list[tuple[float, PoolPlan]], start: PoolPlan) -> list[PoolPlan]:
@@ -80,3 +92,32 @@ def test_the_size_a_held_history_counts_in_survives_the_state_store() -> None:
     st = res.state.stabilizer
     assert st.sizes == {POOL: 4.0}
     assert type(st).from_json(st.to_json()) == st
+
+
+def test_a_change_of_size_the_kv_needs_is_a_scale_up_whatever_the_gpus() -> None:
+    """2 × 2 → 1 × 4 GPUs waits like a scale-in (above) unless the running replicas cannot hold the KV
+    the plan sizes for: then it goes through at once, as does 3 × 2 → 1 × 4, on fewer GPUs."""
+    for start in (PoolPlan(2, gpus_per_replica=2), PoolPlan(3, gpus_per_replica=2)):
+        out = tick(100.0, start, PoolPlan(1, gpus_per_replica=4), upsized=True)
+        assert out.desired[POOL] == PoolPlan(1, gpus_per_replica=4)
+        assert not any("weighed in GPUs" in r for r in out.reasons)
+
+
+def test_kv_short_names_the_pool_whose_replicas_in_force_cannot_hold_the_planned_kv() -> None:
+    """llama3-70b at 10 req/s: the model-level plan's decode is 1 × 4 GPUs for ~98k tokens resident. Two
+    2-GPU replicas hold 78k: short; one 8-GPU replica holds more than the plan: not (a scale-in, weighed
+    in GPUs as before); neither is a pool whose size does not change."""
+    perf = perf_model(get_preset("llama3-70b"), "H100")
+    plan = plan_model(perf, window(10.0), SLO(2000.0, 100.0))
+    new = plan.pools[POOL]
+    assert (new.replicas, new.gpus_per_replica) == (1, 4)
+
+    def short(cur: PoolPlan) -> dict[PoolKey, str]:
+        return kv_short(perf, plan, {**plan.pools, POOL: cur})
+
+    said = short(PoolPlan(2, gpus_per_replica=2, batch_size=64))
+    assert list(said) == [POOL]
+    assert "the 2 × 2 GPU in force hold 78,095 tokens of KV, the planned 1 × 4 GPU" in said[POOL]
+    assert short(PoolPlan(1, gpus_per_replica=8, batch_size=64)) == {}
+    assert short(replace(new, replicas=1)) == {}
+    assert short(PoolPlan(0, gpus_per_replica=2)) == {}  # nothing runs: nothing to weigh
