@@ -207,7 +207,14 @@ def hold_old_form(
     a stage switched form, its old form's pools keep the replicas in force, so requests have somewhere to
     go while the new replicas load. Past that, the pools of a form a stage does not run are retired
     (``plan.retired``: the stabilizer releases them without its scale-in window). Updates ``plan`` in
-    place; returns the switches still held."""
+    place; returns the switches still held.
+
+    The hold's clock starts when the new form is in force (each pool of it that the plan runs has
+    replicas in the plan in force), not when the switch is planned: a switch the stabilizer does not
+    act on starts no replica. mixtral-8x22b on Azure code: the plan switched decode to whole-model
+    replicas in a lull, where fail-static held every count (no arrival for 85 s: stale signals); the
+    hold ran out in the lull, and the first arrivals retired the operator pools at once with the whole
+    replica not yet started (p99 time to the second token 10.2 s over that 450 s)."""
     held: dict[str, tuple[float, str]] = {}
     for st, form in plan.forms.items():
         prev = before.get(st)
@@ -215,7 +222,12 @@ def hold_old_form(
         if entry is None or entry[1] == form:
             continue
         new_pools = {u.pool: plan.pools[u.pool] for u in form_units(perf, st, form) if u.pool in plan.pools}
-        if now_s - entry[0] >= horizon_s(perf, new_pools) + HOLD_MARGIN_S:
+        in_force = all(
+            current.get(pool, PoolPlan(0)).replicas > 0 for pool, p in new_pools.items() if p.replicas > 0
+        )
+        if not in_force:
+            entry = (now_s, entry[1])
+        elif now_s - entry[0] >= horizon_s(perf, new_pools) + HOLD_MARGIN_S:
             continue
         held[st] = entry
         kept = []

@@ -253,6 +253,38 @@ def test_a_form_switch_keeps_the_old_form_until_the_new_one_has_started() -> Non
         )
     )
     assert all(later.desired[k].replicas == 0 for k in units)  # released after the start-up
+    # A switch nothing acted on (fail-static or a freeze kept the old form's counts in force): the hold's
+    # clock has not started, however long ago the switch was planned; it starts once the new form is in.
+    new = [k for k in out.desired if k.stage == stage and k not in units and out.desired[k].replicas]
+    unacted = {k: v for k, v in {**first.desired, **held}.items() if k not in new}
+    assert new
+    waited = pol.decide(
+        PolicyInput(now_s=400.0, deployment="d", load=load(8.0), current=unacted, slo=slo, state=out.state)
+    )
+    assert all(waited.desired[k].replicas == 2 for k in units)
+    assert any("make before break" in r for r in waited.reasons)
+    after = pol.decide(
+        PolicyInput(
+            now_s=410.0,
+            deployment="d",
+            load=load(8.0),
+            current=dict(waited.desired),
+            slo=slo,
+            state=waited.state,
+        )
+    )
+    assert all(after.desired[k].replicas == 2 for k in units)  # 10 s in force: still starting
+    done = pol.decide(
+        PolicyInput(
+            now_s=430.0,
+            deployment="d",
+            load=load(8.0),
+            current=dict(after.desired),
+            slo=slo,
+            state=after.state,
+        )
+    )
+    assert all(done.desired[k].replicas == 0 for k in units)
 
 
 def test_a_stage_keeps_its_replica_shapes_unless_new_ones_save_a_gpu() -> None:
