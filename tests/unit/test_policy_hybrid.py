@@ -32,6 +32,7 @@ from opscale.policy.types import (
     SLO,
     LoadWindow,
     PolicyInput,
+    PolicyOutput,
     PolicyState,
     PoolKey,
     PoolPlan,
@@ -226,64 +227,32 @@ def test_a_form_switch_keeps_the_old_form_until_the_new_one_has_started() -> Non
         "forms": {**forms, stage: other},
         "better_since": {stage: 100.0 - FORM_WINDOW_S},
     }
-    out = pol.decide(
-        PolicyInput(
-            now_s=100.0,
-            deployment="d",
-            load=load(8.0),
-            current={**first.desired, **held},
-            slo=slo,
-            state=PolicyState(policy="operator", data=data),
+
+    def tick(now: float, current: dict[PoolKey, PoolPlan], state: PolicyState) -> PolicyOutput:
+        return pol.decide(
+            PolicyInput(now_s=now, deployment="d", load=load(8.0), current=current, slo=slo, state=state)
         )
-    )
+
+    out = tick(100.0, {**first.desired, **held}, PolicyState(policy="operator", data=data))
     assert all(out.desired[k].replicas == 2 for k in units)  # held while the new form starts
     assert any("make before break" in r for r in out.reasons)
     switched = out.state.data["switched"]
     assert isinstance(switched, dict) and stage in switched
     # past the new form's start-up (~19 s with the margin), inside the 30 s scale-down window: at once
-    soon = pol.decide(
-        PolicyInput(
-            now_s=125.0, deployment="d", load=load(8.0), current=dict(out.desired), slo=slo, state=out.state
-        )
-    )
+    soon = tick(125.0, dict(out.desired), out.state)
     assert all(soon.desired[k].replicas == 0 for k in units)
-    later = pol.decide(
-        PolicyInput(
-            now_s=400.0, deployment="d", load=load(8.0), current=dict(out.desired), slo=slo, state=out.state
-        )
-    )
+    later = tick(400.0, dict(out.desired), out.state)
     assert all(later.desired[k].replicas == 0 for k in units)  # released after the start-up
     # A switch nothing acted on (fail-static or a freeze kept the old form's counts in force): the hold's
     # clock has not started, however long ago the switch was planned; it starts once the new form is in.
     new = [k for k in out.desired if k.stage == stage and k not in units and out.desired[k].replicas]
-    unacted = {k: v for k, v in {**first.desired, **held}.items() if k not in new}
     assert new
-    waited = pol.decide(
-        PolicyInput(now_s=400.0, deployment="d", load=load(8.0), current=unacted, slo=slo, state=out.state)
-    )
+    waited = tick(400.0, {k: v for k, v in {**first.desired, **held}.items() if k not in new}, out.state)
     assert all(waited.desired[k].replicas == 2 for k in units)
     assert any("make before break" in r for r in waited.reasons)
-    after = pol.decide(
-        PolicyInput(
-            now_s=410.0,
-            deployment="d",
-            load=load(8.0),
-            current=dict(waited.desired),
-            slo=slo,
-            state=waited.state,
-        )
-    )
+    after = tick(410.0, dict(waited.desired), waited.state)
     assert all(after.desired[k].replicas == 2 for k in units)  # 10 s in force: still starting
-    done = pol.decide(
-        PolicyInput(
-            now_s=430.0,
-            deployment="d",
-            load=load(8.0),
-            current=dict(after.desired),
-            slo=slo,
-            state=after.state,
-        )
-    )
+    done = tick(430.0, dict(after.desired), after.state)
     assert all(done.desired[k].replicas == 0 for k in units)
 
 
