@@ -127,7 +127,7 @@ def hold_whole_stages(
     noise = window_noise(inp.load.arrival_rate_rps, inp.load.window_s)
     covered = before.get("covered")
     covered = covered if isinstance(covered, dict) else {}
-    upsized = data.get("upsized")
+    upsized = data.pop("upsized", None)  # this tick's, read here only: not kept in the state
     upsized = upsized if isinstance(upsized, list) else []
     stamps: dict[str, JSONValue] = {}
     cover: dict[str, JSONValue] = {}
