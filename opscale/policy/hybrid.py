@@ -127,14 +127,16 @@ def choose_form(
 def shapes_in_force(
     units: Sequence[Unit], in_force: Mapping[PoolKey, PoolPlan]
 ) -> dict[PoolKey, Shape] | None:
-    """The replica shapes of a form's pools in force (None: the form does not run in full now)."""
-    out: dict[PoolKey, Shape] = {}
+    """The replica shapes of a form's pools in force (None: the form does not run in full now). Their
+    micro-batches are the most any of them runs, as the data plane runs a stage (``decode_plane``)."""
+    out: dict[PoolKey, PoolPlan] = {}
     for u in units:
         p = in_force.get(u.pool)
         if p is None or p.replicas <= 0 or not p.batch_size:
             return None
-        out[u.pool] = Shape(p.gpus, p.batch_size, p.micro_batches)
-    return out
+        out[u.pool] = p
+    micro = max(p.micro_batches for p in out.values())
+    return {k: Shape(p.gpus, p.batch_size or 0, micro) for k, p in out.items()}
 
 
 def same_shapes(sp: StagePlan, shapes: Mapping[PoolKey, Shape]) -> bool:

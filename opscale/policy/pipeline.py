@@ -126,10 +126,12 @@ def plans_for(
     running: Mapping[PoolKey, int] | None = None,
 ) -> dict[PoolKey, PoolPlan]:
     """The plan per pool for the stabilized counts. A count the policy itself chose keeps the policy's
-    plan; a count held at current keeps the current plan (its batch size and GPUs fit that count); any
-    other count — a step limit or window cut the move short — keeps the policy's batch size and GPUs per
-    replica but drops the predicted latency and watts, which were computed for another count.
-    ``running``: what the current plan counted as where it is not its replica count (a change of size)."""
+    plan; a count held at current keeps the current plan (its batch size and GPUs fit that count) but
+    the policy's micro-batches (a decode stage's pools run one ping-pong pipeline, not a mix); any
+    other count — a step limit or window cut the move short — keeps the policy's replica shape (batch
+    size, GPUs, GPU share, micro-batches) but drops the predicted latency and watts, which were computed
+    for another count. ``running``: what the current plan counted as where it is not its replica count
+    (a change of size)."""
     out: dict[PoolKey, PoolPlan] = {}
     running = running or {}
     for pool, n in replicas.items():
@@ -137,12 +139,11 @@ def plans_for(
         if raw is not None and raw.replicas == n:
             out[pool] = raw
         elif cur is not None and running.get(pool, cur.replicas) == n:
-            out[pool] = cur
+            # the stage's micro-batches are the plan's: held pools run the pipeline their stage runs
+            out[pool] = cur if raw is None else replace(cur, micro_batches=raw.micro_batches)
         else:
             base = raw or cur or PoolPlan(replicas=n)
-            out[pool] = PoolPlan(
-                replicas=n, batch_size=base.batch_size, gpus_per_replica=base.gpus_per_replica
-            )
+            out[pool] = replace(base, replicas=n, predicted_latency_ms=None, watts=None)
     return out
 
 

@@ -275,6 +275,12 @@ def test_a_stage_keeps_its_replica_shapes_unless_new_ones_save_a_gpu() -> None:
     units = [Unit(key, "decode", ("attention",))]
     assert shapes_in_force(units, in_force) == {key: Shape(4.0, 64, 1)}
     assert shapes_in_force(units, {key: PoolPlan(0, 64, 4)}) is None
+    # a stage whose pools run mixed micro-batches runs the most of them (as the data plane does): the
+    # held plan is priced with those, not with whichever pool comes first
+    ffn = PoolKey("decode", "ffn")
+    mixed = {key: PoolPlan(1, 64, 2, micro_batches=1), ffn: PoolPlan(1, 128, 4, micro_batches=2)}
+    both = [*units, Unit(ffn, "decode", ("ffn",))]
+    assert shapes_in_force(both, mixed) == {key: Shape(2.0, 64, 2), ffn: Shape(4.0, 128, 2)}
 
 
 def test_the_policy_does_not_flip_shapes_tick_to_tick() -> None:

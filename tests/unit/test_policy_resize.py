@@ -119,3 +119,23 @@ def test_kv_short_names_the_pool_whose_replicas_in_force_cannot_hold_the_planned
     assert short(PoolPlan(1, gpus_per_replica=8, batch_size=64)) == {}
     assert short(new) == {}  # the planned size itself
     assert short(PoolPlan(0, gpus_per_replica=2)) == {}  # nothing runs: nothing to weigh
+
+
+def test_a_count_the_stabilizer_cut_short_keeps_the_plans_share_and_micro_batches() -> None:
+    """A count that is neither the plan's nor the one in force (here the scale-down window's 4, planned
+    25 s before, between 6 running and 2 planned) keeps the plan's whole replica shape. It lost its GPU
+    share (a whole GPU per replica) and its micro-batches (the stage's pools then ran mixed shapes)."""
+    start = PoolPlan(6, batch_size=64, gpu_share=0.25, micro_batches=2)
+    shape = {"batch_size": 64, "gpu_share": 0.25, "micro_batches": 2}
+    ticks = [(0.0, start), (10.0, PoolPlan(4, **shape)), (35.0, PoolPlan(2, **shape))]  # type: ignore[arg-type]
+    out = run(ticks, start)
+    assert [p.replicas for p in out] == [6, 6, 4]
+    assert out[2] == PoolPlan(4, **shape)  # type: ignore[arg-type]
+
+
+def test_a_count_held_at_the_one_in_force_runs_the_plans_micro_batches() -> None:
+    """A pool the stabilizer holds at its count in force keeps its replicas' shape but takes the plan's
+    micro-batches: its stage's other pools take the plan's, and the stage runs one pipeline."""
+    start = PoolPlan(3, batch_size=128, gpus_per_replica=1)
+    out = run([(0.0, start), (10.0, PoolPlan(1, batch_size=128, gpus_per_replica=1, micro_batches=2))], start)
+    assert out[1] == PoolPlan(3, batch_size=128, gpus_per_replica=1, micro_batches=2)
