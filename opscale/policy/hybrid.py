@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from opscale.model import PerfModel
@@ -129,14 +129,14 @@ def shapes_in_force(
 ) -> dict[PoolKey, Shape] | None:
     """The replica shapes of a form's pools in force (None: the form does not run in full now). Their
     micro-batches are the most any of them runs, as the data plane runs a stage (``decode_plane``)."""
-    out: dict[PoolKey, PoolPlan] = {}
+    out: dict[PoolKey, Shape] = {}
     for u in units:
         p = in_force.get(u.pool)
         if p is None or p.replicas <= 0 or not p.batch_size:
             return None
-        out[u.pool] = p
-    micro = max(p.micro_batches for p in out.values())
-    return {k: Shape(p.gpus, p.batch_size or 0, micro) for k, p in out.items()}
+        out[u.pool] = Shape(p.gpus, p.batch_size, p.micro_batches)
+    micro = max(s.micro for s in out.values())
+    return {k: replace(s, micro=micro) for k, s in out.items()}
 
 
 def same_shapes(sp: StagePlan, shapes: Mapping[PoolKey, Shape]) -> bool:
