@@ -125,12 +125,13 @@ def test_a_count_the_stabilizer_cut_short_keeps_the_plans_share_and_micro_batche
     """A count that is neither the plan's nor the one in force (here the scale-down window's 4, planned
     25 s before, between 6 running and 2 planned) keeps the plan's whole replica shape. It lost its GPU
     share (a whole GPU per replica) and its micro-batches (the stage's pools then ran mixed shapes)."""
-    start = PoolPlan(6, batch_size=64, gpu_share=0.25, micro_batches=2)
-    shape = {"batch_size": 64, "gpu_share": 0.25, "micro_batches": 2}
-    ticks = [(0.0, start), (10.0, PoolPlan(4, **shape)), (35.0, PoolPlan(2, **shape))]  # type: ignore[arg-type]
-    out = run(ticks, start)
+
+    def plan(n: int) -> PoolPlan:
+        return PoolPlan(n, batch_size=64, gpu_share=0.25, micro_batches=2)
+
+    out = run([(0.0, plan(6)), (10.0, plan(4)), (35.0, plan(2))], plan(6))
     assert [p.replicas for p in out] == [6, 6, 4]
-    assert out[2] == PoolPlan(4, **shape)  # type: ignore[arg-type]
+    assert out[2] == plan(4)
 
 
 def test_a_count_held_at_the_one_in_force_runs_the_plans_micro_batches() -> None:
