@@ -61,7 +61,7 @@ LAZY: dict[str, Lazy] = {
     "oracle": Lazy(
         "opscale.cli.oracle",
         "Search fixed plans in the simulator for the fewest GPUs meeting the SLO (p99 TTFT and p99 "
-        "per-request TBT, nothing rejected, no KV stall) on every seed.",
+        "per-request TBT, nothing rejected, no KV stall) on every seed, and over a longer trace.",
     ),
     "validate": Lazy(
         "opscale.cli.oracle",

@@ -49,16 +49,23 @@ def register(app: typer.Typer) -> None:
         gpu_type: Annotated[str, typer.Option(help="GPU type")] = "H100",
         seconds: Annotated[float, typer.Option(help="simulated seconds per run")] = 240.0,
         seeds: Annotated[int, typer.Option(help="independent traces every result must pass on")] = 3,
+        confirm_seconds: Annotated[
+            float | None,
+            typer.Option(
+                help="the result must also pass the first seed over a trace this long (a queue near "
+                "saturation builds slowly; default 1,800 s); 0: no long trial"
+            ),
+        ] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
     ) -> None:
         """Search fixed plans in the simulator for the fewest GPUs meeting the SLO (p99 TTFT and p99
-        per-request TBT, nothing rejected, no KV stall) on every seed."""
+        per-request TBT, nothing rejected, no KV stall) on every seed, and over a longer trace."""
         from rich.console import Console
 
         from opscale.model import get_gpu, get_preset
         from opscale.sim.fixed import Steady
         from opscale.sim.mixes import get_mix
-        from opscale.sim.oracle import LAYOUTS, oracle
+        from opscale.sim.oracle import CONFIRM_S, LAYOUTS, oracle
 
         _check("--rps", rps, 0.0, MAX_RPS, inclusive_low=False)
         _check("--input-tokens", input_tokens, 1, MAX_TOKENS)
@@ -67,6 +74,9 @@ def register(app: typer.Typer) -> None:
         _check("--tbt-ms", tbt_ms, 0.0, 3_600_000.0, inclusive_low=False)
         _check("--seconds", seconds, 10.0, MAX_SECONDS)
         _check("--seeds", seeds, 1, 20)
+        long_s = CONFIRM_S if confirm_seconds is None else confirm_seconds
+        if long_s:
+            _check("--confirm-seconds", long_s, seconds, MAX_SECONDS)
         if layout not in LAYOUTS:
             raise InvalidArgument(
                 f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}", field="layout"
@@ -82,7 +92,11 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         with console.status(f"oracle: {model} {layout} at {rps:g} req/s ({mix})") as status:
             res = oracle(
-                load, layout, seeds=tuple(range(seeds)), progress=lambda s: status.update(f"oracle: {s}")
+                load,
+                layout,
+                seeds=tuple(range(seeds)),
+                progress=lambda s: status.update(f"oracle: {s}"),
+                confirm_s=long_s or None,
             )
         data = res.to_json()
         plan = ", ".join(

@@ -55,7 +55,7 @@ from opscale.policy.planner_stage import predict
 from opscale.policy.types import LoadWindow
 from opscale.sim.fixed import Steady, pooled_p99, run_sampled, steady_trace
 from opscale.sim.observe import window_of
-from opscale.sim.oracle import gpus_of, oracle
+from opscale.sim.oracle import CONFIRM_S, gpus_of, oracle
 from opscale.sim.traces import Trace
 
 MODELS = ("llama3-70b", "mixtral-8x7b", "qwen2-7b", "qwen2-57b-a14b")
@@ -158,12 +158,18 @@ def grid(quick: bool) -> list[tuple[Steady, str]]:
 
 def validate_point(load: Steady, planner: str, seeds: Sequence[int], *, with_oracle: bool = True) -> Point:
     """Plan, run on every seed, search the oracle of the planner's layout (on the first
-    ``ORACLE_SEEDS`` seeds; ``with_oracle`` False: skip it, the model's accuracy alone)."""
+    ``ORACLE_SEEDS`` seeds and the long trial; ``with_oracle`` False: skip it, the model's accuracy
+    alone)."""
     perf = load.perf()
     plan = PLAN[planner](perf, window_of(steady_trace(load, seeds[0]), 0.0, load.seconds), load.slo)
     runs = [run_sampled(load, plan.pools, s) for s in seeds]
     outs = [o for o, _ in runs]
-    orc = oracle(load, planner, seeds=seeds[:ORACLE_SEEDS], start=plan.pools) if with_oracle else None
+    long_s = max(CONFIRM_S, load.seconds)
+    orc = (
+        oracle(load, planner, seeds=seeds[:ORACLE_SEEDS], start=plan.pools, confirm_s=long_s)
+        if with_oracle
+        else None
+    )
     pred = plan.prediction
     plan_ttft = pred.ttft_ms if pred.ttft_ms is not None else math.inf
     plan_tbt = pred.tbt_ms if pred.tbt_ms is not None else math.inf

@@ -74,6 +74,27 @@ def test_usage_errors_are_one_line_with_exit_2(
     assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--rps", "0"), "--rps"),
+        (("--input-tokens", "0"), "--input-tokens"),
+        (("--output-tokens", "10000000000"), "--output-tokens"),
+        (("--length-mix", "medium"), "medium"),
+        (("--layout", "pipeline"), "--layout"),
+        (("--seconds", "100", "--confirm-seconds", "60"), "--confirm-seconds"),
+    ],
+)
+def test_oracle_refuses_bad_input_before_simulating(
+    args: tuple[str, ...], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        run_cli("oracle", "--model", "qwen2-7b", *args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert named in err
+
+
 def test_a_bad_settings_file_is_a_config_error(tmp_path: Path) -> None:
     for text in REPRODUCERS.values():
         path = tmp_path / "settings.yaml"

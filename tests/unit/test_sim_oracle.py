@@ -14,10 +14,12 @@ from opscale.sim.fixed import Outcome, Steady
 PREFILL, DECODE = PoolKey("prefill", "model"), PoolKey("decode", "model")
 
 
-def _outcome(passes: bool, gpus: int) -> Outcome:
-    tbt = 10.0 if passes else 10_000.0
+def _outcome(passes: bool, gpus: int, *, at: str = "decode") -> Outcome:
+    """An outcome that passes, or misses at ``at``: prefill (TTFT) or decode (TBT)."""
+    ttft = 10_000.0 if not passes and at == "prefill" else 100.0
+    tbt = 10_000.0 if not passes and at == "decode" else 10.0
     return Outcome(
-        requests=100, unservable=0, ttft_p99_ms=100.0, tbt_p99_ms=tbt, ttst_p99_ms=tbt,
+        requests=100, unservable=0, ttft_p99_ms=ttft, tbt_p99_ms=tbt, ttst_p99_ms=tbt,
         ttft_ok=1.0, tbt_ok=1.0 if passes else 0.0, attainment=1.0 if passes else 0.0,
         rejected=0, unfinished=0, gpus=gpus, gpus_placed=float(gpus), memory_violations=0,
     )  # fmt: skip
@@ -52,3 +54,31 @@ def test_no_plan_passing_every_seed_is_reported_infeasible(monkeypatch: pytest.M
     start = {PREFILL: PoolPlan(3, 1, 2), DECODE: PoolPlan(1, 256, 4)}
     got = oracle_mod.oracle(Steady("llama3-70b", 20.0), "model", seeds=(0, 1), start=start)
     assert not got.feasible and got.notes
+
+
+def test_a_plan_that_passes_short_traces_but_not_the_long_one_is_grown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A queue near saturation builds over the long trace only: two prefill replicas pass every 240 s
+    trace and fail over 1,800 s, so the oracle answers with three, judged over the long trace too."""
+
+    def rule(load: Steady, pools: Mapping[PoolKey, PoolPlan], seed: int = 0) -> Outcome:
+        need = 3 if load.seconds > 240.0 else 2
+        return _outcome(pools[PREFILL].replicas >= need, oracle_mod.gpus_of(pools), at="prefill")
+
+    monkeypatch.setattr(oracle_mod, "run_plan", rule)
+    start = {PREFILL: PoolPlan(2, 1, 2), DECODE: PoolPlan(1, 256, 4)}
+    load = Steady("llama3-70b", 20.0)
+    short = oracle_mod.oracle(load, "model", seeds=(0, 1), start=start)
+    assert short.feasible and short.plan[PREFILL].replicas == 2 and len(short.outcomes) == 2
+    got = oracle_mod.oracle(load, "model", seeds=(0, 1), start=start, confirm_s=1800.0)
+    assert got.feasible and got.plan[PREFILL].replicas == 3 and got.gpus == short.gpus + 2
+    assert len(got.outcomes) == 3 and got.attainment == 1.0
+    assert any("long trace" in n for n in got.notes)
+
+
+def test_a_long_trial_shorter_than_the_search_trace_is_refused() -> None:
+    from opscale.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="long trial"):
+        oracle_mod.oracle(Steady("llama3-70b", 20.0, seconds=240.0), "model", confirm_s=100.0)
