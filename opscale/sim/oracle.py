@@ -19,9 +19,9 @@ Search (pruned, seeded):
    Rounds repeat until nothing shrinks.
 3. Every step is judged on seed 0. The result is the fewest-GPU plan that passed seed 0 anywhere in the
    search and passes every trial: each seed (``seeds``), and — with ``confirm_s`` — seed 0 again over a
-   trace of ``confirm_s`` seconds. A shrink can end on a plan that only seed 0 passes, where a plan it
-   passed through at as many GPUs or a few more passes them all. Only when none does is the shrunk plan
-   grown again on the trial it fails.
+   trace of ``confirm_s`` seconds. A shrink can end on a plan that only seed 0 passes; then the plan in
+   hand is grown on the trial it fails, round by round, until a plan passed on the way (the shrink's or
+   the growth's) passes every trial at no more GPUs than the plan in hand.
 
 Why a long trial. A queue near saturation relaxes to its steady state slowly: an M/M/1 queue's relaxation
 time is 1 / (μ (1 − √ρ)²) (P. M. Morse, "Stochastic properties of waiting lines", Operations Research 3,
@@ -293,19 +293,26 @@ def oracle(
     pools = _shrink(judge, pools, seeds[0])
     trials = judge.trials(seeds)
     for _ in range(len(trials) + 2):
+        # growth only adds GPUs: a plan passed on the way that every trial passes, at no more GPUs than the
+        # plan in hand, is the answer; else grow the plan in hand on a trial it fails
         best = _confirmed(judge, trials)
-        if best is not None:
+        if best is not None and gpus_of(best) <= gpus_of(pools):
             return _result(judge, layout, first, True, seeds, notes, best)
         seed, long = next(t for t in trials if not judge.ok(judge(pools, *t)))
         trial = f"seed {seed}" + (" over the long trace" if long else "")
         notes.append(f"{trial} failed at {gpus_of(pools)} GPUs; grown")
         grown = _grow(judge, pools, seed, long)
         if grown is None:
-            notes.append(f"{trial}: no plan within {MAX_GROW} replicas passes")
-            return _result(judge, layout, first, False, seeds, notes, pools)
+            notes.append(f"{trial}: no plan within {MAX_GROW} replicas of {gpus_of(pools)} GPUs passes")
+            break
         pools = grown
         judge(pools, seeds[0])  # a candidate for the next confirmation when it passes seed 0 too
-    notes.append(f"no plan passed every trial after {len(trials) + 2} rounds of growth")
+    else:
+        notes.append(f"{len(trials) + 2} rounds of growth")
+    best = _confirmed(judge, trials)
+    if best is not None:
+        return _result(judge, layout, first, True, seeds, notes, best)
+    notes.append("no plan passed every trial")
     return _result(judge, layout, first, False, seeds, notes, pools)
 
 
