@@ -1,5 +1,6 @@
 """The oracle's search (``opscale.sim.oracle``) with the simulator replaced by a rule, so each verdict is
-known: what it returns when its shrink ends on a plan that only the search's own seed passes."""
+known: what it returns when its shrink ends on a plan that only the search's own seed passes, or that
+passes the short traces and not the long one."""
 
 from __future__ import annotations
 
@@ -44,6 +45,22 @@ def test_a_plan_passed_on_the_way_that_every_seed_passes_beats_growing_the_shrun
     assert got.feasible and got.gpus == 10
     assert got.plan[DECODE].batch_size == 256 and got.plan[PREFILL].replicas == 3
     assert all(o.attainment == 1.0 for o in got.outcomes)
+
+
+def test_growth_off_the_search_path_wins_when_it_is_cheaper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 1 needs four prefill replicas, seed 0 three. The shrink takes prefill to three and then decode
+    to fewer GPUs; the cheapest plan on its path that seed 1 passes still has the 4-GPU decode replica
+    (12 GPUs), while growing the shrunk plan's prefill gives 10."""
+
+    def rule(load: Steady, pools: Mapping[PoolKey, PoolPlan], seed: int = 0) -> Outcome:
+        ok = pools[PREFILL].replicas >= (4 if seed == 1 else 3)
+        return _outcome(ok, oracle_mod.gpus_of(pools), at="prefill")
+
+    monkeypatch.setattr(oracle_mod, "run_plan", rule)
+    start = {PREFILL: PoolPlan(5, 1, 2), DECODE: PoolPlan(1, 256, 4)}
+    got = oracle_mod.oracle(Steady("llama3-70b", 20.0), "model", seeds=(0, 1), start=start)
+    assert got.feasible and got.plan[PREFILL].replicas == 4 and got.plan[DECODE].gpus == 2
+    assert got.gpus == 10
 
 
 def test_no_plan_passing_every_seed_is_reported_infeasible(monkeypatch: pytest.MonkeyPatch) -> None:
