@@ -307,8 +307,6 @@ def oracle(
             break
         pools = grown
         judge(pools, seeds[0])  # a candidate for the next confirmation when it passes seed 0 too
-    else:
-        notes.append(f"{len(trials) + 2} rounds of growth")
     best = _confirmed(judge, trials)
     if best is not None:
         return _result(judge, layout, first, True, seeds, notes, best)
