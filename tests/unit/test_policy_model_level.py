@@ -3,16 +3,20 @@ prediction, no cheaper single-pool plan that its model accepts, and monotone in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from opscale.model import PerfModel, get_preset, perf_model
 from opscale.policy.decode_step import tbt_quantile_ms
 from opscale.policy.hybrid import whole_model_unit
 from opscale.policy.model_level import ModelPolicy, plan_model
+from opscale.policy.operator import plan_hybrid
 from opscale.policy.planner_core import Option, hop_model, memory, pass_ms
 from opscale.policy.planner_decode import decode_gpus
 from opscale.policy.planner_loads import stage_loads
 from opscale.policy.planner_prefill import prefill_batch, prefill_gpus, ttft_quantile_ms
+from opscale.policy.planner_stage import Plan
 from opscale.policy.types import SLO, InfeasibilityKind, LoadWindow, PolicyInput, PoolKey, Signal
 
 
@@ -98,6 +102,22 @@ def test_no_cheaper_single_pool_plan_meets_the_slo(name: str, rps: float, slo: S
 def test_more_load_never_fewer_gpus() -> None:
     p, slo = perf("llama3-70b"), SLO(3000.0, 100.0)
     gpus = [plan_model(p, load(r, 1500, 300), slo).prediction.gpus or 0 for r in (0.5, 1, 2, 4, 8, 16, 32)]
+    assert gpus == sorted(gpus)
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "llama3-70b", "qwen2-7b", "qwen2-57b-a14b"])
+@pytest.mark.parametrize("slo", [SLO(2000.0, 100.0), SLO(1000.0, 50.0)])
+@pytest.mark.parametrize(("n_in", "n_out"), [(1155, 211), (1000, 250), (2000, 400)])
+@pytest.mark.parametrize("planner", [plan_model, plan_hybrid])
+def test_more_load_never_fewer_gpus_across_models(
+    name: str, slo: SLO, n_in: int, n_out: int, planner: Callable[..., Plan]
+) -> None:
+    """A whole replica that cannot hold its residents at its own step is not planned again at another step
+    target, so the search reaches the equal-GPU shape that can (before: mixtral-8x7b, 1,155/211 tokens,
+    4 GPUs at 24 req/s and 6 at 20; qwen2-7b, 1,000/250, 14,354 GPUs at 64 req/s, 3 at 48)."""
+    p = perf(name)
+    rates = (1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 64)
+    gpus = [planner(p, load(r, n_in, n_out), slo).prediction.gpus or 0 for r in rates]
     assert gpus == sorted(gpus)
 
 
