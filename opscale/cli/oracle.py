@@ -47,13 +47,19 @@ def register(app: typer.Typer) -> None:
         ttft_ms: Annotated[float, typer.Option(help="TTFT p99 SLO, ms")] = 2000.0,
         tbt_ms: Annotated[float, typer.Option(help="TBT p99 SLO, ms")] = 100.0,
         gpu_type: Annotated[str, typer.Option(help="GPU type")] = "H100",
-        seconds: Annotated[float, typer.Option(help="simulated seconds per run")] = 240.0,
+        seconds: Annotated[
+            float | None,
+            typer.Option(
+                help="simulated seconds per run (default: 3,000 requests after the warm-up, at least 240 s, "
+                "as validate runs: a p99 needs some 30 requests above it)"
+            ),
+        ] = None,
         seeds: Annotated[int, typer.Option(help="independent traces every result must pass on")] = 3,
         confirm_seconds: Annotated[
             float | None,
             typer.Option(
                 help="the result must also pass the first seed over a trace this long (a queue near "
-                "saturation builds slowly; default 1,800 s); 0: no long trial"
+                "saturation builds slowly; default 1,800 s or --seconds, the longer); 0: no long trial"
             ),
         ] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
@@ -66,15 +72,18 @@ def register(app: typer.Typer) -> None:
         from opscale.sim.fixed import Steady
         from opscale.sim.mixes import get_mix
         from opscale.sim.oracle import CONFIRM_S, LAYOUTS, oracle
+        from opscale.sim.validate import steady_seconds
 
         _check("--rps", rps, 0.0, MAX_RPS, inclusive_low=False)
         _check("--input-tokens", input_tokens, 1, MAX_TOKENS)
         _check("--output-tokens", output_tokens, 1, MAX_TOKENS)
         _check("--ttft-ms", ttft_ms, 0.0, 3_600_000.0, inclusive_low=False)
         _check("--tbt-ms", tbt_ms, 0.0, 3_600_000.0, inclusive_low=False)
+        if seconds is None:
+            seconds = min(MAX_SECONDS, steady_seconds(rps))
         _check("--seconds", seconds, 10.0, MAX_SECONDS)
         _check("--seeds", seeds, 1, 20)
-        long_s = CONFIRM_S if confirm_seconds is None else confirm_seconds
+        long_s = max(CONFIRM_S, seconds) if confirm_seconds is None else confirm_seconds
         if long_s:
             _check("--confirm-seconds", long_s, seconds, MAX_SECONDS)
         if layout not in LAYOUTS:

@@ -139,6 +139,11 @@ def _err(pred: float, sim: float) -> float:
     return (pred - sim) / sim if sim > 0 and math.isfinite(sim) and math.isfinite(pred) else math.nan
 
 
+def steady_seconds(rps: float) -> float:
+    """A steady trace long enough for a p99 at ``rps``: ``MIN_REQUESTS`` after the warm-up, at least 240 s."""
+    return max(240.0, MIN_REQUESTS / rps + 40.0)
+
+
 def grid(quick: bool) -> list[tuple[Steady, str]]:
     if quick:
         return [
@@ -151,8 +156,7 @@ def grid(quick: bool) -> list[tuple[Steady, str]]:
     for m in MODELS:
         for mix in MIXES:
             for r in RATES[m]:
-                secs = max(240.0, MIN_REQUESTS / r + 40.0)
-                out += [(Steady(m, r, mix, seconds=secs), p) for p in PLANNERS]
+                out += [(Steady(m, r, mix, seconds=steady_seconds(r)), p) for p in PLANNERS]
     return out
 
 

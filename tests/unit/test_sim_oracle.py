@@ -4,10 +4,14 @@ passes the short traces and not the long one."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from opscale.cli.main import app
 from opscale.policy.types import PoolKey, PoolPlan
 from opscale.sim import oracle as oracle_mod
 from opscale.sim.fixed import Outcome, Steady
@@ -99,3 +103,26 @@ def test_a_long_trial_shorter_than_the_search_trace_is_refused() -> None:
 
     with pytest.raises(InvalidArgument, match="long trial"):
         oracle_mod.oracle(Steady("llama3-70b", 20.0, seconds=240.0), "model", confirm_s=100.0)
+
+
+@pytest.mark.parametrize(
+    ("rps", "seconds", "long_s"), [(20.0, 240.0, 1800.0), (2.0, 1540.0, 1800.0), (1.0, 3040.0, 3040.0)]
+)
+def test_the_cli_runs_a_low_rate_long_enough_for_its_p99(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rps: float, seconds: float, long_s: float
+) -> None:
+    """`opscale oracle` without --seconds runs what `validate` runs: 3,000 requests after the warm-up, at
+    least 240 s (at 2 req/s a 240 s trace holds some 400 requests, four above their p99), and its long
+    trial is never shorter."""
+    lengths: set[float] = set()
+
+    def rule(load: Steady, pools: Mapping[PoolKey, PoolPlan], seed: int = 0) -> Outcome:
+        lengths.add(load.seconds)
+        return _outcome(True, oracle_mod.gpus_of(pools))
+
+    monkeypatch.setattr(oracle_mod, "run_plan", rule)
+    out = tmp_path / "oracle.json"
+    result = CliRunner().invoke(app, ["oracle", "--model", "qwen2-7b", "--rps", str(rps), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert lengths == {seconds, long_s}
+    assert json.loads(out.read_text())["feasible"]
