@@ -221,7 +221,8 @@ def plan_decode(
     # A whole replica's τ* is its own: one that cannot hold its residents there never will, whatever the
     # target. The search takes the next instead (the Pareto cut may have kept the faster of two shapes of
     # equal GPUs over the one with the slots: mixtral-8x7b at 20 req/s of 1,155/211 tokens, one 2-GPU
-    # replica at pass 128 over the same at 256, and 4 GPUs planned where 24 req/s got 2).
+    # replica at pass 128 over the same at 256, and a 4-GPU decode replica planned where 24 req/s got one
+    # of 2 GPUs).
     failed: set[tuple[int, float, int]] = set()
     for mu in micro if len(units) > 1 else (1,):
         for frac in TARGETS:
