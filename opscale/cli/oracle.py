@@ -16,7 +16,6 @@ from opscale.errors import InvalidArgument
 
 MAX_RPS = 10_000.0
 MAX_TOKENS = 1_000_000
-MAX_SECONDS = 86_400.0
 
 
 def _check(name: str, value: float, low: float, high: float, *, inclusive_low: bool = True) -> None:
@@ -69,9 +68,9 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from opscale.model import get_gpu, get_preset
-        from opscale.sim.fixed import Steady
+        from opscale.sim.fixed import MAX_SECONDS, Steady
         from opscale.sim.mixes import get_mix
-        from opscale.sim.oracle import CONFIRM_S, LAYOUTS, oracle
+        from opscale.sim.oracle import LAYOUTS, long_trial_s, oracle
         from opscale.sim.validate import steady_seconds
 
         _check("--rps", rps, 0.0, MAX_RPS, inclusive_low=False)
@@ -83,7 +82,7 @@ def register(app: typer.Typer) -> None:
             seconds = min(MAX_SECONDS, steady_seconds(rps))
         _check("--seconds", seconds, 10.0, MAX_SECONDS)
         _check("--seeds", seeds, 1, 20)
-        long_s = max(CONFIRM_S, seconds) if confirm_seconds is None else confirm_seconds
+        long_s = long_trial_s(seconds) if confirm_seconds is None else confirm_seconds
         if long_s:
             _check("--confirm-seconds", long_s, seconds, MAX_SECONDS)
         if layout not in LAYOUTS:

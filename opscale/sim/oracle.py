@@ -57,6 +57,12 @@ MAX_GROW = 40
 MAX_ROUNDS = 3
 CONFIRM_S = 1800.0  # the long trial's trace (see the module docstring)
 
+
+def long_trial_s(seconds: float) -> float:
+    """The long trial for a search over ``seconds``-second traces: ``CONFIRM_S``, never shorter than them."""
+    return max(CONFIRM_S, seconds)
+
+
 Pools = dict[PoolKey, PoolPlan]
 
 

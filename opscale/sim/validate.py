@@ -55,7 +55,7 @@ from opscale.policy.planner_stage import predict
 from opscale.policy.types import LoadWindow
 from opscale.sim.fixed import Steady, pooled_p99, run_sampled, steady_trace
 from opscale.sim.observe import window_of
-from opscale.sim.oracle import CONFIRM_S, gpus_of, oracle
+from opscale.sim.oracle import gpus_of, long_trial_s, oracle
 from opscale.sim.traces import Trace
 
 MODELS = ("llama3-70b", "mixtral-8x7b", "qwen2-7b", "qwen2-57b-a14b")
@@ -168,7 +168,7 @@ def validate_point(load: Steady, planner: str, seeds: Sequence[int], *, with_ora
     plan = PLAN[planner](perf, window_of(steady_trace(load, seeds[0]), 0.0, load.seconds), load.slo)
     runs = [run_sampled(load, plan.pools, s) for s in seeds]
     outs = [o for o, _ in runs]
-    long_s = max(CONFIRM_S, load.seconds)
+    long_s = long_trial_s(load.seconds)
     orc = (
         oracle(load, planner, seeds=seeds[:ORACLE_SEEDS], start=plan.pools, confirm_s=long_s)
         if with_oracle
