@@ -6,9 +6,13 @@ start-up, ``horizon_s`` (h). So the planner sizes for the load expected over tha
 window's mean. The arrival rates of the last ``HISTORY_S`` seconds of ticks (kept in the policy's state)
 give a trend (least-squares slope) and how far the rate rises within h beyond it; the plan is for
 
-    λ_plan = λ_now + max(0, trend) · h + Z · σ_h
+    λ_plan = λ_c + Z · σ_h,   λ_c = λ_now + max(0, trend) · h
 
-never below λ_now. Only what the queueing models do not already price gets headroom:
+never below λ_now. The planners take the window at λ_c with σ_h as its spread (``forecast_load``,
+``LoadWindow.rate_spread_rps``): the rise over the start-up and the window's own estimate error σ_e
+(``planner_loads``, "Estimation error") are independent, so a pool is sized for λ_c + Z·√(σ_h² + σ_e²),
+the one-sided 95% bound of their sum, not the two bounds stacked; latencies are predicted at λ_c.
+Only what the queueing models do not already price gets headroom:
 
 * σ_h is the spread of the rate's change over h seconds (rate at t minus rate at t − h, the trend's
   part removed) — the burst a replica that starts now may meet — less the part that is the windows'
@@ -106,6 +110,7 @@ class Forecast:
     slope_rps_per_s: float
     sigma_rps: float
     horizon_s: float
+    central_rps: float  # λ_now + max(0, trend) · h: the forecast without the burst's headroom
 
     def sentence(self, now_rps: float) -> str:
         return (
@@ -134,7 +139,7 @@ def forecast(history: Sequence[tuple[float, float]], horizon_s: float, window_s:
     measured over (0: treat every rate as exact, no Poisson noise to discount)."""
     now_t, now_r = history[-1]
     if len(history) < 3:
-        return Forecast(now_r, 0.0, 0.0, horizon_s)
+        return Forecast(now_r, 0.0, 0.0, horizon_s, now_r)
     ts = [t - now_t for t, _ in history]
     rs = [r for _, r in history]
     n = len(ts)
@@ -153,7 +158,8 @@ def forecast(history: Sequence[tuple[float, float]], horizon_s: float, window_s:
         poisson = level / window_s if window_s > 0.0 else 0.0
         burst = math.sqrt(max(0.0, sigma * sigma - poisson))
     trend = max(0.0, fit)
-    return Forecast(max(now_r, level + trend * horizon_s + Z * burst), trend, burst, horizon_s)
+    central = level + trend * horizon_s
+    return Forecast(max(now_r, central + Z * burst), trend, burst, horizon_s, central)
 
 
 def window_noise(rate: float, window_s: float) -> float:
@@ -187,16 +193,26 @@ def _rise_sigma(
 
 
 def forecast_load(load: LoadWindow, fc: Forecast) -> LoadWindow:
+    """The window at the forecast's central rate, its burst σ_h as the rate's spread: the planners add it
+    to the window's estimate error in quadrature (``planner_loads.rate_bound``), not Z·σ_h on top."""
     if load.arrival_rate_rps <= 0.0 or fc.rate_rps <= load.arrival_rate_rps:
         return load
-    return scaled(load, fc.rate_rps / load.arrival_rate_rps)
+    out = scaled(load, max(1.0, fc.central_rps / load.arrival_rate_rps))
+    return replace(out, rate_spread_rps=math.hypot(out.rate_spread_rps, fc.sigma_rps))
+
+
+def covered_rps(load: LoadWindow) -> float:
+    """The rate a plan for ``load`` covers besides the window's estimate error: its rate and Z of its
+    spread (the forecast's λ_plan)."""
+    return load.arrival_rate_rps + Z * load.rate_spread_rps
 
 
 def scaled(load: LoadWindow, k: float) -> LoadWindow:
-    """The window with ``k`` × its request rate (the same lengths)."""
+    """The window with ``k`` × its request rate and spread (the same lengths)."""
     return replace(
         load,
         arrival_rate_rps=load.arrival_rate_rps * k,
+        rate_spread_rps=load.rate_spread_rps * k,
         decode_tps=load.decode_tps * k,
         prefill_uncached_tps=load.prefill_uncached_tps * k,
     )

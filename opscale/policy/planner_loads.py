@@ -28,6 +28,10 @@ measured, every trace in SLO.
 Decode's residents are sized the same way, one request's work the o tokens it decodes
 (``DecodeLoad.sized_rps``): the KV holder's slots and KV take the residents' quantiles at the bound, and
 the mean step is predicted at the measured λ.
+
+A window with a spread (``LoadWindow.rate_spread_rps`` σ_h, the forecast's burst over a replica's start-up:
+``opscale.policy.adaptive``) is sized for λ + Z·√(σ_e² + σ_h²), σ_e = λ·√((1 + c²)/N) the estimate's error
+above: the two are independent, and the bound of their sum is what the plan must carry.
 """
 
 from __future__ import annotations
@@ -50,22 +54,30 @@ ESTIMATE_MAX = 1.0  # ... and at most twice the measured rate (a window of a han
 
 
 def sized_rate(
-    perf: PerfModel, rate_rps: float, window_s: float, lengths: tuple[tuple[int, float], ...]
+    perf: PerfModel,
+    rate_rps: float,
+    window_s: float,
+    lengths: tuple[tuple[int, float], ...],
+    spread_rps: float = 0.0,
 ) -> float:
     """The prompt rate prefill is sized for (module docstring): the window's ``rate_rps`` over
-    ``window_s`` seconds, raised by the error of the prefill work it estimates."""
-    return rate_bound(rate_rps, window_s, [(fastest_prefill_ms(perf, n), p) for n, p in lengths])
+    ``window_s`` seconds, raised by the error of the prefill work it estimates and ``spread_rps``."""
+    return rate_bound(rate_rps, window_s, [(fastest_prefill_ms(perf, n), p) for n, p in lengths], spread_rps)
 
 
-def rate_bound(rate_rps: float, window_s: float, work: list[tuple[float, float]]) -> float:
+def rate_bound(
+    rate_rps: float, window_s: float, work: list[tuple[float, float]], spread_rps: float = 0.0
+) -> float:
     """``rate_rps`` raised to the one-sided 95% upper bound of the work it carries over ``window_s``
-    seconds, ``work`` the (work of one request, probability) pairs (module docstring)."""
+    seconds, ``work`` the (work of one request, probability) pairs, and of ``spread_rps`` (the
+    forecast's burst, ``LoadWindow.rate_spread_rps``) taken with it in quadrature (module docstring)."""
     seen = rate_rps * window_s
     if seen <= 0.0:
         return rate_rps
     mean = sum(w * p for w, p in work)
     scv = sum(w * w * p for w, p in work) / (mean * mean) - 1.0 if mean > 0.0 else 0.0
-    return rate_rps * (1.0 + min(ESTIMATE_MAX, ESTIMATE_Z * math.sqrt((1.0 + max(0.0, scv)) / seen)))
+    error = rate_rps * min(ESTIMATE_MAX / ESTIMATE_Z, math.sqrt((1.0 + max(0.0, scv)) / seen))
+    return rate_rps + ESTIMATE_Z * math.hypot(error, spread_rps)
 
 
 def _bucket(tokens: float) -> int:
@@ -133,13 +145,13 @@ def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
         for n in alt:
             points.setdefault(n, [0.0, 0.0])
     share = sum(a for a, _ in points.values())
-    lam = load.arrival_rate_rps * share
+    lam, burst = load.arrival_rate_rps * share, load.rate_spread_rps * share
     keys = sorted(points)
     lengths = tuple((n, points[n][0] / share) for n in keys)
     target = tuple(points[n][1] / points[n][0] if points[n][0] > 0 else 0.0 for n in keys)
     also = tuple(tuple(alt.get(n, [0.0, 0.0])[1] for n in keys) for alt in alts)
     q = slo.quantile
-    pre = PrefillLoad(lam, lengths, target, q, also, sized_rate(perf, lam, load.window_s, lengths))
+    pre = PrefillLoad(lam, lengths, target, q, also, sized_rate(perf, lam, load.window_s, lengths, burst))
     # Decode moments over the requests that fit (prompt and output independent), o = out − 1, weights o.
     e_in = sum(n * p for n, p in lengths)
     e_in2 = sum(n * n * p for n, p in lengths)
@@ -187,6 +199,6 @@ def stage_loads(perf: PerfModel, load: LoadWindow, slo: SLO) -> StageLoads:
         x_q,
         q,
         res_m3,
-        rate_bound(lam, load.window_s, [(d, p) for d, _, p in os_]),
+        rate_bound(lam, load.window_s, [(d, p) for d, _, p in os_], burst),
     )
     return StageLoads(pre, dec, unservable, inputs, outputs)

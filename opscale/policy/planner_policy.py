@@ -27,6 +27,7 @@ from opscale.policy.adaptive import (
     Correction,
     corrected,
     correction_sentence,
+    covered_rps,
     forecast,
     forecast_load,
     history_of,
@@ -163,7 +164,7 @@ class PlannerPolicy(ABC):
             keep["rates"] = [[t, r] for t, r in hist]
             if fc.rate_rps > inp.load.arrival_rate_rps * 1.005:
                 notes.append(fc.sentence(inp.load.arrival_rate_rps))
-        keep["planned_rps"] = load.arrival_rate_rps  # the rate this tick plans for (opscale.policy.cadence)
+        keep["planned_rps"] = covered_rps(load)  # the rate this tick plans for (opscale.policy.cadence)
         c = Correction()
         if p.correction:
             settle = inp.load.window_s + horizon_s(self.perf, inp.current)

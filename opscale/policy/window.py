@@ -75,6 +75,10 @@ class LoadWindow:
     # the load safely but can move a band of prompts past the longest servable one, out of the
     # percentile; planner_loads checks the percentile under each of these as well.
     input_tokens_also: tuple[LengthDist, ...] = ()
+    # The standard deviation of the rate the plan must also cover besides the window's own estimate error,
+    # in req/s: the forecast's burst over the start-up (opscale.policy.adaptive). The planners add the two
+    # in quadrature (planner_loads.rate_bound). 0: none (the window as measured).
+    rate_spread_rps: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("input_tokens_dist", "output_tokens_dist"):
@@ -90,6 +94,7 @@ class LoadWindow:
         check_nonneg(
             "LoadWindow",
             arrival_rate_rps=self.arrival_rate_rps,
+            rate_spread_rps=self.rate_spread_rps,
             input_tokens_mean=self.input_tokens_mean,
             input_tokens_p99=self.input_tokens_p99,
             output_tokens_mean=self.output_tokens_mean,

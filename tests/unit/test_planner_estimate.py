@@ -36,6 +36,26 @@ def test_the_sized_rate_is_the_upper_bound_of_the_work_estimate() -> None:
     assert sized_rate(P70, 0.5, 1.0, two) == pytest.approx(1.0)  # half a prompt seen: at most twice
 
 
+def test_a_forecast_burst_joins_the_estimate_error_in_quadrature() -> None:
+    # Two independent errors on the rate the plan must carry: the window's estimate (σ_e) and the
+    # forecast's rise within the start-up (σ_h). Their sum's 95% bound is λ + Z·√(σ_e² + σ_h²), below
+    # planning each bound on top of the other.
+    one = ((1024, 1.0),)
+    sigma_e = 20.0 / math.sqrt(4800)
+    assert sized_rate(P70, 20.0, 240.0, one, 0.0) == sized_rate(P70, 20.0, 240.0, one)
+    both = sized_rate(P70, 20.0, 240.0, one, 2.0)
+    assert both == pytest.approx(20.0 + ESTIMATE_Z * math.hypot(sigma_e, 2.0))
+    assert both < sized_rate(P70, 20.0 + ESTIMATE_Z * 2.0, 240.0, one)  # the linear sum
+    assert both > 20.0 + ESTIMATE_Z * 2.0  # and above either bound alone
+    # The window carries the spread to both stages, scaled to the servable share like the rate.
+    window = LoadWindow(window_s=60.0, arrival_rate_rps=10.0, input_tokens_mean=2048, output_tokens_mean=256)
+    calm = stage_loads(P70, window, SLO(ttft_ms=2000, tbt_ms=100))
+    gusty = stage_loads(P70, dataclasses.replace(window, rate_spread_rps=1.5), SLO(ttft_ms=2000, tbt_ms=100))
+    assert gusty.prefill.rate_rps == calm.prefill.rate_rps  # predicted at the same (central) rate
+    assert gusty.prefill.sized_rps == pytest.approx(sized_rate(P70, 10.0, 60.0, calm.prefill.lengths, 1.5))
+    assert gusty.decode.rate_rps == calm.decode.rate_rps and gusty.decode.sized_rps > calm.decode.sized_rps
+
+
 def test_the_window_sets_the_sized_rate() -> None:
     window = LoadWindow(window_s=60.0, arrival_rate_rps=10.0, input_tokens_mean=2048, output_tokens_mean=256)
     pre = stage_loads(P70, window, SLO(ttft_ms=2000, tbt_ms=100)).prefill

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from opscale.errors import InvalidArgument
 from opscale.model import get_preset, perf_model
 from opscale.model.memory import usable_bytes
 from opscale.model.startup import startup_s
@@ -22,7 +23,9 @@ from opscale.policy.adaptive import (
     Correction,
     Z,
     corrected,
+    covered_rps,
     forecast,
+    forecast_load,
     history_of,
     horizon_s,
     scaled,
@@ -105,6 +108,22 @@ def test_poisson_noise_of_the_window_gets_no_headroom_bursts_do() -> None:
     # A real ramp is still a trend with overlapping windows.
     ramp = [(float(t), 10.0 + 0.1 * t + (0.5 if t % 2 else -0.5)) for t in range(120)]
     assert forecast(ramp, horizon_s=10.0, window_s=30.0).slope_rps_per_s == pytest.approx(0.1, rel=0.05)
+
+
+def test_the_forecast_load_is_central_with_the_burst_as_its_spread() -> None:
+    bursty = [(float(t), 10.0 if t % 40 < 20 else 30.0) for t in range(120)]
+    fc = forecast(bursty, horizon_s=15.0, window_s=30.0)
+    now = bursty[-1][1]
+    load = LoadWindow(window_s=30.0, arrival_rate_rps=now, input_tokens_mean=512, decode_tps=64 * now)
+    planned = forecast_load(load, fc)
+    assert planned.arrival_rate_rps == pytest.approx(max(load.arrival_rate_rps, fc.central_rps))
+    assert planned.rate_spread_rps == pytest.approx(fc.sigma_rps)
+    assert covered_rps(planned) == pytest.approx(fc.rate_rps)  # what the cadence holds the slot to
+    assert planned.decode_tps == pytest.approx(64 * planned.arrival_rate_rps)  # the same lengths
+    calm = forecast([(float(t), 10.0) for t in range(20)], horizon_s=15.0)
+    assert forecast_load(load, calm) is load  # nothing above the window: the window as measured
+    with pytest.raises(InvalidArgument, match="rate_spread_rps"):
+        LoadWindow(window_s=30.0, rate_spread_rps=-1.0)
 
 
 def test_history_keeps_recent_finite_entries_and_survives_damaged_state() -> None:
