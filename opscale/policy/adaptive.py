@@ -8,7 +8,7 @@ give a trend (least-squares slope) and how far the rate rises within h beyond it
 
     λ_plan = λ_c + Z · σ_h,   λ_c = λ_now + max(0, trend) · h
 
-never below λ_now. The planners take the window at λ_c with σ_h as its spread (``forecast_load``,
+The planners take the window at λ_c with σ_h as its spread (``forecast_load``,
 ``LoadWindow.rate_spread_rps``): the rise over the start-up and the window's own estimate error σ_e
 (``planner_loads``, "Estimation error") are independent, so a pool is sized for λ_c + Z·√(σ_h² + σ_e²),
 the one-sided 95% bound of their sum, not the two bounds stacked; latencies are predicted at λ_c.
@@ -27,12 +27,17 @@ Only what the queueing models do not already price gets headroom:
 * the trend counts only when it is significant: above ``SIGNIFICANT`` standard errors, the errors of
   ticks whose windows overlap counted once per window (n_eff = span / T). The least-squares slope of a
   flat, noisy rate is as often up as down; taking its upward half plans above the load on every flat
-  stretch. λ_now is the trend's value now (without a trend, the history's mean), never below the last
-  window and never above it by more than ``SIGNIFICANT`` of its Poisson standard errors (√(λ/T)): the
-  mean is less noisy than one window only where the history is flat. Past a peak it is the peak's
-  (the demo at t = 120 s: a mean of 127 req/s against 104 in the last window, and prefill planned for
-  the load that had gone). Only an upward trend adds trend · h (a falling load is met by the scale-in
-  window).
+  stretch. λ_now is the trend's value now, never below the last window (a falling trend's line runs
+  below zero at a lull's edge), or without a trend the history's mean; either within ``SIGNIFICANT`` of
+  the last window's Poisson standard errors (√(λ/T)) above it, and the mean as far below: the mean is
+  less noisy than one window only where the history is flat, and a last window further from it is a
+  change the mean lags.
+  Unbounded, past a peak the level was the peak's (the demo at t = 120 s: a mean of 127 req/s against
+  104 in the last window, and prefill planned for the load that had gone). It was also never below the
+  last window; but a last window within its noise above a flat history is noise, and planning for it
+  took the upper of two estimates of one rate, under the estimate's own bound (``planner_loads``): on
+  Azure conv, mixtral-8x7b, 4.9% more GPU-hours at the same attainment (BENCHMARKS.md, 2026-12-07).
+  Only an upward trend adds trend · h (a falling load is met by the scale-in window).
 
 The horizon is the start-up of the largest replica the plan in force runs, on the fewest GPUs that hold
 its weights (so it does not move with the replicas' shapes), from the weights it loads (the simulator's
@@ -152,14 +157,16 @@ def forecast(history: Sequence[tuple[float, float]], horizon_s: float, window_s:
     n_eff = min(float(n), max(3.0, span / window_s)) if window_s > 0.0 else float(n)
     se = sigma / math.sqrt(var_t) * math.sqrt(n / n_eff) if var_t > 0 else math.inf
     fit = slope if abs(slope) > SIGNIFICANT * se else 0.0  # a trend either way, or none
-    level = max(now_r, min(mr + fit * (0.0 - mt), now_r + window_noise(now_r, window_s)))  # within noise
+    noise = window_noise(now_r, window_s)
+    low = now_r if fit else now_r - noise  # the mean is the better estimate only where the history is flat
+    level = min(max(mr + fit * (0.0 - mt), low), now_r + noise)
     burst = _rise_sigma(ts, rs, fit, horizon_s, window_s, level)
     if burst is None:
         poisson = level / window_s if window_s > 0.0 else 0.0
         burst = math.sqrt(max(0.0, sigma * sigma - poisson))
     trend = max(0.0, fit)
     central = level + trend * horizon_s
-    return Forecast(max(now_r, central + Z * burst), trend, burst, horizon_s, central)
+    return Forecast(central + Z * burst, trend, burst, horizon_s, central)
 
 
 def window_noise(rate: float, window_s: float) -> float:
@@ -195,9 +202,9 @@ def _rise_sigma(
 def forecast_load(load: LoadWindow, fc: Forecast) -> LoadWindow:
     """The window at the forecast's central rate, its burst σ_h as the rate's spread: the planners add it
     to the window's estimate error in quadrature (``planner_loads.rate_bound``), not Z·σ_h on top."""
-    if load.arrival_rate_rps <= 0.0 or fc.rate_rps <= load.arrival_rate_rps:
+    if load.arrival_rate_rps <= 0.0 or (fc.central_rps == load.arrival_rate_rps and fc.sigma_rps == 0.0):
         return load
-    out = scaled(load, max(1.0, fc.central_rps / load.arrival_rate_rps))
+    out = scaled(load, fc.central_rps / load.arrival_rate_rps)
     return replace(out, rate_spread_rps=math.hypot(out.rate_spread_rps, fc.sigma_rps))
 
 

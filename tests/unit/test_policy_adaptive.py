@@ -29,6 +29,7 @@ from opscale.policy.adaptive import (
     history_of,
     horizon_s,
     scaled,
+    window_noise,
 )
 from opscale.policy.length_pool import pooled_lengths
 from opscale.policy.lengths import LengthDist
@@ -116,14 +117,60 @@ def test_the_forecast_load_is_central_with_the_burst_as_its_spread() -> None:
     now = bursty[-1][1]
     load = LoadWindow(window_s=30.0, arrival_rate_rps=now, input_tokens_mean=512, decode_tps=64 * now)
     planned = forecast_load(load, fc)
-    assert planned.arrival_rate_rps == pytest.approx(max(load.arrival_rate_rps, fc.central_rps))
+    assert planned.arrival_rate_rps == pytest.approx(fc.central_rps)
     assert planned.rate_spread_rps == pytest.approx(fc.sigma_rps)
     assert covered_rps(planned) == pytest.approx(fc.rate_rps)  # what the cadence holds the slot to
     assert planned.decode_tps == pytest.approx(64 * planned.arrival_rate_rps)  # the same lengths
-    calm = forecast([(float(t), 10.0) for t in range(20)], horizon_s=15.0)
-    assert forecast_load(load, calm) is load  # nothing above the window: the window as measured
+    calm = forecast([(float(t), now) for t in range(20)], horizon_s=15.0)
+    assert forecast_load(load, calm) is load  # a steady load: the window as measured
     with pytest.raises(InvalidArgument, match="rate_spread_rps"):
         LoadWindow(window_s=30.0, rate_spread_rps=-1.0)
+
+
+def test_a_flat_loads_level_is_its_mean_on_either_side_of_the_last_window() -> None:
+    # 20 req/s for two minutes, and a last window one request per 30 s... higher: Poisson noise (2 standard
+    # errors of one window are 1.7 req/s), not a rise. The level is the history's mean, below the last
+    # window; the window's own estimate error is priced by the planners (planner_loads.rate_bound).
+    hist = [*[(float(t), 20.0) for t in range(119)], (119.0, 21.0)]
+    fc = forecast(hist, horizon_s=12.0, window_s=30.0)
+    assert fc.slope_rps_per_s == 0.0 and fc.sigma_rps == pytest.approx(0.0, abs=0.05)
+    assert fc.central_rps == pytest.approx(20.0, abs=0.05)
+    load = LoadWindow(window_s=30.0, arrival_rate_rps=21.0, input_tokens_mean=512, decode_tps=64 * 21.0)
+    assert forecast_load(load, fc).arrival_rate_rps == pytest.approx(fc.central_rps)
+    # A last window beyond the noise is a rise the mean lags: the level keeps within noise of it.
+    jump = [*hist[:-1], (119.0, 25.0)]
+    assert forecast(jump, horizon_s=12.0, window_s=30.0).central_rps >= 25.0 - window_noise(25.0, 30.0) - 1e-9
+
+
+def test_a_load_falling_into_a_lull_is_never_planned_below_zero() -> None:
+    # Azure code's ramps end in empty minutes: a significant fall whose line is below zero now, and a
+    # last window of one request. The plan is for what the window saw, not for a negative rate.
+    fall = [(float(t), max(0.0, 30.0 - t)) for t in range(59)] + [(59.0, 1.0 / 30.0)]
+    fc = forecast(fall, horizon_s=12.0, window_s=30.0)
+    assert fc.slope_rps_per_s == 0.0 and fc.central_rps == pytest.approx(1.0 / 30.0)  # the line: -7 req/s
+    load = LoadWindow(window_s=30.0, arrival_rate_rps=1.0 / 30.0, input_tokens_mean=512)
+    planned = forecast_load(load, fc)
+    assert planned.arrival_rate_rps == pytest.approx(1.0 / 30.0)
+    assert planned.rate_spread_rps == pytest.approx(fc.sigma_rps) and fc.sigma_rps > 1.0  # the ramp's bursts
+
+
+@given(
+    st.lists(st.floats(0.0, 500.0), min_size=1, max_size=150),
+    st.floats(0.5, 60.0),
+    st.sampled_from([0.0, 1.0, 10.0, 30.0]),
+)
+def test_any_history_forecasts_a_load_the_planners_take(
+    rates: list[float], h: float, window_s: float
+) -> None:
+    hist = [(float(t), r) for t, r in enumerate(rates)]
+    fc = forecast(hist, horizon_s=h, window_s=window_s)
+    assert fc.central_rps >= 0.0 and fc.sigma_rps >= 0.0 and fc.rate_rps >= fc.central_rps
+    if window_s > 0.0:
+        assert fc.central_rps >= rates[-1] - window_noise(rates[-1], window_s) - 1e-9
+    load = LoadWindow(window_s=window_s or 30.0, arrival_rate_rps=rates[-1], input_tokens_mean=512)
+    planned = forecast_load(load, fc)  # a valid window (no negative rate), at the forecast's centre
+    if rates[-1] > 0.0:
+        assert planned.arrival_rate_rps == pytest.approx(fc.central_rps)
 
 
 def test_history_keeps_recent_finite_entries_and_survives_damaged_state() -> None:
