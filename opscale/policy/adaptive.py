@@ -36,7 +36,7 @@ Only what the queueing models do not already price gets headroom:
   104 in the last window, and prefill planned for the load that had gone). It was also never below the
   last window; but a last window within its noise above a flat history is noise, and planning for it
   took the upper of two estimates of one rate, under the estimate's own bound (``planner_loads``): on
-  Azure conv, mixtral-8x7b, 4.9% more GPU-hours at the same attainment (BENCHMARKS.md, 2026-12-07).
+  Azure conv, mixtral-8x7b, 4.0% more GPU-hours at the same attainment (BENCHMARKS.md, 2026-12-07).
   Only an upward trend adds trend · h (a falling load is met by the scale-in window).
 
 The horizon is the start-up of the largest replica the plan in force runs, on the fewest GPUs that hold
