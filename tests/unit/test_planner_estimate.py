@@ -46,7 +46,7 @@ def test_a_forecast_burst_joins_the_estimate_error_in_quadrature() -> None:
     both = sized_rate(P70, 20.0, 240.0, one, 2.0)
     assert both == pytest.approx(20.0 + ESTIMATE_Z * math.hypot(sigma_e, 2.0))
     assert both < sized_rate(P70, 20.0 + ESTIMATE_Z * 2.0, 240.0, one)  # the linear sum
-    assert both > 20.0 + ESTIMATE_Z * 2.0  # and above either bound alone
+    assert both > 20.0 + ESTIMATE_Z * 2.0  # and above the burst's bound alone
     # The window carries the spread to both stages, scaled to the servable share like the rate.
     window = LoadWindow(window_s=60.0, arrival_rate_rps=10.0, input_tokens_mean=2048, output_tokens_mean=256)
     calm = stage_loads(P70, window, SLO(ttft_ms=2000, tbt_ms=100))
