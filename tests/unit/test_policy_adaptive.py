@@ -128,8 +128,8 @@ def test_the_forecast_load_is_central_with_the_burst_as_its_spread() -> None:
 
 
 def test_a_flat_loads_level_is_its_mean_on_either_side_of_the_last_window() -> None:
-    # 20 req/s for two minutes, and a last window one request per 30 s... higher: Poisson noise (2 standard
-    # errors of one window are 1.7 req/s), not a rise. The level is the history's mean, below the last
+    # 20 req/s for two minutes, and a last window at 21 req/s: Poisson noise (2 standard errors of one
+    # 30 s window are 1.7 req/s), not a rise. The level is the history's mean, below the last
     # window; the window's own estimate error is priced by the planners (planner_loads.rate_bound).
     hist = [*[(float(t), 20.0) for t in range(119)], (119.0, 21.0)]
     fc = forecast(hist, horizon_s=12.0, window_s=30.0)
