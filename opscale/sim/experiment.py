@@ -68,9 +68,12 @@ SERVEGEN_WINDOW_S = 600.0  # a ServeGen rate file's window, replayed in SERVEGEN
 def build_trace(sc: Scenario) -> Trace:
     t = _arrivals(sc)
     if not len(t):
+        everything = _arrivals(replace(sc, start_s=0.0, duration_s=None))
+        if not len(everything):
+            raise InvalidArgument(f"trace {sc.trace!r} holds no requests", field="trace")
         end = f" to {sc.start_s + sc.duration_s:g} s" if sc.duration_s else " on"
         span = f"{sc.start_s:g} s{end}"
-        whole = _arrivals(replace(sc, start_s=0.0, duration_s=None)).duration_s
+        whole = everything.duration_s
         windows = ""
         if servegen_files(sc.trace) is not None:
             play = SERVEGEN_WINDOW_S / sc.speedup

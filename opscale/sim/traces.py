@@ -147,6 +147,13 @@ def _float(path: Path, line: int, column: str, text: object, *, low: float = 0.0
 
 
 def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    try:
+        yield from _decoded_csv_rows(path, required)
+    except UnicodeDecodeError as exc:
+        raise _not_text(path, exc) from None
+
+
+def _decoded_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -210,23 +217,26 @@ def read_plain_csv(path: str | Path, name: str | None = None) -> Trace:
 def read_jsonl(path: str | Path, name: str | None = None) -> Trace:
     p = Path(path)
     arr, inp, out = [], [], []
-    with p.open(encoding="utf-8") as fh:
-        for line, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise TraceError(p, line, f"char {exc.colno}", f"not valid JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise TraceError(p, line, "timestamp", "expected a JSON object per line")
-            for col in ("timestamp", "input_length", "output_length"):
-                if col not in obj:
-                    raise TraceError(p, line, col, "missing")
-            arr.append(_float(p, line, "timestamp", obj["timestamp"]) / 1e3)
-            inp.append(_int(p, line, "input_length", obj["input_length"]))
-            # A 0-token output (Mooncake has some) still costs the one step that samples it.
-            out.append(max(1, _int(p, line, "output_length", obj["output_length"], low=0)))
+    try:
+        with p.open(encoding="utf-8") as fh:
+            for line, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise TraceError(p, line, f"char {exc.colno}", f"not valid JSON: {exc.msg}") from None
+                if not isinstance(obj, dict):
+                    raise TraceError(p, line, "timestamp", "expected a JSON object per line")
+                for col in ("timestamp", "input_length", "output_length"):
+                    if col not in obj:
+                        raise TraceError(p, line, col, "missing")
+                arr.append(_float(p, line, "timestamp", obj["timestamp"]) / 1e3)
+                inp.append(_int(p, line, "input_length", obj["input_length"]))
+                # A 0-token output (Mooncake has some) still costs the one step that samples it.
+                out.append(max(1, _int(p, line, "output_length", obj["output_length"], low=0)))
+    except UnicodeDecodeError as exc:
+        raise _not_text(p, exc) from None
     return _make(name or p.stem, arr, inp, out)
 
 
@@ -356,8 +366,7 @@ def servegen_files(source: str | Path) -> tuple[Path, Path] | None:
     p = Path(text)
     if not p.is_file() or p.suffix.lower() != ".csv":
         return None
-    with p.open(encoding="utf-8") as fh:
-        head = fh.readline()
+    head = _first_line(p)
     if not (p.name.endswith(RATE_SUFFIX) or head.strip().startswith("window_start_s")):
         return None
     stem = p.name[: -len(RATE_SUFFIX)] if p.name.endswith(RATE_SUFFIX) else p.stem
@@ -390,11 +399,24 @@ def load_trace(source: str | Path, *, rng: np.random.Generator | None = None, **
             field="trace",
         )
     reader = _BY_SUFFIX.get(p.suffix.lower())
-    if reader is not None:
-        return reader(p)
-    with p.open(encoding="utf-8") as fh:
-        head = fh.readline()
-    return read_azure_csv(p) if "TIMESTAMP" in head else read_plain_csv(p)
+    if reader is None:
+        reader = read_azure_csv if "TIMESTAMP" in _first_line(p) else read_plain_csv
+    return reader(p)
+
+
+def _first_line(p: Path) -> str:
+    try:
+        with p.open(encoding="utf-8") as fh:
+            return fh.readline()
+    except UnicodeDecodeError as exc:
+        raise _not_text(p, exc) from None
+
+
+def _not_text(p: Path, exc: UnicodeDecodeError) -> InvalidArgument:
+    return InvalidArgument(
+        f"trace {str(p)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}): expected a CSV or JSONL trace",
+        field="trace",
+    )
 
 
 def scale_time(trace: Trace, speedup: float) -> Trace:

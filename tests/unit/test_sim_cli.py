@@ -116,3 +116,11 @@ def test_pyplot_without_matplotlib_is_a_config_error_naming_the_extra(
     assert plots_available() is False
     with pytest.raises(ConfigError, match=re.escape("pip install 'opscale[plots]'")):
         pyplot()
+
+
+def test_a_trace_that_is_not_text_is_exit_2_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\xff\xfe\x00")
+    res = CliRunner().invoke(app, ["simulate", "--trace", str(bad), "--policy", "model", "--no-lower-bound"])
+    assert res.exit_code == 2, res.output
+    assert "bad.csv' is not UTF-8 text" in res.output

@@ -201,3 +201,40 @@ def test_a_window_past_the_trace_names_start_s_instead_of_failing_later(trace: s
 
     with pytest.raises(InvalidArgument, match=r"start_s/duration_s: no request .* arrives 5000 s to 5030 s"):
         build_trace(Scenario(trace, start_s=5000.0, duration_s=30.0))
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("binary.csv", b"\xff\xfe\x00garbage"),  # undecodable from the first byte (the header sniff)
+        ("late.csv", b"arrival_s,input_tokens,output_tokens\n1,5,5\n\xff\n"),  # a valid head, then not
+        ("late.jsonl", b'{"timestamp": 0, "input_length": 5, "output_length": 3}\n\xff\n'),
+        ("x_aggregate_rate_10min.csv", b"\xff"),  # a ServeGen rate file, recognised by its name
+    ],
+)
+def test_a_file_that_is_not_utf8_text_is_an_error_naming_the_file(
+    tmp_path: Path, name: str, text: bytes
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(text)
+    (tmp_path / "x_length_pmf.csv").write_bytes(FIX.joinpath("pmf_small.csv").read_bytes())
+    with pytest.raises(InvalidArgument, match=rf"trace '.*{name}' is not UTF-8 text \(byte \d+") as err:
+        load_trace(path, rng=np.random.default_rng(0))
+    assert err.value.field == "trace"
+
+
+def test_a_servegen_length_pmf_that_is_not_utf8_text_names_the_pmf(tmp_path: Path) -> None:
+    pmf = tmp_path / "pmf.csv"
+    pmf.write_bytes(b"field,tokens,prob\n\xff\n")
+    with pytest.raises(InvalidArgument, match=r"pmf.csv' is not UTF-8 text"):
+        load_trace(f"{FIX / 'rate_small.csv'},{pmf}", rng=np.random.default_rng(0))
+
+
+def test_a_trace_with_a_header_and_no_request_says_so(tmp_path: Path) -> None:
+    from opscale.sim.experiment import Scenario, build_trace
+
+    path = tmp_path / "empty.csv"
+    path.write_text("arrival_s,input_tokens,output_tokens\n")
+    with pytest.raises(InvalidArgument, match=r"trace '.*empty.csv' holds no requests") as err:
+        build_trace(Scenario(str(path)))
+    assert err.value.field == "trace"
