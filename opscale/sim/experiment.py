@@ -56,6 +56,22 @@ class Scenario:
     # trace's arrivals: e.g. "longtail" turns a conversation trace into a long-prompt one.
     lengths: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("rate_scale", "speedup"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidArgument(f"{name} must be a finite number > 0, got {value}", field=name)
+        if not (math.isfinite(self.start_s) and self.start_s >= 0):
+            raise InvalidArgument(
+                f"start_s must be a finite number >= 0, got {self.start_s}", field="start_s"
+            )
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise InvalidArgument(
+                f"duration_s must be a finite number > 0, got {self.duration_s}", field="duration_s"
+            )
+        if self.seed < 0:
+            raise InvalidArgument(f"seed must be >= 0, got {self.seed}", field="seed")
+
     @property
     def label(self) -> str:
         lengths = f" lengths={self.lengths}" if self.lengths else ""

@@ -49,6 +49,7 @@ PACKAGED: dict[str, tuple[Path, ...]] = {
 # ServeGen's request-weighted client CV reaches 32 in a few windows (one client's burst); a gamma
 # renewal process with CV 32 puts a window's requests into a handful of instants, which no single
 # aggregate stream shows. Capped here; the cap is reported with the trace.
+MAX_REQUESTS = 20_000_000  # a replay's requests (the simulator keeps per-request arrays in memory)
 MAX_CV = 4.0
 MAX_TOKENS = 1_000_000
 
@@ -307,6 +308,8 @@ def read_servegen(
     spacing = windows[1].start_s - windows[0].start_s if len(windows) > 1 else 600.0
     play = window_s or spacing
     end = start_s + (duration_s if duration_s is not None else windows[-1].start_s + spacing - start_s)
+    expected = sum(w.rate_rps * play for w in windows if start_s <= w.start_s < end) * rate_scale
+    _check_size(expected, f"the windows of {name!r} at rate × {rate_scale:g}")
     arrivals: list[np.ndarray] = []
     t0 = 0.0
     capped = 0
@@ -340,6 +343,16 @@ def read_servegen(
         f"gamma renewal arrivals, CV capped at {MAX_CV:g} in {capped} windows"
     )
     return _make(name, a, inp, out, note)
+
+
+def _check_size(requests: float, what: str) -> None:
+    """A replay of at most ``MAX_REQUESTS`` requests, checked before any is generated."""
+    if requests > MAX_REQUESTS:
+        raise InvalidArgument(
+            f"rate_scale: {what} makes ~{requests:.3g} requests; a simulated replay holds at most "
+            f"{MAX_REQUESTS:,} (shorten it with duration_s, or scale the rate less)",
+            field="rate_scale",
+        )
 
 
 _BY_SUFFIX = {".jsonl": read_jsonl, ".json": read_jsonl}
@@ -441,9 +454,10 @@ def scale_rate(trace: Trace, factor: float, rng: np.random.Generator) -> Trace:
     independent streams tend to Poisson (Palm–Khintchine). Copies placed within the gap to the next
     arrival (as before) arrived in clumps of ``factor``: on Azure conv × 4 the index of dispersion of
     1-s counts was 3.9 where the trace itself has 1.06, a burstiness no busier service has."""
-    if not factor > 0:
-        raise InvalidArgument(f"rate factor must be > 0, got {factor}", field="rate_scale")
+    if not (math.isfinite(factor) and factor > 0):
+        raise InvalidArgument(f"rate factor must be a finite number > 0, got {factor}", field="rate_scale")
     n = len(trace)
+    _check_size(n * factor, f"{trace.name!r} ({n:,} requests) × {factor:g}")
     whole, frac = math.floor(factor), factor - math.floor(factor)
     copies = np.full(n, whole, dtype=np.int64) + (rng.random(n) < frac)
     idx = np.repeat(np.arange(n), copies)

@@ -238,3 +238,31 @@ def test_a_trace_with_a_header_and_no_request_says_so(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match=r"trace '.*empty.csv' holds no requests") as err:
         build_trace(Scenario(str(path)))
     assert err.value.field == "trace"
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"rate_scale": float("nan")}, "rate_scale"),
+        ({"speedup": float("inf")}, "speedup"),
+        ({"start_s": float("nan")}, "start_s"),
+        ({"duration_s": -5.0}, "duration_s"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_a_scenario_rejects_a_value_no_replay_has_naming_it(kw: dict[str, float], field: str) -> None:
+    from opscale.sim.experiment import Scenario
+
+    with pytest.raises(InvalidArgument, match=rf"^{field} must be") as err:
+        Scenario("azure-conv", **kw)  # type: ignore[arg-type]
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("trace", [str(FIX / "plain_small.csv"), SERVEGEN_PAIR])
+def test_a_rate_scale_past_what_a_replay_holds_is_refused_before_generating(trace: str) -> None:
+    from opscale.sim.experiment import Scenario, build_trace
+
+    with pytest.raises(
+        InvalidArgument, match=r"rate_scale: .* makes ~.* requests; a simulated replay holds at most"
+    ):
+        build_trace(Scenario(trace, rate_scale=1e12))
