@@ -170,7 +170,7 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--length-mix", help="synthetic lengths: sharegpt, longtail, fixed or fixed:IN/OUT"),
         ] = "sharegpt",
-        seed: Annotated[int, typer.Option("--seed", help="random seed of arrivals and lengths")] = 0,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="random seed of arrivals and lengths")] = 0,
         ingest: Annotated[
             str | None,
             typer.Option(

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         start_s: Annotated[float, typer.Option(help="start this far into the compressed trace (s)")] = 0.0,
         duration_s: Annotated[float | None, typer.Option(help="replay this long (default: all)")] = None,
         gpu_type: Annotated[str, typer.Option(help="GPU type")] = "H100",
-        seed: Annotated[int, typer.Option(help="seed for generated arrivals and rate scaling")] = 0,
+        seed: Annotated[int, typer.Option(min=0, help="seed for generated arrivals and rate scaling")] = 0,
         json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON")] = None,
         lower_bound: Annotated[
             bool, typer.Option(help="also search the simulated oracle at every load level (slow)")

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from opscale.cli.load import Progress, Schedule, poisson, push, replay
+from opscale.cli.main import app
 from opscale.errors import InvalidArgument
 
 
@@ -89,3 +91,12 @@ def test_push_records_every_arrival_at_its_time_and_reports_progress() -> None:
     assert [a[2] for a in recorder.arrivals] == [1000.0, 1000.5, 1002.5, 1002.5, 1003.0]
     assert [a[0] for a in recorder.arrivals] == [1, 2, 3, 4, 5]
     assert [sent for sent, _ in reports] == [2, 2]  # at 1 s and 2 s
+
+
+@pytest.mark.parametrize(
+    "command", [["load", "-d", "demo", "--rps", "1"], ["simulate", "--trace", "azure-conv"]]
+)
+def test_a_negative_seed_is_exit_2_naming_it_before_any_call(command: list[str]) -> None:
+    res = CliRunner().invoke(app, [*command, "--seed", "-1"])
+    assert res.exit_code == 2, res.output
+    assert "--seed" in res.output and "Traceback" not in res.output
