@@ -144,7 +144,7 @@ def _mean(runs: list[Run]) -> float:
 def _lifetime(r: EngineReading) -> tuple[float, float] | None:
     """Mean lengths of every request the engine finished since it started (None: none finished)."""
     p, o = r.prompt_len, r.output_len
-    if p is not None and o is not None and p.count > 0 and math.isfinite(p.sum) and math.isfinite(o.sum):
+    if p is not None and o is not None and min(p.count, o.count) > 0 and math.isfinite(p.sum + o.sum):
         return p.sum / p.count, o.sum / o.count
     if r.finished and r.finished_prompt_tokens is not None and r.finished_output_tokens is not None:
         return r.finished_prompt_tokens / r.finished, r.finished_output_tokens / r.finished

@@ -9,6 +9,11 @@ Values are kept per sample name and label set; which label sets belong to which 
 and how they add up, is the engine mapping's job (``engines``). ``_created`` samples (the creation
 time prometheus_client gives every counter and histogram child) are kept apart in ``created``: a
 child whose creation time moved was created again, i.e. the process restarted.
+
+The parser accepts any float as a value and any string as a bucket bound. A gauge or counter that is
+NaN or ±Inf, or a counter below zero, is left out as if the engine had not exported it (its signal is
+then reported missing, not made up); a histogram series with a bound that is not a number, or a count
+that is not a finite number ≥ 0, is left out whole, as one without its ``+Inf`` bucket is.
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ class _Parts:
     buckets: dict[float, float] = field(default_factory=dict)
     sum: float = math.nan
     count: float | None = None
+    malformed: bool = False  # a bucket whose ``le`` is not a number, or a count that is not one
+
+    def counted(self, value: float) -> float:
+        self.malformed |= not (math.isfinite(value) and value >= 0.0)
+        return value
 
 
 def parse_exposition(text: str) -> Exposition:
@@ -76,6 +86,10 @@ def parse_exposition(text: str) -> Exposition:
         if family.type in ("summary", "info", "stateset"):
             continue  # the engines' signals we use are never summaries
         for s in family.samples:
+            if family.type != "histogram" and not (
+                math.isfinite(s.value) and (s.value >= 0.0 or family.type != "counter")
+            ):
+                continue  # NaN, ±Inf or a negative count says nothing a signal can use: left out as absent
             if s.name.endswith("_created"):
                 created.setdefault(family.name, {})[_labels(s.labels)] = float(s.value)
             elif family.type != "histogram":
@@ -83,17 +97,26 @@ def parse_exposition(text: str) -> Exposition:
             else:
                 parts = hist_parts.setdefault(family.name, {}).setdefault(_labels(s.labels, "le"), _Parts())
                 if s.name.endswith("_bucket"):
-                    parts.buckets[float(s.labels.get("le", "nan"))] = float(s.value)
+                    le = _number(s.labels.get("le", "nan"))
+                    parts.malformed |= le is None
+                    parts.buckets[math.nan if le is None else le] = parts.counted(float(s.value))
                 elif s.name.endswith("_sum"):
                     parts.sum = float(s.value)
                 elif s.name.endswith("_count"):
-                    parts.count = float(s.value)
+                    parts.count = parts.counted(float(s.value))
     histograms: dict[str, dict[Labels, HistogramValue]] = {}
     for name, series in hist_parts.items():
         for labels, parts in series.items():
             buckets = tuple(sorted((le, c) for le, c in parts.buckets.items() if not math.isnan(le)))
-            if not buckets or buckets[-1][0] != math.inf:
-                continue  # a histogram without its +Inf bucket is malformed; skip rather than guess
+            if parts.malformed or not buckets or buckets[-1][0] != math.inf:
+                continue  # malformed (no +Inf bucket, a bound or a count that is not a number): skip
             count = buckets[-1][1] if parts.count is None else parts.count
             histograms.setdefault(name, {})[labels] = HistogramValue(buckets, parts.sum, count)
     return Exposition(scalars, histograms, created)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

@@ -6,10 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import pytest
 
-from opscale.scrape import Engine, EngineReading, derive_samples, parse_exposition, read_models, restarted
+from opscale.scrape import (
+    Engine,
+    EngineReading,
+    HistogramValue,
+    derive_samples,
+    parse_exposition,
+    read_models,
+    restarted,
+)
 from opscale.signals import Arrival, Latency, QueueState, Sample, Throughput, store_settings, validate_samples
 from opscale.spec import OperatorKind, PoolRef, Stage
 from tests.fixtures.metrics.check import Observed, compare, weighted_quantile
@@ -137,3 +146,17 @@ def test_the_first_reading_is_a_baseline() -> None:
     sim = EngineSim("sglang", horizon_s=20, seed=2)
     d = derive_samples(None, read(sim, T0 + 10), deployment="d", pool=pool(), instance="e")
     assert d.rebaselined and [type(s.payload) for s in d.samples] == [QueueState]
+
+
+def test_lifetime_lengths_with_prompts_counted_and_no_output_yet_are_not_a_division_by_zero() -> None:
+    # An interval where requests arrived and none finished takes the engine's lifetime means; an
+    # output histogram that has counted nothing (exported before its first observation) gave them
+    # a ZeroDivisionError.
+    sim = EngineSim("vllm", workload=BUSY, horizon_s=40, seed=5)
+    prev, cur = read(sim, T0 + 10), read(sim, T0 + 30)
+    nothing = HistogramValue(((math.inf, 0.0),), 0.0, 0.0)
+    prev = dataclasses.replace(prev, output_len=nothing)
+    cur = dataclasses.replace(cur, prompt_len=prev.prompt_len, output_len=nothing, finished=prev.finished)
+    assert prev.prompt_len is not None and prev.prompt_len.count > 0
+    samples = derive(prev, cur)
+    assert not any(isinstance(s.payload, Arrival) for s in samples)  # no length known: carried, not guessed

@@ -111,3 +111,41 @@ def test_unknown_or_malformed_text() -> None:
     assert detect_engine(parse_exposition("# TYPE up gauge\nup 1\n")) is None
     with pytest.raises(ExpositionError):
         parse_exposition("this is { not metrics\n")
+
+
+def _hist(name: str, buckets: list[tuple[str, str]], count: str = "3", total: str = "6") -> str:
+    lines = [f"# TYPE {name} histogram"]
+    lines += [f'{name}_bucket{{le="{le}"}} {c}' for le, c in buckets]
+    return "\n".join([*lines, f"{name}_sum {total}", f"{name}_count {count}", ""])
+
+
+@pytest.mark.parametrize(
+    ("buckets", "count"),
+    [
+        ([("1.0", "1"), ("soon", "2"), ("+Inf", "3")], "3"),  # a bound that is not a number
+        ([("1.0", "1"), ("+Inf", "+Inf")], "3"),  # a count that is not finite
+        ([("1.0", "NaN"), ("+Inf", "3")], "3"),
+        ([("1.0", "-1"), ("+Inf", "3")], "3"),  # a negative count
+        ([("1.0", "1"), ("+Inf", "3")], "NaN"),
+    ],
+)
+def test_a_malformed_histogram_series_is_left_out_not_raised(
+    buckets: list[tuple[str, str]], count: str
+) -> None:
+    # prometheus_client's parser takes any string as le and any float as a count; reading them as they
+    # were raised ValueError past the scraper's handler, or OverflowError when the deltas were rounded.
+    expo = parse_exposition(_hist("h", buckets, count) + _hist("ok", [("1.0", "1"), ("+Inf", "3")]))
+    assert set(expo.histograms) == {"ok"}
+
+
+def test_a_scalar_that_is_not_finite_or_a_negative_counter_is_absent() -> None:
+    expo = parse_exposition(
+        "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running +Inf\n"
+        "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting NaN\n"
+        "# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc 0.3\n"
+        "# TYPE vllm:generation_tokens_total counter\nvllm:generation_tokens_total -7\n"
+        "# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total 5\n"
+    )
+    assert set(expo.scalars) == {"vllm:gpu_cache_usage_perc", "vllm:prompt_tokens_total"}
+    (r,) = read_models(expo, Engine.VLLM, 0.0).values()
+    assert (r.running, r.waiting, r.decode_tokens, r.kv_usage) == (None, None, None, 0.3)
