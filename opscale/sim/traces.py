@@ -46,10 +46,10 @@ PACKAGED: dict[str, tuple[Path, ...]] = {
         DATA / "servegen" / "servegen_m-large_length_pmf.csv",
     ),
 }
+MAX_REQUESTS = 20_000_000  # a replay's requests (the simulator keeps per-request arrays in memory)
 # ServeGen's request-weighted client CV reaches 32 in a few windows (one client's burst); a gamma
 # renewal process with CV 32 puts a window's requests into a handful of instants, which no single
 # aggregate stream shows. Capped here; the cap is reported with the trace.
-MAX_REQUESTS = 20_000_000  # a replay's requests (the simulator keeps per-request arrays in memory)
 MAX_CV = 4.0
 MAX_TOKENS = 1_000_000
 
