@@ -111,11 +111,15 @@ def horizon_s(perf: PerfModel, current: Mapping[PoolKey, PoolPlan]) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Forecast:
-    rate_rps: float
+    central_rps: float  # λ_now + max(0, trend) · h: the forecast without the burst's headroom
     slope_rps_per_s: float
     sigma_rps: float
     horizon_s: float
-    central_rps: float  # λ_now + max(0, trend) · h: the forecast without the burst's headroom
+
+    @property
+    def rate_rps(self) -> float:
+        """λ_plan: the central rate and Z of the burst."""
+        return self.central_rps + Z * self.sigma_rps
 
     def sentence(self, now_rps: float) -> str:
         return (
@@ -144,7 +148,7 @@ def forecast(history: Sequence[tuple[float, float]], horizon_s: float, window_s:
     measured over (0: treat every rate as exact, no Poisson noise to discount)."""
     now_t, now_r = history[-1]
     if len(history) < 3:
-        return Forecast(now_r, 0.0, 0.0, horizon_s, now_r)
+        return Forecast(now_r, 0.0, 0.0, horizon_s)
     ts = [t - now_t for t, _ in history]
     rs = [r for _, r in history]
     n = len(ts)
@@ -165,8 +169,7 @@ def forecast(history: Sequence[tuple[float, float]], horizon_s: float, window_s:
         poisson = level / window_s if window_s > 0.0 else 0.0
         burst = math.sqrt(max(0.0, sigma * sigma - poisson))
     trend = max(0.0, fit)
-    central = level + trend * horizon_s
-    return Forecast(central + Z * burst, trend, burst, horizon_s, central)
+    return Forecast(level + trend * horizon_s, trend, burst, horizon_s)
 
 
 def window_noise(rate: float, window_s: float) -> float:
