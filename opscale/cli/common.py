@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 import typer
 
 from opscale.cli.exit_codes import ExitCode, exit_for_error
-from opscale.errors import OpscaleError
+from opscale.errors import InvalidArgument, OpscaleError
 
 if TYPE_CHECKING:
     from opscale.config import Settings
@@ -120,3 +121,35 @@ def settings(config: Path | None, **overrides: Any) -> Settings:
 def echo(message: str) -> None:
     sys.stdout.write(message + "\n")
     sys.stdout.flush()
+
+
+def writable_file(path: Path | None, option: str) -> None:
+    """Fail now, not after minutes of simulation, where ``path`` cannot be written: its folder missing,
+    a folder by that name, a read-only file system. Opening it for append is the test (permission bits
+    say nothing to root); a file that was not there is not left behind."""
+    if path is None:
+        return
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise _unwritable(option, path, exc) from None
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
+def writable_dir(path: Path, option: str) -> None:
+    """Create ``path`` (and its parents) and check a file can be written in it, before any work."""
+    if path.exists() and not path.is_dir():
+        raise InvalidArgument(f"{option} {path}: a file, not a folder", field=option.lstrip("-"))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise _unwritable(option, path, exc) from None
+
+
+def _unwritable(option: str, path: Path, exc: OSError) -> InvalidArgument:
+    why = exc.strerror or type(exc).__name__
+    return InvalidArgument(f"{option} {path}: cannot write there ({why})", field=option.lstrip("-"))

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from opscale.cli.common import echo, handle_errors, settings
+from opscale.cli.common import echo, handle_errors, settings, writable_dir
 from opscale.cli.exit_codes import ExitCode
 
 Opt = typer.Option
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         from opscale.demo.run import DemoOptions, run_demo
         from opscale.demo.stack import FAST_SETTINGS
 
-        out.mkdir(parents=True, exist_ok=True)
+        writable_dir(out, "--out")
         if postgres_redis:
             from opscale.db.migrate import upgrade
 

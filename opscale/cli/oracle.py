@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from opscale.cli.common import echo, handle_errors
+from opscale.cli.common import echo, handle_errors, writable_file
 from opscale.errors import InvalidArgument
 
 MAX_RPS = 10_000.0
@@ -93,6 +93,7 @@ def register(app: typer.Typer) -> None:
         get_mix(mix)  # an unknown mix fails here, before any simulation
         get_preset(model)
         get_gpu(gpu_type)
+        writable_file(json_out, "--json")
         load = Steady(
             model, rps, mix, ttft_ms, tbt_ms, gpu_type, seconds=seconds, warmup_s=min(40.0, seconds / 5)
         )
@@ -160,6 +161,7 @@ def register(app: typer.Typer) -> None:
         n = len([1 for ld, _ in grid(quick) if not model or ld.model in model])
         if n == 0:
             raise InvalidArgument("no grid point left after --model", field="model")
+        writable_file(json_out, "--json")
         t0 = time.perf_counter()
         with Progress(transient=True) as bar:
             task = bar.add_task("validating", total=n)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from opscale.cli.common import echo, handle_errors
+from opscale.cli.common import echo, handle_errors, writable_dir, writable_file
 from opscale.errors import InvalidArgument
 
 TraceOpt = Annotated[
@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
 
         sc = Scenario(trace, model, ttft_ms, tbt_ms, rate_scale, speedup, start_s, duration_s, gpu_type, seed)
         built = build_trace(sc)
+        writable_file(json_out, "--json")
         with Progress(transient=True) as bar:
             lb = None
             if lower_bound:
@@ -136,6 +137,7 @@ def register(app: typer.Typer) -> None:
         for h in sweep:
             if not 0.0 <= h <= 4.0:
                 raise InvalidArgument(f"--headroom must be in [0, 4], got {h:g}", field="headroom")
+        writable_dir(out, "--out")
         command = "opscale evaluate" + (
             " " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
         )

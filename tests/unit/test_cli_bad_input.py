@@ -95,6 +95,55 @@ def test_oracle_refuses_bad_input_before_simulating(
     assert named in err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("oracle", "--model", "qwen2-7b", "--json", "{missing}/x.json"),
+        ("oracle", "--model", "qwen2-7b", "--json", "{tmp}"),
+        ("validate", "--quick", "--json", "{missing}/x.json"),
+        ("simulate", "--duration-s", "10", "--json", "{missing}/x.json"),
+        ("evaluate", "--quick", "--no-plots", "--out", "{file}"),
+        ("evaluate", "--quick", "--no-plots", "--out", "{file}/sub"),
+        ("demo", "--out", "{file}"),
+    ],
+    ids=[
+        "oracle-no-folder",
+        "oracle-a-folder",
+        "validate",
+        "simulate",
+        "evaluate-a-file",
+        "evaluate-under-a-file",
+        "demo",
+    ],
+)
+def test_an_output_that_cannot_be_written_fails_before_any_work(
+    args: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The output path is tried first: before, oracle simulated for 35 s and then ended in
+    ``internal error: FileNotFoundError``; evaluate and demo would have run for minutes."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    paths = {"missing": str(tmp_path / "missing"), "tmp": str(tmp_path), "file": str(a_file)}
+    argv = [a.format(**paths) for a in args]
+    with pytest.raises(SystemExit) as info:
+        run_cli(*argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert argv[-2] in err and argv[-1] in err
+    assert a_file.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_json_output_is_tried_without_leaving_a_file(tmp_path: Path) -> None:
+    from opscale.cli.common import writable_file
+
+    out = tmp_path / "out.json"
+    writable_file(out, "--json")
+    assert not out.exists()
+    out.write_text("old")
+    writable_file(out, "--json")
+    assert out.read_text() == "old"
+
+
 def test_a_bad_settings_file_is_a_config_error(tmp_path: Path) -> None:
     for text in REPRODUCERS.values():
         path = tmp_path / "settings.yaml"
