@@ -120,6 +120,8 @@ def register(app: typer.Typer) -> None:
         )
         from opscale.sim.experiment import HEADROOM_POLICIES, POLICIES
 
+        if workers < 0:
+            raise InvalidArgument(f"--workers must be ≥ 0 (0: one per CPU), got {workers}", field="workers")
         scenarios = scenario_subset(quick_matrix() if quick else full_matrix(), trace, model)
         policies = tuple(policy) if policy else POLICIES
         for p in policies:

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from opscale.errors import InvalidArgument
 from opscale.sim.attainment import Comparison, Point, compare
 from opscale.sim.difference import breakdown, sentence
 from opscale.sim.experiment import (
@@ -465,7 +466,20 @@ def write_reports(rows: Sequence[dict[str, Any]], out_dir: Path, command: str, *
 def scenario_subset(
     scenarios: Sequence[Scenario], traces: Sequence[str] | None, models: Sequence[str] | None
 ) -> list[Scenario]:
-    return [s for s in scenarios if (not traces or s.trace in traces) and (not models or s.model in models)]
+    """The scenarios on one of ``traces`` for one of ``models`` (None or empty: any). A name the matrix
+    does not hold, or a pair of them it has no scenario for, is an error, not an empty report."""
+    for option, given, held in (
+        ("--trace", traces, [s.trace for s in scenarios]),
+        ("--model", models, [s.model for s in scenarios]),
+    ):
+        for name in given or ():
+            if name not in held:
+                known = ", ".join(dict.fromkeys(held))
+                raise InvalidArgument(f"{option} {name!r}: this matrix holds {known}", field=option[2:])
+    out = [s for s in scenarios if (not traces or s.trace in traces) and (not models or s.model in models)]
+    if not out:
+        raise InvalidArgument("no scenario of this matrix is on those traces for those models", field="trace")
+    return out
 
 
 def with_seed(scenarios: Sequence[Scenario], seed: int | None) -> list[Scenario]:

@@ -63,6 +63,9 @@ def run_cli(*args: str) -> None:
         ("get", "nodes", "--timeout", "x"),
         ("what-if", "chat", "--rps", "nan?"),
         ("certs", "init"),
+        ("evaluate", "--model", "llama3-8b", "--no-plots"),  # was: 0 runs, empty reports written
+        ("evaluate", "--quick", "--trace", "azure-code", "--no-plots"),
+        ("evaluate", "--workers", "-1", "--no-plots"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(
@@ -142,6 +145,16 @@ def test_a_json_output_is_tried_without_leaving_a_file(tmp_path: Path) -> None:
     out.write_text("old")
     writable_file(out, "--json")
     assert out.read_text() == "old"
+
+
+def test_a_trace_and_model_the_matrix_has_no_scenario_for_is_refused() -> None:
+    from opscale.sim.evaluate import scenario_subset
+    from opscale.sim.experiment import Scenario
+
+    matrix = [Scenario("azure-conv", "qwen2-7b"), Scenario("azure-code", "llama3-70b")]
+    assert scenario_subset(matrix, ["azure-code"], None) == matrix[1:]
+    with pytest.raises(InvalidArgument, match="no scenario"):
+        scenario_subset(matrix, ["azure-code"], ["qwen2-7b"])
 
 
 def test_a_bad_settings_file_is_a_config_error(tmp_path: Path) -> None:
