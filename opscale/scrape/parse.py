@@ -100,8 +100,8 @@ def parse_exposition(text: str) -> Exposition:
                     le = _number(s.labels.get("le", "nan"))
                     parts.malformed |= le is None
                     parts.buckets[math.nan if le is None else le] = parts.counted(float(s.value))
-                elif s.name.endswith("_sum"):
-                    parts.sum = float(s.value)
+                elif s.name.endswith("_sum"):  # ±Inf is as absent as NaN: no mean can come of it
+                    parts.sum = float(s.value) if math.isfinite(s.value) else math.nan
                 elif s.name.endswith("_count"):
                     parts.count = parts.counted(float(s.value))
     histograms: dict[str, dict[Labels, HistogramValue]] = {}

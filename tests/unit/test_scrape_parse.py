@@ -149,3 +149,11 @@ def test_a_scalar_that_is_not_finite_or_a_negative_counter_is_absent() -> None:
     assert set(expo.scalars) == {"vllm:gpu_cache_usage_perc", "vllm:prompt_tokens_total"}
     (r,) = read_models(expo, Engine.VLLM, 0.0).values()
     assert (r.running, r.waiting, r.decode_tokens, r.kv_usage) == (None, None, None, 0.3)
+
+
+@pytest.mark.parametrize("total", ["+Inf", "-Inf", "NaN"])
+def test_a_histogram_sum_that_is_not_finite_is_absent_and_the_buckets_kept(total: str) -> None:
+    # One rule where the text is read, as for the other values: the readers of a sum each guarded an
+    # infinite one (no mean from it) as they do an absent one; now it is absent, and the buckets stay.
+    (h,) = parse_exposition(_hist("h", [("1.0", "1"), ("+Inf", "3")], total=total)).histograms["h"].values()
+    assert math.isnan(h.sum) and h.buckets == ((1.0, 1.0), (math.inf, 3.0)) and h.count == 3.0
