@@ -34,7 +34,7 @@ from opscale.sim.mixes import get_mix, register_pairs
 from opscale.sim.observe import peak_window, window_of
 from opscale.sim.oracle import LAYOUTS, oracle
 from opscale.sim.run import SimResult, simulate
-from opscale.sim.traces import Trace, load_trace, scale_rate, scale_time, servegen_files
+from opscale.sim.traces import MAX_REPLAY_S, Trace, load_trace, scale_rate, scale_time, servegen_files
 from opscale.spec import DeploymentSpec, parse_spec
 
 POLICIES = ("static", "utilization", "model", "operator", "pd")
@@ -98,6 +98,13 @@ def build_trace(sc: Scenario) -> Trace:
             f"start_s/duration_s: no request of {sc.trace!r} arrives {span} of its replay "
             f"(at speedup {sc.speedup:g} its last request arrives at {whole:.0f} s{windows})",
             field="start_s",
+        )
+    if t.duration_s > MAX_REPLAY_S:
+        raise InvalidArgument(
+            f"trace {sc.trace!r}: its replay spans {t.duration_s:.3g} s, over the simulator's "
+            f"{MAX_REPLAY_S:,.0f} s (7 days; it keeps per-second series): replay a part with duration_s "
+            "(timestamps in a JSONL trace are milliseconds)",
+            field="duration_s",
         )
     if sc.lengths is None:
         return t

@@ -52,6 +52,8 @@ MAX_REQUESTS = 20_000_000  # a replay's requests (the simulator keeps per-reques
 # aggregate stream shows. Capped here; the cap is reported with the trace.
 MAX_CV = 4.0
 MAX_TOKENS = 1_000_000
+MAX_REPLAY_S = 7 * 86_400.0  # the simulator keeps per-second series of the replay
+TEXT = "utf-8-sig"  # UTF-8, with or without the byte-order mark spreadsheets write
 
 
 class TraceError(InvalidArgument):
@@ -155,23 +157,28 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
 
 
 def _decoded_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding=TEXT) as fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise TraceError(path, 1, required[0], "empty file: expected a header row")
-        header = [h.strip() for h in header]
-        for col in required:
-            if col not in header:
-                raise TraceError(path, 1, col, f"missing from the header {header}")
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                col = header[min(len(row), len(header) - 1)]
-                raise TraceError(path, line, col, f"expected {len(header)} fields, got {len(row)}")
-            yield line, dict(zip(header, row, strict=True))
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise TraceError(path, 1, required[0], "empty file: expected a header row")
+            header = [h.strip() for h in header]
+            for col in required:
+                if col not in header:
+                    raise TraceError(path, 1, col, f"missing from the header {header}")
+                if header.count(col) > 1:
+                    raise TraceError(path, 1, col, f"appears {header.count(col)} times in the header")
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    col = header[min(len(row), len(header) - 1)]
+                    raise TraceError(path, line, col, f"expected {len(header)} fields, got {len(row)}")
+                yield line, dict(zip(header, row, strict=True))
+        except csv.Error as exc:  # a field over the csv module's limit, a stray quote at the end
+            raise TraceError(path, reader.line_num, required[0], f"not CSV: {exc}") from None
 
 
 def _timestamp(path: Path, line: int, text: str) -> float:
@@ -219,7 +226,7 @@ def read_jsonl(path: str | Path, name: str | None = None) -> Trace:
     p = Path(path)
     arr, inp, out = [], [], []
     try:
-        with p.open(encoding="utf-8") as fh:
+        with p.open(encoding=TEXT) as fh:
             for line, text in enumerate(fh, start=1):
                 if not text.strip():
                     continue
@@ -227,6 +234,12 @@ def read_jsonl(path: str | Path, name: str | None = None) -> Trace:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:
                     raise TraceError(p, line, f"char {exc.colno}", f"not valid JSON: {exc.msg}") from None
+                except ValueError as exc:  # an integer of over 4,300 digits
+                    raise TraceError(p, line, "record", f"not a trace record: {exc}") from None
+                except RecursionError:
+                    raise TraceError(
+                        p, line, "record", "JSON nested too deeply to be a trace record"
+                    ) from None
                 if not isinstance(obj, dict):
                     raise TraceError(p, line, "timestamp", "expected a JSON object per line")
                 for col in ("timestamp", "input_length", "output_length"):
@@ -419,7 +432,7 @@ def load_trace(source: str | Path, *, rng: np.random.Generator | None = None, **
 
 def _first_line(p: Path) -> str:
     try:
-        with p.open(encoding="utf-8") as fh:
+        with p.open(encoding=TEXT) as fh:
             return fh.readline()
     except UnicodeDecodeError as exc:
         raise _not_text(p, exc) from None

@@ -266,3 +266,52 @@ def test_a_rate_scale_past_what_a_replay_holds_is_refused_before_generating(trac
         InvalidArgument, match=r"rate_scale: .* makes ~.* requests; a simulated replay holds at most"
     ):
         build_trace(Scenario(trace, rate_scale=1e12))
+
+
+HEAD = "arrival_s,input_tokens,output_tokens\n"
+RECORD = '"input_length": 5, "output_length": 3}\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "says"),
+    [
+        ("long-field.csv", HEAD + "1" * 200_000 + ",5,3\n", r"long-field.csv:2: .*not CSV: field larger"),
+        ("two-columns.csv", "arrival_s,input_tokens,output_tokens,arrival_s\n0,5,3,1\n", r"appears 2 times"),
+        (
+            "digits.jsonl",
+            '{"timestamp": ' + "1" * 5000 + ", " + RECORD,
+            r"digits.jsonl:1: .*not a trace record",
+        ),
+        ("deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n", r"deep.jsonl:1: .*nested too deeply"),
+    ],
+)
+def test_csv_and_json_the_parsers_refuse_are_trace_errors(
+    tmp_path: Path, name: str, text: str, says: str
+) -> None:
+    # Each ended in 'internal error': csv.Error, ValueError (Python's integer-digits limit), RecursionError;
+    # the repeated column was read silently from its last copy.
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(TraceError, match=says):
+        load_trace(path)
+
+
+def test_a_byte_order_mark_before_the_header_is_read_past(tmp_path: Path) -> None:
+    # Spreadsheets write one; the header read '\ufeffarrival_s' and the column was "missing".
+    path = tmp_path / "excel.csv"
+    path.write_text("\ufeff" + HEAD + "0,5,3\n1.5,7,2\n", encoding="utf-8")
+    assert load_trace(path).input_tokens.tolist() == [5, 7]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_text('\ufeff{"timestamp": 0, ' + RECORD, encoding="utf-8")
+    assert load_trace(jsonl).output_tokens.tolist() == [3]
+
+
+def test_a_replay_longer_than_the_simulator_keeps_is_refused_before_it_runs(tmp_path: Path) -> None:
+    from opscale.sim.experiment import Scenario, build_trace
+
+    path = tmp_path / "far.jsonl"  # JSONL timestamps are milliseconds: 1e300 of them
+    path.write_text('{"timestamp": 0, ' + RECORD + '{"timestamp": 1e300, ' + RECORD)
+    with pytest.raises(InvalidArgument, match=r"spans 1e\+297 s, over the simulator's 604,800 s") as err:
+        build_trace(Scenario(str(path)))
+    assert err.value.field == "duration_s"
+    assert len(build_trace(Scenario(str(path), duration_s=60.0))) == 1
