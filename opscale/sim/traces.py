@@ -294,6 +294,7 @@ def read_length_pmf(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
         if f not in acc or sum(acc[f][1]) <= 0:
             raise TraceError(p, 1, "field", f"no {f} rows with positive probability")
         t, pr = np.asarray(acc[f][0], dtype=np.int64), np.asarray(acc[f][1], dtype=np.float64)
+        pr = pr / pr.max()  # weights near the float limit would sum to inf
         out[f] = (t, pr / pr.sum())
     return out
 

@@ -315,3 +315,11 @@ def test_a_replay_longer_than_the_simulator_keeps_is_refused_before_it_runs(tmp_
         build_trace(Scenario(str(path)))
     assert err.value.field == "duration_s"
     assert len(build_trace(Scenario(str(path), duration_s=60.0))) == 1
+
+
+def test_length_weights_near_the_float_limit_are_normalised(tmp_path: Path) -> None:
+    # Their sum overflowed to inf and numpy's sampler raised "probabilities do not sum to 1".
+    pmf = tmp_path / "pmf.csv"
+    pmf.write_text("field,tokens,prob\ninput_tokens,5,1e308\ninput_tokens,6,1e308\noutput_tokens,3,1\n")
+    t = load_trace(f"{FIX / 'rate_small.csv'},{pmf}", rng=np.random.default_rng(0))
+    assert set(t.input_tokens.tolist()) == {5, 6}
