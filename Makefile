@@ -32,12 +32,13 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -x tests/unit
 
 # The fuzz suites at scale: every RPC (typed and raw frames, both backends), the CLI's YAML and engine
-# metrics text through the scrape path, in a few minutes; outcome counts land in out/fuzz/report.json.
+# metrics text through the scrape path, and trace files, in a few minutes; outcome counts land in out/fuzz/report.json.
 FUZZ_SCALE ?= 16
 fuzz: setup
 	rm -f out/fuzz/report.json
 	OPSCALE_FUZZ_SCALE=$(FUZZ_SCALE) OPSCALE_FUZZ_REPORT=out/fuzz/report.json $(BIN)/python -m pytest -q \
-		tests/component/test_fuzz_rpcs.py tests/unit/test_cli_bad_input.py tests/unit/test_scrape_fuzz.py
+		tests/component/test_fuzz_rpcs.py tests/unit/test_cli_bad_input.py tests/unit/test_scrape_fuzz.py \
+		tests/unit/test_sim_traces_fuzz.py
 	$(BIN)/python scripts/fuzz_report.py out/fuzz/report.json
 
 protos: setup
