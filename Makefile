@@ -31,8 +31,8 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -x tests/unit
 
-# The fuzz suites at scale: every RPC (typed and raw frames, both backends), the CLI's YAML and engine
-# metrics text through the scrape path, and trace files, in a few minutes; outcome counts land in out/fuzz/report.json.
+# The fuzz suites at scale: every RPC (typed and raw frames, both backends), the CLI's YAML, engine
+# metrics text through the scrape path, trace files; outcome counts land in out/fuzz/report.json.
 FUZZ_SCALE ?= 16
 fuzz: setup
 	rm -f out/fuzz/report.json
