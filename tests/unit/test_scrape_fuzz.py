@@ -1,27 +1,34 @@
 """Engine /metrics text the scraper has never seen: hypothesis mutates vLLM and SGLang expositions (lines
 dropped, repeated, swapped or cut; values NaN, ±Inf, negative, huge or not numbers; bucket bounds
-garbled; stray text) and runs the ingest scrape path on two of them (``opscale.services.ingest.scrape``:
-parse, detect the engine, read per model, derive samples against the previous reading, validate them as
-a push is, keep the reading as state). The only failures allowed are the two that path reports as a
-failed scrape: ``ExpositionError`` for the text, ``OpscaleError`` for samples that fail validation.
-Anything else (ValueError, OverflowError, ZeroDivisionError: four such were found this way) would end
-the scrape loop's task. ``make fuzz`` runs it at scale."""
+garbled; stray text) and the ingest service's own scraper (``EndpointScraper.scrape_once``, with an
+in-memory counter store and scrape state) scrapes two of them in turn: parse, engine detection, per-model
+reading, samples derived against the previous reading, the push with its validation, the state kept.
+A scrape may fail (reported in the target's health); nothing may raise out of it. ValueError,
+OverflowError and ZeroDivisionError did (four found this way) and would end the scrape loop's task.
+``make fuzz`` runs it at scale."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections import Counter
-from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
-from opscale.errors import OpscaleError
-from opscale.scrape import ExpositionError, derive_samples, detect_engine, parse_exposition, read_models
-from opscale.scrape.codec import state_from_json, state_to_json
-from opscale.signals import store_settings, validate_samples
-from opscale.spec import OperatorKind, PoolRef, Stage
+from opscale.clock import VirtualClock
+from opscale.config import ScrapeTarget
+from opscale.counters.memory import InMemoryCounterStore
+from opscale.services.ingest.app import IngestApp
+from opscale.services.ingest.deployments import DeploymentDirectory
+from opscale.services.ingest.metrics import IngestMetrics
+from opscale.services.ingest.scrape import EndpointScraper
+from opscale.services.ingest.shard import MemoryScrapeState
+from opscale.services.ingest.targets import group_targets
+from opscale.signals import store_settings
 from tests.fixtures.metrics.enginesim import T0, EngineSim
 from tests.fuzz_budget import examples, report
 
@@ -31,10 +38,13 @@ VALUES = ["NaN", "+Inf", "-Inf", "-1", "-0", "0", "1e308", "1e12", "4.2e-320", "
 BOUNDS = ['le="abc"', 'le="NaN"', 'le="-Inf"', 'le="1e999"', 'le=""', 'le="+Inf"', 'le="0"']
 
 
+URL, MODELS = "http://engine:8000/metrics", ("llama", "qwen")
+
+
 @functools.cache
 def base(kind: str, dp: int) -> tuple[list[str], list[str]]:
     """Two expositions of one simulated engine, ``GAP_S`` apart, as lines."""
-    sim = EngineSim(kind, models=("llama", "qwen"), horizon_s=90, dp=dp, seed=11)
+    sim = EngineSim(kind, models=MODELS, horizon_s=90, dp=dp, seed=11)
     return sim.exposition_at(T0 + 40).splitlines(), sim.exposition_at(T0 + 40 + GAP_S).splitlines()
 
 
@@ -63,34 +73,40 @@ def _mutate(lines: list[str], ops: list[tuple[int, int, int, int]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _scrape(prev_text: str, cur_text: str) -> Iterator[str]:
-    """The ingest scrape path on two texts: the outcome per model, as the scrape loop would count it."""
-    readings = []
-    for at, text in ((T0 + 40, prev_text), (T0 + 40 + GAP_S, cur_text)):
-        try:
-            expo = parse_exposition(text)
-            engine = detect_engine(expo)
-            if engine is None:
-                raise ExpositionError("no vLLM or SGLang serving metrics in the response")
-            readings.append(read_models(expo, engine, at))
-        except ExpositionError:
-            yield "exposition error"
-            return
-    prev, cur = readings
-    pool = PoolRef(stage=Stage.SERVING, operator=OperatorKind.MODEL)
-    for model, reading in cur.items():
-        try:
-            d = derive_samples(prev.get(model), reading, deployment=model, pool=pool, instance="e:8000")
-            validate_samples(d.samples, now_s=reading.at_s, store=store_settings())
-        except OpscaleError:
-            yield "samples refused"
-            continue
-        kept = state_to_json(reading, d.carry)
-        assert state_to_json(*state_from_json(kept)) == kept  # NaN, an absent sum, is not == itself
-        yield "samples" if d.samples else "no samples"
+class _AnyDeployment:
+    """Every deployment exists: the fuzz is about the text, not the directory."""
+
+    async def require(self, name: str, field: str) -> None:
+        return None
 
 
-# Values and bounds most often: a cut line or stray text fails the whole parse, which stops there.
+async def _scrape_both(prev_text: str, cur_text: str) -> list[str]:
+    """Two scrapes of one endpoint serving both models by the ingest service's own scraper
+    (``EndpointScraper.scrape_once``); the outcome of each, as its health reports it."""
+    clock = VirtualClock(T0 + 40)
+    metrics = IngestMetrics(CollectorRegistry())
+    app = IngestApp(InMemoryCounterStore(store_settings()), cast(DeploymentDirectory, _AnyDeployment()),
+                    clock, metrics)  # fmt: skip
+    (spec,) = group_targets([ScrapeTarget.model_validate(
+        {"url": URL, "deployment": m, "role": "serving", "model_name": m}) for m in MODELS], 1.0)  # fmt: skip
+    texts = iter((prev_text, cur_text))
+
+    async def fetch(url: str, timeout_s: float) -> str:
+        return next(texts)
+
+    scraper = EndpointScraper(spec, app, clock, metrics, MemoryScrapeState(), max_gap_s=60.0, fetch=fetch)
+    out = []
+    for _ in range(2):
+        ok = await scraper.scrape_once()
+        out.append("scraped" if ok else "failed: " + (scraper.health.last_error or "")[:40].split(":")[0])
+        clock.advance(GAP_S)
+    return out
+
+
+def _scrape(prev_text: str, cur_text: str) -> list[str]:
+    return asyncio.run(_scrape_both(prev_text, cur_text))
+
+
 ops = st.lists(
     st.tuples(
         st.sampled_from([0, 1, 2, 3, 3, 3, 3, 4, 4, 4, 5, 6]),
@@ -116,10 +132,10 @@ def test_mutated_engine_metrics_fail_only_as_a_failed_scrape(
     OUTCOMES.update(_scrape(_mutate(prev, prev_ops), _mutate(cur, cur_ops)))
 
 
-def test_unmutated_expositions_give_samples_for_both_models() -> None:
+def test_unmutated_expositions_are_scraped_for_both_models() -> None:
     for kind in ("vllm", "sglang"):
         prev, cur = base(kind, 1)
-        assert list(_scrape("\n".join(prev), "\n".join(cur))) == ["samples", "samples"]
+        assert _scrape("\n".join(prev), "\n".join(cur)) == ["scraped", "scraped"]
 
 
 def teardown_module() -> None:
