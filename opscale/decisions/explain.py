@@ -40,6 +40,11 @@ def _inputs(v: DecisionView) -> list[str]:
         f"decode {load.decode_tps:,.0f} tokens/s, prefill {load.prefill_uncached_tps:,.0f} tokens/s; "
         f"observed TTFT p99 {_ms(load.ttft_p99_ms)}, TBT p99 {_ms(load.tbt_p99_ms)}."
     ]
+    if load.recent_arrivals is not None and load.recent_s > 0:
+        lines.append(
+            f"Inputs: the last {load.recent_s:g} s of the window held {load.recent_arrivals:,} requests "
+            f"({load.recent_arrivals / load.recent_s:,.2f}/s)."
+        )
     missing = sorted(str(s) for s, age in load.staleness_s.items() if age is None)
     oldest = max_staleness(load)
     if missing:

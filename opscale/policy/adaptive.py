@@ -115,6 +115,7 @@ class Forecast:
     slope_rps_per_s: float
     sigma_rps: float
     horizon_s: float
+    recent_rps: float = 0.0  # > 0: started from the window's last seconds (opscale.policy.recent)
 
     @property
     def rate_rps(self) -> float:
@@ -122,9 +123,12 @@ class Forecast:
         return self.central_rps + Z * self.sigma_rps
 
     def sentence(self, now_rps: float) -> str:
+        now = f"now {now_rps:.3g}" + (
+            f", at least {self.recent_rps:.3g} over the last seconds" if self.recent_rps else ""
+        )
         return (
             f"forecast: planned for {self.rate_rps:.3g} req/s over the next {self.horizon_s:.0f} s of "
-            f"replica start-up (now {now_rps:.3g}, trend {self.slope_rps_per_s:+.3g} req/s², rise within "
+            f"replica start-up ({now}, trend {self.slope_rps_per_s:+.3g} req/s², rise within "
             f"the start-up beyond Poisson noise σ {self.sigma_rps:.2g} req/s × {Z:g})."
         )
 

@@ -57,6 +57,7 @@ from typing import TypeVar
 
 from opscale.policy.adaptive import window_noise
 from opscale.policy.jsonval import JSONValue, finite_or_none
+from opscale.policy.recent import recent_floor
 from opscale.policy.stabilizer_config import stale_signals
 from opscale.policy.types import (
     InfeasibilityKind,
@@ -138,7 +139,9 @@ def hold_whole_stages(
         pool, t = PoolKey(str(stage), "model"), finite_or_none(last.get(stage))
         upto, cur, new = finite_or_none(covered.get(stage)), inp.current.get(pool), out.desired.get(pool)
         grows = cur is not None and new is not None and new.replicas * new.gpus > cur.replicas * cur.gpus
-        passed = upto is not None and inp.load.arrival_rate_rps > upto + noise
+        passed = upto is not None and (
+            inp.load.arrival_rate_rps > upto + noise or recent_floor(inp.load) > upto
+        )
         short = str(pool) in upsized and new != cur  # the replicas in force cannot hold the KV
         outrun = scale_up_in_slot and ((passed and grows) or short)
         if (

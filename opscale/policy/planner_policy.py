@@ -42,6 +42,7 @@ from opscale.policy.pipeline import finish, own_data, parse_params
 from opscale.policy.planner_colocated import CoPlan, plan_colocated, stage_work
 from opscale.policy.planner_core import memory
 from opscale.policy.planner_stage import Plan
+from opscale.policy.recent import with_recent
 from opscale.policy.registry import base_params
 from opscale.policy.stabilizer import StabilizerConfig
 from opscale.policy.types import (
@@ -160,6 +161,7 @@ class PlannerPolicy(ABC):
         if p.forecast and load.arrival_rate_rps > 0.0:
             hist = history_of(data, inp.now_s, load.arrival_rate_rps)
             fc = forecast(hist, p.startup_s or horizon_s(self.perf, inp.current), inp.load.window_s)
+            fc = with_recent(fc, inp.load, 1.0 + p.headroom)
             load = forecast_load(load, fc)
             keep["rates"] = [[t, r] for t, r in hist]
             if fc.rate_rps > inp.load.arrival_rate_rps * 1.005:

@@ -79,6 +79,11 @@ class LoadWindow:
     # in req/s: the forecast's burst over the start-up (opscale.policy.adaptive). The planners add the two
     # in quadrature (planner_loads.rate_bound). 0: none (the window as measured).
     rate_spread_rps: float = 0.0
+    # Requests that arrived in the window's last ``recent_s`` seconds (None: not read; the short window
+    # of ``opscale.signals.summary``). A burst shows here seconds before the window's mean moves
+    # (``opscale.policy.adaptive.recent_floor``).
+    recent_arrivals: int | None = None
+    recent_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("input_tokens_dist", "output_tokens_dist"):
@@ -95,6 +100,8 @@ class LoadWindow:
             "LoadWindow",
             arrival_rate_rps=self.arrival_rate_rps,
             rate_spread_rps=self.rate_spread_rps,
+            recent_arrivals=self.recent_arrivals,
+            recent_s=self.recent_s,
             input_tokens_mean=self.input_tokens_mean,
             input_tokens_p99=self.input_tokens_p99,
             output_tokens_mean=self.output_tokens_mean,

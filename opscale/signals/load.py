@@ -3,6 +3,7 @@
 Absent data stays absent: a percentile with no observation is None, and a signal never written has
 staleness None, which the stabilizer treats as stale (fail-static: hold, never scale in). An empty
 counter store therefore yields a recorded "held: signals stale" decision, not a scale-in to zero.
+
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def to_load_window(summary: WindowSummary, pools_read: bool = True) -> LoadWindo
         staleness_s=staleness,
         input_tokens_dist=length_dist(summary.input_tokens),
         output_tokens_dist=length_dist(summary.output_tokens),
+        recent_arrivals=summary.recent_arrivals,
+        recent_s=summary.recent_s,
     )
 
 
@@ -162,6 +165,8 @@ def load_to_json(load: LoadWindow) -> dict[str, Any]:
         "staleness_s": {str(k): v for k, v in sorted(load.staleness_s.items())},
         "input_tokens_dist": load.input_tokens_dist.to_json() if load.input_tokens_dist else None,
         "output_tokens_dist": load.output_tokens_dist.to_json() if load.output_tokens_dist else None,
+        "recent_arrivals": load.recent_arrivals,
+        "recent_s": load.recent_s,
     }
 
 
@@ -198,6 +203,8 @@ def load_from_json(data: Mapping[str, Any]) -> LoadWindow:
         },
         input_tokens_dist=_dist(data, "input_tokens_dist"),
         output_tokens_dist=_dist(data, "output_tokens_dist"),
+        recent_arrivals=None if data.get("recent_arrivals") is None else int(data["recent_arrivals"]),
+        recent_s=float(data.get("recent_s") or 0.0),
     )
 
 

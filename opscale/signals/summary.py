@@ -25,6 +25,9 @@ from opscale.pools import PoolKey
 from opscale.signals import series as S
 
 PERCENTILES = (0.5, 0.9, 0.99)
+# The short window read beside the long one (Knative's autoscaler reads a panic window of 10% of its
+# stable one, 6 s of 60 s by default; ours is 5 s of the 30 s decision window).
+RECENT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,11 @@ class WindowSummary:
     gpu_power_watts: float | None  # mean per GPU sample
     pools: tuple[PoolSummary, ...]
     staleness_s: Mapping[str, float | None]  # every name in series.SIGNALS
+    # Arrivals in the last ``recent_s`` seconds of the window (its newest closed buckets), where the
+    # window is longer than that: the first sign of a burst, which a 30 s mean shows late
+    # (``opscale.policy.adaptive``). None when the window is no longer than ``RECENT_S``.
+    recent_arrivals: int | None = None
+    recent_s: float = 0.0
 
     def pool(self, pool: PoolKey) -> PoolSummary | None:
         return next((p for p in self.pools if p.pool == pool), None)
@@ -97,13 +105,24 @@ _MARKERS = tuple(S.POOL_SIGNAL_SERIES.values())
 
 
 @functools.lru_cache(maxsize=4096)
-def _queries(deployment: str, window_s: float, pools: tuple[PoolKey, ...]) -> tuple[ReadQuery, ...]:
+def _queries(
+    deployment: str, window_s: float, pools: tuple[PoolKey, ...], recent_s: float
+) -> tuple[ReadQuery, ...]:
     out = [ReadQuery(S.deployment_key(deployment, name), kind, window_s) for name, kind in _DEPLOYMENT_SERIES]
     for pool in pools:
         out += [
             ReadQuery(S.pool_key(deployment, name, pool), Kind.COUNTER, window_s) for name in S.POOL_SERIES
         ]
+    if recent_s:
+        out.append(ReadQuery(S.deployment_key(deployment, S.INPUT_TOKENS), Kind.HISTOGRAM, recent_s))
     return tuple(out)
+
+
+def recent_window(window_s: float, bucket_s: float) -> float:
+    """The short window read beside ``window_s``: ``RECENT_S`` in whole buckets (at least one); 0 when
+    that is not shorter than the window."""
+    recent = max(1, math.floor(RECENT_S / bucket_s)) * bucket_s
+    return recent if recent < window_s else 0.0
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -193,7 +212,8 @@ async def read_window_summary(
     if pools is None:
         pools = await discover_pools(store, deployment, now_s=now_s)
     chosen = tuple(dict.fromkeys(pools))  # de-duplicated, order kept
-    reads = await store.read_many(_queries(deployment, window_s, chosen), now_s=now_s)
+    recent_s = recent_window(window_s, settings.bucket_s)
+    reads = await store.read_many(_queries(deployment, window_s, chosen, recent_s), now_s=now_s)
     d = dict(zip((name for name, _ in _DEPLOYMENT_SERIES), reads, strict=False))
     n_dep, n_pool = len(_DEPLOYMENT_SERIES), len(S.POOL_SERIES)
     pool_summaries = tuple(
@@ -226,4 +246,6 @@ async def read_window_summary(
         gpu_power_watts=_ratio(d[S.GPU_POWER_WATTS_SUM].sum, gpu_n),
         pools=pool_summaries,
         staleness_s=MappingProxyType(staleness),
+        recent_arrivals=reads[-1].count if recent_s else None,
+        recent_s=recent_s,
     )

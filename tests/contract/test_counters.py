@@ -299,6 +299,17 @@ async def test_read_many_keeps_query_order(store: CounterStore) -> None:
     assert await store.read_many([], now_s=T0) == []
 
 
+async def test_one_series_read_over_two_windows_at_once(store: CounterStore) -> None:
+    """The window summary reads the arrivals histogram over the window and its last seconds in one
+    round trip (``opscale.signals.summary``)."""
+    await apply(store, obs(95, 10), obs(99, 20), obs(100, 30), now=101)
+    long, short = await store.read_many(
+        [ReadQuery(TTFT, Kind.HISTOGRAM, 30), ReadQuery(TTFT, Kind.HISTOGRAM, 5)], now_s=T0 + 101
+    )
+    assert (long.count, long.sum, long.window_s) == (3, 60.0, 30.0)
+    assert (short.count, short.sum, short.window_s) == (2, 50.0, 5.0)
+
+
 async def test_series_are_isolated(store: CounterStore) -> None:
     other_ns = SeriesKey.of("d2", "arrivals")
     labelled = SeriesKey.of("d1", "arrivals", stage="prefill")

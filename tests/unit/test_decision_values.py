@@ -149,6 +149,9 @@ def test_explanation_and_protos() -> None:
     steps = [line.split(":", 1)[0] for line in ex.narrative]
     assert steps[0] == "Inputs" and "Model" in steps and "Policy" in steps and steps[-1] == "Placement"
     assert any("4,000 tokens/s" in line for line in ex.narrative)
+    assert not any("the last 5 s" in line for line in ex.narrative)  # no short window read
+    short = dataclasses.replace(v, load=dataclasses.replace(v.load, recent_arrivals=60, recent_s=5.0))
+    assert "Inputs: the last 5 s of the window held 60 requests (12.00/s)." in explain(short).narrative
     msg = explanation_to_pb(ex)
     assert msg.decision.id == "7" and msg.decision.tick_ms == 100_000
     assert msg.decision.placement_outcome == pb.PLACEMENT_OUTCOME_APPLIED
@@ -177,6 +180,8 @@ def test_load_json_round_trips(decode: float, arrivals: float, ttft: float | Non
         queue_depth={DECODE: 2.5},
         busy_fraction={PREFILL: 0.5},
         staleness_s={Signal.DECODE_TPS: age},
+        recent_arrivals=7,
+        recent_s=5.0,
     )
     assert load_from_json(load_to_json(load)) == load
 

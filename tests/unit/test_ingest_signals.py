@@ -29,6 +29,7 @@ from opscale.signals import (
     validate_samples,
 )
 from opscale.signals import series as S
+from opscale.signals.summary import recent_window
 from opscale.spec import OperatorKind, PoolRef, Stage
 
 NOW = 1_700_000_000.0
@@ -179,6 +180,7 @@ async def test_window_summary_numbers() -> None:
     s = await read_window_summary(store, "llama", now_s=NOW, window_s=10, pools=[DECODE, PREFILL_ATTN])
 
     assert s.arrivals == 100 and s.arrivals_per_s == pytest.approx(10.0)  # 100 in 10 s
+    assert (s.recent_arrivals, s.recent_s) == (50, 5.0)  # the last 5 closed buckets: i >= 50
     assert s.input_tokens.mean == pytest.approx(1495.0)  # mean of 1000 + 10 i, i < 100
     assert s.input_tokens.p99 == pytest.approx(1990.0, rel=0.09)  # within one ~9% bin of 1990
     assert s.output_tokens.mean == 200 and s.output_tokens.p50 == 200  # one value: exact
@@ -209,6 +211,20 @@ async def test_pools_none_discovers_the_pools_with_data() -> None:
     # Outside the 10 s window, but still retained: the pool is reported, with no window data.
     assert [p.pool for p in s.pools] == [PREFILL_ATTN]
     assert s.pools[0].busy_fraction is None and s.pools[0].staleness_s["busy"] == pytest.approx(100.0)
+
+
+def test_the_short_window_is_whole_buckets_shorter_than_the_window() -> None:
+    assert recent_window(30.0, 1.0) == 5.0
+    assert recent_window(30.0, 2.0) == 4.0  # whole buckets within RECENT_S
+    assert recent_window(60.0, 10.0) == 10.0  # at least one bucket
+    assert recent_window(5.0, 1.0) == 0.0 and recent_window(10.0, 10.0) == 0.0  # not shorter: none
+
+
+async def test_a_window_no_longer_than_the_short_one_reads_no_short_one() -> None:
+    store = InMemoryCounterStore(SETTINGS)
+    await store.apply(samples_to_writes([sample(Arrival(10, 10))], SETTINGS), now_s=NOW)
+    s = await read_window_summary(store, "llama", now_s=NOW, window_s=5, pools=[])
+    assert s.arrivals == 1 and (s.recent_arrivals, s.recent_s) == (None, 0.0)
 
 
 def test_window_must_be_whole_buckets_within_retention() -> None:
