@@ -4,6 +4,14 @@ Absent data stays absent: a percentile with no observation is None, and a signal
 staleness None, which the stabilizer treats as stale (fail-static: hold, never scale in). An empty
 counter store therefore yields a recorded "held: signals stale" decision, not a scale-in to zero.
 
+Idle is not silence. An engine that serves no request writes no arrival, so the arrival series ages
+as if its reporter had died; but the engines still report their token counters every interval (the
+scraper writes each scrape's delta, zero included). Where the window holds no arrival and those
+counters are fresh and show no work at all, the engines were watched and idle: the arrival rate is a
+measured 0, as old as the freshest of them (``_arrivals_age``). Without this an idle deployment never
+scaled in: on Azure code's silent minutes the policies held a burst's replicas for the whole lull and
+then, at the first request of the next burst, scaled in to the quiet plan (BENCHMARKS.md, 2026-12-07).
+Work without arrivals (a gateway that stopped pushing while engines decode) stays stale.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from opscale.pools import OperatorKind, Stage
 from opscale.signals.summary import Distribution, WindowSummary, read_window_summary
 
 DEFAULT_WINDOW_S = 30.0
+# Series every engine report writes, work or none (opscale.scrape.delta's throughput pieces).
+ENGINE_COUNTERS = ("decode_tokens", "prefill_tokens")
 
 # Which counter-store signal (opscale.signals.series.SIGNALS) stands for each policy signal.
 SIGNAL_SOURCE: Mapping[Signal, str] = {
@@ -77,7 +87,7 @@ def to_load_window(summary: WindowSummary, pools_read: bool = True) -> LoadWindo
     for signal, source in SIGNAL_SOURCE.items():
         if source in POOL_SOURCES and not pools_read:
             continue  # not read this tick (see policies.POLICIES_READING_POOLS): not reported at all
-        age = summary.staleness_s.get(source)
+        age = _arrivals_age(summary) if source == "arrivals" else summary.staleness_s.get(source)
         staleness[signal] = None if age is None else max(0.0, age)
     return LoadWindow(
         window_s=summary.window_s,
@@ -102,6 +112,18 @@ def to_load_window(summary: WindowSummary, pools_read: bool = True) -> LoadWindo
         recent_arrivals=summary.recent_arrivals,
         recent_s=summary.recent_s,
     )
+
+
+def _arrivals_age(summary: WindowSummary) -> float | None:
+    """The arrival series' age, or where the window holds no arrival and the engines' token counters are
+    fresher and show no work in it, theirs (module docstring)."""
+    age = summary.staleness_s.get("arrivals")
+    if summary.arrivals or summary.decode_tokens_per_s > 0.0 or summary.prefill_tokens_per_s > 0.0:
+        return age
+    engines = [a for a in (summary.staleness_s.get(s) for s in ENGINE_COUNTERS) if a is not None]
+    if not engines:
+        return age
+    return min(engines) if age is None else min(age, min(engines))
 
 
 async def read_load(

@@ -32,10 +32,13 @@ from opscale.policy.types import (
 )
 from opscale.services.decision.lease import InProcessLease, LockTable, lock_key
 from opscale.services.decision.publish import QUEUE_SIZE, DecisionHub
+from opscale.signals import Arrival, Sample, Throughput, samples_to_writes
 from opscale.signals.load import load_from_json, load_to_json, read_load, window_for
+from opscale.spec import OperatorKind, PoolRef, Stage
 from opscale.wire.decisions import decision_to_pb, explanation_to_pb
 
 DECODE, PREFILL = PoolKey("decode", "model"), PoolKey("prefill", "model")
+DECODE_REF = PoolRef(stage=Stage.DECODE, operator=OperatorKind.MODEL)
 FRESH = {s: 1.0 for s in Signal}
 
 
@@ -198,6 +201,35 @@ async def test_an_empty_store_reads_as_never_seen() -> None:
     assert load.decode_tps == 0.0 and load.ttft_p99_ms is None
     assert set(load.staleness_s) == set(Signal) and all(v is None for v in load.staleness_s.values())
     await store.close()
+
+
+async def _idle_store(work: float, arrival_ago_s: float | None) -> LoadWindow:
+    """A store whose engines reported their token counters every second of the last minute (``work``
+    decode tokens/s), with one arrival ``arrival_ago_s`` seconds ago (None: none ever)."""
+    now = 1_700_000_000.0
+    samples = [Sample("chat", now - 60 + i + 0.5, Throughput(work, 0.0, 1.0), DECODE_REF) for i in range(60)]
+    if arrival_ago_s is not None:
+        samples.append(Sample("chat", now - arrival_ago_s, Arrival(100, 10)))
+    store = make_counter_store("memory://")
+    await store.apply(samples_to_writes(samples, store.settings), now_s=now)
+    load = await read_load(store, "chat", [DECODE, PREFILL], now_s=now, window_s=30.0)
+    await store.close()
+    return load
+
+
+async def test_engines_reporting_no_work_and_no_arrivals_read_as_idle_not_stale() -> None:
+    # The last request came 50 s ago; the engines report every second and did no work in the window:
+    # the rate is a measured zero, as fresh as the engines' reports.
+    idle = await _idle_store(0.0, 50.0)
+    assert idle.arrival_rate_rps == 0.0
+    assert idle.staleness_s[Signal.ARRIVAL_RATE] == pytest.approx(0.5)
+    assert idle.staleness_s[Signal.TOKEN_LENGTHS] == pytest.approx(0.5)
+    # Never a request, engines watched: idle too (a new deployment without traffic).
+    assert (await _idle_store(0.0, None)).staleness_s[Signal.ARRIVAL_RATE] == pytest.approx(0.5)
+    # Engines decoding but no arrival counted for 50 s: whoever counts arrivals stopped; stays stale.
+    busy = await _idle_store(500.0, 50.0)
+    assert busy.staleness_s[Signal.ARRIVAL_RATE] == pytest.approx(50.0)
+    assert (await _idle_store(500.0, None)).staleness_s[Signal.ARRIVAL_RATE] is None
 
 
 def test_lock_keys_are_stable_signed_64_bit() -> None:
