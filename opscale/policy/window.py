@@ -81,7 +81,7 @@ class LoadWindow:
     rate_spread_rps: float = 0.0
     # Requests that arrived in the window's last ``recent_s`` seconds (None: not read; the short window
     # of ``opscale.signals.summary``). A burst shows here seconds before the window's mean moves
-    # (``opscale.policy.adaptive.recent_floor``).
+    # (``opscale.policy.recent.recent_floor``).
     recent_arrivals: int | None = None
     recent_s: float = 0.0
 

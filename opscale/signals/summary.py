@@ -1,10 +1,11 @@
 """A deployment's load over the last ``window_s`` seconds, as the decision loop and GetWindowSummary
 see it, read in one ``read_many`` round trip.
 
-Cost: ``11 + 10 * len(pools)`` series, each ``window_s / bucket_s`` bucket reads (pipelined in one
-round trip on Redis). The decision loop calls this every tick for every deployment, so it passes the
-pools its spec has; ``pools=None`` (an operator asking "what is there?") first reads one bucket of each
-possible pool's marker series to find the pools that have data, then reads only those: two round trips.
+Cost: ``11 + 10 * len(pools)`` series, each ``window_s / bucket_s`` bucket reads, and the arrivals
+over the window's last ``RECENT_S`` seconds once more (pipelined in one round trip on Redis). The
+decision loop calls this every tick for every deployment, so it passes the pools its spec has;
+``pools=None`` (an operator asking "what is there?") first reads one bucket of each possible pool's
+marker series to find the pools that have data, then reads only those: two round trips.
 
 Absent data is never zero load: a mean or percentile with no observations in the window is None, a
 rate is 0.0 over the window, and ``staleness_s[signal]`` (None: never seen within retention) tells
@@ -79,7 +80,7 @@ class WindowSummary:
     staleness_s: Mapping[str, float | None]  # every name in series.SIGNALS
     # Arrivals in the last ``recent_s`` seconds of the window (its newest closed buckets), where the
     # window is longer than that: the first sign of a burst, which a 30 s mean shows late
-    # (``opscale.policy.adaptive``). None when the window is no longer than ``RECENT_S``.
+    # (``opscale.policy.recent``). None when the window is no longer than ``RECENT_S``.
     recent_arrivals: int | None = None
     recent_s: float = 0.0
 
