@@ -28,7 +28,7 @@ from opscale.services.ingest.metrics import IngestMetrics
 from opscale.services.ingest.scrape import EndpointScraper
 from opscale.services.ingest.shard import MemoryScrapeState
 from opscale.services.ingest.targets import group_targets
-from opscale.signals import store_settings
+from opscale.signals import read_window_summary, store_settings
 from tests.fixtures.metrics.enginesim import T0, EngineSim
 from tests.fuzz_budget import examples, report
 
@@ -80,13 +80,13 @@ class _AnyDeployment:
         return None
 
 
-async def _scrape_both(prev_text: str, cur_text: str) -> list[str]:
+async def _scrape_both(prev_text: str, cur_text: str, store: InMemoryCounterStore | None = None) -> list[str]:
     """Two scrapes of one endpoint serving both models by the ingest service's own scraper
-    (``EndpointScraper.scrape_once``); the outcome of each, as its health reports it."""
+    (``EndpointScraper.scrape_once``) into ``store``; the outcome of each, as its health reports it."""
     clock = VirtualClock(T0 + 40)
     metrics = IngestMetrics(CollectorRegistry())
-    app = IngestApp(InMemoryCounterStore(store_settings()), cast(DeploymentDirectory, _AnyDeployment()),
-                    clock, metrics)  # fmt: skip
+    store = InMemoryCounterStore(store_settings()) if store is None else store
+    app = IngestApp(store, cast(DeploymentDirectory, _AnyDeployment()), clock, metrics)
     (spec,) = group_targets([ScrapeTarget.model_validate(
         {"url": URL, "deployment": m, "role": "serving", "model_name": m}) for m in MODELS], 1.0)  # fmt: skip
     texts = iter((prev_text, cur_text))
@@ -135,7 +135,13 @@ def test_mutated_engine_metrics_fail_only_as_a_failed_scrape(
 def test_unmutated_expositions_are_scraped_for_both_models() -> None:
     for kind in ("vllm", "sglang"):
         prev, cur = base(kind, 1)
-        assert _scrape("\n".join(prev), "\n".join(cur)) == ["scraped", "scraped"]
+        store = InMemoryCounterStore(store_settings())
+        assert asyncio.run(_scrape_both("\n".join(prev), "\n".join(cur), store)) == ["scraped", "scraped"]
+        for model in MODELS:  # the second scrape's deltas reached the store, per model
+            summary = asyncio.run(
+                read_window_summary(store, model, now_s=T0 + 40 + 2 * GAP_S, window_s=30, pools=[])
+            )
+            assert summary.arrivals > 0 and summary.decode_tokens_per_s > 0, (kind, model)
 
 
 def teardown_module() -> None:
