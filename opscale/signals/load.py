@@ -120,10 +120,8 @@ def _arrivals_age(summary: WindowSummary) -> float | None:
     age = summary.staleness_s.get("arrivals")
     if summary.arrivals or summary.decode_tokens_per_s > 0.0 or summary.prefill_tokens_per_s > 0.0:
         return age
-    engines = [a for a in (summary.staleness_s.get(s) for s in ENGINE_COUNTERS) if a is not None]
-    if not engines:
-        return age
-    return min(engines) if age is None else min(age, min(engines))
+    ages = [a for a in (age, *(summary.staleness_s.get(s) for s in ENGINE_COUNTERS)) if a is not None]
+    return min(ages) if ages else None
 
 
 async def read_load(
