@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing as mp
 import random
 import statistics
@@ -61,8 +62,12 @@ class NeverLeads:
         return frozenset()
 
     namespace = "decision"
+    ttl_s = math.inf
 
     def epoch(self, name: str) -> int | None:
+        return None
+
+    async def renew(self) -> None:
         return None
 
     async def release_all(self) -> None:

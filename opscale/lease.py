@@ -16,6 +16,11 @@ possibly stale, belief.
   next ``sync`` takes over), server-side TCP keepalives (a vanished host is noticed in seconds, not the
   system default of two hours) and ``statement_timeout``; each ``sync`` is bounded by ``ttl_s`` on the
   client too and drops every lease when it fails.
+- A holder whose pass runs longer than the TTL (the cold pass over 1,000 deployments takes 5–8 s on a
+  loaded 2-vCPU machine: BENCHMARKS.md, "Decision loop") keeps its leases with ``renewing``: a task
+  beside the pass renews every third of the TTL while the pass reports progress. It runs on the pass's
+  event loop, so a process that hangs or is stopped renews nothing and loses its leases after ``ttl_s``;
+  a pass stuck awaiting something that never comes reports nothing and loses them within 4/3 ``ttl_s``.
 - ``InProcessLease``: for SQLite. An SQLite file is owned by one process (the embedded default runs
   every service in one), so the "lock manager" is a table in that process, keyed by database URL so
   that two decision services over one file in one process (tests) still exclude each other. A holder
@@ -29,7 +34,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Collection, Mapping
+import math
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -49,7 +55,7 @@ _CONNECTION_ERRORS = (DBAPIError, SQLAlchemyError, OSError, Unavailable, Timeout
 
 # A holder that stops renewing loses its leases after this long (the issue's bound is 5 s; a standby's
 # next pass, one loop wake later, takes over). A healthy holder renews every loop pass (0.2 s by default),
-# so a pass slower than this gives its leases up and takes them again on the next pass.
+# and within a pass slower than this, every third of it (``renewing``).
 DEFAULT_TTL_S = 3.0
 
 DECISION = "decision"
@@ -76,6 +82,11 @@ class Lease(Protocol):
     @property
     def namespace(self) -> str: ...
 
+    @property
+    def ttl_s(self) -> float:
+        """How long held names outlive the holder's last renewal (``inf``: until released)."""
+        ...
+
     async def sync(self, wanted: Collection[str]) -> frozenset[str]:
         """Hold as many of ``wanted`` as possible, release the rest; return what is held now."""
         ...
@@ -84,7 +95,52 @@ class Lease(Protocol):
         """The fencing token this holder took ``name`` with (None: not held, or no database epochs)."""
         ...
 
+    async def renew(self) -> None:
+        """Keep what is held alive without changing it (between two ``sync`` calls far apart)."""
+        ...
+
     async def release_all(self) -> None: ...
+
+
+class Progress:
+    """What ``renewing`` hands its pass: the pass calls ``made()`` as it gets work done."""
+
+    def __init__(self) -> None:
+        self.last = asyncio.get_running_loop().time()
+
+    def made(self) -> None:
+        self.last = asyncio.get_running_loop().time()
+
+
+@contextlib.asynccontextmanager
+async def renewing(lease: Lease) -> AsyncIterator[Progress]:
+    """Renew ``lease`` every third of its TTL while the body runs and makes progress (module docstring).
+
+    Renewals get in at the body's awaits, so a body that holds the event loop (a hung process) renews
+    nothing; and a renewal is made only if the body reported progress within the last third of the TTL,
+    so a body stuck awaiting something that never comes loses its leases within 4/3 of the TTL too."""
+    progress = Progress()
+    every_s = lease.ttl_s / 3.0
+    if not math.isfinite(every_s):
+        yield progress
+        return
+    stop = asyncio.Event()
+
+    async def beat() -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+                return
+            if loop.time() - progress.last <= every_s:
+                await lease.renew()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield progress
+    finally:
+        stop.set()
+        await task  # never cancelled: a renewal cut mid-query would leave the connection unusable
 
 
 def _insert(dialect: str) -> postgresql.Insert | sqlite.Insert:
@@ -170,6 +226,7 @@ class PostgresAdvisoryLease:
         self._epochs: dict[str, int] = {}
         self.connects = 0  # lease connections opened so far (1 + reconnections after losing one)
         self._outage = Outage(f"{namespace} lease: the database is unavailable", log)
+        self._busy = asyncio.Lock()  # one statement at a time on the lease connection (``renewing``)
 
     @property
     def holder_id(self) -> str:
@@ -178,6 +235,10 @@ class PostgresAdvisoryLease:
     @property
     def namespace(self) -> str:
         return self._namespace
+
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl_s
 
     @property
     def held(self) -> frozenset[str]:
@@ -222,9 +283,21 @@ class PostgresAdvisoryLease:
         return conn
 
     async def sync(self, wanted: Collection[str]) -> frozenset[str]:
+        async with self._busy:
+            if await self._bounded(self._sync(set(wanted))):
+                self._outage.ok()
+            return frozenset(self._held)
+
+    async def renew(self) -> None:
+        async with self._busy:
+            if self._conn is not None and self._held:
+                await self._bounded(self._renewal(self._conn))
+
+    async def _bounded(self, work: Awaitable[None]) -> bool:
+        """Run ``work`` on the lease connection within the TTL; on failure drop every lease (False)."""
         try:
             async with asyncio.timeout(self._ttl_s):  # a renewal that hangs is no renewal
-                await self._sync(set(wanted))
+                await work
         except _CONNECTION_ERRORS as exc:
             error = str(exc) or type(exc).__name__
             if self._held:  # a change of leadership: always said
@@ -238,9 +311,13 @@ class PostgresAdvisoryLease:
             else:  # holding nothing and still failing: an outage, said once
                 self._outage.failed(error)
             await self._discard()
-            return frozenset()
-        self._outage.ok()
-        return frozenset(self._held)
+            return False
+        return True
+
+    @staticmethod
+    async def _renewal(conn: AsyncConnection) -> None:
+        await conn.execute(sa.text("SELECT 1"))  # resets the server's idle timer
+        await conn.commit()
 
     async def _sync(self, want: set[str]) -> None:
         if self._conn is None:
@@ -279,16 +356,17 @@ class PostgresAdvisoryLease:
                 await conn.invalidate()
 
     async def release_all(self) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            await conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
-            await conn.commit()
-            self._conn, self._held, self._epochs = None, {}, {}
-            await conn.close()
-        except _CONNECTION_ERRORS:
-            await self._discard()
+        async with self._busy:
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                await conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+                await conn.commit()
+                self._conn, self._held, self._epochs = None, {}, {}
+                await conn.close()
+            except _CONNECTION_ERRORS:
+                await self._discard()
 
 
 class LockTable:
@@ -334,6 +412,10 @@ class InProcessLease:
     def namespace(self) -> str:
         return self._namespace
 
+    @property
+    def ttl_s(self) -> float:
+        return math.inf  # the table's entries do not lapse: a holder gives them up or its process dies
+
     def epoch(self, name: str) -> int | None:
         return self._epochs.get(name) if self._table.owners.get(name) == self._holder_id else None
 
@@ -361,6 +443,9 @@ class InProcessLease:
         held = frozenset(n for n in want if owners.get(n) == self._holder_id)
         self._epochs = {n: e for n, e in self._epochs.items() if n in held}
         return held
+
+    async def renew(self) -> None:
+        return None
 
     async def release_all(self) -> None:
         owners = self._table.owners

@@ -5,6 +5,7 @@ write path, and a placement double."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -71,8 +72,12 @@ class NoLease:
         return frozenset()
 
     namespace = "decision"
+    ttl_s = math.inf
 
     def epoch(self, name: str) -> int | None:
+        return None
+
+    async def renew(self) -> None:
         return None
 
     async def release_all(self) -> None:

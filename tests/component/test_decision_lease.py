@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opscale.db.engine import make_async_engine, session_factory
 from opscale.db.migrate import upgrade
-from opscale.lease import fence
+from opscale.lease import fence, renewing
 from opscale.services.decision.lease import InProcessLease, Lease, LockTable, PostgresAdvisoryLease
 
 MakeLease = Callable[..., Lease]
@@ -156,3 +156,73 @@ async def test_a_sigstopped_leader_process_is_deposed_within_5_s_and_fenced(
         os.kill(holder.pid, signal.SIGCONT)
         holder.kill()
         holder.wait()
+
+
+async def _pass(lease: Lease, seconds: float, *, renew: bool, progress: bool = True) -> None:
+    """A loop pass that runs ``seconds`` between two syncs, with or without ``renewing``, reporting
+    progress every 0.1 s or never."""
+    if not renew:
+        await asyncio.sleep(seconds)
+        return
+    async with renewing(lease) as made:
+        for _ in range(round(seconds / 0.1)):
+            await asyncio.sleep(0.1)
+            if progress:
+                made.made()
+
+
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)
+@pytest.mark.parametrize("renew", [True, False])
+async def test_a_pass_slower_than_the_ttl_keeps_its_leases_while_renewing(
+    make: MakeLease, renew: bool
+) -> None:
+    """A cold pass over many deployments outlasts the TTL (5–8 s against 3 s for 1,000 deployments on a
+    loaded machine). Renewing beside it, the holder keeps its leases and their epochs; without, the server
+    ends the idle session, and the next sync finds its leases gone and takes them again (a new epoch,
+    which a standby could have taken first)."""
+    ttl_s = 1.0
+    a, b = make("a", ttl_s), make("b", ttl_s)
+    assert isinstance(a, PostgresAdvisoryLease)
+    assert await a.sync(["x", "y"]) == {"x", "y"}
+    epoch = a.epoch("x")
+    await _pass(a, 3 * ttl_s, renew=renew)
+    if renew:
+        assert await b.sync(["x", "y"]) == frozenset()  # a's locks held all along
+        assert await a.sync(["x", "y"]) == {"x", "y"}
+        assert (a.epoch("x"), a.connects) == (epoch, 1)
+    else:
+        assert await b.sync(["x", "y"]) == {"x", "y"}  # the standby took over during the pass
+        assert await a.sync(["x", "y"]) == frozenset()
+
+
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)
+async def test_a_pass_that_blocks_its_event_loop_or_makes_no_progress_still_loses_its_leases(
+    make: MakeLease,
+) -> None:
+    """Renewals run on the pass's event loop: a pass that holds it (as a hung process does) renews
+    nothing, and one that awaits without reporting progress is not renewed; either way another holder
+    takes over after the TTL."""
+    ttl_s = 1.0
+    a, b = make("a", ttl_s), make("b", ttl_s)
+    assert await a.sync(["x"]) == {"x"}
+    async with renewing(a):
+        time.sleep(2.5 * ttl_s)  # the event loop held: no renewal gets in
+    assert await b.sync(["x"]) == {"x"}
+    await b.release_all()
+    assert await a.sync(["x"]) == frozenset()  # a finds its session gone ...
+    assert await a.sync(["x"]) == {"x"}  # ... and takes the name again on its next pass
+    await _pass(a, 2.5 * ttl_s, renew=True, progress=False)
+    assert await b.sync(["x"]) == {"x"}
+
+
+async def test_renewing_a_lease_that_does_not_lapse_is_a_no_op(make: MakeLease) -> None:
+    """Both kinds: the in-process table's names never lapse (its TTL is infinite), a database lease's
+    renewal between syncs changes nothing it holds."""
+    a = make("a")
+    assert await a.sync(["x"]) == {"x"}
+    epoch = a.epoch("x")
+    async with renewing(a) as progress:
+        await asyncio.sleep(0.05)
+        progress.made()
+    await a.renew()
+    assert await a.sync(["x"]) == {"x"} and a.epoch("x") == epoch

@@ -12,8 +12,10 @@ connection dying and it noticing) cannot both record one; the loser skips and re
 
 Phases, so that one slow dependency does not serialise the rest: loads are read concurrently; the
 decisions of one tick are recorded in one transaction; hand-offs run concurrently under a short deadline;
-their outcomes are written in a second transaction. A deployment that fails (bad spec, policy error,
-unreadable window) is logged with its name, counted, and skipped; the loop goes on.
+their outcomes are written in a second transaction. A pass slower than the lease's TTL (the cold one,
+which builds every policy) renews the lease as it goes (``opscale.lease.renewing``). A deployment that
+fails (bad spec, policy error, unreadable window) is logged with its name, counted, and skipped; the loop
+goes on.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from opscale.db.repo import DeploymentRepo
 from opscale.decisions.deployment import Deployment
 from opscale.decisions.record import DecisionView, decode, encode, view_of, with_placement
 from opscale.errors import OpscaleError
-from opscale.lease import Lease, fence
+from opscale.lease import Lease, Progress, fence, renewing
 from opscale.outage import OUTAGE_ERRORS, Outage
 from opscale.policy.types import PolicyInput, PolicyOutput, PolicyState
 from opscale.services.decision.ledger import DecisionLedger, DeploymentHead
@@ -149,17 +151,19 @@ class DecisionLoop:
                 del self._last[name]  # lost or gave up the lease: re-read the ledger if it comes back
                 self._metrics.deployments.forget(name)
             self._setups.forget_except({h.name for h in heads})
-            due = await self._due([h for h in heads if h.name in self.held])
-            if not due:
-                return []
-            sem = asyncio.Semaphore(READ_CONCURRENCY)
-            await asyncio.gather(*(self._decide(d, sem) for d in due))
-            decided = await self._record([d for d in due if d.record is not None])
-            views = await self._hand_off(decided)
+            async with renewing(self._lease) as progress:  # a pass slower than the TTL keeps its leases
+                due = await self._due([h for h in heads if h.name in self.held], progress)
+                if not due:
+                    return []
+                sem = asyncio.Semaphore(READ_CONCURRENCY)
+                await asyncio.gather(*(self._decide(d, sem, progress) for d in due))
+                decided = await self._record([d for d in due if d.record is not None])
+                progress.made()
+                views = await self._hand_off(decided)
         self._metrics.tick_seconds.observe(self._clock.monotonic() - started)
         return views
 
-    async def _due(self, heads: list[DeploymentHead]) -> list[_Due]:
+    async def _due(self, heads: list[DeploymentHead], progress: Progress) -> list[_Due]:
         # Read first, then build policies (CPU work) after the session closes.
         now = self._clock.now()
         live = [h for h in heads if self._broken.get(h.name) != h.version]
@@ -175,11 +179,15 @@ class DecisionLoop:
                         raise
                     except Exception as exc:  # counted and logged below, with the spec errors
                         records[head.name] = exc
+                    progress.made()
                 for head in unread:
                     latest = await DecisionLedger(session).latest(head.name)
                     self._last[head.name] = decode(latest) if latest is not None else None
+                    progress.made()
         out: list[_Due] = []
         for head in live:
+            progress.made()
+            await asyncio.sleep(0)  # building a policy is CPU work: let the lease's renewals in between
             try:
                 setup = self._setup(head, records.get(head.name))
             except Exception:
@@ -212,7 +220,7 @@ class DecisionLoop:
         self._setups.put(head.name, head.version, deployment.spec, setup)
         return setup
 
-    async def _decide(self, due: _Due, sem: asyncio.Semaphore) -> None:
+    async def _decide(self, due: _Due, sem: asyncio.Semaphore, progress: Progress) -> None:
         name, setup, last = due.head.name, due.setup, due.last
         with self._tracer.start_as_current_span(
             "decision.deployment", attributes={"deployment": name, "policy": setup.policy.name}
@@ -230,6 +238,7 @@ class DecisionLoop:
                         self._counters_outage.failed(exc)
                         return
                     self._counters_outage.ok()
+                progress.made()
                 inp = PolicyInput(
                     now_s=now,
                     deployment=name,
@@ -242,6 +251,7 @@ class DecisionLoop:
                     frozen=due.head.frozen,
                 )
                 out = await self._plan(name, setup, inp)
+                progress.made()
             except Exception as exc:
                 self._metrics.deployment_errors.labels("policy").inc()
                 span.record_exception(exc)
