@@ -179,8 +179,9 @@ async def test_a_pass_slower_than_the_ttl_keeps_its_leases_while_renewing(
     """A cold pass over many deployments outlasts the TTL (5–8 s against 3 s for 1,000 deployments on a
     loaded machine). Renewing beside it, the holder keeps its leases and their epochs; without, the server
     ends the idle session, and the next sync finds its leases gone and takes them again (a new epoch,
-    which a standby could have taken first)."""
-    ttl_s = 1.0
+    which a standby could have taken first). A TTL of 1.5 s: renewals every 0.5 s leave 1 s of slack
+    on a loaded machine."""
+    ttl_s = 1.5
     a, b = make("a", ttl_s), make("b", ttl_s)
     assert isinstance(a, PostgresAdvisoryLease)
     assert await a.sync(["x", "y"]) == {"x", "y"}
