@@ -317,7 +317,7 @@ class PostgresAdvisoryLease:
     @staticmethod
     async def _renewal(conn: AsyncConnection) -> None:
         await conn.execute(sa.text("SELECT 1"))  # resets the server's idle timer
-        await conn.commit()
+        await conn.commit()  # session-level locks outlive the transaction; do not idle in one
 
     async def _sync(self, want: set[str]) -> None:
         if self._conn is None:
@@ -331,18 +331,18 @@ class PostgresAdvisoryLease:
                 {"keys": gone},
             )
             self._held = {n: k for n, k in self._held.items() if n in want}
+            self._epochs = {n: e for n, e in self._epochs.items() if n in self._held}
         todo = {lock_key(name, self._namespace): name for name in want if name not in self._held}
-        taken: dict[str, int] = {}
-        if todo:
-            rows = await conn.execute(
-                sa.text("SELECT k, pg_try_advisory_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
-                {"keys": list(todo)},
-            )
-            taken = {todo[int(key)]: int(key) for key, got in rows if got}
-            # Committed with the renewal below; until then nobody can fence on the new epoch anyway.
-            self._epochs.update(await take_epochs(conn, self._namespace, taken, self._holder_id))
-        else:
-            await conn.execute(sa.text("SELECT 1"))  # the renewal: resets the server's idle timer
+        if not todo:
+            await self._renewal(conn)
+            return
+        rows = await conn.execute(
+            sa.text("SELECT k, pg_try_advisory_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+            {"keys": list(todo)},
+        )
+        taken = {todo[int(key)]: int(key) for key, got in rows if got}
+        # Committed just below; until then nobody can fence on the new epoch anyway.
+        self._epochs.update(await take_epochs(conn, self._namespace, taken, self._holder_id))
         await conn.commit()  # session-level locks outlive the transaction; do not idle in one
         self._held.update(taken)
         self._epochs = {n: e for n, e in self._epochs.items() if n in self._held}
